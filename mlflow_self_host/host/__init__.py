@@ -1,0 +1,1 @@
+"""The Nomad client host over SSH (Fabric): configure-host."""

@@ -1,0 +1,1 @@
+"""The Nomad job: deploy, status, logs, rollback."""

@@ -1,0 +1,187 @@
+"""Settings: invoke.yaml defaults, overridden by the environment, then by task flags.
+
+Every setting is a flat key (``registry``, ``nomad_addr``...) grouped in sections in invoke.yaml only
+for reading. Precedence, lowest first:
+
+1. ``invoke.yaml`` at the project root (the defaults; every key lives there),
+2. the standard variable where one exists (``NOMAD_ADDR``, ``NOMAD_NAMESPACE``...),
+3. ``MSH_<KEY>`` (``MSH_REGISTRY``, ``MSH_NOMAD_ADDR``...), the project's own and most specific,
+4. a task flag (``inv build --base-image ...``).
+
+Secrets are never read from a file: they come from the environment only, and ``Settings.masked``
+never shows them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "MSH_"
+
+# Standard variables of the tools we drive; the project's MSH_ variable still wins over them.
+STANDARD_ENV = {
+    "nomad_addr": "NOMAD_ADDR",
+    "nomad_namespace": "NOMAD_NAMESPACE",
+    "nomad_region": "NOMAD_REGION",
+    "nomad_cacert": "NOMAD_CACERT",
+    "nomad_client_cert": "NOMAD_CLIENT_CERT",
+    "nomad_client_key": "NOMAD_CLIENT_KEY",
+    "nomad_skip_verify": "NOMAD_SKIP_VERIFY",
+}
+
+# Secrets: environment only, first variable found wins.
+SECRETS = {
+    "registry_password": ("MSH_REGISTRY_PASSWORD",),
+    "nomad_token": ("MSH_NOMAD_TOKEN", "NOMAD_TOKEN"),
+    "pihole_password": ("MSH_PIHOLE_PASSWORD", "PIHOLE_PASSWORD"),
+    "sudo_password": ("MSH_SUDO_PASSWORD",),
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _coerce(key: str, raw: Any, like: Any, origin: str) -> Any:
+    """Give ``raw`` the type of the default ``like``; a bad value is the user's mistake."""
+    if isinstance(like, bool):
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise UserError(f"{origin}: {key} must be true or false, not {raw!r}")
+    if isinstance(like, int):
+        try:
+            return int(str(raw).strip())
+        except ValueError:
+            raise UserError(f"{origin}: {key} must be a whole number, not {raw!r}") from None
+    return "" if raw is None else str(raw)
+
+
+def _read_yaml(path: Path) -> dict:
+    from invoke.util import yaml
+
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing", hint="run the task from the project folder") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
+    return data
+
+
+def read_defaults(root: Path = PROJECT_ROOT) -> tuple[dict, dict]:
+    """The ``mlflow:`` part of invoke.yaml as flat ``{key: value}`` and ``{key: section}``."""
+    path = Path(root) / "invoke.yaml"
+    data = _read_yaml(path).get("mlflow") or {}
+    values, sections = {}, {}
+    for section, keys in data.items():
+        if not isinstance(keys, Mapping):
+            raise UserError(f"{path}: mlflow.{section} must be a mapping of settings")
+        for key, value in keys.items():
+            if key in SECRETS:
+                raise UserError(
+                    f"{path}: {key} is a secret and is never read from a file",
+                    hint=f"remove it and export {SECRETS[key][0]} instead",
+                )
+            values[key] = value
+            sections[key] = section
+    return values, sections
+
+
+class Settings:
+    """The effective settings and where each came from (``sources[key]``)."""
+
+    def __init__(self, values: dict, sources: dict, sections: dict, root: Path = PROJECT_ROOT):
+        self._values = dict(values)
+        self.sources = dict(sources)
+        self.sections = dict(sections)
+        self.root = Path(root)
+
+    @classmethod
+    def load(
+        cls,
+        root: Path | str = PROJECT_ROOT,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> "Settings":
+        env = os.environ if env is None else env
+        defaults, sections = read_defaults(Path(root))
+        values, sources = {}, {}
+        for key, default in defaults.items():
+            value, source = default, "invoke.yaml"
+            candidates = [STANDARD_ENV.get(key), ENV_PREFIX + key.upper()]
+            for name in candidates:
+                if name and name in env:
+                    value, source = _coerce(key, env[name], default, f"environment {name}"), f"env {name}"
+            values[key] = _coerce(key, value, default, "invoke.yaml") if source == "invoke.yaml" else value
+            sources[key] = source
+        for key, names in SECRETS.items():
+            values[key], sources[key] = "", "unset"
+            sections[key] = "secrets"
+            for name in names:
+                if env.get(name):
+                    values[key], sources[key] = env[name], f"env {name}"
+                    break
+        settings = cls(values, sources, sections, Path(root))
+        return settings.with_overrides(overrides or {})
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
+        """A copy with task flags applied; ``None`` means the flag was not given."""
+        values, sources = dict(self._values), dict(self.sources)
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in values:
+                raise KeyError(f"unknown setting {key!r}")
+            values[key] = _coerce(key, value, self._values[key], f"--{key.replace('_', '-')}")
+            sources[key] = f"flag --{key.replace('_', '-')}"
+        return Settings(values, sources, self.sections, self.root)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def keys(self) -> Iterable[str]:
+        return self._values.keys()
+
+    def is_secret(self, key: str) -> bool:
+        return key in SECRETS
+
+    def masked(self, key: str) -> str:
+        value = self._values[key]
+        if self.is_secret(key):
+            return "****" if value else "(unset)"
+        return str(value)
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """(section, key, shown value, source) for every setting, secrets masked."""
+        return [(self.sections.get(k, ""), k, self.masked(k), self.sources[k]) for k in self._values]
+
+    # Derived values used by several tasks -------------------------------------------------------
+    def image_repo(self) -> str:
+        return f"{self.registry}/{self.image}"
+
+    def image_ref(self, version: str) -> str:
+        """``{registry}/{image}:v{version}``, exactly the Makefile's tag."""
+        return f"{self.image_repo()}:v{version}"
+
+    def service_url(self) -> str:
+        return f"http://{self.domain}/"
+
+    def path(self, value: str) -> Path:
+        """A project-relative path setting (``job_file``, ``local_data_dir``) made absolute."""
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else self.root / p

@@ -1,0 +1,248 @@
+"""mlflow-self-host: build, push and run MLflow on your own Nomad cluster.
+
+This file is the menu: each task parses its flags, reads settings and calls the package
+``mlflow_self_host``. Nothing heavy is imported here; task bodies import what they need.
+Settings: invoke.yaml, overridden by MSH_<KEY> and the standard NOMAD_* variables (`inv config`).
+"""
+from pathlib import Path
+
+from invoke import task as _invoke_task
+
+from mlflow_self_host.taskrun import guarded
+
+
+def task(*args, **kwargs):
+    """``@task`` whose body fails with one red line and an exit code (traceback with --debug)."""
+
+    if len(args) == 1 and callable(args[0]) and not kwargs:  # bare @task
+        return _invoke_task(guarded(args[0]))
+
+    def decorate(body):
+        return _invoke_task(*args, **kwargs)(guarded(body))
+
+    return decorate
+
+
+def _settings(**overrides):
+    from mlflow_self_host.settings import Settings
+
+    # The project is the folder of this tasks.py (`inv -r DIR` works on another checkout).
+    return Settings.load(root=Path(__file__).resolve().parent, overrides=overrides)
+
+
+def _version(settings):
+    from mlflow_self_host.version import read_version
+
+    return read_version(settings.root)
+
+
+DRY_RUN = "print what would change, change nothing"
+
+
+# --- foundation ----------------------------------------------------------------------------------
+@task
+def version(c):
+    """Print the version in version.txt."""
+    from mlflow_self_host import console
+
+    console.result(str(_version(_settings())))
+
+
+@task(help={"json": "print JSON (value and source of each setting) for scripts"})
+def config(c, json=False):
+    """Show the effective settings and where each came from (secrets masked)."""
+    from mlflow_self_host import config_view
+
+    config_view.show(_settings(), as_json=json)
+
+
+# --- image ---------------------------------------------------------------------------------------
+@task(help={
+    "base_image": "base image for the build (default: setting base_image, python:3.12-slim-bookworm)",
+    "no_cache": "build without the engine's layer cache",
+    "dry_run": DRY_RUN,
+})
+def build(c, base_image=None, no_cache=False, dry_run=False):
+    """Build the MLflow image {registry}/{image}:v{version} with the docker SDK."""
+    from mlflow_self_host.image import build as image_build
+
+    settings = _settings(base_image=base_image)
+    image_build.build(settings, _version(settings), no_cache=no_cache, dry_run=dry_run)
+
+
+@task(help={"dry_run": DRY_RUN})
+def push(c, dry_run=False):
+    """Push {registry}/{image}:v{version} with per-layer progress."""
+    from mlflow_self_host.image import push as image_push
+
+    settings = _settings()
+    image_push.push(settings, _version(settings), dry_run=dry_run)
+
+
+@task(help={"dry_run": DRY_RUN})
+def pushlatest(c, dry_run=False):
+    """Tag the current version's image as latest and push it (the same image, no rebuild)."""
+    from mlflow_self_host.image import push as image_push
+
+    settings = _settings()
+    image_push.push_latest(settings, _version(settings), dry_run=dry_run)
+
+
+# --- local mode ----------------------------------------------------------------------------------
+@task(help={
+    "docker": "require the Docker engine (fail instead of falling back to a native server)",
+    "port": "local port (default: setting local_port, 5000)",
+    "base_image": "base image if the image must be built first",
+})
+def up(c, docker=False, port=None, base_image=None):
+    """Run MLflow locally with ./data mounted, wait until healthy, print the URL."""
+    from mlflow_self_host.local import up as local_up
+
+    settings = _settings(local_port=port, base_image=base_image)
+    local_up(settings, _version(settings), require_docker=docker)
+
+
+@task
+def down(c):
+    """Stop the local MLflow; ./data is kept."""
+    from mlflow_self_host.local import down as local_down
+
+    local_down(_settings())
+
+
+@task(help={
+    "url": "MLflow URL (default: the local server, http://127.0.0.1:{local_port}/)",
+    "host_header": "also call the API with this Host header (e.g. the domain, mlflow.lan)",
+})
+def smoke(c, url=None, host_header=None):
+    """Log a param, a metric and an artifact, read them back, and check the Host header."""
+    from mlflow_self_host.smoke import smoke as run_smoke
+
+    run_smoke(_settings(), url=url, host_header=host_header)
+
+
+# --- host ----------------------------------------------------------------------------------------
+@task(name="configure-host", help={
+    "dry_run": "show the diff of client.hcl and the other changes, change nothing",
+    "ansible": "run the kept Ansible playbook (ansible/) instead",
+    "accept_host_key": "accept and record an unknown SSH host key (never a changed one)",
+    "ask_sudo_pass": "prompt for the sudo password on the host",
+    "host": "Nomad client host (default: setting host)",
+    "user": "SSH user (default: setting ssh_user)",
+})
+def configure_host(c, dry_run=False, ansible=False, accept_host_key=False, ask_sudo_pass=False,
+                   host=None, user=None):
+    """Prepare the Nomad client over SSH: host volumes, folders, job file; restart Nomad if needed."""
+    from mlflow_self_host.host import configure
+
+    settings = _settings(host=host, ssh_user=user)
+    configure.run(settings, dry_run=dry_run, use_ansible=ansible, accept_host_key=accept_host_key,
+                  ask_sudo_pass=ask_sudo_pass)
+
+
+# --- Nomad ---------------------------------------------------------------------------------------
+@task(help={
+    "dry_run": "read-only: show the plan diff; no host change, no build, no push, no register",
+    "skip_host": "do not run configure-host first",
+    "skip_build": "do not build and push first (the registry must already have the tag)",
+    "no_backup": "do not back up the database before a version change",
+    "accept_host_key": "accept and record an unknown SSH host key",
+})
+def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False, accept_host_key=False):
+    """Configure the host, build and push v{version}, plan and register the job, follow it to healthy.
+
+    Exit codes: 0 healthy (or already deployed); 10 placement failed; 11 deployment failed;
+    12 deployment failed and Nomad reverted to the previous version; 1 any other error.
+    """
+    from mlflow_self_host.job import deploy as job_deploy
+
+    settings = _settings()
+    job_deploy.deploy(settings, _version(settings), dry_run=dry_run, skip_host=skip_host,
+                      skip_build=skip_build, backup=not no_backup, accept_host_key=accept_host_key)
+
+
+@task(help={"json": "print JSON for scripts"})
+def status(c, json=False):
+    """Job version and status, running image vs version.txt, allocations, latest deployment."""
+    from mlflow_self_host.job import status as job_status
+
+    settings = _settings()
+    job_status.status(settings, _version(settings), as_json=json)
+
+
+@task(help={"follow": "keep streaming new lines", "stderr": "show stderr instead of stdout",
+            "lines": "how many last lines to show (default 50)"})
+def logs(c, follow=False, stderr=False, lines=50):
+    """The running allocation's task logs."""
+    from mlflow_self_host.job import logs as job_logs
+
+    job_logs.logs(_settings(), follow=follow, stderr=stderr, lines=int(lines))
+
+
+@task(help={"to": "job version to go back to (default: the previous stable one)", "dry_run": DRY_RUN})
+def rollback(c, to=None, dry_run=False):
+    """Revert the job to an earlier version (check-and-set) and follow the deployment."""
+    from mlflow_self_host.job import rollback as job_rollback
+
+    job_rollback.rollback(_settings(), to=to, dry_run=dry_run)
+
+
+# --- DNS -----------------------------------------------------------------------------------------
+@task(help={
+    "check": "only resolve the domain against the DNS server and report the answer",
+    "remove": "remove the record",
+    "dry_run": DRY_RUN,
+    "backend": "pihole (v6 API) or dnsmasq (file over SSH; also Pi-hole v5)",
+    "insecure": "do not verify the Pi-hole's TLS certificate",
+})
+def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=None):
+    """Point {domain} at the proxy with a CNAME (Pi-hole v6 or dnsmasq) and check it resolves."""
+    from mlflow_self_host.dns import record
+
+    settings = _settings(dns_backend=backend, pihole_insecure=insecure)
+    record.run(settings, check_only=check, remove=remove, dry_run=dry_run)
+
+
+# --- release -------------------------------------------------------------------------------------
+@task(help={
+    "bump": "major, minor or patch",
+    "set": "set this exact version instead of bumping",
+    "list": "show the next version for each part and exit",
+    "allow_dirty": "release from a git tree with uncommitted or untracked files",
+    "no_deploy": "stop after pushing the image",
+    "dry_run": DRY_RUN,
+})
+def release(c, bump=None, set=None, list=False, allow_dirty=False, no_deploy=False, dry_run=False):
+    """Bump version.txt, commit, tag, build, push v{new} and latest, deploy."""
+    from mlflow_self_host import release as rel
+
+    rel.release(_settings(), bump=bump, set_version=set, list_only=list, allow_dirty=allow_dirty,
+                deploy=not no_deploy, dry_run=dry_run)
+
+
+# --- operations ----------------------------------------------------------------------------------
+@task(help={"json": "print JSON for scripts"})
+def doctor(c, json=False):
+    """Check every part the tasks use (✓/✗ with the fix); exit 0 only when all pass."""
+    from mlflow_self_host import doctor as doc
+
+    doc.doctor(_settings(), as_json=json)
+
+
+@task(help={"download": "also copy the backup to ./backups on this machine",
+            "local": "back up the local mode's ./data instead of the Nomad client",
+            "dry_run": DRY_RUN})
+def backup(c, download=False, local=False, dry_run=False):
+    """Consistent SQLite backup of the MLflow database (online backup, integrity-checked)."""
+    from mlflow_self_host import backup as bk
+
+    bk.backup(_settings(), download=download, local=local, dry_run=dry_run)
+
+
+@task(help={"backup": "backup file name or path to restore", "local": "restore into ./data",
+            "dry_run": DRY_RUN})
+def restore(c, backup, local=False, dry_run=False):
+    """Stop the job, put a backup in place (current database kept aside), start, wait healthy."""
+    from mlflow_self_host import backup as bk
+
+    bk.restore(_settings(), backup, local=local, dry_run=dry_run)

@@ -1,0 +1,75 @@
+"""Session fixtures: the real services the tests use, started on loopback and stopped afterwards.
+
+- ``docker_engine``: dockerd on its own socket (or the engine DOCKER_HOST names), overlay2 or vfs.
+- ``registry``: Debian's docker-registry on a loopback port.
+- ``ssh_server``: openssh-server on a loopback port, key auth, a test user with passwordless sudo.
+- ``dns_server``: dnsmasq on a loopback port with a config folder and a restart command.
+- ``base_image``: the local stand-in for python:*-slim (debootstrap + docker import, cached).
+Under CI=true a service that cannot start fails the run; elsewhere its tests are skipped.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.services import base_image as base_image_service
+from tests.services import dns_server as dns_service
+from tests.services import docker_engine, registry as registry_service, ssh_server as ssh_service
+from tests.services import unavailable
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def docker_engine_service(tmp_path_factory):
+    engine = docker_engine.reuse_from_env()
+    if engine is None:
+        try:
+            engine = docker_engine.start(Path(tmp_path_factory.mktemp("docker", numbered=True)))
+        except TimeoutError as exc:
+            unavailable(str(exc))
+    yield engine
+    docker_engine.stop(engine)
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_engine_service):
+    return docker_engine_service.client()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    reg = registry_service.start(Path(tmp_path_factory.mktemp("registry")))
+    yield reg
+    registry_service.stop(reg)
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory):
+    server = ssh_service.start(Path(tmp_path_factory.mktemp("sshd")))
+    yield server
+    ssh_service.stop(server)
+
+
+@pytest.fixture(scope="session")
+def dns_server(tmp_path_factory):
+    server = dns_service.start(Path(tmp_path_factory.mktemp("dnsmasq")))
+    yield server
+    dns_service.stop(server)
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client):
+    """Tag of the local python base stand-in (built once, then loaded from the cache)."""
+    return base_image_service.ensure(docker_client)
+
+
+@pytest.fixture
+def project_env(monkeypatch):
+    """A clean environment: no MSH_/NOMAD_ settings leak in from the developer's shell."""
+    for key in list(os.environ):
+        if key.startswith(("MSH_", "NOMAD_", "PIHOLE_")):
+            monkeypatch.delenv(key, raising=False)
+    return monkeypatch
