@@ -9,3 +9,11 @@ def backup(*args, **kwargs):
 
 def restore(*args, **kwargs):
     raise NotBuiltYet("restore")
+
+
+def before_deploy(settings, running_version, new_version):
+    """Called by deploy before an image version change; returns the backup taken (None: none taken).
+
+    Stub until the backup issue lands: takes no backup.
+    """
+    return None
