@@ -1,0 +1,328 @@
+"""SSH to the Nomad client host (Fabric), with strict host keys, sudo and atomic writes.
+
+``connect(settings)`` opens a connection and returns a ``Remote``; every failure becomes a
+``UserError`` that says what to do next:
+
+- host keys are checked against ``known_hosts`` (an unknown key is refused unless
+  ``accept_host_key``, which records it; a changed key is always refused),
+- sudo never waits on a prompt: without a password it runs ``sudo -n``; the password comes from
+  ``MSH_SUDO_PASSWORD`` or, with ``ask_sudo_pass``, from a prompt, and is never shown,
+- ``Remote.write`` replaces a file atomically (a temp file in the same folder, then ``mv``).
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+from invoke.exceptions import AuthFailure
+
+from ..errors import UserError
+
+SUDO_PASS_ENV = "MSH_SUDO_PASSWORD"
+_SUDO_PROMPT = "[msh-sudo] password: "
+_SUDO_NEEDS_PASSWORD = ("a password is required", "a terminal is required")
+_SUDO_REFUSED = ("is not in the sudoers file", "is not allowed to execute", "may not run sudo")
+
+
+@dataclass
+class Result:
+    stdout: str
+    stderr: str
+    exited: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    def __init__(self, name: str, key: paramiko.PKey):
+        super().__init__(f"unknown host key for {name}")
+        self.name = name
+        self.key = key
+
+
+class _StrictPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse an unknown host key, or (``accept``) record it in the known_hosts file."""
+
+    def __init__(self, known_hosts: Path, accept: bool):
+        self.known_hosts = known_hosts
+        self.accept = accept
+        self.accepted: str | None = None
+
+    def missing_host_key(self, client, hostname, key):
+        if not self.accept:
+            raise _UnknownHostKey(hostname, key)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        _append_known_host(self.known_hosts, hostname, key)
+        self.accepted = f"{key.get_name()} {fingerprint(key)}"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """``SHA256:...`` as ``ssh-keygen -l`` and ``ssh`` print it."""
+    import hashlib
+
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _append_known_host(path: Path, hostname: str, key: paramiko.PKey) -> None:
+    """Append one line as ``ssh`` writes it, keeping the rest of the file as it is."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    existing = path.read_bytes() if path.exists() else b""
+    line = f"{hostname} {key.get_name()} {key.get_base64()}\n".encode()
+    if existing and not existing.endswith(b"\n"):
+        line = b"\n" + line
+    with open(path, "ab") as fh:
+        fh.write(line)
+    os.chmod(path, 0o600 if not existing else os.stat(path).st_mode & 0o777)
+
+
+def _known_hosts_name(host: str, port: int) -> str:
+    return host if int(port) == 22 else f"[{host}]:{port}"
+
+
+def sudo_password(ask: bool) -> str:
+    """The sudo password: MSH_SUDO_PASSWORD, else a prompt when asked to, else empty (sudo -n)."""
+    password = os.environ.get(SUDO_PASS_ENV, "")
+    if not password and ask:
+        import getpass
+
+        password = getpass.getpass("sudo password on the host: ")
+    return password
+
+
+def connect(settings, accept_host_key: bool = False, ask_sudo_pass: bool = False) -> "Remote":
+    """Open SSH to ``settings.host:ssh_port`` as ``ssh_user``; raise UserError on any failure."""
+    host, port, user = settings.host, int(settings.ssh_port), settings.ssh_user
+    where = f"{user}@{host}:{port}"
+    known_hosts = Path(os.path.expanduser(settings.known_hosts or "~/.ssh/known_hosts"))
+    connect_kwargs: dict = {}
+    if settings.ssh_key:
+        key_file = Path(os.path.expanduser(settings.ssh_key))
+        if not key_file.is_file():
+            raise UserError(f"SSH key {key_file} not found",
+                            hint="set ssh_key (MSH_SSH_KEY) to your private key file, or empty to use the SSH agent")
+        connect_kwargs.update(key_filename=str(key_file), look_for_keys=False)
+    password = sudo_password(ask_sudo_pass)
+    config = Config(overrides={"sudo": {"password": password or None, "prompt": _SUDO_PROMPT},
+                               "load_ssh_configs": False})
+    conn = Connection(host=host, user=user, port=port, connect_kwargs=connect_kwargs, config=config,
+                      connect_timeout=15)
+    try:
+        conn.client.load_host_keys(str(known_hosts))
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - a broken known_hosts file is the user's to fix
+        raise UserError(f"cannot read known_hosts {known_hosts}: {exc}",
+                        hint="fix the file or point the known_hosts setting at another one") from None
+    policy = _StrictPolicy(known_hosts, accept_host_key)
+    conn.client.set_missing_host_key_policy(policy)
+    name = _known_hosts_name(host, port)
+    try:
+        conn.open()
+    except _UnknownHostKey as exc:
+        raise UserError(
+            f"SSH host key of {name} is unknown ({exc.key.get_name()} {fingerprint(exc.key)})",
+            hint=f"if that fingerprint is the host's, run again with --accept-host-key, or add it with "
+                 f"`ssh-keyscan -p {port} {host} >> {known_hosts}`",
+        ) from None
+    except paramiko.BadHostKeyException as exc:
+        raise UserError(
+            f"SSH host key of {name} has CHANGED (now {exc.key.get_name()} {fingerprint(exc.key)}, "
+            f"{known_hosts} has {fingerprint(exc.expected_key)}): someone may be intercepting the connection",
+            hint=f"if the host was reinstalled on purpose, remove the old key with "
+                 f"`ssh-keygen -R '{name}' -f {known_hosts}`, then run again with --accept-host-key",
+        ) from None
+    except paramiko.PasswordRequiredException:
+        raise UserError(f"SSH key {settings.ssh_key} is protected by a passphrase",
+                        hint="load it into your SSH agent (ssh-add) and leave ssh_key empty") from None
+    except paramiko.AuthenticationException:
+        raise UserError(
+            f"SSH authentication refused for {where}",
+            hint="check ssh_user and ssh_key (MSH_SSH_USER, MSH_SSH_KEY), or that your key is in the "
+                 "agent and in the user's ~/.ssh/authorized_keys on the host",
+        ) from None
+    except (socket.gaierror, socket.timeout, TimeoutError, OSError, paramiko.ssh_exception.NoValidConnectionsError,
+            EOFError, paramiko.SSHException) as exc:
+        reason = _reason(exc)
+        raise UserError(
+            f"cannot reach {host}:{port} over SSH: {reason}",
+            hint="check that the host is up and sshd listens there (settings host and ssh_port, "
+                 "MSH_HOST / MSH_SSH_PORT or --host)",
+        ) from None
+    if policy.accepted:
+        from .. import console
+
+        console.warn(f"recorded the SSH host key of {name} ({policy.accepted}) in {known_hosts}")
+    return Remote(conn, where=where, sudo_password=password)
+
+
+class Remote:
+    """One SSH connection to the host; every method raises UserError with what to do next."""
+
+    def __init__(self, conn: Connection, where: str = "", sudo_password: str = ""):
+        self.conn = conn
+        self.where = where or f"{conn.user}@{conn.host}:{conn.port}"
+        self._sudo_password = sudo_password
+
+    # --- commands ---------------------------------------------------------------------------
+    def run(self, cmd: str, sudo: bool = False, check: bool = True) -> Result:
+        """Run a shell command (the whole of it under sudo when ``sudo``)."""
+        try:
+            if not sudo:
+                r = self.conn.run(cmd, hide=True, warn=True, in_stream=False)
+            elif self._sudo_password:
+                r = self.conn.sudo(f"sh -c {shlex.quote(cmd)}", hide=True, warn=True, in_stream=False)
+            else:
+                r = self.conn.run(f"sudo -n -- sh -c {shlex.quote(cmd)}", hide=True, warn=True, in_stream=False)
+        except AuthFailure:
+            raise UserError(f"sudo on {self.where} refused the password",
+                            hint=f"check MSH_SUDO_PASSWORD, or unset it and use --ask-sudo-pass") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise UserError(f"SSH connection to {self.where} failed: {exc}",
+                            hint="check the host and run again") from None
+        result = Result(r.stdout, r.stderr, r.exited)
+        if sudo and not result.ok:
+            self._check_sudo(result)
+        if check and not result.ok:
+            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            raise UserError(
+                f"command failed on {self.where} (exit {result.exited}): {_short(cmd)}"
+                + (f": {detail[-1]}" if detail else ""),
+                hint="run `inv --debug ...` for details, fix the host, and run again",
+            )
+        return result
+
+    def _check_sudo(self, result: Result) -> None:
+        text = result.stderr.lower()
+        if text.startswith("sudo:") or "\nsudo:" in text:
+            if any(s in text for s in _SUDO_NEEDS_PASSWORD):
+                raise UserError(
+                    f"sudo on {self.where} asks for a password",
+                    hint="run again with --ask-sudo-pass, or export MSH_SUDO_PASSWORD, "
+                         "or give the user passwordless sudo",
+                )
+            if any(s in text for s in _SUDO_REFUSED) or "incorrect password" in text:
+                raise UserError(
+                    f"sudo refused on {self.where}: {result.stderr.strip().splitlines()[-1]}",
+                    hint="give the SSH user sudo rights on the host (/etc/sudoers.d), or use another ssh_user",
+                )
+
+    # --- files ------------------------------------------------------------------------------
+    def read_bytes(self, path: str, sudo: bool = False) -> bytes | None:
+        """The file's bytes, or None when it does not exist."""
+        q = shlex.quote(path)
+        r = self.run(f"if [ -e {q} ]; then base64 < {q}; else echo MSH-MISSING; fi", sudo=sudo)
+        if r.stdout.strip() == "MSH-MISSING":
+            return None
+        return base64.b64decode(r.stdout)
+
+    def read(self, path: str, sudo: bool = False) -> str | None:
+        """The file's text (bytes kept exactly via surrogateescape), or None when missing."""
+        data = self.read_bytes(path, sudo=sudo)
+        return None if data is None else data.decode("utf-8", "surrogateescape")
+
+    def exists(self, path: str, sudo: bool = False) -> bool:
+        return self.run(f"test -e {shlex.quote(path)}", sudo=sudo, check=False).ok
+
+    def stat(self, path: str, sudo: bool = False) -> tuple[str, str, str] | None:
+        """(owner, group, mode as "0774") or None when the path does not exist."""
+        q = shlex.quote(path)
+        r = self.run(f"if [ -e {q} ]; then stat -c '%U %G %a' -- {q}; else echo MSH-MISSING; fi", sudo=sudo)
+        out = r.stdout.strip()
+        if out == "MSH-MISSING":
+            return None
+        owner, group, mode = out.split()
+        return owner, group, f"{int(mode, 8):04o}"
+
+    def write(self, path: str, content, owner: str | None = None, group: str | None = None,
+              mode: str | None = None, sudo: bool = True) -> None:
+        """Replace ``path`` atomically with ``content`` (str or bytes).
+
+        Owner, group and mode are the given ones, else those of the file it replaces, else the
+        user's and 0644. The file is never seen half-written: a temp file in the same folder is
+        filled, then moved over it.
+        """
+        data = content.encode("utf-8", "surrogateescape") if isinstance(content, str) else bytes(content)
+        upload = self.run("mktemp /tmp/msh-upload.XXXXXXXX").stdout.strip()
+        try:
+            self._sftp_put(data, upload)
+            q, up = shlex.quote(path), shlex.quote(upload)
+            folder = shlex.quote(os.path.dirname(path) or ".")
+            name = shlex.quote("." + os.path.basename(path) + ".msh.XXXXXX")
+            steps = [
+                "set -e",
+                f"t=$(mktemp -p {folder} {name})",
+                "trap 'rm -f \"$t\"' EXIT",
+                f'cat {up} > "$t"',
+                f'if [ -e {q} ]; then chown --reference={q} "$t" 2>/dev/null || true; chmod --reference={q} "$t"; '
+                f'else chmod 0644 "$t"; fi',
+            ]
+            if owner or group:
+                steps.append(f'chown {shlex.quote((owner or "") + (":" + group if group else ""))} "$t"')
+            if mode:
+                steps.append(f'chmod {shlex.quote(str(mode))} "$t"')
+            steps += [f'mv -f "$t" {q}', "trap - EXIT"]
+            self.run("\n".join(steps), sudo=sudo)
+        finally:
+            self.run(f"rm -f {shlex.quote(upload)}", check=False)
+
+    def _sftp_put(self, data: bytes, remote: str) -> None:
+        import io
+
+        try:
+            self.conn.put(io.BytesIO(data), remote)
+        except (OSError, paramiko.SSHException) as exc:
+            raise UserError(f"cannot upload to {remote} on {self.where}: {exc}",
+                            hint="check free space in /tmp on the host") from None
+
+    def put(self, local, remote: str, owner: str | None = None, group: str | None = None,
+            mode: str | None = None, sudo: bool = False) -> None:
+        """Copy a local file to the host (atomically, via ``write``, when sudo or ownership is asked)."""
+        data = Path(local).read_bytes()
+        if sudo or owner or group or mode:
+            self.write(remote, data, owner=owner, group=group, mode=mode, sudo=sudo)
+            return
+        self._sftp_put(data, remote)
+
+    def get(self, remote: str, local) -> None:
+        """Copy a file from the host (readable by the SSH user) to ``local``."""
+        try:
+            self.conn.get(remote, str(local))
+        except FileNotFoundError:
+            raise UserError(f"{remote} not found on {self.where}") from None
+        except (OSError, paramiko.SSHException) as exc:
+            raise UserError(f"cannot download {remote} from {self.where}: {exc}") from None
+
+    # --- lifetime ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Remote":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host name"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _short(cmd: str, limit: int = 80) -> str:
+    first = cmd.strip().splitlines()[0] if cmd.strip() else cmd
+    return first if len(first) <= limit and "\n" not in cmd.strip() else first[:limit] + " …"
