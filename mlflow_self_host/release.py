@@ -1,7 +1,303 @@
-"""Not built yet: see the open issues."""
-from .errors import NotBuiltYet
+"""release: from version.txt to a healthy deployment, or back to where it started.
+
+Refuse first (read-only checks), then: bump version.txt, commit it, annotated tag ``v{new}``, build,
+push ``v{new}``, push ``latest`` (the same image), deploy, summary. A failure before the image is in
+the registry undoes the commit, the tag and version.txt exactly; after that, the release stands and the
+error names the command(s) that finish it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import git
+from .errors import UserError
+from .plan import Plan
+from .settings import Settings
+from .version import FILE_NAME, PARTS, Version, read_version, version_file, write_version
 
 
+# --- what to release -----------------------------------------------------------------------------
+def next_versions(current: Version) -> dict[str, Version]:
+    """The version each part would give, in PARTS order (``inv release --list``)."""
+    return {part: current.bump(part) for part in PARTS}
 
-def release(*args, **kwargs):
-    raise NotBuiltYet("release")
+
+def target_version(current: Version, bump: str | None, set_version: str | None) -> Version:
+    """The new version from exactly one of ``--bump PART`` and ``--set X``."""
+    if bump and set_version:
+        raise UserError("give either --bump or --set, not both", hint="e.g. inv release --bump minor", code=2)
+    if not bump and not set_version:
+        raise UserError("nothing to release: give --bump PART or --set VERSION",
+                        hint=f"parts: {', '.join(PARTS)}; `inv release --list` shows what each gives", code=2)
+    if set_version:
+        new = Version.parse(str(set_version), origin="--set")
+        if new == current:
+            raise UserError(f"version.txt already says {current}", hint="give a different version to --set", code=2)
+        return new
+    return current.bump(str(bump).strip().lower())
+
+
+@dataclass(frozen=True)
+class Release:
+    """The values a release uses, computed before anything changes."""
+
+    settings: Settings
+    current: Version
+    new: Version
+    deploy: bool
+
+    @property
+    def tag(self) -> str:
+        return self.new.tag
+
+    @property
+    def message(self) -> str:
+        return f"Release {self.tag}"
+
+    @property
+    def image_ref(self) -> str:
+        return self.settings.image_ref(self.new.text)
+
+    @property
+    def latest_ref(self) -> str:
+        return f"{self.settings.image_repo()}:latest"
+
+    @property
+    def root(self) -> Path:
+        return self.settings.root
+
+
+def steps(rel: Release) -> Plan:
+    """Every step of the release with the values it uses (what --dry-run prints)."""
+    s = rel.settings
+    plan = Plan(f"release {rel.current} → {rel.new}")
+    plan.add("write", str(version_file(rel.root)), f"{rel.current} → {rel.new}")
+    plan.add("commit", FILE_NAME, f'"{rel.message}"')
+    plan.add("tag", rel.tag, f'annotated, "{rel.message}"')
+    plan.add("build", rel.image_ref, f"base image {s.base_image}, context {s.root / 'docker'}")
+    plan.add("push", rel.image_ref, f"to {s.registry}")
+    plan.add("push", rel.latest_ref, f"the same image as {rel.tag}, no second build")
+    if rel.deploy:
+        plan.add("deploy", f"job {s.job_name}", f"image {rel.image_ref} on {s.nomad_addr} "
+                 f"(namespace {s.nomad_namespace}, region {s.nomad_region}), then check {s.service_url()}")
+    return plan
+
+
+# --- refusals (read-only) ------------------------------------------------------------------------
+def check(rel: Release, allow_dirty: bool = False) -> None:
+    """Refuse, before anything changes, a release that cannot or should not happen."""
+    root = rel.root
+    if not git.is_repository(root):
+        raise UserError(f"{root} is not in a git repository", hint="a release commits and tags: run `git init` "
+                        "and commit the project first")
+    if git.identity(root) is None:
+        raise UserError("git has no identity to commit the release with",
+                        hint='git config --global user.name "Your Name" && git config --global user.email you@example.com')
+    dirty = git.dirty_paths(root)
+    if dirty and not allow_dirty:
+        shown = ", ".join(line[3:] for line in dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+        raise UserError(f"the git tree is not clean ({len(dirty)} changed or untracked: {shown})",
+                        hint="commit or remove them (`git status`), or release anyway with --allow-dirty")
+    if git.tag_exists(root, rel.tag):
+        raise UserError(f"git tag {rel.tag} already exists",
+                        hint="that version was released: bump again, or --set a version not yet tagged (`git tag`)")
+    from .image import registry
+
+    if registry.tag_exists(rel.settings, rel.tag):
+        raise UserError(f"the registry already has {rel.image_ref}",
+                        hint="image tags are never overwritten: release another version (--bump or --set)")
+
+
+# --- doing it, and undoing it --------------------------------------------------------------------
+@dataclass
+class _Undo:
+    """What the release changed in the repository so far, to put back exactly."""
+
+    root: Path
+    version_text: bytes
+    index: git.IndexEntry | None
+    head: str | None
+    commit: str | None = None
+    tag: str | None = None
+    wrote_version: bool = False
+
+    def run(self) -> list[str]:
+        """Undo, newest first; returns the commands left for the user when an undo step fails."""
+        left: list[str] = []
+        if self.tag:
+            try:
+                git.delete_tag(self.root, self.tag)
+            except UserError:
+                left.append(f"git tag -d {self.tag}")
+        if self.commit:
+            try:
+                git.move_head_back(self.root, self.commit, self.head)
+            except UserError:
+                left.append(f"git reset --soft {self.head}" if self.head else "git update-ref -d HEAD")
+        if self.wrote_version:
+            try:
+                git.set_index_entry(self.root, FILE_NAME, self.index)
+            except UserError:
+                left.append(f"git restore --staged {FILE_NAME}")
+            version_file(self.root).write_bytes(self.version_text)
+        return left
+
+
+@dataclass
+class ReleaseResult:
+    version: str
+    tag: str
+    commit: str
+    image: str
+    digest: str | None
+    job_version: int | None = None
+    deploy_status: str | None = None
+    url: str | None = None
+    next_commands: list[str] = field(default_factory=list)
+
+
+def _after_push_failure(rel: Release, exc: BaseException, what: str, commands: list[str]) -> UserError:
+    """The release stands (tag and image exist): say so, and exactly what finishes it."""
+    message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    hint = getattr(exc, "hint", None)
+    todo = " && ".join(commands)
+    return UserError(
+        f"{rel.tag} is released (committed, tagged, pushed) but {what} failed: {message}",
+        hint=(f"{hint}; " if hint else "") + f"then run: {todo}",
+        code=getattr(exc, "code", 1) if isinstance(exc, UserError) else 1,
+    )
+
+
+def _remaining(rel: Release, done_latest: bool) -> list[str]:
+    commands = [] if done_latest else ["inv pushlatest"]
+    if rel.deploy:
+        commands.append("inv deploy --skip-build")
+    return commands
+
+
+def run(rel: Release) -> ReleaseResult:
+    """Apply the release; the checks must have passed."""
+    from . import console
+    from .image import build as image_build, push as image_push, registry
+
+    root, s = rel.root, rel.settings
+    path = version_file(root)
+    undo = _Undo(root, path.read_bytes(), git.index_entry(root, FILE_NAME), git.head(root))
+    pushing = False
+    try:
+        console.step(f"version.txt {rel.current} → {rel.new}")
+        undo.wrote_version = True
+        write_version(root, rel.new)
+        undo.commit = git.commit_path(root, FILE_NAME, rel.message)
+        console.step(f"tag {rel.tag} on {undo.commit[:12]}")
+        git.create_annotated_tag(root, rel.tag, rel.message)
+        undo.tag = rel.tag
+        console.step(f"build {rel.image_ref}")
+        image_build.build(s, rel.new)
+        console.step(f"push {rel.image_ref}")
+        pushing = True
+        digest = image_push.push(s, rel.new)
+    except BaseException as exc:
+        if pushing and _pushed(s, rel.tag, registry):
+            digest = None  # the push failed after the manifest landed: the release stands
+            console.warn(f"the push of {rel.tag} reported an error, but the registry has the tag: keeping the release")
+        else:
+            left = undo.run()
+            _raise_undone(rel, exc, left)
+    result = ReleaseResult(rel.new.text, rel.tag, undo.commit, rel.image_ref, digest, url=None)
+
+    try:
+        console.step(f"push {rel.latest_ref} (same image as {rel.tag})")
+        image_push.push_latest(s, rel.new)
+    except Exception as exc:
+        raise _after_push_failure(rel, exc, f"pushing {rel.latest_ref}", _remaining(rel, False)) from exc
+
+    if not rel.deploy:
+        result.next_commands = ["inv deploy --skip-build"]
+        return result
+    try:
+        console.step(f"deploy {rel.image_ref} to {s.nomad_addr}")
+        from .job import deploy as job_deploy
+
+        outcome = job_deploy.deploy(s, rel.new, skip_build=True)
+    except Exception as exc:
+        raise _after_push_failure(rel, exc, "the deploy", _remaining(rel, True)) from exc
+    result.job_version = getattr(outcome, "job_version", None)
+    result.deploy_status = getattr(outcome, "status", None)
+    result.url = s.service_url()
+    return result
+
+
+def _pushed(settings: Settings, tag: str, registry) -> bool:
+    try:
+        return bool(registry.tag_exists(settings, tag))
+    except Exception:  # noqa: BLE001 - cannot tell: treat as not pushed, undo
+        return False
+
+
+def _raise_undone(rel: Release, exc: BaseException, left: list[str]):
+    from . import console
+
+    if left:
+        console.error(f"could not undo everything; to put the repository back run: {' && '.join(left)}")
+    else:
+        console.info(f"nothing released: version.txt is {rel.current} again, the commit and tag {rel.tag} are gone")
+    if not isinstance(exc, Exception):
+        raise exc  # Ctrl-C and friends: undone, now stop
+    if isinstance(exc, UserError):
+        raise exc
+    raise UserError(f"release {rel.tag} failed: {type(exc).__name__}: {exc}".splitlines()[0],
+                    hint="nothing was changed; run again as `inv --debug release ...` for the traceback") from exc
+
+
+def summary(result: ReleaseResult, settings: Settings) -> None:
+    from . import console
+
+    if result.job_version is not None or result.deploy_status:
+        job = f"{result.job_version}" + (f" ({result.deploy_status})" if result.deploy_status else "")
+    else:
+        job = "not deployed (--no-deploy)"
+    rows = [
+        ("version", result.version),
+        ("git tag", f"{result.tag} ({result.commit[:12]})"),
+        ("image", result.image),
+        ("image digest", result.digest or "(see `inv status`)"),
+        ("Nomad job version", job),
+        ("URL", result.url or "-"),
+    ]
+    console.table(f"release {result.tag}", ["", ""], rows)
+    for command in result.next_commands:
+        console.info(f"next: {command}")
+    if git.remotes(settings.root):
+        console.info("publish the commit and tag: git push --follow-tags")
+
+
+def show_list(current: Version) -> None:
+    from . import console
+
+    console.table(f"version.txt: {current}", ["--bump", "gives"],
+                  [(part, version.text) for part, version in next_versions(current).items()])
+
+
+# --- the task ------------------------------------------------------------------------------------
+def release(settings: Settings, bump: str | None = None, set_version: str | None = None, list_only: bool = False,
+            allow_dirty: bool = False, deploy: bool = True, dry_run: bool = False) -> ReleaseResult | None:
+    """`inv release`: returns the result (None for --list and --dry-run)."""
+    from . import console, plan as plans
+
+    current = read_version(settings.root)
+    if list_only:
+        show_list(current)
+        return None
+    rel = Release(settings, current, target_version(current, bump, set_version), deploy)
+    if rel.new.numbers < current.numbers:
+        console.warn(f"{rel.new} is lower than the current {current}")
+    check(rel, allow_dirty=allow_dirty)
+    if dry_run:
+        plans.show(steps(rel), dry_run=True)
+        return None
+    result = run(rel)
+    summary(result, settings)
+    console.done(f"released {rel.tag}" + ("" if deploy else " (not deployed)"))
+    return result

@@ -1,0 +1,276 @@
+"""inv release: refusals change nothing, a failed build leaves git as it was, a release lands everywhere.
+
+Each test works on a real git repository in a temp folder holding a copy of the project's files,
+with the real engine and registry (a unique image name per test).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from mlflow_self_host import release as rel
+from mlflow_self_host.errors import UserError
+from mlflow_self_host.settings import Settings
+from mlflow_self_host.version import PARTS, Version
+from tests.services import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILES = ("tasks.py", "invoke.yaml", "version.txt", "docker", "nomad")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path, project_env) -> Path:
+    """A git repository holding a copy of the project, one commit, a clean tree, version 0.99."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, project / name)
+        elif source.exists():
+            shutil.copy(source, project / name)
+    (project / "version.txt").write_text("0.99\n")
+    git(project, "init", "--quiet", "--initial-branch=main")
+    git(project, "config", "user.name", "Release Tester")
+    git(project, "config", "user.email", "release@example.com")
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "--message", "the project")
+    return project
+
+
+def load(repo: Path, registry=None, **overrides) -> Settings:
+    values = {"image": f"release-{uuid.uuid4().hex[:8]}", "nomad_addr": f"http://127.0.0.1:{free_port()}"}
+    if registry is not None:
+        values["registry"] = registry.address
+    values.update(overrides)
+    return Settings.load(root=repo, env={}, overrides=values)
+
+
+def snapshot(repo: Path, registry=None, settings: Settings | None = None) -> dict:
+    """Everything a release could change: files, git status/log/tags/HEAD, the registry's tags."""
+    files = {}
+    for path in sorted(repo.rglob("*")):
+        if path.is_file() and ".git" not in path.relative_to(repo).parts:
+            files[str(path.relative_to(repo))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    state = {
+        "files": files,
+        "status": git(repo, "status", "--porcelain", "--untracked-files=all"),
+        "staged": git(repo, "diff", "--cached"),
+        "log": git(repo, "log", "--all", "--format=%H %s"),
+        "tags": git(repo, "tag", "--list"),
+        "head": git(repo, "rev-parse", "HEAD"),
+    }
+    if registry is not None and settings is not None:
+        state["registry"] = registry.tags(settings.image)
+    return state
+
+
+def push_tiny_image(docker_client, registry, image: str, tag: str) -> None:
+    """Put some image under ``{registry}/{image}:{tag}`` (a one-file image, pushed for real)."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", b"FROM scratch\nCOPY marker /marker\n"), ("marker", tag.encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    ref = f"{registry.address}/{image}"
+    docker_client.images.build(fileobj=context, custom_context=True, tag=f"{ref}:{tag}", rm=True)
+    for line in docker_client.images.push(ref, tag=tag, stream=True, decode=True):
+        assert "error" not in line, line
+    docker_client.images.remove(f"{ref}:{tag}", force=True)
+
+
+# --- what to release (no services) ---------------------------------------------------------------
+versions = st.lists(st.integers(0, 10**5), min_size=1, max_size=4).map(lambda ns: ".".join(map(str, ns)))
+
+
+@given(versions)
+def test_list_shows_for_each_part_exactly_what_bump_would_release(text):
+    current = Version.parse(text)
+    listed = rel.next_versions(current)
+    assert list(listed) == list(PARTS)
+    for part, version in listed.items():
+        assert rel.target_version(current, part, None) == version == current.bump(part)
+    # And --set gives back what it is given.
+    assert rel.target_version(current, None, listed["major"].text) == listed["major"]
+
+
+@hsettings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(versions)
+def test_release_list_prints_one_row_per_part(tmp_path, capsys, text):
+    shutil.copy(ROOT / "invoke.yaml", tmp_path / "invoke.yaml")
+    (tmp_path / "version.txt").write_text(text + "\n")
+    capsys.readouterr()
+    assert rel.release(Settings.load(root=tmp_path, env={}), list_only=True) is None
+    out = capsys.readouterr().out
+    for part in PARTS:
+        row = next(line for line in out.splitlines() if f" {part} " in line)
+        assert f" {Version(text).bump(part)} " in row
+    assert (tmp_path / "version.txt").read_text() == text + "\n"
+
+
+@pytest.mark.parametrize("bump,set_version,says", [
+    ("micro", None, "valid parts: major, minor, patch"),
+    ("minor", "2.0", "either --bump or --set"),
+    (None, None, "give --bump PART or --set VERSION"),
+    (None, "v2", "not a version"),
+    (None, "0.99", "already says 0.99"),
+])
+def test_a_bad_request_is_refused_before_anything(repo, bump, set_version, says):
+    before = snapshot(repo)
+    with pytest.raises(UserError, match=says) as err:
+        rel.release(load(repo), bump=bump, set_version=set_version)
+    assert err.value.code == 2
+    assert snapshot(repo) == before
+
+
+def inv(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_"))}
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_inv_release_with_a_bad_part_is_one_red_line_listing_the_parts(repo):
+    result = inv(repo, "release", "--bump", "micro")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "major, minor, patch" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_inv_release_list(repo):
+    result = inv(repo, "release", "--list")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in result.stdout.splitlines() if line.count("│") == 3}
+    assert rows == {"major": "1.0", "minor": "0.100", "patch": "0.99.1"}
+
+
+# --- refusals (git, registry) --------------------------------------------------------------------
+@pytest.mark.parametrize("make_dirty", ["tracked", "staged", "untracked"])
+def test_a_dirty_tree_is_refused(repo, make_dirty):
+    if make_dirty == "untracked":
+        (repo / "notes.txt").write_text("wip\n")
+    else:
+        (repo / "invoke.yaml").write_text((repo / "invoke.yaml").read_text() + "# edited\n")
+        if make_dirty == "staged":
+            git(repo, "add", "invoke.yaml")
+    before = snapshot(repo)
+    with pytest.raises(UserError, match="git tree is not clean") as err:
+        rel.release(load(repo), bump="minor")
+    assert "--allow-dirty" in err.value.hint
+    assert ("notes.txt" if make_dirty == "untracked" else "invoke.yaml") in err.value.message
+    assert snapshot(repo) == before
+
+
+def test_ignored_files_do_not_make_the_tree_dirty(repo, registry):
+    (repo / ".gitignore").write_text("data/\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "--quiet", "-m", "ignore data")
+    (repo / "data").mkdir()
+    (repo / "data" / "mlflow.db").write_text("x")
+    rel.release(load(repo, registry), bump="minor", dry_run=True)  # no refusal
+
+
+def test_an_existing_git_tag_is_refused(repo):
+    git(repo, "tag", "v0.100")
+    before = snapshot(repo)
+    with pytest.raises(UserError, match="git tag v0.100 already exists"):
+        rel.release(load(repo), bump="minor")
+    assert snapshot(repo) == before
+
+
+def test_an_image_tag_already_in_the_registry_is_refused(repo, registry, docker_client):
+    settings = load(repo, registry)
+    push_tiny_image(docker_client, registry, settings.image, "v1.0")
+    before = snapshot(repo, registry, settings)
+    with pytest.raises(UserError, match=f"registry already has {registry.address}/{settings.image}:v1.0"):
+        rel.release(settings, bump="major")
+    assert snapshot(repo, registry, settings) == before
+
+
+def test_not_a_git_repository_is_refused(repo):
+    shutil.rmtree(repo / ".git")
+    with pytest.raises(UserError, match="not in a git repository"):
+        rel.release(load(repo), bump="patch")
+    assert (repo / "version.txt").read_text() == "0.99\n"
+
+
+# --- dry run -------------------------------------------------------------------------------------
+def test_dry_run_prints_every_step_with_its_values_and_changes_nothing(repo, registry, capsys):
+    settings = load(repo, registry, nomad_addr="http://nomad.example:4646")
+    before = snapshot(repo, registry, settings)
+    assert rel.release(settings, bump="minor", dry_run=True) is None
+    said = capsys.readouterr().err
+    image = f"{registry.address}/{settings.image}"
+    for value in ("0.99 → 0.100", "Release v0.100", f"{image}:v0.100", f"{image}:latest",
+                  settings.base_image, "http://nomad.example:4646", "http://mlflow.lan/", "nothing was changed"):
+        assert value in said, value
+    assert snapshot(repo, registry, settings) == before
+
+
+def test_dry_run_with_no_deploy_has_no_deploy_step(repo, registry, capsys):
+    rel.release(load(repo, registry), set_version="2.0", deploy=False, dry_run=True)
+    said = capsys.readouterr().err
+    assert "v2.0" in said and "deploy" not in said
+
+
+# --- failures before the push: the repository as it was -------------------------------------------
+@pytest.mark.slow
+def test_a_failed_build_leaves_git_and_version_txt_as_they_were(repo, registry):
+    # A realistic mistake: a base image the engine does not have (and no registry can serve).
+    settings = load(repo, registry, base_image=f"{registry.address}/no-such-base:{uuid.uuid4().hex[:6]}")
+    before = snapshot(repo, registry, settings)
+    with pytest.raises(UserError):
+        rel.release(settings, bump="minor")
+    assert snapshot(repo, registry, settings) == before
+    assert (repo / "version.txt").read_text() == "0.99\n"
+
+
+@pytest.mark.slow
+def test_a_failed_build_with_allow_dirty_puts_back_the_users_own_changes(repo, registry):
+    (repo / "invoke.yaml").write_text((repo / "invoke.yaml").read_text() + "# staged\n")
+    git(repo, "add", "invoke.yaml")
+    (repo / "invoke.yaml").write_text((repo / "invoke.yaml").read_text() + "# and not staged\n")
+    (repo / "notes.txt").write_text("untracked\n")
+    settings = load(repo, registry, base_image=f"{registry.address}/no-such-base:{uuid.uuid4().hex[:6]}")
+    before = snapshot(repo, registry, settings)
+    with pytest.raises(UserError):
+        rel.release(settings, bump="patch", allow_dirty=True)
+    assert snapshot(repo, registry, settings) == before
+
+
+# --- a release --------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_release_without_deploy_commits_tags_and_pushes_the_same_image_twice(repo, registry, base_image, capsys):
+    settings = load(repo, registry, base_image=base_image)
+    result = rel.release(settings, bump="minor", deploy=False)
+
+    assert (repo / "version.txt").read_text() == "0.100\n"
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert git(repo, "log", "-1", "--format=%s").strip() == "Release v0.100"
+    assert git(repo, "show", "--stat", "--format=", "HEAD").split()[0] == "version.txt"
+    assert git(repo, "cat-file", "-t", "v0.100").strip() == "tag"  # annotated
+    assert git(repo, "rev-parse", "v0.100^{commit}") == git(repo, "rev-parse", "HEAD")
+
+    assert registry.tags(settings.image) == ["latest", "v0.100"]
+    digest = registry.digest(settings.image, "v0.100")
+    assert digest and registry.digest(settings.image, "latest") == digest
+    assert result.digest == digest and result.job_version is None
+
+    table = capsys.readouterr().out
+    assert "v0.100" in table and digest in table and "not deployed" in table
