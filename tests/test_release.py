@@ -177,6 +177,14 @@ def test_a_dirty_tree_is_refused(repo, make_dirty):
     assert snapshot(repo) == before
 
 
+def test_inv_release_from_a_dirty_tree_exits_1_with_the_way_out(repo):
+    (repo / "notes.txt").write_text("wip\n")
+    result = inv(repo, "release", "--bump", "minor")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "not clean" in result.stderr and "notes.txt" in result.stderr and "--allow-dirty" in result.stderr
+    assert (repo / "version.txt").read_text() == "0.99\n" and git(repo, "tag", "--list") == ""
+
+
 def test_ignored_files_do_not_make_the_tree_dirty(repo, registry):
     (repo / ".gitignore").write_text("data/\n")
     git(repo, "add", ".gitignore")
@@ -274,3 +282,17 @@ def test_release_without_deploy_commits_tags_and_pushes_the_same_image_twice(rep
 
     table = capsys.readouterr().out
     assert "v0.100" in table and digest in table and "not deployed" in table
+
+
+@pytest.mark.slow
+def test_a_deploy_that_fails_after_the_push_keeps_the_release_and_names_the_next_command(repo, registry, base_image):
+    # Nothing listens on the Nomad address nor on the SSH port: the deploy cannot succeed.
+    settings = load(repo, registry, base_image=base_image, host="127.0.0.1", ssh_port=free_port())
+    with pytest.raises(UserError) as err:
+        rel.release(settings, bump="patch")
+    assert "v0.99.1 is released" in err.value.message and "deploy" in err.value.message
+    assert err.value.hint.endswith("then run: inv deploy --skip-build")
+    assert git(repo, "tag", "--list").split() == ["v0.99.1"]
+    assert (repo / "version.txt").read_text() == "0.99.1\n"
+    assert git(repo, "status", "--porcelain") == ""
+    assert registry.tags(settings.image) == ["latest", "v0.99.1"]
