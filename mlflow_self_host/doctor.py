@@ -1,7 +1,438 @@
-"""Not built yet: see the open issues."""
-from .errors import NotBuiltYet
+"""`inv doctor`: check every part the other tasks use, each a row with ✓/✗, what was found and the fix.
+
+Checks run side by side, each in its own thread with a deadline (setting ``doctor_timeout``), so a
+silent host or a firewalled port shows a red row instead of a hang. A check is a generator of rows
+(``Row``); when it stops answering, the row it was working on turns red ("no answer within Ns") and
+the rows after it are skipped. Exit 0 only when every row passes.
+"""
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import socket
+import subprocess
+import threading
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
+
+from .errors import UserError
 
 
+@dataclass
+class Row:
+    name: str
+    ok: bool
+    found: str
+    fix: str = ""
 
-def doctor(*args, **kwargs):
-    raise NotBuiltYet("doctor")
+
+def _fail(name, found, fix):
+    return Row(name, False, found, fix)
+
+
+# --- the checks (each yields its rows in order) -------------------------------------------------
+def check_version(settings):
+    from .version import read_version
+
+    try:
+        yield Row("version.txt", True, f"v{read_version(settings.root)}")
+    except UserError as exc:
+        yield _fail("version.txt", exc.message, exc.hint or "write a version such as 0.99 into version.txt")
+
+
+def check_git(settings, timeout):
+    git = shutil.which("git")
+    if not git:
+        yield _fail("git", "git is not installed", "sudo apt-get install git (release needs it)")
+        return
+    version = subprocess.run([git, "--version"], capture_output=True, text=True, timeout=timeout).stdout.strip()
+    proc = subprocess.run([git, "-C", str(settings.root), "status", "--porcelain"], capture_output=True,
+                          text=True, timeout=timeout)
+    if proc.returncode != 0:
+        yield _fail("git", f"{version}; {settings.root} is not a git repository",
+                    "git init && git add -A && git commit (release commits and tags version.txt)")
+        return
+    changed = [line for line in proc.stdout.splitlines() if line.strip()]
+    state = "tree clean" if not changed else f"{len(changed)} uncommitted or untracked (release needs --allow-dirty)"
+    yield Row("git", True, f"{version.replace('git version ', 'git ')}; {state}")
+
+
+def _docker(timeout):
+    import docker
+
+    return docker.from_env(timeout=max(1, int(timeout)))
+
+
+def check_docker(settings, timeout):
+    import os
+
+    where = os.environ.get("DOCKER_HOST") or "the local socket"
+    try:
+        info = _docker(timeout).version()
+    except Exception as exc:  # noqa: BLE001 - any failure means: not reachable
+        yield _fail("Docker engine", f"not reachable at {where}: {_reason(exc)}",
+                    "start it (`sudo systemctl start docker`), join the docker group, or set DOCKER_HOST")
+        return
+    yield Row("Docker engine", True, f"Docker {info.get('Version', '?')} (API {info.get('ApiVersion', '?')}) at {where}")
+
+
+def _registry_scheme(registry: str, timeout: float) -> tuple[str | None, str]:
+    """('https'|'http'|None, what was seen) for GET /v2/ (200 or 401 both mean: a registry answers)."""
+    import requests
+
+    seen = ""
+    for scheme in ("https", "http"):
+        try:
+            resp = requests.get(f"{scheme}://{registry}/v2/", timeout=min(timeout, 5), verify=False)
+        except requests.exceptions.SSLError as exc:
+            seen = f"TLS error: {_first_line(exc)}"
+            continue
+        except requests.exceptions.RequestException as exc:
+            seen = _reason(exc)
+            continue
+        if resp.status_code in (200, 401):
+            return scheme, f"HTTP {resp.status_code}"
+        seen = f"{scheme}://{registry}/v2/ answered HTTP {resp.status_code}"
+    return None, seen
+
+
+def needs_insecure(registry: str, scheme: str | None) -> bool:
+    """Docker allows plain HTTP only to 127.0.0.0/8 (and localhost) without configuration."""
+    if scheme != "http":
+        return False
+    host = urlsplit(f"//{registry}").hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except OSError:
+            return True
+
+
+def engine_allows_insecure(registry: str, docker_info: dict) -> bool:
+    config = docker_info.get("RegistryConfig") or {}
+    index = (config.get("IndexConfigs") or {}).get(registry)
+    if index is not None and index.get("Secure") is False:
+        return True
+    host = urlsplit(f"//{registry}").hostname or ""
+    try:
+        address = ipaddress.ip_address(socket.gethostbyname(host))
+    except (OSError, ValueError):
+        return False
+    return any(address in ipaddress.ip_network(cidr, strict=False)
+               for cidr in config.get("InsecureRegistryCIDRs") or [])
+
+
+def check_registry(settings, timeout):
+    import urllib3
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    registry = settings.registry
+    scheme, seen = _registry_scheme(registry, timeout)
+    if scheme is None:
+        yield _fail("registry", f"{registry}/v2/ does not answer: {seen}",
+                    "start the registry, or set registry (MSH_REGISTRY) to host:port of yours")
+        return
+    yield Row("registry", True, f"{scheme}://{registry}/v2/ answers ({seen})")
+    name = "insecure registry"
+    if not needs_insecure(registry, scheme):
+        why = "served over HTTPS" if scheme == "https" else "loopback: Docker allows plain HTTP"
+        yield Row(name, True, f"not needed ({why})")
+        return
+    try:
+        info = _docker(timeout).info()
+    except Exception as exc:  # noqa: BLE001
+        yield _fail(name, f"plain HTTP, not loopback: the engine must list it; cannot ask the engine "
+                    f"({_first_line(exc)})", "start the Docker engine, then run doctor again")
+        return
+    if engine_allows_insecure(registry, info):
+        yield Row(name, True, "plain HTTP; the engine lists it in insecure-registries")
+    else:
+        yield _fail(name, "plain HTTP, not loopback, and not in the engine's insecure-registries",
+                    f'add "insecure-registries": ["{registry}"] to /etc/docker/daemon.json (here and on the '
+                    "Nomad client), then restart docker")
+
+
+def check_ssh(settings, timeout):
+    from .host import ssh
+
+    target = f"{settings.ssh_user}@{settings.host}:{settings.ssh_port}"
+    try:
+        remote = ssh.connect(settings)
+        remote.run("true", check=True)
+    except UserError as exc:
+        yield _fail("SSH", f"{target}: {exc.message}", exc.hint or "check host, ssh_user, ssh_key, known_hosts")
+        return
+    except Exception as exc:  # noqa: BLE001
+        yield _fail("SSH", f"{target}: {_first_line(exc)}", "check host, ssh_port, ssh_user, ssh_key, known_hosts")
+        return
+    yield Row("SSH", True, target)
+    try:
+        remote.run("true", sudo=True, check=True)
+    except UserError as exc:
+        yield _fail("sudo", exc.message, exc.hint or "give the SSH user sudo rights on the host")
+        return
+    yield Row("sudo", True, "works" + (" (with MSH_SUDO_PASSWORD)" if settings.sudo_password else " (passwordless)"))
+    config = settings.nomad_client_config
+    if remote.exists(config, sudo=True):
+        yield Row("client.hcl", True, config)
+    else:
+        yield _fail("client.hcl", f"{config} is missing", "install Nomad on the host, or set nomad_client_config")
+    owner = settings.folder_owner
+    result = remote.run(f"getent passwd {_q(owner)}", check=False)
+    if result.exited == 0:
+        uid = result.stdout.strip().split(":")[2] if result.stdout.count(":") >= 2 else "?"
+        yield Row(f"user {owner}", True, f"exists (uid {uid})")
+    else:
+        yield _fail(f"user {owner}", "no such user on the host",
+                    "install Nomad from its package (it creates the user), or set folder_owner")
+
+
+def _nomad_error(exc) -> tuple[int | None, str]:
+    resp = getattr(exc, "nomad_resp", None)
+    code = getattr(resp, "status_code", None)
+    text = getattr(resp, "text", None) if code is not None else None
+    return code, (text or _first_line(exc)).strip()[:200]
+
+
+def check_nomad(settings, timeout):
+    from .job import nomad_api
+
+    address = settings.nomad_addr
+    n = nomad_api.client(settings)
+    try:
+        leader = n.status.leader.get_leader()
+    except Exception as exc:  # noqa: BLE001
+        yield _fail("Nomad agent", f"no answer at {address}: {_reason(exc)}",
+                    "is the agent running (`systemctl status nomad`)? check nomad_addr / NOMAD_ADDR")
+        return
+    try:
+        version = ((n.agent.get_agent().get("config") or {}).get("Version") or {}).get("Version")
+    except Exception:  # noqa: BLE001 - agent:read is optional
+        version = None
+    yield Row("Nomad agent", True, f"{address}" + (f" (Nomad {version})" if version else ""))
+    if leader:
+        yield Row("Nomad leader", True, str(leader))
+    else:
+        yield _fail("Nomad leader", "no leader elected", "the servers have no quorum: `nomad server members`")
+        return
+    try:
+        token = n.acl.get_self_token()
+        yield Row("Nomad ACL token", True,
+                  f"accepted: {token.get('Name') or 'unnamed'} ({token.get('Type', '?')}"
+                  + (f", policies {', '.join(token.get('Policies') or [])}" if token.get("Policies") else "") + ")")
+    except Exception as exc:  # noqa: BLE001
+        code, text = _nomad_error(exc)
+        if code == 400 and "disabled" in text.lower():
+            yield Row("Nomad ACL token", True, "ACLs are disabled: no token needed")
+        elif not settings.nomad_token:
+            yield _fail("Nomad ACL token", f"ACLs are enabled and no token is set ({text})",
+                        "export NOMAD_TOKEN=<secret id> (a token with job and node read/write)")
+            return
+        else:
+            yield _fail("Nomad ACL token", f"rejected ({text})",
+                        "export a valid NOMAD_TOKEN (`nomad acl token self` shows yours)")
+            return
+    dc = settings.datacenter
+    try:
+        nodes = n.nodes.get_nodes() or []
+    except Exception as exc:  # noqa: BLE001
+        yield _fail(f"datacenter {dc}", f"cannot list client nodes: {_nomad_error(exc)[1]}",
+                    "give the token node:read")
+        return
+    ours = [node for node in nodes if node.get("Datacenter") == dc]
+    if ours:
+        ready = sum(1 for node in ours if node.get("Status") == "ready")
+        yield Row(f"datacenter {dc}", True, f"{len(ours)} client(s), {ready} ready")
+    else:
+        known = sorted({node.get("Datacenter", "?") for node in nodes}) or ["none"]
+        yield _fail(f"datacenter {dc}", f"no client in {dc} (datacenters: {', '.join(known)})",
+                    "set datacenter (MSH_DATACENTER) to one of those, or the client's datacenter in its config")
+
+
+def check_dns(settings, timeout):
+    import dns.exception
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=not settings.dns_server)
+    if settings.dns_server:
+        resolver.nameservers = [settings.dns_server]
+        resolver.port = int(settings.dns_port)
+        server = f"{settings.dns_server}:{settings.dns_port}"
+    else:
+        server = "system resolver (" + ", ".join(resolver.nameservers) + ")"
+    resolver.lifetime = min(float(timeout), 5.0)
+    domain = settings.domain
+    try:
+        answer = resolver.resolve(domain, "A")
+    except dns.resolver.NXDOMAIN:
+        yield Row("DNS server", True, f"{server} answers")
+        yield _fail(f"DNS {domain}", "no such name (NXDOMAIN)", "`inv dns` adds the record")
+        return
+    except dns.resolver.NoAnswer:
+        yield Row("DNS server", True, f"{server} answers")
+        yield _fail(f"DNS {domain}", "no address record", "`inv dns` adds the record")
+        return
+    except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+        yield _fail("DNS server", f"{server}: {_first_line(exc)}",
+                    "is the DNS server running? check dns_server and dns_port")
+        return
+    yield Row("DNS server", True, f"{server} answers")
+    cname = [str(rr.target).rstrip(".") for rrset in answer.response.answer if rrset.rdtype == 5 for rr in rrset]
+    addresses = sorted(rr.address for rr in answer)
+    path = " → ".join([domain] + cname + [", ".join(addresses)])
+    if cname and settings.dns_target and cname[0] != settings.dns_target:
+        yield _fail(f"DNS {domain}", f"{path} (not the proxy {settings.dns_target})", "`inv dns` points it at dns_target")
+        return
+    yield Row(f"DNS {domain}", True, path)
+
+
+def service_url(settings) -> str:
+    return settings.doctor_url or settings.service_url()
+
+
+def check_service(settings, timeout):
+    import requests
+
+    url = service_url(settings).rstrip("/") + "/"
+    try:
+        resp = requests.get(url + "version", timeout=min(float(timeout), 5.0))
+    except requests.exceptions.RequestException as exc:
+        yield _fail("service URL", f"{url}: {_reason(exc)}",
+                    "is the job healthy (`inv status`)? does the domain resolve here (see the DNS rows)?")
+        return
+    if resp.status_code == 403 and "host" in resp.text.lower():
+        yield _fail("service URL", f"{url}: 403 {resp.text.strip()[:80]}",
+                    "MLflow refuses this Host header: allow the domain (--allowed-hosts) in the job")
+        return
+    if resp.status_code != 200:
+        yield _fail("service URL", f"{url}version answered HTTP {resp.status_code}",
+                    "see `inv logs --stderr`; is the proxy routing the domain to the job?")
+        return
+    yield Row("service URL", True, f"{url} (MLflow {resp.text.strip()[:40]})")
+
+
+CHECKS = [
+    # (rows it may give, function, takes the timeout)
+    (["version.txt"], check_version, False),
+    (["git"], check_git, True),
+    (["Docker engine"], check_docker, True),
+    (["registry", "insecure registry"], check_registry, True),
+    (["SSH", "sudo", "client.hcl", "user {folder_owner}"], check_ssh, True),
+    (["Nomad agent", "Nomad leader", "Nomad ACL token", "datacenter {datacenter}"], check_nomad, True),
+    (["DNS server", "DNS {domain}"], check_dns, True),
+    (["service URL"], check_service, True),
+]
+
+
+# --- running them -----------------------------------------------------------------------------
+def _run_one(settings, names, check, wants_timeout, timeout) -> list[Row]:
+    rows: list[Row] = []
+    failure: list[BaseException] = []
+
+    def work():
+        try:
+            for row in (check(settings, timeout) if wants_timeout else check(settings)):
+                rows.append(row)
+        except BaseException as exc:  # noqa: BLE001 - reported as the row in progress
+            failure.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True, name=f"doctor-{names[0]}")
+    thread.start()
+    thread.join(timeout)
+    got = list(rows)
+    done_names = {row.name for row in got}
+    pending = [n for n in names if n not in done_names]
+    if thread.is_alive():
+        if pending:
+            got.append(_fail(pending[0], f"no answer within {timeout:.0f}s",
+                             "the service hangs or a firewall drops the packets; check it is up and reachable"))
+            got += [_fail(n, "skipped: the check before it timed out", "") for n in pending[1:]]
+    elif failure:
+        exc = failure[0]
+        message = exc.message if isinstance(exc, UserError) else _first_line(exc)
+        hint = exc.hint if isinstance(exc, UserError) else "run `inv --debug doctor` and report it"
+        got.append(_fail(pending[0] if pending else names[-1], message, hint or ""))
+    return got
+
+
+def run_checks(settings, timeout: float | None = None) -> list[Row]:
+    """All rows, in the order of CHECKS; every check has its own deadline, all run side by side."""
+    timeout = float(timeout or settings.doctor_timeout)
+    names = [[n.format(**{k: settings[k] for k in ("folder_owner", "datacenter", "domain")}) for n in names]
+             for names, _, _ in CHECKS]
+    results: list[list[Row]] = [[] for _ in CHECKS]
+
+    def one(i):
+        _, check, wants_timeout = CHECKS[i]
+        results[i] = _run_one(settings, names[i], check, wants_timeout, timeout)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(CHECKS))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 5)
+    return [row for rows in results for row in rows]
+
+
+def doctor(settings, as_json: bool = False, timeout: float | None = None) -> list[Row]:
+    """`inv doctor`: the table (or JSON); raises UserError (exit 1) when any row failed."""
+    from . import console
+
+    if as_json:
+        rows = run_checks(settings, timeout)
+        console.json({"ok": all(r.ok for r in rows), "checks": [asdict(r) for r in rows]})
+    else:
+        with console.err.status("checking…"):
+            rows = run_checks(settings, timeout)
+        _table(rows)
+    failed = [r.name for r in rows if not r.ok]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(rows)} checks failed: {', '.join(failed)}",
+                        hint="the fix column says what to do")
+    if not as_json:
+        console.done(f"all {len(rows)} checks pass")
+    return rows
+
+
+def _table(rows: list[Row]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from . import console
+
+    table = Table(title="inv doctor", title_justify="left")
+    for column in ("", "check", "found", "fix"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        mark = Text("✓", style="green") if row.ok else Text("✗", style="bold red")
+        table.add_row(mark, Text(row.name), Text(row.found), Text(row.fix, style="yellow"))
+    console.out.print(table)
+
+
+def _q(value: str) -> str:
+    import shlex
+
+    return shlex.quote(str(value))
+
+
+def _reason(exc) -> str:
+    """What a connection error means, in a few words (not urllib3's repr chain)."""
+    text = str(exc)
+    for needle, meaning in (("NameResolution", "cannot resolve the host name"),
+                            ("Name or service not known", "cannot resolve the host name"),
+                            ("Connection refused", "connection refused"),
+                            ("No such file or directory", "no socket there"),
+                            ("timed out", "timed out"), ("Timeout", "timed out"),
+                            ("No route to host", "no route to host")):
+        if needle in text:
+            return meaning
+    return _first_line(exc)
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
