@@ -1,11 +1,176 @@
-"""Not built yet: see the open issues."""
-from ..errors import NotBuiltYet
+"""``inv push`` / ``inv pushlatest``: send ``v{version}`` (and ``latest``) to the registry.
+
+The engine pushes; errors arrive as stream events, not exceptions, so every event is checked. Layers
+the registry already has are not sent again (the engine asks first); when the registry's tag already
+points at this image, nothing is pushed at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import console
+from ..errors import UserError
+from ..plan import Plan, show
+from . import build as image_build
+from . import engine as engine_mod
+from . import registry as reg
+
+EXIT_NOT_BUILT = 6
+EXIT_INSECURE_REFUSED = 8
+
+DAEMON_JSON = "/etc/docker/daemon.json"
 
 
+@dataclass
+class PushResult:
+    ref: str
+    digest: str = ""
+    sent: list[str] = field(default_factory=list)  # layer ids sent
+    existing: list[str] = field(default_factory=list)  # layer ids the registry already had
 
-def push(*args, **kwargs):
-    raise NotBuiltYet("push")
+
+def push(settings, version, dry_run: bool = False) -> str:
+    """Push ``{registry}/{image}:v{version}``; returns the manifest digest ("" on a dry run)."""
+    return _push_tag(settings, version, version.tag, dry_run)
 
 
-def push_latest(*args, **kwargs):
-    raise NotBuiltYet("pushlatest")
+def push_latest(settings, version, dry_run: bool = False) -> str:
+    """Tag ``v{version}``'s image ``latest`` and push it (the same image; built first only if missing)."""
+    return _push_tag(settings, version, "latest", dry_run)
+
+
+def _push_tag(settings, version, tag: str, dry_run: bool) -> str:
+    ref = settings.image_ref(version.text)
+    target = f"{settings.image_repo()}:{tag}"
+    engine = engine_mod.client(required=not dry_run)
+    built = engine is not None and engine_mod.has_image(engine, ref)
+    if tag != version.tag and not built and not dry_run:
+        image_build.ensure_built(settings, version)
+        built = True
+    if not built and not dry_run:
+        raise UserError(f"{ref} is not built yet", hint="run `inv build` first (or `inv build push`)",
+                        code=EXIT_NOT_BUILT)
+    local_digests = _repo_digests(engine, ref, settings) if built else set()
+    remote = _remote_digest(settings, tag)
+    steps = Plan(f"push {target}")
+    if remote and remote in local_digests:
+        show(steps, dry_run=dry_run)  # "no change": the registry's tag is this image
+        return remote
+    if not built:
+        steps.add("build", ref, "the image is not built yet")
+    if target != ref:
+        steps.add("tag", target, f"same image as {ref}")
+    steps.add("push", target, f"replaces {remote[:19]}…" if remote else "new tag in the registry")
+    if dry_run:
+        show(steps, dry_run=True)
+        return ""
+    if target != ref:
+        engine.images.get(ref).tag(settings.image_repo(), tag)
+    result = _push(engine, settings, tag)
+    console.done(f"pushed {target} {result.digest} "
+                 f"({len(result.sent)} layers sent, {len(result.existing)} already in the registry)")
+    return result.digest
+
+
+def _remote_digest(settings, tag: str) -> str | None:
+    try:
+        return reg.digest(settings, tag)
+    except UserError as exc:
+        if exc.code == reg.EXIT_UNAUTHORIZED and not _auth(settings):
+            return None  # the engine may hold credentials of its own (docker login): let it try
+        raise
+
+
+def _repo_digests(engine, ref: str, settings) -> set[str]:
+    image = engine.images.get(ref)
+    prefix = settings.image_repo() + "@"
+    return {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if d.startswith(prefix)}
+
+
+def _auth(settings) -> dict | None:
+    if settings.registry_username and settings.registry_password:
+        return {"username": settings.registry_username, "password": settings.registry_password}
+    return None
+
+
+def _login(engine, settings) -> None:
+    import docker
+
+    auth = _auth(settings)
+    if not auth:
+        return
+    try:
+        engine.login(registry=settings.registry, reauth=True, **auth)
+    except docker.errors.APIError as exc:
+        raise _classify(settings, _scrub(str(exc.explanation or exc), settings)) from None
+
+
+def _push(engine, settings, tag: str) -> PushResult:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    _login(engine, settings)
+    target = f"{settings.image_repo()}:{tag}"
+    result = PushResult(target)
+    console.step(f"pushing {target}")
+    events = engine.api.push(settings.image_repo(), tag=tag, stream=True, decode=True, auth_config=_auth(settings))
+    columns = (TextColumn("  {task.description}"), BarColumn(), DownloadColumn())
+    with Progress(*columns, console=console.err, transient=False, disable=console._quiet()) as progress:
+        layers: dict[str, int] = {}
+        for event in events:
+            if "error" in event or "errorDetail" in event:
+                message = (event.get("errorDetail") or {}).get("message") or event.get("error") or "unknown error"
+                raise _classify(settings, _scrub(message, settings))
+            aux = event.get("aux")
+            if isinstance(aux, dict) and aux.get("Digest"):
+                result.digest = aux["Digest"]
+            layer, status = event.get("id"), event.get("status", "")
+            if not layer or layer == tag:
+                continue
+            if layer not in layers:
+                layers[layer] = progress.add_task(f"{layer} {status}", total=None)
+            task = layers[layer]
+            detail = event.get("progressDetail") or {}
+            if detail.get("total"):
+                progress.update(task, total=detail["total"], completed=detail.get("current", 0))
+            progress.update(task, description=f"{layer} {status}")
+            if status == "Pushed":
+                result.sent.append(layer)
+                _finish(progress, task)
+            elif status.startswith(("Layer already exists", "Mounted from")):
+                result.existing.append(layer)
+                _finish(progress, task)
+    if not result.digest:
+        result.digest = reg.digest(settings, tag) or ""
+    return result
+
+
+def _finish(progress, task) -> None:
+    total = progress.tasks[task].total or 1
+    progress.update(task, total=total, completed=total)
+
+
+def _scrub(text: str, settings) -> str:
+    password = settings.registry_password
+    return text.replace(password, "****") if password else text
+
+
+def _classify(settings, message: str) -> UserError:
+    """An engine's push or login error as one line and what to do next."""
+    text = message.lower()
+    first = " ".join(message.split())[:300]
+    if "server gave http response to https client" in text:
+        return UserError(
+            f"the Docker engine refuses the plain-HTTP registry {settings.registry} (not insecure-allowed)",
+            hint=(f'add "insecure-registries": ["{settings.registry}"] to {DAEMON_JSON} on the engine\'s host, '
+                  "restart dockerd (`systemctl restart docker`), then push again"),
+            code=EXIT_INSECURE_REFUSED,
+        )
+    if any(m in text for m in ("unauthorized", "authentication required", "no basic auth credentials",
+                               "denied", "401")):
+        return reg.unauthorized(settings, first)
+    if any(m in text for m in ("no such host", "connection refused", "i/o timeout", "no route to host",
+                               "timeout", "dial tcp", "connection reset", "eof")):
+        return reg.unreachable(settings, first)
+    if "does not exist locally" in text:
+        return UserError(first, hint="run `inv build` first (or `inv build push`)", code=EXIT_NOT_BUILT)
+    return UserError(f"push to {settings.registry} failed: {first}", code=1)

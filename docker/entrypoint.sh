@@ -1,0 +1,71 @@
+#!/bin/sh
+# MLflow tracking server entrypoint. Everything is configured by environment variables; the Nomad
+# job, `inv up` (container and native server) and `docker run -e` all use this contract:
+#
+#   MLFLOW_BACKEND_STORE_URI      sqlite:////mnt/backend_store/mlflow.db  runs, params, metrics
+#   MLFLOW_ARTIFACTS_DESTINATION  /mnt/artifacts   where the server stores artifacts; clients upload
+#                                 through the server (mlflow-artifacts:/), never to their own disk
+#   MLFLOW_HOST                   0.0.0.0          interface to bind
+#   MLFLOW_PORT                   5000
+#   MLFLOW_WORKERS                1                uvicorn workers (setting `workers`); each ~150 MiB
+#   MLFLOW_DOMAIN                 mlflow.lan       the name behind the proxy (setting `domain`)
+#   MLFLOW_SERVER_ALLOWED_HOSTS   {domain},{domain}:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*,[::1]:*
+#                                 Host headers served; any other gets 403 "Invalid Host header"
+#                                 (only /health and /version are exempt). Replaces MLflow's defaults.
+#   MLFLOW_SERVER_CORS_ALLOWED_ORIGINS
+#                                 http://{domain},https://{domain},http://localhost,http://localhost:*,
+#                                 http://127.0.0.1,http://127.0.0.1:*
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  false      MLflow 3.x's job runner (about 1.3 GB more memory
+#                                 with its worker processes); true turns it back on
+#   MLFLOW_DB_UPGRADE             true             run `mlflow db upgrade` (schema migration) first
+#   MLFLOW_SERVER_EXTRA_ARGS      (empty)          more `mlflow server` options, split on spaces
+#
+# Every value also reaches `mlflow server` as a flag, so `ps` shows what is served. The server is
+# exec'd: it gets the container's signals directly.
+set -eu
+
+: "${MLFLOW_BACKEND_STORE_URI:=sqlite:////mnt/backend_store/mlflow.db}"
+: "${MLFLOW_ARTIFACTS_DESTINATION:=/mnt/artifacts}"
+: "${MLFLOW_HOST:=0.0.0.0}"
+: "${MLFLOW_PORT:=5000}"
+: "${MLFLOW_WORKERS:=1}"
+: "${MLFLOW_DOMAIN:=mlflow.lan}"
+: "${MLFLOW_SERVER_ALLOWED_HOSTS:=${MLFLOW_DOMAIN},${MLFLOW_DOMAIN}:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*,[::1]:*}"
+: "${MLFLOW_SERVER_CORS_ALLOWED_ORIGINS:=http://${MLFLOW_DOMAIN},https://${MLFLOW_DOMAIN},http://localhost,http://localhost:*,http://127.0.0.1,http://127.0.0.1:*}"
+: "${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:=false}"
+: "${MLFLOW_DB_UPGRADE:=true}"
+: "${MLFLOW_SERVER_EXTRA_ARGS:=}"
+export MLFLOW_SERVER_ALLOWED_HOSTS MLFLOW_SERVER_CORS_ALLOWED_ORIGINS MLFLOW_SERVER_ENABLE_JOB_EXECUTION
+
+case "$MLFLOW_BACKEND_STORE_URI" in
+  sqlite:///*)
+    db_file=${MLFLOW_BACKEND_STORE_URI#sqlite:///}
+    db_dir=$(dirname "$db_file")
+    if ! [ -d "$db_dir" ] || ! [ -w "$db_dir" ]; then
+      echo "mlflow-entrypoint: $db_dir is missing or not writable by uid $(id -u);" \
+           "mount a folder owned by uid $(id -u) there" >&2
+      exit 78
+    fi
+    ;;
+esac
+if [ -d "$MLFLOW_ARTIFACTS_DESTINATION" ] && ! [ -w "$MLFLOW_ARTIFACTS_DESTINATION" ]; then
+  echo "mlflow-entrypoint: $MLFLOW_ARTIFACTS_DESTINATION is not writable by uid $(id -u)" >&2
+  exit 78
+fi
+
+if [ "$MLFLOW_DB_UPGRADE" = "true" ]; then
+  echo "mlflow-entrypoint: mlflow db upgrade" >&2
+  mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"
+fi
+
+# shellcheck disable=SC2086 # MLFLOW_SERVER_EXTRA_ARGS is split on purpose
+exec mlflow server \
+  --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
+  --serve-artifacts \
+  --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
+  --host "$MLFLOW_HOST" \
+  --port "$MLFLOW_PORT" \
+  --workers "$MLFLOW_WORKERS" \
+  --allowed-hosts "$MLFLOW_SERVER_ALLOWED_HOSTS" \
+  --cors-allowed-origins "$MLFLOW_SERVER_CORS_ALLOWED_ORIGINS" \
+  $MLFLOW_SERVER_EXTRA_ARGS

@@ -1,0 +1,49 @@
+"""The Docker engine: the one DOCKER_HOST names (or the local socket), via the docker SDK."""
+from __future__ import annotations
+
+import os
+
+from ..errors import UserError
+
+# Builds and pushes stream for minutes: a long read timeout, not the SDK's 60 s.
+TIMEOUT = 600
+
+
+def describe() -> str:
+    """Where the engine is expected, for messages."""
+    return os.environ.get("DOCKER_HOST") or "the local socket (/var/run/docker.sock)"
+
+
+def client(required: bool = True):
+    """A ``docker.DockerClient`` for the engine; ``None`` if it is unreachable and not ``required``."""
+    import docker
+
+    try:
+        engine = docker.from_env(timeout=TIMEOUT)
+        engine.ping()
+        return engine
+    except docker.errors.DockerException as exc:
+        if not required:
+            return None
+        raise UserError(
+            f"no Docker engine at {describe()}: {_reason(exc)}",
+            hint="start dockerd (`systemctl start docker`) or point DOCKER_HOST at a running engine",
+        ) from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("No such file or directory", "Connection refused", "Permission denied", "timed out"):
+        if marker in text:
+            return marker.lower()
+    return (text.splitlines() or ["unreachable"])[0][:200]
+
+
+def has_image(engine, ref: str) -> bool:
+    import docker
+
+    try:
+        engine.images.get(ref)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
