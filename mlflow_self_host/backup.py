@@ -435,18 +435,22 @@ def before_deploy(settings, running_version, new_version):
 
 # --- restore --------------------------------------------------------------------------------------
 def _resolve_backup(settings, target: Target, backup_arg: str) -> tuple[str, Path | None]:
-    """The backup's path on the target, and the local file to upload first (if it is one)."""
+    """The backup's path on the target, and the local file to upload first (if it is one).
+
+    A bare name is looked up in the backups folder, a path on the host; when the host has no such
+    file but this machine does (``./backups/...`` from --download), that file is uploaded."""
     if isinstance(target.host, LocalHost):
         path = Path(backup_arg).expanduser()
         if not path.is_absolute() and not path.exists():
             path = Path(target.backups) / backup_arg
         return str(path.resolve() if path.exists() else path), None
+    on_host = backup_arg if "/" in backup_arg else f"{target.backups}/{backup_arg}"
+    if target.host.sh(_Commands.is_file(on_host))[0] == 0:
+        return on_host, None
     local = Path(backup_arg).expanduser()
-    if local.is_file():
+    if local.is_file():  # a downloaded backup: uploaded into backups_path first
         return f"{target.backups}/{local.name}", local
-    if "/" in backup_arg:
-        return backup_arg, None
-    return f"{target.backups}/{backup_arg}", None
+    return on_host, None
 
 
 def restore_plan(settings, target: Target, path: str, upload: Path | None, aside: str, local: bool) -> Plan:

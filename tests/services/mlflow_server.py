@@ -1,0 +1,58 @@
+"""A real MLflow tracking server, run natively (the installed mlflow) on a loopback port.
+
+SQLite store and artifacts in a folder laid out like local mode's ./data (backend/mlflow.db,
+artifacts/), so backup and restore can point at it.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import free_port, stop_process, unavailable, wait_for
+
+
+@dataclass
+class MLflowServer:
+    url: str
+    db: Path
+    data: Path
+    proc: subprocess.Popen
+    log: Path
+
+
+def start(data: Path, timeout: float = 120) -> MLflowServer:
+    (data / "backend").mkdir(parents=True, exist_ok=True)
+    (data / "artifacts").mkdir(parents=True, exist_ok=True)
+    db = data / "backend" / "mlflow.db"
+    port = free_port()
+    log = data / "mlflow-server.log"
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+         "--artifacts-destination", str(data / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        import urllib.request
+
+        if proc.poll() is not None:
+            raise RuntimeError(log.read_text()[-1500:])
+        with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+            return resp.status == 200
+
+    try:
+        wait_for(healthy, timeout, "mlflow server", 0.5)
+    except (TimeoutError, RuntimeError) as exc:
+        stop_process(proc)
+        unavailable(f"mlflow server did not start: {exc}")
+    return MLflowServer(url=url, db=db, data=data, proc=proc, log=log)
+
+
+def stop(server: MLflowServer) -> None:
+    stop_process(server.proc)
