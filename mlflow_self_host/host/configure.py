@@ -1,7 +1,255 @@
-"""Not built yet: see the open issues."""
-from ..errors import NotBuiltYet
+"""configure-host: make the Nomad client ready for MLflow over SSH, as the kept playbook does.
+
+1. read facts from the host (client.hcl, folders, job file, users),
+2. compute a plan (``HostPlan``: the changes to show, and the operations that make them),
+3. show it; with ``dry_run`` stop there, else apply it step by step,
+4. restart Nomad only when client.hcl changed, then wait for ``/v1/agent/health``.
+
+``use_ansible`` runs ansible/setup_mlflow.yml with the same settings instead (see ``playbook.py``).
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import plan as plans
+from ..errors import UserError
+from ..plan import Plan
+from . import client_hcl
+
+JOB_FILE_MODE = "0644"
 
 
+@dataclass
+class Op:
+    """One operation on the host: ``write`` a file, ``folder`` (mkdir/chown/chmod), ``restart``."""
 
-def run(*args, **kwargs):
-    raise NotBuiltYet("configure-host")
+    kind: str
+    path: str = ""
+    content: bytes = b""
+    owner: str | None = None
+    group: str | None = None
+    mode: str | None = None
+
+
+@dataclass
+class HostPlan(Plan):
+    """A Plan whose changes come with the operations that make them (same order)."""
+
+    ops: list[Op] = field(default_factory=list)
+    restart: bool = False
+
+    def add_op(self, action: str, target: str, detail: str, op: Op, diff: str = "") -> None:
+        self.add(action, target, detail, diff)
+        self.ops.append(op)
+
+
+@dataclass
+class HostFacts:
+    client_config: bytes | None
+    folders: dict  # path -> (owner, group, mode) | None
+    job_file: bytes | None
+    job_file_stat: tuple | None
+    missing_users: list
+    missing_groups: list
+
+
+def job_source(settings) -> Path:
+    return settings.path(settings.job_file)
+
+
+def job_target(settings) -> str:
+    return posixpath.join(settings.job_dir, os.path.basename(settings.job_file))
+
+
+def folders(settings) -> list[str]:
+    return [settings.backend_path, settings.artifacts_path, settings.job_dir]
+
+
+def read_facts(remote, settings) -> HostFacts:
+    """What is on the host now (read with sudo: /opt/nomad is usually root's)."""
+    owner, group = settings.folder_owner, settings.folder_group
+    missing_users = [u for u in [owner] if not _getent(remote, "passwd", u)]
+    missing_groups = [g for g in dict.fromkeys([group, owner]) if not _getent(remote, "group", g)]
+    target = job_target(settings)
+    return HostFacts(
+        client_config=remote.read_bytes(settings.nomad_client_config, sudo=True),
+        folders={path: remote.stat(path, sudo=True) for path in folders(settings)},
+        job_file=remote.read_bytes(target, sudo=True),
+        job_file_stat=remote.stat(target, sudo=True),
+        missing_users=missing_users,
+        missing_groups=missing_groups,
+    )
+
+
+def _getent(remote, database: str, name: str) -> bool:
+    return remote.run(f"getent {database} {shlex.quote(name)}", check=False).ok
+
+
+def make_plan(settings, facts: HostFacts, job_content: bytes, host: str = "") -> HostPlan:
+    """Compare the wanted state with the facts; refuse (UserError) before any change when the host
+    cannot be configured. Pure: no I/O."""
+    where = f" on {host}" if host else ""
+    path = settings.nomad_client_config
+    if facts.client_config is None:
+        raise UserError(
+            f"Nomad client config {path} not found{where}",
+            hint="install and configure the Nomad client first, or set nomad_client_config to its client.hcl",
+        )
+    client_hcl.check_closing_brace(facts.client_config, path)
+    for user in facts.missing_users:
+        raise UserError(f"user {user} does not exist{where}",
+                        hint="install Nomad on the host (its package creates the user), or set folder_owner")
+    for group in facts.missing_groups:
+        raise UserError(f"group {group} does not exist{where}", hint="create it, or set folder_group / folder_owner")
+
+    result = HostPlan(title=f"configure-host{' ' + host if host else ''}")
+    block = client_hcl.client_config_block(settings.backend_path, settings.artifacts_path)
+    wanted = client_hcl.with_block(facts.client_config, block)
+    if wanted != facts.client_config:
+        had = client_hcl.current_block(facts.client_config) is not None
+        result.add_op("update", path, "replace the MLflow host volumes" if had else "add the MLflow host volumes",
+                      Op("write", path, wanted), diff=client_hcl.unified_diff(facts.client_config, wanted, path))
+        result.restart = True
+
+    owner, group, mode = settings.folder_owner, settings.folder_group, _mode(settings.folder_mode)
+    for folder in folders(settings):
+        now = facts.folders.get(folder)
+        op = Op("folder", folder, owner=owner, group=group, mode=mode)
+        if now is None:
+            result.add_op("create", folder, f"folder {owner}:{group} {mode}", op)
+        elif now != (owner, group, mode):
+            result.add_op("update", folder, _attr_change(now, (owner, group, mode)), op)
+
+    target = job_target(settings)
+    wanted_attrs = (owner, owner, JOB_FILE_MODE)
+    op = Op("write", target, job_content, owner=owner, group=owner, mode=JOB_FILE_MODE)
+    if facts.job_file is None:
+        result.add_op("create", target, f"copy {settings.job_file} ({owner}:{owner} {JOB_FILE_MODE})", op)
+    elif facts.job_file != job_content:
+        result.add_op("update", target, f"copy {settings.job_file}", op,
+                      diff=client_hcl.unified_diff(facts.job_file, job_content, target))
+    elif facts.job_file_stat != wanted_attrs:
+        result.add_op("update", target, _attr_change(facts.job_file_stat, wanted_attrs), op)
+
+    if result.restart:
+        result.add_op("restart", "nomad",
+                      f"`{settings.nomad_restart_command}`, then wait for {_health_url(settings)}", Op("restart"))
+    return result
+
+
+def _mode(value) -> str:
+    try:
+        return f"{int(str(value), 8):04o}"
+    except ValueError:
+        raise UserError(f"folder_mode must be an octal mode like 0774, not {value!r}") from None
+
+
+def _attr_change(now, wanted) -> str:
+    parts = []
+    if now[:2] != wanted[:2]:
+        parts.append(f"owner {now[0]}:{now[1]} → {wanted[0]}:{wanted[1]}")
+    if now[2] != wanted[2]:
+        parts.append(f"mode {now[2]} → {wanted[2]}")
+    return ", ".join(parts)
+
+
+def apply(remote, settings, plan: HostPlan) -> None:
+    """Make the changes, one step at a time, saying each as it is done."""
+    from .. import console
+
+    for change, op in zip(plan.changes, plan.ops):
+        if op.kind == "write":
+            remote.write(op.path, op.content, owner=op.owner, group=op.group, mode=op.mode, sudo=True)
+        elif op.kind == "folder":
+            q = shlex.quote(op.path)
+            remote.run(f"mkdir -p {q} && chown {shlex.quote(f'{op.owner}:{op.group}')} {q} "
+                       f"&& chmod {op.mode} {q}", sudo=True)
+        elif op.kind == "restart":
+            console.step(f"restarting Nomad: {settings.nomad_restart_command}")
+            remote.run(settings.nomad_restart_command, sudo=True)
+            wait_for_agent(settings)
+        console.done(f"{change.action} {change.target}" + (f": {change.detail}" if change.detail else ""))
+
+
+# --- Nomad agent health ---------------------------------------------------------------------------
+def _health_url(settings) -> str:
+    return settings.nomad_addr.rstrip("/") + "/v1/agent/health"
+
+
+def agent_healthy(settings, timeout: float = 5) -> bool:
+    """True when ``/v1/agent/health`` answers 200."""
+    import ssl
+    import urllib.request
+
+    request = urllib.request.Request(_health_url(settings))
+    if settings.nomad_token:
+        request.add_header("X-Nomad-Token", settings.nomad_token)
+    context = None
+    if settings.nomad_addr.startswith("https"):
+        context = ssl.create_default_context(cafile=settings.nomad_cacert or None)
+        if settings.nomad_client_cert:
+            context.load_cert_chain(settings.nomad_client_cert, settings.nomad_client_key or None)
+        if settings.nomad_skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def wait_for_agent(settings) -> None:
+    """Wait until the agent answers healthy, at most ``nomad_health_timeout`` seconds."""
+    from .. import console
+
+    timeout = float(settings.nomad_health_timeout)
+    deadline = time.monotonic() + timeout
+    with console.err.status(f"waiting for the Nomad agent at {_health_url(settings)}"):
+        while True:
+            if agent_healthy(settings, timeout=min(5.0, max(timeout, 0.5))):
+                console.done("Nomad agent healthy")
+                return
+            if time.monotonic() >= deadline:
+                raise UserError(
+                    f"the Nomad agent at {settings.nomad_addr} did not answer healthy within "
+                    f"{timeout:.0f}s after the restart",
+                    hint="check it on the host (`systemctl status nomad`, `journalctl -u nomad`); "
+                         "the new client.hcl may be invalid. Raise nomad_health_timeout if it is just slow",
+                )
+            time.sleep(0.5)
+
+
+# --- the task -------------------------------------------------------------------------------------
+def run(settings, dry_run: bool = False, use_ansible: bool = False, accept_host_key: bool = False,
+        ask_sudo_pass: bool = False) -> Plan:
+    """configure-host: show the plan, apply it (unless dry_run); return the plan."""
+    if use_ansible:
+        from . import playbook
+
+        return playbook.run_playbook(settings, dry_run=dry_run, accept_host_key=accept_host_key,
+                                    ask_sudo_pass=ask_sudo_pass)
+    from .. import console
+    from .ssh import connect
+
+    source = job_source(settings)
+    try:
+        job_content = source.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"job file {source} not found",
+                        hint="run from the project folder, or set job_file to the Nomad job file") from None
+    console.step(f"reading {settings.ssh_user}@{settings.host}:{settings.ssh_port}")
+    with connect(settings, accept_host_key=accept_host_key, ask_sudo_pass=ask_sudo_pass) as remote:
+        facts = read_facts(remote, settings)
+        plan = make_plan(settings, facts, job_content, host=settings.host)
+        plans.show(plan, dry_run=dry_run)
+        if dry_run or plan.empty:
+            return plan
+        apply(remote, settings, plan)
+    console.done(f"host {settings.host} configured ({len(plan)} change{'s' if len(plan) != 1 else ''})")
+    return plan

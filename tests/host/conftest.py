@@ -1,0 +1,155 @@
+"""Fixtures for configure-host: a Nomad client laid out in a temp folder, reached over the real sshd.
+
+- ``nomad_user``: the ``nomad`` user and group (created when missing, as Nomad's package does).
+- ``agent_health``: a tiny HTTP server answering ``/v1/agent/health`` (status switchable, hits counted).
+- ``nomad_host``: client.hcl, a restart script that counts its calls, a job file, and the settings
+  that point configure-host at them over SSH.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from mlflow_self_host.settings import Settings
+
+CLIENT_HCL = """\
+# Nomad client configuration
+data_dir = "/opt/nomad/data"
+
+client {
+  enabled = true
+  servers = ["127.0.0.1:4647"]
+
+  meta {
+    role = "apps"
+  }
+}
+"""
+
+JOB_FILE = """\
+job "mlflow" {
+  datacenters = ["DC0"]
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def nomad_user():
+    """The ``nomad`` user with its own group, as the Nomad package creates them."""
+    try:
+        pwd.getpwnam("nomad")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/bin/false",
+                        "nomad"], check=True)
+    return "nomad"
+
+
+@dataclass
+class AgentHealth:
+    url: str
+    status: int = 200
+    hits: list = field(default_factory=list)
+
+
+@pytest.fixture
+def agent_health():
+    from tests.services import free_port
+
+    state = AgentHealth(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            state.hits.append(self.path)
+            code = state.status if self.path == "/v1/agent/health" else 404
+            body = b'{"client":{"ok":true,"message":"ok"}}' if code == 200 else b"{}"
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class NomadHost:
+    root: Path
+    client_config: Path
+    restarts_file: Path
+    job_source: Path
+    settings: Settings
+
+    @property
+    def backend(self) -> Path:
+        return Path(self.settings.backend_path)
+
+    @property
+    def artifacts(self) -> Path:
+        return Path(self.settings.artifacts_path)
+
+    @property
+    def job_dir(self) -> Path:
+        return Path(self.settings.job_dir)
+
+    @property
+    def job_target(self) -> Path:
+        return self.job_dir / self.job_source.name
+
+    def restarts(self) -> int:
+        return len(self.restarts_file.read_text().splitlines()) if self.restarts_file.exists() else 0
+
+    def with_settings(self, **overrides) -> "NomadHost":
+        return NomadHost(self.root, self.client_config, self.restarts_file, self.job_source,
+                         self.settings.with_overrides(overrides))
+
+
+def make_nomad_host(root: Path, ssh_server, health_url: str, **overrides) -> NomadHost:
+    """A Nomad client's files under ``root`` and the settings that reach them over SSH."""
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)
+    (root / "nomad.d").mkdir()
+    client_config = root / "nomad.d" / "client.hcl"
+    client_config.write_text(CLIENT_HCL)
+    restarts = root / "restarts.log"
+    script = root / "restart-nomad.sh"
+    script.write_text(f"#!/bin/sh\necho \"$(id -un)\" >> {restarts}\n")
+    os.chmod(script, 0o755)
+    job_source = root / "src" / "mlflow.nomad.hcl"
+    job_source.parent.mkdir()
+    job_source.write_text(JOB_FILE)
+    values = dict(ssh_server.settings())
+    values.update(
+        nomad_client_config=str(client_config),
+        backend_path=str(root / "data" / "mlflow" / "backend"),
+        artifacts_path=str(root / "data" / "mlflow" / "artifacts"),
+        job_dir=str(root / "jobs" / "mlflow"),
+        job_file=str(job_source),
+        folder_owner="nomad",
+        folder_group="root",
+        nomad_restart_command=str(script),
+        nomad_addr=health_url,
+        nomad_health_timeout=5,
+    )
+    values.update(overrides)
+    return NomadHost(root, client_config, restarts, job_source, Settings.load(env={}, overrides=values))
+
+
+@pytest.fixture
+def nomad_host(tmp_path, ssh_server, agent_health, nomad_user, project_env):
+    return make_nomad_host(tmp_path / "host", ssh_server, agent_health.url)
