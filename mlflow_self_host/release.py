@@ -72,10 +72,10 @@ def steps(rel: Release) -> Plan:
     """Every step of the release with the values it uses (what --dry-run prints)."""
     s = rel.settings
     plan = Plan(f"release {rel.current} → {rel.new}")
-    plan.add("write", str(version_file(rel.root)), f"{rel.current} → {rel.new}")
+    plan.add("write", FILE_NAME, f"{rel.current} → {rel.new}")
     plan.add("commit", FILE_NAME, f'"{rel.message}"')
     plan.add("tag", rel.tag, f'annotated, "{rel.message}"')
-    plan.add("build", rel.image_ref, f"base image {s.base_image}, context {s.root / 'docker'}")
+    plan.add("build", rel.image_ref, f"from {s.base_image}, context docker/")
     plan.add("push", rel.image_ref, f"to {s.registry}")
     plan.add("push", rel.latest_ref, f"the same image as {rel.tag}, no second build")
     if rel.deploy:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -234,7 +235,9 @@ def test_dry_run_prints_every_step_with_its_values_and_changes_nothing(repo, reg
 def test_dry_run_with_no_deploy_has_no_deploy_step(repo, registry, capsys):
     rel.release(load(repo, registry), set_version="2.0", deploy=False, dry_run=True)
     said = capsys.readouterr().err
-    assert "v2.0" in said and "deploy" not in said
+    assert "v2.0" in said
+    assert [line.split()[0] for line in said.splitlines() if line.startswith("  ")] == \
+        ["write", "commit", "tag", "build", "push", "push"]
 
 
 # --- failures before the push: the repository as it was -------------------------------------------
@@ -280,8 +283,8 @@ def test_release_without_deploy_commits_tags_and_pushes_the_same_image_twice(rep
     assert digest and registry.digest(settings.image, "latest") == digest
     assert result.digest == digest and result.job_version is None
 
-    table = capsys.readouterr().out
-    assert "v0.100" in table and digest in table and "not deployed" in table
+    table = re.sub(r"[│┃\s]", "", capsys.readouterr().out)  # a narrow terminal folds the digest's cell
+    assert "v0.100" in table and digest in table and "notdeployed" in table
 
 
 @pytest.mark.slow
