@@ -193,47 +193,46 @@ def run(rel: Release) -> ReleaseResult:
         console.step(f"tag {rel.tag} on {undo.commit[:12]}")
         git.create_annotated_tag(root, rel.tag, rel.message)
         undo.tag = rel.tag
-        console.step(f"build {rel.image_ref}")
         image_build.build(s, rel.new)
-        console.step(f"push {rel.image_ref}")
         pushing = True
         digest = image_push.push(s, rel.new)
     except BaseException as exc:
-        if pushing and _pushed(s, rel.tag, registry):
-            digest = None  # the push failed after the manifest landed: the release stands
-            console.warn(f"the push of {rel.tag} reported an error, but the registry has the tag: keeping the release")
-        else:
-            left = undo.run()
-            _raise_undone(rel, exc, left)
-    result = ReleaseResult(rel.new.text, rel.tag, undo.commit, rel.image_ref, digest, url=None)
-
-    try:
-        console.step(f"push {rel.latest_ref} (same image as {rel.tag})")
-        image_push.push_latest(s, rel.new)
-    except Exception as exc:
-        raise _after_push_failure(rel, exc, f"pushing {rel.latest_ref}", _remaining(rel, False)) from exc
-
+        digest = _pushed(s, rel.tag, registry) if pushing else None
+        if not digest:
+            _raise_undone(rel, exc, undo.run())
+        # The push reported an error after the manifest landed: the image is there, the release stands.
+        console.warn(f"the push of {rel.tag} reported an error, but the registry has it: keeping the release")
+    result = ReleaseResult(rel.new.text, rel.tag, undo.commit, rel.image_ref, digest)
     if not rel.deploy:
         result.next_commands = ["inv deploy --skip-build"]
-        return result
-    try:
-        console.step(f"deploy {rel.image_ref} to {s.nomad_addr}")
-        from .job import deploy as job_deploy
 
-        outcome = job_deploy.deploy(s, rel.new, skip_build=True)
+    step = f"pushing {rel.latest_ref}"
+    try:
+        image_push.push_latest(s, rel.new)
+        if rel.deploy:
+            step = "the deploy"
+            console.step(f"deploy {rel.image_ref} to {s.nomad_addr}")
+            from .job import deploy as job_deploy
+
+            outcome = job_deploy.deploy(s, rel.new, skip_build=True)
+            result.job_version = getattr(outcome, "job_version", None)
+            result.deploy_status = getattr(outcome, "status", None)
+            result.url = s.service_url()
     except Exception as exc:
-        raise _after_push_failure(rel, exc, "the deploy", _remaining(rel, True)) from exc
-    result.job_version = getattr(outcome, "job_version", None)
-    result.deploy_status = getattr(outcome, "status", None)
-    result.url = s.service_url()
+        raise _after_push_failure(rel, exc, step, _remaining(rel, step == "the deploy")) from exc
+    except KeyboardInterrupt:
+        console.warn(f"{rel.tag} is released (committed, tagged, pushed); to finish it run: "
+                     + " && ".join(_remaining(rel, step == "the deploy")))
+        raise
     return result
 
 
-def _pushed(settings: Settings, tag: str, registry) -> bool:
+def _pushed(settings: Settings, tag: str, registry) -> str | None:
+    """The registry's digest for the tag, or None (also when the registry cannot tell: then undo)."""
     try:
-        return bool(registry.tag_exists(settings, tag))
-    except Exception:  # noqa: BLE001 - cannot tell: treat as not pushed, undo
-        return False
+        return registry.digest(settings, tag)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _raise_undone(rel: Release, exc: BaseException, left: list[str]):
@@ -266,7 +265,7 @@ def summary(result: ReleaseResult, settings: Settings) -> None:
         ("Nomad job version", job),
         ("URL", result.url or "-"),
     ]
-    console.table(f"release {result.tag}", ["", ""], rows)
+    console.table(None, ["release", result.tag], rows)
     for command in result.next_commands:
         console.info(f"next: {command}")
     if git.remotes(settings.root):
