@@ -194,13 +194,21 @@ def rollback(c, to=None, dry_run=False):
     "dry_run": DRY_RUN,
     "backend": "pihole (v6 API) or dnsmasq (file over SSH; also Pi-hole v5)",
     "insecure": "do not verify the Pi-hole's TLS certificate",
+    "accept_host_key": "dnsmasq: accept and record an unknown SSH host key",
+    "ask_sudo_pass": "dnsmasq: prompt for the sudo password on the host",
 })
-def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=None):
-    """Point {domain} at the proxy with a CNAME (Pi-hole v6 or dnsmasq) and check it resolves."""
+def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=None, accept_host_key=False,
+        ask_sudo_pass=False):
+    """Point {domain} at the proxy with a CNAME (Pi-hole v6 or dnsmasq) and check it resolves.
+
+    Password: PIHOLE_PASSWORD (or an app password with webserver.api.app_sudo). After a change the
+    answer of dns_server (or the system resolver) is checked; a wrong answer exits 1.
+    """
     from mlflow_self_host.dns import record
 
     settings = _settings(dns_backend=backend, pihole_insecure=insecure)
-    record.run(settings, check_only=check, remove=remove, dry_run=dry_run)
+    record.run(settings, check_only=check, remove=remove, dry_run=dry_run, accept_host_key=accept_host_key,
+               ask_sudo_pass=ask_sudo_pass)
 
 
 # --- release -------------------------------------------------------------------------------------

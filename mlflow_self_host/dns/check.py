@@ -1,0 +1,155 @@
+"""Ask the DNS server what ``{domain}`` is: the CNAME chain and the addresses (dnspython).
+
+The server is ``dns_server:dns_port``, or the system's resolvers when ``dns_server`` is empty.
+``report`` is ``inv dns --check``; ``verify`` runs after a change and retries for
+``dns_check_timeout`` seconds (a Pi-hole restarts its resolver after a change) before failing.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+
+from ..errors import UserError
+from .record import Record, _name
+
+QUERY_LIFETIME = 3.0
+
+
+@dataclass
+class Answer:
+    domain: str
+    server: str  # what was asked, for the user
+    status: str  # "ok", "nxdomain" or "noanswer"
+    chain: list[str] = field(default_factory=list)  # CNAME targets, in order
+    addresses: list[str] = field(default_factory=list)
+
+    @property
+    def cname(self) -> str | None:
+        return self.chain[0] if self.chain else None
+
+    def points_at(self, target: str) -> bool:
+        return self.cname is not None and _name(self.cname) == _name(target)
+
+    def describe(self) -> str:
+        if self.status == "nxdomain":
+            return f"{self.domain}: no such name (NXDOMAIN)"
+        steps = [self.domain] + [f"CNAME {name}" for name in self.chain]
+        steps.append(", ".join(self.addresses) if self.addresses else "no address")
+        return " → ".join(steps)
+
+
+def _resolver(settings):
+    import dns.resolver
+
+    server = settings.dns_server.strip()
+    if not server:
+        try:
+            resolver = dns.resolver.Resolver()
+        except dns.resolver.NoResolverConfiguration:
+            raise UserError("no system DNS resolver is configured (/etc/resolv.conf)",
+                            hint="set dns_server (MSH_DNS_SERVER) to the DNS server's address") from None
+        shown = "system resolver (" + ", ".join(str(n) for n in resolver.nameservers) + ")"
+    else:
+        try:
+            address = socket.getaddrinfo(server, None, proto=socket.IPPROTO_UDP)[0][4][0]
+        except socket.gaierror:
+            raise UserError(f"dns_server {server!r}: unknown host name",
+                            hint="set dns_server (MSH_DNS_SERVER) to the DNS server's IP address") from None
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [address]
+        resolver.port = int(settings.dns_port)
+        shown = f"{server}:{settings.dns_port}"
+    resolver.lifetime = QUERY_LIFETIME
+    resolver.cache = None
+    return resolver, shown
+
+
+def resolve(settings, domain: str) -> Answer:
+    """One question (``A``) to the server; UserError when it does not answer."""
+    import dns.exception
+    import dns.rdatatype
+    import dns.resolver
+
+    resolver, shown = _resolver(settings)
+    try:
+        result = resolver.resolve(domain, "A", raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        return Answer(domain, shown, "nxdomain")
+    except dns.resolver.LifetimeTimeout:
+        raise UserError(f"DNS server {shown} did not answer within {QUERY_LIFETIME:.0f}s",
+                        hint="check that it runs and dns_server / dns_port (MSH_DNS_SERVER, MSH_DNS_PORT) "
+                             "name it") from None
+    except dns.resolver.NoNameservers as exc:
+        raise UserError(f"DNS server {shown} failed to answer for {domain}: {_first_line(exc)}",
+                        hint="check dns_server / dns_port (MSH_DNS_SERVER, MSH_DNS_PORT)") from None
+    except dns.exception.DNSException as exc:
+        raise UserError(f"asking {shown} for {domain} failed: {_first_line(exc)}",
+                        hint="check dns_server / dns_port (MSH_DNS_SERVER, MSH_DNS_PORT)") from None
+    chain, addresses = [], []
+    current = _name(domain)
+    rrsets = list(result.response.answer)
+    for _ in range(len(rrsets) + 1):  # follow CNAMEs in order
+        step = next((r for r in rrsets if r.rdtype == dns.rdatatype.CNAME and _name(r.name.to_text()) == current),
+                    None)
+        if step is None:
+            break
+        current = _name(step[0].target.to_text())
+        chain.append(current)
+    for rrset in rrsets:
+        if rrset.rdtype == dns.rdatatype.A:
+            addresses.extend(rr.address for rr in rrset)
+    status = "ok" if chain or addresses else "noanswer"
+    return Answer(domain, shown, status, chain, sorted(set(addresses)))
+
+
+def _is_right(answer: Answer, wanted: Record, present: bool) -> bool:
+    if present:
+        return answer.points_at(wanted.target) and bool(answer.addresses)
+    return not answer.points_at(wanted.target)
+
+
+def _wrong(answer: Answer, wanted: Record, present: bool) -> UserError:
+    domain = wanted.names[0]
+    if not present:
+        return UserError(f"{domain} still resolves via {answer.server}: {answer.describe()}",
+                         hint="the record may be cached or defined elsewhere on the DNS server; "
+                              "check with `inv dns --check`")
+    if answer.points_at(wanted.target):
+        return UserError(f"{domain} is a CNAME of {wanted.target} on {answer.server}, "
+                         f"but {wanted.target} has no address",
+                         hint=f"give {wanted.target} an address on the DNS server (a local DNS record), "
+                              f"or set dns_target to a name it knows")
+    return UserError(f"{domain} does not resolve to CNAME {wanted.target} via {answer.server}: {answer.describe()}",
+                     hint="if the record was just changed, the resolver may still cache the old answer; "
+                          "otherwise set dns_server / dns_port to the DNS server that holds the record")
+
+
+def report(settings, wanted: Record) -> Answer:
+    """``inv dns --check``: print the answer; fail when it is not the wanted CNAME."""
+    from .. import console
+
+    answer = resolve(settings, wanted.names[0])
+    console.result(f"{answer.describe()}  ({answer.server})")
+    if not _is_right(answer, wanted, present=True):
+        raise _wrong(answer, wanted, present=True)
+    return answer
+
+
+def verify(settings, wanted: Record, present: bool = True) -> Answer:
+    """After a change: retry until the answer is right, or fail after ``dns_check_timeout`` s."""
+    from .. import console
+
+    deadline = time.monotonic() + max(float(settings.dns_check_timeout), 0.0)
+    while True:
+        answer = resolve(settings, wanted.names[0])
+        if _is_right(answer, wanted, present):
+            console.done(f"DNS {answer.server}: {answer.describe()}")
+            return answer
+        if time.monotonic() >= deadline:
+            raise _wrong(answer, wanted, present)
+        time.sleep(0.5)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
