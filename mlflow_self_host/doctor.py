@@ -60,7 +60,7 @@ def check_git(settings, timeout):
 def _docker(timeout):
     import docker
 
-    return docker.from_env(timeout=max(1, int(timeout)))
+    return docker.from_env(timeout=max(1, int(_inner(timeout))))
 
 
 def check_docker(settings, timeout):
@@ -83,7 +83,7 @@ def _registry_scheme(registry: str, timeout: float) -> tuple[str | None, str]:
     seen = ""
     for scheme in ("https", "http"):
         try:
-            resp = requests.get(f"{scheme}://{registry}/v2/", timeout=min(timeout, 5), verify=False)
+            resp = requests.get(f"{scheme}://{registry}/v2/", timeout=_inner(timeout) / 2, verify=False)
         except requests.exceptions.SSLError as exc:
             seen = f"TLS error: {_first_line(exc)}"
             continue
@@ -264,7 +264,7 @@ def check_dns(settings, timeout):
         server = f"{settings.dns_server}:{settings.dns_port}"
     else:
         server = "system resolver (" + ", ".join(resolver.nameservers) + ")"
-    resolver.lifetime = min(float(timeout), 5.0)
+    resolver.lifetime = _inner(timeout)
     domain = settings.domain
     try:
         answer = resolver.resolve(domain, "A")
@@ -299,7 +299,7 @@ def check_service(settings, timeout):
 
     url = service_url(settings).rstrip("/") + "/"
     try:
-        resp = requests.get(url + "version", timeout=min(float(timeout), 5.0))
+        resp = requests.get(url + "version", timeout=_inner(timeout))
     except requests.exceptions.RequestException as exc:
         yield _fail("service URL", f"{url}: {_reason(exc)}",
                     "is the job healthy (`inv status`)? does the domain resolve here (see the DNS rows)?")
@@ -350,12 +350,15 @@ def _run_one(settings, names, check, wants_timeout, timeout) -> list[Row]:
         if pending:
             got.append(_fail(pending[0], f"no answer within {timeout:.0f}s",
                              "the service hangs or a firewall drops the packets; check it is up and reachable"))
-            got += [_fail(n, "skipped: the check before it timed out", "") for n in pending[1:]]
-    elif failure:
-        exc = failure[0]
-        message = exc.message if isinstance(exc, UserError) else _first_line(exc)
-        hint = exc.hint if isinstance(exc, UserError) else "run `inv --debug doctor` and report it"
-        got.append(_fail(pending[0] if pending else names[-1], message, hint or ""))
+            got += [_fail(n, f"not checked: {pending[0]} failed", "") for n in pending[1:]]
+    else:
+        if failure:
+            exc = failure[0]
+            message = exc.message if isinstance(exc, UserError) else _first_line(exc)
+            hint = exc.hint if isinstance(exc, UserError) else "run `inv --debug doctor` and report it"
+            got.append(_fail(pending[0] if pending else names[-1], message, hint or ""))
+        failed = next((row.name for row in got if not row.ok), None)
+        got += [_fail(n, f"not checked: {failed} failed", "") for n in names if n not in {r.name for r in got}]
     return got
 
 
@@ -411,6 +414,11 @@ def _table(rows: list[Row]) -> None:
         mark = Text("✓", style="green") if row.ok else Text("✗", style="bold red")
         table.add_row(mark, Text(row.name), Text(row.found), Text(row.fix, style="yellow"))
     console.out.print(table)
+
+
+def _inner(timeout) -> float:
+    """A library's own timeout: under the check's deadline, so the check can say why it failed."""
+    return max(0.5, float(timeout) * 0.75)
 
 
 def _q(value: str) -> str:
