@@ -66,6 +66,19 @@ def base_image(docker_client):
     return base_image_service.ensure(docker_client)
 
 
+@pytest.fixture(scope="session")
+def mlflow_image(docker_engine_service, registry, base_image):
+    """The project's MLflow image built once (`inv build`'s code) from the stand-in base.
+
+    ``.settings(**more)`` gives Settings pointing at it (registry, unique image name, base_image).
+    """
+    from tests.services import mlflow_image as mlflow_image_service
+
+    image = mlflow_image_service.build(docker_engine_service, registry, base_image)
+    yield image
+    mlflow_image_service.remove(docker_engine_service, image)
+
+
 @pytest.fixture
 def project_env(monkeypatch):
     """A clean environment: no MSH_/NOMAD_ settings leak in from the developer's shell."""

@@ -7,6 +7,7 @@ from ..errors import UserError
 
 # Builds and pushes stream for minutes: a long read timeout, not the SDK's 60 s.
 TIMEOUT = 600
+EXIT_NO_ENGINE = 4
 
 
 def describe() -> str:
@@ -22,12 +23,13 @@ def client(required: bool = True):
         engine = docker.from_env(timeout=TIMEOUT)
         engine.ping()
         return engine
-    except docker.errors.DockerException as exc:
+    except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
         if not required:
             return None
         raise UserError(
             f"no Docker engine at {describe()}: {_reason(exc)}",
             hint="start dockerd (`systemctl start docker`) or point DOCKER_HOST at a running engine",
+            code=EXIT_NO_ENGINE,
         ) from None
 
 

@@ -158,7 +158,7 @@ def _classify(settings, message: str) -> UserError:
     """An engine's push or login error as one line and what to do next."""
     text = message.lower()
     first = " ".join(message.split())[:300]
-    if "server gave http response to https client" in text:
+    if "server gave http response to https client" in text or "does not look like a tls handshake" in text:
         return UserError(
             f"the Docker engine refuses the plain-HTTP registry {settings.registry} (not insecure-allowed)",
             hint=(f'add "insecure-registries": ["{settings.registry}"] to {DAEMON_JSON} on the engine\'s host, '
