@@ -56,7 +56,7 @@ def repo(tmp_path, project_env) -> Path:
 def load(repo: Path, registry=None, **overrides) -> Settings:
     values = {"image": f"release-{uuid.uuid4().hex[:8]}", "nomad_addr": f"http://127.0.0.1:{free_port()}"}
     if registry is not None:
-        values["registry"] = registry.address
+        values["registry"] = getattr(registry, "address", registry)  # the fixture, or an address
     values.update(overrides)
     return Settings.load(root=repo, env={}, overrides=values)
 
@@ -263,6 +263,24 @@ def test_a_failed_build_with_allow_dirty_puts_back_the_users_own_changes(repo, r
     with pytest.raises(UserError):
         rel.release(settings, bump="patch", allow_dirty=True)
     assert snapshot(repo, registry, settings) == before
+
+
+@pytest.mark.slow
+def test_a_failed_push_leaves_git_and_version_txt_as_they_were(repo, base_image):
+    # A plain-HTTP registry outside loopback: the engine refuses to push to it (not "insecure" allowed).
+    address = next((a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+                    if "." in a and not a.startswith("127.")), None)
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    from tests.doubles.fake_registry import FakeRegistry
+
+    with FakeRegistry("plain", host=address) as fake:
+        settings = load(repo, fake.address, base_image=base_image)
+        before = snapshot(repo)
+        with pytest.raises(UserError, match="insecure"):
+            rel.release(settings, bump="major")
+        assert any(method == "HEAD" and "/manifests/v1.0" in path for method, path, _ in fake.requests)
+    assert snapshot(repo) == before
 
 
 # --- a release --------------------------------------------------------------------------------------
