@@ -93,6 +93,10 @@ def run_playbook(settings, dry_run: bool = False, accept_host_key: bool = False,
     if settings.nomad_skip_verify:
         env["NOMAD_SKIP_VERIFY"] = "true"
     with tempfile.TemporaryDirectory(prefix="msh-ansible-") as tmp:
+        # A connection of our own each run (not a ControlPersist master left by an earlier run, which
+        # would skip the host key check), gone a few seconds after the playbook ends.
+        env.update(ANSIBLE_SSH_CONTROL_PATH_DIR=tmp,
+                   ANSIBLE_SSH_ARGS="-C -o ControlMaster=auto -o ControlPersist=5s")
         cmd = command(settings, Path(tmp), dry_run=dry_run, accept_host_key=accept_host_key,
                       ask_sudo_pass=ask_sudo_pass)
         console.step(f"ansible-playbook {PLAYBOOK} on {settings.ssh_user}@{settings.host}:{settings.ssh_port}"

@@ -201,28 +201,36 @@ class Remote:
         return result
 
     def _check_sudo(self, result: Result) -> None:
-        text = result.stderr.lower()
-        if text.startswith("sudo:") or "\nsudo:" in text:
-            if any(s in text for s in _SUDO_NEEDS_PASSWORD):
-                raise UserError(
-                    f"sudo on {self.where} asks for a password",
-                    hint="run again with --ask-sudo-pass, or export MSH_SUDO_PASSWORD, "
-                         "or give the user passwordless sudo",
-                )
-            if any(s in text for s in _SUDO_REFUSED) or "incorrect password" in text:
-                raise UserError(
-                    f"sudo refused on {self.where}: {result.stderr.strip().splitlines()[-1]}",
-                    hint="give the SSH user sudo rights on the host (/etc/sudoers.d), or use another ssh_user",
-                )
+        """sudo's own refusal is the first line of stderr (the command never ran)."""
+        lines = [l for l in result.stderr.replace(_SUDO_PROMPT, "").splitlines() if l.strip()]
+        first = lines[0].strip() if lines else ""
+        if any(s in first.lower() for s in _SUDO_NEEDS_PASSWORD):
+            raise UserError(
+                f"sudo on {self.where} asks for a password",
+                hint="run again with --ask-sudo-pass, or export MSH_SUDO_PASSWORD, "
+                     "or give the user passwordless sudo",
+            )
+        if any(s in first.lower() for s in _SUDO_REFUSED):
+            raise UserError(
+                f"sudo refused on {self.where}: {first}",
+                hint="give the SSH user sudo rights on the host (/etc/sudoers.d), or use another ssh_user",
+            )
 
     # --- files ------------------------------------------------------------------------------
     def read_bytes(self, path: str, sudo: bool = False) -> bytes | None:
         """The file's bytes, or None when it does not exist."""
-        q = shlex.quote(path)
-        r = self.run(f"if [ -e {q} ]; then base64 < {q}; else echo MSH-MISSING; fi", sudo=sudo)
-        if r.stdout.strip() == "MSH-MISSING":
-            return None
+        r = self.run(f"base64 < {shlex.quote(path)}", sudo=sudo, check=False)
+        if not r.ok:
+            return self._missing_or_fail(r, path, sudo)
         return base64.b64decode(r.stdout)
+
+    def _missing_or_fail(self, result: Result, path: str, sudo: bool) -> None:
+        """None for a path that does not exist; a UserError for any other failure (permissions...)."""
+        if "No such file or directory" in result.stderr:
+            return None
+        detail = (result.stderr.strip().splitlines() or [f"exit {result.exited}"])[-1].rsplit(": ", 1)[-1]
+        raise UserError(f"cannot read {path} on {self.where}: {detail}",
+                        hint=None if sudo else "the SSH user may lack the rights: read it with sudo")
 
     def read(self, path: str, sudo: bool = False) -> str | None:
         """The file's text (bytes kept exactly via surrogateescape), or None when missing."""
@@ -234,12 +242,10 @@ class Remote:
 
     def stat(self, path: str, sudo: bool = False) -> tuple[str, str, str] | None:
         """(owner, group, mode as "0774") or None when the path does not exist."""
-        q = shlex.quote(path)
-        r = self.run(f"if [ -e {q} ]; then stat -c '%U %G %a' -- {q}; else echo MSH-MISSING; fi", sudo=sudo)
-        out = r.stdout.strip()
-        if out == "MSH-MISSING":
-            return None
-        owner, group, mode = out.split()
+        r = self.run(f"stat -c '%U %G %a' -- {shlex.quote(path)}", sudo=sudo, check=False)
+        if not r.ok:
+            return self._missing_or_fail(r, path, sudo)
+        owner, group, mode = r.stdout.split()
         return owner, group, f"{int(mode, 8):04o}"
 
     def write(self, path: str, content, owner: str | None = None, group: str | None = None,
@@ -279,6 +285,9 @@ class Remote:
 
         try:
             self.conn.put(io.BytesIO(data), remote)
+        except PermissionError:
+            raise UserError(f"cannot write {remote} on {self.where}: permission denied",
+                            hint="the SSH user cannot write there: copy it with sudo") from None
         except (OSError, paramiko.SSHException) as exc:
             raise UserError(f"cannot upload to {remote} on {self.where}: {exc}",
                             hint="check free space in /tmp on the host") from None
@@ -292,12 +301,21 @@ class Remote:
             return
         self._sftp_put(data, remote)
 
-    def get(self, remote: str, local) -> None:
-        """Copy a file from the host (readable by the SSH user) to ``local``."""
+    def get(self, remote: str, local, sudo: bool = False) -> None:
+        """Copy a file from the host to ``local`` (read with sudo when ``sudo``: a root-only file)."""
+        if sudo:
+            data = self.read_bytes(remote, sudo=True)
+            if data is None:
+                raise UserError(f"{remote} not found on {self.where}")
+            Path(local).write_bytes(data)
+            return
         try:
             self.conn.get(remote, str(local))
         except FileNotFoundError:
             raise UserError(f"{remote} not found on {self.where}") from None
+        except PermissionError:
+            raise UserError(f"cannot download {remote} from {self.where}: permission denied",
+                            hint="the SSH user cannot read it: download it with sudo") from None
         except (OSError, paramiko.SSHException) as exc:
             raise UserError(f"cannot download {remote} from {self.where}: {exc}") from None
 

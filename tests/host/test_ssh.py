@@ -1,0 +1,170 @@
+"""host.ssh against the real sshd: host keys, auth, sudo, atomic writes, each failure's message."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from mlflow_self_host.errors import UserError
+from mlflow_self_host.host.ssh import connect
+from mlflow_self_host.settings import Settings
+from tests.services import free_port
+from tests.services import ssh_server as ssh_service
+
+PASSWORD_USER = "mshpwtest"
+PASSWORD = "correct horse battery"
+
+
+def settings_for(server, **overrides) -> Settings:
+    return Settings.load(env={}, overrides={**server.settings(), **overrides})
+
+
+@pytest.fixture(scope="module")
+def password_sudo_server(tmp_path_factory):
+    """A second sshd whose user must type a password for sudo (no NOPASSWD, no cached credentials)."""
+    server = ssh_service.start(Path(tmp_path_factory.mktemp("sshd-pw")), user=PASSWORD_USER)
+    sudoers = Path(f"/etc/sudoers.d/{PASSWORD_USER}")
+    sudoers.write_text(f"Defaults:{PASSWORD_USER} timestamp_timeout=0\n{PASSWORD_USER} ALL=(ALL) ALL\n")
+    os.chmod(sudoers, 0o440)
+    subprocess.run(["chpasswd"], input=f"{PASSWORD_USER}:{PASSWORD}\n", text=True, check=True)
+    yield server
+    sudoers.unlink(missing_ok=True)
+    ssh_service.stop(server)
+
+
+@pytest.fixture
+def folder():
+    """A folder the SSH user can reach (pytest's tmp_path sits under a 0700 folder)."""
+    path = Path(tempfile.mkdtemp(prefix="msh-ssh-test-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_run_read_write_stat(ssh_server, folder, project_env):
+    with connect(settings_for(ssh_server)) as remote:
+        assert remote.run("id -un").stdout.strip() == ssh_server.user
+        assert remote.run("id -un", sudo=True).stdout.strip() == "root"
+        assert remote.run("exit 3", check=False).exited == 3
+        target = folder / "sub" / "f.txt"
+        target.parent.mkdir()
+        assert remote.read(str(target)) is None and remote.stat(str(target)) is None
+        remote.write(str(target), "a\r\nb é", owner="nobody", group="root", mode="0640")
+        assert target.read_bytes() == "a\r\nb é".encode()
+        assert remote.stat(str(target)) == ("nobody", "root", "0640")
+        assert remote.read(str(target), sudo=True) == "a\r\nb é"
+        remote.write(str(target), b"second")  # keeps owner and mode
+        assert remote.stat(str(target)) == ("nobody", "root", "0640") and target.read_bytes() == b"second"
+        os.chmod(folder, 0o700)  # the SSH user can no longer reach it: an error, not "missing"
+        assert remote.stat(str(target), sudo=True) == ("nobody", "root", "0640")
+        with pytest.raises(UserError, match="Permission denied"):
+            remote.read(str(target))
+        assert [p.name for p in target.parent.iterdir()] == ["f.txt"]  # no temp file left
+        with pytest.raises(UserError, match="permission denied"):
+            remote.get(str(target), folder / "copy")
+        remote.get(str(target), folder / "copy", sudo=True)
+        assert (folder / "copy").read_bytes() == b"second"
+        os.chmod(folder, 0o755)
+        with pytest.raises(UserError, match="permission denied"):
+            remote.put(folder / "copy", str(folder / "put"))
+        remote.put(folder / "copy", str(folder / "put"), sudo=True, mode="0600")
+        assert (folder / "put").read_bytes() == b"second" and remote.stat(str(folder / "put")) == ("root", "root", "0600")
+        mine = folder / "mine"
+        mine.mkdir()
+        shutil.chown(mine, ssh_server.user)
+        remote.put(folder / "copy", str(mine / "put"))
+        remote.get(str(mine / "put"), folder / "copy2")
+        assert (folder / "copy2").read_bytes() == b"second"
+
+
+def test_failed_command_names_it(ssh_server, project_env):
+    with connect(settings_for(ssh_server)) as remote:
+        with pytest.raises(UserError, match=r"exit 2\): ls /nonexistent-msh"):
+            remote.run("ls /nonexistent-msh")
+
+
+def test_unknown_host_key_is_refused_then_accepted_with_the_flag(ssh_server, tmp_path, project_env):
+    known_hosts = tmp_path / "ssh" / "known_hosts"
+    settings = settings_for(ssh_server, known_hosts=str(known_hosts))
+    with pytest.raises(UserError) as err:
+        connect(settings)
+    assert f"[127.0.0.1]:{ssh_server.port} is unknown" in err.value.message
+    assert "--accept-host-key" in err.value.hint and f"ssh-keyscan -p {ssh_server.port} 127.0.0.1" in err.value.hint
+    assert not known_hosts.exists()
+
+    connect(settings, accept_host_key=True).close()
+    assert known_hosts.read_text() == f"[127.0.0.1]:{ssh_server.port} {ssh_server.host_public_key}\n"
+    connect(settings).close()  # now known: no flag needed
+
+
+def test_changed_host_key_is_refused_even_with_the_flag(ssh_server, tmp_path, project_env):
+    other = paramiko.Ed25519Key.from_private_key_file(str(ssh_server.key_file))  # any other ed25519 key
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{ssh_server.port} ssh-ed25519 {other.get_base64()}\n")
+    before = known_hosts.read_bytes()
+    with pytest.raises(UserError) as err:
+        connect(settings_for(ssh_server, known_hosts=str(known_hosts)), accept_host_key=True)
+    assert "CHANGED" in err.value.message and "ssh-keygen -R" in err.value.hint
+    assert known_hosts.read_bytes() == before
+
+
+def test_unreachable_host_names_host_and_port(ssh_server, project_env):
+    port = free_port()
+    with pytest.raises(UserError, match=f"cannot reach 127.0.0.1:{port} over SSH"):
+        connect(settings_for(ssh_server, ssh_port=port))
+
+
+def test_refused_authentication(ssh_server, tmp_path, project_env):
+    key = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with pytest.raises(UserError) as err:
+        connect(settings_for(ssh_server, ssh_key=str(key)))
+    assert f"authentication refused for {ssh_server.user}@127.0.0.1:{ssh_server.port}" in err.value.message
+    assert "ssh_key" in err.value.hint
+
+
+def test_sudo_asking_for_a_password_says_how_to_give_it(password_sudo_server, project_env):
+    with connect(settings_for(password_sudo_server)) as remote:
+        with pytest.raises(UserError) as err:
+            remote.run("true", sudo=True)
+    assert "sudo on" in err.value.message and "asks for a password" in err.value.message
+    assert "--ask-sudo-pass" in err.value.hint and "MSH_SUDO_PASSWORD" in err.value.hint
+
+
+def test_sudo_with_a_wrong_password_is_refused(password_sudo_server, project_env):
+    project_env.setenv("MSH_SUDO_PASSWORD", "wrong password")
+    with connect(settings_for(password_sudo_server)) as remote:
+        with pytest.raises(UserError) as err:
+            remote.run("true", sudo=True)
+    assert "refused the password" in err.value.message
+    assert "wrong password" not in str(err.value)
+
+
+def test_sudo_password_from_the_environment_or_the_prompt(password_sudo_server, project_env, monkeypatch):
+    project_env.setenv("MSH_SUDO_PASSWORD", PASSWORD)
+    with connect(settings_for(password_sudo_server)) as remote:
+        assert remote.run("id -un", sudo=True).stdout.strip() == "root"
+    project_env.delenv("MSH_SUDO_PASSWORD")
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": PASSWORD)
+    with connect(settings_for(password_sudo_server), ask_sudo_pass=True) as remote:
+        assert remote.run("id -un", sudo=True).stdout.strip() == "root"
+        assert PASSWORD not in remote.run("true", sudo=True).stdout + remote.run("true", sudo=True).stderr
+
+
+def test_user_without_sudo_rights_is_refused(password_sudo_server, project_env):
+    sudoers = Path(f"/etc/sudoers.d/{PASSWORD_USER}")
+    saved = sudoers.read_text()
+    sudoers.write_text(f"Defaults:{PASSWORD_USER} timestamp_timeout=0\n")
+    try:
+        project_env.setenv("MSH_SUDO_PASSWORD", PASSWORD)
+        with connect(settings_for(password_sudo_server)) as remote:
+            with pytest.raises(UserError) as err:
+                remote.run("true", sudo=True)
+        assert "sudo refused" in err.value.message and "sudoers" in err.value.hint
+    finally:
+        sudoers.write_text(saved)
