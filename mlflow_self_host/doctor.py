@@ -254,40 +254,22 @@ def check_nomad(settings, timeout):
 
 
 def check_dns(settings, timeout):
-    import dns.exception
-    import dns.resolver
+    from .dns import check
 
-    resolver = dns.resolver.Resolver(configure=not settings.dns_server)
-    if settings.dns_server:
-        resolver.nameservers = [settings.dns_server]
-        resolver.port = int(settings.dns_port)
-        server = f"{settings.dns_server}:{settings.dns_port}"
-    else:
-        server = "system resolver (" + ", ".join(resolver.nameservers) + ")"
-    resolver.lifetime = _inner(timeout)
     domain = settings.domain
     try:
-        answer = resolver.resolve(domain, "A")
-    except dns.resolver.NXDOMAIN:
-        yield Row("DNS server", True, f"{server} answers")
-        yield _fail(f"DNS {domain}", "no such name (NXDOMAIN)", "`inv dns` adds the record")
+        answer = check.resolve(settings, domain)
+    except UserError as exc:
+        yield _fail("DNS server", exc.message, exc.hint or "check dns_server and dns_port")
         return
-    except dns.resolver.NoAnswer:
-        yield Row("DNS server", True, f"{server} answers")
-        yield _fail(f"DNS {domain}", "no address record", "`inv dns` adds the record")
-        return
-    except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-        yield _fail("DNS server", f"{server}: {_first_line(exc)}",
-                    "is the DNS server running? check dns_server and dns_port")
-        return
-    yield Row("DNS server", True, f"{server} answers")
-    cname = [str(rr.target).rstrip(".") for rrset in answer.response.answer if rrset.rdtype == 5 for rr in rrset]
-    addresses = sorted(rr.address for rr in answer)
-    path = " → ".join([domain] + cname + [", ".join(addresses)])
-    if cname and settings.dns_target and cname[0] != settings.dns_target:
-        yield _fail(f"DNS {domain}", f"{path} (not the proxy {settings.dns_target})", "`inv dns` points it at dns_target")
-        return
-    yield Row(f"DNS {domain}", True, path)
+    yield Row("DNS server", True, f"{answer.server} answers")
+    if answer.status != "ok" or not answer.addresses:
+        yield _fail(f"DNS {domain}", answer.describe(), "`inv dns` adds the record")
+    elif answer.chain and settings.dns_target and not answer.points_at(settings.dns_target):
+        yield _fail(f"DNS {domain}", f"{answer.describe()} (not the proxy {settings.dns_target})",
+                    "`inv dns` points it at dns_target")
+    else:
+        yield Row(f"DNS {domain}", True, answer.describe())
 
 
 def service_url(settings) -> str:
