@@ -226,7 +226,7 @@ class Remote:
 
     def _missing_or_fail(self, result: Result, path: str, sudo: bool) -> None:
         """None for a path that does not exist; a UserError for any other failure (permissions...)."""
-        if "No such file or directory" in result.stderr:
+        if "No such file" in result.stderr:  # bash: "No such file or directory", dash: "No such file"
             return None
         detail = (result.stderr.strip().splitlines() or [f"exit {result.exited}"])[-1].rsplit(": ", 1)[-1]
         raise UserError(f"cannot read {path} on {self.where}: {detail}",
