@@ -74,10 +74,10 @@ class PiHole:
         self.where = self.base[: -len("/api")]
         self._password = settings.pihole_password
         self.http = requests.Session()
-        self.http.verify = tls_verify(settings)
+        self.verify = tls_verify(settings)  # per request: a session's is overridden by REQUESTS_CA_BUNDLE
         self.http.headers["User-Agent"] = "mlflow-self-host"
         self.sid: str | None = None
-        if self.http.verify is False:
+        if self.verify is False:
             import urllib3
 
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -91,7 +91,8 @@ class PiHole:
         if self.sid:
             headers["X-FTL-SID"] = self.sid
         try:
-            return self.http.request(method, self.base + path, headers=headers, timeout=TIMEOUT, **kwargs)
+            return self.http.request(method, self.base + path, headers=headers, timeout=TIMEOUT,
+                                     verify=self.verify, **kwargs)
         except requests.exceptions.SSLError as exc:
             reason = str(exc)
             if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:

@@ -90,6 +90,8 @@ class PiHoleDouble:
     upstreams: list = field(default_factory=list)
     env: dict = field(default_factory=dict)  # FTLCONF_* variables of the Pi-hole's container
     tls_dir: Path | None = None  # serve HTTPS with a self-signed CA made here
+    dns_frozen: bool = False  # the resolver keeps its old answers (a restart that did not happen)
+    fail_puts: int = 0  # this many next PUTs answer 500 (a server error, e.g. a full disk)
 
     def __post_init__(self):
         self.requests: list[Call] = []
@@ -101,9 +103,10 @@ class PiHoleDouble:
         self._dns: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
-        env_records = self.env.get("FTLCONF_dns_cnameRecords")
-        if env_records is not None:
-            self.cname_records = _ftlconf_array(env_records)
+        for section, key in ARRAY_ITEMS:  # an FTLCONF_ variable sets the item (and makes it read-only)
+            value = self.env.get(f"FTLCONF_{section}_{key}")
+            if value is not None:
+                self._array(section, key)[:] = _ftlconf_array(value)
         self.applied = self._dns_view()
 
     # --- state ------------------------------------------------------------------------------
@@ -119,7 +122,8 @@ class PiHoleDouble:
 
     def restart(self) -> None:
         """What FTL does after a config change: its resolver now answers from the new config."""
-        self.applied = self._dns_view()
+        if not self.dns_frozen:
+            self.applied = self._dns_view()
         self.restarts += 1
 
     def _array(self, section: str, key: str) -> list:
@@ -329,6 +333,9 @@ class PiHoleDouble:
         items = self._array(section, key)
         restart = query.get("restart", "true").lower() != "false"
         if method == "PUT":
+            if self.fail_puts > 0:
+                self.fail_puts -= 1
+                return 500, _error("internal_error", "Could not write config file", None)
             if value in items:
                 return 400, _error("bad_request", "Item already present", "Uniqueness of items is enforced")
             if key == "cnameRecords":

@@ -1,0 +1,230 @@
+"""`inv dns` on Pi-hole v6, against the API double (tests/doubles/pihole.py) and its DNS answers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlflow_self_host.dns import record
+from mlflow_self_host.errors import UserError
+from tests.dns.conftest import pihole_settings
+from tests.services import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def config_calls(double):
+    return [(c.method, c.path, c.query) for c in double.requests if c.path.startswith("/api/config")]
+
+
+def logged_out(double) -> bool:
+    """Every session opened was closed again."""
+    return double.active_sessions() == [] and any(c.method == "DELETE" and c.path == "/api/auth"
+                                                  for c in double.requests)
+
+
+def test_adds_the_missing_record_and_it_resolves(pihole):
+    pihole.cname_records[:] = ["nas.lan,traefik.lan"]
+    pihole.restart()
+    plan = record.run(pihole_settings(pihole))
+    assert pihole.cname_records == ["nas.lan,traefik.lan", "mlflow.lan,traefik.lan"]
+    assert ("PUT", "/api/config/dns/cnameRecords/mlflow.lan,traefik.lan", {}) in config_calls(pihole)
+    assert [c.action for c in plan] == ["create"]
+    assert logged_out(pihole)
+    answer = resolve_cname(pihole.dns_port, "mlflow.lan")
+    assert answer == "traefik.lan."
+
+
+def resolve_cname(port, name):
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port = ["127.0.0.1"], port
+    return str(resolver.resolve(name, "CNAME")[0].target)
+
+
+def test_the_value_is_percent_encoded_as_the_web_interface_does(pihole):
+    record.run(pihole_settings(pihole, dns_ttl=300))
+    raw = [c for c in pihole.requests if c.method == "PUT"]
+    assert pihole.cname_records == ["mlflow.lan,traefik.lan,300"] and len(raw) == 1
+
+
+def test_replaces_another_target_with_one_restart(start_pihole):
+    double = start_pihole(cname_records=["mlflow.lan,old-proxy.lan"], hosts=["127.0.0.1 traefik.lan",
+                                                                               "10.9.9.9 old-proxy.lan"])
+    record.run(pihole_settings(double))
+    assert double.cname_records == ["mlflow.lan,traefik.lan"]
+    calls = [(m, q) for m, p, q in config_calls(double) if m in ("PUT", "DELETE")]
+    assert calls == [("DELETE", {"restart": "false"}), ("PUT", {})]  # FTL restarts once, at the end
+    assert double.restarts == 1 and logged_out(double)
+
+
+def test_right_record_is_no_change_and_nothing_is_written(start_pihole, capsys):
+    double = start_pihole(cname_records=["mlflow.lan,traefik.lan"])
+    plan = record.run(pihole_settings(double))
+    assert plan.empty and double.mutations() == [] and double.restarts == 0
+    assert "no change" in capsys.readouterr().err
+    assert logged_out(double)
+
+
+def test_running_twice_changes_nothing_the_second_time(pihole):
+    record.run(pihole_settings(pihole))
+    first = len(pihole.mutations())
+    assert record.run(pihole_settings(pihole)).empty
+    assert len(pihole.mutations()) == first == 1
+
+
+def test_dry_run_shows_the_plan_and_changes_nothing(start_pihole, capsys):
+    double = start_pihole(cname_records=["mlflow.lan,old-proxy.lan"])
+    plan = record.run(pihole_settings(double), dry_run=True)
+    err = capsys.readouterr().err
+    assert [c.action for c in plan] == ["replace"]
+    assert "would change" in err and "old-proxy.lan" in err and "nothing was changed" in err
+    assert double.mutations() == [] and double.cname_records == ["mlflow.lan,old-proxy.lan"]
+    assert logged_out(double)
+
+
+def test_remove_takes_the_record_away_and_it_no_longer_resolves(start_pihole):
+    double = start_pihole(cname_records=["mlflow.lan,traefik.lan", "nas.lan,traefik.lan"])
+    record.run(pihole_settings(double), remove=True)
+    assert double.cname_records == ["nas.lan,traefik.lan"]
+    assert record.run(pihole_settings(double), remove=True).empty
+    assert logged_out(double)
+
+
+def test_check_fails_when_the_dns_answer_is_wrong_after_the_change(start_pihole):
+    double = start_pihole(dns_frozen=True)  # the resolver keeps its old answers
+    with pytest.raises(UserError, match="does not resolve to CNAME traefik.lan") as info:
+        record.run(pihole_settings(double, dns_check_timeout=1))
+    assert "NXDOMAIN" in info.value.message
+    assert double.cname_records == ["mlflow.lan,traefik.lan"] and logged_out(double)
+
+
+def test_wrong_password_is_a_clear_error(pihole):
+    with pytest.raises(UserError, match="refused the password") as info:
+        record.run(pihole_settings(pihole, password="not-it"))
+    assert "PIHOLE_PASSWORD" in info.value.hint and "not-it" not in str(info.value)
+    assert pihole.mutations() == []
+
+
+def test_no_password_set_says_which_variable(pihole):
+    with pytest.raises(UserError, match="PIHOLE_PASSWORD is not set"):
+        record.run(pihole_settings(pihole, password=""))
+
+
+def test_a_pihole_without_a_password_needs_no_login(start_pihole):
+    double = start_pihole(password="")
+    record.run(pihole_settings(double, password=""))
+    assert double.cname_records == ["mlflow.lan,traefik.lan"]
+
+
+def test_app_password_without_app_sudo_says_how_to_enable_it(pihole):
+    with pytest.raises(UserError, match="app_sudo is false") as info:
+        record.run(pihole_settings(pihole, password=pihole.app_password))
+    assert "webserver.api.app_sudo" in info.value.hint and "pihole-FTL --config" in info.value.hint
+    assert pihole.cname_records == [] and logged_out(pihole)
+
+
+def test_app_password_with_app_sudo_works(start_pihole):
+    double = start_pihole(app_sudo=True)
+    record.run(pihole_settings(double, password=double.app_password))
+    assert double.cname_records == ["mlflow.lan,traefik.lan"] and logged_out(double)
+
+
+def test_records_set_by_an_ftlconf_variable_are_read_only(start_pihole):
+    double = start_pihole(env={"FTLCONF_dns_cnameRecords": "nas.lan,traefik.lan"})
+    with pytest.raises(UserError, match="read-only.*FTLCONF_dns_cnameRecords"):
+        record.run(pihole_settings(double))
+    assert double.cname_records == ["nas.lan,traefik.lan"] and logged_out(double)
+
+
+def test_a_failed_add_after_a_delete_puts_the_old_record_back(start_pihole):
+    double = start_pihole(cname_records=["mlflow.lan,old.lan"], fail_puts=1)
+    with pytest.raises(UserError, match="answered 500 while adding .*Could not write config file"):
+        record.run(pihole_settings(double))
+    assert double.cname_records == ["mlflow.lan,old.lan"] and logged_out(double)
+
+
+def test_2fa_asks_for_an_app_password(start_pihole):
+    double = start_pihole(totp=True)
+    with pytest.raises(UserError, match="2FA") as info:
+        record.run(pihole_settings(double))
+    assert "app password" in info.value.hint
+
+
+def test_logging_out_every_time_leaves_the_api_seats_free(start_pihole):
+    double = start_pihole(max_sessions=1)
+    for _ in range(3):
+        record.run(pihole_settings(double))
+    assert double.active_sessions() == []
+
+
+def test_no_free_seat_is_a_clear_error(start_pihole):
+    double = start_pihole(max_sessions=0)
+    with pytest.raises(UserError, match="no free API session") as info:
+        record.run(pihole_settings(double))
+    assert "max_sessions" in info.value.hint
+
+
+def test_unreachable_pihole(project_env, pihole):
+    with pytest.raises(UserError, match="cannot reach Pi-hole.*connection refused") as info:
+        record.run(pihole_settings(pihole, pihole_url=f"http://127.0.0.1:{free_port()}"))
+    assert "pihole_url" in info.value.hint
+
+
+def test_something_else_than_a_pihole_v6(pihole, tmp_path):
+    with pytest.raises(UserError, match="does not answer like a Pi-hole v6") as info:
+        record.run(pihole_settings(pihole, pihole_url=pihole.url + "/elsewhere"))
+    assert "dnsmasq" in info.value.hint
+
+
+def test_self_signed_certificate_needs_the_ca_file_or_insecure(start_pihole, tmp_path, capsys):
+    double = start_pihole(tls_dir=tmp_path / "tls")
+    with pytest.raises(UserError, match="not trusted") as info:
+        record.run(pihole_settings(double))
+    assert "pihole_cafile" in info.value.hint and "--insecure" in info.value.hint
+    assert double.cname_records == []
+    record.run(pihole_settings(double, pihole_cafile=str(double.ca_file)))
+    assert double.cname_records == ["mlflow.lan,traefik.lan"]
+    record.run(pihole_settings(double, pihole_insecure=True), remove=True)
+    assert double.cname_records == [] and "not verifying the TLS certificate" in capsys.readouterr().err
+
+
+def test_a_missing_ca_file_is_named(pihole, tmp_path):
+    with pytest.raises(UserError, match="pihole_cafile .* not found"):
+        record.run(pihole_settings(pihole, pihole_cafile=str(tmp_path / "nope.crt")))
+
+
+def inv_dns(double, *args, password=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_", "PIHOLE_"))}
+    env.update(PIHOLE_PASSWORD=double.password if password is None else password, MSH_PIHOLE_URL=double.url,
+               MSH_DNS_SERVER="127.0.0.1", MSH_DNS_PORT=str(double.dns_port), MSH_DNS_CHECK_TIMEOUT="1")
+    return subprocess.run([sys.executable, "-m", "invoke", "dns", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_inv_dns_then_check(pihole):
+    result = inv_dns(pihole)
+    assert result.returncode == 0, result.stderr
+    assert pihole.cname_records == ["mlflow.lan,traefik.lan"]
+    assert pihole.password not in result.stdout + result.stderr
+    check = inv_dns(pihole, "--check")
+    assert check.returncode == 0, check.stderr
+    assert "mlflow.lan → CNAME traefik.lan → 127.0.0.1" in check.stdout
+
+
+def test_inv_dns_check_fails_when_the_record_is_missing(pihole):
+    result = inv_dns(pihole, "--check")
+    assert result.returncode == 1 and "NXDOMAIN" in result.stdout
+    assert [l for l in result.stderr.splitlines() if "error:" in l]
+
+
+def test_inv_dns_wrong_password_is_one_red_line_without_the_password(pihole):
+    result = inv_dns(pihole, password="hunter2-wrong")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "hunter2-wrong" not in result.stdout + result.stderr
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "refused the password" in errors[0]
