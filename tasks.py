@@ -63,7 +63,10 @@ def config(c, json=False):
     "dry_run": DRY_RUN,
 })
 def build(c, base_image=None, no_cache=False, dry_run=False):
-    """Build the MLflow image {registry}/{image}:v{version} with the docker SDK."""
+    """Build the MLflow image {registry}/{image}:v{version} with the docker SDK.
+
+    Exit codes: 0 built; 4 no Docker engine; 5 a build step failed (the step and its error shown).
+    """
     from mlflow_self_host.image import build as image_build
 
     settings = _settings(base_image=base_image)
@@ -72,7 +75,11 @@ def build(c, base_image=None, no_cache=False, dry_run=False):
 
 @task(help={"dry_run": DRY_RUN})
 def push(c, dry_run=False):
-    """Push {registry}/{image}:v{version} with per-layer progress."""
+    """Push {registry}/{image}:v{version} with per-layer progress.
+
+    Exit codes: 0 pushed (or already there); 4 no Docker engine; 6 image not built yet; 7 registry
+    unreachable; 8 the engine refuses a plain-HTTP registry; 9 unauthorized.
+    """
     from mlflow_self_host.image import push as image_push
 
     settings = _settings()
@@ -81,7 +88,10 @@ def push(c, dry_run=False):
 
 @task(help={"dry_run": DRY_RUN})
 def pushlatest(c, dry_run=False):
-    """Tag the current version's image as latest and push it (the same image, no rebuild)."""
+    """Tag the current version's image as latest and push it (the same image, no rebuild).
+
+    Builds v{version} first only if the engine lacks it. Exit codes as for push.
+    """
     from mlflow_self_host.image import push as image_push
 
     settings = _settings()
@@ -95,7 +105,12 @@ def pushlatest(c, dry_run=False):
     "base_image": "base image if the image must be built first",
 })
 def up(c, docker=False, port=None, base_image=None):
-    """Run MLflow locally with ./data mounted, wait until healthy, print the URL."""
+    """Run MLflow locally with ./data mounted, wait until healthy, print the URL.
+
+    In a container on the Docker engine (built first if needed); with no engine reachable, natively
+    from a virtual environment created once under ~/.cache/mlflow-self-host (same MLflow, same ./data).
+    Exit codes: 0 up (or already running); 4 --docker and no engine; 10 not healthy.
+    """
     from mlflow_self_host.local import up as local_up
 
     settings = _settings(local_port=port, base_image=base_image)
@@ -112,10 +127,13 @@ def down(c):
 
 @task(help={
     "url": "MLflow URL (default: the local server, http://127.0.0.1:{local_port}/)",
-    "host_header": "also call the API with this Host header (e.g. the domain, mlflow.lan)",
+    "host_header": "Host header for the API check (default: setting domain, mlflow.lan)",
 })
 def smoke(c, url=None, host_header=None):
-    """Log a param, a metric and an artifact, read them back, and check the Host header."""
+    """Log a param, a metric and an artifact, read them back, and check the Host header.
+
+    Exit codes: 0 passed; 10 failed (no server, 403 Invalid Host header, a value not read back).
+    """
     from mlflow_self_host.smoke import smoke as run_smoke
 
     run_smoke(_settings(), url=url, host_header=host_header)

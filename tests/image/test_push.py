@@ -129,3 +129,18 @@ def test_push_dry_run_changes_nothing(mlflow_image, registry, capfd):
     assert image_push.push(settings, VERSION, dry_run=True) == ""
     assert "would change" in capfd.readouterr().err and mlflow_image_tag
     assert registry.tags(settings.image) == []
+
+
+def test_inv_build_push_chains_in_one_call(mlflow_image, registry, docker_engine_service, docker_client):
+    from tests.image.test_build import inv
+
+    settings = mlflow_image.settings(image=mlflow_image.settings().image + "-cli")
+    version = (settings.root / "version.txt").read_text().strip()
+    result = inv("build", "push", env={"DOCKER_HOST": docker_engine_service.base_url, "MSH_REGISTRY": registry.address,
+                                       "MSH_IMAGE": settings.image, "MSH_BASE_IMAGE": settings.base_image})
+    try:
+        assert result.returncode == 0, result.stderr
+        assert registry.tags(settings.image) == [f"v{version}"]
+        assert f"pushed {settings.image_ref(version)} sha256:" in result.stderr
+    finally:
+        docker_client.images.remove(settings.image_ref(version), noprune=True)
