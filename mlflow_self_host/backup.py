@@ -540,25 +540,19 @@ def _allocs(settings, nomad) -> list[dict]:
     return nomad.job.get_allocations(settings.job_name) or []
 
 
-def _nomad_call(what: str, call, *args, **kwargs):
-    try:
-        return call(*args, **kwargs)
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - python-nomad raises its own and requests' errors
-        resp = getattr(exc, "nomad_resp", None)
-        text = getattr(resp, "text", None) or str(exc)
-        raise UserError(f"Nomad: {what} failed: {str(text).strip()[:300]}",
-                        hint="check nomad_addr, NOMAD_TOKEN and `inv doctor`") from None
+def _nomad_call(settings, what: str, fn, *args, **kwargs):
+    from .job import nomad_api
+
+    return nomad_api.call(settings, what, fn, *args, **kwargs)
 
 
 def stop_job(settings, nomad, timeout: float | None = None) -> dict:
     """Stop the job (like `nomad job stop`, no purge) and wait until no allocation runs."""
-    job = _nomad_call(f"reading job {settings.job_name}", nomad.job.get_job, settings.job_name)
-    _nomad_call(f"stopping job {settings.job_name}", nomad.job.deregister_job, settings.job_name)
+    job = _nomad_call(settings, f"reading job {settings.job_name}", nomad.job.get_job, settings.job_name)
+    _nomad_call(settings, f"stopping job {settings.job_name}", nomad.job.deregister_job, settings.job_name)
     deadline = time.monotonic() + (timeout or settings.deploy_timeout)
     while True:
-        live = [a for a in _nomad_call("listing allocations", _allocs, settings, nomad)
+        live = [a for a in _nomad_call(settings, "listing allocations", _allocs, settings, nomad)
                 if a.get("ClientStatus") in ("pending", "running")]
         if not live:
             return job
@@ -575,7 +569,7 @@ def start_job(settings, nomad, job: dict) -> None:
     for key in ("CreateIndex", "ModifyIndex", "JobModifyIndex", "SubmitTime", "Status", "StatusDescription",
                 "Version", "Stable"):
         job.pop(key, None)
-    _nomad_call(f"starting job {settings.job_name}", nomad.job.register_job, settings.job_name, {"Job": job})
+    _nomad_call(settings, f"starting job {settings.job_name}", nomad.job.register_job, settings.job_name, {"Job": job})
 
 
 def wait_healthy(settings, nomad, timeout: float | None = None) -> dict:
@@ -583,7 +577,7 @@ def wait_healthy(settings, nomad, timeout: float | None = None) -> dict:
     deadline = time.monotonic() + (timeout or settings.deploy_timeout)
     last = "no allocation yet"
     while time.monotonic() < deadline:
-        allocs = _nomad_call("listing allocations", _allocs, settings, nomad)
+        allocs = _nomad_call(settings, "listing allocations", _allocs, settings, nomad)
         newest = sorted(allocs, key=lambda a: a.get("CreateIndex", 0))[-1:] if allocs else []
         for alloc in newest:
             status = alloc.get("ClientStatus")

@@ -191,23 +191,16 @@ def check_ssh(settings, timeout):
                     "install Nomad from its package (it creates the user), or set folder_owner")
 
 
-def _nomad_error(exc) -> tuple[int | None, str]:
-    resp = getattr(exc, "nomad_resp", None)
-    code = getattr(resp, "status_code", None)
-    text = getattr(resp, "text", None) if code is not None else None
-    return code, (text or _first_line(exc)).strip()[:200]
-
-
 def check_nomad(settings, timeout):
     from .job import nomad_api
 
-    address = settings.nomad_addr
-    n = nomad_api.client(settings)
+    address = nomad_api.address(settings)
+    n = nomad_api.client(settings, timeout=_inner(timeout))
     try:
         leader = n.status.leader.get_leader()
     except Exception as exc:  # noqa: BLE001
-        yield _fail("Nomad agent", f"no answer at {address}: {_reason(exc)}",
-                    "is the agent running (`systemctl status nomad`)? check nomad_addr / NOMAD_ADDR")
+        error = nomad_api.to_user_error(exc, settings, "reading the leader")
+        yield _fail("Nomad agent", error.message, error.hint or "check nomad_addr / NOMAD_ADDR")
         return
     try:
         version = ((n.agent.get_agent().get("config") or {}).get("Version") or {}).get("Version")
@@ -225,7 +218,7 @@ def check_nomad(settings, timeout):
                   f"accepted: {token.get('Name') or 'unnamed'} ({token.get('Type', '?')}"
                   + (f", policies {', '.join(token.get('Policies') or [])}" if token.get("Policies") else "") + ")")
     except Exception as exc:  # noqa: BLE001
-        code, text = _nomad_error(exc)
+        code, text = nomad_api.status_and_text(exc)
         if code == 400 and "disabled" in text.lower():
             yield Row("Nomad ACL token", True, "ACLs are disabled: no token needed")
         elif not settings.nomad_token:
@@ -240,7 +233,7 @@ def check_nomad(settings, timeout):
     try:
         nodes = n.nodes.get_nodes() or []
     except Exception as exc:  # noqa: BLE001
-        yield _fail(f"datacenter {dc}", f"cannot list client nodes: {_nomad_error(exc)[1]}",
+        yield _fail(f"datacenter {dc}", f"cannot list client nodes: {nomad_api.status_and_text(exc)[1][:200]}",
                     "give the token node:read")
         return
     ours = [node for node in nodes if node.get("Datacenter") == dc]
