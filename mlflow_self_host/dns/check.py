@@ -20,7 +20,7 @@ QUERY_LIFETIME = 3.0
 class Answer:
     domain: str
     server: str  # what was asked, for the user
-    status: str  # "ok", "nxdomain" or "noanswer"
+    status: str  # "ok", "nxdomain", "refused" or "noanswer"
     chain: list[str] = field(default_factory=list)  # CNAME targets, in order
     addresses: list[str] = field(default_factory=list)
 
@@ -34,6 +34,8 @@ class Answer:
     def describe(self) -> str:
         if self.status == "nxdomain":
             return f"{self.domain}: no such name (NXDOMAIN)"
+        if self.status == "refused":
+            return f"{self.domain}: the server does not serve this name (REFUSED)"
         steps = [self.domain] + [f"CNAME {name}" for name in self.chain]
         steps.append(", ".join(self.addresses) if self.addresses else "no address")
         return " → ".join(steps)
@@ -81,6 +83,8 @@ def resolve(settings, domain: str) -> Answer:
                         hint="check that it runs and dns_server / dns_port (MSH_DNS_SERVER, MSH_DNS_PORT) "
                              "name it") from None
     except dns.resolver.NoNameservers as exc:
+        if _all_refused(exc):  # e.g. dnsmasq without upstreams: it does not know the name
+            return Answer(domain, shown, "refused")
         raise UserError(f"DNS server {shown} failed to answer for {domain}: {_first_line(exc)}",
                         hint="check dns_server / dns_port (MSH_DNS_SERVER, MSH_DNS_PORT)") from None
     except dns.exception.DNSException as exc:
@@ -149,6 +153,16 @@ def verify(settings, wanted: Record, present: bool = True) -> Answer:
         if time.monotonic() >= deadline:
             raise _wrong(answer, wanted, present)
         time.sleep(0.5)
+
+
+def _all_refused(exc) -> bool:
+    """Whether every server answered REFUSED (an answer, unlike a timeout or SERVFAIL)."""
+    import dns.rcode
+
+    errors = exc.kwargs.get("errors") or []
+    responses = [e[-1] for e in errors if e and hasattr(e[-1], "rcode")]
+    return bool(responses) and len(responses) == len(errors) and all(
+        r.rcode() == dns.rcode.REFUSED for r in responses)
 
 
 def _first_line(exc: Exception) -> str:

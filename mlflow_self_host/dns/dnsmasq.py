@@ -94,7 +94,7 @@ def sync(settings, wanted: Record, remove: bool = False, dry_run: bool = False,
     path = posixpath.join(folder, settings.dnsmasq_file)
     restart = settings.dnsmasq_restart_command.strip()
     with ssh.connect(settings, accept_host_key=accept_host_key, ask_sudo_pass=ask_sudo_pass) as remote:
-        if not remote.exists(folder):
+        if not (remote.exists(folder) or remote.exists(folder, sudo=True)):
             raise UserError(f"{folder} does not exist on {remote.where}",
                             hint="set dnsmasq_dir (MSH_DNSMASQ_DIR) to the folder dnsmasq reads (conf-dir), "
                                  "e.g. /etc/dnsmasq.d")
