@@ -1,0 +1,131 @@
+"""The Nomad HTTP API client (python-nomad) built from the settings, and its errors as UserErrors.
+
+Address, ACL token, namespace, region and TLS come from the settings, which already merge the
+standard NOMAD_* variables (settings.py). python-nomad does not verify TLS by default and knows no
+NOMAD_CACERT: here https is verified against the system CAs, ``nomad_cacert`` when set, or not at
+all with ``nomad_skip_verify`` (as the Nomad CLI does).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from ..errors import UserError
+
+TIMEOUT = 10  # seconds for one API call
+
+
+def address(settings) -> str:
+    addr = (settings.nomad_addr or "").strip().rstrip("/")
+    if not addr:
+        raise UserError("nomad_addr is empty", hint="set NOMAD_ADDR (e.g. http://m700:4646) or nomad_addr")
+    if "://" not in addr:
+        addr = "http://" + addr
+    return addr
+
+
+def _tls(settings) -> tuple[Any, tuple]:
+    verify: Any = True
+    if settings.nomad_skip_verify:
+        verify = False
+    elif settings.nomad_cacert:
+        cacert = os.path.expanduser(settings.nomad_cacert)
+        if not os.path.exists(cacert):
+            raise UserError(f"nomad_cacert {cacert} does not exist", hint="point NOMAD_CACERT at the CA bundle file")
+        verify = cacert
+    cert, key = settings.nomad_client_cert, settings.nomad_client_key
+    if bool(cert) != bool(key):
+        raise UserError("a Nomad client certificate needs both NOMAD_CLIENT_CERT and NOMAD_CLIENT_KEY",
+                        hint="set both, or neither")
+    for path in (cert, key):
+        if path and not os.path.exists(os.path.expanduser(path)):
+            raise UserError(f"Nomad client certificate file {path} does not exist")
+    return verify, ((os.path.expanduser(cert), os.path.expanduser(key)) if cert else ())
+
+
+def client(settings, timeout: int = TIMEOUT):
+    """A python-nomad client for the configured agent, token, namespace and region."""
+    import nomad
+
+    verify, cert = _tls(settings)
+    return nomad.Nomad(
+        address=address(settings),
+        token=settings.nomad_token or None,
+        namespace=settings.nomad_namespace or None,
+        region=settings.nomad_region or None,
+        timeout=timeout,
+        verify=verify,
+        cert=cert,
+    )
+
+
+def status_and_text(exc: BaseException) -> tuple[int | None, str]:
+    """(HTTP status or None, Nomad's text/plain error body or the error) of a python-nomad exception."""
+    resp = getattr(exc, "nomad_resp", None)
+    code = getattr(resp, "status_code", None)
+    if code is not None:
+        return code, (getattr(resp, "text", "") or "").strip()
+    return None, str(resp if resp is not None else exc).strip()
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return status_and_text(exc)[0] == 404
+
+
+def to_user_error(exc: BaseException, settings, what: str) -> UserError:
+    """A python-nomad / requests failure as one line the user can act on. Never shows the token."""
+    import requests
+
+    addr = address(settings)
+    code, text = status_and_text(exc)
+    text = text.replace(settings.nomad_token, "****") if settings.nomad_token else text
+    short = text.splitlines()[0][:300] if text else ""
+    ns = settings.nomad_namespace or "default"
+    if code == 403:
+        if not settings.nomad_token:
+            return UserError(f"Nomad refused {what}: ACLs are enabled and no token is set ({short})",
+                             hint="export NOMAD_TOKEN=<secret id of a token with submit-job, read-job and "
+                                  f"read-logs in namespace {ns}>")
+        return UserError(f"Nomad refused {what}: the token lacks permission ({short})",
+                         hint=f"the NOMAD_TOKEN policy needs namespace \"{ns}\" capabilities submit-job, "
+                              "read-job, read-logs; `nomad acl token self` shows yours")
+    if code == 404:
+        return UserError(f"Nomad: {what}: not found ({short})",
+                         hint=f"check nomad_namespace ({ns}) and job_name ({settings.job_name})")
+    if code == 400:
+        return UserError(f"Nomad rejected {what}: {short}")
+    if code is not None:
+        return UserError(f"Nomad: {what} failed (HTTP {code}): {short}")
+    cause = getattr(exc, "nomad_resp", exc)
+    if isinstance(cause, requests.exceptions.SSLError):
+        return UserError(f"TLS with the Nomad agent at {addr} failed: {_reason(cause)}",
+                         hint="set nomad_cacert (NOMAD_CACERT) to the CA that signed the agent's certificate, "
+                              "or NOMAD_SKIP_VERIFY=true")
+    if isinstance(cause, requests.exceptions.Timeout):
+        return UserError(f"the Nomad agent at {addr} did not answer in time ({what})",
+                         hint="is the agent overloaded or the address wrong? check nomad_addr / NOMAD_ADDR")
+    if isinstance(cause, requests.exceptions.ConnectionError):
+        reason = "connection refused" if "refused" in str(cause).lower() else _reason(cause)
+        return UserError(f"cannot reach the Nomad agent at {addr}: {reason}",
+                         hint="is Nomad running there (`systemctl status nomad`)? check nomad_addr / NOMAD_ADDR")
+    return UserError(f"Nomad: {what} failed: {short or type(exc).__name__}")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "certificate verify failed",
+                   "timed out", "No route to host"):
+        if marker.lower() in text.lower():
+            return marker[0].lower() + marker[1:]
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def call(settings, what: str, fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with python-nomad and requests failures mapped to UserError."""
+    import nomad.api.exceptions as nex
+    import requests
+
+    try:
+        return fn(*args, **kwargs)
+    except (nex.BaseNomadException, requests.RequestException) as exc:
+        raise to_user_error(exc, settings, what) from None

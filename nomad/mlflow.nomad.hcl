@@ -1,0 +1,150 @@
+# The MLflow tracking server on Nomad. `inv deploy` parses this file on the agent with the variables
+# below (from the settings), plans it, and registers it with a check-and-set index.
+# By hand: nomad job run -var image=registry.lan:5000/mlflow:v0.99 nomad/mlflow.nomad.hcl
+
+variable "image" {
+  type        = string
+  description = "The MLflow image, always a pinned version tag: {registry}/{image}:v{version}."
+
+  validation {
+    condition     = can(regex("^[^:@]+(:[0-9]+)?/.+:v[0-9]+([.][0-9]+)*$", var.image))
+    error_message = "The image must carry a pinned version tag such as registry.lan:5000/mlflow:v0.99 (never latest)."
+  }
+}
+
+variable "datacenters" {
+  type        = list(string)
+  description = "Datacenters the job may run in."
+  default     = ["DC0"]
+}
+
+variable "region" {
+  type        = string
+  description = "Nomad region."
+  default     = "global"
+}
+
+variable "domain" {
+  type        = string
+  description = "The name MLflow is served under behind Traefik: the Host() rule and MLflow's allowed hosts."
+  default     = "mlflow.lan"
+}
+
+variable "cpu" {
+  type        = number
+  description = "CPU for the task, in MHz."
+  default     = 200
+}
+
+variable "memory" {
+  type        = number
+  description = "Memory for the task, in MB."
+  default     = 512
+}
+
+variable "workers" {
+  type        = number
+  description = "MLflow server workers (uvicorn)."
+  default     = 1
+}
+
+job "mlflow" {
+  type        = "service"
+  region      = var.region
+  datacenters = var.datacenters
+
+  group "svc" {
+    # SQLite has one writer: never two allocations at once.
+    count = 1
+
+    network {
+      port "mlflow_http" {
+        to = 5000
+      }
+    }
+
+    volume "mlflow-backend-store" {
+      type      = "host"
+      source    = "mlflow-backend-store"
+      read_only = false
+    }
+
+    volume "mlflow-artifacts" {
+      type      = "host"
+      source    = "mlflow-artifacts"
+      read_only = false
+    }
+
+    restart {
+      attempts = 5
+      delay    = "30s"
+    }
+
+    # A new version must pass its health check; if it does not, Nomad goes back to the last stable one.
+    update {
+      max_parallel      = 1
+      health_check      = "checks"
+      min_healthy_time  = "10s"
+      healthy_deadline  = "5m"
+      progress_deadline = "10m"
+      auto_revert       = true
+    }
+
+    service {
+      name     = "mlflow"
+      port     = "mlflow_http"
+      provider = "nomad"
+      tags = [
+        "traefik.enable=true",
+        "traefik.http.routers.mlflow.rule=Host(`${var.domain}`)",
+        "traefik.http.routers.mlflow.entrypoints=web",
+      ]
+
+      # /health is exempt from MLflow's Host header check, so the agent can ask it by IP.
+      check {
+        name     = "mlflow-health"
+        type     = "http"
+        path     = "/health"
+        interval = "10s"
+        timeout  = "3s"
+      }
+    }
+
+    task "mlflow_app" {
+      driver = "docker"
+
+      config {
+        image = var.image
+        ports = ["mlflow_http"]
+      }
+
+      volume_mount {
+        volume      = "mlflow-backend-store"
+        destination = "/mnt/backend_store"
+        read_only   = false
+      }
+
+      volume_mount {
+        volume      = "mlflow-artifacts"
+        destination = "/mnt/artifacts"
+        read_only   = false
+      }
+
+      # The image's entrypoint contract (docker/entrypoint.sh).
+      env {
+        MLFLOW_BACKEND_STORE_URI           = "sqlite:////mnt/backend_store/mlflow.db"
+        MLFLOW_ARTIFACTS_DESTINATION       = "/mnt/artifacts"
+        MLFLOW_PORT                        = "5000"
+        MLFLOW_WORKERS                     = "${var.workers}"
+        MLFLOW_DOMAIN                      = var.domain
+        MLFLOW_SERVER_ALLOWED_HOSTS        = "${var.domain},${var.domain}:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*,[::1]:*"
+        MLFLOW_SERVER_CORS_ALLOWED_ORIGINS = "http://${var.domain},https://${var.domain},http://localhost,http://localhost:*,http://127.0.0.1,http://127.0.0.1:*"
+      }
+
+      resources {
+        cpu    = var.cpu
+        memory = var.memory
+      }
+    }
+  }
+}
