@@ -173,6 +173,7 @@ def apply(remote, settings, plan: HostPlan) -> None:
             console.step(f"restarting Nomad: {settings.nomad_restart_command}")
             remote.run(settings.nomad_restart_command, sudo=True)
             wait_for_agent(settings)
+            continue
         console.done(f"{change.action} {change.target}" + (f": {change.detail}" if change.detail else ""))
 
 

@@ -1,5 +1,6 @@
 """Fixtures for configure-host: a Nomad client laid out in a temp folder, reached over the real sshd.
 
+- ``password_sudo_server``: a second sshd whose user needs a password for sudo.
 - ``nomad_user``: the ``nomad`` user and group (created when missing, as Nomad's package does).
 - ``agent_health``: a tiny HTTP server answering ``/v1/agent/health`` (status switchable, hits counted).
 - ``nomad_host``: client.hcl, a restart script that counts its calls, a job file, and the settings
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_self_host.settings import Settings
+from tests.services import ssh_server as ssh_service
 
 CLIENT_HCL = """\
 # Nomad client configuration
@@ -38,6 +40,23 @@ job "mlflow" {
   datacenters = ["DC0"]
 }
 """
+
+
+PASSWORD_USER = "mshpwtest"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="session")
+def password_sudo_server(tmp_path_factory):
+    """A second sshd whose user must type a password for sudo (no NOPASSWD, no cached credentials)."""
+    server = ssh_service.start(Path(tmp_path_factory.mktemp("sshd-pw")), user=PASSWORD_USER)
+    sudoers = Path(f"/etc/sudoers.d/{PASSWORD_USER}")
+    sudoers.write_text(f"Defaults:{PASSWORD_USER} timestamp_timeout=0\n{PASSWORD_USER} ALL=(ALL) ALL\n")
+    os.chmod(sudoers, 0o440)
+    subprocess.run(["chpasswd"], input=f"{PASSWORD_USER}:{PASSWORD}\n", text=True, check=True)
+    yield server
+    sudoers.unlink(missing_ok=True)
+    ssh_service.stop(server)
 
 
 @pytest.fixture(scope="session")

@@ -60,3 +60,24 @@ def test_playbook_refuses_an_unknown_host_key(two_hosts, tmp_path, capfd):
         configure.run(a.with_settings(known_hosts=str(empty)).settings, use_ansible=True)
     assert "Host key verification failed" in capfd.readouterr().out
     assert snapshot(a.root) == before
+
+
+def test_both_ways_work_with_a_sudo_password(tmp_path, password_sudo_server, agent_health, nomad_user, project_env,
+                                            capfd):
+    from .conftest import PASSWORD
+
+    a = make_nomad_host(tmp_path / "a", password_sudo_server, agent_health.url)
+    b = make_nomad_host(tmp_path / "b", password_sudo_server, agent_health.url)
+    with pytest.raises(UserError, match="asks for a password"):
+        configure.run(a.settings)
+    assert not a.backend.exists()
+
+    project_env.setenv("MSH_SUDO_PASSWORD", PASSWORD)
+    configure.run(a.settings)
+    configure.run(b.settings, use_ansible=True)
+
+    assert PASSWORD not in capfd.readouterr().out
+    assert a.client_config.read_text() == expected_client_hcl(a)
+    assert b.client_config.read_text() == expected_client_hcl(b)
+    assert a.restarts() == b.restarts() == 1
+    assert attrs(b.job_target) == attrs(a.job_target) == ("nomad", "nomad", "0644")

@@ -14,27 +14,13 @@ from mlflow_self_host.errors import UserError
 from mlflow_self_host.host.ssh import connect
 from mlflow_self_host.settings import Settings
 from tests.services import free_port
-from tests.services import ssh_server as ssh_service
 
-PASSWORD_USER = "mshpwtest"
-PASSWORD = "correct horse battery"
+from .conftest import PASSWORD, PASSWORD_USER
+
 
 
 def settings_for(server, **overrides) -> Settings:
     return Settings.load(env={}, overrides={**server.settings(), **overrides})
-
-
-@pytest.fixture(scope="module")
-def password_sudo_server(tmp_path_factory):
-    """A second sshd whose user must type a password for sudo (no NOPASSWD, no cached credentials)."""
-    server = ssh_service.start(Path(tmp_path_factory.mktemp("sshd-pw")), user=PASSWORD_USER)
-    sudoers = Path(f"/etc/sudoers.d/{PASSWORD_USER}")
-    sudoers.write_text(f"Defaults:{PASSWORD_USER} timestamp_timeout=0\n{PASSWORD_USER} ALL=(ALL) ALL\n")
-    os.chmod(sudoers, 0o440)
-    subprocess.run(["chpasswd"], input=f"{PASSWORD_USER}:{PASSWORD}\n", text=True, check=True)
-    yield server
-    sudoers.unlink(missing_ok=True)
-    ssh_service.stop(server)
 
 
 @pytest.fixture
