@@ -215,7 +215,7 @@ def rollback(c, to=None, dry_run=False):
     "accept_host_key": "dnsmasq: accept and record an unknown SSH host key",
     "ask_sudo_pass": "dnsmasq: prompt for the sudo password on the host",
 })
-def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=None, accept_host_key=False,
+def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=False, accept_host_key=False,
         ask_sudo_pass=False):
     """Point {domain} at the proxy with a CNAME (Pi-hole v6 or dnsmasq) and check it resolves.
 
@@ -224,7 +224,7 @@ def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=None
     """
     from mlflow_self_host.dns import record
 
-    settings = _settings(dns_backend=backend, pihole_insecure=insecure)
+    settings = _settings(dns_backend=backend, pihole_insecure=insecure or None)
     record.run(settings, check_only=check, remove=remove, dry_run=dry_run, accept_host_key=accept_host_key,
                ask_sudo_pass=ask_sudo_pass)
 

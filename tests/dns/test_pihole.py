@@ -228,3 +228,12 @@ def test_inv_dns_wrong_password_is_one_red_line_without_the_password(pihole):
     assert "hunter2-wrong" not in result.stdout + result.stderr
     errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "refused the password" in errors[0]
+
+
+def test_inv_dns_insecure_flag_accepts_a_self_signed_pihole(start_pihole, tmp_path):
+    double = start_pihole(tls_dir=tmp_path / "tls")
+    refused = inv_dns(double)
+    assert refused.returncode == 1 and "not trusted" in refused.stderr and double.cname_records == []
+    result = inv_dns(double, "--insecure")
+    assert result.returncode == 0, result.stderr
+    assert double.cname_records == ["mlflow.lan,traefik.lan"]
