@@ -82,6 +82,10 @@ if op == "backup":
 '''
 
 
+class NoDatabase(UserError):
+    """There is no database to back up (MLflow has not run there yet)."""
+
+
 def utc_stamp(now: _dt.datetime | None = None) -> str:
     return (now or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
 
@@ -324,7 +328,7 @@ def take(settings, target: Target, version: str, download: bool = False) -> Back
     code, out, err = host.sh(commands.backup(target.db, target.backups, backup_base_name(version)))
     data = _parse(out)
     if data.get("error") == "missing":
-        raise UserError(f"no MLflow database at {target.db} ({target.where})",
+        raise NoDatabase(f"no MLflow database at {target.db} ({target.where})",
                         hint="has MLflow run there yet? check backend_path / local_data_dir")
     if data.get("error") == "integrity":
         raise UserError(f"the backup copy fails the SQLite integrity check: {data.get('integrity')}",
@@ -424,11 +428,16 @@ def backup(settings, download: bool = False, local: bool = False, dry_run: bool 
 
 def before_deploy(settings, running_version, new_version):
     """Called by deploy before an image version change: a remote backup labelled with the running
-    version (an MLflow upgrade may migrate the schema). Returns the ``BackupResult``."""
+    version (an MLflow upgrade may migrate the schema). Returns the ``BackupResult``, or None (with a
+    warning) when there is no database yet; any other failure is a UserError that stops the deploy."""
     from . import console
 
     console.step(f"backing up the database before v{running_version} → v{new_version}")
-    result = take(settings, Target.remote(settings), str(running_version))
+    try:
+        result = take(settings, Target.remote(settings), str(running_version))
+    except NoDatabase as exc:
+        console.warn(f"{exc.message}: nothing to back up")
+        return None
     _print_result(result)
     return result
 

@@ -64,9 +64,9 @@ def _docker(timeout):
 
 
 def check_docker(settings, timeout):
-    import os
+    from .image import engine
 
-    where = os.environ.get("DOCKER_HOST") or "the local socket"
+    where = engine.describe()
     try:
         info = _docker(timeout).version()
     except Exception as exc:  # noqa: BLE001 - any failure means: not reachable

@@ -11,7 +11,7 @@ import pytest
 
 from mlflow_self_host import backup
 from mlflow_self_host.errors import UserError
-from tests.backup.conftest import count, integrity, make_db
+from tests.backup.conftest import PROJECT_ROOT, count, integrity, make_db
 from tests.services import mlflow_server
 
 NAME = re.compile(r"^mlflow-\d{8}T\d{6}Z-v0\.99(-\d+)?\.db$")
@@ -176,3 +176,35 @@ def test_sqlite3_cli_fallback_takes_the_same_backup(tmp_path):
     results = [backup.take(settings, target, "0.99") for _ in range(3)]
     assert len(os.listdir(tmp_path / "b")) == 2
     assert count(results[-1].path) == 9 and integrity(results[-1].path) == "ok"
+
+
+def test_before_deploy_without_a_database_takes_none(remote_settings, capsys):
+    assert backup.before_deploy(remote_settings(), "0.98", "0.99") is None
+    assert "nothing to back up" in capsys.readouterr().err
+
+
+def test_inv_backup_and_restore_from_the_command_line(ssh_server, tmp_path, project):
+    """Through invoke: exit 0 and the path on stdout; a corrupt backup is one red line and exit 1."""
+    import subprocess
+    import sys
+
+    from tests.backup.nomad_standin import NomadStandin
+
+    make_db(tmp_path / "host" / "backend" / "mlflow.db", 5)
+    nomad = NomadStandin()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_"))}
+    env.update(ssh_server.env(), MSH_BACKEND_PATH=str(tmp_path / "host" / "backend"),
+               MSH_BACKUPS_PATH=str(tmp_path / "host" / "backups"), NOMAD_ADDR=nomad.address)
+    inv = [sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT)]
+    try:
+        done = subprocess.run(inv + ["backup"], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        path = done.stdout.strip()
+        assert NAME.match(os.path.basename(path)) and count(path) == 5
+        open(tmp_path / "host" / "backups" / "bad.db", "wb").write(b"SQLite format 3\0" + os.urandom(4000))
+        refused = subprocess.run(inv + ["restore", "bad.db"], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        nomad.stop()
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: ") and "integrity check" in refused.stderr.splitlines()[0]
+    assert "Traceback" not in refused.stderr
