@@ -105,3 +105,21 @@ def test_check_reports_the_answer(dnsmasq_host, capsys):
     subprocess.run([server.restart_command], check=True, capture_output=True, timeout=30)
     record.run(settings, check_only=True)
     assert f"mlflow.lan → CNAME traefik.lan → 127.0.0.1  (127.0.0.1:{server.port})" in capsys.readouterr().out
+
+
+def test_inv_dns_backend_dnsmasq(dnsmasq_host, ssh_server):
+    import os
+    import sys
+    from pathlib import Path
+
+    server, settings = dnsmasq_host
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_", "PIHOLE_"))}
+    env.update(ssh_server.env(), MSH_DNSMASQ_DIR=str(server.conf_dir),
+               MSH_DNSMASQ_RESTART_COMMAND=server.restart_command, MSH_DNS_SERVER="127.0.0.1",
+               MSH_DNS_PORT=str(server.port))
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "invoke", "dns", "--backend", "dnsmasq"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert cname_of(server, "mlflow.lan") == "traefik.lan"
+    assert "mlflow.lan → CNAME traefik.lan → 127.0.0.1" in result.stderr
