@@ -626,7 +626,7 @@ class NomadDouble:
             self._tick()
             namespace = query.get("namespace") or "default"
             if path == "/v1/status/leader":
-                return 200, "127.0.0.1:4647", None
+                return 200, '"127.0.0.1:4647"', None  # a JSON string (status.mdx "Sample Response")
             if path == "/v1/agent/health":
                 return 200, {"client": {"ok": True, "message": "ok"}, "server": {"ok": True, "message": "ok"}}, None
             if query.get("region") and query["region"] != self.region:
