@@ -16,7 +16,7 @@ import pytest
 from mlflow_self_host import doctor
 from mlflow_self_host.errors import UserError
 from mlflow_self_host.settings import Settings
-from tests.backup.nomad_standin import NomadStandin, ensure_nomad_api
+from tests.doubles.nomad import NomadDouble
 from tests.services import dns_server as dns_service
 from tests.services import free_port, mlflow_server
 from tests.services import registry as registry_service
@@ -36,7 +36,7 @@ class Services:
         self.dns = dns_service.start(root / "dnsmasq")
         (self.dns.conf_dir / "05-mlflow.conf").write_text(f"cname=mlflow.lan,{dns_service.PROXY_NAME}\n")
         subprocess.run([self.dns.restart_command], check=True, capture_output=True)
-        self.nomad = NomadStandin()
+        self.nomad = NomadDouble()
         self.mlflow = mlflow_server.start(root / "mlflow-data")
         self.client_hcl = root / "nomad.d" / "client.hcl"
         self.client_hcl.parent.mkdir()
@@ -94,7 +94,6 @@ def project(tmp_path):
 @pytest.fixture
 def run(project, monkeypatch):
     """run(services, **setting overrides) -> (rows, exit code, seconds); the JSON goes to stdout."""
-    ensure_nomad_api(monkeypatch)
     for key in list(os.environ):
         if key.startswith(("MSH_", "NOMAD_")):
             monkeypatch.delenv(key)
@@ -127,7 +126,7 @@ def test_all_green_then_each_service_stopped_in_turn(own_services, run, capsys):
     assert "3.17.2" in got["service URL"]["found"]
     assert "traefik.lan" in got["DNS mlflow.lan"]["found"] and "127.0.0.1" in got["DNS mlflow.lan"]["found"]
     assert "not needed" in got["insecure registry"]["found"]
-    assert "Nomad 1.9.7" in got["Nomad agent"]["found"] and "disabled" in got["Nomad ACL token"]["found"]
+    assert "Nomad 1.11.1" in got["Nomad agent"]["found"] and "disabled" in got["Nomad ACL token"]["found"]
 
     steps = [
         ("service URL", lambda: mlflow_server.stop(services.mlflow), "connection refused"),

@@ -188,10 +188,12 @@ def test_inv_backup_and_restore_from_the_command_line(ssh_server, tmp_path, proj
     import subprocess
     import sys
 
-    from tests.backup.nomad_standin import NomadStandin
+    from tests.backup.test_restore import JOB
+    from tests.doubles.nomad import NomadDouble
 
     make_db(tmp_path / "host" / "backend" / "mlflow.db", 5)
-    nomad = NomadStandin()
+    nomad = NomadDouble()
+    nomad.register_out_of_band(JOB)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_"))}
     env.update(ssh_server.env(), MSH_BACKEND_PATH=str(tmp_path / "host" / "backend"),
                MSH_BACKUPS_PATH=str(tmp_path / "host" / "backups"), NOMAD_ADDR=nomad.address)

@@ -9,15 +9,27 @@ import pytest
 from mlflow_self_host import backup
 from mlflow_self_host.errors import UserError
 from tests.backup.conftest import count, integrity, make_db
-from tests.backup.nomad_standin import NomadStandin, ensure_nomad_api
+from tests.doubles.nomad import NomadDouble, spec
+
+
+JOB = {"ID": "mlflow", "Name": "mlflow", "Type": "service", "Datacenters": ["DC0"],
+       "TaskGroups": [{"Name": "mlflow", "Count": 1, "Tasks": [{"Name": "mlflow", "Driver": "docker",
+                                                                "Config": {"image": "reg.lan:5000/mlflow:v0.99"}}]}]}
 
 
 @pytest.fixture
-def nomad(monkeypatch):
-    ensure_nomad_api(monkeypatch)
-    double = NomadStandin()
+def nomad():
+    """The Nomad double with the job running and healthy."""
+    double = NomadDouble()
+    double.register_out_of_band(JOB)
+    double.wait_idle()
     yield double
     double.stop()
+
+
+def _changes(double):
+    """(method, path) of the calls that change the job."""
+    return [(m, p) for m, p, q, b in double.requests if m in ("POST", "PUT", "DELETE")]
 
 
 @pytest.fixture
@@ -47,9 +59,12 @@ def test_round_trip_on_the_ssh_host(remote_settings, host_db, nomad):
     assert count(host_db) == 10 and integrity(host_db) == "ok"
     assert _stat(host_db) == before
     assert count(aside) == 25 and os.path.dirname(aside) == str(host_db.parent)
-    calls = [c for c in nomad.calls if c[0] in ("DELETE", "POST")]
-    assert calls == [("DELETE", "/v1/job/mlflow"), ("POST", "/v1/job/mlflow")]
-    assert nomad.job["Stop"] is False and nomad.allocs[-1]["ClientStatus"] == "running"
+    assert _changes(nomad) == [("DELETE", "/v1/job/mlflow"), ("POST", "/v1/job/mlflow")]
+    versions = nomad.versions()
+    assert [v.get("Stop", False) for v in versions] == [False, True, False]  # ran, stopped, started again
+    assert spec(versions[-1]) == spec(versions[0])  # the same job definition as before the restore
+    newest = max(nomad.allocs.values(), key=lambda a: a["CreateIndex"])
+    assert newest["ClientStatus"] == "running" and newest["DeploymentStatus"]["Healthy"] is True
 
 
 def test_corrupt_backup_is_refused_and_nothing_is_touched(remote_settings, host_db, nomad, tmp_path):
@@ -67,7 +82,7 @@ def test_corrupt_backup_is_refused_and_nothing_is_touched(remote_settings, host_
             backup.restore(settings, bad)
         assert "refusing" in info.value.hint
     assert (open(host_db, "rb").read(), _stat(host_db)) == before
-    assert not [c for c in nomad.calls if c[0] in ("DELETE", "POST")]
+    assert _changes(nomad) == []
     assert sorted(os.listdir(host_db.parent)) == ["mlflow.db"]
 
 
@@ -84,7 +99,7 @@ def test_dry_run_plans_and_changes_nothing(remote_settings, host_db, nomad, caps
     plan = backup.restore(settings, taken.path, dry_run=True)
     assert [c.action for c in plan] == ["stop", "move", "create", "start"]
     assert count(host_db) == 11 and sorted(os.listdir(host_db.parent)) == ["mlflow.db"]
-    assert not [c for c in nomad.calls if c[0] in ("DELETE", "POST")]
+    assert _changes(nomad) == []
     assert "dry run: nothing was changed" in capsys.readouterr().err
 
 
