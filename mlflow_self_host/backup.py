@@ -510,8 +510,11 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
         nomad = _nomad(settings)
         job = stop_job(settings, nomad)
         host.must(_Commands.put_in_place(path, target.db, aside), "putting the backup in place")
-        start_job(settings, nomad, job)
-        wait_healthy(settings, nomad)
+        if job.get("Stop"):
+            console.warn(f"job {settings.job_name} was stopped before the restore: left stopped")
+        else:
+            start_job(settings, nomad, job)
+            wait_healthy(settings, nomad)
     console.done(f"restored {path}; the previous database is kept as {aside}")
     return aside
 

@@ -128,3 +128,16 @@ def test_local_restore_stops_and_starts_local_mode(project, monkeypatch):
     aside = backup.restore(settings, os.path.basename(taken.path), local=True)
     assert events == [("down", 8), ("up", 4, "0.99")]
     assert count(db) == 4 and count(aside) == 8
+
+
+def test_a_stopped_job_is_left_stopped(remote_settings, host_db, nomad, capsys):
+    settings = remote_settings(nomad_addr=nomad.address)
+    taken = backup.backup(settings)
+    stopped = dict(JOB, Stop=True)
+    nomad.register_out_of_band(stopped)
+    make_db(host_db, 1)
+    backup.restore(settings, taken.path)
+    assert count(host_db) == 10
+    assert nomad.job()["Stop"] is True
+    assert not [a for a in nomad.allocs.values() if a["ClientStatus"] in ("pending", "running")]
+    assert "left stopped" in capsys.readouterr().err
