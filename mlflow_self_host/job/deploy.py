@@ -1,7 +1,165 @@
-"""Not built yet: see the open issues."""
-from ..errors import NotBuiltYet
+"""`inv deploy`: configure the host, build and push v{version}, plan, register (check-and-set), follow.
+
+1. configure-host (unless skip_host), build and push (unless skip_build); the registry must have the tag.
+2. The agent parses the job file with the variables (/v1/jobs/parse) and plans it with a diff;
+   nothing changed: "already deployed", nothing registered.
+3. Register with EnforceIndex and the plan's JobModifyIndex: a change made meanwhile is refused.
+4. Follow the evaluation and deployment to their end (follow.py; exit codes 10, 11, 12).
+5. On failure the failing allocations' task events and stderr are shown (follow.py).
+6. The service must answer an MLflow API call through the deploy URL (http://{domain}/ by default).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..errors import UserError
+from ..version import Version
+from . import follow as follower
+from . import jobfile, nomad_api, plan_view
+
+EXIT_SERVICE = 13
+API_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
 
 
+@dataclass
+class DeployResult:
+    status: str  # deployed, unchanged, dry-run
+    image: str
+    job_version: int | None = None
+    deployment_id: str | None = None
+    url: str | None = None
+    diff: str = ""
 
-def deploy(*args, **kwargs):
-    raise NotBuiltYet("deploy")
+
+def _version(version) -> Version:
+    return version if isinstance(version, Version) else Version.parse(str(version), origin="version")
+
+
+def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, skip_build: bool = False,
+           backup: bool = True, accept_host_key: bool = False) -> DeployResult:
+    from .. import console
+
+    version = _version(version)
+    image = settings.image_ref(version.text)
+
+    # 1. the host, the image
+    if not skip_host:
+        from ..host import configure
+
+        configure.run(settings, dry_run=dry_run, accept_host_key=accept_host_key)
+    if not skip_build:
+        from ..image import build, push
+
+        build.build(settings, version, dry_run=dry_run)
+        push.push(settings, version, dry_run=dry_run)
+    _require_tag(settings, version, would_push=dry_run and not skip_build)
+
+    # 2. parse and plan on the agent
+    n = nomad_api.client(settings)
+    console.step(f"planning job {settings.job_name} with {image} on {nomad_api.address(settings)}")
+    job = jobfile.parse(settings, n, version.text)
+    current = jobfile.current(settings, n)
+    plan = nomad_api.call(settings, f"planning job {settings.job_name}", n.job.plan_job, settings.job_name,
+                          {"Job": job}, diff=True)
+    diff = plan.get("Diff")
+    if not diff or diff.get("Type") == "None":
+        running = current.get("Version") if current else None
+        console.done(f"already deployed: v{version.text} (job version {running}); nothing registered")
+        return DeployResult("unchanged", image, running, _latest_deployment_id(settings, n))
+    console.err.print(f"[bold]job {settings.job_name}[/]: {'would change' if dry_run else 'changes'}")
+    plan_view.show(diff)
+    if plan.get("FailedTGAllocs"):
+        error = follower.placement_error(settings, plan["FailedTGAllocs"], registered=False)
+        if not dry_run:
+            raise error
+        console.warn(error.message)
+    if dry_run:
+        console.err.print("[dim]dry run: nothing was registered[/]")
+        return DeployResult("dry-run", image, current.get("Version") if current else None, None,
+                            diff=plan_view.text(diff))
+
+    # backup before an image version change of a running job
+    running_version = jobfile.version_of(jobfile.image_of(current)) if current and not current.get("Stop") else None
+    if backup and running_version and running_version != version.text:
+        from .. import backup as backups
+
+        backups.before_deploy(settings, running_version, version.text)
+
+    # 3. register, check-and-set against the plan
+    console.step(f"registering job {settings.job_name} (check-and-set at index {plan.get('JobModifyIndex', 0)})")
+    response = register(settings, n, job, plan.get("JobModifyIndex", 0))
+
+    # 4-5. follow to the end
+    outcome = follower.after_submit(settings, n, response, f"v{version.text}")
+
+    # 6. the service answers through the proxy
+    url = check_service(settings) if settings.deploy_check else None
+    console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
+    return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, plan_view.text(diff))
+
+
+def _require_tag(settings, version: Version, would_push: bool) -> None:
+    from .. import console
+    from ..image import registry
+
+    if registry.tag_exists(settings, version.tag):
+        return
+    ref = settings.image_ref(version.text)
+    if would_push:
+        console.info(f"{ref} is not in the registry yet: the deploy pushes it first")
+        return
+    raise UserError(f"the registry has no {ref}: refusing to deploy an image Nomad cannot pull",
+                    hint="build and push it (`inv deploy` without --skip-build, or `inv build push`)", code=2)
+
+
+def register(settings, n, job: dict, modify_index: int) -> dict:
+    """POST /v1/jobs with EnforceIndex: refused (not overwritten) when the job changed since the plan."""
+    import nomad.api.exceptions as nex
+
+    payload = {"Job": job, "EnforceIndex": True, "JobModifyIndex": int(modify_index or 0)}
+    try:
+        return n.jobs.register_job(payload)
+    except nex.BaseNomadException as exc:
+        code, text = nomad_api.status_and_text(exc)
+        if "Enforcing job modify index" in text:
+            raise UserError(f"job {settings.job_name} changed in Nomad after the plan ({text}); nothing was "
+                            "registered", hint="someone else deployed meanwhile: run `inv deploy` again to see "
+                                               "the new plan", code=1) from None
+        raise nomad_api.to_user_error(exc, settings, f"registering job {settings.job_name}") from None
+
+
+def _latest_deployment_id(settings, n) -> str | None:
+    dep = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment, settings.job_name)
+    return dep.get("ID") if dep else None
+
+
+def deploy_url(settings) -> str:
+    return (settings.deploy_url or settings.service_url()).rstrip("/") + "/"
+
+
+def check_service(settings, timeout: float | None = None) -> str:
+    """GET an MLflow API path through the URL users use (the proxy checks the Host header, MLflow too)."""
+    import requests
+
+    from .. import console
+
+    url = deploy_url(settings)
+    target = url + API_PATH
+    console.step(f"checking {target}")
+    deadline = time.monotonic() + (timeout if timeout is not None else int(settings.deploy_check_timeout))
+    last = ""
+    while True:
+        try:
+            response = requests.get(target, timeout=5)
+            if response.status_code == 200 and "experiments" in response.text:
+                return url
+            last = f"HTTP {response.status_code}: {response.text.strip()[:120]}"
+        except requests.RequestException as exc:
+            last = str(exc).splitlines()[0][:200]
+        if time.monotonic() > deadline:
+            raise UserError(f"Nomad reports the job healthy, but {target} does not answer as MLflow ({last})",
+                            hint="check DNS (`inv dns --check`), the proxy's route for the domain, and "
+                                 "MLFLOW_SERVER_ALLOWED_HOSTS; set deploy_url to check another URL, or "
+                                 "deploy_check=false to skip", code=EXIT_SERVICE)
+        time.sleep(1)

@@ -1,7 +1,61 @@
-"""Not built yet: see the open issues."""
-from ..errors import NotBuiltYet
+"""`inv logs`: the running allocation's task logs (GET /v1/client/fs/logs/:alloc_id, plain text)."""
+from __future__ import annotations
+
+import sys
+
+from ..errors import UserError
+from . import jobfile, nomad_api
+
+BYTES_PER_LINE = 400  # how far back from the end to read for the last N lines
 
 
+def tail(settings, n, alloc_id: str, task: str, kind: str, lines: int) -> str:
+    """The last ``lines`` lines of a task's stdout or stderr."""
+    text = nomad_api.call(settings, f"reading the {kind} of allocation {alloc_id[:8]}",
+                          n.client.stream_logs.stream, alloc_id, task, kind, follow=False,
+                          offset=max(1, lines) * BYTES_PER_LINE, origin="end", plain=True)
+    return "\n".join(text.splitlines()[-lines:]) + ("\n" if text else "") if lines > 0 else ""
 
-def logs(*args, **kwargs):
-    raise NotBuiltYet("logs")
+
+def pick_allocation(settings, n) -> tuple[dict, bool]:
+    """The running allocation (newest first), else the newest one; and whether it runs."""
+    if jobfile.current(settings, n) is None:
+        raise UserError(f"job {settings.job_name} is not registered in namespace "
+                        f"{settings.nomad_namespace or 'default'}", hint="deploy it first: `inv deploy`")
+    allocs = nomad_api.call(settings, "listing allocations", n.job.get_allocations, settings.job_name) or []
+    if not allocs:
+        raise UserError(f"job {settings.job_name} has no allocation", hint="see `inv status`")
+    allocs = sorted(allocs, key=lambda a: a.get("CreateIndex", 0), reverse=True)
+    for alloc in allocs:
+        if alloc.get("ClientStatus") == "running" and alloc.get("DesiredStatus") == "run":
+            return alloc, True
+    return allocs[0], False
+
+
+def logs(settings, follow: bool = False, stderr: bool = False, lines: int = 50) -> None:
+    from .. import console
+
+    n = nomad_api.client(settings)
+    alloc, running = pick_allocation(settings, n)
+    task = next(iter(alloc.get("TaskStates") or {}), None) or jobfile.task_name(jobfile.current(settings, n))
+    kind = "stderr" if stderr else "stdout"
+    note = "" if running else f" (not running: {alloc.get('ClientStatus')})"
+    console.info(f"{kind} of task {task}, allocation {alloc['ID'][:8]}, job version {alloc.get('JobVersion')}{note}")
+    sys.stdout.write(tail(settings, n, alloc["ID"], task, kind, lines))
+    sys.stdout.flush()
+    if follow:
+        _follow(settings, n, alloc["ID"], task, kind)
+
+
+def _follow(settings, n, alloc_id: str, task: str, kind: str) -> None:
+    params = {"task": task, "type": kind, "follow": True, "offset": 0, "origin": "end", "plain": True}
+    response = nomad_api.call(settings, f"following the {kind} of allocation {alloc_id[:8]}",
+                              n.client.stream_logs.request, alloc_id, params=params, method="get",
+                              stream=True, timeout=None)
+    try:
+        for chunk in response.iter_content(chunk_size=None):
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+    finally:
+        response.close()

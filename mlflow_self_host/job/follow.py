@@ -1,0 +1,215 @@
+"""Follow what a register or a revert started (evaluation, then deployment) until it ends, live.
+
+Ends: successful (returned), placement failure (exit 10), failed (11), failed and rolled back by
+Nomad's auto_revert (12; the revert is followed too and the version running now is named).
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from ..errors import UserError
+from . import jobfile, nomad_api
+
+EXIT_PLACEMENT = 10
+EXIT_FAILED = 11
+EXIT_REVERTED = 12
+TERMINAL = {"successful", "failed", "cancelled"}
+_ROLLBACK = re.compile(r"rolling back to job version (\d+)")
+
+
+@dataclass
+class Outcome:
+    status: str  # successful, or registered (no deployment to follow)
+    job_version: int | None
+    deployment_id: str | None
+    image: str = ""
+
+
+def _poll(settings) -> float:
+    try:
+        return max(0.05, float(settings.deploy_poll))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def wait_eval(settings, n, eval_id: str, deadline: float) -> dict:
+    while True:
+        ev = nomad_api.call(settings, "reading the evaluation", n.evaluation.get_evaluation, eval_id)
+        if ev.get("Status") not in ("pending", ""):
+            return ev
+        if time.monotonic() > deadline:
+            raise UserError(f"Nomad did not evaluate the job in time (evaluation {eval_id[:8]} pending)",
+                            hint="are the Nomad servers busy or without a leader? `nomad eval status " + eval_id + "`")
+        time.sleep(_poll(settings))
+
+
+def placement_error(settings, failed: dict, registered: bool) -> UserError:
+    from .plan_view import placement_failures
+
+    where = f"datacenter {settings.datacenter}"
+    tail = (" The job is registered: Nomad places it as soon as a node has room (or `inv rollback`)."
+            if registered else " Nothing was registered.")
+    return UserError(f"Nomad cannot place the job in {where}: {placement_failures(failed)}.{tail}",
+                     hint="free resources on the client, lower the cpu/memory settings, or check that the "
+                          "client's datacenter and host volumes match (`inv doctor`)", code=EXIT_PLACEMENT)
+
+
+def after_submit(settings, n, response: dict, version_label: str) -> Outcome:
+    """Follow a register/revert response: its evaluation, then the deployment it created."""
+    deadline = time.monotonic() + int(settings.deploy_timeout)
+    eval_id = response.get("EvalID")
+    job_index = response.get("JobModifyIndex")
+    dep_id = None
+    if eval_id:
+        ev = wait_eval(settings, n, eval_id, deadline)
+        if ev.get("FailedTGAllocs"):
+            raise placement_error(settings, ev["FailedTGAllocs"], registered=True)
+        dep_id = ev.get("DeploymentID") or None
+    if not dep_id:
+        dep_id = _deployment_for(settings, n, job_index, deadline)
+    if not dep_id:
+        job = jobfile.current(settings, n) or {}
+        return Outcome("registered", job.get("Version"), None, jobfile.image_of(job))
+    return follow(settings, n, dep_id, version_label, deadline)
+
+
+def _deployment_for(settings, n, job_index, deadline) -> str | None:
+    for _ in range(5):
+        deps = nomad_api.call(settings, "listing deployments", n.job.get_deployments, settings.job_name) or []
+        for dep in deps:
+            if job_index is None or dep.get("JobModifyIndex") == job_index or dep.get("JobSpecModifyIndex") == job_index:
+                return dep["ID"]
+        if time.monotonic() > deadline:
+            break
+        time.sleep(_poll(settings))
+    return None
+
+
+def follow(settings, n, dep_id: str, version_label: str, deadline: float, reverting: bool = False) -> Outcome:
+    from rich.live import Live
+
+    from .. import console
+
+    dep, allocs = _read(settings, n, dep_id)
+    with Live(render(dep, allocs), console=console.err, refresh_per_second=4, transient=False) as live:
+        while dep.get("Status") not in TERMINAL:
+            if time.monotonic() > deadline:
+                raise UserError(f"deployment {dep_id[:8]} is still {dep.get('Status')} after "
+                                f"{settings.deploy_timeout}s: {dep.get('StatusDescription', '')}",
+                                hint="watch it with `inv status`; raise deploy_timeout for slow starts")
+            time.sleep(_poll(settings))
+            dep, allocs = _read(settings, n, dep_id)
+            live.update(render(dep, allocs))
+    if not console.err.is_terminal:
+        console.err.line()
+    status = dep.get("Status")
+    if status == "successful":
+        job = jobfile.current(settings, n) or {}
+        console.done(f"deployment {dep_id[:8]} successful: job version {dep.get('JobVersion')} is healthy")
+        return Outcome("successful", dep.get("JobVersion"), dep_id, jobfile.image_of(job))
+    if reverting:
+        raise UserError(f"the rollback deployment {dep_id[:8]} ended {status}: {dep.get('StatusDescription')}",
+                        hint="the job has no healthy version now: `inv status`, `inv logs --stderr`",
+                        code=EXIT_FAILED)
+    show_failures(settings, n, allocs)
+    description = dep.get("StatusDescription") or status
+    m = _ROLLBACK.search(description)
+    if status == "failed" and m:
+        console.warn(f"deployment of {version_label} failed; Nomad is rolling back to job version {m.group(1)}")
+        revert_id = _next_deployment(settings, n, dep, deadline)
+        outcome = follow(settings, n, revert_id, f"job version {m.group(1)}", deadline, reverting=True) \
+            if revert_id else None
+        job = jobfile.current(settings, n) or {}
+        image = jobfile.image_of(job)
+        running = f"job version {job.get('Version')} ({image})" + (" is healthy" if outcome else "")
+        raise UserError(f"{version_label} failed its health checks and was rolled back: running {running}",
+                        hint="see the task events and stderr above; `inv logs --stderr` for more",
+                        code=EXIT_REVERTED)
+    if status == "cancelled":
+        raise UserError(f"deployment {dep_id[:8]} was cancelled: {description}",
+                        hint="another change replaced it: `inv status`", code=EXIT_FAILED)
+    raise UserError(f"deployment of {version_label} failed: {description}",
+                    hint="see the task events and stderr above; `inv logs --stderr`; `inv rollback` goes back "
+                         "to the previous stable version", code=EXIT_FAILED)
+
+
+def _read(settings, n, dep_id) -> tuple[dict, list]:
+    dep = nomad_api.call(settings, "reading the deployment", n.deployment.get_deployment, dep_id)
+    allocs = nomad_api.call(settings, "reading the deployment's allocations",
+                            n.deployment.get_deployment_allocations, dep_id) or []
+    return dep, allocs
+
+
+def _next_deployment(settings, n, failed: dict, deadline: float) -> str | None:
+    while time.monotonic() < deadline:
+        latest = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment, settings.job_name)
+        if latest and latest.get("ID") != failed.get("ID") and \
+                latest.get("JobVersion", -1) > failed.get("JobVersion", -1):
+            return latest["ID"]
+        time.sleep(_poll(settings))
+    return None
+
+
+def _health(alloc: dict) -> str:
+    healthy = (alloc.get("DeploymentStatus") or {}).get("Healthy")
+    return "healthy" if healthy else "unhealthy" if healthy is False else "checking"
+
+
+def _last_event(alloc: dict) -> str:
+    events = [e for state in (alloc.get("TaskStates") or {}).values() for e in state.get("Events") or []]
+    if not events:
+        return ""
+    last = max(events, key=lambda e: e.get("Time", 0))
+    return f"{last.get('Type')}: {last.get('DisplayMessage') or last.get('Message') or last.get('DriverMessage') or ''}".strip(": ")
+
+
+def render(dep: dict, allocs: list):
+    from rich.table import Table
+
+    status = dep.get("Status", "?")
+    style = {"successful": "green", "failed": "red", "cancelled": "red"}.get(status, "yellow")
+    table = Table(title=f"deployment {dep.get('ID', '')[:8]} · job version {dep.get('JobVersion')} · "
+                        f"[{style}]{status}[/] · {dep.get('StatusDescription', '')}",
+                  title_justify="left")
+    for column in ("group / allocation", "desired", "placed", "healthy", "unhealthy", "last event"):
+        table.add_column(column, overflow="fold")
+    for name, group in (dep.get("TaskGroups") or {}).items():
+        table.add_row(name, str(group.get("DesiredTotal", "")), str(group.get("PlacedAllocs", "")),
+                      str(group.get("HealthyAllocs", "")), str(group.get("UnhealthyAllocs", "")), "")
+    for alloc in allocs:
+        table.add_row(f"  {alloc.get('ID', '')[:8]} {alloc.get('ClientStatus')}", "", "", _health(alloc), "",
+                      _last_event(alloc))
+    return table
+
+
+def failing(allocs: list) -> list:
+    return [a for a in allocs if a.get("ClientStatus") in ("failed", "lost")
+            or (a.get("DeploymentStatus") or {}).get("Healthy") is False]
+
+
+def show_failures(settings, n, allocs: list, lines: int = 20) -> None:
+    """The failing allocations' task events and the last lines of their stderr."""
+    from .. import console
+    from . import logs as job_logs
+
+    for alloc in failing(allocs):
+        console.err.print(f"[bold red]allocation {alloc['ID'][:8]}[/] ({alloc.get('ClientStatus')}, "
+                          f"job version {alloc.get('JobVersion')}) on {alloc.get('NodeName') or alloc.get('NodeID', '')[:8]}")
+        for task, state in (alloc.get("TaskStates") or {}).items():
+            console.err.print(f"  task {task}: {state.get('State')}" + (" (failed)" if state.get("Failed") else ""))
+            for event in (state.get("Events") or [])[-8:]:
+                message = event.get("DisplayMessage") or event.get("Message") or event.get("DriverError") \
+                    or event.get("DriverMessage") or ""
+                when = time.strftime("%H:%M:%S", time.localtime((event.get("Time") or 0) / 1e9))
+                console.err.print(f"    {when}  {console._escape(event.get('Type', ''))}  "
+                                  f"[dim]{console._escape(message)}[/]")
+            try:
+                text = job_logs.tail(settings, n, alloc["ID"], task, "stderr", lines)
+            except UserError as exc:
+                text = f"(stderr not readable: {exc.message})"
+            if text.strip():
+                console.err.print(f"  last stderr lines of {task}:")
+                for line in text.rstrip("\n").splitlines():
+                    console.err.print(f"    [red]{console._escape(line)}[/]")

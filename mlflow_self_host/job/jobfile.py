@@ -1,0 +1,84 @@
+"""The job file and its variables, parsed by the Nomad agent; reading the registered job."""
+from __future__ import annotations
+
+import json
+import re
+
+from ..errors import UserError
+from . import nomad_api
+
+_TAG = re.compile(r":v([0-9][0-9.]*)$")
+
+
+def variables(settings, version: str) -> dict:
+    """The job file's HCL2 variables, from the settings: the image is always the pinned v{version} tag."""
+    return {
+        "image": settings.image_ref(str(version)),
+        "datacenters": [dc.strip() for dc in str(settings.datacenter).split(",") if dc.strip()],
+        "region": settings.nomad_region or "global",
+        "domain": settings.domain,
+        "cpu": int(settings.cpu),
+        "memory": int(settings.memory),
+        "workers": int(settings.workers),
+    }
+
+
+def var_file(values: dict) -> str:
+    """Variables in the var-file format /v1/jobs/parse takes (JSON literals are valid HCL)."""
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+
+
+def read_source(settings) -> str:
+    path = settings.path(settings.job_file)
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"job file {path} not found",
+                        hint="run from the project folder, or set job_file to the Nomad job file") from None
+
+
+def parse(settings, n, version: str) -> dict:
+    """The job as JSON, parsed (and canonicalized) by the agent with the settings' variables."""
+    body = {"JobHCL": read_source(settings), "Variables": var_file(variables(settings, version)),
+            "Canonicalize": True}
+    response = nomad_api.call(settings, f"parsing {settings.job_file}", n.jobs.request, "parse", json=body,
+                              method="post", allow_redirects=True)
+    job = response.json()
+    # The job is named by the job_name setting and lives in the configured namespace.
+    job["ID"] = job["Name"] = settings.job_name
+    job["Namespace"] = settings.nomad_namespace or "default"
+    return job
+
+
+def current(settings, n) -> dict | None:
+    """The registered job, or None when Nomad does not know it."""
+    import nomad.api.exceptions as nex
+
+    try:
+        return n.job.get_job(settings.job_name)
+    except nex.URLNotFoundNomadException:
+        return None
+    except Exception as exc:  # noqa: BLE001 - mapped below
+        raise nomad_api.to_user_error(exc, settings, f"reading job {settings.job_name}") from None
+
+
+def image_of(job: dict | None) -> str:
+    for group in (job or {}).get("TaskGroups") or []:
+        for task in group.get("Tasks") or []:
+            image = (task.get("Config") or {}).get("image")
+            if image:
+                return image
+    return ""
+
+
+def version_of(image: str) -> str | None:
+    """``0.99`` for ``registry/mlflow:v0.99``; None for any other tag."""
+    m = _TAG.search(image or "")
+    return m.group(1) if m else None
+
+
+def task_name(job: dict | None) -> str:
+    for group in (job or {}).get("TaskGroups") or []:
+        for task in group.get("Tasks") or []:
+            return task.get("Name", "")
+    return ""
