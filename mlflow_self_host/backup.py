@@ -493,6 +493,7 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
         _check_local_file(upload)
     else:
         check_backup(host, commands, path)
+    _warn_other_version(settings, path, local)
     aside = f"{target.db}.before-restore-{utc_stamp()}"
     plan = restore_plan(settings, target, path, upload if dry_run else None, aside, local)
     if dry_run:
@@ -517,6 +518,24 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
             wait_healthy(settings, nomad)
     console.done(f"restored {path}; the previous database is kept as {aside}")
     return aside
+
+
+def _warn_other_version(settings, path: str, local: bool) -> None:
+    """A backup taken under another version: the server migrates it on start (or cannot, if newer)."""
+    from . import console
+
+    match = _NAME.match(PurePosixPath(path).name)
+    if not match:
+        return
+    if local:
+        from .version import read_version
+
+        now = str(read_version(settings.root))
+    else:
+        now = running_version(settings)
+    if now and match["version"] != now:
+        console.warn(f"this backup was taken under v{match['version']}; v{now} will run it "
+                     "(the image migrates an older schema on start; an older MLflow cannot open a newer one)")
 
 
 def _check_local_file(path: Path) -> None:

@@ -141,3 +141,10 @@ def test_a_stopped_job_is_left_stopped(remote_settings, host_db, nomad, capsys):
     assert nomad.job()["Stop"] is True
     assert not [a for a in nomad.allocs.values() if a["ClientStatus"] in ("pending", "running")]
     assert "left stopped" in capsys.readouterr().err
+
+
+def test_a_backup_from_another_version_is_pointed_out(remote_settings, host_db, nomad, capsys):
+    settings = remote_settings(nomad_addr=nomad.address)
+    taken = backup.before_deploy(settings, "0.98", "0.99")
+    backup.restore(settings, taken.path, dry_run=True)
+    assert "taken under v0.98; v0.99 will run it" in capsys.readouterr().err
