@@ -170,7 +170,9 @@ def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False,
     """Configure the host, build and push v{version}, plan and register the job, follow it to healthy.
 
     Exit codes: 0 healthy (or already deployed); 10 placement failed; 11 deployment failed;
-    12 deployment failed and Nomad reverted to the previous version; 1 any other error.
+    12 deployment failed and Nomad reverted to the previous version; 13 healthy in Nomad but the
+    service URL (deploy_url, default http://{domain}/) does not answer; 2 the registry lacks the tag;
+    1 any other error (e.g. the job changed between plan and register).
     """
     from mlflow_self_host.job import deploy as job_deploy
 
@@ -199,7 +201,10 @@ def logs(c, follow=False, stderr=False, lines=50):
 
 @task(help={"to": "job version to go back to (default: the previous stable one)", "dry_run": DRY_RUN})
 def rollback(c, to=None, dry_run=False):
-    """Revert the job to an earlier version (check-and-set) and follow the deployment."""
+    """Revert the job to an earlier version (check-and-set) and follow the deployment.
+
+    Exit codes as deploy: 0 healthy; 10 placement failed; 11 failed; 12 failed and reverted; 2 no such version.
+    """
     from mlflow_self_host.job import rollback as job_rollback
 
     job_rollback.rollback(_settings(), to=to, dry_run=dry_run)

@@ -1,0 +1,112 @@
+"""status, logs, rollback against the Nomad double."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from mlflow_self_host.errors import UserError
+from mlflow_self_host.job import jobfile
+from mlflow_self_host.job import logs as job_logs
+from mlflow_self_host.job import rollback as job_rollback
+from mlflow_self_host.job import status as job_status
+from tests.job.conftest import job_settings
+from tests.job.test_deploy import run
+
+pytestmark = pytest.mark.usefixtures("registry_has_every_tag")
+
+
+@pytest.fixture
+def two_versions(nomad_double):
+    settings = job_settings(nomad_double)
+    run(settings, "0.99")
+    run(settings, "0.100")
+    return settings
+
+
+def test_rollback_goes_to_the_previous_stable_version_with_check_and_set(nomad_double, two_versions):
+    outcome = job_rollback.rollback(two_versions)
+    assert outcome.job_version == 2
+    assert jobfile.image_of(nomad_double.job()).endswith(":v0.99")
+    method, path, query, body = [r for r in nomad_double.requests if r[1].endswith("/revert")][0]
+    assert body["JobVersion"] == 0 and body["EnforcePriorVersion"] == 1
+
+
+def test_rollback_to_a_version_that_does_not_exist_is_refused(nomad_double, two_versions):
+    with pytest.raises(UserError) as caught:
+        job_rollback.rollback(two_versions, to="7")
+    assert caught.value.message == "job mlflow has no version 7 (versions: 0, 1)"
+    assert len(nomad_double.versions()) == 2
+
+
+def test_rollback_dry_run_changes_nothing(nomad_double, two_versions, capsys):
+    job_rollback.rollback(two_versions, to="0", dry_run=True)
+    assert len(nomad_double.versions()) == 2
+    assert "version 1 (127.0.0.1:5999/mlflow:v0.100) → version 0 (127.0.0.1:5999/mlflow:v0.99)" in \
+        capsys.readouterr().err
+
+
+def test_rollback_that_fails_its_health_checks_exits_11(nomad_double, two_versions):
+    nomad_double.next_deployment("failed", stderr="broken\n")
+    with pytest.raises(UserError) as caught:
+        job_rollback.rollback(two_versions, to="0")
+    assert caught.value.code == 12  # version 1 was stable and differs: Nomad reverts to it
+    assert "v0.100" in caught.value.message
+
+
+def test_rollback_without_a_job(nomad_double):
+    with pytest.raises(UserError) as caught:
+        job_rollback.rollback(job_settings(nomad_double))
+    assert "not registered" in caught.value.message
+
+
+def test_status_json_compares_the_running_image_with_version_txt(nomad_double, two_versions, capsys):
+    capsys.readouterr()
+    job_status.status(two_versions, "0.101", as_json=True)
+    data = json.loads(capsys.readouterr().out)
+    assert data["job"]["version"] == 1 and data["job"]["image_version"] == "0.100"
+    assert data["job"]["up_to_date"] is False and data["version_txt"] == "0.101"
+    assert [a["client_status"] for a in data["allocations"]][:2] == ["running", "complete"]
+    assert data["allocations"][0]["healthy"] is True
+    assert data["deployment"]["status"] == "successful" and data["deployment"]["healthy"] == 1
+
+
+def test_status_table(nomad_double, two_versions, capsys):
+    capsys.readouterr()
+    job_status.status(two_versions, "0.100")
+    out = capsys.readouterr().out
+    assert "= version.txt" in out and "successful" in out and "healthy" in out
+
+
+def test_status_without_a_job(nomad_double, capsys):
+    job_status.status(job_settings(nomad_double), "0.99")
+    assert "not registered" in capsys.readouterr().out
+
+
+def test_logs_show_the_last_lines_of_the_running_allocation(nomad_double, two_versions, capsys):
+    capsys.readouterr()
+    job_logs.logs(two_versions, stderr=True, lines=2)
+    out = capsys.readouterr().out
+    assert out == "INFO:     Application startup complete.\nINFO:     Uvicorn running on http://0.0.0.0:5000\n"
+
+
+def test_logs_follow_streams_new_lines(nomad_double, two_versions, capsys):
+    alloc, _ = job_logs.pick_allocation(two_versions, jobfile.nomad_api.client(two_versions))
+
+    def later():
+        time.sleep(0.3)
+        nomad_double.append_log(alloc["ID"], "GET /api/2.0/mlflow/experiments/search 200\n")
+
+    threading.Thread(target=later, daemon=True).start()
+    nomad_double.follow_limit = 1.0  # the double closes a quiet stream after this
+    job_logs.logs(two_versions, follow=True, stderr=True, lines=1)
+    out = capsys.readouterr().out
+    assert out.endswith("GET /api/2.0/mlflow/experiments/search 200\n")
+
+
+def test_logs_without_allocation(nomad_double):
+    with pytest.raises(UserError) as caught:
+        job_logs.logs(job_settings(nomad_double))
+    assert "not registered" in caught.value.message
