@@ -265,14 +265,12 @@ def check_dns(settings, timeout):
         yield Row(f"DNS {domain}", True, answer.describe())
 
 
-def service_url(settings) -> str:
-    return settings.doctor_url or settings.service_url()
-
-
 def check_service(settings, timeout):
     import requests
 
-    url = service_url(settings).rstrip("/") + "/"
+    from .job.deploy import deploy_url
+
+    url = deploy_url(settings)  # the URL deploy checks: deploy_url, else http://{domain}/
     try:
         resp = requests.get(url + "version", timeout=_inner(timeout))
     except requests.exceptions.RequestException as exc:

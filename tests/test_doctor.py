@@ -45,7 +45,7 @@ class Services:
     def settings(self) -> dict:
         return dict(self.ssh.settings(), registry=self.registry.address, nomad_addr=self.nomad.address,
                     dns_server="127.0.0.1", dns_port=self.dns.port, domain="mlflow.lan",
-                    doctor_url=self.mlflow.url, nomad_client_config=str(self.client_hcl),
+                    deploy_url=self.mlflow.url, nomad_client_config=str(self.client_hcl),
                     folder_owner=ssh_service.TEST_USER, datacenter="DC0", doctor_timeout=TIMEOUT)
 
     def env(self) -> dict:
@@ -159,7 +159,6 @@ def test_all_green_then_each_service_stopped_in_turn(own_services, run, capsys):
 def test_cli_exit_codes_and_json(services, tmp_path):
     """`inv doctor --json` through invoke: exit 0 with all rows ok, 1 with the failing row named."""
     env = services.env()
-    env["MSH_DOCTOR_URL"] = services.mlflow.url
     proc = subprocess.run([sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT), "doctor", "--json"],
                           capture_output=True, text=True, env=env, timeout=60)
     data = json.loads(proc.stdout)
