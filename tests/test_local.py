@@ -1,7 +1,6 @@
 """`inv up` / `inv smoke` / `inv down`: local MLflow in a container, and natively without an engine."""
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import uuid
 
@@ -12,6 +11,7 @@ from mlflow_self_host.errors import UserError
 from mlflow_self_host.version import Version
 from tests.services import free_port
 from tests.services.mlflow_image import PROJECT_ROOT, clean_env
+from tests.services.mlflow_load import logging_load
 
 pytestmark = pytest.mark.slow
 VERSION = Version("0.99")
@@ -82,41 +82,13 @@ def test_the_container_survives_smoke_and_a_logging_load_in_512m(container_setti
     container = docker_client.containers.get(settings.local_container)
     assert container.attrs["HostConfig"]["Memory"] == 512 * 1024 * 1024
     round_trip(settings)
-    _logging_load(settings, runs=40, threads=4)
+    logging_load(local.url(settings), runs=40, threads=4)
     smoke.smoke(settings)
     container.reload()
     assert container.status == "running" and not container.attrs["State"]["OOMKilled"]
     memory = container.stats(stream=False)["memory_stats"]
     print(f"\nmemory under load (limit 512m): max_usage={memory.get('max_usage', 0) / 2**20:.0f} MiB, "
           f"rss={memory.get('stats', {}).get('total_rss', 0) / 2**20:.0f} MiB")
-
-
-def _logging_load(settings, runs: int, threads: int) -> None:
-    """Runs with params, 500 metric points in batches and a 1 MB artifact each, from several clients."""
-    import tempfile
-
-    from mlflow.entities import Metric, Param
-
-    client = mlflow_client(settings)
-    experiment_id = client.create_experiment(f"load-{uuid.uuid4().hex[:6]}")
-    blob = os.urandom(1 << 20)
-
-    def one(i: int) -> None:
-        run_id = client.create_run(experiment_id).info.run_id
-        params = [Param(f"p{k}", str(k)) for k in range(20)]
-        client.log_batch(run_id, params=params)
-        for batch in range(5):
-            metrics = [Metric("loss", 1.0 / (s + 1), 0, batch * 100 + s) for s in range(100)]
-            client.log_batch(run_id, metrics=metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "weights.bin")
-            with open(path, "wb") as fh:
-                fh.write(blob)
-            client.log_artifact(run_id, path)
-        client.set_terminated(run_id)
-
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, range(runs)))
 
 
 def test_native_up_smoke_down_up_keeps_the_data(native_settings, capfd):
