@@ -1,0 +1,85 @@
+"""The whole `inv deploy` as users run it: the real Docker engine, registry and sshd, the Nomad double.
+
+configure-host runs over SSH against a Nomad client laid out in a temp folder, the image is built and
+pushed to the registry, the job is planned and registered on the double, and the service check asks
+a real MLflow server (deploy_url), since the domain does not resolve here.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.host.conftest import CLIENT_HCL, nomad_user  # noqa: F401 - the fixture
+from tests.services import mlflow_server
+from tests.services.mlflow_image import clean_env
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def local_mlflow(tmp_path):
+    server = mlflow_server.start(tmp_path / "mlflow")
+    yield server
+    mlflow_server.stop(server)
+
+
+def _host_env(root: Path, ssh_server, nomad_address: str) -> dict:
+    root.mkdir(parents=True)
+    os.chmod(root, 0o755)
+    (root / "nomad.d").mkdir()
+    (root / "nomad.d" / "client.hcl").write_text(CLIENT_HCL)
+    script = root / "restart-nomad.sh"
+    script.write_text(f"#!/bin/sh\necho restarted >> {root / 'restarts.log'}\n")
+    os.chmod(script, 0o755)
+    values = dict(ssh_server.settings())
+    values.update(nomad_client_config=root / "nomad.d" / "client.hcl", backend_path=root / "data" / "backend",
+                  artifacts_path=root / "data" / "artifacts", job_dir=root / "jobs" / "mlflow",
+                  backups_path=root / "data" / "backups", folder_owner="nomad", folder_group="root",
+                  nomad_restart_command=script, nomad_addr=nomad_address, nomad_health_timeout=10)
+    return {f"MSH_{k.upper()}": str(v) for k, v in values.items()}
+
+
+def inv(*args, env):
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_inv_deploy_end_to_end(tmp_path, nomad_double, mlflow_image, registry, ssh_server, nomad_user,
+                               local_mlflow, docker_engine_service):
+    version = (ROOT / "version.txt").read_text().strip()
+    env = clean_env()
+    env.update(_host_env(tmp_path / "host", ssh_server, nomad_double.address))
+    env.update({f"MSH_{k.upper()}": str(v) for k, v in mlflow_image.settings_overrides.items()})
+    env.update(MSH_DEPLOY_POLL="0.05", MSH_DEPLOY_URL=local_mlflow.url, MSH_DEPLOY_TIMEOUT="60",
+               DOCKER_HOST=docker_engine_service.base_url)
+    image = f"{registry.address}/{mlflow_image.settings_overrides['image']}:v{version}"
+
+    first = inv("deploy", env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # the host got its volumes and the job file, the registry the tag, Nomad the pinned image
+    client_hcl = (tmp_path / "host" / "nomad.d" / "client.hcl").read_text()
+    assert 'host_volume "mlflow-backend-store"' in client_hcl and 'host_volume "mlflow-artifacts"' in client_hcl
+    assert (tmp_path / "host" / "jobs" / "mlflow" / "mlflow.nomad.hcl").read_bytes() == \
+        (ROOT / "nomad" / "mlflow.nomad.hcl").read_bytes()
+    assert f"v{version}" in registry.tags(mlflow_image.settings_overrides["image"])
+    job = nomad_double.job()
+    assert job["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == image and job["Stable"] is True
+    assert f"deployed v{version}: job version 0, {local_mlflow.url}/" in first.stderr
+
+    again = inv("deploy", "--skip-build", env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"already deployed: v{version}" in again.stderr
+    assert len(nomad_double.registrations()) == 1
+
+    # a change that fails its health checks: Nomad rolls back to version 0, exit 12, one red line
+    nomad_double.next_deployment("failed", stderr="mlflow-entrypoint: /mnt/backend_store is not writable\n")
+    failed = inv("deploy", "--skip-build", "--skip-host", env={**env, "MSH_MEMORY": "600"})
+    assert failed.returncode == 12, failed.stderr[-3000:]
+    assert "mlflow-entrypoint: /mnt/backend_store is not writable" in failed.stderr
+    assert "error: " in failed.stderr and "Traceback" not in failed.stderr
+    assert nomad_double.job()["TaskGroups"][0]["Tasks"][0]["Resources"]["MemoryMB"] == 512
