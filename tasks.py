@@ -254,7 +254,11 @@ def release(c, bump=None, set=None, list=False, allow_dirty=False, no_deploy=Fal
 # --- operations ----------------------------------------------------------------------------------
 @task(help={"json": "print JSON for scripts"})
 def doctor(c, json=False):
-    """Check every part the tasks use (✓/✗ with the fix); exit 0 only when all pass."""
+    """Check every part the tasks use (✓/✗ with the fix); exit 0 only when all pass.
+
+    Each check has a deadline (setting doctor_timeout, seconds), so doctor never hangs.
+    Exit codes: 0 every check passed; 1 at least one failed (the table says which and the fix).
+    """
     from mlflow_self_host import doctor as doc
 
     doc.doctor(_settings(), as_json=json)
@@ -273,7 +277,12 @@ def backup(c, download=False, local=False, dry_run=False):
 @task(help={"backup": "backup file name or path to restore", "local": "restore into ./data",
             "dry_run": DRY_RUN})
 def restore(c, backup, local=False, dry_run=False):
-    """Stop the job, put a backup in place (current database kept aside), start, wait healthy."""
+    """Stop the job, put a backup in place (current database kept aside), start, wait healthy.
+
+    BACKUP: a name in backups_path, a path on the host, or a local file (uploaded first). A backup
+    failing PRAGMA integrity_check is refused before anything stops. Exit codes: 0 restored and
+    healthy; 10/11/12 as deploy when the job does not come back healthy; 1 any other error.
+    """
     from mlflow_self_host import backup as bk
 
     bk.restore(_settings(), backup, local=local, dry_run=dry_run)

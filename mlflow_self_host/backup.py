@@ -514,8 +514,15 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
         if job.get("Stop"):
             console.warn(f"job {settings.job_name} was stopped before the restore: left stopped")
         else:
-            start_job(settings, nomad, job)
-            wait_healthy(settings, nomad)
+            from .job import follow
+
+            response = start_job(settings, nomad, job)
+            try:
+                follow.after_submit(settings, nomad, response, f"job {settings.job_name}")
+            except UserError as exc:
+                raise UserError(f"after the restore: {exc.message}",
+                                hint=f"the previous database is kept as {aside}: `inv restore {aside}` puts it "
+                                     "back; `inv logs --stderr` shows why MLflow failed", code=exc.code) from None
     console.done(f"restored {path}; the previous database is kept as {aside}")
     return aside
 
@@ -593,35 +600,15 @@ def stop_job(settings, nomad, timeout: float | None = None) -> dict:
         time.sleep(0.5)
 
 
-def start_job(settings, nomad, job: dict) -> None:
-    """Start the stopped job again with its last definition (like `nomad job start`)."""
+def start_job(settings, nomad, job: dict) -> dict:
+    """Start the stopped job again with its last definition (like `nomad job start`); Nomad's answer."""
     job = dict(job)
     job["Stop"] = False
     for key in ("CreateIndex", "ModifyIndex", "JobModifyIndex", "SubmitTime", "Status", "StatusDescription",
                 "Version", "Stable"):
         job.pop(key, None)
-    _nomad_call(settings, f"starting job {settings.job_name}", nomad.job.register_job, settings.job_name, {"Job": job})
-
-
-def wait_healthy(settings, nomad, timeout: float | None = None) -> dict:
-    """Wait until an allocation of the job runs and is healthy (deployment health when there is one)."""
-    deadline = time.monotonic() + (timeout or settings.deploy_timeout)
-    last = "no allocation yet"
-    while time.monotonic() < deadline:
-        allocs = _nomad_call(settings, "listing allocations", _allocs, settings, nomad)
-        newest = sorted(allocs, key=lambda a: a.get("CreateIndex", 0))[-1:] if allocs else []
-        for alloc in newest:
-            status = alloc.get("ClientStatus")
-            health = (alloc.get("DeploymentStatus") or {}).get("Healthy")
-            if status == "running" and health is not False and (health or not alloc.get("DeploymentID")):
-                return alloc
-            if status in ("failed", "lost") or health is False:
-                raise UserError(f"job {settings.job_name} did not come back healthy: allocation {status}",
-                                hint="see `inv logs --stderr`; the previous database is kept aside beside it")
-            last = f"allocation {status}"
-        time.sleep(0.5)
-    raise UserError(f"job {settings.job_name} not healthy after {timeout or settings.deploy_timeout}s ({last})",
-                    hint="see `inv status` and `inv logs --stderr`")
+    return _nomad_call(settings, f"starting job {settings.job_name}", nomad.job.register_job, settings.job_name,
+                       {"Job": job})
 
 
 def _size(n: int) -> str:

@@ -148,3 +148,17 @@ def test_a_backup_from_another_version_is_pointed_out(remote_settings, host_db, 
     taken = backup.before_deploy(settings, "0.98", "0.99")
     backup.restore(settings, taken.path, dry_run=True)
     assert "taken under v0.98; v0.99 will run it" in capsys.readouterr().err
+
+
+def test_a_job_that_fails_after_the_restore_keeps_the_old_database_aside(remote_settings, host_db, nomad):
+    settings = remote_settings(nomad_addr=nomad.address)
+    taken = backup.backup(settings)
+    make_db(host_db, 3)
+    nomad.next_deployment("failed")
+    with pytest.raises(UserError, match="failed") as info:
+        backup.restore(settings, taken.path)
+    assert info.value.code == 11  # deploy's exit code for a failed deployment
+    assert info.value.message.startswith("after the restore: ") and "before-restore-" in info.value.hint
+    assert count(host_db) == 10
+    aside = [n for n in os.listdir(host_db.parent) if n.startswith("mlflow.db.before-restore-")]
+    assert len(aside) == 1 and count(host_db.parent / aside[0]) == 13
