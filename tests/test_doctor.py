@@ -231,3 +231,36 @@ def test_bad_version_txt_and_no_git_are_red(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", "/nonexistent")
     git = list(doctor.check_git(settings, 2))
     assert not git[0].ok and "not installed" in git[0].found
+
+
+def _settings(**overrides) -> Settings:
+    return Settings.load(root=PROJECT_ROOT, env={}, overrides=overrides)
+
+
+def test_nomad_acl_token_and_datacenter_rows():
+    from tests.doubles.nomad import NomadDouble
+
+    with NomadDouble(acl_tokens={"good-secret": "management"}, datacenter="dc1") as nomad:
+        def rows(**extra):
+            env = {"NOMAD_TOKEN": extra.pop("token")} if "token" in extra else {}
+            settings = Settings.load(root=PROJECT_ROOT, env=env, overrides=dict(nomad_addr=nomad.address, **extra))
+            return {r.name: r for r in doctor.check_nomad(settings, 5)}
+
+        missing = rows()
+        assert not missing["Nomad ACL token"].ok and "NOMAD_TOKEN" in missing["Nomad ACL token"].fix
+        wrong = rows(token="bad-secret")
+        assert not wrong["Nomad ACL token"].ok and "rejected" in wrong["Nomad ACL token"].found
+        assert "bad-secret" not in repr(wrong)
+        good = rows(token="good-secret")
+        assert good["Nomad ACL token"].ok and good["Nomad leader"].ok
+        assert not good["datacenter DC0"].ok and "dc1" in good["datacenter DC0"].found
+        assert rows(token="good-secret", datacenter="dc1")["datacenter dc1"].ok
+
+
+def test_ssh_rows_name_a_missing_client_hcl_and_user(ssh_server):
+    settings = _settings(**ssh_server.settings(), nomad_client_config="/nonexistent/client.hcl",
+                         folder_owner="no-such-user-msh")
+    got = {r.name: r for r in doctor.check_ssh(settings, 10)}
+    assert got["SSH"].ok and got["sudo"].ok
+    assert not got["client.hcl"].ok and "/nonexistent/client.hcl is missing" in got["client.hcl"].found
+    assert not got["user no-such-user-msh"].ok and got["user no-such-user-msh"].fix
