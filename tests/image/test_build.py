@@ -41,7 +41,6 @@ def broken_project(tmp_path):
 def test_the_image_has_the_makefile_tag_labels_user_and_entrypoint(mlflow_image, docker_client):
     settings = mlflow_image.settings()
     image = docker_client.images.get(f"{settings.registry}/{settings.image}:v0.99")
-    assert image.id == mlflow_image.image_id
     config = image.attrs["Config"]
     labels = config["Labels"]
     assert labels["org.opencontainers.image.version"] == "0.99"
@@ -60,7 +59,7 @@ def test_the_image_runs_mlflow_pinned_as_uid_1000_without_compilers(mlflow_image
     script = ("id -u; mlflow --version; command -v gcc cc make curl || echo no-tools; "
               "test -w /opt/mlflow && echo venv-writable || echo venv-readonly; "
               "stat -c %u /mnt/backend_store /mnt/artifacts")
-    output = docker_client.containers.run(mlflow_image.image_id, entrypoint=["sh", "-c", script],
+    output = docker_client.containers.run(mlflow_image.ref(), entrypoint=["sh", "-c", script],
                                           network_mode="host", remove=True).decode()
     lines = output.split()
     assert lines[0] == "1000"
@@ -72,7 +71,7 @@ def test_the_image_runs_mlflow_pinned_as_uid_1000_without_compilers(mlflow_image
 def test_a_rebuild_uses_the_cache_and_keeps_every_layer(mlflow_image, docker_client):
     from mlflow_self_host.version import Version
 
-    before = docker_client.images.get(mlflow_image.image_id).attrs["RootFS"]["Layers"]
+    before = docker_client.images.get(mlflow_image.ref()).attrs["RootFS"]["Layers"]
     again = image_build.build(mlflow_image.settings(), Version("0.99"))
     assert docker_client.images.get(again).attrs["RootFS"]["Layers"] == before
 

@@ -73,7 +73,7 @@ def test_an_image_not_built_yet_is_exit_6(mlflow_image):
 @contextlib.contextmanager
 def tagged_for(settings, mlflow_image, docker_client):
     """The built image also tagged for another registry, for the length of a test."""
-    docker_client.images.get(mlflow_image.image_id).tag(settings.image_repo(), "v0.99")
+    docker_client.images.get(mlflow_image.ref()).tag(settings.image_repo(), "v0.99")
     try:
         yield
     finally:

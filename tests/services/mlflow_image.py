@@ -48,18 +48,15 @@ def build(engine, registry, base_image: str) -> MLflowImage:
 
 
 def remove(engine, image: MLflowImage) -> None:
-    client = engine.client()
-    repo = image.settings().image_repo()
-    for tag in client.images.get(image.image_id).tags if _exists(client, image.image_id) else []:
-        if tag.startswith(repo + ":"):
-            client.images.remove(tag, noprune=True)
-
-
-def _exists(client, image_id: str) -> bool:
+    """Untag what the session made (the tests may rebuild and add tags), keeping the layers."""
     import docker
 
-    try:
-        client.images.get(image_id)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
+    client = engine.client()
+    repo = image.settings().image_repo()
+    for tagged in client.images.list(name=repo):
+        for tag in tagged.tags:
+            if tag.startswith(repo + ":"):
+                try:
+                    client.images.remove(tag, noprune=True)
+                except docker.errors.APIError:
+                    pass  # gone already, or in use by a container the test left
