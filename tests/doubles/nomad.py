@@ -190,8 +190,9 @@ def job_diff(old: dict | None, new: dict) -> dict:
 # --- the double ------------------------------------------------------------------------------
 class NomadDouble:
     def __init__(self, acl_tokens: dict | None = None, namespaces=("default",), region="global",
-                 datacenter="DC0", step: float = 0.15, follow_limit: float = 3.0):
-        """``acl_tokens``: None disables ACLs; else {secret: "management" | {namespace: capabilities}}."""
+                 datacenter="DC0", step: float = 0.15, follow_limit: float = 3.0, tls: tuple | None = None):
+        """``acl_tokens``: None disables ACLs; else {secret: "management" | {namespace: capabilities}}.
+        ``tls``: (certfile, keyfile) to serve https instead of http."""
         self.acl_tokens = acl_tokens
         self.namespaces = set(namespaces)
         self.region, self.datacenter = region, datacenter
@@ -213,13 +214,21 @@ class NomadDouble:
         self.port = free_port()
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     # -- control from tests ----------------------------------------------------------------------
     @property
     def address(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stop(self):
         self.server.shutdown()
@@ -335,8 +344,10 @@ class NomadDouble:
             eval_id = self._eval(namespace, job["ID"], index, self._failed_tg(job), dep["ID"], blocked=blocked)
             return {"EvalID": eval_id, "EvalCreateIndex": index, "JobModifyIndex": index, "Warnings": "",
                     "Index": index}
-        dep = self._deployment(job, index)
-        eval_id = self._eval(namespace, job["ID"], index, None, dep["ID"])
+        # Nomad creates a deployment only for task groups with an update strategy
+        has_update = any((g.get("Update") or {}).get("MaxParallel") for g in job.get("TaskGroups") or [])
+        dep = self._deployment(job, index) if has_update else None
+        eval_id = self._eval(namespace, job["ID"], index, None, dep["ID"] if dep else None)
         for alloc in live:
             self._later(0.5, lambda alloc=alloc: self._stop_alloc(alloc))
         group = (job.get("TaskGroups") or [{}])[0]
@@ -389,7 +400,7 @@ class NomadDouble:
                  "JobID": job["ID"], "JobType": job.get("Type", "service"), "JobVersion": job["Version"],
                  "TaskGroup": group.get("Name"), "DesiredStatus": "run", "DesiredDescription": "",
                  "ClientStatus": "pending", "ClientDescription": "No tasks have started",
-                 "DeploymentID": dep["ID"], "DeploymentStatus": None, "FollowupEvalID": "",
+                 "DeploymentID": dep["ID"] if dep else "", "DeploymentStatus": None, "FollowupEvalID": "",
                  "PreviousAllocation": previous, "NextAllocation": "", "RescheduleTracker": None,
                  "PreemptedAllocations": None, "PreemptedByAllocation": "",
                  "TaskStates": {task: {"State": "pending", "Failed": False, "Restarts": 0, "LastRestart": None,
@@ -401,7 +412,8 @@ class NomadDouble:
                                                                     or {}).get("image", "")}
         self.allocs[alloc_id] = alloc
         self.logs[alloc_id] = {"stdout": "", "stderr": ""}
-        dep["TaskGroups"][group.get("Name")]["PlacedAllocs"] += 1
+        if dep:
+            dep["TaskGroups"][group.get("Name")]["PlacedAllocs"] += 1
         alloc["_stderr"] = stderr if stderr is not None else FAILED_STDERR
         return alloc
 
@@ -418,6 +430,10 @@ class NomadDouble:
         self._touch(alloc)
 
     def _healthy(self, job, dep, alloc):
+        if dep is None:
+            self.logs[alloc["ID"]]["stderr"] += HEALTHY_STDERR
+            job.update(Status="running", ModifyIndex=self.index + 1)
+            return
         if dep["Status"] != "running":
             return
         self.logs[alloc["ID"]]["stderr"] += HEALTHY_STDERR
@@ -431,7 +447,7 @@ class NomadDouble:
         job.update(Stable=True, Status="running", ModifyIndex=self.index + 1)
 
     def _fail(self, job, dep, alloc):
-        if dep["Status"] != "running":
+        if dep is not None and dep["Status"] != "running":
             return
         self.logs[alloc["ID"]]["stderr"] += alloc["_stderr"]
         state = alloc["TaskStates"][alloc["_task"]]
@@ -444,6 +460,10 @@ class NomadDouble:
                      DeploymentStatus={"Healthy": False, "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                                        "Canary": False, "ModifyIndex": self.index + 1})
         self._touch(alloc)
+        job["Status"] = "dead"
+        if dep is None:
+            alloc["DeploymentStatus"] = None
+            return
         for group in dep["TaskGroups"].values():
             group["UnhealthyAllocs"] += 1
         dep["ModifyIndex"] = self.index + 1
