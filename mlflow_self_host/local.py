@@ -79,8 +79,8 @@ def up(settings, version, require_docker: bool = False) -> str:
         return url(settings)
     if engine is not None:
         return _up_container(engine, settings, version, folders)
-    console.warn(f"no Docker engine at {engine_mod.describe()}: running MLflow natively instead "
-                 "(`inv up --docker` requires the engine)")
+    console.warn(f"no Docker engine at {engine_mod.describe()} ({engine_mod.last_failure}): "
+                 "running MLflow natively instead (`inv up --docker` requires the engine)")
     return _up_native(settings, folders)
 
 

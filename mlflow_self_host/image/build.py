@@ -17,7 +17,6 @@ from . import engine as engine_mod
 
 DOCKER_DIR = "docker"  # the build context: Dockerfile, entrypoint.sh, requirements.txt
 EXIT_BUILD_FAILED = 5
-DEFAULT_SOURCE = "https://github.com/mlflow-self-host/mlflow-self-host"
 
 
 def context_dir(settings) -> Path:
@@ -31,8 +30,15 @@ def build_args(settings, version) -> dict:
         "VERSION": version.text,
         "REVISION": _git(settings.root, "rev-parse", "HEAD") or "unknown",
         "CREATED": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "SOURCE": _git(settings.root, "config", "--get", "remote.origin.url") or DEFAULT_SOURCE,
+        "SOURCE": _without_credentials(_git(settings.root, "config", "--get", "remote.origin.url")) or "unknown",
     }
+
+
+def _without_credentials(url: str) -> str:
+    """A remote URL without ``user:token@`` (labels are public)."""
+    import re
+
+    return re.sub(r"//[^/@]*@", "//", url)
 
 
 def _git(root: Path, *args: str) -> str:

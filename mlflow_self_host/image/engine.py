@@ -8,6 +8,7 @@ from ..errors import UserError
 # Builds and pushes stream for minutes: a long read timeout, not the SDK's 60 s.
 TIMEOUT = 600
 EXIT_NO_ENGINE = 4
+last_failure = ""  # why the last client(required=False) found no engine, for messages
 
 
 def describe() -> str:
@@ -19,11 +20,13 @@ def client(required: bool = True):
     """A ``docker.DockerClient`` for the engine; ``None`` if it is unreachable and not ``required``."""
     import docker
 
+    global last_failure
     try:
         engine = docker.from_env(timeout=TIMEOUT)
         engine.ping()
         return engine
     except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
+        last_failure = _reason(exc)
         if not required:
             return None
         raise UserError(
