@@ -182,3 +182,33 @@ def test_refuses_a_tag_the_registry_lacks(nomad_double, registry, monkeypatch):
         run(settings, "0.99")
     assert "registry has no" in caught.value.message and ":v0.99" in caught.value.message
     assert nomad_double.registrations() == []
+
+
+def test_healthy_in_nomad_but_the_url_does_not_answer_as_mlflow_exits_13(nomad_double):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class Proxy(BaseHTTPRequestHandler):  # what MLflow says to a Host it does not serve
+        def do_GET(self):  # noqa: N802
+            body = b"Invalid Host header - possible DNS rebinding attack detected"
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        with pytest.raises(UserError) as caught:
+            run(job_settings(nomad_double, deploy_check=True, deploy_url=url, deploy_check_timeout=0), "0.99")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert caught.value.code == 13
+    assert f"{url}api/2.0/mlflow/experiments/search" in caught.value.message
+    assert "HTTP 403: Invalid Host header" in caught.value.message
+    assert nomad_double.job()["Stable"] is True
