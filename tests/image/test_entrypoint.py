@@ -1,0 +1,62 @@
+"""docker/entrypoint.sh in the image: the environment contract the Nomad job and `inv up` rely on."""
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.services import free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def status(url: str, host: str) -> int:
+    request = urllib.request.Request(url, headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture
+def run(mlflow_image, docker_client, tmp_path):
+    started = []
+
+    def start(env: dict, owner: int = 1000):
+        for sub in ("backend", "artifacts"):
+            (tmp_path / sub).mkdir(exist_ok=True)
+            os.chown(tmp_path / sub, owner, owner)
+        container = docker_client.containers.run(
+            mlflow_image.ref(), name=f"msh-entrypoint-{uuid.uuid4().hex[:8]}", detach=True, network_mode="host",
+            environment=env, volumes={str(tmp_path / "backend"): {"bind": "/mnt/backend_store"},
+                                      str(tmp_path / "artifacts"): {"bind": "/mnt/artifacts"}})
+        started.append(container)
+        return container
+
+    yield start
+    for container in started:
+        container.remove(force=True)
+
+
+def test_allowed_hosts_come_from_the_domain_plus_localhost(run):
+    port = free_port()
+    container = run({"MLFLOW_PORT": str(port), "MLFLOW_HOST": "127.0.0.1", "MLFLOW_DOMAIN": "ml.home.arpa"})
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: status(base + "/health", "x") == 200, 120, "mlflow in the container")
+    api = base + "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert status(api, "ml.home.arpa") == 200
+    assert status(api, f"localhost:{port}") == 200 and status(api, f"127.0.0.1:{port}") == 200
+    assert status(api, "mlflow.lan") == 403  # the default domain is not allowed once another is set
+    args = " ".join(container.top()["Processes"][0])
+    assert "--artifacts-destination /mnt/artifacts" in args and "--workers 1" in args
+
+
+def test_a_backend_folder_uid_1000_cannot_write_stops_with_a_clear_message(run):
+    container = run({"MLFLOW_PORT": str(free_port())}, owner=0)
+    assert container.wait(timeout=60)["StatusCode"] == 78
+    logs = container.logs().decode()
+    assert "/mnt/backend_store" in logs and "not writable by uid 1000" in logs
