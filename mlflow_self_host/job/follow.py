@@ -173,13 +173,13 @@ def render(dep: dict, allocs: list):
     table = Table(title=f"deployment {dep.get('ID', '')[:8]} · job version {dep.get('JobVersion')} · "
                         f"[{style}]{status}[/] · {dep.get('StatusDescription', '')}",
                   title_justify="left")
-    for column in ("group / allocation", "desired", "placed", "healthy", "unhealthy", "last event"):
+    for column in ("group / alloc", "status", "desired", "placed", "healthy", "unhealthy", "last event"):
         table.add_column(column, overflow="fold")
     for name, group in (dep.get("TaskGroups") or {}).items():
-        table.add_row(name, str(group.get("DesiredTotal", "")), str(group.get("PlacedAllocs", "")),
+        table.add_row(name, "", str(group.get("DesiredTotal", "")), str(group.get("PlacedAllocs", "")),
                       str(group.get("HealthyAllocs", "")), str(group.get("UnhealthyAllocs", "")), "")
     for alloc in allocs:
-        table.add_row(f"  {alloc.get('ID', '')[:8]} {alloc.get('ClientStatus')}", "", "", _health(alloc), "",
+        table.add_row(f"  {alloc.get('ID', '')[:8]}", str(alloc.get("ClientStatus")), "", "", _health(alloc), "",
                       _last_event(alloc))
     return table
 
