@@ -217,7 +217,7 @@ def run(rel: Release) -> ReleaseResult:
             outcome = job_deploy.deploy(s, rel.new, skip_build=True)
             result.job_version = getattr(outcome, "job_version", None)
             result.deploy_status = getattr(outcome, "status", None)
-            result.url = s.service_url()
+            result.url = getattr(outcome, "url", None) or s.service_url()
     except Exception as exc:
         raise _after_push_failure(rel, exc, step, _remaining(rel, step == "the deploy")) from exc
     except KeyboardInterrupt:

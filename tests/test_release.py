@@ -23,6 +23,7 @@ from mlflow_self_host import release as rel
 from mlflow_self_host.errors import UserError
 from mlflow_self_host.settings import Settings
 from mlflow_self_host.version import PARTS, Version
+from tests.host.conftest import CLIENT_HCL, nomad_user  # noqa: F401 - the fixture
 from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -317,3 +318,53 @@ def test_a_deploy_that_fails_after_the_push_keeps_the_release_and_names_the_next
     assert (repo / "version.txt").read_text() == "0.99.1\n"
     assert git(repo, "status", "--porcelain") == ""
     assert registry.tags(settings.image) == ["latest", "v0.99.1"]
+
+
+def nomad_client(root: Path, ssh_server) -> dict:
+    """A Nomad client's files under ``root`` and the settings that reach them over SSH (configure-host)."""
+    root.mkdir(parents=True)
+    os.chmod(root, 0o755)
+    (root / "nomad.d").mkdir()
+    (root / "nomad.d" / "client.hcl").write_text(CLIENT_HCL)
+    script = root / "restart-nomad.sh"
+    script.write_text(f"#!/bin/sh\necho restarted >> {root / 'restarts.log'}\n")
+    os.chmod(script, 0o755)
+    return dict(ssh_server.settings(), nomad_client_config=str(root / "nomad.d" / "client.hcl"),
+                backend_path=str(root / "data" / "backend"), artifacts_path=str(root / "data" / "artifacts"),
+                job_dir=str(root / "jobs" / "mlflow"), backups_path=str(root / "data" / "backups"),
+                folder_owner="nomad", folder_group="root", nomad_restart_command=str(script),
+                nomad_health_timeout=10)
+
+
+@pytest.mark.slow
+def test_two_releases_deploy_each_pinned_tag_and_a_failed_deploy_keeps_the_release(
+        repo, registry, base_image, ssh_server, nomad_user, tmp_path, capsys):
+    from tests.doubles.nomad import NomadDouble
+
+    with NomadDouble(step=0.05) as nomad:
+        settings = load(repo, registry, base_image=base_image, nomad_addr=nomad.address, deploy_poll="0.03",
+                        deploy_timeout=60, deploy_check=False, **nomad_client(tmp_path / "host", ssh_server))
+        first = rel.release(settings, bump="minor")
+        job = nomad.job()
+        assert job["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == f"{registry.address}/{settings.image}:v0.100"
+        assert job["Stable"] is True and first.job_version == job["Version"]
+        assert 'host_volume "mlflow-backend-store"' in (tmp_path / "host" / "nomad.d" / "client.hcl").read_text()
+        table = re.sub(r"[│┃\s]", "", capsys.readouterr().out)
+        assert f"Nomadjobversion{job['Version']}(deployed)" in table and "http://mlflow.lan/" in table
+        assert first.digest in table and first.digest == registry.digest(settings.image, "v0.100")
+
+        # The next release's deployment fails its health checks and Nomad reverts to v0.100.
+        nomad.next_deployment("failed", stderr="mlflow-entrypoint: /mnt/backend_store is not writable\n")
+        with pytest.raises(UserError) as err:
+            rel.release(settings, bump="patch")
+        assert err.value.code == 12  # deploy's "failed and reverted"
+        assert err.value.message.startswith("v0.100.1 is released (committed, tagged, pushed) but the deploy failed")
+        assert err.value.hint.endswith("then run: inv deploy --skip-build")
+        running = nomad.job()["TaskGroups"][0]["Tasks"][0]["Config"]["image"]
+        assert running.endswith(":v0.100")
+
+    assert git(repo, "tag", "--list").split() == ["v0.100", "v0.100.1"]
+    assert (repo / "version.txt").read_text() == "0.100.1\n"
+    assert git(repo, "status", "--porcelain") == ""
+    assert registry.tags(settings.image) == ["latest", "v0.100", "v0.100.1"]
+    assert registry.digest(settings.image, "latest") == registry.digest(settings.image, "v0.100.1")
