@@ -244,7 +244,12 @@ def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=Fals
     "dry_run": DRY_RUN,
 })
 def release(c, bump=None, set=None, list=False, allow_dirty=False, no_deploy=False, dry_run=False):
-    """Bump version.txt, commit, tag, build, push v{new} and latest, deploy."""
+    """Bump version.txt, commit, tag, build, push v{new} and latest, deploy.
+
+    Refuses a dirty tree, an existing tag v{new} (git or registry) before changing anything. A failure
+    before the push undoes the commit, the tag and version.txt; after it, the error names what to run.
+    Exit codes: 0 released; 2 a bad --bump/--set; 1 a refusal; else the failing step's (build, push, deploy).
+    """
     from mlflow_self_host import release as rel
 
     rel.release(_settings(), bump=bump, set_version=set, list_only=list, allow_dirty=allow_dirty,
