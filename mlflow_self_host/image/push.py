@@ -43,20 +43,29 @@ def _push_tag(settings, version, tag: str, dry_run: bool) -> str:
     ref = settings.image_ref(version.text)
     target = f"{settings.image_repo()}:{tag}"
     engine = engine_mod.client(required=not dry_run)
+    if engine is None:
+        console.warn(f"no Docker engine at {engine_mod.describe()}: the plan assumes {ref} is not built")
     built = engine is not None and engine_mod.has_image(engine, ref)
-    if tag != version.tag and not built and not dry_run:
-        image_build.ensure_built(settings, version)
-        built = True
-    if not built and not dry_run:
+    builds_first = tag != version.tag  # pushlatest builds a missing version image; push does not
+    if not built and not builds_first and engine is not None:
         raise UserError(f"{ref} is not built yet", hint="run `inv build` first (or `inv build push`)",
                         code=EXIT_NOT_BUILT)
+    if not built and builds_first and not dry_run:
+        image_build.ensure_built(settings, version)
+        built = True
     local_digests = _repo_digests(engine, ref, settings) if built else set()
-    remote = _remote_digest(settings, tag)
+    try:
+        remote = _remote_digest(settings, tag)
+    except UserError as exc:
+        if not dry_run:
+            raise
+        console.warn(f"{exc.message}: the plan assumes the registry lacks {target}")
+        remote = None
     steps = Plan(f"push {target}")
     if remote and remote in local_digests:
         show(steps, dry_run=dry_run)  # "no change": the registry's tag is this image
         return remote
-    if not built:
+    if not built and builds_first:
         steps.add("build", ref, "the image is not built yet")
     if target != ref:
         steps.add("tag", target, f"same image as {ref}")
