@@ -6,14 +6,13 @@ a real MLflow server (deploy_url), since the domain does not resolve here.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.host.conftest import CLIENT_HCL, nomad_user  # noqa: F401 - the fixture
+from tests.host.conftest import make_nomad_host, nomad_user  # noqa: F401 - the fixture
 from tests.services import mlflow_server
 from tests.services.mlflow_image import clean_env
 
@@ -28,20 +27,17 @@ def local_mlflow(tmp_path):
     mlflow_server.stop(server)
 
 
+HOST_KEYS = ("host", "ssh_port", "ssh_user", "ssh_key", "known_hosts", "nomad_client_config", "backend_path",
+             "artifacts_path", "job_dir", "folder_owner", "folder_group", "nomad_restart_command", "nomad_addr",
+             "nomad_health_timeout")
+
+
 def _host_env(root: Path, ssh_server, nomad_address: str) -> dict:
-    root.mkdir(parents=True)
-    os.chmod(root, 0o755)
-    (root / "nomad.d").mkdir()
-    (root / "nomad.d" / "client.hcl").write_text(CLIENT_HCL)
-    script = root / "restart-nomad.sh"
-    script.write_text(f"#!/bin/sh\necho restarted >> {root / 'restarts.log'}\n")
-    os.chmod(script, 0o755)
-    values = dict(ssh_server.settings())
-    values.update(nomad_client_config=root / "nomad.d" / "client.hcl", backend_path=root / "data" / "backend",
-                  artifacts_path=root / "data" / "artifacts", job_dir=root / "jobs" / "mlflow",
-                  backups_path=root / "data" / "backups", folder_owner="nomad", folder_group="root",
-                  nomad_restart_command=script, nomad_addr=nomad_address, nomad_health_timeout=10)
-    return {f"MSH_{k.upper()}": str(v) for k, v in values.items()}
+    """configure-host's Nomad client in ``root`` (tests/host's layout) as MSH_ variables for `inv`."""
+    host = make_nomad_host(root, ssh_server, nomad_address)
+    env = {f"MSH_{key.upper()}": str(host.settings[key]) for key in HOST_KEYS}
+    env["MSH_BACKUPS_PATH"] = str(root / "data" / "backups")
+    return env
 
 
 def inv(*args, env):
