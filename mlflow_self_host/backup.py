@@ -372,17 +372,13 @@ def _download(settings, target: Target, path: str) -> Path:
 
 def running_version(settings) -> str | None:
     """The version of the image the Nomad job runs (``...:v0.99`` -> ``0.99``), None if unknown."""
+    from .job import jobfile
+
     try:
-        job = _nomad(settings).job.get_job(settings.job_name)
-    except Exception:  # noqa: BLE001 - an unknown version is reported by the caller
+        job = jobfile.current(settings, _nomad(settings))
+    except UserError:  # an unknown version is reported by the caller
         return None
-    for group in job.get("TaskGroups") or []:
-        for task in group.get("Tasks") or []:
-            image = (task.get("Config") or {}).get("image", "")
-            match = re.search(r":v([0-9][0-9A-Za-z.]*)$", image)
-            if match:
-                return match.group(1)
-    return None
+    return jobfile.version_of(jobfile.image_of(job)) if job else None
 
 
 def _print_result(result: BackupResult) -> None:
@@ -518,7 +514,9 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
 
             response = start_job(settings, nomad, job)
             try:
-                follow.after_submit(settings, nomad, response, f"job {settings.job_name}")
+                outcome = follow.after_submit(settings, nomad, response, f"job {settings.job_name}")
+                if outcome.status != "successful":  # no update block, so no deployment to follow
+                    wait_running(settings, nomad, outcome.job_version)
             except UserError as exc:
                 raise UserError(f"after the restore: {exc.message}",
                                 hint=f"the previous database is kept as {aside}: `inv restore {aside}` puts it "
@@ -609,6 +607,26 @@ def start_job(settings, nomad, job: dict) -> dict:
         job.pop(key, None)
     return _nomad_call(settings, f"starting job {settings.job_name}", nomad.job.register_job, settings.job_name,
                        {"Job": job})
+
+
+def wait_running(settings, nomad, job_version, timeout: float | None = None) -> dict:
+    """Wait until an allocation of ``job_version`` runs (for a job Nomad makes no deployment for)."""
+    from .job.follow import EXIT_FAILED
+
+    deadline = time.monotonic() + (timeout or settings.deploy_timeout)
+    while True:
+        allocs = [a for a in _nomad_call(settings, "listing allocations", _allocs, settings, nomad)
+                  if job_version is None or a.get("JobVersion") == job_version]
+        if any(a.get("ClientStatus") == "running" for a in allocs):
+            return allocs[-1]
+        failed = [a for a in allocs if a.get("ClientStatus") in ("failed", "lost")]
+        if failed:
+            raise UserError(f"job {settings.job_name}: allocation {failed[-1]['ID'][:8]} {failed[-1]['ClientStatus']}",
+                            code=EXIT_FAILED)
+        if time.monotonic() > deadline:
+            raise UserError(f"job {settings.job_name} has no running allocation after {settings.deploy_timeout}s",
+                            hint="see `inv status`", code=EXIT_FAILED)
+        time.sleep(0.5)
 
 
 def _size(n: int) -> str:

@@ -13,8 +13,11 @@ from tests.doubles.nomad import NomadDouble, spec
 
 
 JOB = {"ID": "mlflow", "Name": "mlflow", "Type": "service", "Datacenters": ["DC0"],
-       "TaskGroups": [{"Name": "mlflow", "Count": 1, "Tasks": [{"Name": "mlflow", "Driver": "docker",
-                                                                "Config": {"image": "reg.lan:5000/mlflow:v0.99"}}]}]}
+       "TaskGroups": [{"Name": "mlflow", "Count": 1,
+                       # as nomad/mlflow.nomad.hcl: an update block, so Nomad makes deployments
+                       "Update": {"MaxParallel": 1, "HealthCheck": "checks", "AutoRevert": True},
+                       "Tasks": [{"Name": "mlflow", "Driver": "docker",
+                                  "Config": {"image": "reg.lan:5000/mlflow:v0.99"}}]}]}
 
 
 @pytest.fixture
@@ -162,3 +165,15 @@ def test_a_job_that_fails_after_the_restore_keeps_the_old_database_aside(remote_
     assert count(host_db) == 10
     aside = [n for n in os.listdir(host_db.parent) if n.startswith("mlflow.db.before-restore-")]
     assert len(aside) == 1 and count(host_db.parent / aside[0]) == 13
+
+
+def test_a_job_without_deployments_is_waited_for_until_running(remote_settings, host_db):
+    no_update = {**JOB, "TaskGroups": [{k: v for k, v in JOB["TaskGroups"][0].items() if k != "Update"}]}
+    with NomadDouble() as double:
+        double.register_out_of_band(no_update)
+        double.wait_idle()
+        settings = remote_settings(nomad_addr=double.address)
+        taken = backup.backup(settings)
+        backup.restore(settings, taken.path)
+        newest = max(double.allocs.values(), key=lambda a: a["CreateIndex"])
+        assert newest["ClientStatus"] == "running" and newest["JobVersion"] == 2
