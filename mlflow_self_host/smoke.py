@@ -6,6 +6,8 @@ domain's Host header: MLflow 3.5+ answers 403 "Invalid Host header" to a Host it
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 import time
@@ -84,11 +86,18 @@ def _round_trip(url: str, host_header: str) -> SmokeResult:
     # A dead server would make the client retry for minutes: the health check above came first.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=url.rstrip("/"))
     token = uuid.uuid4().hex
+    # The client prints "View run at ..." lines on stdout, which is for results: keep them out.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _log_and_read_back(client, url, host_header, token)
+
+
+def _log_and_read_back(client, url: str, host_header: str, token: str) -> SmokeResult:
+    from mlflow.exceptions import MlflowException
+
     try:
         experiment = client.get_experiment_by_name(EXPERIMENT)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
