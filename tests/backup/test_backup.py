@@ -210,3 +210,24 @@ def test_inv_backup_and_restore_from_the_command_line(ssh_server, tmp_path, proj
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: ") and "integrity check" in refused.stderr.splitlines()[0]
     assert "Traceback" not in refused.stderr
+
+
+def test_deploy_of_a_new_version_backs_up_first_labelled_with_the_running_one(ssh_server, tmp_path, monkeypatch):
+    """inv deploy's hook, end to end: Nomad double runs v0.99, deploy v0.100 -> a v0.99 backup on the host."""
+    from mlflow_self_host.image import registry
+    from mlflow_self_host.job import deploy as job_deploy
+    from tests.doubles.nomad import NomadDouble
+    from tests.job.conftest import job_settings
+
+    monkeypatch.setattr(registry, "tag_exists", lambda settings, tag: True)  # no image steps here
+    make_db(tmp_path / "host" / "backend" / "mlflow.db", 6)
+    with NomadDouble(step=0.05) as double:
+        settings = job_settings(double, **ssh_server.settings(), backend_path=str(tmp_path / "host" / "backend"),
+                                backups_path=str(tmp_path / "host" / "backups"))
+        job_deploy.deploy(settings, "0.99", skip_host=True, skip_build=True)
+        assert not os.path.exists(settings.backups_path)  # first deploy: nothing ran before, no backup
+        job_deploy.deploy(settings, "0.100", skip_host=True, skip_build=True)
+        job_deploy.deploy(settings, "0.101", skip_host=True, skip_build=True, backup=False)
+    names = os.listdir(settings.backups_path)
+    assert len(names) == 1 and re.match(r"^mlflow-\d{8}T\d{6}Z-v0\.99\.db$", names[0])
+    assert count(os.path.join(settings.backups_path, names[0])) == 6
