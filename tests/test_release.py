@@ -54,12 +54,30 @@ def repo(tmp_path, project_env) -> Path:
     return project
 
 
+_IMAGES: list[str] = []  # {registry}/{image} repositories a test may have built or tagged on the engine
+
+
+@pytest.fixture
+def engine(docker_engine_service, monkeypatch):
+    """The package finds the engine as users do (DOCKER_HOST); the test's image tags are removed after."""
+    monkeypatch.setenv("DOCKER_HOST", docker_engine_service.base_url)
+    yield docker_engine_service
+    client = docker_engine_service.client()
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.rsplit(":", 1)[0] in _IMAGES:
+                client.images.remove(tag)
+    _IMAGES.clear()
+
+
 def load(repo: Path, registry=None, **overrides) -> Settings:
     values = {"image": f"release-{uuid.uuid4().hex[:8]}", "nomad_addr": f"http://127.0.0.1:{free_port()}"}
     if registry is not None:
         values["registry"] = getattr(registry, "address", registry)  # the fixture, or an address
     values.update(overrides)
-    return Settings.load(root=repo, env={}, overrides=values)
+    settings = Settings.load(root=repo, env={}, overrides=values)
+    _IMAGES.append(settings.image_repo())
+    return settings
 
 
 def snapshot(repo: Path, registry=None, settings: Settings | None = None) -> dict:
@@ -243,7 +261,7 @@ def test_dry_run_with_no_deploy_has_no_deploy_step(repo, registry, capsys):
 
 # --- failures before the push: the repository as it was -------------------------------------------
 @pytest.mark.slow
-def test_a_failed_build_leaves_git_and_version_txt_as_they_were(repo, registry):
+def test_a_failed_build_leaves_git_and_version_txt_as_they_were(repo, registry, engine):
     # A realistic mistake: a base image the engine does not have (and no registry can serve).
     settings = load(repo, registry, base_image=f"{registry.address}/no-such-base:{uuid.uuid4().hex[:6]}")
     before = snapshot(repo, registry, settings)
@@ -254,7 +272,7 @@ def test_a_failed_build_leaves_git_and_version_txt_as_they_were(repo, registry):
 
 
 @pytest.mark.slow
-def test_a_failed_build_with_allow_dirty_puts_back_the_users_own_changes(repo, registry):
+def test_a_failed_build_with_allow_dirty_puts_back_the_users_own_changes(repo, registry, engine):
     (repo / "invoke.yaml").write_text((repo / "invoke.yaml").read_text() + "# staged\n")
     git(repo, "add", "invoke.yaml")
     (repo / "invoke.yaml").write_text((repo / "invoke.yaml").read_text() + "# and not staged\n")
@@ -267,7 +285,7 @@ def test_a_failed_build_with_allow_dirty_puts_back_the_users_own_changes(repo, r
 
 
 @pytest.mark.slow
-def test_a_failed_push_leaves_git_and_version_txt_as_they_were(repo, base_image):
+def test_a_failed_push_leaves_git_and_version_txt_as_they_were(repo, base_image, engine):
     # A plain-HTTP registry outside loopback: the engine refuses to push to it (not "insecure" allowed).
     address = next((a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
                     if "." in a and not a.startswith("127.")), None)
@@ -286,7 +304,8 @@ def test_a_failed_push_leaves_git_and_version_txt_as_they_were(repo, base_image)
 
 # --- a release --------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_release_without_deploy_commits_tags_and_pushes_the_same_image_twice(repo, registry, base_image, capsys):
+def test_release_without_deploy_commits_tags_and_pushes_the_same_image_twice(repo, registry, base_image, engine,
+                                                                             capsys):
     settings = load(repo, registry, base_image=base_image)
     result = rel.release(settings, bump="minor", deploy=False)
 
@@ -307,7 +326,8 @@ def test_release_without_deploy_commits_tags_and_pushes_the_same_image_twice(rep
 
 
 @pytest.mark.slow
-def test_a_deploy_that_fails_after_the_push_keeps_the_release_and_names_the_next_command(repo, registry, base_image):
+def test_a_deploy_that_fails_after_the_push_keeps_the_release_and_names_the_next_command(repo, registry, base_image,
+                                                                                         engine):
     # Nothing listens on the Nomad address nor on the SSH port: the deploy cannot succeed.
     settings = load(repo, registry, base_image=base_image, host="127.0.0.1", ssh_port=free_port())
     with pytest.raises(UserError) as err:
@@ -338,7 +358,7 @@ def nomad_client(root: Path, ssh_server) -> dict:
 
 @pytest.mark.slow
 def test_two_releases_deploy_each_pinned_tag_and_a_failed_deploy_keeps_the_release(
-        repo, registry, base_image, ssh_server, nomad_user, tmp_path, capsys):
+        repo, registry, base_image, engine, ssh_server, nomad_user, tmp_path, capsys):
     from tests.doubles.nomad import NomadDouble
 
     with NomadDouble(step=0.05) as nomad:
