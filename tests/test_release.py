@@ -285,6 +285,21 @@ def test_a_failed_build_with_allow_dirty_puts_back_the_users_own_changes(repo, r
 
 
 @pytest.mark.slow
+def test_a_failed_first_release_in_a_repository_without_commits_leaves_it_without_commits(repo, registry, engine):
+    shutil.rmtree(repo / ".git")
+    git(repo, "init", "--quiet", "--initial-branch=main")
+    git(repo, "config", "user.name", "Release Tester")
+    git(repo, "config", "user.email", "release@example.com")
+    status = git(repo, "status", "--porcelain", "--untracked-files=all")
+    settings = load(repo, registry, base_image=f"{registry.address}/no-such-base:{uuid.uuid4().hex[:6]}")
+    with pytest.raises(UserError):
+        rel.release(settings, bump="minor", allow_dirty=True)
+    assert subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", "HEAD"]).returncode != 0
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == status
+    assert git(repo, "tag", "--list") == "" and (repo / "version.txt").read_text() == "0.99\n"
+
+
+@pytest.mark.slow
 def test_a_failed_push_leaves_git_and_version_txt_as_they_were(repo, base_image, engine):
     # A plain-HTTP registry outside loopback: the engine refuses to push to it (not "insecure" allowed).
     address = next((a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
