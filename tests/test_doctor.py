@@ -156,6 +156,7 @@ def test_all_green_then_each_service_stopped_in_turn(own_services, run, capsys):
             assert got[follower]["found"] == f"not checked: {name} failed"
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_and_json(services, tmp_path):
     """`inv doctor --json` through invoke: exit 0 with all rows ok, 1 with the failing row named."""
     env = services.env()
@@ -194,6 +195,7 @@ def _black_hole():
     return sock.getsockname()[1], lambda: (stop.set(), [c.close() for c in held], sock.close())
 
 
+@pytest.mark.slow
 def test_a_hanging_service_is_red_within_the_timeout(services, run, capsys):
     port, close = _black_hole()
     try:
