@@ -49,10 +49,7 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
 
         configure.run(settings, dry_run=dry_run, accept_host_key=accept_host_key)
     if not skip_build:
-        from ..image import build, push
-
-        build.build(settings, version, dry_run=dry_run)
-        push.push(settings, version, dry_run=dry_run)
+        _build_and_push(settings, version, dry_run)
     _require_tag(settings, version, would_push=dry_run and not skip_build)
 
     # 2. parse and plan on the agent
@@ -97,6 +94,20 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
     url = check_service(settings) if settings.deploy_check else None
     console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
     return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, plan_view.text(diff))
+
+
+def _build_and_push(settings, version: Version, dry_run: bool) -> None:
+    from .. import console
+    from ..image import build, engine, push
+
+    build.build(settings, version, dry_run=dry_run)
+    if dry_run:
+        docker = engine.client(required=False)
+        if docker is None or not engine.has_image(docker, settings.image_ref(version.text)):
+            # push --dry-run refuses an image that is not built; here the build comes first
+            console.info(f"push {settings.image_ref(version.text)}: after the build")
+            return
+    push.push(settings, version, dry_run=dry_run)
 
 
 def _require_tag(settings, version: Version, would_push: bool) -> None:

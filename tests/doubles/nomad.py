@@ -644,6 +644,8 @@ class NomadDouble:
     def route(self, method, path, query, body, token):
         with self.lock:
             self._tick()
+            if method == "GET" and query.get("index"):
+                self._block(int(query["index"]), query.get("wait", "5m"))
             namespace = query.get("namespace") or "default"
             if path == "/v1/status/leader":
                 return 200, '"127.0.0.1:4647"', None  # a JSON string (status.mdx "Sample Response")
@@ -690,6 +692,17 @@ class NomadDouble:
                 self._check_acl(token, alloc["Namespace"], "read-job")
                 return 200, self._public(alloc), self.index
             raise HTTPError(404, "Invalid URL")
+
+    def _block(self, index: int, wait: str):
+        """A blocking query (index.mdx): hold the answer until the state passes ``index`` or ``wait`` ends."""
+        try:
+            limit = min(hcl_job.duration(wait, "wait") / 1e9, 600.0)
+        except hcl_job.ParseError:
+            raise HTTPError(400, f"Invalid wait time: {wait}") from None
+        deadline = time.monotonic() + limit
+        while self.index <= index and time.monotonic() < deadline:
+            self.changed.wait(0.05)
+            self._tick()
 
     def _public(self, obj):
         return {k: copy.deepcopy(v) for k, v in obj.items() if not k.startswith("_")}

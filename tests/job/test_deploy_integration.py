@@ -51,9 +51,18 @@ def test_inv_deploy_end_to_end(tmp_path, nomad_double, mlflow_image, registry, s
     env = clean_env()
     env.update(_host_env(tmp_path / "host", ssh_server, nomad_double.address))
     env.update({f"MSH_{k.upper()}": str(v) for k, v in mlflow_image.settings_overrides.items()})
+    name = f"{mlflow_image.settings_overrides['image']}-deploy"  # this test's own repository (cached layers)
+    env["MSH_IMAGE"] = name
     env.update(MSH_DEPLOY_POLL="0.05", MSH_DEPLOY_URL=local_mlflow.url, MSH_DEPLOY_TIMEOUT="60",
                DOCKER_HOST=docker_engine_service.base_url)
-    image = f"{registry.address}/{mlflow_image.settings_overrides['image']}:v{version}"
+    image = f"{registry.address}/{name}:v{version}"
+
+    dry = inv("deploy", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "dry run: nothing was registered" in dry.stderr and '+ Job: "mlflow"' in dry.stderr
+    assert nomad_double.registrations() == [] and "host_volume" not in \
+        (tmp_path / "host" / "nomad.d" / "client.hcl").read_text()
+    assert f"v{version}" not in registry.tags(name)
 
     first = inv("deploy", env=env)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -62,7 +71,7 @@ def test_inv_deploy_end_to_end(tmp_path, nomad_double, mlflow_image, registry, s
     assert 'host_volume "mlflow-backend-store"' in client_hcl and 'host_volume "mlflow-artifacts"' in client_hcl
     assert (tmp_path / "host" / "jobs" / "mlflow" / "mlflow.nomad.hcl").read_bytes() == \
         (ROOT / "nomad" / "mlflow.nomad.hcl").read_bytes()
-    assert f"v{version}" in registry.tags(mlflow_image.settings_overrides["image"])
+    assert f"v{version}" in registry.tags(name)
     job = nomad_double.job()
     assert job["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == image and job["Stable"] is True
     assert f"deployed v{version}: job version 0, {local_mlflow.url}/" in first.stderr

@@ -121,3 +121,16 @@ def test_acl_tokens_by_header_or_bearer(nomad_double):
     assert requests.get(url, headers={"X-Nomad-Token": "x"}, timeout=5).text == "ACL token not found"
     assert requests.get(url, headers={"Authorization": "Bearer s"}, timeout=5).status_code == 200
     assert requests.get(nomad_double.address + "/v1/status/leader", timeout=5).json() == "127.0.0.1:4647"
+
+
+def test_blocking_query_waits_for_a_change(nomad_double):
+    import time
+
+    response = register(nomad_double, parse(nomad_double).json())
+    dep = requests.get(nomad_double.address + "/v1/job/mlflow/deployment", timeout=5)
+    index = int(dep.headers["X-Nomad-Index"])
+    started = time.monotonic()
+    later = requests.get(nomad_double.address + "/v1/deployment/" + dep.json()["ID"],
+                         params={"index": index, "wait": "5s"}, timeout=10)
+    assert int(later.headers["X-Nomad-Index"]) > index and time.monotonic() - started < 5
+    assert response.status_code == 200
