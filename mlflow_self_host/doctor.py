@@ -18,6 +18,9 @@ from urllib.parse import urlsplit
 from .errors import UserError
 
 
+NOT_CHECKED = "not checked"  # a row after a failed one in the same check
+
+
 @dataclass
 class Row:
     name: str
@@ -323,7 +326,7 @@ def _run_one(settings, names, check, wants_timeout, timeout) -> list[Row]:
         if pending:
             got.append(_fail(pending[0], f"no answer within {timeout:.0f}s",
                              "the service hangs or a firewall drops the packets; check it is up and reachable"))
-            got += [_fail(n, f"not checked: {pending[0]} failed", "") for n in pending[1:]]
+            got += [_fail(n, f"{NOT_CHECKED}: {pending[0]} failed", "") for n in pending[1:]]
     else:
         if failure:
             exc = failure[0]
@@ -331,7 +334,7 @@ def _run_one(settings, names, check, wants_timeout, timeout) -> list[Row]:
             hint = exc.hint if isinstance(exc, UserError) else "run `inv --debug doctor` and report it"
             got.append(_fail(pending[0] if pending else names[-1], message, hint or ""))
         failed = next((row.name for row in got if not row.ok), None)
-        got += [_fail(n, f"not checked: {failed} failed", "") for n in names if n not in {r.name for r in got}]
+        got += [_fail(n, f"{NOT_CHECKED}: {failed} failed", "") for n in names if n not in {r.name for r in got}]
     return got
 
 
@@ -365,9 +368,11 @@ def doctor(settings, as_json: bool = False, timeout: float | None = None) -> lis
         with console.err.status("checking…"):
             rows = run_checks(settings, timeout)
         _table(rows)
-    failed = [r.name for r in rows if not r.ok]
-    if failed:
-        raise UserError(f"{len(failed)} of {len(rows)} checks failed: {', '.join(failed)}",
+    failed = [r.name for r in rows if not r.ok and not r.found.startswith(NOT_CHECKED)]
+    unchecked = sum(1 for r in rows if r.found.startswith(NOT_CHECKED))
+    if failed or unchecked:
+        raise UserError(f"{len(failed)} of {len(rows)} checks failed: {', '.join(failed)}"
+                        + (f" ({unchecked} more not checked)" if unchecked else ""),
                         hint="the fix column says what to do")
     if not as_json:
         console.done(f"all {len(rows)} checks pass")
