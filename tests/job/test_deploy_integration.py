@@ -6,6 +6,7 @@ a real MLflow server (deploy_url), since the domain does not resolve here.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,23 @@ def test_inv_deploy_end_to_end(tmp_path, nomad_double, mlflow_image, registry, s
     assert "mlflow-entrypoint: /mnt/backend_store is not writable" in failed.stderr
     assert "error: " in failed.stderr and "Traceback" not in failed.stderr
     assert nomad_double.job()["TaskGroups"][0]["Tasks"][0]["Resources"]["MemoryMB"] == 512
+
+    # status, logs and rollback as users run them, against what the deploys left
+    status = inv("status", "--json", env=env)
+    assert status.returncode == 0, status.stderr[-2000:]
+    data = json.loads(status.stdout)
+    assert data["job"]["version"] == 2 and data["job"]["image"] == image and data["job"]["up_to_date"] is True
+    logs = inv("logs", "--stderr", "--lines", "1", env=env)
+    assert (logs.returncode, logs.stdout) == (0, "INFO:     Uvicorn running on http://0.0.0.0:5000\n")
+    rollback = inv("rollback", "--to", "1", "--dry-run", env=env)
+    assert rollback.returncode == 0 and "version 2" in rollback.stderr and "version 1" in rollback.stderr
+    missing = inv("rollback", "--to", "9", env=env)
+    assert missing.returncode == 2 and "error: job mlflow has no version 9 (versions: 0, 1, 2)" in missing.stderr
+    assert len(nomad_double.versions()) == 3
+
+
+def test_deploy_help_documents_the_exit_codes():
+    result = inv("--help", "deploy", env=clean_env())
+    assert result.returncode == 0
+    for code in ("10 placement failed", "11 deployment failed", "12 deployment failed and Nomad reverted"):
+        assert code in " ".join(result.stdout.split())
