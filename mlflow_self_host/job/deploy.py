@@ -62,8 +62,14 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
     diff = plan.get("Diff")
     if not diff or diff.get("Type") == "None":
         running = current.get("Version") if current else None
+        latest = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment, settings.job_name)
+        if latest and latest.get("JobVersion") == running and latest.get("Status") == "failed":
+            raise UserError(f"v{version.text} is already registered (job version {running}), but its deployment "
+                            f"failed: {latest.get('StatusDescription')}",
+                            hint="`inv logs --stderr` shows why; deploy a fixed version, or `inv rollback`",
+                            code=follower.EXIT_FAILED)
         console.done(f"already deployed: v{version.text} (job version {running}); nothing registered")
-        return DeployResult("unchanged", image, running, _latest_deployment_id(settings, n))
+        return DeployResult("unchanged", image, running, latest.get("ID") if latest else None)
     console.err.print(f"[bold]job {settings.job_name}[/]: {'would change' if dry_run else 'changes'}")
     plan_view.show(diff)
     if plan.get("FailedTGAllocs"):
@@ -138,11 +144,6 @@ def register(settings, n, job: dict, modify_index: int) -> dict:
                             "registered", hint="someone else deployed meanwhile: run `inv deploy` again to see "
                                                "the new plan", code=1) from None
         raise nomad_api.to_user_error(exc, settings, f"registering job {settings.job_name}") from None
-
-
-def _latest_deployment_id(settings, n) -> str | None:
-    dep = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment, settings.job_name)
-    return dep.get("ID") if dep else None
 
 
 def deploy_url(settings) -> str:

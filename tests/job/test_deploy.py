@@ -105,6 +105,18 @@ def test_auto_revert_is_followed_and_names_the_running_version(nomad_double, cap
     assert "ImportError: no module named mlflow" in capsys.readouterr().err
 
 
+def test_redeploying_a_version_whose_deployment_failed_says_so(nomad_double):
+    nomad_double.next_deployment("failed")
+    settings = job_settings(nomad_double)
+    with pytest.raises(UserError):
+        run(settings, "0.99")
+    with pytest.raises(UserError) as caught:
+        run(settings, "0.99")
+    assert caught.value.code == 11
+    assert "already registered (job version 0), but its deployment failed" in caught.value.message
+    assert len(nomad_double.registrations()) == 1
+
+
 def test_unplaceable_job_exits_10_and_registers_nothing(nomad_double):
     nomad_double.next_deployment("unplaceable")
     with pytest.raises(UserError) as caught:
