@@ -169,6 +169,9 @@ def configure_host(c, dry_run=False, ansible=False, accept_host_key=False, ask_s
 def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False, accept_host_key=False):
     """Configure the host, build and push v{version}, plan and register the job, follow it to healthy.
 
+    The image is built only when the engine lacks v{version} (`inv build` rebuilds it) and pushed only
+    when the registry's tag is not this image: a second deploy with nothing new changes nothing.
+
     Exit codes: 0 healthy (or already deployed); 10 placement failed; 11 deployment failed;
     12 deployment failed and Nomad reverted to the previous version; 13 healthy in Nomad but the
     service URL (deploy_url, default http://{domain}/) does not answer; 2 the registry lacks the tag;

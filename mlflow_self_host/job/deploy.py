@@ -103,15 +103,20 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
 
 
 def _build_and_push(settings, version: Version, dry_run: bool) -> None:
+    """Build v{version} only when the engine lacks it (a version tag is a release: `inv build` rebuilds
+    on purpose), then push it unless the registry's tag already is this image: a re-run sends nothing."""
     from .. import console
     from ..image import build, engine, push
 
-    build.build(settings, version, dry_run=dry_run)
-    if dry_run:
-        docker = engine.client(required=False)
-        if docker is None or not engine.has_image(docker, settings.image_ref(version.text)):
+    ref = settings.image_ref(version.text)
+    docker = engine.client(required=not dry_run)
+    if docker is not None and engine.has_image(docker, ref):
+        console.info(f"{ref} is built (`inv build` rebuilds it)")
+    else:
+        build.build(settings, version, dry_run=dry_run)
+        if dry_run:
             # push --dry-run refuses an image that is not built; here the build comes first
-            console.info(f"push {settings.image_ref(version.text)}: after the build")
+            console.info(f"push {ref}: after the build")
             return
     push.push(settings, version, dry_run=dry_run)
 

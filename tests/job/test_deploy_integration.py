@@ -77,9 +77,17 @@ def test_inv_deploy_end_to_end(tmp_path, nomad_double, mlflow_image, registry, s
     assert job["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == image and job["Stable"] is True
     assert f"deployed v{version}: job version 0, {local_mlflow.url}/" in first.stderr
 
-    again = inv("deploy", "--skip-build", env=env)
+    # a second deploy with nothing new: no build, no push, no host change, nothing registered
+    image_id = docker_engine_service.client().images.get(image).id
+    digest = registry.digest(name, f"v{version}")
+    hcl_stat = (tmp_path / "host" / "nomad.d" / "client.hcl").stat()
+    again = inv("deploy", env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"already deployed: v{version}" in again.stderr
+    assert "building" not in again.stderr and "pushed" not in again.stderr
+    assert docker_engine_service.client().images.get(image).id == image_id
+    assert registry.digest(name, f"v{version}") == digest
+    assert (tmp_path / "host" / "nomad.d" / "client.hcl").stat().st_mtime_ns == hcl_stat.st_mtime_ns
     assert len(nomad_double.registrations()) == 1
 
     # a change that fails its health checks: Nomad rolls back to version 0, exit 12, one red line
