@@ -20,7 +20,7 @@
 #   MLFLOW_DB_UPGRADE             true             run `mlflow db upgrade` (schema migration) first
 #   MLFLOW_SERVER_EXTRA_ARGS      (empty)          more `mlflow server` options, split on spaces
 #
-# Every value also reaches `mlflow server` as a flag, so `ps` shows what is served. The server is
+# Every value is passed to the server as a `mlflow server` flag. The server is
 # exec'd: it gets the container's signals directly.
 set -eu
 
@@ -58,8 +58,11 @@ if [ "$MLFLOW_DB_UPGRADE" = "true" ]; then
   mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"
 fi
 
+# mlflow-serve.py is `mlflow server` that execs the web server instead of waiting for it (one
+# process, ~190 MiB less); it sits beside this script in the image and in docker/.
+serve="$(dirname "$0")/mlflow-serve.py"
 # shellcheck disable=SC2086 # MLFLOW_SERVER_EXTRA_ARGS is split on purpose
-exec mlflow server \
+exec python "$serve" \
   --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
   --serve-artifacts \
   --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
