@@ -1,4 +1,8 @@
-"""A real MLflow tracking server, run natively (the installed mlflow) on a loopback port.
+"""A real MLflow tracking server, run natively on a loopback port.
+
+It runs from the same virtual environment `inv up` creates for its native mode (local.ensure_venv:
+the image's pinned MLflow and requirements, made once per machine and cached), so the tests need no
+MLflow server in their own environment (the project depends on mlflow-skinny, the client, only).
 
 SQLite store and artifacts in a folder laid out like local mode's ./data (backend/mlflow.db,
 artifacts/), so backup and restore can point at it.
@@ -7,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,18 @@ class MLflowServer:
     log: Path
 
 
+def server_python() -> str:
+    """The native server venv's python (created on first use, about a minute)."""
+    from mlflow_self_host import local
+    from mlflow_self_host.errors import UserError
+    from mlflow_self_host.settings import PROJECT_ROOT, Settings
+
+    try:
+        return str(local.ensure_venv(Settings.load(root=PROJECT_ROOT, env={})) / "bin" / "python")
+    except UserError as exc:
+        unavailable(f"cannot make the MLflow server environment: {exc}")
+
+
 def start(data: Path, timeout: float = 120) -> MLflowServer:
     (data / "backend").mkdir(parents=True, exist_ok=True)
     (data / "artifacts").mkdir(parents=True, exist_ok=True)
@@ -31,7 +46,7 @@ def start(data: Path, timeout: float = 120) -> MLflowServer:
     log = data / "mlflow-server.log"
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+        [server_python(), "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
          "--artifacts-destination", str(data / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
         stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
