@@ -17,7 +17,3 @@ class UserError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
-
-class NotBuiltYet(UserError):
-    def __init__(self, task: str):
-        super().__init__(f"`inv {task}` is not built yet", hint="see the open issues", code=3)
