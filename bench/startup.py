@@ -3,7 +3,6 @@
 Target: within 1.3x of the floor. Run: python3 bench/startup.py [--runs N]
 """
 import argparse
-import shutil
 import sys
 
 from common import median, timed, write_section

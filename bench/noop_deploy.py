@@ -1,0 +1,114 @@
+"""No-op deploy: a second `inv deploy` right after a successful one, vs the first.
+
+Real engine, registry and SSH server (tests/services), the Nomad HTTP double (tests/doubles/nomad.py),
+`inv deploy` run as users run it. Each round is a real first deploy: a fresh Nomad client folder, a
+fresh double, a fresh registry, and an engine without the image or its layers (a private dockerd: the
+image is removed with its layers after each round; only the base stays). Target: the second under 10%
+of the first, and it builds, pushes, restarts and registers nothing (counted from what it did).
+Run: python3 bench/noop_deploy.py [--rounds N]   (ignores DOCKER_HOST: it needs an engine of its own)
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from common import ROOT, median, write_section
+from services import engine, registry, stand_in_base
+
+HOST_KEYS = ("host", "ssh_port", "ssh_user", "ssh_key", "known_hosts", "nomad_client_config", "backend_path",
+             "artifacts_path", "job_dir", "folder_owner", "folder_group", "nomad_restart_command", "nomad_addr",
+             "nomad_health_timeout")
+
+
+def inv_deploy(env) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "invoke", "deploy"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=900)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"inv deploy failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return elapsed, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    from tests.services import ssh_server
+
+    ssh_server.ensure_user("nomad", sudo=False)
+    firsts, seconds, counts = [], [], []
+    os.environ.pop("DOCKER_HOST", None)
+    with engine() as eng, tempfile.TemporaryDirectory(prefix="msh-bench-deploy-") as tmp:
+        client = eng.client()
+        base = stand_in_base(client)
+        sshd = ssh_server.start(Path(tmp) / "sshd")
+        try:
+            for n in range(args.rounds):
+                with registry() as reg:
+                    one_round(n, eng, client, base, sshd, reg, Path(tmp), firsts, seconds, counts)
+        finally:
+            ssh_server.stop(sshd)
+    report(args, firsts, seconds, counts)
+
+
+def one_round(n, eng, client, base, sshd, reg, tmp, firsts, seconds, counts) -> None:
+    from tests.doubles.nomad import NomadDouble
+    from tests.host.conftest import make_nomad_host
+
+    double = NomadDouble(step=0.05)
+    host = make_nomad_host(tmp / f"host{n}", sshd, double.address)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_", "PIHOLE_"))}
+    env.update({f"MSH_{k.upper()}": str(host.settings[k]) for k in HOST_KEYS})
+    name = f"msh-bench-deploy-{uuid.uuid4().hex[:6]}"
+    env.update(DOCKER_HOST=eng.base_url, MSH_REGISTRY=reg.address, MSH_IMAGE=name, MSH_BASE_IMAGE=base,
+               MSH_DEPLOY_POLL="0.05", MSH_DEPLOY_CHECK="false")
+    first, _ = inv_deploy(env)
+    ref = f"{reg.address}/{name}:v{(ROOT / 'version.txt').read_text().strip()}"
+    image_id, restarts_before = client.images.get(ref).id, _lines(host.restarts_file)
+    registered_before, digest_before = len(double.registrations()), reg.digest(name, ref.rsplit(":", 1)[1])
+    second, result = inv_deploy(env)
+    counts.append({
+        "builds": int(client.images.get(ref).id != image_id) + result.stderr.count("building "),
+        "pushes": int(reg.digest(name, ref.rsplit(":", 1)[1]) != digest_before) + result.stderr.count("pushed "),
+        "restarts": _lines(host.restarts_file) - restarts_before,
+        "registers": len(double.registrations()) - registered_before,
+    })
+    firsts.append(first)
+    seconds.append(second)
+    double.stop()
+    client.images.remove(ref)  # with its layers: the next round builds cold
+
+
+
+
+def report(args, firsts, seconds, counts) -> None:
+    f, s = median(firsts), median(seconds)
+    total = {k: sum(c[k] for c in counts) for k in counts[0]}
+    met = s / f < 0.10 and not any(total.values())
+    body = f"""## No-op deploy
+
+Command: `python3 bench/noop_deploy.py --rounds {args.rounds}` (real engine, registry and sshd; Nomad double;
+service check off in both)
+
+| `inv deploy` | median | ratio to the first |
+| --- | --- | --- |
+| first (configure host, cold build, push, register, follow to healthy) | {f:.1f} s | 1.00x |
+| second, right after (nothing new) | {s:.2f} s | {s / f:.3f}x ({'met' if met else 'MISSED'}: target < 0.10x, nothing done) |
+
+What the second deploys did, over {args.rounds} rounds: {total['builds']} builds, {total['pushes']} pushes,
+{total['restarts']} Nomad restarts, {total['registers']} job registrations.
+"""
+    write_section("noop_deploy", body)
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+if __name__ == "__main__":
+    main()
