@@ -5,28 +5,20 @@ registry is reachable here; on a machine that can pull, pass --base python:3.12-
 Run: python3 bench/image_size.py
 """
 import argparse
-import os
-import uuid
 
 from common import ROOT, write_section
-from services import engine, stand_in_base
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", help="base image for both (default: the local stand-in)")
     args = parser.parse_args()
-    from mlflow_self_host.image import build
-    from mlflow_self_host.settings import Settings
-    from mlflow_self_host.version import Version
+    from services import project_image
 
-    with engine() as eng:
-        os.environ["DOCKER_HOST"] = eng.base_url
-        client = eng.client()
-        base = args.base or stand_in_base(client)
-        name = f"msh-bench-size-{uuid.uuid4().hex[:6]}"
-        settings = Settings.load(root=ROOT, overrides={"registry": "bench.local", "image": name, "base_image": base})
-        ours = client.images.get(build.build(settings, Version("0.0.1")))
+    with project_image("msh-bench-size", base=args.base) as (client, settings, version):
+        base = settings.base_image
+        ours = client.images.get(settings.image_ref(version.text))
+        name = settings.image
         seed_tag = f"{name}-seed:latest"
         for _ in client.api.build(path=str(ROOT / "bench" / "seed"), tag=seed_tag, buildargs={"BASE_IMAGE": base},
                                   network_mode="host", forcerm=True, pull=False, decode=True):
@@ -47,8 +39,7 @@ Command: `python3 bench/image_size.py` (both built in the same run from `{base}`
 | ours (docker/Dockerfile) | {mib(o)} | {mib(o - base_size)} | {ratio:.2f}x ({'met' if ratio < 0.5 else 'MISSED'}: target < 0.50x) |
 """
         write_section("image_size", body)
-        for tag in (seed_tag, settings.image_ref("0.0.1")):
-            client.images.remove(tag, noprune=True)
+        client.images.remove(seed_tag, noprune=True)
 
 
 if __name__ == "__main__":

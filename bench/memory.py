@@ -19,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import ROOT, write_section  # noqa: E402 (sets sys.path)
+from common import write_section  # (sets sys.path)
 
 CONFIGS = [
     ("1 worker, job execution off (default)", {"MLFLOW_WORKERS": "1"}),
@@ -82,26 +82,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40, help="runs in the logging load")
     args = parser.parse_args()
 
-    import uuid as _uuid
+    from services import project_image
 
-    from mlflow_self_host.image import build
-    from mlflow_self_host.settings import Settings
-    from mlflow_self_host.version import Version
-    from services import engine as bench_engine, stand_in_base
-
-    with bench_engine() as eng:
-        os.environ["DOCKER_HOST"] = eng.base_url
-        client = eng.client()
-        settings = Settings.load(root=ROOT, overrides={
-            "registry": "bench.local", "image": f"msh-bench-mem-{_uuid.uuid4().hex[:6]}",
-            "base_image": stand_in_base(client)})
-        version = Version("0.0.1")
-        build.build(settings, version)
+    with project_image("msh-bench-mem") as (client, settings, version):
         ref = settings.image_ref(version.text)
-        try:
-            results = [(name, measure(client, ref, env, args.limit, args.runs)) for name, env in CONFIGS]
-        finally:
-            client.images.remove(ref, noprune=True)
+        results = [(name, measure(client, ref, env, args.limit, args.runs)) for name, env in CONFIGS]
     rows = []
     share = lambda mib: f"{mib / 512:.0%}" if mib else "-"  # noqa: E731 - of the seed job's 512 MB
     for name, r in results:

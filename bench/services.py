@@ -5,7 +5,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-import common  # noqa: F401 - puts the project on sys.path
+import common  # puts the project on sys.path
 
 from tests.services import base_image, docker_engine, registry as registry_service
 
@@ -37,3 +37,34 @@ def registry():
 
 def stand_in_base(client) -> str:
     return base_image.ensure(client)
+
+
+VERSION = "0.0.1"
+
+
+@contextlib.contextmanager
+def project_image(prefix: str, build: bool = True, base: str | None = None):
+    """(client, settings, version) for a bench-only image name, built from docker/ (unless build=False)
+    on the stand-in base (or ``base``); the tags it made are removed afterwards, the layers kept."""
+    import os
+    import uuid
+
+    from mlflow_self_host.image import build as image_build
+    from mlflow_self_host.settings import Settings
+    from mlflow_self_host.version import Version
+
+    with engine() as eng:
+        os.environ["DOCKER_HOST"] = eng.base_url  # the package finds the engine as users' tasks do
+        client = eng.client()
+        settings = Settings.load(root=common.ROOT, overrides={
+            "registry": "bench.local", "image": f"{prefix}-{uuid.uuid4().hex[:6]}",
+            "base_image": base or stand_in_base(client)})
+        version = Version(VERSION)
+        if build:
+            image_build.build(settings, version)
+        try:
+            yield client, settings, version
+        finally:
+            for image in client.images.list(name=settings.image_repo()):
+                for tag in image.tags:
+                    client.images.remove(tag, noprune=True)

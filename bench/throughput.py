@@ -14,8 +14,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from common import ROOT, median, write_section
-from services import engine, stand_in_base
+from common import median, write_section
 
 THREADS = 4
 
@@ -68,20 +67,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--metrics", type=int, default=300)
     args = parser.parse_args()
-    from mlflow_self_host.image import build
-    from mlflow_self_host.settings import Settings
-    from mlflow_self_host.version import Version
+    from services import project_image
     from tests.services import free_port
 
     os.environ.setdefault("MSH_QUIET", "1")
-    with engine() as eng:
-        os.environ["DOCKER_HOST"] = eng.base_url
-        client = eng.client()
-        settings = Settings.load(root=ROOT, overrides={
-            "registry": "bench.local", "image": f"msh-bench-tp-{uuid.uuid4().hex[:6]}",
-            "base_image": stand_in_base(client)})
-        version = Version("0.0.1")
-        build.build(settings, version)
+    with project_image("msh-bench-tp") as (client, settings, version):
         ref = settings.image_ref(version.text)
         results = {}
         for label, ours in (("MLflow defaults (`mlflow server`, no tuning)", False), ("ours (as deployed, 512m)", True)):
@@ -94,7 +84,6 @@ def main() -> None:
             finally:
                 container.remove(force=True)
                 shutil.rmtree(data, ignore_errors=True)
-        client.images.remove(ref, noprune=True)
     (base_label, (br, bm)), = [(k, v) for k, v in results.items() if not k.startswith("ours")]
     rows = "\n".join(f"| {k} | {r:.1f} | {r / br:.2f}x | {m:.1f} | {m / bm:.2f}x |" for k, (r, m) in results.items())
     body = f"""## Throughput through the MLflow client
