@@ -244,9 +244,12 @@ def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=Fals
     "list": "show the next version for each part and exit",
     "allow_dirty": "release from a git tree with uncommitted or untracked files",
     "no_deploy": "stop after pushing the image",
+    "skip_host": "deploy without running configure-host first",
+    "accept_host_key": "accept and record an unknown SSH host key (deploy's configure-host step)",
     "dry_run": DRY_RUN,
 })
-def release(c, bump=None, set=None, list=False, allow_dirty=False, no_deploy=False, dry_run=False):
+def release(c, bump=None, set=None, list=False, allow_dirty=False, no_deploy=False, skip_host=False,
+            accept_host_key=False, dry_run=False):
     """Bump version.txt, commit, tag, build, push v{new} and latest, deploy.
 
     Refuses a dirty tree, an existing tag v{new} (git or registry) before changing anything. A failure
@@ -256,7 +259,7 @@ def release(c, bump=None, set=None, list=False, allow_dirty=False, no_deploy=Fal
     from mlflow_self_host import release as rel
 
     rel.release(_settings(), bump=bump, set_version=set, list_only=list, allow_dirty=allow_dirty,
-                deploy=not no_deploy, dry_run=dry_run)
+                deploy=not no_deploy, dry_run=dry_run, skip_host=skip_host, accept_host_key=accept_host_key)
 
 
 # --- operations ----------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ class Release:
     current: Version
     new: Version
     deploy: bool
+    skip_host: bool = False  # passed to the deploy step
+    accept_host_key: bool = False
 
     @property
     def tag(self) -> str:
@@ -214,7 +216,8 @@ def run(rel: Release) -> ReleaseResult:
             console.step(f"deploy {rel.image_ref} to {s.nomad_addr}")
             from .job import deploy as job_deploy
 
-            outcome = job_deploy.deploy(s, rel.new, skip_build=True)
+            outcome = job_deploy.deploy(s, rel.new, skip_build=True, skip_host=rel.skip_host,
+                                        accept_host_key=rel.accept_host_key)
             result.job_version = getattr(outcome, "job_version", None)
             result.deploy_status = getattr(outcome, "status", None)
             result.url = getattr(outcome, "url", None) or s.service_url()
@@ -281,7 +284,8 @@ def show_list(current: Version) -> None:
 
 # --- the task ------------------------------------------------------------------------------------
 def release(settings: Settings, bump: str | None = None, set_version: str | None = None, list_only: bool = False,
-            allow_dirty: bool = False, deploy: bool = True, dry_run: bool = False) -> ReleaseResult | None:
+            allow_dirty: bool = False, deploy: bool = True, dry_run: bool = False, skip_host: bool = False,
+            accept_host_key: bool = False) -> ReleaseResult | None:
     """`inv release`: returns the result (None for --list and --dry-run)."""
     from . import console, plan as plans
 
@@ -289,7 +293,7 @@ def release(settings: Settings, bump: str | None = None, set_version: str | None
     if list_only:
         show_list(current)
         return None
-    rel = Release(settings, current, target_version(current, bump, set_version), deploy)
+    rel = Release(settings, current, target_version(current, bump, set_version), deploy, skip_host, accept_host_key)
     if rel.new.numbers < current.numbers:
         console.warn(f"{rel.new} is lower than the current {current}")
     check(rel, allow_dirty=allow_dirty)

@@ -403,3 +403,17 @@ def test_two_releases_deploy_each_pinned_tag_and_a_failed_deploy_keeps_the_relea
     assert git(repo, "status", "--porcelain") == ""
     assert registry.tags(settings.image) == ["latest", "v0.100", "v0.100.1"]
     assert registry.digest(settings.image, "latest") == registry.digest(settings.image, "v0.100.1")
+
+
+@pytest.mark.slow
+def test_skip_host_releases_to_nomad_without_touching_the_host(repo, registry, base_image, engine):
+    """`inv release --skip-host`: no SSH at all (nothing listens on the SSH port), the job is registered."""
+    from tests.doubles.nomad import NomadDouble
+
+    with NomadDouble(step=0.05) as nomad:
+        settings = load(repo, registry, base_image=base_image, nomad_addr=nomad.address, deploy_poll="0.03",
+                        deploy_timeout=60, deploy_check=False, host="127.0.0.1", ssh_port=free_port())
+        result = rel.release(settings, bump="minor", skip_host=True)
+        image = nomad.job()["TaskGroups"][0]["Tasks"][0]["Config"]["image"]
+    assert image == f"{registry.address}/{settings.image}:v0.100"
+    assert result.deploy_status == "deployed" and result.job_version == 0
