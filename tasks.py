@@ -103,8 +103,9 @@ def pushlatest(c, dry_run=False):
     "docker": "require the Docker engine (fail instead of falling back to a native server)",
     "port": "local port (default: setting local_port, 5000)",
     "base_image": "base image if the image must be built first",
+    "dry_run": DRY_RUN,
 })
-def up(c, docker=False, port=None, base_image=None):
+def up(c, docker=False, port=None, base_image=None, dry_run=False):
     """Run MLflow locally with ./data mounted, wait until healthy, print the URL.
 
     In a container on the Docker engine (built first if needed); with no engine reachable, natively
@@ -114,15 +115,15 @@ def up(c, docker=False, port=None, base_image=None):
     from mlflow_self_host.local import up as local_up
 
     settings = _settings(local_port=port, base_image=base_image)
-    local_up(settings, _version(settings), require_docker=docker)
+    local_up(settings, _version(settings), require_docker=docker, dry_run=dry_run)
 
 
-@task
-def down(c):
+@task(help={"dry_run": DRY_RUN})
+def down(c, dry_run=False):
     """Stop the local MLflow; ./data is kept."""
     from mlflow_self_host.local import down as local_down
 
-    local_down(_settings())
+    local_down(_settings(), dry_run=dry_run)
 
 
 @task(help={

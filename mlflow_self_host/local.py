@@ -65,11 +65,16 @@ def server_env(settings, backend_uri: str, artifacts: str, host: str) -> dict:
 
 
 # --- up / down -----------------------------------------------------------------------------------
-def up(settings, version, require_docker: bool = False) -> str:
+def up(settings, version, require_docker: bool = False, dry_run: bool = False) -> str:
     """Start the local MLflow (container, or natively without an engine); returns its URL."""
     folders = Folders.of(settings)
     engine = engine_mod.client(required=require_docker)
     native_pid = _native_pid(folders)
+    if dry_run:
+        from .plan import show
+
+        show(plan_up(settings, version, engine, folders, native_pid), dry_run=True)
+        return url(settings)
     if native_pid:
         if engine is not None and require_docker:
             raise UserError(f"a native MLflow (pid {native_pid}) already serves {folders.data}",
@@ -84,11 +89,52 @@ def up(settings, version, require_docker: bool = False) -> str:
     return _up_native(settings, folders)
 
 
-def down(settings) -> None:
+def plan_up(settings, version, engine, folders: Folders, native_pid: int | None):
+    """What `inv up` would do, read from the engine, ./data and the cache (nothing is changed)."""
+    from .plan import Plan
+
+    plan = Plan(f"local MLflow on {url(settings)}")
+    if native_pid:
+        return plan  # already running natively
+    if engine is not None:
+        ref = settings.image_ref(version.text)
+        existing = _container(engine, settings)
+        if existing is not None and existing.status == "running" and _same(existing, engine, ref, settings):
+            return plan
+        if not engine_mod.has_image(engine, ref):
+            plan.add("build", ref, f"from {settings.base_image}")
+        if existing is not None:
+            plan.add("replace", f"container {existing.name}", f"it is {existing.status}")
+        plan.add("run", f"container {settings.local_container}",
+                 f"{ref}, host network, port {settings.local_port}, memory {settings.memory} MB")
+    else:
+        venv = venv_dir(settings)
+        if not (venv / VENV_MARKER).exists():
+            plan.add("create", str(venv), f"virtual environment with {mlflow_pin(settings)}")
+        plan.add("start", "native MLflow server", f"port {settings.local_port}, pid in {folders.pid_file}")
+    for folder in (folders.backend, folders.artifacts):
+        if not folder.is_dir():
+            plan.add("create", str(folder), f"owned by uid {SERVER_UID}" if engine is not None else "")
+    return plan
+
+
+def down(settings, dry_run: bool = False) -> None:
     """Stop the local MLflow (container and/or native server); ./data is kept."""
     folders = Folders.of(settings)
     stopped = []
     engine = engine_mod.client(required=False)
+    if dry_run:
+        from .plan import Plan, show
+
+        plan = Plan("local MLflow")
+        container = _container(engine, settings) if engine is not None else None
+        if container is not None:
+            plan.add("stop", f"container {container.name}", "and remove it; ./data is kept")
+        pid = _native_pid(folders)
+        if pid:
+            plan.add("stop", f"native server (pid {pid})", "./data is kept")
+        show(plan, dry_run=True)
+        return
     if engine is not None:
         container = _container(engine, settings)
         if container is not None:

@@ -134,3 +134,29 @@ def test_up_on_a_port_in_use_says_so(native_settings):
 def test_down_when_nothing_runs_is_no_change(native_settings, capfd):
     local.down(native_settings)
     assert "no change" in capfd.readouterr().err
+
+
+def test_dry_run_plans_the_container_and_starts_nothing(container_settings, docker_client, capfd):
+    settings = container_settings
+    local.up(settings, VERSION, require_docker=True, dry_run=True)
+    err = capfd.readouterr().err
+    assert f"container {settings.local_container}" in err and "dry run: nothing was changed" in err
+    assert settings.local_container not in [c.name for c in docker_client.containers.list(all=True)]
+    assert not settings.path(settings.local_data_dir).exists()
+
+    local.up(settings, VERSION, require_docker=True)
+    local.up(settings, VERSION, dry_run=True)  # running: nothing to do
+    assert "no change" in capfd.readouterr().err
+    local.down(settings, dry_run=True)
+    assert "stop" in capfd.readouterr().err
+    assert docker_client.containers.get(settings.local_container).status == "running"
+
+
+def test_native_dry_run_starts_nothing(native_settings, capfd):
+    local.up(native_settings, VERSION, dry_run=True)
+    err = capfd.readouterr().err
+    assert "native MLflow server" in err and "dry run: nothing was changed" in err
+    assert not local.Folders.of(native_settings).pid_file.exists()
+    from tests.services import port_open
+
+    assert not port_open(native_settings.local_port)
