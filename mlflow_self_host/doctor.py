@@ -15,7 +15,7 @@ import threading
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
-from .errors import UserError
+from .errors import UserError, connection_reason
 
 
 NOT_CHECKED = "not checked"  # a row after a failed one in the same check
@@ -73,7 +73,7 @@ def check_docker(settings, timeout):
     try:
         info = _docker(timeout).version()
     except Exception as exc:  # noqa: BLE001 - any failure means: not reachable
-        yield _fail("Docker engine", f"not reachable at {where}: {_reason(exc)}",
+        yield _fail("Docker engine", f"not reachable at {where}: {connection_reason(exc)}",
                     "start it (`sudo systemctl start docker`), join the docker group, or set DOCKER_HOST")
         return
     yield Row("Docker engine", True, f"Docker {info.get('Version', '?')} (API {info.get('ApiVersion', '?')}) at {where}")
@@ -91,7 +91,7 @@ def _registry_scheme(registry: str, timeout: float) -> tuple[str | None, str]:
             seen = f"TLS error: {_first_line(exc)}"
             continue
         except requests.exceptions.RequestException as exc:
-            seen = _reason(exc)
+            seen = connection_reason(exc)
             continue
         if resp.status_code in (200, 401):
             return scheme, f"HTTP {resp.status_code}"
@@ -277,7 +277,7 @@ def check_service(settings, timeout):
     try:
         resp = requests.get(url + "version", timeout=_inner(timeout))
     except requests.exceptions.RequestException as exc:
-        yield _fail("service URL", f"{url}: {_reason(exc)}",
+        yield _fail("service URL", f"{url}: {connection_reason(exc)}",
                     "is the job healthy (`inv status`)? does the domain resolve here (see the DNS rows)?")
         return
     if resp.status_code == 403 and "host" in resp.text.lower():
@@ -403,20 +403,6 @@ def _q(value: str) -> str:
     import shlex
 
     return shlex.quote(str(value))
-
-
-def _reason(exc) -> str:
-    """What a connection error means, in a few words (not urllib3's repr chain)."""
-    text = str(exc)
-    for needle, meaning in (("NameResolution", "cannot resolve the host name"),
-                            ("Name or service not known", "cannot resolve the host name"),
-                            ("Connection refused", "connection refused"),
-                            ("No such file or directory", "no socket there"),
-                            ("timed out", "timed out"), ("Timeout", "timed out"),
-                            ("No route to host", "no route to host")):
-        if needle in text:
-            return meaning
-    return _first_line(exc)
 
 
 def _first_line(exc) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import console
-from .errors import UserError
+from .errors import UserError, connection_reason
 
 EXPERIMENT = "mlflow-self-host-smoke"
 EXIT_SMOKE_FAILED = 10
@@ -48,7 +48,7 @@ def _get(url: str, headers: dict | None = None):
     try:
         return requests.get(url, headers=headers or {}, timeout=15)
     except requests.exceptions.RequestException as exc:
-        raise UserError(f"no MLflow answers at {url}: {_reason(exc)}",
+        raise UserError(f"no MLflow answers at {url}: {connection_reason(exc)}",
                         hint="start it with `inv up`, or pass --url of a running server",
                         code=EXIT_SMOKE_FAILED) from None
 
@@ -132,11 +132,3 @@ def _log_and_read_back(client, url: str, host_header: str, token: str) -> SmokeR
 def _expect(ok: bool, what: str, got) -> None:
     if not ok:
         raise UserError(f"the {what} read back is not what was logged (got {got!r})", code=EXIT_SMOKE_FAILED)
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
-        if marker in text:
-            return marker.lower()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

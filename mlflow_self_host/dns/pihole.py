@@ -18,7 +18,7 @@ from urllib.parse import quote
 import requests
 
 from .. import plan as plans
-from ..errors import UserError
+from ..errors import UserError, connection_reason
 from .record import Record, RecordPlan, plan_record
 
 TIMEOUT = 15
@@ -107,7 +107,7 @@ class PiHole:
             raise UserError(f"Pi-hole at {self.where} did not answer within {TIMEOUT}s",
                             hint="check that it is up and pihole_url (MSH_PIHOLE_URL) is right") from None
         except requests.exceptions.ConnectionError as exc:
-            raise UserError(f"cannot reach Pi-hole at {self.where}: {_connection_reason(exc)}",
+            raise UserError(f"cannot reach Pi-hole at {self.where}: {connection_reason(exc)}",
                             hint="check that it is up and pihole_url (MSH_PIHOLE_URL) is right") from None
         except requests.exceptions.RequestException as exc:
             raise UserError(f"request to Pi-hole at {self.where} failed: {_first_line(str(exc))}",
@@ -298,16 +298,3 @@ def sync(settings, wanted: Record, remove: bool = False, dry_run: bool = False) 
 
 def _first_line(text: str) -> str:
     return (text.strip().splitlines() or [""])[0]
-
-
-def _connection_reason(exc: Exception) -> str:
-    text = str(exc)
-    for needle, reason in (("Connection refused", "connection refused"),
-                           ("Name or service not known", "unknown host name"),
-                           ("nodename nor servname", "unknown host name"),
-                           ("Temporary failure in name resolution", "unknown host name"),
-                           ("No route to host", "no route to host"),
-                           ("Network is unreachable", "network unreachable")):
-        if needle in text:
-            return reason
-    return _first_line(text)[:160]

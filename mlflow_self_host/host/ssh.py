@@ -184,7 +184,7 @@ class Remote:
                 r = self.conn.run(f"sudo -n -- sh -c {shlex.quote(cmd)}", hide=True, warn=True, in_stream=False)
         except AuthFailure:
             raise UserError(f"sudo on {self.where} refused the password",
-                            hint=f"check MSH_SUDO_PASSWORD, or unset it and use --ask-sudo-pass") from None
+                            hint="check MSH_SUDO_PASSWORD, or unset it and use --ask-sudo-pass") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise UserError(f"SSH connection to {self.where} failed: {exc}",
                             hint="check the host and run again") from None

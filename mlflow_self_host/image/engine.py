@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import UserError
+from ..errors import UserError, connection_reason
 
 # Builds and pushes stream for minutes: a long read timeout, not the SDK's 60 s.
 TIMEOUT = 600
@@ -26,22 +26,14 @@ def client(required: bool = True):
         engine.ping()
         return engine
     except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
-        last_failure = _reason(exc)
+        last_failure = connection_reason(exc)
         if not required:
             return None
         raise UserError(
-            f"no Docker engine at {describe()}: {_reason(exc)}",
+            f"no Docker engine at {describe()}: {connection_reason(exc)}",
             hint="start dockerd (`systemctl start docker`) or point DOCKER_HOST at a running engine",
             code=EXIT_NO_ENGINE,
         ) from None
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for marker in ("No such file or directory", "Connection refused", "Permission denied", "timed out"):
-        if marker in text:
-            return marker.lower()
-    return (text.splitlines() or ["unreachable"])[0][:200]
 
 
 def has_image(engine, ref: str) -> bool:

@@ -5,7 +5,7 @@ Credentials: ``registry_username`` with MSH_REGISTRY_PASSWORD, basic or token au
 """
 from __future__ import annotations
 
-from ..errors import UserError
+from ..errors import UserError, connection_reason
 
 EXIT_REGISTRY_UNREACHABLE = 7
 EXIT_UNAUTHORIZED = 9
@@ -81,7 +81,7 @@ def _request(settings, method: str, path: str, headers: dict):
             last = "TLS handshake failed"
             continue
         except requests.exceptions.ConnectionError as exc:
-            last = _reason(exc)
+            last = connection_reason(exc)
             if last == "the name does not resolve":
                 break  # it will not resolve over plain HTTP either
             continue
@@ -117,16 +117,3 @@ def _parse_params(text: str):
 
     for key, value in re.findall(r'(\w+)="([^"]*)"', text):
         yield key, value
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for marker, reason in (("Name or service not known", "the name does not resolve"),
-                           ("Temporary failure in name resolution", "the name does not resolve"),
-                           ("nodename nor servname", "the name does not resolve"),
-                           ("Connection refused", "connection refused"),
-                           ("timed out", "timed out"),
-                           ("No route to host", "no route to host")):
-        if marker in text:
-            return reason
-    return text.splitlines()[0][:200] if text else "connection failed"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from ..errors import UserError
+from ..errors import UserError, connection_reason
 
 TIMEOUT = 10  # seconds for one API call
 
@@ -98,26 +98,17 @@ def to_user_error(exc: BaseException, settings, what: str) -> UserError:
         return UserError(f"Nomad: {what} failed (HTTP {code}): {short}")
     cause = getattr(exc, "nomad_resp", exc)
     if isinstance(cause, requests.exceptions.SSLError):
-        return UserError(f"TLS with the Nomad agent at {addr} failed: {_reason(cause)}",
+        return UserError(f"TLS with the Nomad agent at {addr} failed: {connection_reason(cause)}",
                          hint="set nomad_cacert (NOMAD_CACERT) to the CA that signed the agent's certificate, "
                               "or NOMAD_SKIP_VERIFY=true")
     if isinstance(cause, requests.exceptions.Timeout):
         return UserError(f"the Nomad agent at {addr} did not answer in time ({what})",
                          hint="is the agent overloaded or the address wrong? check nomad_addr / NOMAD_ADDR")
     if isinstance(cause, requests.exceptions.ConnectionError):
-        reason = "connection refused" if "refused" in str(cause).lower() else _reason(cause)
+        reason = connection_reason(cause)
         return UserError(f"cannot reach the Nomad agent at {addr}: {reason}",
                          hint="is Nomad running there (`systemctl status nomad`)? check nomad_addr / NOMAD_ADDR")
     return UserError(f"Nomad: {what} failed: {short or type(exc).__name__}")
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "certificate verify failed",
-                   "timed out", "No route to host"):
-        if marker.lower() in text.lower():
-            return marker[0].lower() + marker[1:]
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def call(settings, what: str, fn: Callable, *args, **kwargs):
