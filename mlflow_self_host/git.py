@@ -26,6 +26,15 @@ def run(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return result
 
 
+def output(root: Path, *args: str) -> str:
+    """What git prints, or "" when git is missing, fails or is slow (labels and other nice-to-haves)."""
+    try:
+        result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
 def _out(root: Path, *args: str) -> str:
     return run(root, *args).stdout.strip()
 

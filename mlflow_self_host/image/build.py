@@ -7,10 +7,9 @@ engine lacks the tag (push, pushlatest, up and deploy call it).
 from __future__ import annotations
 
 import datetime
-import subprocess
 from pathlib import Path
 
-from .. import console
+from .. import console, git
 from ..errors import UserError
 from ..plan import Plan, show
 from . import engine as engine_mod
@@ -28,9 +27,9 @@ def build_args(settings, version) -> dict:
     return {
         "BASE_IMAGE": settings.base_image,
         "VERSION": version.text,
-        "REVISION": _git(settings.root, "rev-parse", "HEAD") or "unknown",
+        "REVISION": git.output(settings.root, "rev-parse", "HEAD") or "unknown",
         "CREATED": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "SOURCE": _without_credentials(_git(settings.root, "config", "--get", "remote.origin.url")) or "unknown",
+        "SOURCE": _without_credentials(git.output(settings.root, "config", "--get", "remote.origin.url")) or "unknown",
     }
 
 
@@ -41,12 +40,6 @@ def _without_credentials(url: str) -> str:
     return re.sub(r"//[^/@]*@", "//", url)
 
 
-def _git(root: Path, *args: str) -> str:
-    try:
-        result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def plan(settings, version, no_cache: bool = False) -> Plan:
