@@ -119,9 +119,6 @@ class BackupResult:
     removed: list
     downloaded: str | None = None
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 # --- where the commands run ----------------------------------------------------------------------
 class Host:

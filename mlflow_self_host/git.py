@@ -54,10 +54,6 @@ def dirty_paths(root: Path) -> list[str]:
     return [line for line in run(root, "status", "--porcelain", "--untracked-files=all").stdout.splitlines() if line]
 
 
-def tags(root: Path) -> list[str]:
-    return sorted(_out(root, "tag", "--list").splitlines())
-
-
 def tag_exists(root: Path, tag: str) -> bool:
     return run(root, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}", check=False).returncode == 0
 

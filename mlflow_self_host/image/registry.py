@@ -32,14 +32,6 @@ def digest(settings, tag: str) -> str | None:
     return response.headers.get("Docker-Content-Digest")
 
 
-def tags(settings) -> list[str]:
-    response = _request(settings, "GET", f"/v2/{settings.image}/tags/list", {})
-    if response.status_code == 404:
-        return []
-    _raise_for(settings, response)
-    return sorted(response.json().get("tags") or [])
-
-
 def _raise_for(settings, response) -> None:
     if response.status_code in (401, 403):
         raise unauthorized(settings, f"HTTP {response.status_code}")

@@ -68,10 +68,6 @@ def status_and_text(exc: BaseException) -> tuple[int | None, str]:
     return None, str(resp if resp is not None else exc).strip()
 
 
-def is_not_found(exc: BaseException) -> bool:
-    return status_and_text(exc)[0] == 404
-
-
 def to_user_error(exc: BaseException, settings, what: str) -> UserError:
     """A python-nomad / requests failure as one line the user can act on. Never shows the token."""
     import requests
