@@ -10,6 +10,7 @@ import sys
 from typing import Iterable
 
 from rich.console import Console
+from rich.markup import escape as _rich_escape
 from rich.table import Table
 
 # Results (tables, JSON, the version) go to stdout; progress and messages to stderr.
@@ -23,32 +24,32 @@ def _quiet() -> bool:
 
 def error(message: str, hint: str | None = None) -> None:
     """The one red line of a failure, and what to do next."""
-    err.print(f"[bold red]error:[/] [red]{_escape(message)}[/]")
+    err.print(f"[bold red]error:[/] [red]{escape(message)}[/]")
     if hint:
-        err.print(f"  [dim]→ {_escape(hint)}[/]")
+        err.print(f"  [dim]→ {escape(hint)}[/]")
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {_escape(message)}")
+    err.print(f"[yellow]warning:[/] {escape(message)}")
 
 
 def step(message: str) -> None:
     if not _quiet():
-        err.print(f"[bold cyan]▸[/] {_escape(message)}")
+        err.print(f"[bold cyan]▸[/] {escape(message)}")
 
 
 def done(message: str) -> None:
-    err.print(f"[green]✓[/] {_escape(message)}")
+    err.print(f"[green]✓[/] {escape(message)}")
 
 
 def info(message: str) -> None:
     if not _quiet():
-        err.print(_escape(message))
+        err.print(escape(message))
 
 
 def result(message: str) -> None:
     """A plain result line on stdout (scripts read it)."""
-    out.print(_escape(message))
+    out.print(escape(message))
 
 
 def json(data) -> None:
@@ -62,11 +63,10 @@ def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable], *
     for column in columns:
         t.add_column(column, overflow="fold")
     for row in rows:
-        t.add_row(*[_escape(str(cell)) for cell in row])
+        t.add_row(*[escape(str(cell)) for cell in row])
     (err if to_err else out).print(t)
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(str(text))
+def escape(text: str) -> str:
+    """Text shown as is: rich markup in it (e.g. `[bold]` in a log line) is not interpreted."""
+    return _rich_escape(str(text))

@@ -42,11 +42,11 @@ def show(plan: Plan, *, dry_run: bool = False) -> None:
         console.done(f"{plan.title}: no change")
         return
     head = "would change" if dry_run else "changes"
-    console.err.print(f"[bold]{console._escape(plan.title)}[/]: {head} ({len(plan)})")
+    console.err.print(f"[bold]{console.escape(plan.title)}[/]: {head} ({len(plan)})")
     for change in plan:
-        line = f"  [yellow]{change.action:>8}[/] {console._escape(change.target)}"
+        line = f"  [yellow]{change.action:>8}[/] {console.escape(change.target)}"
         if change.detail:
-            line += f"  [dim]{console._escape(change.detail)}[/]"
+            line += f"  [dim]{console.escape(change.detail)}[/]"
         console.err.print(line)
         if change.diff:
             _show_diff(change.diff)
@@ -59,4 +59,4 @@ def _show_diff(diff: str) -> None:
 
     for line in diff.splitlines():
         style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
-        console.err.print(f"      [{style}]{console._escape(line)}[/]")
+        console.err.print(f"      [{style}]{console.escape(line)}[/]")

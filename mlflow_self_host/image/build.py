@@ -98,7 +98,7 @@ def _follow(events, settings) -> str:
             if line.startswith("Step ") and " : " in line:
                 step = line
                 recent = []
-                console.err.print(f"[bold]{console._escape(line)}[/]")
+                console.err.print(f"[bold]{console.escape(line)}[/]")
             elif line.strip():
                 recent = (recent + [line.strip()])[-5:]
                 console.info(f"  {line}")

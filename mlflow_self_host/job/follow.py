@@ -203,8 +203,8 @@ def show_failures(settings, n, allocs: list, lines: int = 20) -> None:
                 message = event.get("DisplayMessage") or event.get("Message") or event.get("DriverError") \
                     or event.get("DriverMessage") or ""
                 when = time.strftime("%H:%M:%S", time.localtime((event.get("Time") or 0) / 1e9))
-                console.err.print(f"    {when}  {console._escape(event.get('Type', ''))}  "
-                                  f"[dim]{console._escape(message)}[/]")
+                console.err.print(f"    {when}  {console.escape(event.get('Type', ''))}  "
+                                  f"[dim]{console.escape(message)}[/]")
             try:
                 text = job_logs.tail(settings, n, alloc["ID"], task, "stderr", lines)
             except UserError as exc:
@@ -212,4 +212,4 @@ def show_failures(settings, n, allocs: list, lines: int = 20) -> None:
             if text.strip():
                 console.err.print(f"  last stderr lines of {task}:")
                 for line in text.rstrip("\n").splitlines():
-                    console.err.print(f"    [red]{console._escape(line)}[/]")
+                    console.err.print(f"    [red]{console.escape(line)}[/]")

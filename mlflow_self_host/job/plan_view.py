@@ -81,7 +81,7 @@ def show(diff: dict | None) -> None:
     from .. import console
 
     for style, line in lines(diff):
-        console.err.print(f"  [{style}]{console._escape(line)}[/]")
+        console.err.print(f"  [{style}]{console.escape(line)}[/]")
 
 
 def placement_failures(failed: dict | None) -> str:
