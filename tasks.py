@@ -23,11 +23,16 @@ def task(*args, **kwargs):
     return decorate
 
 
+# Flags whose name is not the setting's (`inv up --port` sets local_port): named so in errors and `inv config`.
+FLAG_NAMES = {"local_port": "--port", "ssh_user": "--user", "dns_backend": "--backend",
+              "pihole_insecure": "--insecure"}
+
+
 def _settings(**overrides):
     from mlflow_self_host.settings import Settings
 
     # The project is the folder of this tasks.py (`inv -r DIR` works on another checkout).
-    return Settings.load(root=Path(__file__).resolve().parent, overrides=overrides)
+    return Settings.load(root=Path(__file__).resolve().parent, overrides=overrides, flag_names=FLAG_NAMES)
 
 
 def _version(settings):
@@ -196,11 +201,11 @@ def status(c, json=False):
 
 @task(help={"follow": "keep streaming new lines", "stderr": "show stderr instead of stdout",
             "lines": "how many last lines to show (default 50)"})
-def logs(c, follow=False, stderr=False, lines=50):
+def logs(c, follow=False, stderr=False, lines=None):
     """The running allocation's task logs."""
     from mlflow_self_host.job import logs as job_logs
 
-    job_logs.logs(_settings(), follow=follow, stderr=stderr, lines=int(lines))
+    job_logs.logs(_settings(), follow=follow, stderr=stderr, lines=job_logs.line_count(lines))
 
 
 @task(help={"to": "job version to go back to (default: the previous stable one)", "dry_run": DRY_RUN})

@@ -111,6 +111,7 @@ class Settings:
         root: Path | str = PROJECT_ROOT,
         env: Mapping[str, str] | None = None,
         overrides: Mapping[str, Any] | None = None,
+        flag_names: Mapping[str, str] | None = None,
     ) -> "Settings":
         env = os.environ if env is None else env
         defaults, sections = read_defaults(Path(root))
@@ -131,18 +132,22 @@ class Settings:
                     values[key], sources[key] = env[name], f"env {name}"
                     break
         settings = cls(values, sources, sections, Path(root))
-        return settings.with_overrides(overrides or {})
+        return settings.with_overrides(overrides or {}, flag_names)
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
-        """A copy with task flags applied; ``None`` means the flag was not given."""
+    def with_overrides(self, overrides: Mapping[str, Any], flag_names: Mapping[str, str] | None = None) -> "Settings":
+        """A copy with task flags applied; ``None`` means the flag was not given.
+
+        ``flag_names`` names the flag that set a key when it is not ``--{key}`` (``local_port``: ``--port``).
+        """
         values, sources = dict(self._values), dict(self.sources)
         for key, value in overrides.items():
             if value is None:
                 continue
             if key not in values:
                 raise KeyError(f"unknown setting {key!r}")
-            values[key] = _coerce(key, value, self._values[key], f"--{key.replace('_', '-')}")
-            sources[key] = f"flag --{key.replace('_', '-')}"
+            flag = (flag_names or {}).get(key) or f"--{key.replace('_', '-')}"
+            values[key] = _coerce(key, value, self._values[key], flag)
+            sources[key] = f"flag {flag}"
         return Settings(values, sources, self.sections, self.root)
 
     def __getattr__(self, key: str) -> Any:

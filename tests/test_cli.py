@@ -83,3 +83,13 @@ def test_listing_tasks_imports_nothing_heavy():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "HEAVY:"
+
+
+def test_a_bad_number_flag_is_one_red_line_naming_the_flag(project_copy):
+    logs = inv("logs", "--lines", "many", cwd=project_copy)
+    assert logs.returncode == 2 and "Traceback" not in logs.stderr
+    assert [l for l in logs.stderr.splitlines() if l.startswith("error:")] == \
+        ["error: --lines 'many' is not a number of lines"]
+    up = inv("up", "--port", "http", cwd=project_copy)
+    assert up.returncode == 1 and "Traceback" not in up.stderr
+    assert "error: --port: local_port must be a whole number, not 'http'" in up.stderr

@@ -32,6 +32,19 @@ def pick_allocation(settings, n) -> tuple[dict, bool]:
     return allocs[0], False
 
 
+def line_count(value, default: int = 50) -> int:
+    """``--lines``: a whole number of at least 0 (None: the default)."""
+    if value is None:
+        return default
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise UserError(f"--lines {value!r} is not a number of lines", hint="e.g. inv logs --lines 200", code=2)
+    return count
+
+
 def logs(settings, follow: bool = False, stderr: bool = False, lines: int = 50) -> None:
     from .. import console
 
