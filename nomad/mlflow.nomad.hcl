@@ -48,6 +48,52 @@ variable "workers" {
   default     = 1
 }
 
+variable "user" {
+  type        = string
+  description = "uid:gid the task runs as: the image's user, owner of the two host volume folders."
+  default     = "1000:1000"
+}
+
+# How a new version proves itself. A crashing task is restarted restart_attempts times, restart_delay
+# apart (plus up to 25% jitter), then fails; a task that runs but never passes its check is unhealthy
+# at healthy_deadline. Either fails the deployment at once (no reschedule, see below) and Nomad
+# reverts to the last stable version.
+variable "check_interval" {
+  type        = string
+  description = "How often Nomad asks /health (the first check comes after half of it)."
+  default     = "10s"
+}
+
+variable "min_healthy_time" {
+  type        = string
+  description = "How long the task must run with its check passing to count as healthy."
+  default     = "10s"
+}
+
+variable "healthy_deadline" {
+  type        = string
+  description = "A new allocation not healthy by then is unhealthy."
+  default     = "3m"
+}
+
+variable "progress_deadline" {
+  type        = string
+  description = "A deployment with no allocation turning healthy for this long fails (> healthy_deadline)."
+  default     = "10m"
+}
+
+variable "restart_attempts" {
+  type        = number
+  description = "Restarts of a task that exits, before its allocation fails."
+  default     = 2
+}
+
+variable "restart_delay" {
+  type        = string
+  description = "Wait before each restart."
+  default     = "15s"
+}
+
 job "mlflow" {
   type        = "service"
   region      = var.region
@@ -76,17 +122,27 @@ job "mlflow" {
     }
 
     restart {
-      attempts = 5
-      delay    = "30s"
+      attempts = var.restart_attempts
+      delay    = var.restart_delay
+      interval = "30m"
+      mode     = "fail"
+    }
+
+    # No reschedule: the first allocation that fails (or is unhealthy) fails the deployment at once,
+    # instead of Nomad's default of rescheduling it forever until progress_deadline. With one node and
+    # one SQLite file there is nowhere else to go; a lost node's allocation is still replaced.
+    reschedule {
+      attempts  = 0
+      unlimited = false
     }
 
     # A new version must pass its health check; if it does not, Nomad goes back to the last stable one.
     update {
       max_parallel      = 1
       health_check      = "checks"
-      min_healthy_time  = "10s"
-      healthy_deadline  = "5m"
-      progress_deadline = "10m"
+      min_healthy_time  = var.min_healthy_time
+      healthy_deadline  = var.healthy_deadline
+      progress_deadline = var.progress_deadline
       auto_revert       = true
     }
 
@@ -105,13 +161,14 @@ job "mlflow" {
         name     = "mlflow-health"
         type     = "http"
         path     = "/health"
-        interval = "10s"
+        interval = var.check_interval
         timeout  = "3s"
       }
     }
 
     task "mlflow_app" {
       driver = "docker"
+      user   = var.user
 
       config {
         image = var.image

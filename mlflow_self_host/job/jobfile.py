@@ -20,6 +20,13 @@ def variables(settings, version: str) -> dict:
         "cpu": int(settings.cpu),
         "memory": int(settings.memory),
         "workers": int(settings.workers),
+        "user": settings.image_user,
+        "check_interval": settings.check_interval,
+        "min_healthy_time": settings.min_healthy_time,
+        "healthy_deadline": settings.healthy_deadline,
+        "progress_deadline": settings.progress_deadline,
+        "restart_attempts": int(settings.restart_attempts),
+        "restart_delay": settings.restart_delay,
     }
 
 
