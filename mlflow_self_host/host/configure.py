@@ -1,9 +1,14 @@
 """configure-host: make the Nomad client ready for MLflow over SSH, as the kept playbook does.
 
 1. read facts from the host (client.hcl, folders, job file, users),
-2. compute a plan (``HostPlan``: the changes to show, and the operations that make them),
+2. compute a plan (``HostPlan``: the changes to show, and the operations that make them): the folders
+   first (the two volume folders belong to ``image_user``, the uid:gid the image runs as, compared
+   by number; ``job_dir`` to ``folder_owner:folder_group``), then client.hcl, the job file,
 3. show it; with ``dry_run`` stop there, else apply it step by step,
 4. restart Nomad only when client.hcl changed, then wait for ``/v1/agent/health``.
+
+The folders come before client.hcl: a host that refuses them (an NFS export with root_squash)
+stops the run before client.hcl changes, so the run after the fix still restarts Nomad.
 
 ``use_ansible`` runs ansible/setup_mlflow.yml with the same settings instead (see ``playbook.py``).
 """
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -26,7 +32,11 @@ JOB_FILE_MODE = "0644"
 
 @dataclass
 class Op:
-    """One operation on the host: ``write`` a file, ``folder`` (mkdir/chown/chmod), ``restart``."""
+    """One operation on the host: ``write`` a file, ``folder`` (mkdir/chown/chmod), ``restart``.
+
+    For ``folder``: ``owner``/``group`` None means the owner is right already (no chown), ``mode``
+    None the mode (no chmod); an owner or group made of digits is a number (``chown +1000``).
+    """
 
     kind: str
     path: str = ""
@@ -48,10 +58,21 @@ class HostPlan(Plan):
         self.ops.append(op)
 
 
+@dataclass(frozen=True)
+class Folder:
+    """A folder as wanted: ``owner`` and ``group`` are names, or numbers (digits) that need not name
+    anyone on the host; ``mode`` as "0774"."""
+
+    path: str
+    owner: str
+    group: str
+    mode: str
+
+
 @dataclass
 class HostFacts:
     client_config: bytes | None
-    folders: dict  # path -> (owner, group, mode) | None
+    folders: dict  # path -> (uid, gid, mode, owner name, group name) | None
     job_file: bytes | None
     job_file_stat: tuple | None
     missing_users: list
@@ -66,8 +87,26 @@ def job_target(settings) -> str:
     return posixpath.join(settings.job_dir, os.path.basename(settings.job_file))
 
 
+def image_user(settings) -> tuple[str, str]:
+    """The uid and gid the image runs as (setting ``image_user``, "1000:1000"), as digit strings."""
+    value = str(settings.image_user).strip()
+    match = re.fullmatch(r"(\d+):(\d+)", value)
+    if not match:
+        raise UserError(f"image_user must be the image's UID:GID as numbers, like 1000:1000, not {value!r}",
+                        hint="set image_user (invoke.yaml or MSH_IMAGE_USER) to the uid:gid of the Dockerfile's USER")
+    return str(int(match[1])), str(int(match[2]))
+
+
+def wanted_folders(settings) -> list[Folder]:
+    """The two volume folders for the image's user, then ``job_dir`` for ``folder_owner``."""
+    uid, gid = image_user(settings)
+    mode = _mode(settings.folder_mode)
+    return [Folder(settings.backend_path, uid, gid, mode), Folder(settings.artifacts_path, uid, gid, mode),
+            Folder(settings.job_dir, settings.folder_owner, settings.folder_group, mode)]
+
+
 def folders(settings) -> list[str]:
-    return [settings.backend_path, settings.artifacts_path, settings.job_dir]
+    return [folder.path for folder in wanted_folders(settings)]
 
 
 def read_facts(remote, settings) -> HostFacts:
@@ -78,7 +117,7 @@ def read_facts(remote, settings) -> HostFacts:
     target = job_target(settings)
     return HostFacts(
         client_config=remote.read_bytes(settings.nomad_client_config, sudo=True),
-        folders={path: remote.stat(path, sudo=True) for path in folders(settings)},
+        folders={path: remote.stat_ids(path, sudo=True) for path in folders(settings)},
         job_file=remote.read_bytes(target, sudo=True),
         job_file_stat=remote.stat(target, sudo=True),
         missing_users=missing_users,
@@ -108,6 +147,11 @@ def make_plan(settings, facts: HostFacts, job_content: bytes, host: str = "") ->
         raise UserError(f"group {group} does not exist{where}", hint="create it, or set folder_group / folder_owner")
 
     result = HostPlan(title=f"configure-host{' ' + host if host else ''}")
+    for folder in wanted_folders(settings):
+        change = _folder_change(folder, facts.folders.get(folder.path))
+        if change:
+            result.add_op(*change)
+
     block = client_hcl.client_config_block(settings.backend_path, settings.artifacts_path)
     wanted = client_hcl.with_block(facts.client_config, block)
     if wanted != facts.client_config:
@@ -116,15 +160,7 @@ def make_plan(settings, facts: HostFacts, job_content: bytes, host: str = "") ->
                       Op("write", path, wanted), diff=client_hcl.unified_diff(facts.client_config, wanted, path))
         result.restart = True
 
-    owner, group, mode = settings.folder_owner, settings.folder_group, _mode(settings.folder_mode)
-    for folder in folders(settings):
-        now = facts.folders.get(folder)
-        op = Op("folder", folder, owner=owner, group=group, mode=mode)
-        if now is None:
-            result.add_op("create", folder, f"folder {owner}:{group} {mode}", op)
-        elif now != (owner, group, mode):
-            result.add_op("update", folder, _attr_change(now, (owner, group, mode)), op)
-
+    owner = settings.folder_owner
     target = job_target(settings)
     wanted_attrs = (owner, owner, JOB_FILE_MODE)
     op = Op("write", target, job_content, owner=owner, group=owner, mode=JOB_FILE_MODE)
@@ -149,6 +185,33 @@ def _mode(value) -> str:
         raise UserError(f"folder_mode must be an octal mode like 0774, not {value!r}") from None
 
 
+def _folder_change(folder: Folder, now) -> tuple[str, str, str, Op] | None:
+    """(action, path, detail, op) making ``folder`` as wanted from ``now`` (``stat_ids``), or None."""
+    owner_group = f"{folder.owner}:{folder.group}"
+    if now is None:
+        return ("create", folder.path, f"folder {owner_group} {folder.mode}",
+                Op("folder", folder.path, owner=folder.owner, group=folder.group, mode=folder.mode))
+    uid, gid, mode, owner_name, group_name = now
+    owner_ok = _same_id(folder.owner, uid, owner_name) and _same_id(folder.group, gid, group_name)
+    mode_ok = mode == folder.mode
+    if owner_ok and mode_ok:
+        return None
+    parts = [] if owner_ok else [f"owner {_shown(owner_name, uid)}:{_shown(group_name, gid)} → {owner_group}"]
+    parts += [] if mode_ok else [f"mode {mode} → {folder.mode}"]
+    op = Op("folder", folder.path, owner=None if owner_ok else folder.owner,
+            group=None if owner_ok else folder.group, mode=None if mode_ok else folder.mode)
+    return "update", folder.path, ", ".join(parts), op
+
+
+def _same_id(wanted: str, number: int, name: str) -> bool:
+    """A wanted owner (or group) of digits is a number (as chown and Ansible take it), else a name."""
+    return int(wanted) == number if wanted.isdigit() else wanted == name
+
+
+def _shown(name: str, number: int) -> str:
+    return str(number) if name == "UNKNOWN" else name
+
+
 def _attr_change(now, wanted) -> str:
     parts = []
     if now[:2] != wanted[:2]:
@@ -166,15 +229,55 @@ def apply(remote, settings, plan: HostPlan) -> None:
         if op.kind == "write":
             remote.write(op.path, op.content, owner=op.owner, group=op.group, mode=op.mode, sudo=True)
         elif op.kind == "folder":
-            q = shlex.quote(op.path)
-            remote.run(f"mkdir -p {q} && chown {shlex.quote(f'{op.owner}:{op.group}')} {q} "
-                       f"&& chmod {op.mode} {q}", sudo=True)
+            result = remote.run(folder_command(op, create=change.action == "create"), sudo=True, check=False)
+            if not result.ok:
+                raise folder_refused(op, result.reason, create=change.action == "create", host=settings.host)
         elif op.kind == "restart":
             console.step(f"restarting Nomad: {settings.nomad_restart_command}")
             remote.run(settings.nomad_restart_command, sudo=True)
             wait_for_agent(settings)
             continue
         console.done(f"{change.action} {change.target}" + (f": {change.detail}" if change.detail else ""))
+
+
+def _chown_spec(owner: str, group: str) -> str:
+    """``owner:group`` for chown; digits get GNU chown's ``+`` (a number even where a user has that name)."""
+    return ":".join(f"+{v}" if v.isdigit() else v for v in (owner, group))
+
+
+def folder_command(op: Op, create: bool = False) -> str:
+    """The shell command for a ``folder`` op: only the parts that differ (mkdir, chown, chmod)."""
+    q = shlex.quote(op.path)
+    steps = [f"mkdir -p {q}"] if create else []
+    if op.owner is not None:
+        steps.append(f"chown {shlex.quote(_chown_spec(op.owner, op.group))} {q}")
+    if op.mode is not None:
+        steps.append(f"chmod {op.mode} {q}")
+    return " && ".join(steps)
+
+
+def folder_refused(op: Op, reason: str, create: bool = False, host: str = "") -> UserError:
+    """The one red line for a folder the host would not make or give away (``reason``: the failing
+    command's message). "Operation not permitted"/"Permission denied" for root is an NFS export with
+    root_squash (root is nobody there): the fix is on the NFS server."""
+    where = f" on {host}" if host else ""
+    if reason.startswith("mkdir:"):
+        message = f"cannot create {op.path}{where}: {reason}"
+    elif reason.startswith("chmod:"):
+        message = f"cannot set mode {op.mode} on {op.path}{where}: {reason}"
+    else:
+        message = f"cannot give {op.path} to {op.owner}:{op.group}{where}: {reason}"
+    if "Operation not permitted" not in reason and "Permission denied" not in reason:
+        return UserError(message, hint="fix it on the host, then run configure-host again")
+    fix = ([f"mkdir -p {op.path}"] if create else []) + \
+          ([f"chown {op.owner}:{op.group} {op.path}"] if op.owner is not None else []) + \
+          ([f"chmod {op.mode} {op.path}"] if op.mode is not None else [])
+    squash = ""
+    if op.owner is not None and op.owner.isdigit() and op.group.isdigit():
+        squash = f", or export it with all_squash,anonuid={op.owner},anongid={op.group}"
+    return UserError(message, hint=f"it is probably on an NFS export with root_squash: on the NFS server run "
+                                   f"`{' && '.join(fix)}` (the folder's path may differ there){squash}; "
+                                   f"then run configure-host again")
 
 
 # --- Nomad agent health ---------------------------------------------------------------------------
@@ -230,6 +333,7 @@ def wait_for_agent(settings) -> None:
 def run(settings, dry_run: bool = False, use_ansible: bool = False, accept_host_key: bool = False,
         ask_sudo_pass: bool = False) -> Plan:
     """configure-host: show the plan, apply it (unless dry_run); return the plan."""
+    wanted_folders(settings)  # a bad image_user or folder_mode is refused before connecting
     if use_ansible:
         from . import playbook
 

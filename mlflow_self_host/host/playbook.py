@@ -23,7 +23,7 @@ from .ssh import SUDO_PASS_ENV
 
 PLAYBOOK = "ansible/setup_mlflow.yml"
 SETTINGS = ("nomad_client_config", "backend_path", "artifacts_path", "job_dir", "folder_owner", "folder_group",
-            "folder_mode", "nomad_restart_command", "nomad_addr", "nomad_health_timeout")
+            "folder_mode", "image_user", "nomad_restart_command", "nomad_addr", "nomad_health_timeout")
 
 
 def playbook_path(settings) -> Path:

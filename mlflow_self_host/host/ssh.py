@@ -40,6 +40,12 @@ class Result:
     def ok(self) -> bool:
         return self.exited == 0
 
+    @property
+    def reason(self) -> str:
+        """Why it failed, in one line: the last line of stderr (else stdout), without sudo's prompt."""
+        text = self.stderr.replace(_SUDO_PROMPT, "").strip() or self.stdout.strip()
+        return text.splitlines()[-1].strip() if text else f"exit {self.exited}"
+
 
 class _UnknownHostKey(paramiko.SSHException):
     def __init__(self, name: str, key: paramiko.PKey):
@@ -247,6 +253,17 @@ class Remote:
             return self._missing_or_fail(r, path, sudo)
         owner, group, mode = r.stdout.split()
         return owner, group, f"{int(mode, 8):04o}"
+
+    def stat_ids(self, path: str, sudo: bool = False) -> tuple[int, int, str, str, str] | None:
+        """(uid, gid, mode as "0774", owner name, group name) or None when the path does not exist.
+
+        Compare the numbers: the names are the host's (``UNKNOWN`` for an id with no name there).
+        """
+        r = self.run(f"stat -c '%u %g %a %U %G' -- {shlex.quote(path)}", sudo=sudo, check=False)
+        if not r.ok:
+            return self._missing_or_fail(r, path, sudo)
+        uid, gid, mode, owner, group = r.stdout.split()
+        return int(uid), int(gid), f"{int(mode, 8):04o}", owner, group
 
     def write(self, path: str, content, owner: str | None = None, group: str | None = None,
               mode: str | None = None, sudo: bool = True) -> None:

@@ -4,14 +4,21 @@
 - ``nomad_user``: the ``nomad`` user and group (created when missing, as Nomad's package does).
 - ``agent_health``: a tiny HTTP server answering ``/v1/agent/health`` (status switchable, hits counted).
 - ``nomad_host``: client.hcl, a restart script that counts its calls, a job file, and the settings
-  that point configure-host at them over SSH.
+  that point configure-host at them over SSH, in a folder every user can reach (checks run as the
+  image's uid).
+- ``root_squashed``: a folder mounted with bindfs so that root's chown fails ("Operation not
+  permitted"), as on an NFS export with root_squash; unmounted afterwards.
 """
 from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
+import tempfile
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from mlflow_self_host.settings import Settings
-from tests.services import ssh_server as ssh_service
+from tests.services import need_binary, ssh_server as ssh_service
+from tests.services import unavailable, wait_for
 
 CLIENT_HCL = """\
 # Nomad client configuration
@@ -170,5 +178,59 @@ def make_nomad_host(root: Path, ssh_server, health_url: str, **overrides) -> Nom
 
 
 @pytest.fixture
-def nomad_host(tmp_path, ssh_server, agent_health, nomad_user, project_env):
-    return make_nomad_host(tmp_path / "host", ssh_server, agent_health.url)
+def reachable_tmp():
+    """A temp folder every user can traverse (pytest's tmp_path sits in a 0700 folder of root's), so a
+    check made as the image's uid reaches the host's folders; removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="msh-host-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def nomad_host(reachable_tmp, ssh_server, agent_health, nomad_user, project_env):
+    return make_nomad_host(reachable_tmp / "host", ssh_server, agent_health.url)
+
+
+def _mounted(path: Path) -> bool:
+    with open("/proc/self/mountinfo") as fh:
+        return any(line.split()[4] == str(path) for line in fh)
+
+
+@contextmanager
+def root_squashed(export: Path, mountpoint: Path):
+    """``export`` mounted at ``mountpoint`` with bindfs (FUSE) refusing every chown and chgrp with
+    EPERM, root's included: what root on an NFS client meets on an export with root_squash
+    ("chown: changing ownership of ...: Operation not permitted"). Creating, writing and chmod pass
+    through as on the folder itself. Unmounted (and bindfs gone) when the block ends."""
+    bindfs = need_binary("bindfs", "bindfs")
+    export.mkdir(parents=True, exist_ok=True)
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    # No attribute cache: a change made on the export side shows at once (NFS would take up to acdirmax).
+    proc = subprocess.Popen([bindfs, "-f", "--chown-deny", "--chgrp-deny",
+                             "-o", "attr_timeout=0,entry_timeout=0,negative_timeout=0", str(export), str(mountpoint)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bindfs exited {proc.returncode}: {proc.stderr.read().decode().strip()}")
+        return _mounted(mountpoint)
+
+    try:
+        try:
+            wait_for(ready, 10, f"bindfs on {mountpoint}")
+        except TimeoutError as exc:
+            unavailable(f"bindfs cannot mount here (needs /dev/fuse and root): {exc}")
+        yield mountpoint
+    finally:
+        deadline = time.monotonic() + 10
+        while _mounted(mountpoint) and time.monotonic() < deadline:  # busy for a moment after a client
+            if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
+                time.sleep(0.2)
+        if _mounted(mountpoint):
+            subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+        try:
+            proc.wait(5)  # bindfs ends when its mount goes
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait(5)

@@ -1,4 +1,8 @@
-"""configure-host over the real sshd: what ends up on the host, restarts, errors that change nothing."""
+"""configure-host over the real sshd: what ends up on the host, restarts, errors that change nothing.
+
+The two volume folders belong to the image's uid:gid (setting image_user, 1000:1000), checked by
+number and by writing in them as that uid; job_dir and the job file to folder_owner.
+"""
 from __future__ import annotations
 
 import os
@@ -13,7 +17,7 @@ import pytest
 from mlflow_self_host.errors import UserError
 from mlflow_self_host.host import configure
 
-from .conftest import CLIENT_HCL
+from .conftest import CLIENT_HCL, root_squashed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,6 +47,37 @@ def attrs(path: Path) -> tuple[str, str, str]:
     return pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name, f"{st.st_mode & 0o7777:04o}"
 
 
+def ids(path: Path) -> tuple[int, int, str]:
+    """(uid, gid, mode): the volume folders' owner is a number (uid 1000 need not exist here)."""
+    st = path.stat()
+    return st.st_uid, st.st_gid, f"{st.st_mode & 0o7777:04o}"
+
+
+IMAGE_USER = (1000, 1000, "0774")
+
+
+def writes_as(uid: int, gid: int, folder: Path) -> subprocess.CompletedProcess:
+    """Create a file in ``folder`` as uid:gid with no other groups, as the container's process does."""
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                           "touch", str(folder / "written-by-the-image-user")], capture_output=True, text=True)
+
+
+def inv(*args, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def inv_env(host, **more) -> dict:
+    """The environment `inv` runs with: the host's settings as MSH_ variables, nothing from the shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_"))}
+    env.update({f"MSH_{k.upper()}": str(host.settings[k]) for k in (
+        "host", "ssh_port", "ssh_user", "ssh_key", "known_hosts", "nomad_client_config", "backend_path",
+        "artifacts_path", "job_dir", "job_file", "folder_owner", "folder_group", "nomad_restart_command",
+        "nomad_addr", "nomad_health_timeout")})
+    env.update(more)
+    return env
+
+
 def snapshot(root: Path) -> dict:
     """Every file and folder under root with its bytes, owner, mode and inode."""
     out = {}
@@ -58,13 +93,49 @@ def test_fresh_host_gets_block_folders_job_file_and_one_restart(nomad_host, agen
     plan = configure.run(nomad_host.settings)
 
     assert nomad_host.client_config.read_text() == expected_client_hcl(nomad_host)
-    for folder in (nomad_host.backend, nomad_host.artifacts, nomad_host.job_dir):
-        assert attrs(folder) == ("nomad", "root", "0774"), folder
+    for folder in (nomad_host.backend, nomad_host.artifacts):
+        assert ids(folder) == IMAGE_USER, folder
+    assert attrs(nomad_host.job_dir) == ("nomad", "root", "0774")
     assert nomad_host.job_target.read_bytes() == nomad_host.job_source.read_bytes()
     assert attrs(nomad_host.job_target) == ("nomad", "nomad", "0644")
     assert nomad_host.restarts_file.read_text().splitlines() == ["root"]  # once, under sudo
     assert "/v1/agent/health" in agent_health.hits
-    assert [c.action for c in plan] == ["update", "create", "create", "create", "create", "restart"]
+    # the folders first: a host refusing them stops the run before client.hcl changes
+    assert [(c.action, c.target) for c in plan] == [
+        ("create", str(nomad_host.backend)), ("create", str(nomad_host.artifacts)),
+        ("create", str(nomad_host.job_dir)), ("update", str(nomad_host.client_config)),
+        ("create", str(nomad_host.job_target)), ("restart", "nomad")]
+    assert plan.changes[0].detail == "folder 1000:1000 0774"
+
+
+def test_fresh_host_volume_folders_are_writable_by_the_image_user(nomad_host):
+    """Issue 12: the image runs as uid 1000 with no other groups; nomad:root 0774 kept it out."""
+    configure.run(nomad_host.settings)
+
+    for folder in (nomad_host.backend, nomad_host.artifacts):
+        wrote = writes_as(1000, 1000, folder)
+        assert wrote.returncode == 0, wrote.stderr
+        assert ids(folder / "written-by-the-image-user")[:2] == (1000, 1000)
+    # what the entrypoint met before (exit 78): a nomad:root 0774 folder is not writable by uid 1000
+    refused = writes_as(1000, 1000, nomad_host.job_dir)
+    assert refused.returncode != 0 and "Permission denied" in refused.stderr
+
+
+@pytest.mark.parametrize("who", ["nomad's uid:gid (names on the host)", "4242:4243 (no names on the host)"])
+def test_another_image_user_is_honoured_and_compared_by_number(nomad_host, who):
+    nomad = pwd.getpwnam("nomad")
+    uid, gid = (nomad.pw_uid, nomad.pw_gid) if who.startswith("nomad") else (4242, 4243)
+    host = nomad_host.with_settings(image_user=f"{uid}:{gid}")
+
+    first = configure.run(host.settings)
+    second = configure.run(host.settings)
+
+    assert first.changes[0].detail == f"folder {uid}:{gid} 0774"
+    for folder in (host.backend, host.artifacts):
+        assert ids(folder) == (uid, gid, "0774")
+        assert writes_as(uid, gid, folder).returncode == 0
+    assert attrs(host.job_dir) == ("nomad", "root", "0774")
+    assert second.empty  # `ls -l` shows "nomad nomad" (or bare numbers): still no change
 
 
 def test_second_run_changes_nothing_and_restarts_nothing(nomad_host):
@@ -103,14 +174,18 @@ def test_a_block_with_other_paths_is_replaced_in_place(nomad_host):
 
 def test_wrong_folder_mode_and_owner_are_fixed_without_restart(nomad_host):
     configure.run(nomad_host.settings)
+    nomad = pwd.getpwnam("nomad")
+    os.chown(nomad_host.backend, nomad.pw_uid, 0)  # as the playbook and configure-host used to leave it
     os.chmod(nomad_host.artifacts, 0o700)
     os.chown(nomad_host.job_target, 0, 0)
 
     plan = configure.run(nomad_host.settings)
 
-    assert [(c.action, c.target) for c in plan] == [("update", str(nomad_host.artifacts)),
-                                                    ("update", str(nomad_host.job_target))]
-    assert attrs(nomad_host.artifacts) == ("nomad", "root", "0774")
+    assert [(c.action, c.target, c.detail) for c in plan] == [
+        ("update", str(nomad_host.backend), "owner nomad:root → 1000:1000"),
+        ("update", str(nomad_host.artifacts), "mode 0700 → 0774"),
+        ("update", str(nomad_host.job_target), "owner root:root → nomad:nomad")]
+    assert ids(nomad_host.backend) == ids(nomad_host.artifacts) == IMAGE_USER
     assert attrs(nomad_host.job_target) == ("nomad", "nomad", "0644")
     assert nomad_host.restarts() == 1
 
@@ -162,19 +237,94 @@ def test_agent_not_healthy_after_restart_is_an_error(nomad_host, agent_health):
 
 
 def test_task_prints_changes_and_exits_zero_then_no_change(nomad_host):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_"))}
-    env.update({f"MSH_{k.upper()}": str(nomad_host.settings[k]) for k in (
-        "host", "ssh_port", "ssh_user", "ssh_key", "known_hosts", "nomad_client_config", "backend_path",
-        "artifacts_path", "job_dir", "job_file", "folder_owner", "nomad_restart_command", "nomad_addr")})
-    inv = [sys.executable, "-m", "invoke", "configure-host"]
+    env = inv_env(nomad_host)
 
-    first = subprocess.run(inv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    second = subprocess.run(inv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    first = inv("configure-host", env=env)
+    second = inv("configure-host", env=env)
 
     assert first.returncode == 0, first.stderr
     assert str(nomad_host.client_config) in first.stderr and "restart" in first.stderr
+    assert f"{nomad_host.backend}  folder 1000:1000 0774" in first.stderr
     assert second.returncode == 0 and "no change" in second.stderr
     assert nomad_host.restarts() == 1
+    assert ids(nomad_host.backend) == ids(nomad_host.artifacts) == IMAGE_USER
+
+
+def test_task_dry_run_shows_the_owner_change(nomad_host):
+    configure.run(nomad_host.settings)
+    os.chown(nomad_host.backend, pwd.getpwnam("nomad").pw_uid, 0)
+    before = snapshot(nomad_host.root)
+
+    dry = inv("configure-host", "--dry-run", env=inv_env(nomad_host))
+
+    assert dry.returncode == 0, dry.stderr
+    assert f"update {nomad_host.backend}  owner nomad:root → 1000:1000" in dry.stderr
+    assert "would change (1)" in dry.stderr and "dry run: nothing was changed" in dry.stderr
+    assert snapshot(nomad_host.root) == before
+
+
+@pytest.mark.parametrize("value", ["mlflow", "1000", "1000:", "1000:mlflow", "-1:1000"])
+@pytest.mark.parametrize("flags", [[], ["--ansible"]])
+def test_task_refuses_a_bad_image_user_with_one_red_line(nomad_host, value, flags):
+    before = snapshot(nomad_host.root)
+
+    result = inv("configure-host", *flags, env=inv_env(nomad_host, MSH_IMAGE_USER=value))
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: image_user must be the image's UID:GID as numbers, like 1000:1000, not {value!r}"]
+    assert "→ set image_user (invoke.yaml or MSH_IMAGE_USER)" in result.stderr
+    assert snapshot(nomad_host.root) == before and nomad_host.restarts() == 0
+
+
+def test_root_squash_refusal_names_the_folder_and_the_fix(nomad_host, agent_health):
+    """/opt/nomad/data on an NFS export with root_squash: root on the client cannot chown there.
+    The mechanism is real (a bindfs mount refusing chown), not a mocked function."""
+    data = nomad_host.root / "data"  # backend_path and artifacts_path are under it
+    export = nomad_host.root / "nfs-export"  # the folder as the NFS server holds it
+    env = inv_env(nomad_host)
+    with root_squashed(export, data):
+        refused = inv("configure-host", env=env)
+
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, refused.stderr
+        assert errors[0].startswith(f"error: cannot give {nomad_host.backend} to 1000:1000 on 127.0.0.1: chown: ")
+        assert errors[0].endswith("Operation not permitted")
+        assert (f"→ it is probably on an NFS export with root_squash: on the NFS server run `mkdir -p "
+                f"{nomad_host.backend} && chown 1000:1000 {nomad_host.backend} && chmod 0774 "
+                f"{nomad_host.backend}`") in refused.stderr
+        assert "all_squash,anonuid=1000,anongid=1000" in refused.stderr
+        assert refused.stderr.rstrip().endswith("then run configure-host again")
+        # the folders come first: client.hcl and Nomad are untouched
+        assert nomad_host.client_config.read_text() == CLIENT_HCL and nomad_host.restarts() == 0
+
+        # the fix, made where root is root (the NFS server), then configure-host again
+        for folder in ("backend", "artifacts"):
+            server_side = export / "mlflow" / folder
+            server_side.mkdir(parents=True, exist_ok=True)
+            os.chown(server_side, 1000, 1000)
+            os.chmod(server_side, 0o774)
+        again = inv("configure-host", env=env)
+
+        assert again.returncode == 0, again.stderr
+        assert nomad_host.client_config.read_text() == expected_client_hcl(nomad_host)
+        assert nomad_host.restarts() == 1 and "/v1/agent/health" in agent_health.hits
+        assert ids(nomad_host.backend) == ids(nomad_host.artifacts) == IMAGE_USER
+        assert writes_as(1000, 1000, nomad_host.backend).returncode == 0
+    assert not os.path.ismount(data)
+
+
+def test_a_refused_mkdir_names_the_folder_too():
+    """mkdir under root_squash fails with "Permission denied" (bindfs passes mkdir through, so this
+    one is the message alone)."""
+    op = configure.Op("folder", "/opt/nomad/data/mlflow/backend", owner="1000", group="1000", mode="0774")
+    reason = "mkdir: cannot create directory '/opt/nomad/data/mlflow': Permission denied"
+
+    err = configure.folder_refused(op, reason, create=True, host="m700")
+
+    assert err.message == f"cannot create /opt/nomad/data/mlflow/backend on m700: {reason}"
+    assert "NFS export with root_squash" in err.hint and "chown 1000:1000 /opt/nomad/data/mlflow/backend" in err.hint
 
 
 def test_task_error_is_one_red_line_with_the_fix(nomad_host):

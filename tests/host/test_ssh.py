@@ -32,6 +32,23 @@ def folder():
     shutil.rmtree(path, ignore_errors=True)
 
 
+def test_stat_ids_gives_numbers_with_the_hosts_names(ssh_server, folder, project_env):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    named, unnamed = folder / "named", folder / "unnamed"
+    named.mkdir()
+    unnamed.mkdir(mode=0o700)
+    os.chown(named, nobody.pw_uid, 0)
+    os.chmod(named, 0o755)
+    os.chown(unnamed, 4242, 4243)  # no user or group has these ids
+    os.chmod(unnamed, 0o774)
+    with connect(settings_for(ssh_server)) as remote:
+        assert remote.stat_ids(str(named)) == (nobody.pw_uid, 0, "0755", "nobody", "root")
+        assert remote.stat_ids(str(unnamed), sudo=True) == (4242, 4243, "0774", "UNKNOWN", "UNKNOWN")
+        assert remote.stat_ids(str(folder / "missing")) is None
+
+
 def test_run_read_write_stat(ssh_server, folder, project_env):
     with connect(settings_for(ssh_server)) as remote:
         assert remote.run("id -un").stdout.strip() == ssh_server.user
