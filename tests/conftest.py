@@ -5,6 +5,10 @@
 - ``ssh_server``: openssh-server on a loopback port, key auth, a test user with passwordless sudo.
 - ``dns_server``: dnsmasq on a loopback port with a config folder and a restart command.
 - ``base_image``: the local stand-in for python:*-slim (debootstrap + docker import, cached).
+- ``nomad_network``: a bridge network on the engine for the tasks the Nomad double runs (ports on 127.0.0.1).
+- ``stub_images``: stub MLflow images (tests/services/stub_image) pushed to the registry by version.
+- ``nomad_cluster``: the Nomad double with a client running tasks on the engine, its client.hcl and
+  host volumes, and the stub versions 0.99, 0.100, 1.0 and 1.2 in the registry (per test).
 Under CI=true a service that cannot start fails the run; elsewhere its tests are skipped.
 """
 from __future__ import annotations
@@ -77,6 +81,37 @@ def mlflow_image(docker_engine_service, registry, base_image):
     image = mlflow_image_service.build(docker_engine_service, registry, base_image)
     yield image
     mlflow_image_service.remove(docker_engine_service, image)
+
+
+@pytest.fixture(scope="session")
+def nomad_network(docker_engine_service):
+    """The bridge network the Nomad double's containers join (Nomad's bridge + port mapping); its name
+    and subnet are this session's own, so two test sessions on one machine never share a bridge."""
+    name = f"msh{os.getpid() % 1_000_000}"
+    try:
+        docker_engine.bridge_network(docker_engine_service, name)
+    except Exception as exc:  # noqa: BLE001 - an engine that cannot make bridges
+        unavailable(f"the Docker engine cannot create a bridge network: {exc}")
+    yield name
+    docker_engine.remove_network(docker_engine_service, name)
+
+
+@pytest.fixture(scope="session")
+def stub_images(docker_client, registry, base_image):
+    from tests.services.stub_images import StubImages
+
+    images = StubImages(docker_client, registry.address, base_image)
+    yield images
+    images.remove()
+
+
+@pytest.fixture
+def nomad_cluster(tmp_path, docker_engine_service, nomad_network, stub_images):
+    from tests.services import nomad_cluster as cluster_service
+
+    cluster = cluster_service.start(tmp_path / "nomad-client", docker_engine_service, nomad_network, stub_images)
+    yield cluster
+    cluster.nomad.stop()
 
 
 @pytest.fixture

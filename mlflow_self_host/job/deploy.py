@@ -73,7 +73,7 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
     console.err.print(f"[bold]job {settings.job_name}[/]: {'would change' if dry_run else 'changes'}")
     plan_view.show(diff)
     if plan.get("FailedTGAllocs"):
-        error = follower.placement_error(settings, plan["FailedTGAllocs"], registered=False)
+        error = follower.placement_error(settings, plan["FailedTGAllocs"], registered=False, n=n, job=job)
         if not dry_run:
             raise error
         console.warn(error.message)

@@ -45,15 +45,49 @@ def wait_eval(settings, n, eval_id: str, deadline: float) -> dict:
         time.sleep(_poll(settings))
 
 
-def placement_error(settings, failed: dict, registered: bool) -> UserError:
+MISSING_VOLUMES = "missing compatible host volumes"  # scheduler/feasible.go FilterConstraintHostVolumes
+
+
+def placement_error(settings, failed: dict, registered: bool, n=None, job: dict | None = None) -> UserError:
+    """Exit 10. When host volumes filtered the nodes, ``n`` and ``job`` let it name the missing ones."""
     from .plan_view import placement_failures
 
     where = f"datacenter {settings.datacenter}"
     tail = (" The job is registered: Nomad places it as soon as a node has room (or `inv rollback`)."
             if registered else " Nothing was registered.")
-    return UserError(f"Nomad cannot place the job in {where}: {placement_failures(failed)}.{tail}",
-                     hint="free resources on the client, lower the cpu/memory settings, or check that the "
-                          "client's datacenter and host volumes match (`inv doctor`)", code=EXIT_PLACEMENT)
+    hint = ("free resources on the client, lower the cpu/memory settings, or check that the client's "
+            "datacenter and host volumes match (`inv doctor`)")
+    volumes = ""
+    if n is not None and any(MISSING_VOLUMES in (m.get("ConstraintFiltered") or {}) for m in failed.values()):
+        volumes = missing_volumes(settings, n, job)
+        hint = ("`inv configure-host` adds the host volumes to the client's config and restarts Nomad; "
+                "the job places as soon as the client has them")
+    return UserError(f"Nomad cannot place the job in {where}: {placement_failures(failed)}{volumes}.{tail}",
+                     hint=hint, code=EXIT_PLACEMENT)
+
+
+def missing_volumes(settings, n, job: dict | None) -> str:
+    """'; node m700 lacks host volume mlflow-artifacts' for each node of the job's datacenters."""
+    import fnmatch
+
+    wanted = sorted({v.get("Source") for g in (job or {}).get("TaskGroups") or []
+                     for v in (g.get("Volumes") or {}).values() if v.get("Type") == "host"})
+    if not wanted:
+        return ""
+    datacenters = (job or {}).get("Datacenters") or ["*"]
+    parts = []
+    try:
+        for stub in n.nodes.get_nodes() or []:
+            if not any(fnmatch.fnmatch(stub.get("Datacenter", ""), dc) for dc in datacenters):
+                continue
+            node = n.node.get_node(stub["ID"])
+            missing = [v for v in wanted if v not in (node.get("HostVolumes") or {})]
+            if missing:
+                parts.append(f"node {node.get('Name') or stub['ID'][:8]} lacks host volume"
+                             f"{'s' if len(missing) != 1 else ''} {', '.join(missing)} in its client config")
+    except Exception:  # noqa: BLE001 - a token without node:read: the placement failure alone still says it
+        return ""
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def after_submit(settings, n, response: dict, version_label: str) -> Outcome:
@@ -65,7 +99,8 @@ def after_submit(settings, n, response: dict, version_label: str) -> Outcome:
     if eval_id:
         ev = wait_eval(settings, n, eval_id, deadline)
         if ev.get("FailedTGAllocs"):
-            raise placement_error(settings, ev["FailedTGAllocs"], registered=True)
+            raise placement_error(settings, ev["FailedTGAllocs"], registered=True, n=n,
+                                  job=jobfile.current(settings, n))
         dep_id = ev.get("DeploymentID") or None
     if not dep_id:
         dep_id = _deployment_for(settings, n, job_index, deadline)

@@ -1,4 +1,4 @@
-"""status, logs, rollback against the Nomad double."""
+"""status, logs, rollback against the Nomad double (its client runs the stub images for real)."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from mlflow_self_host.errors import UserError
 from mlflow_self_host.job import jobfile
@@ -14,8 +15,6 @@ from mlflow_self_host.job import rollback as job_rollback
 from mlflow_self_host.job import status as job_status
 from tests.job.conftest import job_settings
 from tests.job.test_deploy import run
-
-pytestmark = pytest.mark.usefixtures("registry_has_every_tag")
 
 
 @pytest.fixture
@@ -44,16 +43,21 @@ def test_rollback_to_a_version_that_does_not_exist_is_refused(nomad_double, two_
 def test_rollback_dry_run_changes_nothing(nomad_double, two_versions, capsys):
     job_rollback.rollback(two_versions, to="0", dry_run=True)
     assert len(nomad_double.versions()) == 2
-    assert "version 1 (127.0.0.1:5999/mlflow:v0.100) → version 0 (127.0.0.1:5999/mlflow:v0.99)" in \
-        capsys.readouterr().err
+    images = nomad_double.cluster.images
+    assert f"version 1 ({images.ref('0.100')}) → version 0 ({images.ref('0.99')})" in capsys.readouterr().err
 
 
-def test_rollback_that_fails_its_health_checks_exits_11(nomad_double, two_versions):
-    nomad_double.next_deployment("failed", stderr="broken\n")
+def test_a_rollback_to_an_image_the_registry_lost_fails_on_the_pull_and_nomad_reverts_exit_12(
+        nomad_double, two_versions, capsys):
+    nomad_double.cluster.images.unpublish("0.99")
     with pytest.raises(UserError) as caught:
         job_rollback.rollback(two_versions, to="0")
     assert caught.value.code == 12  # version 1 was stable and differs: Nomad reverts to it
     assert "v0.100" in caught.value.message
+    err = capsys.readouterr().err
+    assert f"Failed to pull `{nomad_double.cluster.images.ref('0.99')}`" in err and "manifest unknown" in err
+    (alloc,) = nomad_double.running_allocs()
+    assert alloc["JobVersion"] == 3
 
 
 def test_rollback_without_a_job(nomad_double):
@@ -87,23 +91,26 @@ def test_status_without_a_job(nomad_double, capsys):
 
 def test_logs_show_the_last_lines_of_the_running_allocation(nomad_double, two_versions, capsys):
     capsys.readouterr()
+    job_logs.logs(two_versions, lines=1)
+    assert capsys.readouterr().out == "stub v0.100 listening on 0.0.0.0:5000\n"  # the task's real stdout
     job_logs.logs(two_versions, stderr=True, lines=2)
-    out = capsys.readouterr().out
-    assert out == "INFO:     Application startup complete.\nINFO:     Uvicorn running on http://0.0.0.0:5000\n"
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all('"GET /health HTTP/1.1" 200' in line for line in lines)  # Nomad's checks
 
 
-def test_logs_follow_streams_new_lines(nomad_double, two_versions, capsys):
-    alloc, _ = job_logs.pick_allocation(two_versions, jobfile.nomad_api.client(two_versions))
+def test_logs_follow_streams_new_lines_until_the_task_stops(nomad_double, two_versions, capsys):
+    (registration,) = requests.get(nomad_double.address + "/v1/service/mlflow", timeout=5).json()
 
     def later():
-        time.sleep(0.3)
-        nomad_double.append_log(alloc["ID"], "GET /api/2.0/mlflow/experiments/search 200\n")
+        time.sleep(0.5)
+        requests.get(f"http://127.0.0.1:{registration['Port']}/api/2.0/mlflow/runs/get-me", timeout=5)
+        time.sleep(0.5)
+        requests.delete(nomad_double.address + "/v1/job/mlflow", timeout=5)  # `nomad job stop`
 
     threading.Thread(target=later, daemon=True).start()
-    nomad_double.follow_limit = 1.0  # the double closes a quiet stream after this
-    job_logs.logs(two_versions, follow=True, stderr=True, lines=1)
+    job_logs.logs(two_versions, follow=True, stderr=True, lines=1)  # returns when the stream ends
     out = capsys.readouterr().out
-    assert out.endswith("GET /api/2.0/mlflow/experiments/search 200\n")
+    assert '"GET /api/2.0/mlflow/runs/get-me HTTP/1.1" 404' in out
 
 
 def test_logs_without_allocation(nomad_double):

@@ -1,4 +1,5 @@
-"""deploy against the Nomad HTTP double: the scenarios of issue 5 (the image steps are skipped here)."""
+"""deploy against the Nomad double, whose client runs the stub images from the test registry for real
+(the image steps are skipped here: the registry already has the stub versions)."""
 from __future__ import annotations
 
 import pytest
@@ -7,10 +8,9 @@ from mlflow_self_host.errors import UserError
 from mlflow_self_host.job import deploy as job_deploy
 from mlflow_self_host.job import jobfile
 from tests.doubles.nomad import READ_CAPS
+from mlflow_self_host.settings import PROJECT_ROOT
 from tests.job.conftest import job_settings
 from tests.services import free_port
-
-pytestmark = pytest.mark.usefixtures("registry_has_every_tag")
 
 
 def run(settings, version, **kwargs):
@@ -26,7 +26,7 @@ def test_first_deploy_registers_with_check_and_set_and_ends_healthy(nomad_double
     settings = job_settings(nomad_double)
     result = run(settings, "0.99")
     assert result.status == "deployed" and result.job_version == 0
-    assert image_of(nomad_double) == "127.0.0.1:5999/mlflow:v0.99"
+    assert image_of(nomad_double) == nomad_double.cluster.images.ref("0.99")
     (path, body), = nomad_double.registrations()
     assert body["EnforceIndex"] is True and body["JobModifyIndex"] == 0
     job = nomad_double.job()
@@ -53,18 +53,27 @@ def test_version_bump_deploys_the_new_pinned_tag(nomad_double):
     run(settings, "0.99")
     result = run(settings, "0.100")
     assert result.status == "deployed" and result.job_version == 1
-    assert image_of(nomad_double) == "127.0.0.1:5999/mlflow:v0.100"
-    assert 'image: "127.0.0.1:5999/mlflow:v0.99" => "127.0.0.1:5999/mlflow:v0.100"' in result.diff
+    images = nomad_double.cluster.images
+    assert image_of(nomad_double) == images.ref("0.100")
+    assert f'image: "{images.ref("0.99")}" => "{images.ref("0.100")}"' in result.diff
+    assert [a["JobVersion"] for a in nomad_double.running_allocs()] == [1]  # the new version runs, alone
     assert nomad_double.registrations()[-1][1]["JobModifyIndex"] == nomad_double.versions()[0]["JobModifyIndex"]
 
 
 def test_settings_reach_the_job_through_its_variables(nomad_double):
-    settings = job_settings(nomad_double, domain="ml.example", cpu=300, memory=700, datacenter="DC9")
-    run(settings, "1.2")
+    settings = job_settings(nomad_double, domain="ml.example", cpu=300, memory=700, datacenter="DC9",
+                            image_user="1000:100")
+    with pytest.raises(UserError) as caught:  # the client is in DC0
+        run(settings, "1.2")
+    assert caught.value.code == 10 and "no node available in the datacenter(s)" in caught.value.message
+    run(settings.with_overrides({"datacenter": "DC9,DC0"}), "1.2")
     job = nomad_double.job()
     task = job["TaskGroups"][0]["Tasks"][0]
-    assert job["Datacenters"] == ["DC9"]
+    assert job["Datacenters"] == ["DC9", "DC0"]
     assert (task["Resources"]["CPU"], task["Resources"]["MemoryMB"]) == (300, 700)
+    (alloc,) = nomad_double.running_allocs()
+    container = nomad_double.container_of(alloc["ID"]).attrs
+    assert container["HostConfig"]["Memory"] == 700 * 1024 * 1024 and container["Config"]["User"] == "1000:100"
     assert task["Env"]["MLFLOW_DOMAIN"] == "ml.example"
     assert "Host(`ml.example`)" in job["TaskGroups"][0]["Services"][0]["Tags"][1]
 
@@ -73,40 +82,46 @@ def test_a_register_between_plan_and_register_is_refused_not_overwritten(nomad_d
     settings = job_settings(nomad_double)
     run(settings, "0.99")
     theirs = nomad_double.job()
-    theirs["TaskGroups"][0]["Tasks"][0]["Config"]["image"] = "127.0.0.1:5999/mlflow:v0.98"
+    theirs["TaskGroups"][0]["Tasks"][0]["Config"]["image"] = nomad_double.cluster.images.ref("1.2")
     nomad_double.after_plan = lambda: nomad_double.register_out_of_band(theirs)
     with pytest.raises(UserError) as caught:
         run(settings, "1.0")
     assert "changed in Nomad after the plan" in caught.value.message
     assert "Enforcing job modify index" in caught.value.message
-    assert image_of(nomad_double) == "127.0.0.1:5999/mlflow:v0.98"  # theirs stands
+    assert image_of(nomad_double) == nomad_double.cluster.images.ref("1.2")  # theirs stands
 
 
 def test_failed_deployment_shows_events_and_stderr_and_exits_11(nomad_double, capsys):
-    nomad_double.next_deployment("failed", stderr="sqlite3.OperationalError: unable to open database file\n")
+    """No stable version to go back to: the deployment fails and nothing is reverted."""
+    nomad_double.cluster.publish("0.99", behaviour="exit", message="sqlite3.OperationalError: unable to open "
+                                                                   "database file")
     with pytest.raises(UserError) as caught:
         run(job_settings(nomad_double), "0.99")
     assert caught.value.code == 11
+    assert "no stable job version to auto revert to" in caught.value.message
     err = capsys.readouterr().err
     assert "sqlite3.OperationalError: unable to open database file" in err
-    assert "Not Restarting" in err and "Terminated" in err
+    assert "Not Restarting" in err and "Terminated" in err and "Exit Code: 78" in err
 
 
 def test_auto_revert_is_followed_and_names_the_running_version(nomad_double, capsys):
     settings = job_settings(nomad_double)
     run(settings, "0.99")
-    nomad_double.next_deployment("auto-reverted", stderr="ImportError: no module named mlflow\n")
+    nomad_double.cluster.publish("0.100", behaviour="exit", message="ImportError: no module named mlflow")
     with pytest.raises(UserError) as caught:
         run(settings, "0.100")
     assert caught.value.code == 12
     assert "rolled back" in caught.value.message
-    assert "job version 2 (127.0.0.1:5999/mlflow:v0.99) is healthy" in caught.value.message
-    assert image_of(nomad_double) == "127.0.0.1:5999/mlflow:v0.99"
+    old = nomad_double.cluster.images.ref("0.99")
+    assert f"job version 2 ({old}) is healthy" in caught.value.message
+    assert image_of(nomad_double) == old
+    (alloc,) = nomad_double.running_allocs()
+    assert nomad_double.container_of(alloc["ID"]).attrs["Config"]["Image"] == old  # the old image, for real
     assert "ImportError: no module named mlflow" in capsys.readouterr().err
 
 
 def test_redeploying_a_version_whose_deployment_failed_says_so(nomad_double):
-    nomad_double.next_deployment("failed")
+    nomad_double.cluster.publish("0.99", behaviour="exit", message="broken")
     settings = job_settings(nomad_double)
     with pytest.raises(UserError):
         run(settings, "0.99")
@@ -118,11 +133,23 @@ def test_redeploying_a_version_whose_deployment_failed_says_so(nomad_double):
 
 
 def test_unplaceable_job_exits_10_and_registers_nothing(nomad_double):
-    nomad_double.next_deployment("unplaceable")
+    with pytest.raises(UserError) as caught:
+        run(job_settings(nomad_double, memory=100_000), "0.99")  # the node has 8192 MB
+    assert caught.value.code == 10
+    assert "memory exhausted on 1 node" in caught.value.message
+    assert nomad_double.registrations() == []
+
+
+def test_a_client_without_the_host_volumes_exits_10_naming_them(nomad_double):
+    cluster = nomad_double.cluster
+    cluster.client_config.write_text(cluster.client_config.read_text().split("# MLFLOW_BEGIN")[0] + "}\n")
+    nomad_double.restart_agent(0.1)  # a fresh client: configure-host never ran
     with pytest.raises(UserError) as caught:
         run(job_settings(nomad_double), "0.99")
     assert caught.value.code == 10
-    assert "memory exhausted on 1 node" in caught.value.message
+    assert "constraint missing compatible host volumes filtered 1 node" in caught.value.message
+    assert "node client-1 lacks host volumes mlflow-artifacts, mlflow-backend-store" in caught.value.message
+    assert "inv configure-host" in caught.value.hint
     assert nomad_double.registrations() == []
 
 
@@ -144,6 +171,7 @@ def test_a_version_change_backs_up_first(nomad_double, monkeypatch):
     settings = job_settings(nomad_double)
     run(settings, "0.99", backup=True)  # nothing runs yet: no backup
     run(settings, "0.100", backup=True)
+    nomad_double.cluster.publish("0.101")
     run(settings, "0.101", backup=False)
     assert calls == [("0.99", "0.100")]
 
@@ -164,10 +192,11 @@ def test_acl_without_token_says_to_set_one(nomad_double):
     assert "no token is set" in caught.value.message and "NOMAD_TOKEN" in caught.value.hint
 
 
-def test_agent_down_names_the_address():
+def test_agent_down_names_the_address(stub_images):
     address = f"http://127.0.0.1:{free_port()}"
+    stub_images.publish("0.99")
     with pytest.raises(UserError) as caught:
-        run(job_settings(address), "0.99")
+        run(job_settings(address, registry=stub_images.registry, image=stub_images.repository), "0.99")
     assert caught.value.message == f"cannot reach the Nomad agent at {address}: connection refused"
 
 
@@ -187,8 +216,7 @@ def test_a_namespace_nomad_does_not_have_is_refused(nomad_double):
     assert 'nonexistent namespace "nope"' in caught.value.message
 
 
-def test_refuses_a_tag_the_registry_lacks(nomad_double, registry, monkeypatch):
-    monkeypatch.undo()  # the real registry, which is empty
+def test_refuses_a_tag_the_registry_lacks(nomad_double, registry):
     settings = job_settings(nomad_double, registry=registry.address, image="mlflow-job-empty")
     with pytest.raises(UserError) as caught:
         run(settings, "0.99")
@@ -224,3 +252,16 @@ def test_healthy_in_nomad_but_the_url_does_not_answer_as_mlflow_exits_13(nomad_d
     assert f"{url}api/2.0/mlflow/experiments/search" in caught.value.message
     assert "HTTP 403: Invalid Host header" in caught.value.message
     assert nomad_double.job()["Stable"] is True
+
+
+def test_deploy_help_documents_the_exit_codes():
+    import subprocess
+    import sys
+
+    from tests.services.mlflow_image import clean_env
+
+    result = subprocess.run([sys.executable, "-m", "invoke", "--help", "deploy"], cwd=PROJECT_ROOT, env=clean_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for code in ("10 placement failed", "11 deployment failed", "12 deployment failed and Nomad reverted"):
+        assert code in " ".join(result.stdout.split())

@@ -1,7 +1,9 @@
 """A private Docker engine: dockerd from Debian's docker.io on its own socket, or the one DOCKER_HOST names.
 
-overlay2 where it works (far faster), vfs otherwise; no iptables, no bridge: builds and containers
-use host networking. Measured facts: ../shared/reference/docker-notes.md.
+overlay2 where it works (far faster), vfs otherwise; no default bridge (docker0 is left alone): builds
+and local-mode containers use host networking. With iptables on, a user-defined bridge network
+(``bridge_network``) publishes container ports on 127.0.0.1, as Nomad's docker driver maps a task's
+port; the chains dockerd adds are removed when it stops. Measured facts: ../shared/reference/docker-notes.md.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def _launch(root: Path, driver: str) -> tuple[subprocess.Popen, str, Path]:
     for sub in ("exec", "data"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     cmd = [
-        dockerd, "--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false",
+        dockerd, "--iptables=true", "--ip6tables=false", "--bridge=none", "--ip-masq=false",
         f"--host=unix://{sock}", f"--exec-root={root / 'exec'}", f"--data-root={root / 'data'}",
         f"--pidfile={root / 'docker.pid'}", f"--storage-driver={driver}",
     ]
@@ -66,10 +68,23 @@ def _launch(root: Path, driver: str) -> tuple[subprocess.Popen, str, Path]:
     return proc, f"unix://{sock}", log
 
 
+def _chains() -> set[tuple[str, str]]:
+    """(table, chain) pairs that exist now."""
+    found = set()
+    for table in ("filter", "nat"):
+        result = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True)
+        for line in result.stdout.splitlines():
+            if line.startswith("-N "):
+                found.add((table, line.split()[1]))
+    return found
+
+
 def start(root: Path) -> Engine:
     """Start dockerd under ``root``: overlay2 first, vfs if overlay2 fails."""
     if os.geteuid() != 0:
         unavailable("dockerd needs root")
+    need_binary("iptables", "iptables")
+    (root / "chains-before").write_text("\n".join(f"{t} {c}" for t, c in sorted(_chains())))
     last_log = ""
     for driver in ("overlay2", "vfs"):
         proc, url, log = _launch(root, driver)
@@ -93,8 +108,64 @@ def cleanup_mounts(root: Path) -> None:
         subprocess.run(["umount", "-l", mount], capture_output=True)
 
 
+def _unused_subnet() -> str:
+    """A 10.213.N.0/24 no interface of this machine uses (another test session's engine may have one)."""
+    import random
+
+    used = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    free = [n for n in range(1, 255) if f" 10.213.{n}." not in used]
+    return f"10.213.{random.choice(free)}.0/24"
+
+
+def bridge_network(engine: Engine, name: str, subnet: str | None = None):
+    """A user-defined bridge network (the engine's own bridge is off); returns the docker Network.
+    ``name`` is also the Linux bridge's name (15 characters at most): make it unique per session."""
+    import docker
+
+    subnet = subnet or _unused_subnet()
+    client = engine.client()
+    try:
+        client.networks.get(name).remove()
+    except docker.errors.NotFound:
+        pass
+    pool = docker.types.IPAMPool(subnet=subnet)
+    return client.networks.create(name, driver="bridge", ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+                                  options={"com.docker.network.bridge.name": name[:15]})
+
+
+def remove_network(engine: Engine, name: str) -> None:
+    import docker
+
+    try:
+        network = engine.client().networks.get(name)
+        for container in network.containers:
+            container.remove(force=True)
+        network.remove()
+    except docker.errors.NotFound:
+        pass
+
+
 def stop(engine: Engine) -> None:
     if engine.proc is None:
         return  # reused, not ours
     stop_process(engine.proc, timeout=30)
     cleanup_mounts(engine.root)
+    _remove_new_chains(engine.root)
+
+
+def _remove_new_chains(root: Path) -> None:
+    """Flush and delete the chains dockerd added (they outlive it), keeping any that were there before."""
+    try:
+        before = {tuple(line.split()) for line in (root / "chains-before").read_text().splitlines() if line}
+    except FileNotFoundError:
+        return
+    added = [pair for pair in _chains() if pair not in before and pair[1].startswith("DOCKER")]
+    for table, chain in added:  # first every jump into them, then the chains
+        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout
+        for rule in rules.splitlines():
+            if rule.startswith("-A ") and f"-j {chain}" in rule:
+                subprocess.run(["iptables", "-t", table, "-D", *rule.split()[1:]], capture_output=True)
+    for table, chain in added:
+        subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
+    for table, chain in added:
+        subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)

@@ -468,6 +468,15 @@ def _update(blocks, scope):
             "AutoRevert": b.get("auto_revert"), "AutoPromote": b.get("auto_promote")}
 
 
+def _reschedule(blocks, scope):
+    if not blocks:
+        return None
+    b = _Block("reschedule", blocks[0], scope, {"attempts", "interval", "delay", "delay_function", "max_delay",
+                                                "unlimited"}, set())
+    return {"Attempts": b.get("attempts"), "Interval": b.dur("interval"), "Delay": b.dur("delay"),
+            "DelayFunction": b.get("delay_function"), "MaxDelay": b.dur("max_delay"), "Unlimited": b.get("unlimited")}
+
+
 def _constraints(blocks, scope):
     out = []
     for block in blocks:
@@ -573,7 +582,8 @@ def _group(name, body, scope):
     tasks = [_task(tname, tbody, scope) for tname, tbody in _labelled(b.sub("task"))]
     return {"Name": name, "Count": b.get("count"), "Constraints": _constraints(b.sub("constraint"), scope),
             "Disconnect": None, "Affinities": None, "Tasks": tasks, "Spreads": None, "Volumes": volumes or None,
-            "RestartPolicy": _restart(b.sub("restart"), scope), "ReschedulePolicy": None, "EphemeralDisk": disk,
+            "RestartPolicy": _restart(b.sub("restart"), scope),
+            "ReschedulePolicy": _reschedule(b.sub("reschedule"), scope), "EphemeralDisk": disk,
             "Update": _update(b.sub("update"), scope), "Migrate": None, "Networks": networks or None,
             "Meta": _map_block(b.sub("meta"), scope),
             "Services": [_service(s, scope) for s in b.sub("service")] or None, "ShutdownDelay": b.dur("shutdown_delay"),
@@ -601,7 +611,7 @@ def parse(hcl: str, var_text: str = "", canonicalize: bool = False) -> dict:
            "Constraints": _constraints(b.sub("constraint"), scope), "Affinities": None,
            "TaskGroups": [_group(gname, gbody, scope) for gname, gbody in _labelled(b.sub("group"))],
            "Update": _update(b.sub("update"), scope), "Multiregion": None, "Spreads": None, "Periodic": None,
-           "ParameterizedJob": None, "Reschedule": None, "Migrate": None, "Meta": _map_block(b.sub("meta"), scope),
+           "ParameterizedJob": None, "Reschedule": _reschedule(b.sub("reschedule"), scope), "Migrate": None, "Meta": _map_block(b.sub("meta"), scope),
            "ConsulToken": None, "VaultToken": None, "Stop": None, "ParentID": None, "Dispatched": False,
            "DispatchIdempotencyToken": None, "Payload": None, "ConsulNamespace": None, "VaultNamespace": None,
            "NomadTokenID": None, "Status": None, "StatusDescription": None, "Stable": None, "Version": None,
@@ -620,6 +630,8 @@ def _fill(obj: dict | None, defaults: dict) -> dict:
 
 SERVICE_RESTART = {"Attempts": 2, "Interval": 1800 * SECOND, "Delay": 15 * SECOND, "Mode": "fail",
                    "RenderTemplates": False}
+SERVICE_RESCHEDULE = {"Attempts": 0, "Interval": 0, "Delay": 30 * SECOND, "DelayFunction": "exponential",
+                      "MaxDelay": 3600 * SECOND, "Unlimited": True}  # api/tasks.go, service jobs
 DEFAULT_UPDATE = {"Stagger": 30 * SECOND, "MaxParallel": 1, "HealthCheck": "checks", "MinHealthyTime": 10 * SECOND,
                   "HealthyDeadline": 300 * SECOND, "ProgressDeadline": 600 * SECOND, "Canary": 0,
                   "AutoRevert": False, "AutoPromote": False}
@@ -638,9 +650,8 @@ def canonical(job: dict) -> dict:
         group["Count"] = 1 if group.get("Count") is None else group["Count"]
         group["RestartPolicy"] = _fill(group.get("RestartPolicy"), SERVICE_RESTART)
         group["EphemeralDisk"] = _fill(group.get("EphemeralDisk"), {"Sticky": False, "Migrate": False, "SizeMB": 300})
-        group["ReschedulePolicy"] = _fill(group.get("ReschedulePolicy"), {
-            "Attempts": 0, "Interval": 0, "Delay": 30 * SECOND, "DelayFunction": "exponential",
-            "MaxDelay": 3600 * SECOND, "Unlimited": True})
+        group["ReschedulePolicy"] = _fill(group.get("ReschedulePolicy") or job.get("Reschedule"),
+                                          SERVICE_RESCHEDULE)
         group["Migrate"] = _fill(group.get("Migrate"), {"MaxParallel": 1, "HealthCheck": "checks",
                                                         "MinHealthyTime": 10 * SECOND,
                                                         "HealthyDeadline": 300 * SECOND})

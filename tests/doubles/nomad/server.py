@@ -1,0 +1,1123 @@
+"""A Nomad agent double (server and one client) on a free loopback port, following ../shared/reference/nomad/.
+
+What it answers: the paths, bodies and status codes of jobs.mdx, deployments.mdx, allocations.mdx,
+evaluations.mdx, client.mdx (Stream Logs), status.mdx, the node and service catalogue reads; errors as
+text/plain (NOTES.md), the "Enforcing job modify index" 500 of a check-and-set register, ``X-Nomad-Index``
+and blocking queries on reads, ACL tokens (X-Nomad-Token or Bearer) with per-namespace capabilities.
+HCL2 is parsed with python-hcl2 (hcl_job.py) into the JSON job of json-jobs.mdx.
+
+What it does over time, as Nomad does (BEHAVIOUR.md; the source files are named where each part is):
+- a register creates an evaluation (pending, then complete) that the scheduler processes: it checks
+  the node (datacenter, docker driver, host volumes, memory and cpu left) and either places
+  allocations or reports ``FailedTGAllocs`` with a blocked evaluation, retried when the node changes;
+- allocations run for real on the client (client.py: the test Docker engine through
+  docker_driver.py), with restarts, checks, deployment health and service registrations;
+- the deployment watcher (nomad/deploymentwatcher) counts healthy and unhealthy allocations, fails a
+  deployment at the first unhealthy allocation that cannot be rescheduled (or at its progress
+  deadline), and with ``auto_revert`` registers the latest stable version again; a deployment whose
+  allocations are all healthy succeeds and marks its job version stable;
+- failed allocations are rescheduled by the group's reschedule policy (delay, exponential);
+- ``POST /_double/agent/restart`` is the test's ``systemctl restart nomad``: the API goes away for
+  ``restart_seconds`` and the client reads its client.hcl again (running allocations keep running).
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import fnmatch
+import json
+import random
+import socket
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from . import hcl_job
+from .client import SECOND, NomadClient, go_duration, now_ns, rfc3339, task_event
+from .diff import job_diff, spec
+
+ALL_CAPS = {"list-jobs", "parse-job", "read-job", "submit-job", "read-logs", "read-fs"}
+READ_CAPS = {"list-jobs", "parse-job", "read-job"}
+ACTIVE = {"running", "paused", "pending", "blocked", "unblocking", "initializing"}
+DYNAMIC_PORTS = (20000, 32000)  # client.min_dynamic_port / max_dynamic_port defaults
+
+ALLOC_UPDATING = "alloc is being updated due to job update"
+ALLOC_NOT_NEEDED = "alloc not needed due to job update"
+ALLOC_RESCHEDULED = "alloc was rescheduled because it failed"
+
+
+class HTTPError(Exception):
+    def __init__(self, code: int, text: str):
+        super().__init__(text)
+        self.code, self.text = code, text
+
+
+def _free_dynamic_port(taken: set) -> int:
+    for _ in range(200):
+        port = random.randint(*DYNAMIC_PORTS)
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free dynamic port")
+
+
+def _group_spec(job: dict, group: str) -> dict:
+    for g in job.get("TaskGroups") or []:
+        if g["Name"] == group:
+            return g
+    return {}
+
+
+class NomadDouble:
+    def __init__(self, acl_tokens: dict | None = None, namespaces=("default",), region="global",
+                 datacenter="DC0", engine=None, network: str | None = None, client_config=None,
+                 node_memory_mb: int = 8192, tls: tuple | None = None, follow_limit: float | None = None,
+                 eval_delay: float = 0.05, restart_seconds: float = 1.0):
+        """``acl_tokens``: None disables ACLs; else {secret: "management" | {namespace: capabilities}}.
+        ``engine``: a docker.DockerClient to run tasks on (None: the node has no docker driver, so docker
+        jobs cannot be placed); ``network``: the bridge network for the containers; ``client_config``:
+        the client.hcl the node reads its host volumes from. ``tls``: (certfile, keyfile) for https."""
+        from .docker_driver import DockerDriver
+
+        self.acl_tokens = acl_tokens
+        self.namespaces = set(namespaces)
+        self.region, self.datacenter = region, datacenter
+        self.follow_limit = follow_limit  # a test's limit on a followed log stream without news
+        self.eval_delay, self.restart_seconds = eval_delay, restart_seconds
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.index = 1
+        self.jobs: dict[tuple[str, str], list[dict]] = {}  # (namespace, id) -> versions, oldest first
+        self.evals: dict[str, dict] = {}
+        self.deployments: dict[str, dict] = {}
+        self.allocs: dict[str, dict] = {}
+        self.services: dict[str, dict] = {}  # registration ID -> registration
+        self.timeline: list[tuple[float, object]] = []
+        self.requests: list[tuple[str, str, dict, object]] = []  # (method, path, query, body)
+        self.after_plan = None  # a test's hook: called (outside the lock) after a plan is answered
+        self.session = uuid.uuid4().hex[:12]
+        driver = DockerDriver(engine, network, self.session) if engine is not None else None
+        self.client = NomadClient(self, driver, client_config, datacenter, memory_mb=node_memory_mb)
+        self.port = 0
+        self.tls = tls
+        self.scheme = "https" if tls else "http"
+        self.server = None
+        self._listen()
+        self._stopping = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, daemon=True, name="nomad-double-servers")
+        self._ticker.start()
+
+    # -- control from tests ----------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def node_id(self) -> str:
+        return self.client.id
+
+    def _listen(self):
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        server.daemon_threads = True
+        if self.tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+        self.port = server.server_address[1]
+        self.server = server
+        threading.Thread(target=server.serve_forever, daemon=True, name="nomad-double-http").start()
+
+    def stop(self):
+        """Stop the API, then every allocation's container (also those of a failing test)."""
+        self._stopping.set()
+        server, self.server = self.server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        self.client.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def restart_agent(self, seconds: float | None = None):
+        """``systemctl restart nomad``: the API is down for ``seconds``; the client reads client.hcl again."""
+        seconds = self.restart_seconds if seconds is None else seconds
+        old, self.server = self.server, None
+        old.shutdown()
+        old.server_close()
+        time.sleep(seconds)
+        with self.lock:
+            self.client.reload()
+            self._unblock()
+        self._listen()
+
+    def job(self, job_id="mlflow", namespace="default") -> dict | None:
+        with self.lock:
+            versions = self.jobs.get((namespace, job_id))
+            return self._public_job(versions[-1]) if versions else None
+
+    def versions(self, job_id="mlflow", namespace="default") -> list[dict]:
+        with self.lock:
+            return [self._public_job(v) for v in self.jobs.get((namespace, job_id), [])]
+
+    def registrations(self) -> list[tuple[str, dict]]:
+        """(path, body) of every register call (POST /v1/jobs, POST /v1/job/:id)."""
+        return [(p, b) for m, p, q, b in self.requests
+                if m in ("POST", "PUT") and (p == "/v1/jobs" or (p.startswith("/v1/job/") and p.count("/") == 3))]
+
+    def register_out_of_band(self, job: dict, namespace="default"):
+        """Someone else's `nomad job run` (no check-and-set)."""
+        with self.lock:
+            self._register(namespace, copy.deepcopy(job))
+
+    def running_allocs(self, job_id="mlflow", namespace="default") -> list[dict]:
+        with self.lock:
+            return [self._public(a) for a in self.allocs.values()
+                    if a["JobID"] == job_id and a["Namespace"] == namespace and a["ClientStatus"] == "running"
+                    and a["DesiredStatus"] == "run"]
+
+    def container_of(self, alloc_id: str):
+        """The running container of an allocation (docker SDK object) or None."""
+        runner = self.client.runners.get(alloc_id)
+        running = runner._running if runner else None
+        return self.client.driver.client.containers.get(running.container_id) if running else None
+
+    def wait_idle(self, timeout=60.0):
+        """Wait until no evaluation is pending and no deployment runs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                busy = [e for e in self.evals.values() if e["Status"] == "pending"] + \
+                       [d for d in self.deployments.values() if d["Status"] == "running"]
+                if not busy:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError("the Nomad double still has evaluations or deployments running")
+
+    # -- time ------------------------------------------------------------------------------------
+    def _bump(self) -> int:
+        self.index += 1
+        self.changed.notify_all()
+        return self.index
+
+    def _later(self, seconds: float, action):
+        self.timeline.append((time.monotonic() + seconds, action))
+
+    def _tick_loop(self):
+        while not self._stopping.wait(0.05):
+            with self.lock:
+                now = time.monotonic()
+                due = sorted((item for item in self.timeline if item[0] <= now), key=lambda item: item[0])
+                if due:
+                    self.timeline = [item for item in self.timeline if item[0] > now]
+                    for _, action in due:
+                        action()
+                    self._bump()
+                self._progress_deadlines()
+
+    def alloc_changed(self, alloc: dict):
+        """The client changed an allocation (events, states): a new index for blocking queries."""
+        alloc["ModifyIndex"] = self._bump()
+        alloc["ModifyTime"] = now_ns()
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def _current(self, namespace, job_id) -> dict | None:
+        versions = self.jobs.get((namespace, job_id))
+        return versions[-1] if versions else None
+
+    def _public_job(self, job: dict) -> dict:
+        out = copy.deepcopy(job)
+        out["Status"] = self._job_status(job)
+        return out
+
+    def _job_status(self, job: dict) -> str:
+        allocs = [a for a in self.allocs.values() if a["JobID"] == job["ID"] and a["Namespace"] == job["Namespace"]]
+        if any(a["ClientStatus"] in ("pending", "running") and a["DesiredStatus"] == "run" for a in allocs):
+            return "running"
+        if job.get("Stop") or (allocs and all(a["ClientStatus"] in ("complete", "failed", "lost") for a in allocs)
+                               and not any(self._awaiting_reschedule(a) for a in allocs)):
+            return "dead"
+        return "pending"
+
+    def _register(self, namespace, job, triggered="job-register") -> dict:
+        job = hcl_job.canonical(job)
+        job["Namespace"] = namespace
+        key = (namespace, job["ID"])
+        versions = self.jobs.setdefault(key, [])
+        current = versions[-1] if versions else None
+        index = self._bump()
+        if current is not None and spec(current) == spec(job):
+            eval_id = self._eval(namespace, job["ID"], current["JobModifyIndex"], triggered)
+            return {"EvalID": eval_id, "EvalCreateIndex": index, "JobModifyIndex": current["JobModifyIndex"],
+                    "Warnings": "", "Index": index, "LastContact": 0, "KnownLeader": True}
+        job.update({"Version": current["Version"] + 1 if current else 0,
+                    "Stable": bool(job.pop("_stable", False)), "Status": "pending", "StatusDescription": "",
+                    "SubmitTime": now_ns(), "CreateIndex": versions[0]["CreateIndex"] if versions else index,
+                    "ModifyIndex": index, "JobModifyIndex": index, "NomadTokenID": ""})
+        versions.append(job)
+        for dep in self.deployments.values():
+            if dep["Namespace"] == namespace and dep["JobID"] == job["ID"] and dep["Status"] in ACTIVE:
+                dep.update(Status="cancelled", ModifyIndex=index,
+                           StatusDescription="Cancelled because job is stopped" if job.get("Stop")
+                           else "Cancelled due to newer version of job")
+        eval_id = self._eval(namespace, job["ID"], index, "job-deregister" if job.get("Stop") else triggered)
+        return {"EvalID": eval_id, "EvalCreateIndex": index, "JobModifyIndex": index, "Warnings": "",
+                "Index": index, "LastContact": 0, "KnownLeader": True}
+
+    # -- evaluations and the scheduler -------------------------------------------------------------
+    def _eval(self, namespace, job_id, job_index, triggered, status="pending", previous="") -> str:
+        eval_id = str(uuid.uuid4())
+        self.evals[eval_id] = {
+            "ID": eval_id, "Namespace": namespace, "Priority": 50, "Type": "service", "TriggeredBy": triggered,
+            "JobID": job_id, "JobModifyIndex": job_index, "NodeID": "", "NodeModifyIndex": 0,
+            "DeploymentID": "", "Status": status, "StatusDescription": "", "Wait": 0,
+            "NextEval": "", "PreviousEval": previous, "BlockedEval": "", "FailedTGAllocs": None,
+            "ClassEligibility": None, "EscapedComputedClass": False, "AnnotatePlan": False,
+            "QueuedAllocations": {}, "SnapshotIndex": self.index, "CreateIndex": self.index,
+            "ModifyIndex": self.index, "CreateTime": now_ns(), "ModifyTime": now_ns()}
+        if status == "pending":
+            self._later(self.eval_delay, lambda: self._process(eval_id))
+        return eval_id
+
+    def _process(self, eval_id: str):
+        """The scheduler (scheduler/generic_sched.go, reconciler.go) for one evaluation."""
+        ev = self.evals[eval_id]
+        job = self._current(ev["Namespace"], ev["JobID"])
+        failed, dep = self._reconcile(job) if job is not None else ({}, None)
+        ev.update(Status="complete", ModifyIndex=self.index + 1, ModifyTime=now_ns(),
+                  DeploymentID=dep["ID"] if dep else "", FailedTGAllocs=failed or None,
+                  QueuedAllocations={g: 0 for g in failed} if failed else {})
+        if failed:
+            blocked = self._eval(ev["Namespace"], ev["JobID"], ev["JobModifyIndex"], "queued-allocs",
+                                 status="blocked", previous=eval_id)
+            self.evals[blocked]["FailedTGAllocs"] = None
+            self.evals[blocked]["ClassEligibility"] = {}
+            ev["BlockedEval"] = blocked
+
+    def _unblock(self):
+        """The node changed (restart, freed resources): blocked evaluations are tried again."""
+        for ev in list(self.evals.values()):
+            if ev["Status"] == "blocked":
+                ev.update(Status="complete", StatusDescription="evaluation unblocked", ModifyIndex=self.index + 1)
+                self._eval(ev["Namespace"], ev["JobID"], ev["JobModifyIndex"], "queued-allocs", previous=ev["ID"])
+
+    def _live(self, job_id, namespace, group=None) -> list[dict]:
+        return [a for a in self.allocs.values()
+                if a["JobID"] == job_id and a["Namespace"] == namespace and a["DesiredStatus"] == "run"
+                and a["ClientStatus"] in ("pending", "running") and (group is None or a["TaskGroup"] == group)]
+
+    def _reconcile(self, job: dict) -> tuple[dict, dict | None]:
+        """Bring the job's allocations to its current version. Returns (FailedTGAllocs, deployment)."""
+        namespace, job_id = job["Namespace"], job["ID"]
+        if job.get("Stop"):
+            for alloc in self._live(job_id, namespace):
+                self._stop_alloc(alloc, ALLOC_NOT_NEEDED)
+            return {}, None
+        dep = self._deployment_for(job)
+        failed = {}
+        for group in job.get("TaskGroups") or []:
+            name = group["Name"]
+            live = self._live(job_id, namespace, name)
+            same = [a for a in live if _group_spec(a["_job"], name) == group]
+            for alloc in same:  # an unchanged group is updated in place
+                if alloc["JobVersion"] != job["Version"]:
+                    alloc.update(JobVersion=job["Version"], _job=copy.deepcopy(job))
+                    if dep and (alloc.get("DeploymentStatus") or {}).get("Healthy"):
+                        dep["TaskGroups"][name]["HealthyAllocs"] += 1
+                        dep["TaskGroups"][name]["PlacedAllocs"] += 1
+                    alloc["DeploymentID"] = dep["ID"] if dep else alloc["DeploymentID"]
+            old = [a for a in live if a not in same]
+            count = group.get("Count", 1)
+            for extra in same[count:]:
+                self._stop_alloc(extra, ALLOC_NOT_NEEDED)
+            same = same[:count]
+            limit = len(old)
+            if dep is not None:
+                in_flight = [a for a in same if a["DeploymentID"] == dep["ID"]
+                             and not (a.get("DeploymentStatus") or {}).get("Healthy")]
+                limit = max(0, (group.get("Update") or {}).get("MaxParallel", 1) - len(in_flight))
+            replacements = old[:limit]
+            missing = max(0, count - len(same) - len(old))
+            wanted = [(a, ALLOC_UPDATING) for a in replacements] + [(None, "")] * missing
+            if not wanted:
+                continue
+            freed = [a for a, _ in wanted if a is not None]
+            metrics = self._feasible(job, group, freeing=freed, placements=len(wanted))
+            if metrics is not None:
+                failed[name] = metrics
+                continue
+            for previous, why in wanted:
+                if previous is not None:
+                    self._stop_alloc(previous, why)
+                self._place(job, group, dep, previous)
+        self._maybe_complete(dep)
+        return failed, dep
+
+    def _deployment_for(self, job: dict) -> dict | None:
+        if not any((g.get("Update") or {}).get("MaxParallel") for g in job.get("TaskGroups") or []):
+            return None
+        for dep in self.deployments.values():
+            if dep["JobID"] == job["ID"] and dep["Namespace"] == job["Namespace"] \
+                    and dep["JobVersion"] == job["Version"] and dep["JobModifyIndex"] == job["JobModifyIndex"]:
+                return dep if dep["Status"] in ACTIVE else None
+        groups = {}
+        for group in job.get("TaskGroups") or []:
+            update = group.get("Update") or {}
+            groups[group["Name"]] = {"AutoRevert": bool(update.get("AutoRevert")), "AutoPromote": False,
+                                     "Promoted": False, "PlacedCanaries": None, "DesiredCanaries": 0,
+                                     "DesiredTotal": group.get("Count", 1), "PlacedAllocs": 0, "HealthyAllocs": 0,
+                                     "UnhealthyAllocs": 0, "ProgressDeadline": update.get("ProgressDeadline", 0),
+                                     "RequireProgressBy": None, "_require_by": None}
+        dep = {"ID": str(uuid.uuid4()), "Namespace": job["Namespace"], "JobID": job["ID"],
+               "JobVersion": job["Version"], "JobModifyIndex": job["JobModifyIndex"],
+               "JobSpecModifyIndex": job["JobModifyIndex"], "JobCreateIndex": job["CreateIndex"],
+               "IsMultiregion": False, "TaskGroups": groups, "Status": "running",
+               "StatusDescription": "Deployment is running", "CreateIndex": self.index + 1,
+               "ModifyIndex": self.index + 1}
+        self.deployments[dep["ID"]] = dep
+        return dep
+
+    def _feasible(self, job: dict, group: dict, freeing: list, placements: int) -> dict | None:
+        """None when the node can take the placements, else the AllocationMetric Nomad reports."""
+        node = self.client
+        metric = {"NodesEvaluated": 0, "NodesFiltered": 0, "NodesInPool": 1, "NodesAvailable": {},
+                  "ClassFiltered": None, "ConstraintFiltered": None, "NodesExhausted": 0, "ClassExhausted": None,
+                  "DimensionExhausted": None, "QuotaExhausted": None, "ResourcesExhausted": None, "Scores": None,
+                  "AllocationTime": 41000, "CoalescedFailures": max(0, placements - 1)}
+        datacenters = job.get("Datacenters") or ["*"]
+        for dc in datacenters:
+            metric["NodesAvailable"][dc] = int(fnmatch.fnmatch(node.datacenter, dc))
+        if not any(fnmatch.fnmatch(node.datacenter, dc) for dc in datacenters):
+            return metric
+        metric["NodesEvaluated"] = 1
+        filtered = None
+        tasks = group.get("Tasks") or []
+        if any(t.get("Driver") == "docker" for t in tasks) and not node.has_docker:
+            filtered = "missing drivers"
+        else:
+            for request in (group.get("Volumes") or {}).values():
+                if request.get("Type") == "host" and request.get("Source") not in node.volumes:
+                    filtered = "missing compatible host volumes"
+                    break
+            attrs = node.attributes()
+            for constraint in (job.get("Constraints") or []) + (group.get("Constraints") or []) + \
+                    [c for t in tasks for c in t.get("Constraints") or []]:
+                if filtered is None and not _constraint_ok(constraint, attrs, node):
+                    filtered = f"{constraint['LTarget']} {constraint.get('Operand', '=')} {constraint['RTarget']}"
+        if filtered:
+            metric.update(NodesFiltered=1, ConstraintFiltered={filtered: 1})
+            return metric
+        used_mem = used_cpu = 0
+        for alloc in self.allocs.values():
+            if alloc["DesiredStatus"] == "run" and alloc["ClientStatus"] in ("pending", "running") \
+                    and alloc not in freeing:
+                used_mem += alloc["_memory"]
+                used_cpu += alloc["_cpu"]
+        memory = sum((t.get("Resources") or {}).get("MemoryMB") or 0 for t in tasks) * placements
+        cpu = sum((t.get("Resources") or {}).get("CPU") or 0 for t in tasks) * placements
+        exhausted = "memory" if used_mem + memory > node.memory_mb else "cpu" if used_cpu + cpu > node.cpu_mhz else ""
+        if exhausted:
+            metric.update(NodesExhausted=1, DimensionExhausted={exhausted: 1}, ClassExhausted={})
+            return metric
+        return None
+
+    def _place(self, job: dict, group: dict, dep: dict | None, previous: dict | None,
+               reschedule_events: list | None = None) -> dict:
+        alloc_id = str(uuid.uuid4())
+        task = (group.get("Tasks") or [{}])[0]
+        taken = {p["Value"] for a in self.allocs.values() if a["ClientStatus"] in ("pending", "running")
+                 for p in a["_ports"]}
+        ports = []
+        for network in group.get("Networks") or []:
+            for port in network.get("ReservedPorts") or []:
+                ports.append({"Label": port["Label"], "Value": port["Value"], "To": port.get("To") or 0,
+                              "HostIP": self.client.address})
+            for port in network.get("DynamicPorts") or []:
+                value = _free_dynamic_port(taken)
+                taken.add(value)
+                ports.append({"Label": port["Label"], "Value": value, "To": port.get("To") or 0,
+                              "HostIP": self.client.address})
+        index = self._bump()
+        alloc = {"ID": alloc_id, "EvalID": "", "Name": f"{job['ID']}.{group['Name']}[0]",
+                 "Namespace": job["Namespace"], "NodeID": self.client.id, "NodeName": self.client.name,
+                 "JobID": job["ID"], "JobType": job.get("Type", "service"), "JobVersion": job["Version"],
+                 "TaskGroup": group["Name"], "DesiredStatus": "run", "DesiredDescription": "",
+                 "DesiredTransition": {"Migrate": None, "Reschedule": None, "ForceReschedule": None},
+                 "ClientStatus": "pending", "ClientDescription": "No tasks have started",
+                 "DeploymentID": dep["ID"] if dep else "", "DeploymentStatus": None, "FollowupEvalID": "",
+                 "PreviousAllocation": previous["ID"] if previous else "", "NextAllocation": "",
+                 "RescheduleTracker": {"Events": reschedule_events} if reschedule_events else None,
+                 "PreemptedAllocations": None, "PreemptedByAllocation": "",
+                 "AllocatedResources": {"Shared": {"Ports": [dict(p) for p in ports], "Networks": None}},
+                 "TaskStates": {task.get("Name", "task"): {
+                     "State": "pending", "Failed": False, "Restarts": 0, "LastRestart": None, "StartedAt": None,
+                     "FinishedAt": None, "Events": [task_event("Received"),
+                                                    task_event("Task Setup", "Building Task Directory")]}},
+                 "CreateIndex": index, "ModifyIndex": index, "CreateTime": now_ns(), "ModifyTime": now_ns(),
+                 "_task": task.get("Name", "task"), "_job": copy.deepcopy(job), "_ports": ports,
+                 "_memory": (task.get("Resources") or {}).get("MemoryMB") or 0,
+                 "_cpu": (task.get("Resources") or {}).get("CPU") or 0, "_failed_at": None}
+        self.allocs[alloc_id] = alloc
+        if previous is not None:
+            previous["NextAllocation"] = alloc_id
+        if dep is not None:
+            dstate = dep["TaskGroups"][group["Name"]]
+            dstate["PlacedAllocs"] += 1
+            if dstate["ProgressDeadline"] and dstate["_require_by"] is None:  # state_store.go: first placement
+                self._require_progress(dstate, time.time())
+            dep["ModifyIndex"] = index
+        self.client.run(alloc, alloc["_job"])
+        return alloc
+
+    def _stop_alloc(self, alloc: dict, why: str):
+        if alloc["DesiredStatus"] != "run":
+            return
+        alloc.update(DesiredStatus="stop", DesiredDescription=why)
+        self.alloc_changed(alloc)
+        self.client.kill(alloc["ID"])
+
+    # -- the client's reports --------------------------------------------------------------------
+    def register_services(self, alloc: dict, group: dict):
+        for service in group.get("Services") or []:
+            if service.get("Provider") != "nomad":
+                continue  # Consul's catalogue, not Nomad's
+            port = next((p for p in alloc["_ports"] if p["Label"] == service.get("PortLabel")), None)
+            reg_id = f"_nomad-task-{alloc['ID']}-group-{group['Name']}-{service['Name']}-{service.get('PortLabel')}"
+            index = self._bump()
+            self.services[reg_id] = {
+                "ID": reg_id, "ServiceName": service["Name"], "Namespace": alloc["Namespace"],
+                "NodeID": self.client.id, "Datacenter": self.client.datacenter, "JobID": alloc["JobID"],
+                "AllocID": alloc["ID"], "Tags": list(service.get("Tags") or []),
+                "Address": self.client.address, "Port": port["Value"] if port else 0,
+                "CreateIndex": index, "ModifyIndex": index}
+
+    def deregister_services(self, alloc_id: str):
+        gone = [k for k, v in self.services.items() if v["AllocID"] == alloc_id]
+        for key in gone:
+            del self.services[key]
+        if gone:
+            self._bump()
+
+    def alloc_health(self, alloc: dict, healthy: bool):
+        """The client's health report for a deployment's allocation (the deployment watcher's input)."""
+        index = self._bump()
+        alloc["DeploymentStatus"] = {"Healthy": healthy, "Timestamp": rfc3339(), "Canary": False,
+                                     "ModifyIndex": index}
+        dep = self.deployments.get(alloc["DeploymentID"])
+        if dep is None or dep["Status"] not in ACTIVE:
+            return
+        dstate = dep["TaskGroups"][alloc["TaskGroup"]]
+        dep["ModifyIndex"] = index
+        job = self._job_version(dep)
+        if healthy:
+            dstate["HealthyAllocs"] += 1
+            if dstate["ProgressDeadline"]:
+                self._require_progress(dstate, time.time())
+            current = self._current(dep["Namespace"], dep["JobID"])
+            if current is not None and current["Version"] == dep["JobVersion"]:
+                self._reconcile(current)  # the next batch of a rolling update
+            self._maybe_complete(dep)
+            return
+        dstate["UnhealthyAllocs"] += 1
+        group = _group_spec(job, alloc["TaskGroup"])
+        if not dstate["ProgressDeadline"] or not self._reschedule_eligible(alloc, group):
+            self._fail(dep, "Failed due to unhealthy allocations", rollback=dstate["AutoRevert"])
+        elif alloc["ClientStatus"] == "failed":
+            self._schedule_reschedule(alloc)
+
+    def alloc_terminal(self, alloc: dict):
+        """An allocation's task ended (failed, or complete after a stop)."""
+        self.alloc_changed(alloc)
+        if alloc["ClientStatus"] == "failed" and alloc["DesiredStatus"] == "run":
+            alloc["_failed_at"] = time.time()
+            dep = self.deployments.get(alloc["DeploymentID"])
+            in_deployment = dep is not None and dep["Status"] in ACTIVE
+            if not in_deployment:
+                self._schedule_reschedule(alloc)
+        self._unblock()
+
+    # -- rescheduling (structs.go RescheduleEligible, NextRescheduleTime) ------------------------
+    def _reschedule_eligible(self, alloc: dict, group: dict) -> bool:
+        policy = group.get("ReschedulePolicy") or {}
+        attempts = policy.get("Attempts") or 0
+        if not (attempts > 0 or policy.get("Unlimited")):
+            return False
+        if policy.get("Unlimited"):
+            return True
+        events = (alloc.get("RescheduleTracker") or {}).get("Events") or []
+        window = time.time_ns() - (policy.get("Interval") or 0)
+        return len([e for e in events if e["RescheduleTime"] > window]) < attempts
+
+    def _awaiting_reschedule(self, alloc: dict) -> bool:
+        return alloc.get("_reschedule_at") is not None and alloc["DesiredStatus"] == "run"
+
+    def _schedule_reschedule(self, alloc: dict):
+        job = self._current(alloc["Namespace"], alloc["JobID"])
+        if job is None or job.get("Stop") or self._awaiting_reschedule(alloc):
+            return
+        group = _group_spec(alloc["_job"], alloc["TaskGroup"])
+        if not self._reschedule_eligible(alloc, group):
+            return
+        policy = group.get("ReschedulePolicy") or {}
+        events = (alloc.get("RescheduleTracker") or {}).get("Events") or []
+        delay = policy.get("Delay") or 0
+        if events and policy.get("DelayFunction") == "exponential":
+            delay = events[-1]["Delay"] * 2
+        elif events and policy.get("DelayFunction") == "fibonacci" and len(events) > 1:
+            delay = events[-1]["Delay"] + events[-2]["Delay"]
+        delay = min(delay, policy.get("MaxDelay") or delay) if policy.get("MaxDelay") else delay
+        alloc["_reschedule_at"] = time.time() + delay / SECOND
+        event = {"RescheduleTime": time.time_ns() + delay, "PrevAllocID": alloc["ID"],
+                 "PrevNodeID": alloc["NodeID"], "Delay": delay}
+        self._later(delay / SECOND, lambda: self._reschedule(alloc, events + [event]))
+
+    def _reschedule(self, alloc: dict, events: list):
+        if alloc["DesiredStatus"] != "run":
+            return
+        job = self._current(alloc["Namespace"], alloc["JobID"])
+        if job is None or job.get("Stop"):
+            return
+        group = _group_spec(job, alloc["TaskGroup"])
+        metrics = self._feasible(job, group, freeing=[], placements=1)
+        if metrics is not None:
+            self._later(5, lambda: self._reschedule(alloc, events))
+            return
+        alloc.update(DesiredStatus="stop", DesiredDescription=ALLOC_RESCHEDULED, _reschedule_at=None)
+        dep = self.deployments.get(alloc["DeploymentID"])
+        self._place(job, group, dep if dep and dep["Status"] in ACTIVE else None, alloc, reschedule_events=events)
+
+    # -- the deployment watcher --------------------------------------------------------------------
+    def _job_version(self, dep: dict) -> dict:
+        for job in self.jobs.get((dep["Namespace"], dep["JobID"]), []):
+            if job["Version"] == dep["JobVersion"]:
+                return job
+        return {}
+
+    def _require_progress(self, dstate: dict, at: float):
+        dstate["_require_by"] = at + dstate["ProgressDeadline"] / SECOND
+        dstate["RequireProgressBy"] = rfc3339(int(dstate["_require_by"] * SECOND))
+
+    def _maybe_complete(self, dep: dict | None):
+        if dep is None or dep["Status"] not in ACTIVE:
+            return
+        for name, dstate in dep["TaskGroups"].items():
+            if dstate["HealthyAllocs"] < dstate["DesiredTotal"]:
+                return
+            old = [a for a in self._live(dep["JobID"], dep["Namespace"], name) if a["DeploymentID"] != dep["ID"]]
+            if old:
+                return
+        dep.update(Status="successful", StatusDescription="Deployment completed successfully",
+                   ModifyIndex=self._bump())
+        job = self._job_version(dep)
+        job["Stable"] = True
+        job["ModifyIndex"] = self.index
+
+    def _progress_deadlines(self):
+        now = time.time()
+        for dep in list(self.deployments.values()):
+            if dep["Status"] != "running":
+                continue
+            cutoffs = []
+            for name, dstate in dep["TaskGroups"].items():
+                healthy_now = [a for a in self._live(dep["JobID"], dep["Namespace"], name)
+                               if a["DeploymentID"] == dep["ID"] and (a.get("DeploymentStatus") or {}).get("Healthy")]
+                if len(healthy_now) >= dstate["DesiredTotal"] or dstate["_require_by"] is None:
+                    continue
+                cutoffs.append(dstate["_require_by"])
+            if cutoffs and now > min(cutoffs):
+                job = self._job_version(dep)
+                rollback = False
+                for name, dstate in dep["TaskGroups"].items():
+                    if dstate["HealthyAllocs"] < dstate["DesiredTotal"]:
+                        rollback = rollback or bool((_group_spec(job, name).get("Update") or {}).get("AutoRevert"))
+                self._fail(dep, "Failed due to progress deadline", rollback)
+
+    def _fail(self, dep: dict, description: str, rollback: bool):
+        """deployment_watcher.go watch(): fail, and with auto_revert register the latest stable version."""
+        target = None
+        if rollback:
+            versions = self.jobs.get((dep["Namespace"], dep["JobID"]), [])
+            stable = next((v for v in reversed(versions) if v.get("Stable")), None)
+            failing = self._job_version(dep)
+            if stable is None:
+                description += " - no stable job version to auto revert to"
+            elif spec(stable) != spec(failing):
+                description += f" - rolling back to job version {stable['Version']}"
+                target = stable
+            else:
+                description += (f" - not rolling back to stable job version {stable['Version']} as current job "
+                                "has same specification")
+        dep.update(Status="failed", StatusDescription=description, ModifyIndex=self._bump())
+        for alloc in self.allocs.values():
+            if alloc["DeploymentID"] == dep["ID"] and alloc["ClientStatus"] == "failed" \
+                    and alloc["DesiredStatus"] == "run":
+                self._schedule_reschedule(alloc)
+        if target is not None:
+            self._register(dep["Namespace"], copy.deepcopy(spec(target)), triggered="deployment-watcher")
+
+    # -- HTTP -------------------------------------------------------------------------------------
+    def _check_acl(self, token: str | None, namespace: str, capability: str | None):
+        if self.acl_tokens is None or capability is None:
+            return
+        if not token:
+            raise HTTPError(403, "Permission denied")
+        grant = self.acl_tokens.get(token)
+        if grant is None:
+            raise HTTPError(403, "ACL token not found")
+        if grant == "management":
+            return
+        if capability not in (grant.get(namespace) or grant.get("*") or set()):
+            raise HTTPError(403, "Permission denied")
+
+    def _handler(self):
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code, body, content_type=None, index=None):
+                if isinstance(body, bytes):
+                    data, ctype = body, content_type or "text/plain"
+                elif isinstance(body, str):
+                    data, ctype = body.encode(), content_type or "text/plain"
+                else:
+                    data, ctype = json.dumps(body).encode(), "application/json"
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                if index is not None:
+                    self.send_header("X-Nomad-Index", str(index))
+                    self.send_header("X-Nomad-KnownLeader", "true")
+                    self.send_header("X-Nomad-LastContact", "0")
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method):
+                url = urlsplit(self.path)
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = None
+                if raw:
+                    try:
+                        body = json.loads(raw)
+                    except ValueError:
+                        return self._send(400, "Request body is not valid JSON")
+                token = self.headers.get("X-Nomad-Token")
+                auth = self.headers.get("Authorization", "")
+                if not token and auth.startswith("Bearer "):
+                    token = auth[len("Bearer "):]
+                path = unquote(url.path)
+                with double.lock:
+                    double.requests.append((method, path, query, body))
+                if path == "/_double/agent/restart" and method in ("POST", "PUT"):
+                    seconds = float((body or {}).get("seconds", double.restart_seconds))
+                    self._send(200, {"restarting": seconds})
+                    threading.Thread(target=double.restart_agent, args=(seconds,), daemon=True).start()
+                    return
+                try:
+                    if path.startswith("/v1/client/fs/logs/"):
+                        return self._logs(path.rsplit("/", 1)[1], query, token)
+                    code, result, index = double.route(method, path, query, body, token)
+                except HTTPError as exc:
+                    return self._send(exc.code, exc.text)
+                self._send(code, result, index=index)
+                if path.endswith("/plan") and method in ("POST", "PUT") and double.after_plan:
+                    hook, double.after_plan = double.after_plan, None
+                    hook()
+
+            def _logs(self, alloc_id, query, token):
+                with double.lock:
+                    alloc = double.allocs.get(alloc_id)
+                    if alloc is None:
+                        raise HTTPError(404, "Unknown allocation \"%s\"" % alloc_id)
+                    double._check_acl(token, alloc["Namespace"], "read-logs")
+                task = query.get("task")
+                if not task:
+                    raise HTTPError(400, "must provide task name")
+                if task != alloc["_task"]:
+                    raise HTTPError(400, f"unknown task name \"{task}\"")
+                kind = query.get("type")
+                if kind not in ("stdout", "stderr"):
+                    raise HTTPError(400, "must provide log type (stdout/stderr)")
+                flags = {}
+                for name in ("follow", "plain"):
+                    value = query.get(name, "false")
+                    if value.lower() not in ("1", "t", "true", "0", "f", "false"):
+                        raise HTTPError(400, f"failed to parse value of \"{name}\" ({value}) as bool")
+                    flags[name] = value.lower() in ("1", "t", "true")
+                origin = query.get("origin", "start")
+                if origin not in ("start", "end"):
+                    raise HTTPError(400, "origin must be start or end")
+                offset = int(query.get("offset") or 0)
+                data = double.client.output(alloc_id, task, kind)
+                start = max(0, len(data) - offset) if origin == "end" else min(offset, len(data))
+                chunk = data[start:]
+                file_name = f"alloc/logs/{task}.{kind}.0"
+
+                def frame(part, at):
+                    if flags["plain"]:
+                        return part
+                    return json.dumps({"File": file_name, "Offset": at,
+                                       "Data": base64.b64encode(part).decode()}).encode()
+
+                ctype = "text/plain" if flags["plain"] else "application/json"
+                if not flags["follow"]:
+                    return self._send(200, frame(chunk, len(data)) if chunk or flags["plain"] else b"", ctype)
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                sent, quiet_since = len(data), time.monotonic()
+                try:
+                    if chunk:
+                        self.wfile.write(frame(chunk, len(data)))
+                        self.wfile.flush()
+                    while double.follow_limit is None or time.monotonic() - quiet_since < double.follow_limit:
+                        time.sleep(0.1)
+                        now = double.client.output(alloc_id, task, kind)
+                        if len(now) > sent:
+                            self.wfile.write(frame(now[sent:], len(now)))
+                            self.wfile.flush()
+                            sent, quiet_since = len(now), time.monotonic()
+                        elif alloc["ClientStatus"] in ("complete", "failed", "lost"):
+                            break  # the task is gone: the stream ends
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def do_POST(self):
+                self._handle("POST")
+
+            def do_PUT(self):
+                self._handle("PUT")
+
+            def do_DELETE(self):
+                self._handle("DELETE")
+
+        return Handler
+
+    def route(self, method, path, query, body, token):
+        with self.lock:
+            if method == "GET" and query.get("index"):
+                self._block(int(query["index"]), query.get("wait", "5m"))
+            namespace = query.get("namespace") or "default"
+            if path == "/v1/status/leader":
+                return 200, '"127.0.0.1:4647"', None  # a JSON string (status.mdx "Sample Response")
+            if path == "/v1/agent/health":
+                return 200, {"client": {"ok": True, "message": "ok"}, "server": {"ok": True, "message": "ok"}}, None
+            if query.get("region") and query["region"] != self.region:
+                raise HTTPError(500, "No path to region")
+            if path == "/v1/agent/self":
+                self._check_acl(token, "default", "read-job")
+                return 200, {"config": {"Version": {"Version": "1.10.5"}, "Region": self.region}}, None
+            if path == "/v1/acl/token/self":
+                if self.acl_tokens is None:
+                    raise HTTPError(400, "ACL support disabled")
+                self._check_acl(token, namespace, "read-job")
+                return 200, {"Name": "test", "Type": "client", "Policies": ["mlflow"]}, None
+            if path == "/v1/nodes":
+                return 200, [self.client.stub()], self.index
+            parts = path.strip("/").split("/")[1:]
+            if parts[:1] == ["node"] and len(parts) == 2:
+                if parts[1] != self.client.id:
+                    raise HTTPError(404, "node not found")
+                return 200, self.client.node(), self.index
+            if parts == ["services"]:
+                self._check_acl(token, namespace, "read-job")
+                by_ns: dict = {}
+                for reg in self.services.values():
+                    if namespace in ("*", reg["Namespace"]):
+                        entry = by_ns.setdefault(reg["Namespace"], {})
+                        tags = entry.setdefault(reg["ServiceName"], [])
+                        tags.extend(t for t in reg["Tags"] if t not in tags)
+                return 200, [{"Namespace": ns, "Services": [{"ServiceName": n, "Tags": t} for n, t in sorted(s.items())]}
+                             for ns, s in sorted(by_ns.items())], self.index
+            if parts[:1] == ["service"] and len(parts) == 2:
+                self._check_acl(token, namespace, "read-job")
+                return 200, [copy.deepcopy(r) for r in self.services.values()
+                             if r["ServiceName"] == parts[1] and namespace in ("*", r["Namespace"])], self.index
+            if parts[:1] == ["jobs"]:
+                return self._jobs(method, parts[1:], namespace, query, body, token)
+            if parts[:1] == ["job"] and len(parts) >= 2:
+                return self._job(method, parts[1], parts[2:], namespace, query, body, token)
+            if parts[:1] == ["deployment"] and len(parts) >= 2:
+                if parts[1] == "allocations" and len(parts) == 3:
+                    dep = self._dep(parts[2], token)
+                    allocs = [self._public(a) for a in self.allocs.values() if a["DeploymentID"] == dep["ID"]]
+                    return 200, allocs, self.index
+                return 200, self._public(self._dep(parts[1], token)), self.index
+            if parts == ["deployments"]:
+                self._check_acl(token, namespace, "read-job")
+                return 200, [self._public(d) for d in self.deployments.values()
+                             if namespace == "*" or d["Namespace"] == namespace], self.index
+            if parts[:1] == ["evaluation"] and len(parts) == 2:
+                ev = self.evals.get(parts[1])
+                if ev is None:
+                    raise HTTPError(404, "eval not found")
+                self._check_acl(token, namespace, "read-job")  # the request's namespace (eval_endpoint.go),
+                self._check_acl(token, ev["Namespace"], "read-job")  # then the evaluation's
+                return 200, copy.deepcopy(ev), self.index
+            if parts[:1] == ["client"] and parts[1:2] == ["allocation"] and len(parts) == 4 and parts[3] == "checks":
+                alloc = self.allocs.get(parts[2])
+                if alloc is None:
+                    raise HTTPError(404, "alloc not found")
+                self._check_acl(token, alloc["Namespace"], "read-job")
+                return 200, self.client.check_results(alloc["ID"]), None
+            if parts[:1] == ["allocation"] and len(parts) == 2:
+                alloc = self.allocs.get(parts[1])
+                if alloc is None:
+                    raise HTTPError(404, "alloc not found")
+                self._check_acl(token, alloc["Namespace"], "read-job")
+                return 200, self._public(alloc), self.index
+            raise HTTPError(404, "Invalid URL")
+
+    def _block(self, index: int, wait: str):
+        """A blocking query (index.mdx): hold the answer until the state passes ``index`` or ``wait`` ends."""
+        try:
+            limit = min(hcl_job.duration(wait, "wait") / 1e9, 600.0)
+        except hcl_job.ParseError:
+            raise HTTPError(400, f"Invalid wait time: {wait}") from None
+        deadline = time.monotonic() + limit
+        while self.index <= index and time.monotonic() < deadline:
+            self.changed.wait(0.05)
+
+    def _public(self, obj):
+        return {k: copy.deepcopy(v) for k, v in obj.items() if not k.startswith("_")}
+
+    def _dep(self, dep_id, token):
+        dep = self.deployments.get(dep_id)
+        if dep is None:
+            raise HTTPError(404, "resource not found")
+        self._check_acl(token, dep["Namespace"], "read-job")
+        return dep
+
+    def _known_namespace(self, namespace, job_id):
+        if namespace not in self.namespaces:
+            raise HTTPError(500, f"job \"{job_id}\" is in nonexistent namespace \"{namespace}\"")
+
+    def _validate(self, job: dict):
+        """Job.Validate (nomad/structs), the parts our jobs can get wrong: 500 with a multierror."""
+        errors = []
+        for group in job.get("TaskGroups") or []:
+            update = group.get("Update") or {}
+            problems = []
+            if update:
+                mht, hd, pd = (update.get("MinHealthyTime") or 0, update.get("HealthyDeadline") or 0,
+                               update.get("ProgressDeadline") or 0)
+                if hd <= 0:
+                    problems.append(f"Healthy deadline must be greater than zero: {go_duration(hd)}")
+                if mht >= hd:
+                    problems.append(f"Minimum healthy time must be less than healthy deadline: "
+                                    f"{go_duration(mht)} > {go_duration(hd)}")
+                if pd != 0 and hd >= pd:
+                    problems.append(f"Healthy deadline must be less than progress deadline: "
+                                    f"{go_duration(hd)} > {go_duration(pd)}")
+            restart = group.get("RestartPolicy") or {}
+            if restart.get("Mode") == "fail" and restart.get("Attempts", 0) * (restart.get("Delay") or 0) \
+                    > (restart.get("Interval") or 0) and restart.get("Attempts"):
+                problems.append(f"Nomad can't restart the TaskGroup {restart['Attempts']} times in an interval of "
+                                f"{go_duration(restart['Interval'])} with a delay of {go_duration(restart['Delay'])}")
+            if problems:
+                inner = "".join(f"\n\t* {p}" for p in problems)
+                errors.append(f"Task group {group['Name']} validation failed: {len(problems)} error"
+                              f"{'s' if len(problems) != 1 else ''} occurred:{inner}\n\n")
+        if errors:
+            raise HTTPError(500, f"{len(errors)} error occurred:\n" + "".join(f"\t* {e}" for e in errors))
+
+    def _jobs(self, method, rest, namespace, query, body, token):
+        if rest == ["parse"] and method in ("POST", "PUT"):
+            self._check_acl(token, namespace, "parse-job")
+            if not body or "JobHCL" not in body:
+                raise HTTPError(400, "Job must be specified")
+            try:
+                job = hcl_job.parse(body["JobHCL"], body.get("Variables") or "", bool(body.get("Canonicalize")))
+            except hcl_job.ParseError as exc:
+                raise HTTPError(400, str(exc)) from None
+            return 200, job, None
+        if rest == [] and method == "GET":
+            self._check_acl(token, namespace, "list-jobs")
+            out = []
+            for (ns, job_id), versions in self.jobs.items():
+                if namespace in ("*", ns) and job_id.startswith(query.get("prefix", "")):
+                    job = self._public_job(versions[-1])
+                    out.append({k: job.get(k) for k in ("ID", "Name", "Namespace", "Type", "Priority", "Status",
+                                                        "StatusDescription", "Stop", "Version", "Datacenters",
+                                                        "CreateIndex", "ModifyIndex", "JobModifyIndex",
+                                                        "SubmitTime")})
+            return 200, out, self.index
+        if rest == [] and method in ("POST", "PUT"):
+            job = (body or {}).get("Job")
+            if not job:
+                raise HTTPError(400, "Job must be specified")
+            return self._submit(job.get("ID") or "", namespace, body, token)
+        raise HTTPError(404, "Invalid URL")
+
+    def _submit(self, job_id, namespace, body, token):
+        job = body.get("Job") or {}
+        if not job.get("ID"):
+            raise HTTPError(400, "Job ID does not match name" if job_id else "Missing job ID")
+        if job_id and job["ID"] != job_id:
+            raise HTTPError(400, "Job ID does not match name")
+        namespace = job.get("Namespace") or namespace
+        self._check_acl(token, namespace, "submit-job")
+        self._known_namespace(namespace, job["ID"])
+        if not job.get("TaskGroups"):
+            raise HTTPError(500, "1 error occurred:\n\t* Missing job task groups\n\n")
+        self._validate(hcl_job.canonical(job))
+        current = self._current(namespace, job["ID"])
+        if body.get("EnforceIndex"):
+            wanted = int(body.get("JobModifyIndex") or 0)
+            prefix = f"Enforcing job modify index {wanted}"
+            if wanted == 0 and current is not None:
+                raise HTTPError(500, f"{prefix}: job already exists")
+            if wanted != 0 and current is None:
+                raise HTTPError(500, f"{prefix}: job does not exist")
+            if current is not None and current["JobModifyIndex"] != wanted:
+                raise HTTPError(500, f"{prefix}: job exists with conflicting job modify index: "
+                                     f"{current['JobModifyIndex']}")
+        return 200, self._register(namespace, copy.deepcopy(job)), None
+
+    def _job(self, method, job_id, rest, namespace, query, body, token):
+        current = self._current(namespace, job_id)
+        if rest == [] and method in ("POST", "PUT"):
+            return self._submit(job_id, namespace, body or {}, token)
+        if rest == ["plan"] and method in ("POST", "PUT"):
+            job = (body or {}).get("Job")
+            if not job:
+                raise HTTPError(400, "Job must be specified")
+            ns = job.get("Namespace") or namespace
+            self._check_acl(token, ns, "submit-job")
+            self._known_namespace(ns, job_id)
+            current = self._current(ns, job_id)
+            new = hcl_job.canonical(job)
+            new["Namespace"] = ns
+            self._validate(new)
+            diff = job_diff(current, new)
+            changed = diff["Type"] != "None"
+            failed = {}
+            if changed and not new.get("Stop"):
+                for group in new.get("TaskGroups") or []:
+                    old = [a for a in self._live(job_id, ns, group["Name"])]
+                    metrics = self._feasible(new, group, freeing=old, placements=group.get("Count", 1))
+                    if metrics is not None:
+                        failed[group["Name"]] = metrics
+            desired = {g["Name"]: {"DestructiveUpdate": int(changed and current is not None),
+                                   "InPlaceUpdate": 0, "Stop": 0, "Migrate": 0,
+                                   "Place": int(changed and current is None), "Ignore": int(not changed),
+                                   "Canary": 0, "Preemptions": 0}
+                       for g in new.get("TaskGroups") or []}
+            return 200, {"Index": self.index, "NextPeriodicLaunch": "0001-01-01T00:00:00Z", "Warnings": "",
+                         "Diff": diff if (body or {}).get("Diff") else None, "CreatedEvals": None,
+                         "JobModifyIndex": current["JobModifyIndex"] if current else 0,
+                         "FailedTGAllocs": failed or None, "Annotations": {"DesiredTGUpdates": desired,
+                                                                           "PreemptedAllocs": None}}, None
+        self._check_acl(token, namespace, "submit-job" if method in ("POST", "PUT", "DELETE") else "read-job")
+        if rest == ["revert"] and method in ("POST", "PUT"):
+            if current is None:
+                raise HTTPError(404, "job not found")
+            body = body or {}
+            prior = body.get("EnforcePriorVersion")
+            if prior is not None and int(prior) != current["Version"]:
+                raise HTTPError(500, f"Current job has version {current['Version']}; enforcing version {prior}")
+            wanted = int(body.get("JobVersion") or 0)
+            if wanted == current["Version"]:
+                raise HTTPError(500, "can't revert to current version")
+            target = [v for v in self.jobs[(namespace, job_id)] if v["Version"] == wanted]
+            if not target:
+                raise HTTPError(500, f"job \"{job_id}\" in namespace \"{namespace}\" at version {wanted} not found")
+            return 200, self._register(namespace, copy.deepcopy(spec(target[0])), triggered="job-register"), None
+        if current is None:
+            raise HTTPError(404, "job versions not found" if rest == ["versions"] else "job not found")
+        if rest == [] and method == "GET":
+            return 200, self._public_job(current), self.index
+        if rest == [] and method == "DELETE":
+            if query.get("purge") in ("true", "True", "1"):
+                del self.jobs[(namespace, job_id)]
+                for alloc in self.allocs.values():
+                    if alloc["JobID"] == job_id and alloc["Namespace"] == namespace:
+                        self._stop_alloc(alloc, ALLOC_NOT_NEEDED)
+                return 200, {"EvalID": "", "EvalCreateIndex": self._bump(), "JobModifyIndex": self.index}, None
+            stopped = copy.deepcopy(spec(current))
+            stopped["Stop"] = True
+            stopped["_stable"] = bool(current.get("Stable"))  # fsm.go handleJobDeregister keeps the flag
+            return 200, self._register(namespace, stopped), None
+        if rest == ["versions"]:
+            versions = [self._public_job(v) for v in reversed(self.jobs[(namespace, job_id)])]
+            diffs = None
+            if query.get("diffs") in ("true", "True", "1"):
+                diffs = [job_diff(versions[i + 1], versions[i]) for i in range(len(versions) - 1)]
+            return 200, {"Versions": versions, "Diffs": diffs, "Index": self.index, "KnownLeader": True,
+                         "LastContact": 0}, self.index
+        if rest == ["allocations"]:
+            return 200, [self._public(a) for a in sorted(self.allocs.values(), key=lambda a: a["CreateIndex"])
+                         if a["JobID"] == job_id and a["Namespace"] == namespace], self.index
+        if rest == ["evaluations"]:
+            return 200, [copy.deepcopy(e) for e in self.evals.values()
+                         if e["JobID"] == job_id and e["Namespace"] == namespace], self.index
+        deps = sorted((d for d in self.deployments.values() if d["JobID"] == job_id and d["Namespace"] == namespace),
+                      key=lambda d: d["CreateIndex"], reverse=True)
+        if rest == ["deployments"]:
+            return 200, [self._public(d) for d in deps], self.index
+        if rest == ["deployment"]:
+            return 200, self._public(deps[0]) if deps else None, self.index
+        if rest == ["summary"]:
+            summary = {}
+            for alloc in self.allocs.values():
+                if alloc["JobID"] == job_id and alloc["Namespace"] == namespace:
+                    counts = summary.setdefault(alloc["TaskGroup"], {k: 0 for k in (
+                        "Queued", "Complete", "Failed", "Running", "Starting", "Lost", "Unknown")})
+                    key = {"pending": "Starting", "running": "Running", "complete": "Complete",
+                           "failed": "Failed", "lost": "Lost"}.get(alloc["ClientStatus"], "Unknown")
+                    counts[key] += 1
+            return 200, {"JobID": job_id, "Namespace": namespace, "Summary": summary, "Children": None,
+                         "CreateIndex": current["CreateIndex"], "ModifyIndex": current["ModifyIndex"]}, self.index
+        raise HTTPError(404, "Invalid URL")
+
+
+def _constraint_ok(constraint: dict, attrs: dict, node) -> bool:
+    """Constraint targets ${attr.x}, ${node.datacenter}... with =, !=, regexp, set_contains (feasible.go)."""
+    import re
+
+    def resolve(target: str):
+        if target.startswith("${attr.") and target.endswith("}"):
+            return attrs.get(target[7:-1])
+        if target == "${node.datacenter}":
+            return node.datacenter
+        if target == "${node.unique.name}":
+            return node.name
+        return target
+
+    left, right = resolve(constraint.get("LTarget", "")), resolve(constraint.get("RTarget", ""))
+    operand = constraint.get("Operand") or "="
+    if operand in ("=", "==", "is"):
+        return left is not None and left == right
+    if operand in ("!=", "not"):
+        return left != right
+    if operand == "regexp":
+        return left is not None and re.search(right, left) is not None
+    if operand == "set_contains":
+        return left is not None and set(v.strip() for v in right.split(",")) <= set(v.strip() for v in left.split(","))
+    if operand == "is_set":
+        return left is not None
+    if operand == "is_not_set":
+        return left is None
+    return True
