@@ -581,8 +581,14 @@ def _nomad_call(settings, what: str, fn, *args, **kwargs):
 
 def stop_job(settings, nomad, timeout: float | None = None) -> dict:
     """Stop the job (like `nomad job stop`, no purge) and wait until no allocation runs."""
+    from .job import nomad_api
+
     job = _nomad_call(settings, f"reading job {settings.job_name}", nomad.job.get_job, settings.job_name)
     _nomad_call(settings, f"stopping job {settings.job_name}", nomad.job.deregister_job, settings.job_name)
+    stopped = _nomad_call(settings, f"reading job {settings.job_name}", nomad.job.get_job, settings.job_name)
+    if stopped.get("Stop") and stopped.get("Stable"):
+        # the stopped copy keeps the Stable flag (fsm.go): Nomad's auto_revert could go back to it
+        nomad_api.set_stable(settings, nomad, stopped["Version"], False)
     deadline = time.monotonic() + (timeout or settings.deploy_timeout)
     while True:
         live = [a for a in _nomad_call(settings, "listing allocations", _allocs, settings, nomad)

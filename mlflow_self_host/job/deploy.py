@@ -63,6 +63,14 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
     if not diff or diff.get("Type") == "None":
         running = current.get("Version") if current else None
         latest = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment, settings.job_name)
+        if latest and latest.get("JobVersion") == running and latest.get("Status") == "running" and not dry_run:
+            console.info(f"v{version.text} is registered (job version {running}) and its deployment "
+                         f"{latest['ID'][:8]} is still running: following it")
+            outcome = follower.follow(settings, n, latest["ID"], f"v{version.text}",
+                                      time.monotonic() + int(settings.deploy_timeout))
+            url = check_service(settings) if settings.deploy_check else None
+            console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
+            return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url)
         if latest and latest.get("JobVersion") == running and latest.get("Status") == "failed":
             raise UserError(f"v{version.text} is already registered (job version {running}), but its deployment "
                             f"failed: {latest.get('StatusDescription')}",

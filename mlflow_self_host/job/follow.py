@@ -16,7 +16,8 @@ EXIT_PLACEMENT = 10
 EXIT_FAILED = 11
 EXIT_REVERTED = 12
 TERMINAL = {"successful", "failed", "cancelled"}
-_ROLLBACK = re.compile(r"rolling back to job version (\d+)")
+_ROLLBACK = re.compile(r"- rolling back to job version (\d+)")
+_NO_ROLLBACK = re.compile(r"- not rolling back to stable job version (\d+)")
 
 
 @dataclass
@@ -36,7 +37,7 @@ def _poll(settings) -> float:
 
 def wait_eval(settings, n, eval_id: str, deadline: float) -> dict:
     while True:
-        ev = nomad_api.call(settings, "reading the evaluation", n.evaluation.get_evaluation, eval_id)
+        ev = nomad_api.evaluation(settings, n, eval_id)
         if ev.get("Status") not in ("pending", ""):
             return ev
         if time.monotonic() > deadline:
@@ -145,6 +146,7 @@ def follow(settings, n, dep_id: str, version_label: str, deadline: float, revert
         console.done(f"deployment {dep_id[:8]} successful: job version {dep.get('JobVersion')} is healthy")
         return Outcome("successful", dep.get("JobVersion"), dep_id, jobfile.image_of(job))
     if reverting:
+        show_failures(settings, n, allocs)
         raise UserError(f"the rollback deployment {dep_id[:8]} ended {status}: {dep.get('StatusDescription')}",
                         hint="the job has no healthy version now: `inv status`, `inv logs --stderr`",
                         code=EXIT_FAILED)
@@ -157,11 +159,22 @@ def follow(settings, n, dep_id: str, version_label: str, deadline: float, revert
         outcome = follow(settings, n, revert_id, f"job version {m.group(1)}", deadline, reverting=True) \
             if revert_id else None
         job = jobfile.current(settings, n) or {}
+        if job.get("Stop"):
+            raise UserError(f"{version_label} failed its health checks, and Nomad went back to job version "
+                            f"{m.group(1)}, a stopped version: job {settings.job_name} is stopped now",
+                            hint="deploy a working version (`inv deploy`), or `inv rollback --to N` to a running "
+                                 "version (`inv status` lists them)", code=EXIT_REVERTED)
         image = jobfile.image_of(job)
         running = f"job version {job.get('Version')} ({image})" + (" is healthy" if outcome else "")
         raise UserError(f"{version_label} failed its health checks and was rolled back: running {running}",
                         hint="see the task events and stderr above; `inv logs --stderr` for more",
                         code=EXIT_REVERTED)
+    same = _NO_ROLLBACK.search(description)
+    if status == "failed" and same:
+        raise UserError(f"deployment of {version_label} failed, and Nomad did not roll back: its last stable "
+                        f"version, {same.group(1)}, has the same specification",
+                        hint="see the task events and stderr above; fix and deploy a new version, or "
+                             "`inv rollback --to N` to an older one (`inv status`)", code=EXIT_FAILED)
     if status == "cancelled":
         raise UserError(f"deployment {dep_id[:8]} was cancelled: {description}",
                         hint="another change replaced it: `inv status`", code=EXIT_FAILED)
@@ -178,11 +191,15 @@ def _read(settings, n, dep_id) -> tuple[dict, list]:
 
 
 def _next_deployment(settings, n, failed: dict, deadline: float) -> str | None:
+    """The deployment of the version Nomad reverted to; None when that version has none (a stopped job)."""
     while time.monotonic() < deadline:
         latest = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment, settings.job_name)
         if latest and latest.get("ID") != failed.get("ID") and \
                 latest.get("JobVersion", -1) > failed.get("JobVersion", -1):
             return latest["ID"]
+        job = jobfile.current(settings, n) or {}
+        if job.get("Stop") and job.get("Version", -1) > failed.get("JobVersion", -1):
+            return None  # reverted to a stopped version: nothing is deployed
         time.sleep(_poll(settings))
     return None
 

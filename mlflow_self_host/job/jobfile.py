@@ -31,8 +31,18 @@ def variables(settings, version: str) -> dict:
 
 
 def var_file(values: dict) -> str:
-    """Variables in the var-file format /v1/jobs/parse takes (JSON literals are valid HCL)."""
-    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+    """Variables in the var-file format /v1/jobs/parse takes (JSON literals are valid HCL). Nomad reads
+    each value as an HCL expression, so ``${`` and ``%{`` in a string would start a template: they are
+    escaped as ``$${`` and ``%%{``."""
+    return "".join(f"{key} = {json.dumps(_literal(value))}\n" for key, value in values.items())
+
+
+def _literal(value):
+    if isinstance(value, str):
+        return value.replace("${", "$${").replace("%{", "%%{")
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    return value
 
 
 def read_source(settings) -> str:

@@ -10,11 +10,18 @@ BYTES_PER_LINE = 400  # how far back from the end to read for the last N lines
 
 
 def tail(settings, n, alloc_id: str, task: str, kind: str, lines: int) -> str:
-    """The last ``lines`` lines of a task's stdout or stderr."""
-    text = nomad_api.call(settings, f"reading the {kind} of allocation {alloc_id[:8]}",
-                          n.client.stream_logs.stream, alloc_id, task, kind, follow=False,
-                          offset=max(1, lines) * BYTES_PER_LINE, origin="end", plain=True)
-    return "\n".join(text.splitlines()[-lines:]) + ("\n" if text else "") if lines > 0 else ""
+    """The last ``lines`` lines of a task's stdout or stderr. Nomad sends plain logs as text/plain with
+    no charset (fs_endpoint.go), which requests would read as ISO-8859-1: the bytes are UTF-8."""
+    params = {"task": task, "type": kind, "follow": False, "offset": max(1, lines) * BYTES_PER_LINE,
+              "origin": "end", "plain": True}
+    response = nomad_api.call(settings, f"reading the {kind} of allocation {alloc_id[:8]}",
+                              n.client.stream_logs.request, alloc_id, params=params, method="get")
+    text = response.content.decode("utf-8", errors="replace")
+    if lines <= 0:
+        return ""
+    if len(response.content) >= params["offset"]:
+        text = text.split("\n", 1)[-1] if "\n" in text else text  # the first line may be cut (and a character)
+    return "\n".join(text.splitlines()[-lines:]) + ("\n" if text else "")
 
 
 def pick_allocation(settings, n) -> tuple[dict, bool]:
@@ -61,14 +68,19 @@ def logs(settings, follow: bool = False, stderr: bool = False, lines: int = 50) 
 
 
 def _follow(settings, n, alloc_id: str, task: str, kind: str) -> None:
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end inside a character
     params = {"task": task, "type": kind, "follow": True, "offset": 0, "origin": "end", "plain": True}
     response = nomad_api.call(settings, f"following the {kind} of allocation {alloc_id[:8]}",
                               n.client.stream_logs.request, alloc_id, params=params, method="get",
                               stream=True, timeout=None)
     try:
         for chunk in response.iter_content(chunk_size=None):
-            if chunk:
-                sys.stdout.write(chunk.decode(errors="replace"))
+            text = decoder.decode(chunk)
+            if text:
+                sys.stdout.write(text)
                 sys.stdout.flush()
+        sys.stdout.write(decoder.decode(b"", final=True))
     finally:
         response.close()

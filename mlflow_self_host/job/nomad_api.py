@@ -116,3 +116,17 @@ def call(settings, what: str, fn: Callable, *args, **kwargs):
         return fn(*args, **kwargs)
     except (nex.BaseNomadException, requests.RequestException) as exc:
         raise to_user_error(exc, settings, what) from None
+
+
+def evaluation(settings, n, eval_id: str) -> dict:
+    """GET /v1/evaluation/:id in the job's namespace. python-nomad sends no namespace there, and Nomad
+    checks read-job in the request's namespace (eval_endpoint.go): a token limited to the job's
+    namespace would get 403 without it."""
+    return call(settings, "reading the evaluation", lambda: n.evaluation.request(
+        eval_id, method="get", params={"namespace": settings.nomad_namespace or "default"}).json())
+
+
+def set_stable(settings, n, version: int, stable: bool) -> None:
+    """POST /v1/job/:id/stable: mark a job version (un)stable, the target Nomad's auto_revert picks."""
+    call(settings, f"marking job version {version} {'stable' if stable else 'not stable'}",
+         n.job.stable_job, settings.job_name, version, stable)

@@ -21,12 +21,26 @@ def choose(current: dict, versions: list[dict], to) -> dict:
             raise UserError(f"job {current['ID']} has no version {wanted} (versions: {known})", code=2)
         if wanted == current["Version"]:
             raise UserError(f"job version {wanted} is the current version: nothing to roll back", code=2)
+        if by_number[wanted].get("Stop"):
+            raise UserError(f"job version {wanted} is a stopped copy of the job (`nomad job stop`, `inv "
+                            "restore`): going back to it would stop the job",
+                            hint="pick a version that runs (see `inv status`)", code=2)
         return by_number[wanted]
-    stable = [v for v in versions if v.get("Stable") and v["Version"] < current["Version"]]
+    # A stop stores a copy of the job as a new version, Stable flag included (fsm.go): never go back to it.
+    stable = [v for v in versions if v.get("Stable") and not v.get("Stop") and v["Version"] < current["Version"]]
     if not stable:
         raise UserError(f"job {current['ID']} has no stable version before version {current['Version']}",
                         hint="pick one with --to VERSION (see `inv status`)", code=2)
     return max(stable, key=lambda v: v["Version"])
+
+
+def _same_specification(settings, n, target: dict) -> bool:
+    """Nomad's own answer: a plan of the target version against the current job changes nothing (a
+    revert to it would register nothing)."""
+    job = {k: v for k, v in target.items() if k not in ("Stable", "Version", "Status", "StatusDescription")}
+    plan = nomad_api.call(settings, f"planning job version {target['Version']}", n.job.plan_job,
+                          settings.job_name, {"Job": job}, diff=True)
+    return (plan.get("Diff") or {}).get("Type") == "None"
 
 
 def rollback(settings, to=None, dry_run: bool = False):
@@ -39,6 +53,10 @@ def rollback(settings, to=None, dry_run: bool = False):
                         f"{settings.nomad_namespace or 'default'}: nothing to roll back")
     versions = nomad_api.call(settings, "listing job versions", n.job.get_versions, settings.job_name)
     target = choose(current, (versions or {}).get("Versions") or [], to)
+    if _same_specification(settings, n, target):
+        console.done(f"job version {target['Version']} has the same specification as the current version "
+                     f"{current['Version']} ({jobfile.image_of(current)}): nothing to roll back")
+        return None
     plan = Plan(f"rollback job {settings.job_name}")
     plan.add("revert", f"job {settings.job_name}",
              f"version {current['Version']} ({jobfile.image_of(current)}) → version {target['Version']} "

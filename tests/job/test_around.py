@@ -117,3 +117,25 @@ def test_logs_without_allocation(nomad_double):
     with pytest.raises(UserError) as caught:
         job_logs.logs(job_settings(nomad_double))
     assert "not registered" in caught.value.message
+
+
+def test_rollback_skips_a_stopped_copy_of_the_job(nomad_double, two_versions):
+    """A stop stores the job as a new version with its Stable flag: rollback never picks that one."""
+    requests.delete(nomad_double.address + "/v1/job/mlflow", timeout=5)  # version 2: stopped, stable
+    nomad_double.wait_idle()
+    run(two_versions, "1.0")  # version 3
+    outcome = job_rollback.rollback(two_versions)
+    assert outcome.job_version == 4
+    assert jobfile.image_of(nomad_double.job()).endswith(":v0.100") and nomad_double.job()["Stop"] is False
+    with pytest.raises(UserError) as caught:
+        job_rollback.rollback(two_versions, to="2")
+    assert caught.value.code == 2 and "stopped copy" in caught.value.message
+
+
+def test_rollback_to_a_version_with_the_current_specification_registers_nothing(nomad_double, two_versions,
+                                                                                capsys):
+    run(two_versions, "0.99")  # version 2 = version 0's specification
+    registered = len(nomad_double.registrations())
+    assert job_rollback.rollback(two_versions, to="0") is None
+    assert "has the same specification as the current version 2" in capsys.readouterr().err
+    assert len(nomad_double.registrations()) == registered and len(nomad_double.versions()) == 3

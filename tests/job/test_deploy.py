@@ -2,6 +2,8 @@
 (the image steps are skipped here: the registry already has the stub versions)."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from mlflow_self_host.errors import UserError
@@ -265,3 +267,67 @@ def test_deploy_help_documents_the_exit_codes():
     assert result.returncode == 0
     for code in ("10 placement failed", "11 deployment failed", "12 deployment failed and Nomad reverted"):
         assert code in " ".join(result.stdout.split())
+
+
+def test_a_token_limited_to_the_jobs_namespace_deploys(nomad_double):
+    """Nomad checks read-job on the evaluation in the request's namespace: deploy sends the job's."""
+    from tests.doubles.nomad import ALL_CAPS
+
+    nomad_double.namespaces.add("ml")
+    nomad_double.acl_tokens = {"ml-deployer": {"ml": ALL_CAPS}}
+    settings = job_settings(nomad_double, env={"NOMAD_TOKEN": "ml-deployer"}, nomad_namespace="ml")
+    assert run(settings, "0.99").status == "deployed"
+    assert nomad_double.job(namespace="ml")["Stable"] is True
+
+
+def test_a_second_deploy_while_the_first_is_still_deploying_follows_it(nomad_double, capsys):
+    import threading
+
+    settings = job_settings(nomad_double, min_healthy_time="4s")
+    first = threading.Thread(target=run, args=(settings, "0.99"), daemon=True)
+    first.start()
+    deadline = time.monotonic() + 20
+    while not nomad_double.running_allocs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second = run(settings, "0.99")
+    first.join(30)
+    assert second.status == "deployed" and second.job_version == 0
+    err = capsys.readouterr().err
+    assert "its deployment" in err and "is still running: following it" in err
+    assert "already deployed" not in err
+    assert len(nomad_double.registrations()) == 1
+
+
+def test_a_revert_that_lands_on_a_stopped_version_says_the_job_is_stopped(nomad_double):
+    """Nomad's auto_revert takes the newest stable version, and a stop keeps the flag (fsm.go)."""
+    import requests
+
+    settings = job_settings(nomad_double)
+    run(settings, "0.99")
+    requests.delete(nomad_double.address + "/v1/job/mlflow", timeout=5)  # `nomad job stop` by hand
+    nomad_double.wait_idle()
+    nomad_double.cluster.publish("0.100", behaviour="exit", message="broken")
+    with pytest.raises(UserError) as caught:
+        run(settings, "0.100")
+    assert caught.value.code == 12
+    assert "a stopped version: job mlflow is stopped now" in caught.value.message
+    assert nomad_double.job()["Stop"] is True
+
+
+def test_a_failing_revert_with_no_other_stable_version_exits_11(nomad_double):
+    cluster = nomad_double.cluster
+    settings = job_settings(nomad_double)
+    run(settings, "0.99")
+    cluster.publish("0.99", behaviour="exit", message="the old tag is broken now")
+    cluster.publish("0.100", behaviour="exit", message="broken")
+    with pytest.raises(UserError) as caught:
+        run(settings, "0.100")
+    assert caught.value.code == 11
+    assert "rollback deployment" in caught.value.message and "same specification" in caught.value.message
+
+
+def test_non_ascii_stderr_reaches_the_user_intact(nomad_double, capsys):
+    nomad_double.cluster.publish("0.99", behaviour="exit", message="Größe ≠ 0 ✗ échec")
+    with pytest.raises(UserError):
+        run(job_settings(nomad_double), "0.99")
+    assert "Größe ≠ 0 ✗ échec" in capsys.readouterr().err

@@ -320,7 +320,7 @@ class AllocRunner(threading.Thread):
             if driver is None:
                 start_error = DriverError("missing drivers", recoverable=False)
             else:
-                self._event("Driver", DriverMessage=f"Downloading image")
+                self._event("Driver", DriverMessage="Downloading image")
                 try:
                     driver.pull(image)
                     running = driver.start(self.alloc["ID"], self.task, image, self.spec.get("Env") or {},
@@ -449,7 +449,7 @@ class AllocRunner(threading.Thread):
             result.update(Status="failure", Output=str(getattr(exc, "reason", exc)))
             return result
         result.update(Status="success" if 200 <= code < 300 else "failure", StatusCode=code,
-                      Output=f"nomad: http ok" if 200 <= code < 300 else body)
+                      Output="nomad: http ok" if 200 <= code < 300 else body)
         return result
 
     def _port_of(self, label: str) -> int:

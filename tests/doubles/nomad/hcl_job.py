@@ -374,8 +374,7 @@ def variables(doc: dict, var_text: str) -> dict:
             if key.startswith("__"):
                 continue
             if key not in declared:
-                raise ParseError(f"Undefined -var-file variable: A \"{key}\" variable was assigned a value, "
-                                 "but the job does not declare a variable of that name.")
+                continue  # /v1/jobs/parse is not strict (jobspec2): an undeclared variable is a warning, dropped
             given[key] = evaluate(raw, {})
     values = {}
     for name, body in declared.items():

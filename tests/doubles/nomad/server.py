@@ -153,10 +153,15 @@ class NomadDouble:
 
     def restart_agent(self, seconds: float | None = None):
         """``systemctl restart nomad``: the API is down for ``seconds``; the client reads client.hcl again."""
-        seconds = self.restart_seconds if seconds is None else seconds
+        self._go_down()
+        self._come_back(self.restart_seconds if seconds is None else seconds)
+
+    def _go_down(self):
         old, self.server = self.server, None
-        old.shutdown()
+        old.shutdown()  # no new connection is accepted; one being answered can still be
         old.server_close()
+
+    def _come_back(self, seconds: float):
         time.sleep(seconds)
         with self.lock:
             self.client.reload()
@@ -379,13 +384,13 @@ class NomadDouble:
                                      "Promoted": False, "PlacedCanaries": None, "DesiredCanaries": 0,
                                      "DesiredTotal": group.get("Count", 1), "PlacedAllocs": 0, "HealthyAllocs": 0,
                                      "UnhealthyAllocs": 0, "ProgressDeadline": update.get("ProgressDeadline", 0),
-                                     "RequireProgressBy": None, "_require_by": None}
+                                     "RequireProgressBy": None}
         dep = {"ID": str(uuid.uuid4()), "Namespace": job["Namespace"], "JobID": job["ID"],
                "JobVersion": job["Version"], "JobModifyIndex": job["JobModifyIndex"],
                "JobSpecModifyIndex": job["JobModifyIndex"], "JobCreateIndex": job["CreateIndex"],
                "IsMultiregion": False, "TaskGroups": groups, "Status": "running",
                "StatusDescription": "Deployment is running", "CreateIndex": self.index + 1,
-               "ModifyIndex": self.index + 1}
+               "ModifyIndex": self.index + 1, "_require_by": {}}  # group -> RequireProgressBy in epoch seconds
         self.deployments[dep["ID"]] = dep
         return dep
 
@@ -475,8 +480,8 @@ class NomadDouble:
         if dep is not None:
             dstate = dep["TaskGroups"][group["Name"]]
             dstate["PlacedAllocs"] += 1
-            if dstate["ProgressDeadline"] and dstate["_require_by"] is None:  # state_store.go: first placement
-                self._require_progress(dstate, time.time())
+            if dstate["ProgressDeadline"] and group["Name"] not in dep["_require_by"]:  # state_store.go: first placement
+                self._require_progress(dep, group["Name"], time.time())
             dep["ModifyIndex"] = index
         self.client.run(alloc, alloc["_job"])
         return alloc
@@ -524,7 +529,7 @@ class NomadDouble:
         if healthy:
             dstate["HealthyAllocs"] += 1
             if dstate["ProgressDeadline"]:
-                self._require_progress(dstate, time.time())
+                self._require_progress(dep, alloc["TaskGroup"], time.time())
             current = self._current(dep["Namespace"], dep["JobID"])
             if current is not None and current["Version"] == dep["JobVersion"]:
                 self._reconcile(current)  # the next batch of a rolling update
@@ -605,9 +610,10 @@ class NomadDouble:
                 return job
         return {}
 
-    def _require_progress(self, dstate: dict, at: float):
-        dstate["_require_by"] = at + dstate["ProgressDeadline"] / SECOND
-        dstate["RequireProgressBy"] = rfc3339(int(dstate["_require_by"] * SECOND))
+    def _require_progress(self, dep: dict, group: str, at: float):
+        dstate = dep["TaskGroups"][group]
+        dep["_require_by"][group] = at + dstate["ProgressDeadline"] / SECOND
+        dstate["RequireProgressBy"] = rfc3339(int(dep["_require_by"][group] * SECOND))
 
     def _maybe_complete(self, dep: dict | None):
         if dep is None or dep["Status"] not in ACTIVE:
@@ -633,9 +639,9 @@ class NomadDouble:
             for name, dstate in dep["TaskGroups"].items():
                 healthy_now = [a for a in self._live(dep["JobID"], dep["Namespace"], name)
                                if a["DeploymentID"] == dep["ID"] and (a.get("DeploymentStatus") or {}).get("Healthy")]
-                if len(healthy_now) >= dstate["DesiredTotal"] or dstate["_require_by"] is None:
+                if len(healthy_now) >= dstate["DesiredTotal"] or name not in dep["_require_by"]:
                     continue
-                cutoffs.append(dstate["_require_by"])
+                cutoffs.append(dep["_require_by"][name])
             if cutoffs and now > min(cutoffs):
                 job = self._job_version(dep)
                 rollback = False
@@ -727,8 +733,9 @@ class NomadDouble:
                     double.requests.append((method, path, query, body))
                 if path == "/_double/agent/restart" and method in ("POST", "PUT"):
                     seconds = float((body or {}).get("seconds", double.restart_seconds))
+                    double._go_down()  # down before the answer: the caller's next request fails
                     self._send(200, {"restarting": seconds})
-                    threading.Thread(target=double.restart_agent, args=(seconds,), daemon=True).start()
+                    threading.Thread(target=double._come_back, args=(seconds,), daemon=True).start()
                     return
                 try:
                     if path.startswith("/v1/client/fs/logs/"):
@@ -861,10 +868,10 @@ class NomadDouble:
                 return self._job(method, parts[1], parts[2:], namespace, query, body, token)
             if parts[:1] == ["deployment"] and len(parts) >= 2:
                 if parts[1] == "allocations" and len(parts) == 3:
-                    dep = self._dep(parts[2], token)
+                    dep = self._dep(parts[2], token, namespace)
                     allocs = [self._public(a) for a in self.allocs.values() if a["DeploymentID"] == dep["ID"]]
                     return 200, allocs, self.index
-                return 200, self._public(self._dep(parts[1], token)), self.index
+                return 200, self._public(self._dep(parts[1], token, namespace)), self.index
             if parts == ["deployments"]:
                 self._check_acl(token, namespace, "read-job")
                 return 200, [self._public(d) for d in self.deployments.values()
@@ -903,7 +910,9 @@ class NomadDouble:
     def _public(self, obj):
         return {k: copy.deepcopy(v) for k, v in obj.items() if not k.startswith("_")}
 
-    def _dep(self, dep_id, token):
+    def _dep(self, dep_id, token, namespace):
+        """deployment_endpoint.go: read-job in the request's namespace, then in the deployment's."""
+        self._check_acl(token, namespace, "read-job")
         dep = self.deployments.get(dep_id)
         if dep is None:
             raise HTTPError(404, "resource not found")
@@ -1047,6 +1056,14 @@ class NomadDouble:
             return 200, self._register(namespace, copy.deepcopy(spec(target[0])), triggered="job-register"), None
         if current is None:
             raise HTTPError(404, "job versions not found" if rest == ["versions"] else "job not found")
+        if rest == ["stable"] and method in ("POST", "PUT"):
+            wanted = int((body or {}).get("JobVersion") or 0)
+            target = [v for v in self.jobs[(namespace, job_id)] if v["Version"] == wanted]
+            if not target:
+                raise HTTPError(500, f"job \"{job_id}\" in namespace \"{namespace}\" at version {wanted} not found")
+            target[0]["Stable"] = bool((body or {}).get("Stable"))
+            target[0]["ModifyIndex"] = self._bump()
+            return 200, {"JobModifyIndex": target[0]["JobModifyIndex"], "Index": self.index}, None
         if rest == [] and method == "GET":
             return 200, self._public_job(current), self.index
         if rest == [] and method == "DELETE":
