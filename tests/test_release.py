@@ -24,34 +24,17 @@ from mlflow_self_host.errors import UserError
 from mlflow_self_host.settings import Settings
 from mlflow_self_host.version import PARTS, Version
 from tests.host.conftest import CLIENT_HCL, nomad_user  # noqa: F401 - the fixture
-from tests.services import free_port
+from tests.services import free_port, project_repo
+from tests.services.project_repo import git
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("tasks.py", "invoke.yaml", "version.txt", "docker", "nomad")
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
 @pytest.fixture
 def repo(tmp_path, project_env) -> Path:
     """A git repository holding a copy of the project, one commit, a clean tree, version 0.99."""
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, project / name)
-        elif source.exists():
-            shutil.copy(source, project / name)
-    (project / "version.txt").write_text("0.99\n")
-    git(project, "init", "--quiet", "--initial-branch=main")
-    git(project, "config", "user.name", "Release Tester")
-    git(project, "config", "user.email", "release@example.com")
-    git(project, "add", "--all")
-    git(project, "commit", "--quiet", "--message", "the project")
-    return project
+    return project_repo.make(tmp_path / "project", files=PROJECT_FILES)
 
 
 _IMAGES: list[str] = []  # {registry}/{image} repositories a test may have built or tagged on the engine
@@ -355,48 +338,79 @@ def test_a_deploy_that_fails_after_the_push_keeps_the_release_and_names_the_next
     assert registry.tags(settings.image) == ["latest", "v0.99.1"]
 
 
-def nomad_client(root: Path, ssh_server) -> dict:
-    """A Nomad client's files under ``root`` and the settings that reach them over SSH (configure-host)."""
+# The job's timings for the real MLflow image (it starts in seconds, not in a stub's fraction of one);
+# the Nomad double applies them as Nomad would.
+MLFLOW_TIMINGS = {"check_interval": "1s", "min_healthy_time": "2s", "healthy_deadline": "90s",
+                  "progress_deadline": "3m", "restart_attempts": 1, "restart_delay": "1s"}
+
+
+def nomad_client(cluster, root: Path, ssh_server) -> dict:
+    """The cluster's client as a host configure-host never saw (client.hcl without the MLflow volumes, no
+    volume folders; the agent restarted with that), and the settings that reach it over SSH. Its restart
+    command is the host's `systemctl restart nomad`: it restarts the double's agent, which reads
+    client.hcl again, and returns once the old agent is gone."""
+    cluster.client_config.write_text(CLIENT_HCL)
+    shutil.rmtree(cluster.root / "data")
+    cluster.nomad.restart_agent(0.1)
     root.mkdir(parents=True)
     os.chmod(root, 0o755)
-    (root / "nomad.d").mkdir()
-    (root / "nomad.d" / "client.hcl").write_text(CLIENT_HCL)
     script = root / "restart-nomad.sh"
-    script.write_text(f"#!/bin/sh\necho restarted >> {root / 'restarts.log'}\n")
+    agent = cluster.nomad.address
+    script.write_text(f"#!/bin/sh\necho restarted >> {root / 'restarts.log'}\n"
+                      f"curl -fsS -o /dev/null -X POST -d '{{\"seconds\": 1}}' {agent}/_double/agent/restart\n"
+                      f"while curl -fsS -o /dev/null --max-time 1 {agent}/v1/agent/health; do sleep 0.05; done\n")
     os.chmod(script, 0o755)
-    return dict(ssh_server.settings(), nomad_client_config=str(root / "nomad.d" / "client.hcl"),
-                backend_path=str(root / "data" / "backend"), artifacts_path=str(root / "data" / "artifacts"),
-                job_dir=str(root / "jobs" / "mlflow"), backups_path=str(root / "data" / "backups"),
+    return dict(ssh_server.settings(), nomad_client_config=str(cluster.client_config),
+                backend_path=str(cluster.backend), artifacts_path=str(cluster.artifacts),
+                job_dir=str(root / "jobs" / "mlflow"), backups_path=str(root / "backups"),
                 folder_owner="nomad", folder_group="root", nomad_restart_command=str(script),
                 nomad_health_timeout=10)
 
 
+def running_mlflow(nomad) -> tuple[str, str]:
+    """(image, the answer of /version) of the job's one running allocation: what the release left running."""
+    import requests
+
+    (alloc,) = nomad.running_allocs()
+    port = alloc["AllocatedResources"]["Shared"]["Ports"][0]["Value"]
+    image = nomad.container_of(alloc["ID"]).attrs["Config"]["Image"]
+    return image, requests.get(f"http://127.0.0.1:{port}/version", timeout=10).text
+
+
 @pytest.mark.slow
 def test_two_releases_deploy_each_pinned_tag_and_a_failed_deploy_keeps_the_release(
-        repo, registry, base_image, engine, ssh_server, nomad_user, tmp_path, capsys):
-    from tests.doubles.nomad import NomadDouble
+        repo, registry, base_image, engine, ssh_server, nomad_user, nomad_cluster, tmp_path, capsys):
+    nomad = nomad_cluster.nomad
+    settings = load(repo, registry, base_image=base_image, nomad_addr=nomad.address, deploy_poll="0.1",
+                    deploy_timeout=300, deploy_check=False, **MLFLOW_TIMINGS,
+                    **nomad_client(nomad_cluster, tmp_path / "host", ssh_server))
+    first = rel.release(settings, bump="minor")
+    job = nomad.job()
+    released = f"{registry.address}/{settings.image}:v0.100"
+    assert job["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == released
+    assert job["Stable"] is True and first.job_version == job["Version"]
+    assert 'host_volume "mlflow-backend-store"' in nomad_cluster.client_config.read_text()
+    assert (tmp_path / "host" / "restarts.log").read_text() == "restarted\n"  # configure-host restarted Nomad
+    assert running_mlflow(nomad) == (released, "3.17.2")  # the release's MLflow runs on the host's folders
+    assert (nomad_cluster.backend / "mlflow.db").exists()
+    table = re.sub(r"[│┃\s]", "", capsys.readouterr().out)
+    assert f"Nomadjobversion{job['Version']}(deployed)" in table and "http://mlflow.lan/" in table
+    assert first.digest in table and first.digest == registry.digest(settings.image, "v0.100")
 
-    with NomadDouble(step=0.05) as nomad:
-        settings = load(repo, registry, base_image=base_image, nomad_addr=nomad.address, deploy_poll="0.03",
-                        deploy_timeout=60, deploy_check=False, **nomad_client(tmp_path / "host", ssh_server))
-        first = rel.release(settings, bump="minor")
-        job = nomad.job()
-        assert job["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == f"{registry.address}/{settings.image}:v0.100"
-        assert job["Stable"] is True and first.job_version == job["Version"]
-        assert 'host_volume "mlflow-backend-store"' in (tmp_path / "host" / "nomad.d" / "client.hcl").read_text()
-        table = re.sub(r"[│┃\s]", "", capsys.readouterr().out)
-        assert f"Nomadjobversion{job['Version']}(deployed)" in table and "http://mlflow.lan/" in table
-        assert first.digest in table and first.digest == registry.digest(settings.image, "v0.100")
-
-        # The next release's deployment fails its health checks and Nomad reverts to v0.100.
-        nomad.next_deployment("failed", stderr="mlflow-entrypoint: /mnt/backend_store is not writable\n")
-        with pytest.raises(UserError) as err:
-            rel.release(settings, bump="patch")
-        assert err.value.code == 12  # deploy's "failed and reverted"
-        assert err.value.message.startswith("v0.100.1 is released (committed, tagged, pushed) but the deploy failed")
-        assert err.value.hint.endswith("then run: inv deploy --skip-build")
-        running = nomad.job()["TaskGroups"][0]["Tasks"][0]["Config"]["image"]
-        assert running.endswith(":v0.100")
+    # The next release ships a typo in the entrypoint: its task exits at start, the deployment fails, and
+    # Nomad reverts to v0.100.
+    entrypoint = repo / "docker" / "entrypoint.sh"
+    entrypoint.write_text(entrypoint.read_text().replace('/mlflow-serve.py"', '/mlflow_serve.py"', 1))
+    git(repo, "commit", "--quiet", "--all", "--message", "entrypoint: tidy")
+    with pytest.raises(UserError) as err:
+        rel.release(settings, bump="patch")
+    assert err.value.code == 12  # deploy's "failed and reverted"
+    assert err.value.message.startswith("v0.100.1 is released (committed, tagged, pushed) but the deploy failed")
+    assert err.value.hint.endswith("then run: inv deploy --skip-build")
+    assert "can't open file '/usr/local/bin/mlflow_serve.py'" in capsys.readouterr().err  # the task's stderr
+    assert nomad.job()["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == released
+    assert running_mlflow(nomad) == (released, "3.17.2")
+    assert list((tmp_path / "host" / "backups").glob("mlflow-*-v0.100.db"))  # the deploy backed up first
 
     assert git(repo, "tag", "--list").split() == ["v0.100", "v0.100.1"]
     assert (repo / "version.txt").read_text() == "0.100.1\n"
@@ -406,14 +420,15 @@ def test_two_releases_deploy_each_pinned_tag_and_a_failed_deploy_keeps_the_relea
 
 
 @pytest.mark.slow
-def test_skip_host_releases_to_nomad_without_touching_the_host(repo, registry, base_image, engine):
-    """`inv release --skip-host`: no SSH at all (nothing listens on the SSH port), the job is registered."""
-    from tests.doubles.nomad import NomadDouble
-
-    with NomadDouble(step=0.05) as nomad:
-        settings = load(repo, registry, base_image=base_image, nomad_addr=nomad.address, deploy_poll="0.03",
-                        deploy_timeout=60, deploy_check=False, host="127.0.0.1", ssh_port=free_port())
-        result = rel.release(settings, bump="minor", skip_host=True)
-        image = nomad.job()["TaskGroups"][0]["Tasks"][0]["Config"]["image"]
+def test_skip_host_releases_to_nomad_without_touching_the_host(repo, registry, base_image, engine, nomad_cluster):
+    """`inv release --skip-host`: no SSH at all (nothing listens on the SSH port), the job is registered
+    and the released MLflow runs on the client (configured already)."""
+    nomad = nomad_cluster.nomad
+    settings = load(repo, registry, base_image=base_image, nomad_addr=nomad.address, deploy_poll="0.1",
+                    deploy_timeout=300, deploy_check=False, host="127.0.0.1", ssh_port=free_port(),
+                    **MLFLOW_TIMINGS)
+    result = rel.release(settings, bump="minor", skip_host=True)
+    image = nomad.job()["TaskGroups"][0]["Tasks"][0]["Config"]["image"]
     assert image == f"{registry.address}/{settings.image}:v0.100"
     assert result.deploy_status == "deployed" and result.job_version == 0
+    assert running_mlflow(nomad) == (image, "3.17.2")

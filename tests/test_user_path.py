@@ -15,12 +15,9 @@ after that: `inv status --json`, `inv logs`, `inv rollback`.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,37 +26,20 @@ import pytest
 import requests
 
 from tests.host.conftest import make_nomad_host, nomad_user  # noqa: F401 - the fixture
+from tests.services import project_repo
 from tests.services import proxy as proxy_service
 from tests.services import resolver
 from tests.services.mlflow_image import clean_env
+from tests.services.mlflow_load import SteadyLogger
+from tests.services.project_repo import git
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILES = ("tasks.py", "invoke.yaml", "version.txt", "docker", "nomad", "ansible")
 DOMAIN = "mlflow.lan"
 pytestmark = pytest.mark.slow
 
 # The job's timings, shortened where they only make the test wait (Nomad applies them as given).
 TIMINGS = {"MSH_CHECK_INTERVAL": "2s", "MSH_MIN_HEALTHY_TIME": "3s", "MSH_HEALTHY_DEADLINE": "90s",
            "MSH_PROGRESS_DEADLINE": "3m", "MSH_RESTART_ATTEMPTS": "1", "MSH_RESTART_DELAY": "2s"}
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
-def project_repo(root: Path) -> Path:
-    """The user's project: a git repository with the project's files, version 0.99, a clean tree."""
-    root.mkdir()
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    (root / "version.txt").write_text("0.99\n")
-    git(root, "init", "--quiet", "--initial-branch=main")
-    git(root, "config", "user.name", "Path Tester")
-    git(root, "config", "user.email", "path@example.com")
-    git(root, "add", "--all")
-    git(root, "commit", "--quiet", "--message", "our MLflow")
-    return root
 
 
 @pytest.fixture
@@ -90,39 +70,10 @@ def proxy(tmp_path, fresh_host):
     proxy_service.stop(served)
 
 
-class MetricLogger(threading.Thread):
-    """A training job logging one metric step after another; a step is acknowledged once the server
-    answered it, and retried until then. Records when the service did not answer."""
-
-    def __init__(self, client, run_id: str):
-        super().__init__(daemon=True)
-        self.client, self.run_id = client, run_id
-        self.acknowledged: list[int] = []
-        self.failures = 0
-        self.longest_gap = 0.0
-        self.halt = threading.Event()
-
-    def run(self):
-        step, last_ok = 0, time.monotonic()
-        while not self.halt.is_set():
-            try:
-                self.client.log_metric(self.run_id, "load", float(step), step=step)
-            except Exception:  # noqa: BLE001 - the service is away: retry the same step
-                self.failures += 1
-                time.sleep(0.2)
-                continue
-            now = time.monotonic()
-            self.longest_gap = max(self.longest_gap, now - last_ok)
-            last_ok = now
-            self.acknowledged.append(step)
-            step += 1
-            time.sleep(0.1)
-
-
 def test_the_whole_user_path(tmp_path, fresh_host, proxy, dns_server, registry, base_image, docker_engine_service,
                              monkeypatch, capsys):
     host, double = fresh_host
-    repo = project_repo(tmp_path / "project")
+    repo = project_repo.make(tmp_path / "project")
     image = f"mlflow-path-{uuid.uuid4().hex[:8]}"
     url = f"http://{DOMAIN}:{proxy.port}/"
     env = clean_env()
@@ -207,15 +158,14 @@ def test_the_whole_user_path(tmp_path, fresh_host, proxy, dns_server, registry, 
                 assert db.execute("SELECT count(*) FROM metrics WHERE run_uuid = ?", (run,)).fetchone()[0] == 10
 
             # 6. a release while a training job keeps logging
-            logger = MetricLogger(client, run)
+            logger = SteadyLogger(client, run)
             logger.start()
             time.sleep(2)
             started = time.monotonic()
             released = inv("release", "--bump", "minor")
             took = time.monotonic() - started
             time.sleep(2)
-            logger.halt.set()
-            logger.join(30)
+            logger.stop()
             assert "v0.100" in released.stdout + released.stderr
             (alloc,) = double.running_allocs()
             assert double.container_of(alloc["ID"]).attrs["Config"]["Image"].endswith(f"/{image}:v0.100")

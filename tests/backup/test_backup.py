@@ -11,7 +11,7 @@ import pytest
 
 from mlflow_self_host import backup
 from mlflow_self_host.errors import UserError
-from tests.backup.conftest import PROJECT_ROOT, count, integrity, make_db
+from tests.backup.conftest import PROJECT_ROOT, count, deploy, integrity, make_db, stub_starts
 from tests.services import mlflow_server
 
 NAME = re.compile(r"^mlflow-\d{8}T\d{6}Z-v0\.99(-\d+)?\.db$")
@@ -183,51 +183,44 @@ def test_before_deploy_without_a_database_takes_none(remote_settings, capsys):
     assert "nothing to back up" in capsys.readouterr().err
 
 
-def test_inv_backup_and_restore_from_the_command_line(ssh_server, tmp_path, project):
-    """Through invoke: exit 0 and the path on stdout; a corrupt backup is one red line and exit 1."""
+def test_inv_backup_and_restore_from_the_command_line(ssh_server, nomad_cluster, cluster_settings):
+    """Through invoke: exit 0 and the path on stdout; a corrupt backup is one red line and exit 1, and the
+    job keeps running (v0.99, deployed on the Nomad cluster, labels the backup)."""
     import subprocess
     import sys
 
-    from tests.backup.test_restore import JOB
-    from tests.doubles.nomad import NomadDouble
-
-    make_db(tmp_path / "host" / "backend" / "mlflow.db", 5)
-    nomad = NomadDouble()
-    nomad.register_out_of_band(JOB)
+    deploy(cluster_settings(), "0.99", backup=False)
+    (running,) = nomad_cluster.nomad.running_allocs()
+    make_db(nomad_cluster.backend / "mlflow.db", 5)
+    backups = nomad_cluster.root / "backups"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_"))}
-    env.update(ssh_server.env(), MSH_BACKEND_PATH=str(tmp_path / "host" / "backend"),
-               MSH_BACKUPS_PATH=str(tmp_path / "host" / "backups"), NOMAD_ADDR=nomad.address)
+    env.update(ssh_server.env(), **nomad_cluster.env(backups_path=backups))
     inv = [sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT)]
-    try:
-        done = subprocess.run(inv + ["backup"], env=env, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        path = done.stdout.strip()
-        assert NAME.match(os.path.basename(path)) and count(path) == 5
-        open(tmp_path / "host" / "backups" / "bad.db", "wb").write(b"SQLite format 3\0" + os.urandom(4000))
-        refused = subprocess.run(inv + ["restore", "bad.db"], env=env, capture_output=True, text=True, timeout=60)
-    finally:
-        nomad.stop()
+    done = subprocess.run(inv + ["backup"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    path = done.stdout.strip()
+    assert os.path.dirname(path) == str(backups) and NAME.match(os.path.basename(path)) and count(path) == 5
+    open(backups / "bad.db", "wb").write(b"SQLite format 3\0" + os.urandom(4000))
+    refused = subprocess.run(inv + ["restore", "bad.db"], env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: ") and "integrity check" in refused.stderr.splitlines()[0]
     assert "Traceback" not in refused.stderr
+    assert count(nomad_cluster.backend / "mlflow.db") == 5
+    assert [a["ID"] for a in nomad_cluster.nomad.running_allocs()] == [running["ID"]]  # never stopped
 
 
-def test_deploy_of_a_new_version_backs_up_first_labelled_with_the_running_one(ssh_server, tmp_path, monkeypatch):
-    """inv deploy's hook, end to end: Nomad double runs v0.99, deploy v0.100 -> a v0.99 backup on the host."""
-    from mlflow_self_host.image import registry
-    from mlflow_self_host.job import deploy as job_deploy
-    from tests.doubles.nomad import NomadDouble
-    from tests.job.conftest import job_settings
-
-    monkeypatch.setattr(registry, "tag_exists", lambda settings, tag: True)  # no image steps here
-    make_db(tmp_path / "host" / "backend" / "mlflow.db", 6)
-    with NomadDouble(step=0.05) as double:
-        settings = job_settings(double, **ssh_server.settings(), backend_path=str(tmp_path / "host" / "backend"),
-                                backups_path=str(tmp_path / "host" / "backups"))
-        job_deploy.deploy(settings, "0.99", skip_host=True, skip_build=True)
-        assert not os.path.exists(settings.backups_path)  # first deploy: nothing ran before, no backup
-        job_deploy.deploy(settings, "0.100", skip_host=True, skip_build=True)
-        job_deploy.deploy(settings, "0.101", skip_host=True, skip_build=True, backup=False)
+def test_deploy_of_a_new_version_backs_up_first_labelled_with_the_running_one(nomad_cluster, cluster_settings):
+    """inv deploy's hook, end to end: the cluster runs v0.99, deploy v0.100 -> a v0.99 backup on the host."""
+    make_db(nomad_cluster.backend / "mlflow.db", 6)
+    settings = cluster_settings()
+    deploy(settings, "0.99")
+    assert not os.path.exists(settings.backups_path)  # first deploy: nothing ran before, no backup
+    deploy(settings, "0.100")
+    nomad_cluster.publish("0.101")
+    deploy(settings, "0.101", backup=False)
     names = os.listdir(settings.backups_path)
     assert len(names) == 1 and re.match(r"^mlflow-\d{8}T\d{6}Z-v0\.99\.db$", names[0])
     assert count(os.path.join(settings.backups_path, names[0])) == 6
+    (alloc,) = nomad_cluster.nomad.running_allocs()
+    assert nomad_cluster.nomad.container_of(alloc["ID"]).attrs["Config"]["Image"] == nomad_cluster.images.ref("0.101")
+    assert stub_starts(nomad_cluster.backend) == ["v0.99 uid=1000", "v0.100 uid=1000", "v0.101 uid=1000"]

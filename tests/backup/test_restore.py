@@ -1,33 +1,49 @@
-"""inv restore: stop the job, keep the current database aside, put the backup in place, start, wait."""
+"""inv restore: stop the job, keep the current database aside, put the backup in place, start, wait.
+
+The job runs on the Nomad cluster (its client runs the stub image of v0.99 on the test engine with the
+backend folder mounted), and that folder is the SSH host's backend_path: the restore stops the real
+task, swaps the file under it and starts it again; the stub logs each start in the folder."""
 from __future__ import annotations
 
 import os
-import pwd
+import time
 
 import pytest
+import requests
 
 from mlflow_self_host import backup
 from mlflow_self_host.errors import UserError
-from tests.backup.conftest import count, integrity, make_db
-from tests.doubles.nomad import NomadDouble, spec
+from tests.backup.conftest import count, deploy, integrity, make_db, stub_starts
+from tests.doubles.nomad import spec
 
-
-JOB = {"ID": "mlflow", "Name": "mlflow", "Type": "service", "Datacenters": ["DC0"],
-       "TaskGroups": [{"Name": "mlflow", "Count": 1,
-                       # as nomad/mlflow.nomad.hcl: an update block, so Nomad makes deployments
-                       "Update": {"MaxParallel": 1, "HealthCheck": "checks", "AutoRevert": True},
-                       "Tasks": [{"Name": "mlflow", "Driver": "docker",
-                                  "Config": {"image": "reg.lan:5000/mlflow:v0.99"}}]}]}
+IMAGE_UID = 1000  # the image's user (setting image_user), owner of what MLflow writes in the folder
 
 
 @pytest.fixture
-def nomad():
-    """The Nomad double with the job running and healthy."""
-    double = NomadDouble()
-    double.register_out_of_band(JOB)
-    double.wait_idle()
-    yield double
-    double.stop()
+def settings(cluster_settings):
+    return cluster_settings()
+
+
+@pytest.fixture
+def host_db(nomad_cluster):
+    """The host's database in the backend folder the job mounts: 10 rows, owned by the image's user with
+    mode 0660 (as MLflow leaves it)."""
+    db = make_db(nomad_cluster.backend / "mlflow.db", 10)
+    os.chown(db, IMAGE_UID, IMAGE_UID)
+    os.chmod(db, 0o660)
+    return db
+
+
+@pytest.fixture
+def nomad(nomad_cluster, settings, host_db):
+    """The Nomad double running v0.99 as `inv deploy` registered it, healthy; its request log starts
+    after that deploy, so a test sees only what the restore did."""
+    deploy(settings, "0.99", backup=False)
+    double = nomad_cluster.nomad
+    double.cluster = nomad_cluster
+    with double.lock:
+        double.requests.clear()
+    return double
 
 
 def _changes(double):
@@ -35,14 +51,9 @@ def _changes(double):
     return [(m, p) for m, p, q, b in double.requests if m in ("POST", "PUT", "DELETE")]
 
 
-@pytest.fixture
-def host_db(tmp_path):
-    """The host's database: 10 rows, owned by `nobody` with mode 0660 (as the job's user would own it)."""
-    db = make_db(tmp_path / "host" / "backend" / "mlflow.db", 10)
-    nobody = pwd.getpwnam("nobody")
-    os.chown(db, nobody.pw_uid, nobody.pw_gid)
-    os.chmod(db, 0o660)
-    return db
+def _db_files(folder):
+    """The database and what restore keeps beside it (the stub's start log is not one of them)."""
+    return sorted(n for n in os.listdir(folder) if n.startswith("mlflow.db"))
 
 
 def _stat(path):
@@ -50,8 +61,7 @@ def _stat(path):
     return st.st_uid, st.st_gid, st.st_mode & 0o777
 
 
-def test_round_trip_on_the_ssh_host(remote_settings, host_db, nomad):
-    settings = remote_settings(nomad_addr=nomad.address)
+def test_round_trip_on_the_ssh_host(settings, host_db, nomad):
     taken = backup.backup(settings)
     assert "-v0.99" in taken.path  # labelled with the version the job runs (its image tag)
     make_db(host_db, 15)  # work done after the backup: 25 rows now
@@ -62,16 +72,19 @@ def test_round_trip_on_the_ssh_host(remote_settings, host_db, nomad):
     assert count(host_db) == 10 and integrity(host_db) == "ok"
     assert _stat(host_db) == before
     assert count(aside) == 25 and os.path.dirname(aside) == str(host_db.parent)
-    assert _changes(nomad) == [("DELETE", "/v1/job/mlflow"), ("POST", "/v1/job/mlflow")]
+    # stop, take the Stable flag off the stopped copy (so auto_revert never goes back to it), start
+    assert _changes(nomad) == [("DELETE", "/v1/job/mlflow"), ("POST", "/v1/job/mlflow/stable"),
+                               ("POST", "/v1/job/mlflow")]
     versions = nomad.versions()
     assert [v.get("Stop", False) for v in versions] == [False, True, False]  # ran, stopped, started again
     assert spec(versions[-1]) == spec(versions[0])  # the same job definition as before the restore
-    newest = max(nomad.allocs.values(), key=lambda a: a["CreateIndex"])
-    assert newest["ClientStatus"] == "running" and newest["DeploymentStatus"]["Healthy"] is True
+    (alloc,) = nomad.running_allocs()
+    assert alloc["JobVersion"] == 2 and alloc["DeploymentStatus"]["Healthy"] is True
+    assert stub_starts(host_db.parent) == ["v0.99 uid=1000"] * 2  # stopped, then started on the restored file
 
 
-def test_corrupt_backup_is_refused_and_nothing_is_touched(remote_settings, host_db, nomad, tmp_path):
-    settings = remote_settings(nomad_addr=nomad.address)
+def test_corrupt_backup_is_refused_and_nothing_is_touched(settings, host_db, nomad):
+    (running,) = nomad.running_allocs()
     os.makedirs(settings.backups_path)
     good = backup.backup(settings)
     data = open(good.path, "rb").read()
@@ -86,28 +99,27 @@ def test_corrupt_backup_is_refused_and_nothing_is_touched(remote_settings, host_
         assert "refusing" in info.value.hint
     assert (open(host_db, "rb").read(), _stat(host_db)) == before
     assert _changes(nomad) == []
-    assert sorted(os.listdir(host_db.parent)) == ["mlflow.db"]
+    assert _db_files(host_db.parent) == ["mlflow.db"]
+    assert [a["ID"] for a in nomad.running_allocs()] == [running["ID"]]  # MLflow kept running
+    assert stub_starts(host_db.parent) == ["v0.99 uid=1000"]
 
 
-def test_missing_backup_is_named(remote_settings, host_db, nomad):
-    settings = remote_settings(nomad_addr=nomad.address)
+def test_missing_backup_is_named(settings, host_db, nomad):
     with pytest.raises(UserError, match="no backup at .*nope.db"):
         backup.restore(settings, "nope.db")
 
 
-def test_dry_run_plans_and_changes_nothing(remote_settings, host_db, nomad, capsys):
-    settings = remote_settings(nomad_addr=nomad.address)
+def test_dry_run_plans_and_changes_nothing(settings, host_db, nomad, capsys):
     taken = backup.backup(settings)
     make_db(host_db, 1)
     plan = backup.restore(settings, taken.path, dry_run=True)
     assert [c.action for c in plan] == ["stop", "move", "create", "start"]
-    assert count(host_db) == 11 and sorted(os.listdir(host_db.parent)) == ["mlflow.db"]
-    assert _changes(nomad) == []
+    assert count(host_db) == 11 and _db_files(host_db.parent) == ["mlflow.db"]
+    assert _changes(nomad) == [] and stub_starts(host_db.parent) == ["v0.99 uid=1000"]
     assert "dry run: nothing was changed" in capsys.readouterr().err
 
 
-def test_restore_a_downloaded_backup_uploads_it(remote_settings, host_db, nomad, project, monkeypatch):
-    settings = remote_settings(nomad_addr=nomad.address)
+def test_restore_a_downloaded_backup_uploads_it(settings, host_db, nomad, project, monkeypatch):
     taken = backup.backup(settings, download=True)
     os.remove(taken.path)  # only the laptop's copy is left
     make_db(host_db, 5)
@@ -133,47 +145,66 @@ def test_local_restore_stops_and_starts_local_mode(project, monkeypatch):
     assert count(db) == 4 and count(aside) == 8
 
 
-def test_a_stopped_job_is_left_stopped(remote_settings, host_db, nomad, capsys):
-    settings = remote_settings(nomad_addr=nomad.address)
+def test_a_stopped_job_is_left_stopped(settings, host_db, nomad, capsys):
     taken = backup.backup(settings)
-    stopped = dict(JOB, Stop=True)
-    nomad.register_out_of_band(stopped)
+    stop = requests.delete(nomad.address + "/v1/job/mlflow", timeout=5)  # someone's `nomad job stop mlflow`
+    assert stop.status_code == 200, stop.text
     make_db(host_db, 1)
     backup.restore(settings, taken.path)
     assert count(host_db) == 10
     assert nomad.job()["Stop"] is True
     assert not [a for a in nomad.allocs.values() if a["ClientStatus"] in ("pending", "running")]
+    assert stub_starts(host_db.parent) == ["v0.99 uid=1000"]  # MLflow was not started again
     assert "left stopped" in capsys.readouterr().err
 
 
-def test_a_backup_from_another_version_is_pointed_out(remote_settings, host_db, nomad, capsys):
-    settings = remote_settings(nomad_addr=nomad.address)
+def test_a_backup_from_another_version_is_pointed_out(settings, host_db, nomad, capsys):
     taken = backup.before_deploy(settings, "0.98", "0.99")
     backup.restore(settings, taken.path, dry_run=True)
     assert "taken under v0.98; v0.99 will run it" in capsys.readouterr().err
 
 
-def test_a_job_that_fails_after_the_restore_keeps_the_old_database_aside(remote_settings, host_db, nomad):
-    settings = remote_settings(nomad_addr=nomad.address)
+def test_a_job_that_fails_after_the_restore_keeps_the_old_database_aside(settings, host_db, nomad, capsys):
     taken = backup.backup(settings)
     make_db(host_db, 3)
-    nomad.next_deployment("failed")
+    # The registry's v0.99 now holds an image that cannot start: the restore's start pulls it again.
+    nomad.cluster.publish("0.99", behaviour="exit",
+                          message="alembic.util.exc.CommandError: Can't locate revision identified by 'a1b2c3d4e5f6'")
     with pytest.raises(UserError, match="failed") as info:
         backup.restore(settings, taken.path)
     assert info.value.code == 11  # deploy's exit code for a failed deployment
     assert info.value.message.startswith("after the restore: ") and "before-restore-" in info.value.hint
+    assert "Can't locate revision identified by 'a1b2c3d4e5f6'" in capsys.readouterr().err  # the task's stderr
     assert count(host_db) == 10
     aside = [n for n in os.listdir(host_db.parent) if n.startswith("mlflow.db.before-restore-")]
     assert len(aside) == 1 and count(host_db.parent / aside[0]) == 13
+    assert nomad.running_allocs() == []
 
 
-def test_a_job_without_deployments_is_waited_for_until_running(remote_settings, host_db):
-    no_update = {**JOB, "TaskGroups": [{k: v for k, v in JOB["TaskGroups"][0].items() if k != "Update"}]}
-    with NomadDouble() as double:
-        double.register_out_of_band(no_update)
-        double.wait_idle()
-        settings = remote_settings(nomad_addr=double.address)
-        taken = backup.backup(settings)
-        backup.restore(settings, taken.path)
-        newest = max(double.allocs.values(), key=lambda a: a["CreateIndex"])
-        assert newest["ClientStatus"] == "running" and newest["JobVersion"] == 2
+def _wait_until(check, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {timeout}s")
+
+
+def test_a_job_without_deployments_is_waited_for_until_running(settings, host_db, nomad_cluster):
+    """The job file without its update block (Nomad makes no deployment): the restore waits for the
+    restarted allocation to run."""
+    from mlflow_self_host.job import jobfile, nomad_api
+
+    job = jobfile.parse(settings, nomad_api.client(settings), "0.99")
+    job["TaskGroups"][0]["Update"] = None
+    double = nomad_cluster.nomad
+    double.register_out_of_band(job)
+    (first,) = _wait_until(double.running_allocs, "a running allocation")
+    taken = backup.backup(settings)
+    make_db(host_db, 2)
+    backup.restore(settings, taken.path)
+    assert count(host_db) == 10
+    (alloc,) = double.running_allocs()
+    assert alloc["ID"] != first["ID"] and alloc["JobVersion"] == 2 and alloc["DeploymentID"] == ""
+    _wait_until(lambda: stub_starts(host_db.parent) == ["v0.99 uid=1000"] * 2, "the second start of the task")
