@@ -139,3 +139,22 @@ def test_rollback_to_a_version_with_the_current_specification_registers_nothing(
     assert job_rollback.rollback(two_versions, to="0") is None
     assert "has the same specification as the current version 2" in capsys.readouterr().err
     assert len(nomad_double.registrations()) == registered and len(nomad_double.versions()) == 3
+
+
+def test_logs_follow_decodes_utf8_across_chunks(nomad_double, two_versions, capsys):
+    """Nomad's plain logs carry no charset; following reads them incrementally as UTF-8."""
+    message = "Größe ≠ 0 ✓ " * 2000  # 30 kB: more than one chunk of the stream
+    nomad_double.cluster.publish("1.0", message=message)
+    run(two_versions, "1.0")
+    (registration,) = requests.get(nomad_double.address + "/v1/service/mlflow", timeout=5).json()
+
+    def later():
+        time.sleep(0.5)
+        requests.get(f"http://127.0.0.1:{registration['Port']}/version", timeout=5)  # prints the message
+        time.sleep(0.5)
+        requests.delete(nomad_double.address + "/v1/job/mlflow", timeout=5)
+
+    threading.Thread(target=later, daemon=True).start()
+    job_logs.logs(two_versions, follow=True, lines=1)
+    out = capsys.readouterr().out
+    assert message in out and "\ufffd" not in out

@@ -284,13 +284,15 @@ def test_a_second_deploy_while_the_first_is_still_deploying_follows_it(nomad_dou
     import threading
 
     settings = job_settings(nomad_double, min_healthy_time="4s")
-    first = threading.Thread(target=run, args=(settings, "0.99"), daemon=True)
+    results = []
+    first = threading.Thread(target=lambda: results.append(run(settings, "0.99")), daemon=True)
     first.start()
     deadline = time.monotonic() + 20
     while not nomad_double.running_allocs() and time.monotonic() < deadline:
         time.sleep(0.1)
     second = run(settings, "0.99")
     first.join(30)
+    assert [r.status for r in results] == ["deployed"]
     assert second.status == "deployed" and second.job_version == 0
     err = capsys.readouterr().err
     assert "its deployment" in err and "is still running: following it" in err

@@ -60,7 +60,9 @@ def _launch(root: Path, driver: str) -> tuple[subprocess.Popen, str, Path]:
     for sub in ("exec", "data"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     cmd = [
-        dockerd, "--iptables=true", "--ip6tables=false", "--bridge=none", "--ip-masq=false",
+        # iptables for the bridge network's port mapping, but no ip_forward (and so no FORWARD policy
+        # change): the published ports are on 127.0.0.1, reached through docker-proxy
+        dockerd, "--iptables=true", "--ip-forward=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false",
         f"--host=unix://{sock}", f"--exec-root={root / 'exec'}", f"--data-root={root / 'data'}",
         f"--pidfile={root / 'docker.pid'}", f"--storage-driver={driver}",
     ]
@@ -154,10 +156,13 @@ def stop(engine: Engine) -> None:
 
 
 def _remove_new_chains(root: Path) -> None:
-    """Flush and delete the chains dockerd added (they outlive it), keeping any that were there before."""
+    """Flush and delete the chains dockerd added (they outlive it), keeping any that were there before;
+    nothing while another dockerd runs (another test session's engine uses the same chains)."""
     try:
         before = {tuple(line.split()) for line in (root / "chains-before").read_text().splitlines() if line}
     except FileNotFoundError:
+        return
+    if subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode == 0:
         return
     added = [pair for pair in _chains() if pair not in before and pair[1].startswith("DOCKER")]
     for table, chain in added:  # first every jump into them, then the chains

@@ -4,8 +4,10 @@ Modelled on hashicorp/nomad (facts in ../shared/reference/nomad/BEHAVIOUR.md; fi
 - The node reads its client config (client.hcl, the file configure-host writes) when the agent starts
   and on a restart: ``host_volume`` stanzas become the node's host volumes. Its attributes carry
   ``cpu.arch``/``kernel.arch`` (client/fingerprint/arch.go) and ``driver.docker`` when an engine is there.
-- An allocation runner per allocation (client/allocrunner): the group services are registered before
-  the task starts and deregistered before it is killed (group_service_hook.go); the task runner
+- An allocation runner per allocation (client/allocrunner): a replacement waits until the previous
+  allocation on this node has stopped (allocwatcher localPrevAlloc.Wait, the upstream allocs hook);
+  the group services are registered before the task starts and deregistered before it is killed
+  (group_service_hook.go); the task runner
   (taskrunner/task_runner.go) pulls and starts the container, waits for it, and on exit asks the restart
   tracker (taskrunner/restarts/restarts.go: ``attempts`` restarts per ``interval``, each after ``delay``
   plus up to 25% jitter; service jobs restart even after exit 0; mode fail then "Not Restarting").
@@ -58,6 +60,14 @@ def now_ns() -> int:
 def rfc3339(ns: int | None = None) -> str:
     ns = now_ns() if ns is None else ns
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / 1e9)) + f".{ns % SECOND:09d}Z"
+
+
+def _epoch(stamp: str) -> float:
+    """rfc3339() back to epoch seconds."""
+    import calendar
+
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float(f"0.{fraction or 0}")
 
 
 def task_event(kind, message="", **extra) -> dict:
@@ -298,6 +308,8 @@ class AllocRunner(threading.Thread):
     # -- the run ---------------------------------------------------------------------------------
     def run(self):
         try:
+            if not self._previous_terminated():
+                return
             with self.server.lock:
                 self.server.register_services(self.alloc, self.group)
             if self._uses_checks():
@@ -310,25 +322,51 @@ class AllocRunner(threading.Thread):
                 self.server.deregister_services(self.alloc["ID"])
                 self.server.alloc_terminal(self.alloc)
 
+    def _previous_terminated(self) -> bool:
+        """Wait for the previous allocation on this node to be terminal; False when killed meanwhile."""
+        previous = self.client.runners.get(self.alloc.get("PreviousAllocation") or "")
+        while previous is not None and previous.is_alive():
+            if self.killed.wait(0.05):
+                self._set_state("dead")
+                return False
+        return True
+
+    def _start(self, driver, image):
+        """Pull and start the task's container; any failure is the driver's (a Driver Failure event)."""
+        try:
+            driver.pull(image)
+            if self.killed.is_set():
+                raise DriverError("killed while the image was pulled", recoverable=False)
+            return driver.start(self.alloc["ID"], self.task, image, self.spec.get("Env") or {}, self._ports(),
+                                self._binds(), (self.spec.get("Resources") or {}).get("MemoryMB") or 300,
+                                self.spec.get("User") or ""), None
+        except DriverError as exc:
+            return None, exc
+        except Exception as exc:  # noqa: BLE001 - the engine went away, a timeout: still the driver's
+            return None, DriverError(f"failed to start task: {exc}")
+
+    def _wait(self, driver, running):
+        """The container's exit, or None once the allocation is killed."""
+        while not self.killed.wait(0.2):
+            try:
+                result = driver.wait(running)
+            except Exception:  # noqa: BLE001 - an engine hiccup: look again
+                continue
+            if result is not None:
+                return result
+        return None
+
     def _task(self):
         tracker = RestartTracker(self.spec.get("RestartPolicy") or self.group.get("RestartPolicy") or {},
                                  self.job.get("Type", "service"))
         driver = self.client.driver
         image = (self.spec.get("Config") or {}).get("image", "")
         while not self.killed.is_set():
-            start_error = None
             if driver is None:
-                start_error = DriverError("missing drivers", recoverable=False)
+                running, start_error = None, DriverError("missing drivers", recoverable=False)
             else:
                 self._event("Driver", DriverMessage="Downloading image")
-                try:
-                    driver.pull(image)
-                    running = driver.start(self.alloc["ID"], self.task, image, self.spec.get("Env") or {},
-                                           self._ports(), self._binds(),
-                                           (self.spec.get("Resources") or {}).get("MemoryMB") or 300,
-                                           self.spec.get("User") or "")
-                except DriverError as exc:
-                    start_error = exc
+                running, start_error = self._start(driver, image)
             if start_error is not None:
                 self._event("Driver Failure", DriverError=start_error.message)
                 decision, delay, reason = tracker.decide(start_error=start_error)
@@ -337,10 +375,10 @@ class AllocRunner(threading.Thread):
                     self._running = running
                 self._set_state("running")
                 self._event("Started")
-                result = None
-                while result is None and not self.killed.wait(0.2):
-                    result = driver.wait(running)
-                if result is None:  # killed
+                result = self._wait(driver, running)
+                if result is None:  # killed: the services go first (PreKill), then the task
+                    with self.server.lock:
+                        self.server.deregister_services(self.alloc["ID"])
                     timeout = (self.spec.get("KillTimeout") or 5 * SECOND)
                     self._event("Killing", KillTimeout=timeout)
                     driver.stop(running, timeout / SECOND)
@@ -464,6 +502,7 @@ class AllocRunner(threading.Thread):
         min_healthy = (update.get("MinHealthyTime") or 0) / SECOND
         deadline_ns = update.get("HealthyDeadline") or 300 * SECOND
         deadline = time.monotonic() + deadline_ns / SECOND
+        deadline_at = time.time() + deadline_ns / SECOND
         use_checks = update.get("HealthCheck", "checks") == "checks" and self._uses_checks()
         all_started, task_timer, tasks_healthy = None, None, False
         primed, check_timer, next_lookup = False, None, time.monotonic() + CHECK_LOOKUP
@@ -474,7 +513,8 @@ class AllocRunner(threading.Thread):
                     return  # stopped by the server: no health is set
                 state = copy.deepcopy(self.state)
             if state.get("Failed") or (state["State"] == "dead") or self.alloc["ClientStatus"] == "failed":
-                return self._report(False, "")
+                return self._report(False, "Unhealthy because of failed task" if state.get("Failed")
+                                    else "Unhealthy because of dead task")
             latest = state.get("StartedAt") if state["State"] != "pending" else None
             if latest != all_started:
                 tasks_healthy, task_timer = False, None
@@ -500,14 +540,19 @@ class AllocRunner(threading.Thread):
                     return self._report(True)
                 primed = False
             if now >= deadline:
-                return self._report(False, self._deadline_message(state, min_healthy, deadline_ns))
+                return self._report(False, self._deadline_message(state, min_healthy, deadline_ns, deadline_at))
             self.killed.wait(0.1)
 
-    def _deadline_message(self, state: dict, min_healthy: float, deadline_ns: int) -> str:
+    def _deadline_message(self, state: dict, min_healthy: float, deadline_ns: int, deadline_at: float) -> str:
+        """tracker.go taskHealthState.event: why the task made the allocation unhealthy, or "" (a task
+        that ran long enough: a failing group check of the Nomad provider gives no task event)."""
         deadline = go_duration(deadline_ns)
         if state["State"] == "pending":
             return f"Task not running by healthy_deadline of {deadline}"
-        return f"Task not running for min_healthy_time of {go_duration(min_healthy * SECOND)} by healthy_deadline of {deadline}"
+        if state.get("StartedAt") and _epoch(state["StartedAt"]) + min_healthy > deadline_at:
+            return (f"Task not running for min_healthy_time of {go_duration(min_healthy * SECOND)} by "
+                    f"healthy_deadline of {deadline}")
+        return ""
 
     def _report(self, healthy: bool, message: str = ""):
         with self.server.lock:

@@ -47,8 +47,7 @@ class DockerDriver:
         """``client``: a docker.DockerClient; ``network``: a user-defined bridge network to attach
         containers to (None: the engine's default); ``session``: a label value to find what we made."""
         self.client, self.network, self.session, self.address = client, network, session, address
-        self._lock = threading.Lock()
-        self._made: set[str] = set()
+        self.closed = threading.Event()  # set by cleanup(): no container starts after it
 
     def pull(self, image: str) -> None:
         import docker
@@ -71,6 +70,8 @@ class DockerDriver:
         import docker
 
         name = f"{task.replace('/', '_')}-{alloc_id}"
+        if self.closed.is_set():
+            raise DriverError("the client is shutting down", recoverable=False)
         self.remove(name)  # a restart reuses the name (the previous run's container is gone in Nomad)
         memory = int(memory_mb) * 1024 * 1024
         try:
@@ -80,8 +81,6 @@ class DockerDriver:
                 volumes={host: {"bind": dest, "mode": "ro" if ro else "rw"} for host, dest, ro in binds},
                 mem_limit=memory, memswap_limit=memory, network=self.network,
                 labels={LABEL: self.session, f"{LABEL}.alloc": alloc_id}, detach=True)
-            with self._lock:
-                self._made.add(container.id)
             container.start()
         except docker.errors.APIError as exc:
             self.remove(name)
@@ -132,7 +131,8 @@ class DockerDriver:
             pass  # being removed already
 
     def cleanup(self) -> None:
-        """Remove every container this session's double started (also after a failing test)."""
+        """Remove every container this double started (also after a failing test); start no more."""
+        self.closed.set()
         for container in self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.session}"}):
             self.remove(container.id)
 

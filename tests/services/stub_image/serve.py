@@ -1,6 +1,7 @@
 """The stub server: behaves as its image says (STUB_BEHAVIOUR), with the MLflow image's contract.
 
-- serve      answer /health, /version and the experiments search; write a marker in the store
+- serve      answer /health, /version (printing STUB_MESSAGE on stdout) and the experiments search;
+             write a marker in the store
 - exit       print STUB_MESSAGE on stderr and exit STUB_EXIT_CODE at once
 - unhealthy  run, but answer /health with 503 forever
 Like the real entrypoint it refuses a store folder it cannot write (exit 78).
@@ -43,6 +44,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/health":
             return self._send(503 if behaviour == "unhealthy" else 200, "OK", "text/plain")
         if self.path == "/version":
+            if os.environ.get("STUB_MESSAGE"):
+                print(os.environ["STUB_MESSAGE"], flush=True)  # a serving stub says its message on stdout
             return self._send(200, label or "stub", "text/plain")
         if self.path.startswith("/api/2.0/mlflow/experiments/search"):
             return self._send(200, json.dumps({"experiments": [], "stub": label}))
