@@ -156,7 +156,11 @@ def smoke(c, url=None, host_header=None):
 })
 def configure_host(c, dry_run=False, ansible=False, accept_host_key=False, ask_sudo_pass=False,
                    host=None, user=None):
-    """Prepare the Nomad client over SSH: host volumes, folders, job file; restart Nomad if needed."""
+    """Prepare the Nomad client over SSH: folders, host volumes, job file; restart Nomad if needed.
+
+    The two volume folders are given to image_user (the uid:gid the image runs as, 1000:1000), job_dir
+    to folder_owner:folder_group. A second run with nothing to change says so and restarts nothing.
+    """
     from mlflow_self_host.host import configure
 
     settings = _settings(host=host, ssh_user=user)
@@ -176,12 +180,14 @@ def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False,
     """Configure the host, build and push v{version}, plan and register the job, follow it to healthy.
 
     The image is built only when the engine lacks v{version} (`inv build` rebuilds it) and pushed only
-    when the registry's tag is not this image: a second deploy with nothing new changes nothing.
+    when the registry's tag is not this image: a second deploy with nothing new changes nothing; one
+    while the same version is still deploying follows that deployment.
 
-    Exit codes: 0 healthy (or already deployed); 10 placement failed; 11 deployment failed;
-    12 deployment failed and Nomad reverted to the previous version; 13 healthy in Nomad but the
-    service URL (deploy_url, default http://{domain}/) does not answer; 2 the registry lacks the tag;
-    1 any other error (e.g. the job changed between plan and register).
+    Exit codes: 0 healthy (or already deployed); 10 placement failed; 11 deployment failed (and Nomad
+    did not revert, or the revert failed too); 12 deployment failed and Nomad reverted to the last
+    stable version (the message says if that one is a stopped copy: the job is stopped then);
+    13 healthy in Nomad but the service URL (deploy_url, default http://{domain}/) does not answer;
+    2 the registry lacks the tag; 1 any other error (e.g. the job changed between plan and register).
     """
     from mlflow_self_host.job import deploy as job_deploy
 
@@ -208,11 +214,14 @@ def logs(c, follow=False, stderr=False, lines=None):
     job_logs.logs(_settings(), follow=follow, stderr=stderr, lines=job_logs.line_count(lines))
 
 
-@task(help={"to": "job version to go back to (default: the previous stable one)", "dry_run": DRY_RUN})
+@task(help={"to": "job version to go back to (default: the newest stable one before the current, never a "
+                  "stopped copy)", "dry_run": DRY_RUN})
 def rollback(c, to=None, dry_run=False):
     """Revert the job to an earlier version (check-and-set) and follow the deployment.
 
-    Exit codes as deploy: 0 healthy; 10 placement failed; 11 failed; 12 failed and reverted; 2 no such version.
+    A version with the current specification registers nothing ("nothing to roll back", exit 0).
+    Exit codes as deploy: 0 healthy; 10 placement failed; 11 failed; 12 failed and reverted; 2 no such
+    version, or a stopped copy of the job (what `nomad job stop` and `inv restore` leave).
     """
     from mlflow_self_host.job import rollback as job_rollback
 

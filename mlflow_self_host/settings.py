@@ -183,6 +183,18 @@ class Settings:
         """``{registry}/{image}:v{version}``, exactly the Makefile's tag."""
         return f"{self.image_repo()}:v{version}"
 
+    def image_user_ids(self) -> tuple[int, int]:
+        """``image_user`` ("1000:1000"): the uid and gid the image runs as, numbers."""
+        import re
+
+        value = str(self.image_user).strip()
+        match = re.fullmatch(r"(\d+):(\d+)", value)
+        if not match:
+            raise UserError(f"image_user must be the image's UID:GID as numbers, like 1000:1000, not {value!r}",
+                            hint="set image_user (invoke.yaml or MSH_IMAGE_USER) to the uid:gid of the "
+                                 "Dockerfile's USER")
+        return int(match[1]), int(match[2])
+
     def service_url(self) -> str:
         return f"http://{self.domain}/"
 

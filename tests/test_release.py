@@ -25,6 +25,7 @@ from mlflow_self_host.settings import Settings
 from mlflow_self_host.version import PARTS, Version
 from tests.host.conftest import CLIENT_HCL, nomad_user  # noqa: F401 - the fixture
 from tests.services import free_port, project_repo
+from tests.services.nomad_cluster import MLFLOW_TIMINGS
 from tests.services.project_repo import git
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -336,12 +337,6 @@ def test_a_deploy_that_fails_after_the_push_keeps_the_release_and_names_the_next
     assert (repo / "version.txt").read_text() == "0.99.1\n"
     assert git(repo, "status", "--porcelain") == ""
     assert registry.tags(settings.image) == ["latest", "v0.99.1"]
-
-
-# The job's timings for the real MLflow image (it starts in seconds, not in a stub's fraction of one);
-# the Nomad double applies them as Nomad would.
-MLFLOW_TIMINGS = {"check_interval": "1s", "min_healthy_time": "2s", "healthy_deadline": "90s",
-                  "progress_deadline": "3m", "restart_attempts": 1, "restart_delay": "1s"}
 
 
 def nomad_client(cluster, root: Path, ssh_server) -> dict:

@@ -31,15 +31,13 @@ from tests.services import proxy as proxy_service
 from tests.services import resolver
 from tests.services.mlflow_image import clean_env
 from tests.services.mlflow_load import SteadyLogger
+from tests.services.nomad_cluster import MLFLOW_TIMINGS
 from tests.services.project_repo import git
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = "mlflow.lan"
 pytestmark = pytest.mark.slow
 
-# The job's timings, shortened where they only make the test wait (Nomad applies them as given).
-TIMINGS = {"MSH_CHECK_INTERVAL": "2s", "MSH_MIN_HEALTHY_TIME": "3s", "MSH_HEALTHY_DEADLINE": "90s",
-           "MSH_PROGRESS_DEADLINE": "3m", "MSH_RESTART_ATTEMPTS": "1", "MSH_RESTART_DELAY": "2s"}
 
 
 @pytest.fixture
@@ -81,7 +79,7 @@ def test_the_whole_user_path(tmp_path, fresh_host, proxy, dns_server, registry, 
                 if key in ("host", "ssh_port", "ssh_user", "ssh_key", "known_hosts", "nomad_client_config",
                            "backend_path", "artifacts_path", "job_dir", "folder_owner", "folder_group",
                            "nomad_restart_command", "nomad_health_timeout")})
-    env.update(TIMINGS)
+    env.update({f"MSH_{k.upper()}": str(v) for k, v in MLFLOW_TIMINGS.items()})  # shorter waits, same rules
     env.update(DOCKER_HOST=docker_engine_service.base_url, NOMAD_ADDR=double.address,
                MSH_REGISTRY=registry.address, MSH_IMAGE=image, MSH_BASE_IMAGE=base_image,
                MSH_BACKUPS_PATH=str(tmp_path / "host" / "data" / "backups"), MSH_DOMAIN=DOMAIN,

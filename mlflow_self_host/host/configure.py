@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -87,19 +86,9 @@ def job_target(settings) -> str:
     return posixpath.join(settings.job_dir, os.path.basename(settings.job_file))
 
 
-def image_user(settings) -> tuple[str, str]:
-    """The uid and gid the image runs as (setting ``image_user``, "1000:1000"), as digit strings."""
-    value = str(settings.image_user).strip()
-    match = re.fullmatch(r"(\d+):(\d+)", value)
-    if not match:
-        raise UserError(f"image_user must be the image's UID:GID as numbers, like 1000:1000, not {value!r}",
-                        hint="set image_user (invoke.yaml or MSH_IMAGE_USER) to the uid:gid of the Dockerfile's USER")
-    return str(int(match[1])), str(int(match[2]))
-
-
 def wanted_folders(settings) -> list[Folder]:
     """The two volume folders for the image's user, then ``job_dir`` for ``folder_owner``."""
-    uid, gid = image_user(settings)
+    uid, gid = (str(i) for i in settings.image_user_ids())
     mode = _mode(settings.folder_mode)
     return [Folder(settings.backend_path, uid, gid, mode), Folder(settings.artifacts_path, uid, gid, mode),
             Folder(settings.job_dir, settings.folder_owner, settings.folder_group, mode)]

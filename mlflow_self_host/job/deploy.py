@@ -68,9 +68,7 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
                          f"{latest['ID'][:8]} is still running: following it")
             outcome = follower.follow(settings, n, latest["ID"], f"v{version.text}",
                                       time.monotonic() + int(settings.deploy_timeout))
-            url = check_service(settings) if settings.deploy_check else None
-            console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
-            return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url)
+            return _finish(settings, version, image, outcome)
         if latest and latest.get("JobVersion") == running and latest.get("Status") == "failed":
             raise UserError(f"v{version.text} is already registered (job version {running}), but its deployment "
                             f"failed: {latest.get('StatusDescription')}",
@@ -104,10 +102,16 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
     # 4-5. follow to the end
     outcome = follower.after_submit(settings, n, response, f"v{version.text}")
 
-    # 6. the service answers through the proxy
+    return _finish(settings, version, image, outcome, plan_view.text(diff))
+
+
+def _finish(settings, version: Version, image: str, outcome, diff: str = "") -> DeployResult:
+    """6. the service answers through the proxy; the one line that says it is deployed."""
+    from .. import console
+
     url = check_service(settings) if settings.deploy_check else None
     console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
-    return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, plan_view.text(diff))
+    return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, diff)
 
 
 def _build_and_push(settings, version: Version, dry_run: bool) -> None:

@@ -156,9 +156,14 @@ def follow(settings, n, dep_id: str, version_label: str, deadline: float, revert
     if status == "failed" and m:
         console.warn(f"deployment of {version_label} failed; Nomad is rolling back to job version {m.group(1)}")
         revert_id = _next_deployment(settings, n, dep, deadline)
+        job = jobfile.current(settings, n) or {}
+        if revert_id is None and not job.get("Stop"):
+            raise UserError(f"{version_label} failed its health checks; Nomad is rolling back to job version "
+                            f"{m.group(1)}, but its deployment did not start within {settings.deploy_timeout}s",
+                            hint="watch it with `inv status`", code=EXIT_REVERTED)
         outcome = follow(settings, n, revert_id, f"job version {m.group(1)}", deadline, reverting=True) \
             if revert_id else None
-        job = jobfile.current(settings, n) or {}
+        job = jobfile.current(settings, n) or job
         if job.get("Stop"):
             raise UserError(f"{version_label} failed its health checks, and Nomad went back to job version "
                             f"{m.group(1)}, a stopped version: job {settings.job_name} is stopped now",

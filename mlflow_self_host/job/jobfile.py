@@ -20,7 +20,7 @@ def variables(settings, version: str) -> dict:
         "cpu": int(settings.cpu),
         "memory": int(settings.memory),
         "workers": int(settings.workers),
-        "user": settings.image_user,
+        "user": "{}:{}".format(*settings.image_user_ids()),
         "check_interval": settings.check_interval,
         "min_healthy_time": settings.min_healthy_time,
         "healthy_deadline": settings.healthy_deadline,

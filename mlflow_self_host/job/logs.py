@@ -6,22 +6,28 @@ import sys
 from ..errors import UserError
 from . import jobfile, nomad_api
 
-BYTES_PER_LINE = 400  # how far back from the end to read for the last N lines
+BYTES_PER_LINE = 400  # how far back from the end to read for the last N lines, at first
+MAX_TAIL_BYTES = 16 << 20
 
 
 def tail(settings, n, alloc_id: str, task: str, kind: str, lines: int) -> str:
     """The last ``lines`` lines of a task's stdout or stderr. Nomad sends plain logs as text/plain with
-    no charset (fs_endpoint.go), which requests would read as ISO-8859-1: the bytes are UTF-8."""
-    params = {"task": task, "type": kind, "follow": False, "offset": max(1, lines) * BYTES_PER_LINE,
-              "origin": "end", "plain": True}
-    response = nomad_api.call(settings, f"reading the {kind} of allocation {alloc_id[:8]}",
-                              n.client.stream_logs.request, alloc_id, params=params, method="get")
-    text = response.content.decode("utf-8", errors="replace")
+    no charset (fs_endpoint.go), which requests would read as ISO-8859-1: the bytes are UTF-8. It reads
+    back ``lines`` x 400 bytes from the end, more when long lines leave fewer lines than asked for."""
     if lines <= 0:
         return ""
-    if len(response.content) >= params["offset"]:
-        text = text.split("\n", 1)[-1] if "\n" in text else text  # the first line may be cut (and a character)
-    return "\n".join(text.splitlines()[-lines:]) + ("\n" if text else "")
+    offset = lines * BYTES_PER_LINE
+    while True:
+        params = {"task": task, "type": kind, "follow": False, "offset": offset, "origin": "end", "plain": True}
+        data = nomad_api.call(settings, f"reading the {kind} of allocation {alloc_id[:8]}",
+                              n.client.stream_logs.request, alloc_id, params=params, method="get").content
+        whole = len(data) < offset
+        if not whole:
+            data = data.split(b"\n", 1)[1] if b"\n" in data else b""  # the first line is cut (maybe in a character)
+        found = data.decode("utf-8", errors="replace").splitlines()
+        if whole or len(found) >= lines or offset >= MAX_TAIL_BYTES:
+            return "\n".join(found[-lines:]) + ("\n" if found else "")
+        offset *= 4
 
 
 def pick_allocation(settings, n) -> tuple[dict, bool]:

@@ -6,13 +6,13 @@ task, swaps the file under it and starts it again; the stub logs each start in t
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 import requests
 
 from mlflow_self_host import backup
 from mlflow_self_host.errors import UserError
+from tests.services import wait_for
 from tests.backup.conftest import count, deploy, integrity, make_db, stub_starts
 from tests.doubles.nomad import spec
 
@@ -182,13 +182,7 @@ def test_a_job_that_fails_after_the_restore_keeps_the_old_database_aside(setting
 
 
 def _wait_until(check, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout}s")
+    return wait_for(check, timeout, what, interval=0.1)
 
 
 def test_a_job_without_deployments_is_waited_for_until_running(settings, host_db, nomad_cluster):

@@ -24,6 +24,9 @@ client {
 
 FAST_TIMINGS = {"check_interval": "500ms", "min_healthy_time": "1s", "healthy_deadline": "20s",
                 "progress_deadline": "40s", "restart_attempts": 1, "restart_delay": "1s"}
+# For the real MLflow image, which starts in seconds, not in a stub's fraction of one.
+MLFLOW_TIMINGS = {"check_interval": "1s", "min_healthy_time": "2s", "healthy_deadline": "90s",
+                  "progress_deadline": "3m", "restart_attempts": 1, "restart_delay": "2s"}
 STANDARD_VERSIONS = ("0.99", "0.100", "1.0", "1.2")
 
 
