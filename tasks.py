@@ -25,7 +25,7 @@ def task(*args, **kwargs):
 
 # Flags whose name is not the setting's (`inv up --port` sets local_port): named so in errors and `inv config`.
 FLAG_NAMES = {"local_port": "--port", "ssh_user": "--user", "dns_backend": "--backend",
-              "pihole_insecure": "--insecure"}
+              "pihole_insecure": "--insecure", "pihole_tls_server_name": "--tls-server-name"}
 
 
 def _settings(**overrides):
@@ -235,19 +235,26 @@ def rollback(c, to=None, dry_run=False):
     "dry_run": DRY_RUN,
     "backend": "pihole (v6 API) or dnsmasq (file over SSH; also Pi-hole v5)",
     "insecure": "do not verify the Pi-hole's TLS certificate",
+    "tls_server_name": "the name the Pi-hole's certificate must have (default: pihole_url's host; pi.hole "
+                       "for an IP address)",
     "accept_host_key": "dnsmasq: accept and record an unknown SSH host key",
     "ask_sudo_pass": "dnsmasq: prompt for the sudo password on the host",
 })
-def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=False, accept_host_key=False,
-        ask_sudo_pass=False):
+def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=False, tls_server_name=None,
+        accept_host_key=False, ask_sudo_pass=False):
     """Point {domain} at the proxy with a CNAME (Pi-hole v6 or dnsmasq) and check it resolves.
 
-    Password: PIHOLE_PASSWORD (or an app password with webserver.api.app_sudo). After a change the
-    answer of dns_server (or the system resolver) is checked; a wrong answer exits 1.
+    Password: PIHOLE_PASSWORD (or an app password with webserver.api.app_sudo). Pi-hole and dnsmasq
+    restart after a change: the answer of dns_server (or the system resolver) is asked again until it
+    is right or dns_check_timeout seconds have passed. dnsmasq: the new configuration is checked
+    (dnsmasq_test_command) before the restart, and the previous file put back if either fails.
+    Exit codes: 0 the record is right (or no change); 1 a refusal, a failed check or restart, or a
+    wrong answer at the deadline.
     """
     from mlflow_self_host.dns import record
 
-    settings = _settings(dns_backend=backend, pihole_insecure=insecure or None)
+    settings = _settings(dns_backend=backend, pihole_insecure=insecure or None,
+                         pihole_tls_server_name=tls_server_name)
     record.run(settings, check_only=check, remove=remove, dry_run=dry_run, accept_host_key=accept_host_key,
                ask_sudo_pass=ask_sudo_pass)
 

@@ -1,8 +1,10 @@
 """Ask the DNS server what ``{domain}`` is: the CNAME chain and the addresses (dnspython).
 
 The server is ``dns_server:dns_port``, or the system's resolvers when ``dns_server`` is empty.
-``report`` is ``inv dns --check``; ``verify`` runs after a change and retries for
-``dns_check_timeout`` seconds (a Pi-hole restarts its resolver after a change) before failing.
+``report`` is ``inv dns --check``; ``verify`` runs after a change and asks again until the answer is
+right or ``dns_check_timeout`` seconds have passed: a Pi-hole restarts after a change (FTL re-executes
+itself, src/api/api.c ``restart_ftl``) and dnsmasq after ``dnsmasq_restart_command``, so a timeout,
+a refused query or the old answer mean "not yet", not "wrong", until the deadline.
 """
 from __future__ import annotations
 
@@ -14,6 +16,11 @@ from ..errors import UserError
 from .record import Record, _name
 
 QUERY_LIFETIME = 3.0
+RETRY_INTERVAL = 0.5
+
+
+class NoAnswer(UserError):
+    """The DNS server did not answer (down, restarting, or the wrong address)."""
 
 
 @dataclass
@@ -67,26 +74,30 @@ def _resolver(settings):
     return resolver, shown
 
 
-def resolve(settings, domain: str) -> Answer:
-    """One question (``A``) to the server; UserError when it does not answer."""
+def resolve(settings, domain: str, lifetime: float = QUERY_LIFETIME, attempt: float | None = None) -> Answer:
+    """One question (``A``) to the server, sent again every ``attempt`` seconds (dnspython's default
+    2 s) within ``lifetime``; NoAnswer when it does not answer."""
     import dns.exception
     import dns.rdatatype
     import dns.resolver
 
     resolver, shown = _resolver(settings)
+    resolver.lifetime = lifetime
+    if attempt is not None:
+        resolver.timeout = attempt
     try:
         result = resolver.resolve(domain, "A", raise_on_no_answer=False)
     except dns.resolver.NXDOMAIN:
         return Answer(domain, shown, "nxdomain")
     except dns.resolver.LifetimeTimeout:
-        raise UserError(f"DNS server {shown} did not answer within {QUERY_LIFETIME:.0f}s",
-                        hint="check that it runs and dns_server / dns_port (MSH_DNS_SERVER, MSH_DNS_PORT) "
-                             "name it") from None
+        raise NoAnswer(f"DNS server {shown} did not answer within {lifetime:.0f}s",
+                       hint="check that it runs and dns_server / dns_port (MSH_DNS_SERVER, MSH_DNS_PORT) "
+                            "name it") from None
     except dns.resolver.NoNameservers as exc:
         if _all_refused(exc):  # e.g. dnsmasq without upstreams: it does not know the name
             return Answer(domain, shown, "refused")
-        raise UserError(f"DNS server {shown} failed to answer for {domain}: {_first_line(exc)}",
-                        hint="check dns_server / dns_port (MSH_DNS_SERVER, MSH_DNS_PORT)") from None
+        raise NoAnswer(f"DNS server {shown} failed to answer for {domain}: {_first_line(exc)}",
+                       hint="check dns_server / dns_port (MSH_DNS_SERVER, MSH_DNS_PORT)") from None
     except dns.exception.DNSException as exc:
         raise UserError(f"asking {shown} for {domain} failed: {_first_line(exc)}",
                         hint="check dns_server / dns_port (MSH_DNS_SERVER, MSH_DNS_PORT)") from None
@@ -141,18 +152,39 @@ def report(settings, wanted: Record) -> Answer:
 
 
 def verify(settings, wanted: Record, present: bool = True) -> Answer:
-    """After a change: retry until the answer is right, or fail after ``dns_check_timeout`` s."""
+    """After a change: ask until the answer is right, or fail after ``dns_check_timeout`` seconds.
+
+    No answer (the server restarting) and a wrong answer (the old one) are retried alike; the error
+    at the deadline is the last one seen.
+    """
     from .. import console
 
-    deadline = time.monotonic() + max(float(settings.dns_check_timeout), 0.0)
+    timeout = max(float(settings.dns_check_timeout), 0.0)
+    deadline = time.monotonic() + timeout
+    waiting = False
     while True:
-        answer = resolve(settings, wanted.names[0])
+        left = deadline - time.monotonic()
+        try:
+            # a query lost while the server restarts is sent again after a second, not dnspython's 2 s
+            answer = resolve(settings, wanted.names[0], lifetime=min(QUERY_LIFETIME, max(left, 1.0)), attempt=1.0)
+        except NoAnswer as exc:
+            if time.monotonic() >= deadline:
+                raise NoAnswer(f"{exc.message}; still so {timeout:.0f}s after the change (dns_check_timeout)",
+                               hint=f"the DNS server may still be restarting (a Raspberry Pi can take long): "
+                                    f"`inv dns --check` later, or raise dns_check_timeout "
+                                    f"(MSH_DNS_CHECK_TIMEOUT); else {exc.hint}") from None
+            if not waiting:
+                console.info(f"waiting for the DNS server to answer again (it restarts after a change; "
+                             f"up to {timeout:.0f}s, dns_check_timeout)")
+                waiting = True
+            time.sleep(RETRY_INTERVAL)
+            continue
         if _is_right(answer, wanted, present):
             console.done(f"DNS {answer.server}: {answer.describe()}")
             return answer
         if time.monotonic() >= deadline:
             raise _wrong(answer, wanted, present)
-        time.sleep(0.5)
+        time.sleep(RETRY_INTERVAL)
 
 
 def _all_refused(exc) -> bool:

@@ -2,9 +2,19 @@
 
 The record lives in ``{dnsmasq_dir}/{dnsmasq_file}`` on ``host`` (the same SSH settings as
 configure-host). The default file, ``05-pihole-custom-cname.conf``, is the one Pi-hole v5 keeps
-its CNAMEs in: the other lines of the file are kept as they are. The file is replaced atomically
-(with sudo), then ``dnsmasq_restart_command`` runs (with sudo): ``systemctl restart dnsmasq``,
-or ``pihole restartdns`` on Pi-hole v5.
+its CNAMEs in: the other lines of the file are kept as they are.
+
+dnsmasq refuses to start on a configuration it cannot parse, and a second definition of one alias
+anywhere in what it reads is such a failure ("duplicate CNAME", dnsmasq's option.c). So that a run
+never takes the LAN's DNS down:
+
+1. a host with ``pihole_config`` (``/etc/pihole/pihole.toml``) runs Pi-hole v6, which ignores
+   /etc/dnsmasq.d unless ``misc.etc_dnsmasq_d`` is on and keeps its records in ``dns.cnameRecords``
+   (FTL src/config/dnsmasq_config.c): refused, the pihole backend is the way there;
+2. the file is replaced atomically (with sudo), then ``dnsmasq_test_command`` (``dnsmasq --test``
+   on the whole configuration) runs before any restart; if it fails, the previous file is put back;
+3. ``dnsmasq_restart_command`` runs (with sudo); if it fails, the previous file is put back and
+   dnsmasq restarted again with it, and the error says which of the two worked.
 """
 from __future__ import annotations
 
@@ -62,8 +72,8 @@ def edited(text: str, ops: list[tuple[str, str]]) -> str:
 
 
 def plan_file(text: str | None, wanted: Record, path: str, restart_command: str,
-              remove: bool = False) -> tuple[RecordPlan, str]:
-    """The plan (record changes, the file's diff, the restart) and the new file content."""
+              remove: bool = False, test_command: str = "") -> tuple[RecordPlan, str]:
+    """The plan (record changes, the file's diff, the check, the restart) and the new file content."""
     current = text or ""
     plan = plan_record([v for _, v in cname_lines(current)], wanted, remove=remove, title=f"dnsmasq {path}")
     if plan.empty:
@@ -72,6 +82,8 @@ def plan_file(text: str | None, wanted: Record, path: str, restart_command: str,
     diff = "".join(difflib.unified_diff(current.splitlines(True), new.splitlines(True),
                                         "a" + path if text is not None else "/dev/null", "b" + path, n=1))
     plan.add("create" if text is None else "update", path, "new file" if text is None else "", diff)
+    if test_command:
+        plan.add("check", "dnsmasq", test_command)
     plan.add("restart", "dnsmasq", restart_command)
     return plan, new
 
@@ -84,22 +96,37 @@ def _read(remote, path: str) -> str | None:
         return remote.read(path, sudo=True)
 
 
+def check_command(settings) -> str:
+    """``dnsmasq_test_command`` with ``{dnsmasq_dir}`` filled in; empty: no check."""
+    folder = settings.dnsmasq_dir.rstrip("/") or "/"
+    return settings.dnsmasq_test_command.strip().replace("{dnsmasq_dir}", folder)
+
+
 def sync(settings, wanted: Record, remove: bool = False, dry_run: bool = False,
          accept_host_key: bool = False, ask_sudo_pass: bool = False) -> RecordPlan:
-    """Read the file over SSH, show the plan, write it and restart dnsmasq unless ``dry_run``."""
+    """Read the file over SSH, show the plan; unless ``dry_run`` write it, check it, restart dnsmasq."""
     from .. import console
     from ..host import ssh
 
     folder = settings.dnsmasq_dir.rstrip("/") or "/"
     path = posixpath.join(folder, settings.dnsmasq_file)
     restart = settings.dnsmasq_restart_command.strip()
+    check = check_command(settings)
+    v6_config = settings.pihole_config.strip()
     with ssh.connect(settings, accept_host_key=accept_host_key, ask_sudo_pass=ask_sudo_pass) as remote:
+        if v6_config and (remote.exists(v6_config) or remote.exists(v6_config, sudo=True)):
+            raise UserError(
+                f"{remote.where} runs Pi-hole v6 ({v6_config} exists): it keeps CNAMEs in dns.cnameRecords and "
+                f"does not read {folder} unless misc.etc_dnsmasq_d is on",
+                hint="use the pihole backend (dns_backend: pihole, or --backend pihole) with pihole_url "
+                     "https://<that host>; nothing was changed",
+            )
         if not (remote.exists(folder) or remote.exists(folder, sudo=True)):
             raise UserError(f"{folder} does not exist on {remote.where}",
                             hint="set dnsmasq_dir (MSH_DNSMASQ_DIR) to the folder dnsmasq reads (conf-dir), "
                                  "e.g. /etc/dnsmasq.d")
         text = _read(remote, path)
-        plan, new = plan_file(text, wanted, path, restart, remove=remove)
+        plan, new = plan_file(text, wanted, path, restart, remove=remove, test_command=check)
         plans.show(plan, dry_run=dry_run)
         if dry_run or plan.empty:
             return plan
@@ -108,14 +135,50 @@ def sync(settings, wanted: Record, remove: bool = False, dry_run: bool = False,
                             hint="set it (MSH_DNSMASQ_RESTART_COMMAND), e.g. `systemctl restart dnsmasq` "
                                  "or `pihole restartdns` on Pi-hole v5")
         remote.write(path, new, sudo=True)
+        if check:
+            _check_config(remote, path, text, check, wanted)
         result = remote.run(restart, sudo=True, check=False)
         if not result.ok:
-            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise UserError(
-                f"{path} is written, but `{restart}` failed on {remote.where} (exit {result.exited})"
-                + (f": {detail[-1]}" if detail else ""),
-                hint="check dnsmasq's log on the host (journalctl -u dnsmasq); `dnsmasq --test` finds errors "
-                     "in its config",
-            )
+            _put_back(remote, path, text)
+            again = remote.run(restart, sudo=True, check=False)
+            failed = f"`{restart}` failed on {remote.where} with the new {path} ({result.reason})"
+            if again.ok:
+                raise UserError(f"{failed}; the previous file is back and dnsmasq runs with it again",
+                                hint="see why in dnsmasq's log on the host (journalctl -u dnsmasq); "
+                                     "dnsmasq_test_command did not catch it")
+            raise UserError(f"{failed}, and again with the previous file ({again.reason}): dnsmasq may not be "
+                            f"running, and the LAN's DNS with it",
+                            hint=f"on {remote.conn.host} see `systemctl status dnsmasq` and journalctl -u dnsmasq, "
+                                 f"fix, and start it; check dnsmasq_restart_command")
         console.done(f"dnsmasq on {remote.where}: " + ("removed " + wanted.names[0] if remove else wanted.describe()))
     return plan
+
+
+def _check_config(remote, path: str, previous: str | None, command: str, wanted: Record) -> None:
+    """Run the check on the configuration with the new file; on failure put the previous file back."""
+    result = remote.run(command, sudo=True, check=False)
+    if result.ok:
+        return
+    _put_back(remote, path, previous)
+    if result.exited == 127:
+        raise UserError(f"the check `{command}` cannot run on {remote.where} ({result.reason}); the previous "
+                        f"{path} is back and dnsmasq was not restarted",
+                        hint="set dnsmasq_test_command (MSH_DNSMASQ_TEST_COMMAND) to the host's check "
+                             "(Pi-hole v5: `pihole-FTL dnsmasq-test`), or to empty to skip the check")
+    if "duplicate cname" in result.reason.lower():
+        hint = (f"{wanted.names[0]} (or another alias in {path}) is defined in another file dnsmasq reads too "
+                f"(the file and line named); remove one of the two, or set dnsmasq_file to the file that has it")
+    else:
+        hint = f"fix the file and line dnsmasq names, or see `{command}` on the host"
+    raise UserError(f"dnsmasq refuses the configuration with the new {path}: {result.reason}; the previous file "
+                    f"is back and dnsmasq was not restarted", hint=hint)
+
+
+def _put_back(remote, path: str, previous: str | None) -> None:
+    """The file as it was before this run (removed when there was none)."""
+    import shlex
+
+    if previous is None:
+        remote.run(f"rm -f -- {shlex.quote(path)}", sudo=True)
+    else:
+        remote.write(path, previous, sudo=True)

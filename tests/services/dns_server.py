@@ -1,7 +1,9 @@
 """dnsmasq on a loopback port, with a config folder and a restart command (as a host would have).
 
 dnsmasq only answers a ``cname=`` whose target it knows, so the fixture declares the proxy's name
-(``traefik.lan``) with ``host-record``.
+(``traefik.lan``) with ``host-record``. Like a host's dnsmasq service, it refuses to start on a
+configuration it cannot parse (the restart command then fails and DNS is down until a good one),
+and ``test_command`` is the check of the whole configuration (``dnsmasq --test``) a host would run.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ class DnsServer:
     port: int
     conf_dir: Path  # dnsmasq reads every file here (the `dnsmasq_dir` setting)
     restart_command: str  # a script that restarts it (the `dnsmasq_restart_command` setting)
+    test_command: str  # checks the configuration it would start with (the `dnsmasq_test_command` setting)
     pid_file: Path
     root: Path
 
@@ -67,7 +70,8 @@ def start(root: Path) -> DnsServer:
     result = subprocess.run([str(restart)], capture_output=True, text=True)
     if result.returncode != 0:
         unavailable(f"dnsmasq did not start: {result.stderr.strip()}")
-    server = DnsServer(port=port, conf_dir=conf_dir, restart_command=str(restart), pid_file=pid_file, root=root)
+    server = DnsServer(port=port, conf_dir=conf_dir, restart_command=str(restart),
+                       test_command=f"{binary} --test --conf-file={base_conf}", pid_file=pid_file, root=root)
     wait_for(lambda: server.resolve(PROXY_NAME), 10, "dnsmasq")
     return server
 
