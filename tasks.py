@@ -64,17 +64,21 @@ def config(c, json=False):
 # --- image ---------------------------------------------------------------------------------------
 @task(help={
     "base_image": "base image for the build (default: setting base_image, python:3.12-slim-bookworm)",
+    "platform": "build for this platform, e.g. linux/arm64 (default: setting platform; empty: the Nomad "
+                "clients' cpu.arch, else this machine's; `inv config` shows which)",
     "no_cache": "build without the engine's layer cache",
     "dry_run": DRY_RUN,
 })
-def build(c, base_image=None, no_cache=False, dry_run=False):
-    """Build the MLflow image {registry}/{image}:v{version} with the docker SDK.
+def build(c, base_image=None, platform=None, no_cache=False, dry_run=False):
+    """Build the MLflow image {registry}/{image}:v{version} with the docker SDK, for the cluster's platform.
 
-    Exit codes: 0 built; 4 no Docker engine; 5 a build step failed (the step and its error shown).
+    Another platform than the engine's needs QEMU emulation (binfmt) on the engine's host for RUN steps.
+    Exit codes: 0 built; 4 no Docker engine; 5 a build step failed (the step and its error shown, "exec
+    format error" with what to install).
     """
     from mlflow_self_host.image import build as image_build
 
-    settings = _settings(base_image=base_image)
+    settings = _settings(base_image=base_image, platform=platform)
     image_build.build(settings, _version(settings), no_cache=no_cache, dry_run=dry_run)
 
 
@@ -183,7 +187,11 @@ def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False,
     when the registry's tag is not this image: a second deploy with nothing new changes nothing; one
     while the same version is still deploying follows that deployment.
 
-    Exit codes: 0 healthy (or already deployed); 10 placement failed; 11 deployment failed (and Nomad
+    The image is built for the clients' platform; one no client the job can go to runs is refused
+    before the push (or, with --skip-build, before the register), naming both architectures.
+
+    Exit codes: 0 healthy (or already deployed); 10 placement failed (or no client of the image's
+    architecture); 11 deployment failed (and Nomad
     did not revert, or the revert failed too); 12 deployment failed and Nomad reverted to the last
     stable version (the message says if that one is a stopped copy: the job is stopped then);
     13 healthy in Nomad but the service URL (deploy_url, default http://{domain}/) does not answer;

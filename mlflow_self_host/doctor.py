@@ -243,10 +243,108 @@ def check_nomad(settings, timeout):
     if ours:
         ready = sum(1 for node in ours if node.get("Status") == "ready")
         yield Row(f"datacenter {dc}", True, f"{len(ours)} client(s), {ready} ready")
+        yield from _architectures(settings, n)
     else:
         known = sorted({node.get("Datacenter", "?") for node in nodes}) or ["none"]
         yield _fail(f"datacenter {dc}", f"no client in {dc} (datacenters: {', '.join(known)})",
                     "set datacenter (MSH_DATACENTER) to one of those, or the client's datacenter in its config")
+
+
+def _architectures(settings, n):
+    """The clients' architectures (cpu.arch, read per node), and whether v{version} in the registry runs
+    on one the job can go to (what deploy checks before the push and the register)."""
+    from .image import platform, registry
+    from .job import cluster
+    from .version import read_version
+
+    try:
+        nodes = cluster.read(settings, n)
+    except UserError as exc:
+        yield _fail("client architecture", exc.message, exc.hint or "give the token node:read")
+        return
+    targets, why = cluster.targets(settings, nodes)
+    found = cluster.describe(nodes, reasons=True)
+    yield Row("client architecture", True, found + (f"; the job can go to {cluster.names(targets)} ({why})"
+                                                    if targets else f"; {why}"))
+    try:
+        version = read_version(settings.root)
+    except UserError:
+        yield _fail("image architecture", f"{NOT_CHECKED}: version.txt failed", "")
+        return
+    ref = settings.image_ref(version.text)
+    try:
+        image = registry.platforms(settings, version.tag)
+    except UserError as exc:
+        yield _fail("image architecture", f"cannot read {ref}: {exc.message}", exc.hint or "see the registry row")
+        return
+    if image is None:
+        choice = platform.wanted(settings, nodes=nodes)
+        yield Row("image architecture", True, f"{ref} is not in the registry yet; `inv build` makes it for "
+                                              f"{choice} ({choice.source})")
+    elif not targets:
+        yield Row("image architecture", True, f"{ref} is {platform.describe(image)} (no client to compare with)")
+    elif cluster.image_fits(image, targets):
+        yield Row("image architecture", True, f"{ref} is {platform.describe(image)}: runs on "
+                                              f"{cluster.names(cluster.image_fits(image, targets))}")
+    else:
+        yield _fail("image architecture", f"{ref} is {platform.describe(image)}, but the clients the job can go to "
+                                          f"are {cluster.describe(targets)}",
+                    f"`inv build --platform {targets[0].platform}` then `inv push` (or `inv deploy`, which builds "
+                    "for the clients); deploy refuses this image")
+
+
+def check_client_docker(settings, timeout):
+    """The Nomad client's Docker engine (the docker plugin's endpoint in client.hcl), and whether it can
+    pull v{version} from the registry: its own insecure-registries, DNS and network, and credentials."""
+    from .host import client_docker, ssh
+    from .version import read_version
+
+    engine_row, pull_row = f"Docker on {settings.host}", f"pull on {settings.host}"
+    try:
+        remote = ssh.connect(settings)
+        plugin = client_docker.docker_plugin(remote.read(settings.nomad_client_config, sudo=True) or "")
+    except UserError as exc:
+        yield _fail(engine_row, f"{NOT_CHECKED}: SSH failed ({exc.message})", "")
+        return
+    endpoint = plugin.endpoint or client_docker.DEFAULT_ENDPOINT
+    try:
+        version = read_version(settings.root).text
+    except UserError:
+        version = "0"
+    ref = settings.image_ref(version)
+    probe = client_docker.probe(remote, endpoint, ref, _inner(timeout) / 2)
+    if probe.error:
+        yield _fail(engine_row, f"no Docker engine answers at {endpoint}: {probe.error}",
+                    "install Docker there (`sudo apt-get install docker.io`) and start it, or set the docker "
+                    "plugin's endpoint in client.hcl (plugin \"docker\" { config { endpoint = ... } })")
+        return
+    info = probe.version
+    yield Row(engine_row, True, f"Docker {info.get('Version', '?')} at {endpoint} "
+                                f"({info.get('Os', 'linux')}/{info.get('Arch', '?')})")
+    registry, message = settings.registry, probe.message.lower()
+    if probe.status == 200:
+        found = ", ".join(f"{p.get('os')}/{p.get('architecture')}" for p in probe.answer.get("Platforms") or [])
+        yield Row(pull_row, True, f"its engine reads {ref} from the registry" + (f" ({found})" if found else ""))
+    elif probe.status == 404 or any(m in message for m in ("manifest unknown", "name unknown", "not found")):
+        yield Row(pull_row, True, f"its engine reaches {registry} ({ref} is not pushed yet)")
+    elif "http response to https client" in message or "tls handshake" in message:
+        yield _fail(pull_row, f"the plain-HTTP registry {registry} is not in the insecure-registries of the "
+                              f"engine on {settings.host} ({probe.message[:160]})",
+                    f'on {settings.host} add "insecure-registries": ["{registry}"] to /etc/docker/daemon.json, '
+                    "then `sudo systemctl restart docker`")
+    elif any(m in message for m in ("unauthorized", "authentication required", "denied", "no basic auth")):
+        if plugin.has_auth:
+            source = f"config = {plugin.auth_config}" if plugin.auth_config else f"helper = {plugin.auth_helper}"
+            yield Row(pull_row, True, f"{registry} wants credentials; Nomad's docker plugin has auth {{ {source} }}")
+        else:
+            yield _fail(pull_row, f"{registry} wants credentials, and Nomad's docker driver on {settings.host} has "
+                                  "none (the job has no auth block)",
+                        f"on {settings.host}: `sudo docker login {registry}`, then in client.hcl plugin \"docker\" "
+                        "{ config { auth { config = \"/root/.docker/config.json\" } } } and restart nomad")
+    else:
+        yield _fail(pull_row, f"its engine cannot reach {registry}: {probe.message[:200]}",
+                    f"check from {settings.host} that {registry} resolves and answers (DNS, firewall); the "
+                    "registry setting must be an address the client can reach, not this machine's loopback")
 
 
 def check_dns(settings, timeout):
@@ -298,7 +396,9 @@ CHECKS = [
     (["Docker engine"], check_docker, True),
     (["registry", "insecure registry"], check_registry, True),
     (["SSH", "sudo", "client.hcl", "user {folder_owner}"], check_ssh, True),
-    (["Nomad agent", "Nomad leader", "Nomad ACL token", "datacenter {datacenter}"], check_nomad, True),
+    (["Docker on {host}", "pull on {host}"], check_client_docker, True),
+    (["Nomad agent", "Nomad leader", "Nomad ACL token", "datacenter {datacenter}", "client architecture",
+      "image architecture"], check_nomad, True),
     (["DNS server", "DNS {domain}"], check_dns, True),
     (["service URL"], check_service, True),
 ]
@@ -341,7 +441,7 @@ def _run_one(settings, names, check, wants_timeout, timeout) -> list[Row]:
 def run_checks(settings, timeout: float | None = None) -> list[Row]:
     """All rows, in the order of CHECKS; every check has its own deadline, all run side by side."""
     timeout = float(timeout or settings.doctor_timeout)
-    names = [[n.format(**{k: settings[k] for k in ("folder_owner", "datacenter", "domain")}) for n in names]
+    names = [[n.format(**{k: settings[k] for k in ("folder_owner", "datacenter", "domain", "host")}) for n in names]
              for names, _, _ in CHECKS]
     results: list[list[Row]] = [[] for _ in CHECKS]
 

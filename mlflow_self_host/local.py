@@ -174,7 +174,7 @@ def _up_container(engine, settings, version, folders: Folders) -> str:
         console.done(f"MLflow is already running in container {existing.name}: no change")
         console.result(url(settings))
         return url(settings)
-    image_build.ensure_built(settings, version)
+    image_build.ensure_built(settings, version, here=True)
     if existing is not None:
         console.step(f"replacing container {existing.name} ({existing.status})")
         existing.remove(force=True, v=False)

@@ -1,6 +1,6 @@
 # The MLflow tracking server on Nomad. `inv deploy` parses this file on the agent with the variables
 # below (from the settings), plans it, and registers it with a check-and-set index.
-# By hand: nomad job run -var image=registry.lan:5000/mlflow:v0.99 nomad/mlflow.nomad.hcl
+# By hand: nomad job run -var image=registry.lan:5000/mlflow:v0.99 -var arch=amd64 nomad/mlflow.nomad.hcl
 
 variable "image" {
   type        = string
@@ -9,6 +9,17 @@ variable "image" {
   validation {
     condition     = can(regex("^[^:@]+(:[0-9]+)?/.+:v[0-9]+([.][0-9]+)*$", var.image))
     error_message = "The image must carry a pinned version tag such as registry.lan:5000/mlflow:v0.99 (never latest)."
+  }
+}
+
+variable "arch" {
+  type        = string
+  description = "The image's architectures as Nomad names a client's cpu.arch (amd64, arm64, arm), comma-separated: the job runs only on such clients. inv deploy reads them from the image in the registry."
+  default     = "amd64"
+
+  validation {
+    condition     = can(regex("^[a-z0-9_]+(,[a-z0-9_]+)*$", var.arch))
+    error_message = "The arch must be Go architecture names such as amd64 or arm64, comma-separated."
   }
 }
 
@@ -169,6 +180,14 @@ job "mlflow" {
     task "mlflow_app" {
       driver = "docker"
       user   = var.user
+
+      # Only on clients that run the image's architecture: an image of another one starts and dies at
+      # once with "exec format error" (Nomad's docker driver pulls whatever the tag holds).
+      constraint {
+        attribute = "${attr.cpu.arch}"
+        operator  = "set_contains_any"
+        value     = var.arch
+      }
 
       config {
         image = var.image

@@ -41,7 +41,10 @@ class Services:
         self.mlflow = mlflow_server.start(root / "mlflow-data")
         self.client_hcl = root / "nomad.d" / "client.hcl"
         self.client_hcl.parent.mkdir()
-        self.client_hcl.write_text('client { enabled = true }\n')
+        # the client's docker driver uses the test engine (the docker plugin's endpoint, as on a host
+        # whose engine is not on the standard socket)
+        self.client_hcl.write_text('client { enabled = true }\n\nplugin "docker" {\n  config {\n'
+                                   f'    endpoint = "{docker_url}"\n  }}\n}}\n')
 
     def settings(self) -> dict:
         return dict(self.ssh.settings(), registry=self.registry.address, nomad_addr=self.nomad.address,
@@ -123,7 +126,7 @@ def test_all_green_then_each_service_stopped_in_turn(own_services, run, capsys):
     rows, code, _ = run(services)
     got = _rows(capsys)
     assert code == 0, {n: r["found"] for n, r in got.items() if not r["ok"]}
-    assert all(r["ok"] for r in got.values()) and len(got) == 16
+    assert all(r["ok"] for r in got.values()) and len(got) == 20
     assert "3.17.2" in got["service URL"]["found"]
     assert "traefik.lan" in got["DNS mlflow.lan"]["found"] and "127.0.0.1" in got["DNS mlflow.lan"]["found"]
     assert "not needed" in got["insecure registry"]["found"]
@@ -143,12 +146,15 @@ def test_all_green_then_each_service_stopped_in_turn(own_services, run, capsys):
     # the rows after a failed one in the same check are not checked (red too)
     follows = {"DNS server": {"DNS mlflow.lan"}, "SSH": {"sudo", "client.hcl", "user mshtest"},
                "registry": {"insecure registry"},
-               "Nomad agent": {"Nomad leader", "Nomad ACL token", "datacenter DC0"}}
+               "Nomad agent": {"Nomad leader", "Nomad ACL token", "datacenter DC0", "client architecture",
+                               "image architecture"}}
+    # rows of other checks that need the stopped service: not checked either (they name why)
+    needs = {"SSH": {"Docker on 127.0.0.1", "pull on 127.0.0.1"}}
     for name, stop, words in steps:
         stop()
         rows, code, took = run(services)
         got = _rows(capsys)
-        red |= {name} | follows.get(name, set())
+        red |= {name} | follows.get(name, set()) | needs.get(name, set())
         assert code == 1, name
         assert took < TIMEOUT + 3, f"{name}: doctor took {took:.1f}s"
         assert not got[name]["ok"] and words in got[name]["found"] and got[name]["fix"], got[name]
@@ -156,6 +162,8 @@ def test_all_green_then_each_service_stopped_in_turn(own_services, run, capsys):
         assert now_red == red, f"after stopping {name}"
         for follower in follows.get(name, set()):
             assert got[follower]["found"] == f"not checked: {name} failed"
+        for other in needs.get(name, set()):
+            assert got[other]["found"].startswith("not checked: "), got[other]
 
 
 @pytest.mark.slow
@@ -268,3 +276,105 @@ def test_ssh_rows_name_a_missing_client_hcl_and_user(ssh_server):
     assert got["SSH"].ok and got["sudo"].ok
     assert not got["client.hcl"].ok and "/nonexistent/client.hcl is missing" in got["client.hcl"].found
     assert not got["user no-such-user-msh"].ok and got["user no-such-user-msh"].fix
+
+
+# --- architectures, and the Nomad client's own Docker engine (issue 20) ---------------------------------
+def _project_at(tmp_path, version: str) -> Path:
+    root = tmp_path / f"project-{version}"
+    root.mkdir(exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "invoke.yaml", root)
+    (root / "version.txt").write_text(version + "\n")
+    return root
+
+
+def test_architecture_rows_name_the_clients_and_the_image(nomad_cluster, docker_client, tmp_path):
+    from mlflow_self_host.image.platform import this_machine
+
+    native, pi = this_machine().arch, "arm64" if this_machine().arch != "arm64" else "amd64"
+    nomad_cluster.nomad.add_node("pi4", cpu_arch=pi)  # no host volumes: the job cannot go there
+    settings = Settings.load(root=_project_at(tmp_path, "0.99"), env={}, overrides=nomad_cluster.overrides())
+    rows = {r.name: r for r in doctor.check_nomad(settings, 10)}
+    clients = rows["client architecture"]
+    assert clients.ok and f"client-1 {native}, pi4 {pi}; the job can go to client-1" in clients.found
+    image = rows["image architecture"]
+    assert image.ok and image.found == f"{nomad_cluster.images.ref('0.99')} is linux/{native}: runs on client-1"
+
+    unpushed = Settings.load(root=_project_at(tmp_path, "0.5"), env={}, overrides=nomad_cluster.overrides())
+    row = {r.name: r for r in doctor.check_nomad(unpushed, 10)}["image architecture"]
+    assert row.ok and f"is not in the registry yet; `inv build` makes it for linux/{native}" in row.found
+
+    with NomadDouble(engine=docker_client, cpu_arch=pi, client_config=nomad_cluster.client_config) as pis:
+        rows = {r.name: r for r in doctor.check_nomad(settings.with_overrides({"nomad_addr": pis.address}), 10)}
+    assert not rows["image architecture"].ok
+    assert f"is linux/{native}, but the clients the job can go to are client-1 {pi}" in rows["image architecture"].found
+    assert f"inv build --platform linux/{pi}" in rows["image architecture"].fix
+
+
+def _client_hcl(tmp_path, endpoint: str) -> Path:
+    path = tmp_path / "client.hcl"
+    path.write_text('# the client\nclient {\n  enabled = true\n}\n\nplugin "docker" {\n  config {\n'
+                    f'    endpoint = "{endpoint}"\n  }}\n}}\n')
+    return path
+
+
+def _docker_rows(ssh_server, tmp_path, endpoint, registry, image="mlflow-stub", version="0.99"):
+    settings = Settings.load(root=_project_at(tmp_path, version), env={}, overrides=dict(
+        ssh_server.settings(), nomad_client_config=str(_client_hcl(tmp_path, endpoint)), registry=registry,
+        image=image))
+    return {r.name: r for r in doctor.check_client_docker(settings, 10)}
+
+
+def test_the_clients_docker_engine_reads_the_image_from_the_registry(ssh_server, stub_images,
+                                                                     docker_engine_service, tmp_path):
+    from mlflow_self_host.image.platform import this_machine
+
+    stub_images.publish("0.99")
+    rows = _docker_rows(ssh_server, tmp_path, docker_engine_service.base_url, stub_images.registry)
+    engine, pull = rows["Docker on 127.0.0.1"], rows["pull on 127.0.0.1"]
+    assert engine.ok and engine.found.startswith("Docker 20.") and docker_engine_service.base_url in engine.found
+    assert pull.ok and pull.found == (f"its engine reads {stub_images.ref('0.99')} from the registry "
+                                      f"(linux/{this_machine().arch})")
+
+
+def test_the_clients_docker_engine_rows_say_what_is_wrong(ssh_server, docker_engine_service, tmp_path):
+    rows = _docker_rows(ssh_server, tmp_path, f"unix://{tmp_path}/no-docker.sock", "127.0.0.1:5000")
+    assert not rows["Docker on 127.0.0.1"].ok and "no Docker engine answers at unix://" in rows["Docker on 127.0.0.1"].found
+    assert "pull on 127.0.0.1" not in rows  # the check stops there (run_checks marks it not checked)
+
+    gone = f"127.0.0.1:{free_port()}"
+    rows = _docker_rows(ssh_server, tmp_path, docker_engine_service.base_url, gone)
+    assert not rows["pull on 127.0.0.1"].ok and "connection refused" in rows["pull on 127.0.0.1"].found
+    assert "not this machine's loopback" in rows["pull on 127.0.0.1"].fix
+
+
+def test_a_plain_http_registry_the_clients_engine_does_not_list_as_insecure(ssh_server, docker_engine_service,
+                                                                          tmp_path):
+    """What a Nomad client meets with a registry on the LAN that only the laptop's daemon.json lists."""
+    lan = next((a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+                if "." in a and not a.startswith("127.")), None)
+    if lan is None:
+        pytest.skip("this machine has no IPv4 address other than loopback")
+    lan_registry = registry_service.start(tmp_path / "lan-registry", host=lan)
+    try:
+        rows = _docker_rows(ssh_server, tmp_path, docker_engine_service.base_url, lan_registry.address)
+    finally:
+        registry_service.stop(lan_registry)
+    pull = rows["pull on 127.0.0.1"]
+    assert not pull.ok
+    assert f"the plain-HTTP registry {lan_registry.address} is not in the insecure-registries" in pull.found
+    assert "server gave HTTP response to HTTPS client" in pull.found
+    assert f'"insecure-registries": ["{lan_registry.address}"]' in pull.fix and "/etc/docker/daemon.json" in pull.fix
+
+
+def test_the_docker_plugin_block_of_client_hcl():
+    from mlflow_self_host.host.client_docker import docker_plugin
+
+    text = ('client { enabled = true }\n# plugin "docker" { config { endpoint = "unix:///commented" } }\n'
+            'plugin "raw_exec" { config { enabled = true } }\n'
+            'plugin "docker" {\n  config {\n    volumes { enabled = true }  # "}" in a comment\n'
+            '    endpoint = "unix:///run/docker-nomad.sock"\n'
+            '    auth {\n      config = "/root/.docker/config.json"\n    }\n  }\n}\n')
+    plugin = docker_plugin(text)
+    assert (plugin.endpoint, plugin.auth_config, plugin.auth_helper) == (
+        "unix:///run/docker-nomad.sock", "/root/.docker/config.json", "")
+    assert docker_plugin('client { enabled = true }\n').endpoint == ""

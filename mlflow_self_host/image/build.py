@@ -3,6 +3,13 @@
 The classic builder (no buildx here): RUN steps use the host's network, output is streamed, and a
 failing step is one red line with the step and its error. ``ensure_built`` builds only when the
 engine lacks the tag (push, pushlatest, up and deploy call it).
+
+It builds for one platform (image/platform.py: the ``platform`` setting, else the Nomad clients', else
+this machine's), passed to the engine. Docker 20.10's classic builder ignores that platform when it has
+the base image locally for another one (it builds on what it has, measured), so a local base of another
+platform is pulled for the wanted one first, and the built image's platform is checked afterwards. RUN
+steps of a foreign platform run only where the engine's host has QEMU emulation (binfmt_misc); without
+it they fail with "exec format error", which is said as such with what to install.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from ..errors import UserError
 from ..plan import Plan, show
 from . import engine as engine_mod
 
+from . import platform as platform_mod
 DOCKER_DIR = "docker"  # the build context: Dockerfile, entrypoint.sh, requirements.txt
 EXIT_BUILD_FAILED = 5
 
@@ -42,16 +50,21 @@ def _without_credentials(url: str) -> str:
 
 
 
-def plan(settings, version, no_cache: bool = False) -> Plan:
+def plan(settings, version, no_cache: bool = False, choice=None) -> Plan:
     ref = settings.image_ref(version.text)
     result = Plan(f"build {ref}")
-    result.add("build", ref, f"from {settings.base_image}, context {DOCKER_DIR}/" + (", no cache" if no_cache else ""))
+    target = f" for {choice} ({choice.source})" if choice is not None else ""
+    result.add("build", ref, f"from {settings.base_image}, context {DOCKER_DIR}/{target}"
+               + (", no cache" if no_cache else ""))
     return result
 
 
-def build(settings, version, no_cache: bool = False, dry_run: bool = False) -> str:
-    """Build the image; returns its id ("" on a dry run)."""
-    steps = plan(settings, version, no_cache)
+def build(settings, version, no_cache: bool = False, dry_run: bool = False, choice=None) -> str:
+    """Build the image for the wanted platform; returns its id ("" on a dry run). ``choice``: the
+    platform already decided (platform.wanted), else it is decided here."""
+    choice = choice or platform_mod.wanted(settings)
+    steps = plan(settings, version, no_cache, choice)
+    target = choice.single()
     if dry_run:
         show(steps, dry_run=True)
         return ""
@@ -60,35 +73,76 @@ def build(settings, version, no_cache: bool = False, dry_run: bool = False) -> s
         raise UserError(f"{context / 'Dockerfile'} is missing", hint="run the task from the project folder")
     engine = engine_mod.client()
     ref = settings.image_ref(version.text)
-    console.step(f"building {ref} from {settings.base_image}")
+    native = engine_mod.engine_platform(engine)
+    _base_for(engine, settings, target)
+    console.step(f"building {ref} from {settings.base_image} for {target} ({choice.source})")
+    if not target.same(native):
+        console.info(f"  {target} is not the engine's own platform ({native}): its RUN steps run under QEMU "
+                     "emulation on the engine's host (slower)")
     events = engine.api.build(
         path=str(context), dockerfile="Dockerfile", tag=ref, buildargs=build_args(settings, version),
         network_mode="host", forcerm=True, rm=True, nocache=no_cache, pull=False, decode=True,
     )
-    image_id = _follow(events, settings)
+    image_id = _follow(events, settings, target, native)
+        platform=str(target),
     if not image_id:
         image_id = engine.images.get(ref).id
-    console.done(f"built {ref} ({image_id.removeprefix('sha256:')[:12]})")
+    built = engine_mod.image_platform(engine, ref)
+    if not built.same(target):
+        raise UserError(f"the engine built {ref} for {built}, not {target}",
+                        hint=f"its FROM image is {built}: build from {settings.base_image} (docker/Dockerfile's "
+                             f"FROM ${{BASE_IMAGE}}), or `docker pull --platform {target}` the image it starts from",
+                        code=EXIT_BUILD_FAILED)
+    console.done(f"built {ref} for {target} ({image_id.removeprefix('sha256:')[:12]})")
     return image_id
 
 
-def ensure_built(settings, version) -> str:
-    """The image id of ``v{version}``, building it first only if the engine lacks the tag."""
+def ensure_built(settings, version, here: bool = False) -> str:
+    """The image id of ``v{version}``, building it first only if the engine lacks the tag: for the
+    cluster's platform, or with ``here`` (`inv up` runs it on this engine) for the engine's own."""
     engine = engine_mod.client()
     ref = settings.image_ref(version.text)
     if engine_mod.has_image(engine, ref):
         return engine.images.get(ref).id
     console.info(f"{ref} is not built yet: building it")
-    return build(settings, version)
+    choice = None
+    if here:
+        choice = platform_mod.Choice([engine_mod.engine_platform(engine)], "the engine's own: `inv up` runs it here")
+    return build(settings, version, choice=choice)
 
 
-def _follow(events, settings) -> str:
+def _base_for(engine, settings, target) -> None:
+    """The classic builder builds on a local base image whatever its platform: one of another platform is
+    pulled for ``target`` first (the engine keeps one platform per tag). A missing base is pulled by the
+    build itself, for the build's platform."""
+    import docker
+
+    base = settings.base_image
+    try:
+        have = engine_mod.image_platform(engine, base)
+    except docker.errors.ImageNotFound:
+        return
+    if have.same(target):
+        return
+    console.step(f"the engine has {base} for {have}: pulling it for {target}")
+    try:
+        for event in engine.api.pull(base, platform=str(target), stream=True, decode=True):
+            if event.get("error"):
+                raise docker.errors.APIError(event["error"])
+    except docker.errors.APIError as exc:
+        raise UserError(
+            f"cannot get the base image {base} for {target}: {_short(str(exc.explanation or exc))}",
+            hint=f"the engine has it only for {have}; pass --base-image / MSH_BASE_IMAGE with one it can pull "
+                 f"for {target}, or build for {have} (platform setting)", code=EXIT_BUILD_FAILED) from None
+
+
+def _follow(events, settings, target=None, native=None) -> str:
     """Stream the build output; raise a UserError naming the failing step."""
     step, image_id, recent = "", "", []
     for event in events:
         if "error" in event or "errorDetail" in event:
             message = (event.get("errorDetail") or {}).get("message") or event.get("error") or "unknown error"
-            raise _failure(step, message.strip(), recent, settings)
+            raise _failure(step, message.strip(), recent, settings, target, native)
         if "aux" in event and isinstance(event["aux"], dict) and event["aux"].get("ID"):
             image_id = event["aux"]["ID"]
         text = event.get("stream")
@@ -105,10 +159,22 @@ def _follow(events, settings) -> str:
     return image_id
 
 
-def _failure(step: str, message: str, recent: list[str], settings) -> UserError:
+EMULATION_HINT = ("on the engine's host install QEMU's binfmt handlers: `sudo apt-get install qemu-user-static "
+                  "binfmt-support` (Debian, Ubuntu, Raspberry Pi OS), or `docker run --privileged --rm "
+                  "tonistiigi/binfmt --install {arch}`; Docker Desktop has them. Or build on a {target} machine "
+                  "(DOCKER_HOST=ssh://user@that-host)")
+
+
+def _failure(step: str, message: str, recent: list[str], settings, target=None, native=None) -> UserError:
     where = f"{step.split(' : ')[0].lower()} ({_short(step.split(' : ', 1)[1])})" if step else "the build"
     if step.split(" : ", 1)[-1].upper().startswith("FROM") or (not step and "pull access denied" in message):
         return UserError(
+    if target is not None and native is not None and not target.same(native) and \
+            any("exec format error" in line for line in recent + [message]):
+        return UserError(
+            f"build failed at {where}: the engine cannot run {target} programs (exec format error): it runs "
+            f"{native} and has no emulation for {target.arch}",
+            hint=EMULATION_HINT.format(arch=target.arch, target=target), code=EXIT_BUILD_FAILED)
             f"build failed at {where}: cannot get the base image {settings.base_image}: {_short(message)}",
             hint="pull or `docker load` it on the engine, or pass --base-image / MSH_BASE_IMAGE with one it has",
             code=EXIT_BUILD_FAILED,

@@ -32,6 +32,43 @@ def digest(settings, tag: str) -> str | None:
     return response.headers.get("Docker-Content-Digest")
 
 
+INDEX_TYPES = ("application/vnd.docker.distribution.manifest.list.v2+json", "application/vnd.oci.image.index.v1+json")
+
+
+def platforms(settings, tag: str) -> list | None:
+    """The platforms (image/platform.py) of ``{image}:{tag}`` in the registry, None if it lacks the tag.
+
+    A manifest list / OCI index names them (buildx's attestation entries, ``unknown/unknown``, are not
+    images); a single manifest's config blob has ``os``, ``architecture`` and ``variant``.
+    """
+    from .platform import Platform
+
+    response = _request(settings, "GET", f"/v2/{settings.image}/manifests/{tag}", {"Accept": MANIFEST_TYPES})
+    if response.status_code == 404:
+        return None
+    _raise_for(settings, response)
+    manifest = response.json()
+    kind = manifest.get("mediaType") or response.headers.get("Content-Type", "").split(";")[0]
+    if kind in INDEX_TYPES or "manifests" in manifest:
+        found = []
+        for entry in manifest.get("manifests") or []:
+            p = entry.get("platform") or {}
+            if p.get("architecture") in (None, "", "unknown"):
+                continue
+            platform = Platform.of_image(p)
+            if platform not in found:
+                found.append(platform)
+        return found
+    digest = (manifest.get("config") or {}).get("digest")
+    if not digest:
+        raise UserError(f"registry {settings.registry}: the manifest of {settings.image}:{tag} has no config "
+                        "(a schema 1 image?)", hint="push it again with a current Docker engine",
+                        code=EXIT_REGISTRY_UNREACHABLE)
+    blob = _request(settings, "GET", f"/v2/{settings.image}/blobs/{digest}", {})
+    _raise_for(settings, blob)
+    return [Platform.of_image(blob.json())]
+
+
 def _raise_for(settings, response) -> None:
     if response.status_code in (401, 403):
         raise unauthorized(settings, f"HTTP {response.status_code}")

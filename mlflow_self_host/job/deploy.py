@@ -1,6 +1,9 @@
 """`inv deploy`: configure the host, build and push v{version}, plan, register (check-and-set), follow.
 
 1. configure-host (unless skip_host), build and push (unless skip_build); the registry must have the tag.
+   The image is built for the clients' platform (image/platform.py), and refused (exit 10) before the
+   push, and again before the register, when no client the job can go to runs its architecture
+   (cluster.py); the job's constraint on ${attr.cpu.arch} gets the registry image's architectures.
 2. The agent parses the job file with the variables (/v1/jobs/parse) and plans it with a diff;
    nothing changed: "already deployed", nothing registered.
 3. Register with EnforceIndex and the plan's JobModifyIndex: a change made meanwhile is refused.
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 from ..version import Version
+from ..image import platform as platform_mod
+from . import cluster
 from . import follow as follower
 from . import jobfile, nomad_api, plan_view
 
@@ -48,14 +53,20 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
         from ..host import configure
 
         configure.run(settings, dry_run=dry_run, accept_host_key=accept_host_key)
-    if not skip_build:
-        _build_and_push(settings, version, dry_run)
-    _require_tag(settings, version, would_push=dry_run and not skip_build)
+    n = nomad_api.client(settings)
+    nodes = _clients(settings, n)
+    local = _build_and_push(settings, version, dry_run, nodes) if not skip_build else None
+    pushed = _require_tag(settings, version, would_push=dry_run and not skip_build)
+    # what the registry holds (a dry run: what it would hold after the push)
+    image_platforms = [local] if dry_run and local else pushed or ([local] if local else None)
+    if image_platforms and nodes is not None and image_platforms != [local]:  # else checked before the push
+        _refuse_other_arch(settings, image, image_platforms, nodes, dry_run,
+                           "refusing before the register; nothing was registered")
 
     # 2. parse and plan on the agent
-    n = nomad_api.client(settings)
     console.step(f"planning job {settings.job_name} with {image} on {nomad_api.address(settings)}")
-    job = jobfile.parse(settings, n, version.text)
+    job = jobfile.parse(settings, n, version.text,
+                        arch=platform_mod.archs(image_platforms) if image_platforms else None)
     current = jobfile.current(settings, n)
     plan = nomad_api.call(settings, f"planning job {settings.job_name}", n.job.plan_job, settings.job_name,
                           {"Job": job}, diff=True)
@@ -114,35 +125,83 @@ def _finish(settings, version: Version, image: str, outcome, diff: str = "") -> 
     return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, diff)
 
 
-def _build_and_push(settings, version: Version, dry_run: bool) -> None:
-    """Build v{version} only when the engine lacks it (a version tag is a release: `inv build` rebuilds
-    on purpose), then push it unless the registry's tag already is this image: a re-run sends nothing."""
+def _clients(settings, n):
+    """The client nodes of the job's datacenters (cluster.py); None when the token may not read them
+    (node:read): then only the job's constraint guards the architecture."""
+    from .. import console
+
+    try:
+        return cluster.read(settings, n)
+    except UserError as exc:
+        if "token lacks permission" not in exc.message and "no token is set" not in exc.message:
+            raise
+        console.warn(f"cannot read the Nomad clients ({exc.message}): the image's architecture is checked by "
+                     "the job's constraint only (give the token node:read)")
+        return None
+
+
+def _refuse_other_arch(settings, image: str, image_platforms, nodes, dry_run: bool, refusing: str) -> None:
+    """Exit 10 when no client the job can go to runs the image's platform (a dry run only warns)."""
+    from .. import console
+
+    error = cluster.mismatch(image, image_platforms, nodes, settings, refusing)
+    if error is None:
+        return
+    if not dry_run:
+        raise error
+    console.warn(error.message)
+
+
+def _build_and_push(settings, version: Version, dry_run: bool, nodes):
+    """Build v{version} when the engine lacks it, or has it for another platform than the one wanted
+    (the platform setting, else the clients': image/platform.py); a version tag is a release, so `inv
+    build` rebuilds on purpose. Refuse before the push an image no client can run; push unless the
+    registry's tag already is this image: a re-run sends nothing. Returns the image's platform."""
     from .. import console
     from ..image import build, engine, push
 
     ref = settings.image_ref(version.text)
     docker = engine.client(required=not dry_run)
-    if docker is not None and engine.has_image(docker, ref):
-        console.info(f"{ref} is built (`inv build` rebuilds it)")
+    choice = platform_mod.wanted(settings, nodes=nodes)
+    have = engine.image_platform(docker, ref) if docker is not None and engine.has_image(docker, ref) else None
+    try:
+        target = choice.single()
+    except UserError:
+        if have is None:
+            raise
+        target = have  # the clients do not decide: the image there is checked against them below
+    building = have is None or not have.same(target)
+    if not building:
+        console.info(f"{ref} is built for {have} (`inv build` rebuilds it)")
     else:
-        build.build(settings, version, dry_run=dry_run)
-        if dry_run:
-            # push --dry-run refuses an image that is not built; here the build comes first
-            console.info(f"push {ref}: after the build")
-            return
+        if have is not None:
+            console.info(f"{ref} here is built for {have}, and {target} is wanted ({choice.source}): "
+                         "building it again")
+        build.build(settings, version, dry_run=dry_run, choice=choice)
+        have = target
+    if nodes is not None:
+        _refuse_other_arch(settings, ref, [have], nodes, dry_run,
+                           "refusing before the push; nothing was pushed or registered")
+    if dry_run and building:
+        # push --dry-run plans for the image the engine has; here the build comes first
+        console.info(f"push {ref}: after the build")
+        return have
     push.push(settings, version, dry_run=dry_run)
 
 
-def _require_tag(settings, version: Version, would_push: bool) -> None:
+def _require_tag(settings, version: Version, would_push: bool):
+    """The platforms of the registry's v{version} (None when a dry run would push it first)."""
     from .. import console
     from ..image import registry
 
-    if registry.tag_exists(settings, version.tag):
-        return
+    found = registry.platforms(settings, version.tag)
+    if found is not None:
+        return found
     ref = settings.image_ref(version.text)
     if would_push:
         console.info(f"{ref} is not in the registry yet: the deploy pushes it first")
-        return
+        return None
+    return have
     raise UserError(f"the registry has no {ref}: refusing to deploy an image Nomad cannot pull",
                     hint="build and push it (`inv deploy` without --skip-build, or `inv build push`)", code=2)
 

@@ -47,6 +47,7 @@ def wait_eval(settings, n, eval_id: str, deadline: float) -> dict:
 
 
 MISSING_VOLUMES = "missing compatible host volumes"  # scheduler/feasible.go FilterConstraintHostVolumes
+ARCH_CONSTRAINT = "${attr.cpu.arch} "  # the job's constraint, as Constraint.String() names it when it filters
 
 
 def placement_error(settings, failed: dict, registered: bool, n=None, job: dict | None = None) -> UserError:
@@ -59,6 +60,9 @@ def placement_error(settings, failed: dict, registered: bool, n=None, job: dict 
     hint = ("free resources on the client, lower the cpu/memory settings, or check that the client's "
             "datacenter and host volumes match (`inv doctor`)")
     volumes = ""
+    if any(key.startswith(ARCH_CONSTRAINT) for m in failed.values() for key in (m.get("ConstraintFiltered") or {})):
+        hint = ("no client runs the image's architecture (the job's constraint on ${attr.cpu.arch}): build it for "
+                "the clients' (`inv build --platform linux/…`, `inv doctor` shows theirs) and deploy again")
     if n is not None and any(MISSING_VOLUMES in (m.get("ConstraintFiltered") or {}) for m in failed.values()):
         volumes = missing_volumes(settings, n, job)
         hint = ("`inv configure-host` adds the host volumes to the client's config and restarts Nomad; "

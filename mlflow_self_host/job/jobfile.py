@@ -10,10 +10,19 @@ from . import nomad_api
 _TAG = re.compile(r":v([0-9][0-9.]*)$")
 
 
-def variables(settings, version: str) -> dict:
-    """The job file's HCL2 variables, from the settings: the image is always the pinned v{version} tag."""
+def variables(settings, version: str, arch: str | None = None) -> dict:
+    """The job file's HCL2 variables, from the settings: the image is always the pinned v{version} tag.
+    ``arch``: the image's architectures (Nomad's cpu.arch names, comma-separated), which the job's
+    constraint places it by; deploy reads them from the registry. Without it: the platform setting's,
+    else this machine's (what `inv build` makes when it cannot ask Nomad)."""
+    if not arch:
+        from ..image import platform
+
+        raw = str(settings.platform or "").strip()
+        arch = platform.archs(platform.parse_list(raw) if raw else [platform.this_machine()])
     return {
         "image": settings.image_ref(str(version)),
+        "arch": arch,
         "datacenters": [dc.strip() for dc in str(settings.datacenter).split(",") if dc.strip()],
         "region": settings.nomad_region or "global",
         "domain": settings.domain,
@@ -54,9 +63,9 @@ def read_source(settings) -> str:
                         hint="run from the project folder, or set job_file to the Nomad job file") from None
 
 
-def parse(settings, n, version: str) -> dict:
+def parse(settings, n, version: str, arch: str | None = None) -> dict:
     """The job as JSON, parsed (and canonicalized) by the agent with the settings' variables."""
-    body = {"JobHCL": read_source(settings), "Variables": var_file(variables(settings, version)),
+    body = {"JobHCL": read_source(settings), "Variables": var_file(variables(settings, version, arch)),
             "Canonicalize": True}
     response = nomad_api.call(settings, f"parsing {settings.job_file}", n.jobs.request, "parse", json=body,
                               method="post", allow_redirects=True)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from mlflow_self_host.image.platform import this_machine
 from mlflow_self_host.settings import PROJECT_ROOT, Settings
+
+NATIVE_ARCH = this_machine().arch  # the stub images' and the double's first node's
+PI_ARCH = "arm64" if NATIVE_ARCH != "arm64" else "amd64"  # a client whose kernel cannot run the stubs
 
 
 @pytest.fixture
@@ -12,6 +16,19 @@ def nomad_double(nomad_cluster):
     """The cluster's Nomad double; ``nomad_double.cluster`` is the rest (images, host volumes)."""
     nomad_cluster.nomad.cluster = nomad_cluster
     return nomad_cluster.nomad
+
+
+@pytest.fixture
+def pi_double(tmp_path, docker_engine_service, nomad_network, stub_images):
+    """A cluster whose only client is a Raspberry Pi (cpu.arch arm64, kernel.arch aarch64; amd64 on an arm64
+    machine) with the MLflow host volumes; the stub images in its registry are this machine's architecture."""
+    from tests.services import nomad_cluster as cluster_service
+
+    cluster = cluster_service.start(tmp_path / "pi-client", docker_engine_service, nomad_network, stub_images,
+                                    cpu_arch=PI_ARCH)
+    cluster.nomad.cluster = cluster
+    yield cluster.nomad
+    cluster.nomad.stop()
 
 
 def job_settings(double_or_addr, env=None, **overrides) -> Settings:

@@ -12,16 +12,17 @@ import requests
 
 from mlflow_self_host.job import jobfile
 from mlflow_self_host.settings import PROJECT_ROOT
-from tests.job.conftest import job_settings
+from tests.job.conftest import NATIVE_ARCH, PI_ARCH, job_settings
 from tests.services import wait_for
 
 HCL = (PROJECT_ROOT / "nomad" / "mlflow.nomad.hcl").read_text()
 VARS = 'image = "reg.lan:5000/mlflow:v1.0"\n'
 
 
-def variables(double, version="1.0", **settings) -> str:
-    """The var-file deploy sends for ``version``, with the cluster's image and fast timings."""
-    return jobfile.var_file(jobfile.variables(job_settings(double, **settings), version))
+def variables(double, version="1.0", arch=None, **settings) -> str:
+    """The var-file deploy sends for ``version``, with the cluster's image and fast timings (``arch``: the
+    image's, default this machine's, as the stub images are built)."""
+    return jobfile.var_file(jobfile.variables(job_settings(double, **settings), version, arch))
 
 
 def parse(double, variables=VARS):
@@ -422,3 +423,68 @@ def test_no_revert_to_a_stable_version_with_the_same_specification(nomad_double)
     assert second["StatusDescription"] == ("Failed due to unhealthy allocations - not rolling back to stable job "
                                            "version 2 as current job has same specification")
     assert len(get(nomad_double, "/v1/job/mlflow/versions")["Versions"]) == 3
+
+
+# --- nodes and their architecture (client/fingerprint/arch.go, scheduler/feasible) ---------------------
+def test_cpu_arch_is_in_the_node_read_not_in_the_node_list(nomad_double):
+    pi = nomad_double.add_node("pi4", cpu_arch="arm64")
+    stubs = get(nomad_double, "/v1/nodes")
+    assert [s["Name"] for s in stubs] == ["client-1", "pi4"]
+    assert all("Attributes" not in s for s in stubs)  # structs.go Node.Stub
+    assert get(nomad_double, "/v1/nodes", os="true")[1]["Attributes"] == {"os.name": "debian"}
+    attributes = get(nomad_double, f"/v1/node/{pi.id}")["Attributes"]
+    assert (attributes["cpu.arch"], attributes["kernel.arch"]) == ("arm64", "aarch64")
+    import platform as host
+
+    own = get(nomad_double, f"/v1/node/{nomad_double.node_id}")["Attributes"]
+    assert own["kernel.arch"] == host.machine()
+
+
+def test_the_job_file_constrains_the_task_to_the_images_architecture(nomad_double):
+    job = job_of(nomad_double, arch=None)
+    task = job["TaskGroups"][0]["Tasks"][0]
+    # ${attr.cpu.arch} stays literal for the scheduler (jobspec2's UndefinedVariable)
+    assert task["Constraints"] == [{"LTarget": "${attr.cpu.arch}", "RTarget": NATIVE_ARCH,
+                                    "Operand": "set_contains_any"}]
+    response = parse(nomad_double, variables(nomad_double, arch="amd64, arm64"))
+    assert response.status_code == 400 and "Go architecture names" in response.text
+
+
+def test_a_node_of_another_architecture_is_filtered_by_the_constraint(pi_double):
+    """The only node is an arm64 Raspberry Pi: an amd64 job is not placed; the evaluation says why."""
+    registered = register(pi_double, job_of(pi_double, arch=NATIVE_ARCH)).json()
+    ev = wait_until(lambda: (lambda e: e if e["Status"] == "complete" else None)(
+        get(pi_double, f"/v1/evaluation/{registered['EvalID']}")))
+    metric = ev["FailedTGAllocs"]["svc"]
+    assert metric["ConstraintFiltered"] == {f"${{attr.cpu.arch}} set_contains_any {NATIVE_ARCH}": 1}
+    assert (metric["NodesEvaluated"], metric["NodesFiltered"]) == (1, 1)
+    assert ev["BlockedEval"] and not get(pi_double, "/v1/job/mlflow/allocations")
+
+
+def test_an_image_of_another_architecture_dies_with_exec_format_error(nomad_double):
+    """Without the constraint the scheduler may pick the Pi (here the fuller node, ScoreFitBinPack): the
+    Pi's kernel cannot run the amd64 stub, whose container exits 1 at once, as runc reports it."""
+    cluster = nomad_double.cluster
+    nomad_double.add_node("pi4", cpu_arch=PI_ARCH, client_config=cluster.client_config, memory_mb=2048)
+    job = job_of(nomad_double, "1.0")
+    job["TaskGroups"][0]["Tasks"][0]["Constraints"] = None  # a job file without the constraint
+    register(nomad_double, job)
+    dep = latest_deployment(nomad_double)
+    assert dep["Status"] == "failed"
+    (alloc,) = get(nomad_double, "/v1/job/mlflow/allocations")
+    assert alloc["NodeName"] == "pi4"
+    assert events(alloc)[:5] == ["Received", "Task Setup", "Driver", "Started", "Terminated"]
+    terminated = [e for s in alloc["TaskStates"].values() for e in s["Events"] if e["Type"] == "Terminated"]
+    assert terminated[0]["ExitCode"] == 1
+    stderr = requests.get(nomad_double.address + "/v1/client/fs/logs/" + alloc["ID"],
+                          params={"task": "mlflow_app", "type": "stderr", "plain": "true"}, timeout=5).text
+    # the stub's ENTRYPOINT is ["python3", ...]: runc names the program it found in PATH
+    assert stderr.splitlines()[0] == "exec /usr/bin/python3: exec format error"
+
+
+def test_with_the_constraint_the_job_lands_on_the_node_of_its_architecture(nomad_double):
+    cluster = nomad_double.cluster
+    nomad_double.add_node("pi4", cpu_arch=PI_ARCH, client_config=cluster.client_config, memory_mb=2048)
+    register(nomad_double, job_of(nomad_double, "1.0"))  # the arch of this machine, as the stub's
+    assert latest_deployment(nomad_double)["Status"] == "successful"
+    assert running_alloc(nomad_double)["NodeName"] == "client-1"

@@ -45,7 +45,9 @@ class Registry:
             return None
 
 
-def start(root: Path) -> Registry:
+def start(root: Path, host: str = "127.0.0.1") -> Registry:
+    """``host``: the address to listen on (another than loopback: a registry engines reach only over HTTPS,
+    or over plain HTTP when it is in their insecure-registries)."""
     binary = need_binary("docker-registry", "docker-registry")
     port = free_port()
     root.mkdir(parents=True, exist_ok=True)
@@ -55,12 +57,12 @@ def start(root: Path) -> Registry:
         "log:\n  level: warn\n"
         "storage:\n  filesystem:\n    rootdirectory: " + str(root / "data") + "\n"
         "  delete:\n    enabled: true\n"
-        "http:\n  addr: 127.0.0.1:" + str(port) + "\n"
+        "http:\n  addr: " + host + ":" + str(port) + "\n"
     )
     log = open(root / "registry.log", "ab")
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    registry = Registry(address=f"127.0.0.1:{port}", proc=proc, root=root)
+    registry = Registry(address=f"{host}:{port}", proc=proc, root=root)
 
     def answers():
         import urllib.request

@@ -3,7 +3,10 @@
 Modelled on hashicorp/nomad (facts in ../shared/reference/nomad/BEHAVIOUR.md; file names below):
 - The node reads its client config (client.hcl, the file configure-host writes) when the agent starts
   and on a restart: ``host_volume`` stanzas become the node's host volumes. Its attributes carry
-  ``cpu.arch``/``kernel.arch`` (client/fingerprint/arch.go) and ``driver.docker`` when an engine is there.
+  ``cpu.arch`` (client/fingerprint/arch.go: runtime.GOARCH) and ``kernel.arch`` (host.go: uname's
+  machine), this machine's or the ones a test gives (a Raspberry Pi: arm64/aarch64), and
+  ``driver.docker`` when an engine is there. They are in ``/v1/node/<id>``; the ``/v1/nodes`` stub has
+  none (``?os=true`` adds only os.name: structs.go Node.Stub).
 - An allocation runner per allocation (client/allocrunner): a replacement waits until the previous
   allocation on this node has stopped (allocwatcher localPrevAlloc.Wait, the upstream allocs hook);
   the group services are registered before the task starts and deregistered before it is killed
@@ -173,15 +176,20 @@ def _unquote(value):
     return value
 
 
-GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "i686": "386"}
+KERNEL_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "arm": "armv7l", "386": "i686"}  # a node of that cpu.arch
 
 
 class NomadClient:
     """One client node of the double. ``driver`` None: a node without the docker driver."""
 
     def __init__(self, server, driver=None, client_config=None, datacenter="DC0", name="client-1",
-                 memory_mb=8192, cpu_mhz=8000, address="127.0.0.1"):
+                 memory_mb=8192, cpu_mhz=8000, address="127.0.0.1", cpu_arch=None):
         self.server, self.driver = server, driver
+        machine = platform.machine()
+        self.cpu_arch = cpu_arch or GO_ARCH.get(machine, machine)
+        self.kernel_arch = machine if self.cpu_arch == GO_ARCH.get(machine, machine) else \
+            KERNEL_ARCH.get(self.cpu_arch, self.cpu_arch)
         self.client_config = client_config
         self.id = str(uuid.uuid4())
         self.name, self.datacenter, self.address = name, datacenter, address
@@ -211,8 +219,7 @@ class NomadClient:
         return self.driver is not None
 
     def attributes(self) -> dict:
-        machine = platform.machine()
-        attrs = {"cpu.arch": GO_ARCH.get(machine, machine), "kernel.arch": machine, "kernel.name": "linux",
+        attrs = {"cpu.arch": self.cpu_arch, "kernel.arch": self.kernel_arch, "kernel.name": "linux",
                  "os.name": "debian", "nomad.version": "1.10.5", "unique.hostname": self.name,
                  "unique.network.ip-address": self.address}
         if self.has_docker:
@@ -228,10 +235,16 @@ class NomadClient:
                 "NodeResources": {"Cpu": {"CpuShares": self.cpu_mhz}, "Memory": {"MemoryMB": self.memory_mb}},
                 "HTTPAddr": f"{self.address}:4646"}
 
-    def stub(self) -> dict:
-        return {"ID": self.id, "Name": self.name, "Datacenter": self.datacenter, "NodePool": "default",
-                "Status": "ready", "SchedulingEligibility": "eligible", "Drain": False, "Address": self.address,
-                "Drivers": self.node()["Drivers"]}
+    def stub(self, os: bool = False) -> dict:
+        """structs.go Node.Stub: no Attributes, except os.name with ``?os=true``."""
+        node = self.node()
+        out = {"ID": self.id, "Name": self.name, "Datacenter": self.datacenter, "NodePool": "default",
+               "Status": "ready", "SchedulingEligibility": "eligible", "Drain": False, "Address": self.address,
+               "Version": node["Attributes"]["nomad.version"], "Drivers": node["Drivers"],
+               "HostVolumes": node["HostVolumes"]}
+        if os:
+            out["Attributes"] = {"os.name": node["Attributes"]["os.name"]}
+        return out
 
     # -- allocations ----------------------------------------------------------------------------
     def run(self, alloc: dict, job: dict) -> None:

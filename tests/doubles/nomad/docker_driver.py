@@ -10,6 +10,13 @@ From hashicorp/nomad drivers/docker (driver.go, coordinator.go, handle.go) and
   client's host volume path, owner and mode unchanged; ``resources.memory`` is the hard limit (swap
   equal to it); the task's ``user`` replaces the image's USER; ``env`` is the task's environment;
 - a kill is ``docker stop`` with the task's kill_timeout (the image's stop signal, then SIGKILL);
+- the pull sets no platform (coordinator.go ImagePull without one): a tag holding one image of another
+  architecture is pulled as it is, and its container, started on a node without emulation, exits 1
+  at once with ``exec <path>: exec format error`` on stderr, where <path> is the entrypoint looked up
+  in the container's PATH (runc's exec.LookPath). Measured on docker.io 20.10.24 / runc 1.1.5 with an
+  arm64 image on amd64: the pull succeeds (even with a platform asked for), the start succeeds, exit
+  code 1. The test engine runs every image natively, so a node whose ``arch`` differs from the image's
+  plays that part: the container is created, not started, and its run ends so;
 - the container is removed when its run ends (the driver's ``gc.container``); its output was captured
   first, as Nomad's log collector keeps it in the allocation's log files.
 """
@@ -40,13 +47,21 @@ class ExitResult:
 class Running:
     container_id: str
     name: str
+    exited: ExitResult | None = None  # a run the node's kernel refused (another architecture)
+    stderr: bytes = b""
+
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Docker's, when the image has none
 
 
 class DockerDriver:
-    def __init__(self, client, network: str | None, session: str, address: str = "127.0.0.1"):
+    def __init__(self, client, network: str | None, session: str, address: str = "127.0.0.1",
+                 arch: str | None = None):
         """``client``: a docker.DockerClient; ``network``: a user-defined bridge network to attach
-        containers to (None: the engine's default); ``session``: a label value to find what we made."""
+        containers to (None: the engine's default); ``session``: a label value to find what we made;
+        ``arch``: the Go architecture of the node's kernel (None: the engine's own)."""
         self.client, self.network, self.session, self.address = client, network, session, address
+        self.arch = arch
         self.closed = threading.Event()  # set by cleanup(): no container starts after it
 
     def pull(self, image: str) -> None:
@@ -81,6 +96,9 @@ class DockerDriver:
                 volumes={host: {"bind": dest, "mode": "ro" if ro else "rw"} for host, dest, ro in binds},
                 mem_limit=memory, memswap_limit=memory, network=self.network,
                 labels={LABEL: self.session, f"{LABEL}.alloc": alloc_id}, detach=True)
+            refused = self._exec_format_error(container, image)
+            if refused is not None:
+                return Running(container.id, name, ExitResult(1), refused)
             container.start()
         except docker.errors.APIError as exc:
             self.remove(name)
@@ -88,10 +106,37 @@ class DockerDriver:
                               f"{exc.explanation or exc}") from None
         return Running(container.id, name)
 
+    def _exec_format_error(self, container, image: str) -> bytes | None:
+        """What the node's kernel says when the image is of another architecture, or None."""
+        attrs = self.client.images.get(image).attrs
+        if self.arch is None or attrs.get("Architecture") in (None, "", self.arch):
+            return None
+        config = container.attrs.get("Config") or {}
+        args = (config.get("Entrypoint") or []) + (config.get("Cmd") or [])
+        program = args[0] if args else ""
+        if program and "/" not in program:
+            env = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
+            for folder in (env.get("PATH") or DEFAULT_PATH).split(":"):
+                if self._exists(container, f"{folder.rstrip('/')}/{program}"):
+                    program = f"{folder.rstrip('/')}/{program}"
+                    break
+        return f"exec {program}: exec format error\n".encode()
+
+    def _exists(self, container, path: str) -> bool:
+        import docker
+
+        try:
+            container.get_archive(path)
+            return True
+        except docker.errors.NotFound:
+            return False
+
     def wait(self, running: Running) -> ExitResult | None:
         """The exit of the container, or None while it runs."""
         import docker
 
+        if running.exited is not None:
+            return running.exited
         try:
             state = self.client.api.inspect_container(running.container_id)["State"]
         except docker.errors.NotFound:
@@ -103,6 +148,8 @@ class DockerDriver:
     def stop(self, running: Running, kill_timeout: float) -> ExitResult:
         import docker
 
+        if running.exited is not None:
+            return running.exited
         try:
             self.client.api.stop(running.container_id, timeout=max(0, int(kill_timeout)))
         except docker.errors.NotFound:
@@ -113,6 +160,8 @@ class DockerDriver:
         """(stdout, stderr) of the container so far."""
         import docker
 
+        if running.exited is not None:
+            return b"", running.stderr
         try:
             out = self.client.api.logs(running.container_id, stdout=True, stderr=False)
             err = self.client.api.logs(running.container_id, stdout=False, stderr=True)

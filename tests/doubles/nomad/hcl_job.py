@@ -180,9 +180,21 @@ class _Expr:
             if self.peek("("):
                 return self.call(text)
             if text not in self.scope:
-                raise EvalError(f"Unknown variable: There is no variable named \"{text}\".")
+                return self.undefined(text)
             return self.scope[text]
         raise EvalError(f"Invalid expression: unexpected {text!r}")
+
+    def undefined(self, root):
+        """Nomad's UndefinedVariable hook (jobspec2/types.config.go EvalContext): a reference to a variable
+        the job does not define, like ${attr.cpu.arch} or ${node.unique.name}, is kept as its literal text,
+        for the scheduler or the client to interpolate later."""
+        parts = [root]
+        while self.peek("."):
+            self.take()
+            parts.append(self.take()[1])
+        if root in ("var", "local"):
+            raise EvalError(f"Unknown variable: There is no variable named \"{'.'.join(parts)}\".")
+        return "${" + ".".join(parts) + "}"
 
     def call(self, name):
         self.take("(")

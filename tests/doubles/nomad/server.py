@@ -8,8 +8,15 @@ HCL2 is parsed with python-hcl2 (hcl_job.py) into the JSON job of json-jobs.mdx.
 
 What it does over time, as Nomad does (BEHAVIOUR.md; the source files are named where each part is):
 - a register creates an evaluation (pending, then complete) that the scheduler processes: it checks
-  the node (datacenter, docker driver, host volumes, memory and cpu left) and either places
-  allocations or reports ``FailedTGAllocs`` with a blocked evaluation, retried when the node changes;
+  each node in feasible.go's order (job constraints, docker driver, group and task constraints such as
+  ``${attr.cpu.arch}``, host volumes, then memory and cpu left), counts the filtered ones in the
+  ``AllocationMetric`` (``ConstraintFiltered`` keyed by ``Constraint.String()``), places allocations on
+  the best fit (rank.go ScoreFitBinPack) or reports ``FailedTGAllocs`` with a blocked evaluation, retried
+  when a node changes (``add_node``, a restart);
+- client nodes (client.py) report ``cpu.arch``/``kernel.arch`` in ``/v1/node/<id>`` only; the first is
+  this machine's unless the test sets it (a Raspberry Pi: ``add_node("pi4", cpu_arch="arm64")``), and a
+  node's docker driver runs an image of another architecture as that node's kernel would: the
+  container exits 1 with "exec <path>: exec format error" (docker_driver.py);
 - allocations run for real on the client (client.py: the test Docker engine through
   docker_driver.py), with restarts, checks, deployment health and service registrations;
 - the deployment watcher (nomad/deploymentwatcher) counts healthy and unhealthy allocations, fails a
@@ -21,8 +28,7 @@ What it does over time, as Nomad does (BEHAVIOUR.md; the source files are named 
   ``restart_seconds`` and the client reads its client.hcl again (running allocations keep running);
   a client.hcl it cannot read keeps the agent down, as Nomad refuses to start.
 
-Left out (our jobs do not use them, or one test machine cannot have them): more than one node, node
-drain and lost nodes, canaries and promotion, Consul, CSI volumes, preemption, periodic and batch jobs,
+Left out (our jobs do not use them, or one test machine cannot have them): node drain and lost nodes, canaries and promotion, Consul, CSI volumes, preemption, periodic and batch jobs,
 ``shutdown_delay``, the eval broker's queueing and its nack/retry.
 """
 from __future__ import annotations
@@ -84,11 +90,13 @@ class NomadDouble:
     def __init__(self, acl_tokens: dict | None = None, namespaces=("default",), region="global",
                  datacenter="DC0", engine=None, network: str | None = None, client_config=None,
                  node_memory_mb: int = 8192, tls: tuple | None = None,
-                 eval_delay: float = 0.05, restart_seconds: float = 1.0):
-        """``acl_tokens``: None disables ACLs; else {secret: "management" | {namespace: capabilities}}.
+                 eval_delay: float = 0.05, restart_seconds: float = 1.0, cpu_arch: str | None = None):
+        """``acl_tokens``: None disables ACLs; else {secret: "management" | {namespace: capabilities}}, where
+        the key "node" holds the token's node rule ("read", "write"; none: node reads are refused).
         ``engine``: a docker.DockerClient to run tasks on (None: the node has no docker driver, so docker
         jobs cannot be placed); ``network``: the bridge network for the containers; ``client_config``:
-        the client.hcl the node reads its host volumes from. ``tls``: (certfile, keyfile) for https."""
+        the client.hcl the node reads its host volumes from. ``tls``: (certfile, keyfile) for https.
+        ``cpu_arch``: the first node's Go architecture (default: this machine's); ``add_node`` adds more."""
         from .docker_driver import DockerDriver
 
         self.acl_tokens = acl_tokens
@@ -107,8 +115,11 @@ class NomadDouble:
         self.requests: list[tuple[str, str, dict, object]] = []  # (method, path, query, body)
         self.after_plan = None  # a test's hook: called (outside the lock) after a plan is answered
         self.session = uuid.uuid4().hex[:12]
-        driver = DockerDriver(engine, network, self.session) if engine is not None else None
-        self.client = NomadClient(self, driver, client_config, datacenter, memory_mb=node_memory_mb)
+        self._engine, self._network = engine, network
+        self.client = NomadClient(self, None, client_config, datacenter, memory_mb=node_memory_mb, cpu_arch=cpu_arch)
+        self.client.driver = DockerDriver(engine, network, self.session, arch=self.client.cpu_arch) \
+            if engine is not None else None
+        self.nodes: list[NomadClient] = [self.client]
         self.port = 0
         self.tls = tls
         self.scheme = "https" if tls else "http"
@@ -145,7 +156,8 @@ class NomadDouble:
         """Stop the API, then every allocation's container (also those of a failing test)."""
         self._stopping.set()
         self._go_down()
-        self.client.shutdown()
+        for node in self.nodes:
+            node.shutdown()
 
     def __enter__(self):
         return self
@@ -172,8 +184,9 @@ class NomadDouble:
             return
         with self._agent:
             with self.lock:
-                self.client.reload()
-                if self.client.config_error:
+                for node in self.nodes:
+                    node.reload()
+                if any(node.config_error for node in self.nodes):
                     return
                 self._unblock()
             if self.server is None and not self._stopping.is_set():
@@ -206,9 +219,28 @@ class NomadDouble:
 
     def container_of(self, alloc_id: str):
         """The running container of an allocation (docker SDK object) or None."""
-        runner = self.client.runners.get(alloc_id)
+        runner = next((node.runners[alloc_id] for node in self.nodes if alloc_id in node.runners), None)
         running = runner._running if runner else None
-        return self.client.driver.client.containers.get(running.container_id) if running else None
+        return runner.client.driver.client.containers.get(running.container_id) if running else None
+
+    def add_node(self, name: str, cpu_arch: str | None = None, datacenter: str | None = None,
+                 client_config=None, docker: bool = True, memory_mb: int = 8192, cpu_mhz: int = 8000):
+        """Another client node joins (a Raspberry Pi: ``cpu_arch="arm64"``). With ``docker`` it runs tasks on
+        the same test engine, but as a node of its own architecture would (docker_driver.py)."""
+        from .docker_driver import DockerDriver
+
+        node = NomadClient(self, None, client_config, datacenter or self.datacenter, name=name,
+                           memory_mb=memory_mb, cpu_mhz=cpu_mhz, cpu_arch=cpu_arch)
+        if docker and self._engine is not None:
+            node.driver = DockerDriver(self._engine, self._network, self.session, arch=node.cpu_arch)
+        with self.lock:
+            self.nodes.append(node)
+            self._bump()
+            self._unblock()  # node_endpoint.go: a new node unblocks the blocked evaluations
+        return node
+
+    def _node(self, node_id: str) -> NomadClient | None:
+        return next((node for node in self.nodes if node.id == node_id), None)
 
     def wait_idle(self, timeout=60.0):
         """Wait until no evaluation is pending and no deployment runs."""
@@ -370,14 +402,14 @@ class NomadDouble:
             if not wanted:
                 continue
             freed = [a for a, _ in wanted if a is not None]
-            metrics = self._feasible(job, group, freeing=freed, placements=len(wanted))
+            node, metrics = self._select(job, group, freeing=freed, placements=len(wanted))
             if metrics is not None:
                 failed[name] = metrics
                 continue
             for previous, why in wanted:
                 if previous is not None:
                     self._stop_alloc(previous, why)
-                self._place(job, group, dep, previous)
+                self._place(job, group, dep, previous, node=node)
         self._maybe_complete(dep)
         return failed, dep
 
@@ -406,51 +438,75 @@ class NomadDouble:
         return dep
 
     def _feasible(self, job: dict, group: dict, freeing: list, placements: int) -> dict | None:
-        """None when the node can take the placements, else the AllocationMetric Nomad reports."""
-        node = self.client
-        metric = {"NodesEvaluated": 0, "NodesFiltered": 0, "NodesInPool": 1, "NodesAvailable": {},
+        """None when a node can take the placements, else the AllocationMetric Nomad reports."""
+        return self._select(job, group, freeing, placements)[1]
+
+    def _select(self, job: dict, group: dict, freeing: list, placements: int):
+        """(the node for the placements, None) or (None, the AllocationMetric): every node of the job's
+        datacenters is evaluated (stack.go: job constraints, drivers, group/task constraints, then host
+        volumes; then resources), and the feasible ones ranked by rank.go's ScoreFitBinPack."""
+        metric = {"NodesEvaluated": 0, "NodesFiltered": 0, "NodesInPool": len(self.nodes), "NodesAvailable": {},
                   "ClassFiltered": None, "ConstraintFiltered": None, "NodesExhausted": 0, "ClassExhausted": None,
                   "DimensionExhausted": None, "QuotaExhausted": None, "ResourcesExhausted": None, "Scores": None,
                   "AllocationTime": 41000, "CoalescedFailures": max(0, placements - 1)}
         datacenters = job.get("Datacenters") or ["*"]
         for dc in datacenters:
-            metric["NodesAvailable"][dc] = int(fnmatch.fnmatch(node.datacenter, dc))
-        if not any(fnmatch.fnmatch(node.datacenter, dc) for dc in datacenters):
-            return metric
-        metric["NodesEvaluated"] = 1
-        filtered = None
+            metric["NodesAvailable"][dc] = sum(1 for node in self.nodes if fnmatch.fnmatch(node.datacenter, dc))
         tasks = group.get("Tasks") or []
-        if any(t.get("Driver") == "docker" for t in tasks) and not node.has_docker:
-            filtered = "missing drivers"
-        else:
-            for request in (group.get("Volumes") or {}).values():
-                if request.get("Type") == "host" and request.get("Source") not in node.volumes:
-                    filtered = "missing compatible host volumes"
-                    break
-            attrs = node.attributes()
-            for constraint in (job.get("Constraints") or []) + (group.get("Constraints") or []) + \
-                    [c for t in tasks for c in t.get("Constraints") or []]:
-                if filtered is None and not _constraint_ok(constraint, attrs, node):
-                    filtered = f"{constraint['LTarget']} {constraint.get('Operand', '=')} {constraint['RTarget']}"
-        if filtered:
-            metric.update(NodesFiltered=1, ConstraintFiltered={filtered: 1})
-            return metric
-        used_mem = used_cpu = 0
-        for alloc in self.allocs.values():
-            if alloc["DesiredStatus"] == "run" and alloc["ClientStatus"] in ("pending", "running") \
-                    and alloc not in freeing:
-                used_mem += alloc["_memory"]
-                used_cpu += alloc["_cpu"]
         memory = sum((t.get("Resources") or {}).get("MemoryMB") or 0 for t in tasks) * placements
         cpu = sum((t.get("Resources") or {}).get("CPU") or 0 for t in tasks) * placements
-        exhausted = "memory" if used_mem + memory > node.memory_mb else "cpu" if used_cpu + cpu > node.cpu_mhz else ""
-        if exhausted:
-            metric.update(NodesExhausted=1, DimensionExhausted={exhausted: 1}, ClassExhausted={})
-            return metric
-        return None
+        best, best_score = None, None
+        for node in self.nodes:
+            if not any(fnmatch.fnmatch(node.datacenter, dc) for dc in datacenters):
+                continue
+            metric["NodesEvaluated"] += 1
+            filtered = self._filtered(job, group, node)
+            if filtered:
+                metric["NodesFiltered"] += 1
+                counts = metric["ConstraintFiltered"] = metric["ConstraintFiltered"] or {}
+                counts[filtered] = counts.get(filtered, 0) + 1
+                continue
+            used_mem = used_cpu = 0
+            for alloc in self.allocs.values():
+                if alloc["NodeID"] == node.id and alloc["DesiredStatus"] == "run" \
+                        and alloc["ClientStatus"] in ("pending", "running") and alloc not in freeing:
+                    used_mem += alloc["_memory"]
+                    used_cpu += alloc["_cpu"]
+            exhausted = "memory" if used_mem + memory > node.memory_mb else \
+                "cpu" if used_cpu + cpu > node.cpu_mhz else ""
+            if exhausted:
+                metric["NodesExhausted"] += 1
+                counts = metric["DimensionExhausted"] = metric["DimensionExhausted"] or {}
+                counts[exhausted] = counts.get(exhausted, 0) + 1
+                metric["ClassExhausted"] = {}
+                continue
+            free_cpu = 1 - (used_cpu + cpu) / node.cpu_mhz
+            free_mem = 1 - (used_mem + memory) / node.memory_mb
+            score = 20.0 - (10 ** free_cpu + 10 ** free_mem)  # ScoreFitBinPack: the fuller node wins
+            if best_score is None or score > best_score:
+                best, best_score = node, score
+        return (best, None) if best is not None else (None, metric)
+
+    def _filtered(self, job: dict, group: dict, node) -> str:
+        """Why the node cannot take the group (the ConstraintFiltered key), or ""."""
+        attrs = node.attributes()
+        tasks = group.get("Tasks") or []
+        for constraint in job.get("Constraints") or []:
+            if not _constraint_ok(constraint, attrs, node):
+                return _constraint_text(constraint)
+        if any(t.get("Driver") == "docker" for t in tasks) and not node.has_docker:
+            return "missing drivers"
+        for constraint in (group.get("Constraints") or []) + [c for t in tasks for c in t.get("Constraints") or []]:
+            if not _constraint_ok(constraint, attrs, node):
+                return _constraint_text(constraint)
+        for request in (group.get("Volumes") or {}).values():
+            if request.get("Type") == "host" and request.get("Source") not in node.volumes:
+                return "missing compatible host volumes"
+        return ""
 
     def _place(self, job: dict, group: dict, dep: dict | None, previous: dict | None,
-               reschedule_events: list | None = None) -> dict:
+               reschedule_events: list | None = None, node=None) -> dict:
+        node = node or self.client
         alloc_id = str(uuid.uuid4())
         task = (group.get("Tasks") or [{}])[0]
         taken = {p["Value"] for a in self.allocs.values() if a["ClientStatus"] in ("pending", "running")
@@ -459,15 +515,15 @@ class NomadDouble:
         for network in group.get("Networks") or []:
             for port in network.get("ReservedPorts") or []:
                 ports.append({"Label": port["Label"], "Value": port["Value"], "To": port.get("To") or 0,
-                              "HostIP": self.client.address})
+                              "HostIP": node.address})
             for port in network.get("DynamicPorts") or []:
                 value = _free_dynamic_port(taken)
                 taken.add(value)
                 ports.append({"Label": port["Label"], "Value": value, "To": port.get("To") or 0,
-                              "HostIP": self.client.address})
+                              "HostIP": node.address})
         index = self._bump()
         alloc = {"ID": alloc_id, "EvalID": "", "Name": f"{job['ID']}.{group['Name']}[0]",
-                 "Namespace": job["Namespace"], "NodeID": self.client.id, "NodeName": self.client.name,
+                 "Namespace": job["Namespace"], "NodeID": node.id, "NodeName": node.name,
                  "JobID": job["ID"], "JobType": job.get("Type", "service"), "JobVersion": job["Version"],
                  "TaskGroup": group["Name"], "DesiredStatus": "run", "DesiredDescription": "",
                  "DesiredTransition": {"Migrate": None, "Reschedule": None, "ForceReschedule": None},
@@ -494,7 +550,7 @@ class NomadDouble:
             if dstate["ProgressDeadline"] and group["Name"] not in dep["_require_by"]:  # state_store.go: first placement
                 self._require_progress(dep, group["Name"], time.time())
             dep["ModifyIndex"] = index
-        self.client.run(alloc, alloc["_job"])
+        node.run(alloc, alloc["_job"])
         return alloc
 
     def _stop_alloc(self, alloc: dict, why: str):
@@ -502,21 +558,22 @@ class NomadDouble:
             return
         alloc.update(DesiredStatus="stop", DesiredDescription=why)
         self.alloc_changed(alloc)
-        self.client.kill(alloc["ID"])
+        self._node(alloc["NodeID"]).kill(alloc["ID"])
 
     # -- the client's reports --------------------------------------------------------------------
     def register_services(self, alloc: dict, group: dict):
         for service in group.get("Services") or []:
             if service.get("Provider") != "nomad":
+        node = self._node(alloc["NodeID"])
                 continue  # Consul's catalogue, not Nomad's
             port = next((p for p in alloc["_ports"] if p["Label"] == service.get("PortLabel")), None)
             reg_id = f"_nomad-task-{alloc['ID']}-group-{group['Name']}-{service['Name']}-{service.get('PortLabel')}"
             index = self._bump()
             self.services[reg_id] = {
                 "ID": reg_id, "ServiceName": service["Name"], "Namespace": alloc["Namespace"],
-                "NodeID": self.client.id, "Datacenter": self.client.datacenter, "JobID": alloc["JobID"],
+                "NodeID": node.id, "Datacenter": node.datacenter, "JobID": alloc["JobID"],
                 "AllocID": alloc["ID"], "Tags": list(service.get("Tags") or []),
-                "Address": self.client.address, "Port": port["Value"] if port else 0,
+                "Address": node.address, "Port": port["Value"] if port else 0,
                 "CreateIndex": index, "ModifyIndex": index}
 
     def deregister_services(self, alloc_id: str):
@@ -606,13 +663,14 @@ class NomadDouble:
         if job is None or job.get("Stop"):
             return
         group = _group_spec(job, alloc["TaskGroup"])
-        metrics = self._feasible(job, group, freeing=[], placements=1)
+        node, metrics = self._select(job, group, freeing=[], placements=1)
         if metrics is not None:
             self._later(5, lambda: self._reschedule(alloc, events))
             return
         alloc.update(DesiredStatus="stop", DesiredDescription=ALLOC_RESCHEDULED, _reschedule_at=None)
         dep = self.deployments.get(alloc["DeploymentID"])
-        self._place(job, group, dep if dep and dep["Status"] in ACTIVE else None, alloc, reschedule_events=events)
+        self._place(job, group, dep if dep and dep["Status"] in ACTIVE else None, alloc, reschedule_events=events,
+                    node=node)
 
     # -- the deployment watcher --------------------------------------------------------------------
     def _job_version(self, dep: dict) -> dict:
@@ -704,6 +762,16 @@ class NomadDouble:
 
     def _handler(self):
         double = self
+    def _check_node_read(self, token: str | None):
+        """node_endpoint.go: the node rule of the token's policy (a grant's "node" key: "read"/"write")."""
+        if self.acl_tokens is None:
+            return
+        grant = self.acl_tokens.get(token or "")
+        if not token or grant is None:
+            raise HTTPError(403, "Permission denied" if not token else "ACL token not found")
+        if grant != "management" and grant.get("node") not in ("read", "write"):
+            raise HTTPError(403, "Permission denied")
+
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -787,7 +855,7 @@ class NomadDouble:
                 if origin not in ("start", "end"):
                     raise HTTPError(400, "origin must be start or end")
                 offset = int(query.get("offset") or 0)
-                data = double.client.output(alloc_id, task, kind)
+                data = double._node(alloc["NodeID"]).output(alloc_id, task, kind)
                 start = max(0, len(data) - offset) if origin == "end" else min(offset, len(data))
                 chunk = data[start:]
                 file_name = f"alloc/logs/{task}.{kind}.0"
@@ -812,7 +880,7 @@ class NomadDouble:
                         self.wfile.flush()
                     while not double._stopping.is_set():
                         time.sleep(0.1)
-                        now = double.client.output(alloc_id, task, kind)
+                        now = double._node(alloc["NodeID"]).output(alloc_id, task, kind)
                         if len(now) > sent:
                             self.wfile.write(frame(now[sent:], len(now)))
                             self.wfile.flush()
@@ -857,12 +925,15 @@ class NomadDouble:
                 self._check_acl(token, namespace, "read-job")
                 return 200, {"Name": "test", "Type": "client", "Policies": ["mlflow"]}, None
             if path == "/v1/nodes":
-                return 200, [self.client.stub()], self.index
+                self._check_node_read(token)
+                return 200, [node.stub(os=query.get("os") in ("true", "1")) for node in self.nodes], self.index
             parts = path.strip("/").split("/")[1:]
             if parts[:1] == ["node"] and len(parts) == 2:
-                if parts[1] != self.client.id:
+                self._check_node_read(token)
+                node = self._node(parts[1])
+                if node is None:
                     raise HTTPError(404, "node not found")
-                return 200, self.client.node(), self.index
+                return 200, node.node(), self.index
             if parts == ["services"]:
                 self._check_acl(token, namespace, "read-job")
                 by_ns: dict = {}
@@ -903,7 +974,7 @@ class NomadDouble:
                 if alloc is None:
                     raise HTTPError(404, "alloc not found")
                 self._check_acl(token, alloc["Namespace"], "read-job")
-                return 200, self.client.check_results(alloc["ID"]), None
+                return 200, self._node(alloc["NodeID"]).check_results(alloc["ID"]), None
             if parts[:1] == ["allocation"] and len(parts) == 2:
                 alloc = self.allocs.get(parts[1])
                 if alloc is None:
@@ -1126,30 +1197,49 @@ class NomadDouble:
 
 
 def _constraint_ok(constraint: dict, attrs: dict, node) -> bool:
-    """Constraint targets ${attr.x}, ${node.datacenter}... with =, !=, regexp, set_contains (feasible.go)."""
+    """scheduler/feasible/feasible.go: resolveTarget, then checkConstraint (the operands our jobs use)."""
     import re
 
     def resolve(target: str):
-        if target.startswith("${attr.") and target.endswith("}"):
-            return attrs.get(target[7:-1])
-        if target == "${node.datacenter}":
-            return node.datacenter
-        if target == "${node.unique.name}":
-            return node.name
-        return target
+        """(value, found): a literal, or ${attr.x} / ${meta.x} / ${node.*} of the node."""
+        if not target.startswith("${"):
+            return target, True
+        fields = {"${node.unique.id}": node.id, "${node.datacenter}": node.datacenter,
+                  "${node.unique.name}": node.name, "${node.class}": "", "${node.pool}": "default"}
+        if target in fields:
+            return fields[target], True
+        if target.startswith("${attr."):
+            key = target[len("${attr."):].removesuffix("}")
+            return attrs.get(key), key in attrs
+        if target.startswith("${meta."):
+            return None, False
+        return "", False
 
-    left, right = resolve(constraint.get("LTarget", "")), resolve(constraint.get("RTarget", ""))
+    (left, l_ok), (right, r_ok) = resolve(constraint.get("LTarget", "")), resolve(constraint.get("RTarget", ""))
     operand = constraint.get("Operand") or "="
     if operand in ("=", "==", "is"):
-        return left is not None and left == right
+        return l_ok and r_ok and left == right
     if operand in ("!=", "not"):
         return left != right
     if operand == "regexp":
-        return left is not None and re.search(right, left) is not None
-    if operand == "set_contains":
-        return left is not None and set(v.strip() for v in right.split(",")) <= set(v.strip() for v in left.split(","))
+        return l_ok and r_ok and re.search(right, left) is not None
+    if operand in ("set_contains", "set_contains_all"):
+        return l_ok and r_ok and items(right) <= items(left)
+    if operand == "set_contains_any":
+        return l_ok and r_ok and bool(items(right) & items(left))
     if operand == "is_set":
-        return left is not None
+        return l_ok
     if operand == "is_not_set":
-        return left is None
-    return True
+        return not l_ok
+    return False
+def _constraint_text(constraint: dict) -> str:
+    """nomad/structs Constraint.String(): the ConstraintFiltered key of a node it filtered."""
+    return f"{constraint.get('LTarget', '')} {constraint.get('Operand') or '='} {constraint.get('RTarget', '')}"
+
+
+
+    def items(value):
+        return {v.strip() for v in str(value).split(",")}
+
+    if operand in ("distinct_hosts", "distinct_property"):
+        return True
