@@ -172,6 +172,20 @@ def configure_host(c, dry_run=False, ansible=False, accept_host_key=False, ask_s
                   ask_sudo_pass=ask_sudo_pass)
 
 
+@task(help={"upgrade": "take the newest versions the ranges allow (default: keep the locked ones)",
+            "dry_run": "show what would change, write nothing",
+            "check": "fail (exit 1) when the lock is not what the requirements give now (for CI)"})
+def deps(c, upgrade=False, dry_run=False, check=False):
+    """Lock the image's dependencies: docker/requirements.lock from docker/requirements*.txt (uv, hashes).
+
+    Shows what changed (+ added, - removed, ~ version); the image installs the lock with
+    --require-hashes, so the same commit builds the same server.
+    """
+    from mlflow_self_host.image import deps as image_deps
+
+    image_deps.run(_settings(), upgrade=upgrade, dry_run=dry_run, check=check)
+
+
 # --- Nomad ---------------------------------------------------------------------------------------
 @task(help={
     "dry_run": "read-only: show the plan diff; no host change, no build, no push, no register",
@@ -195,6 +209,7 @@ def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False,
     did not revert, or the revert failed too); 12 deployment failed and Nomad reverted to the last
     stable version (the message says if that one is a stopped copy: the job is stopped then);
     13 healthy in Nomad but the service URL (deploy_url, default http://{domain}/) does not answer;
+    14 another release, deploy, rollback or restore holds the deploy lock (`inv lock`);
     2 the registry lacks the tag; 1 any other error (e.g. the job changed between plan and register).
     """
     from mlflow_self_host.job import deploy as job_deploy
@@ -228,12 +243,28 @@ def rollback(c, to=None, dry_run=False):
     """Revert the job to an earlier version (check-and-set) and follow the deployment.
 
     A version with the current specification registers nothing ("nothing to roll back", exit 0).
-    Exit codes as deploy: 0 healthy; 10 placement failed; 11 failed; 12 failed and reverted; 2 no such
-    version, or a stopped copy of the job (what `nomad job stop` and `inv restore` leave).
+    Exit codes as deploy: 0 healthy; 10 placement failed; 11 failed; 12 failed and reverted; 14 the deploy
+    lock is held; 2 no such version, or a stopped copy of the job (what `nomad job stop` and `inv restore`
+    leave).
     """
     from mlflow_self_host.job import rollback as job_rollback
 
     job_rollback.rollback(_settings(), to=to, dry_run=dry_run)
+
+
+@task(help={"take": "take the lock by hand (maintenance): deploys are refused until --release",
+            "release": "release the lock, whoever holds it (says whose it was)",
+            "message": "with --take: why (shown to whoever is refused)"})
+def lock(c, take=False, release=False, message=None):
+    """Show the deploy lock (who holds it, since when, for what), or take or release it by hand.
+
+    release, deploy, rollback and restore hold it for their whole run, so a second one at the same time
+    is refused at once (exit 14) with the holder named. It lives in Nomad (a Variable, path
+    mlflow-self-host/lock/{job_name}); one older than lock_stale_after is called stale.
+    """
+    from mlflow_self_host.job import lock as deploy_lock
+
+    deploy_lock.command(_settings(), take=take, release_lock=release, message=message)
 
 
 # --- DNS -----------------------------------------------------------------------------------------
@@ -284,7 +315,9 @@ def release(c, bump=None, set=None, list=False, allow_dirty=False, no_deploy=Fal
 
     Refuses a dirty tree, an existing tag v{new} (git or registry) before changing anything. A failure
     before the push undoes the commit, the tag and version.txt; after it, the error names what to run.
-    Exit codes: 0 released; 2 a bad --bump/--set; 1 a refusal; else the failing step's (build, push, deploy).
+    With a deploy, the whole release holds the deploy lock (`inv lock`).
+    Exit codes: 0 released; 2 a bad --bump/--set; 1 a refusal; 14 the deploy lock is held; else the
+    failing step's (build, push, deploy).
     """
     from mlflow_self_host import release as rel
 
@@ -322,7 +355,8 @@ def restore(c, backup, local=False, dry_run=False):
 
     BACKUP: a name in backups_path, a path on the host, or a local file (uploaded first). A backup
     failing PRAGMA integrity_check is refused before anything stops. Exit codes: 0 restored and
-    healthy; 10/11/12 as deploy when the job does not come back healthy; 1 any other error.
+    healthy; 10/11/12 as deploy when the job does not come back healthy; 14 the deploy lock is held;
+    1 any other error.
     """
     from mlflow_self_host import backup as bk
 

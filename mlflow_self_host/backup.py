@@ -490,6 +490,10 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
     aside = f"{target.db}.before-restore-{utc_stamp()}"
     plan = restore_plan(settings, target, path, upload if dry_run else None, aside, local)
     if dry_run:
+        if not local:
+            from .job import lock
+
+            lock.check_free(settings)
         show(plan, dry_run=True)
         return plan
     show(plan)
@@ -501,25 +505,35 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
         host.must(_Commands.put_in_place(path, target.db, aside), "putting the backup in place")
         local_mode.up(settings, version or read_version(settings.root))
     else:
-        nomad = _nomad(settings)
-        job = stop_job(settings, nomad)
-        host.must(_Commands.put_in_place(path, target.db, aside), "putting the backup in place")
-        if job.get("Stop"):
-            console.warn(f"job {settings.job_name} was stopped before the restore: left stopped")
-        else:
-            from .job import follow
+        from .job import lock
 
-            response = start_job(settings, nomad, job)
-            try:
-                outcome = follow.after_submit(settings, nomad, response, f"job {settings.job_name}")
-                if outcome.status != "successful":  # no update block, so no deployment to follow
-                    wait_running(settings, nomad, outcome.job_version)
-            except UserError as exc:
-                raise UserError(f"after the restore: {exc.message}",
-                                hint=f"the previous database is kept as {aside}: `inv restore {aside}` puts it "
-                                     "back; `inv logs --stderr` shows why MLflow failed", code=exc.code) from None
+        with lock.hold(settings, f"restore {PurePosixPath(path).name}"):
+            _restore_remote(settings, host, path, target, aside)
     console.done(f"restored {path}; the previous database is kept as {aside}")
     return aside
+
+
+def _restore_remote(settings, host, path: str, target, aside: str) -> None:
+    """Stop the job, put the backup in place, start the job and wait (under the deploy lock)."""
+    from . import console
+
+    nomad = _nomad(settings)
+    job = stop_job(settings, nomad)
+    host.must(_Commands.put_in_place(path, target.db, aside), "putting the backup in place")
+    if job.get("Stop"):
+        console.warn(f"job {settings.job_name} was stopped before the restore: left stopped")
+        return
+    from .job import follow
+
+    response = start_job(settings, nomad, job)
+    try:
+        outcome = follow.after_submit(settings, nomad, response, f"job {settings.job_name}")
+        if outcome.status != "successful":  # no update block, so no deployment to follow
+            wait_running(settings, nomad, outcome.job_version)
+    except UserError as exc:
+        raise UserError(f"after the restore: {exc.message}",
+                        hint=f"the previous database is kept as {aside}: `inv restore {aside}` puts it "
+                             "back; `inv logs --stderr` shows why MLflow failed", code=exc.code) from None
 
 
 def _warn_other_version(settings, path: str, local: bool) -> None:

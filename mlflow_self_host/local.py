@@ -234,20 +234,27 @@ def cache_dir() -> Path:
 
 
 def requirements_file(settings) -> Path:
-    return settings.root / "docker" / "requirements.txt"
+    """The image's lock (`inv deps`): the native server installs exactly what the image does."""
+    from .image import deps
+
+    path = deps.lock_path(settings)
+    if not path.exists():
+        raise UserError(f"{path} is missing", hint="run `inv deps` to make it (or run from the project folder)")
+    return path
 
 
 def mlflow_pin(settings) -> str:
-    """``mlflow==X`` as the Dockerfile pins it (the native server uses the same version)."""
-    for line in (settings.root / "docker" / "Dockerfile").read_text().splitlines():
-        for word in line.replace("\\", " ").split():
-            if word.startswith("mlflow=="):
-                return word
-    raise UserError("docker/Dockerfile pins no mlflow==VERSION")
+    """``mlflow==X`` as the lock pins it."""
+    from .image import deps
+
+    version = deps.pins(requirements_file(settings).read_text()).get("mlflow")
+    if not version:
+        raise UserError("docker/requirements.lock pins no mlflow", hint="run `inv deps`")
+    return f"mlflow=={version}"
 
 
 def venv_dir(settings) -> Path:
-    recipe = requirements_file(settings).read_bytes() + mlflow_pin(settings).encode() + sys.version.encode()
+    recipe = requirements_file(settings).read_bytes() + sys.version.encode()
     return cache_dir() / f"mlflow-server-{hashlib.sha256(recipe).hexdigest()[:12]}"
 
 
@@ -265,8 +272,8 @@ def ensure_venv(settings) -> Path:
          "cannot create a virtual environment", "install python3-venv (`apt-get install python3-venv`)")
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     hint = "check that pip can reach the package index (proxy, PIP_INDEX_URL)"
-    _run(pip + ["-r", str(requirements_file(settings))], "installing MLflow's requirements failed", hint)
-    _run(pip + ["--no-deps", mlflow_pin(settings)], f"installing {mlflow_pin(settings)} failed", hint)
+    _run(pip + ["--require-hashes", "--no-deps", "-r", str(requirements_file(settings))],
+         f"installing {mlflow_pin(settings)} and its locked requirements failed", hint)
     (venv / VENV_MARKER).write_text(mlflow_pin(settings) + "\n")
     return venv
 

@@ -297,10 +297,18 @@ def release(settings: Settings, bump: str | None = None, set_version: str | None
     if rel.new.numbers < current.numbers:
         console.warn(f"{rel.new} is lower than the current {current}")
     check(rel, allow_dirty=allow_dirty)
+    from .job import lock
+
     if dry_run:
+        if deploy:
+            lock.check_free(settings)
         plans.show(steps(rel), dry_run=True)
         return None
-    result = run(rel)
+    if deploy:  # the whole release under the deploy lock: the bump, tag, push and deploy of one at a time
+        with lock.hold(settings, f"release {rel.tag}"):
+            result = run(rel)
+    else:
+        result = run(rel)
     summary(result, settings)
     console.done(f"released {rel.tag}" + ("" if deploy else " (not deployed)"))
     return result

@@ -54,8 +54,23 @@ def engine(docker_engine_service, monkeypatch):
     _IMAGES.clear()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def lock_nomad():
+    """The Nomad a release's deploy lock is taken on, where the test deploys nothing (no engine: the
+    tests that deploy bring their own cluster)."""
+    from tests.doubles.nomad import NomadDouble
+
+    double = NomadDouble()
+    _LOCK_NOMAD[:] = [double.address]
+    yield double
+    double.stop()
+
+
+_LOCK_NOMAD: list[str] = []
+
+
 def load(repo: Path, registry=None, **overrides) -> Settings:
-    values = {"image": f"release-{uuid.uuid4().hex[:8]}", "nomad_addr": f"http://127.0.0.1:{free_port()}"}
+    values = {"image": f"release-{uuid.uuid4().hex[:8]}", "nomad_addr": _LOCK_NOMAD[0]}
     if registry is not None:
         values["registry"] = getattr(registry, "address", registry)  # the fixture, or an address
     values.update(overrides)
@@ -427,3 +442,21 @@ def test_skip_host_releases_to_nomad_without_touching_the_host(repo, registry, b
     assert image == f"{registry.address}/{settings.image}:v0.100"
     assert result.deploy_status == "deployed" and result.job_version == 0
     assert running_mlflow(nomad) == (image, "3.17.2")
+
+
+def test_a_release_while_the_deploy_lock_is_held_changes_nothing(repo, lock_nomad, registry):
+    """The whole release runs under the deploy lock: the bump, the tag and the push of one at a time."""
+    from mlflow_self_host.job import lock
+
+    settings = load(repo, registry)
+    lock.acquire(settings, "release v9.9 from another laptop")
+    lock._held.clear()  # held by "someone else"
+    head, tags = git(repo, "rev-parse", "HEAD"), git(repo, "tag", "--list")
+    try:
+        with pytest.raises(UserError) as caught:
+            rel.release(settings, bump="minor")
+    finally:
+        lock.release(settings)
+    assert caught.value.code == 14 and "for `release v9.9 from another laptop`" in caught.value.message
+    assert (git(repo, "rev-parse", "HEAD"), git(repo, "tag", "--list")) == (head, tags)
+    assert (repo / "version.txt").read_text() == "0.99\n"

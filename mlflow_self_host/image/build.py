@@ -19,10 +19,11 @@ from pathlib import Path
 from .. import console, git
 from ..errors import UserError
 from ..plan import Plan, show
+from . import deps
 from . import engine as engine_mod
-
 from . import platform as platform_mod
-DOCKER_DIR = "docker"  # the build context: Dockerfile, entrypoint.sh, requirements.txt
+
+DOCKER_DIR = "docker"  # the build context: Dockerfile, entrypoint.sh, requirements.lock
 EXIT_BUILD_FAILED = 5
 
 
@@ -38,6 +39,7 @@ def build_args(settings, version) -> dict:
         "REVISION": git.output(settings.root, "rev-parse", "HEAD") or "unknown",
         "CREATED": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "SOURCE": _without_credentials(git.output(settings.root, "config", "--get", "remote.origin.url")) or "unknown",
+        "REQUIREMENTS_LOCK": deps.digest(settings),
     }
 
 
@@ -82,9 +84,9 @@ def build(settings, version, no_cache: bool = False, dry_run: bool = False, choi
     events = engine.api.build(
         path=str(context), dockerfile="Dockerfile", tag=ref, buildargs=build_args(settings, version),
         network_mode="host", forcerm=True, rm=True, nocache=no_cache, pull=False, decode=True,
+        platform=str(target),
     )
     image_id = _follow(events, settings, target, native)
-        platform=str(target),
     if not image_id:
         image_id = engine.images.get(ref).id
     built = engine_mod.image_platform(engine, ref)
@@ -167,14 +169,14 @@ EMULATION_HINT = ("on the engine's host install QEMU's binfmt handlers: `sudo ap
 
 def _failure(step: str, message: str, recent: list[str], settings, target=None, native=None) -> UserError:
     where = f"{step.split(' : ')[0].lower()} ({_short(step.split(' : ', 1)[1])})" if step else "the build"
-    if step.split(" : ", 1)[-1].upper().startswith("FROM") or (not step and "pull access denied" in message):
-        return UserError(
     if target is not None and native is not None and not target.same(native) and \
             any("exec format error" in line for line in recent + [message]):
         return UserError(
             f"build failed at {where}: the engine cannot run {target} programs (exec format error): it runs "
             f"{native} and has no emulation for {target.arch}",
             hint=EMULATION_HINT.format(arch=target.arch, target=target), code=EXIT_BUILD_FAILED)
+    if step.split(" : ", 1)[-1].upper().startswith("FROM") or (not step and "pull access denied" in message):
+        return UserError(
             f"build failed at {where}: cannot get the base image {settings.base_image}: {_short(message)}",
             hint="pull or `docker load` it on the engine, or pass --base-image / MSH_BASE_IMAGE with one it has",
             code=EXIT_BUILD_FAILED,

@@ -43,9 +43,21 @@ def _version(version) -> Version:
 
 def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, skip_build: bool = False,
            backup: bool = True, accept_host_key: bool = False) -> DeployResult:
-    from .. import console
+    """The whole deploy under the deploy lock (lock.py; a dry run only says who holds it)."""
+    from . import lock
 
     version = _version(version)
+    if dry_run:
+        lock.check_free(settings)
+        return _deploy(settings, version, dry_run, skip_host, skip_build, backup, accept_host_key)
+    with lock.hold(settings, f"deploy v{version.text}"):
+        return _deploy(settings, version, dry_run, skip_host, skip_build, backup, accept_host_key)
+
+
+def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_build: bool, backup: bool,
+            accept_host_key: bool) -> DeployResult:
+    from .. import console
+
     image = settings.image_ref(version.text)
 
     # 1. the host, the image
@@ -187,6 +199,7 @@ def _build_and_push(settings, version: Version, dry_run: bool, nodes):
         console.info(f"push {ref}: after the build")
         return have
     push.push(settings, version, dry_run=dry_run)
+    return have
 
 
 def _require_tag(settings, version: Version, would_push: bool):
@@ -201,7 +214,6 @@ def _require_tag(settings, version: Version, would_push: bool):
     if would_push:
         console.info(f"{ref} is not in the registry yet: the deploy pushes it first")
         return None
-    return have
     raise UserError(f"the registry has no {ref}: refusing to deploy an image Nomad cannot pull",
                     hint="build and push it (`inv deploy` without --skip-build, or `inv build push`)", code=2)
 

@@ -84,7 +84,9 @@ def to_user_error(exc: BaseException, settings, what: str) -> UserError:
                                   f"read-logs in namespace {ns}>")
         return UserError(f"Nomad refused {what}: the token lacks permission ({short})",
                          hint=f"the NOMAD_TOKEN policy needs namespace \"{ns}\" capabilities submit-job, "
-                              "read-job, read-logs; `nomad acl token self` shows yours")
+                              "read-job, read-logs, and for the deploy lock `variables { path "
+                              "\"mlflow-self-host/*\" { capabilities = [\"read\", \"write\", \"destroy\"] } }`; "
+                              "`nomad acl token self` shows yours")
     if code == 404:
         return UserError(f"Nomad: {what}: not found ({short})",
                          hint=f"check nomad_namespace ({ns}) and job_name ({settings.job_name})")

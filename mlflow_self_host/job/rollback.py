@@ -44,6 +44,17 @@ def _same_specification(settings, n, target: dict) -> bool:
 
 
 def rollback(settings, to=None, dry_run: bool = False):
+    """`inv rollback`, under the deploy lock (a dry run only says who holds it)."""
+    from . import lock
+
+    if dry_run:
+        lock.check_free(settings)
+        return _rollback(settings, to, dry_run)
+    with lock.hold(settings, f"rollback{' --to ' + str(to) if to is not None else ''}"):
+        return _rollback(settings, to, dry_run)
+
+
+def _rollback(settings, to, dry_run: bool):
     from .. import console
 
     n = nomad_api.client(settings)

@@ -72,9 +72,11 @@ def test_round_trip_on_the_ssh_host(settings, host_db, nomad):
     assert count(host_db) == 10 and integrity(host_db) == "ok"
     assert _stat(host_db) == before
     assert count(aside) == 25 and os.path.dirname(aside) == str(host_db.parent)
-    # stop, take the Stable flag off the stopped copy (so auto_revert never goes back to it), start
-    assert _changes(nomad) == [("DELETE", "/v1/job/mlflow"), ("POST", "/v1/job/mlflow/stable"),
-                               ("POST", "/v1/job/mlflow")]
+    # under the deploy lock: stop, take the Stable flag off the stopped copy (so auto_revert never goes
+    # back to it), start; then the lock is released
+    lock = "/v1/var/mlflow-self-host/lock/mlflow"
+    assert _changes(nomad) == [("PUT", lock), ("DELETE", "/v1/job/mlflow"), ("POST", "/v1/job/mlflow/stable"),
+                               ("POST", "/v1/job/mlflow"), ("DELETE", lock)]
     versions = nomad.versions()
     assert [v.get("Stop", False) for v in versions] == [False, True, False]  # ran, stopped, started again
     assert spec(versions[-1]) == spec(versions[0])  # the same job definition as before the restore

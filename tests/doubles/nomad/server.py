@@ -49,7 +49,8 @@ from . import hcl_job
 from .client import SECOND, NomadClient, go_duration, now_ns, rfc3339, task_event
 from .diff import job_diff, spec
 
-ALL_CAPS = {"list-jobs", "parse-job", "read-job", "submit-job", "read-logs", "read-fs"}
+ALL_CAPS = {"list-jobs", "parse-job", "read-job", "submit-job", "read-logs", "read-fs",
+            "variables:read", "variables:write", "variables:destroy"}  # the last: a `variables` rule's
 READ_CAPS = {"list-jobs", "parse-job", "read-job"}
 ACTIVE = {"running", "paused", "pending", "blocked", "unblocking", "initializing"}
 DYNAMIC_PORTS = (20000, 32000)  # client.min_dynamic_port / max_dynamic_port defaults
@@ -111,6 +112,7 @@ class NomadDouble:
         self.deployments: dict[str, dict] = {}
         self.allocs: dict[str, dict] = {}
         self.services: dict[str, dict] = {}  # registration ID -> registration
+        self.variables: dict[tuple[str, str], dict] = {}  # (namespace, path) -> Nomad Variable
         self.timeline: list[tuple[float, object]] = []
         self.requests: list[tuple[str, str, dict, object]] = []  # (method, path, query, body)
         self.after_plan = None  # a test's hook: called (outside the lock) after a plan is answered
@@ -562,9 +564,9 @@ class NomadDouble:
 
     # -- the client's reports --------------------------------------------------------------------
     def register_services(self, alloc: dict, group: dict):
+        node = self._node(alloc["NodeID"])
         for service in group.get("Services") or []:
             if service.get("Provider") != "nomad":
-        node = self._node(alloc["NodeID"])
                 continue  # Consul's catalogue, not Nomad's
             port = next((p for p in alloc["_ports"] if p["Label"] == service.get("PortLabel")), None)
             reg_id = f"_nomad-task-{alloc['ID']}-group-{group['Name']}-{service['Name']}-{service.get('PortLabel')}"
@@ -760,8 +762,6 @@ class NomadDouble:
         if capability not in (grant.get(namespace) or grant.get("*") or set()):
             raise HTTPError(403, "Permission denied")
 
-    def _handler(self):
-        double = self
     def _check_node_read(self, token: str | None):
         """node_endpoint.go: the node rule of the token's policy (a grant's "node" key: "read"/"write")."""
         if self.acl_tokens is None:
@@ -772,6 +772,8 @@ class NomadDouble:
         if grant != "management" and grant.get("node") not in ("read", "write"):
             raise HTTPError(403, "Permission denied")
 
+    def _handler(self):
+        double = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -948,6 +950,13 @@ class NomadDouble:
                 self._check_acl(token, namespace, "read-job")
                 return 200, [copy.deepcopy(r) for r in self.services.values()
                              if r["ServiceName"] == parts[1] and namespace in ("*", r["Namespace"])], self.index
+            if parts[:1] == ["var"] and len(parts) >= 2:
+                return self._variable(method, "/".join(parts[1:]), namespace, query, body, token)
+            if parts == ["vars"]:
+                self._check_acl(token, namespace, "variables:read")
+                prefix = query.get("prefix", "")
+                return 200, [{k: v for k, v in var.items() if k != "Items"} for (ns, p), var in sorted(
+                    self.variables.items()) if namespace in ("*", ns) and p.startswith(prefix)], self.index
             if parts[:1] == ["jobs"]:
                 return self._jobs(method, parts[1:], namespace, query, body, token)
             if parts[:1] == ["job"] and len(parts) >= 2:
@@ -982,6 +991,46 @@ class NomadDouble:
                 self._check_acl(token, alloc["Namespace"], "read-job")
                 return 200, self._public(alloc), self.index
             raise HTTPError(404, "Invalid URL")
+
+    def _variable(self, method, path, namespace, query, body, token):
+        """Nomad Variables (command/agent/variable_endpoint.go, state_store_variables.go): ``cas`` makes
+        a write or delete conditional on the ModifyIndex (0: must not exist); a conflict is 409 with the
+        variable that is there."""
+        key = (namespace, path)
+        current = self.variables.get(key)
+        cas = query.get("cas")
+        if cas is not None:
+            try:
+                cas = int(cas)
+            except ValueError:
+                raise HTTPError(400, f"can not parse cas: {cas}") from None
+        if method == "GET":
+            self._check_acl(token, namespace, "variables:read")
+            if current is None:
+                raise HTTPError(404, "variable not found")
+            return 200, copy.deepcopy(current), self.index
+        if method in ("PUT", "POST"):
+            self._check_acl(token, namespace, "variables:write")
+            items = (body or {}).get("Items") or {}
+            if not items:
+                raise HTTPError(400, "variable missing required Items object")
+            if cas is not None and ((current is None and cas != 0) or
+                                    (current is not None and current["ModifyIndex"] != cas)):
+                return 409, copy.deepcopy(current) if current else {"Namespace": namespace, "Path": path}, self.index
+            index = self._bump()
+            now = now_ns()
+            self.variables[key] = {"Namespace": namespace, "Path": path, "Items": {k: str(v) for k, v in items.items()},
+                                   "CreateIndex": current["CreateIndex"] if current else index, "ModifyIndex": index,
+                                   "CreateTime": current["CreateTime"] if current else now, "ModifyTime": now}
+            return 200, copy.deepcopy(self.variables[key]), index
+        if method == "DELETE":
+            self._check_acl(token, namespace, "variables:destroy")
+            if cas is not None and ((current is None and cas != 0) or
+                                    (current is not None and current["ModifyIndex"] != cas)):
+                return 409, copy.deepcopy(current) if current else {"Namespace": namespace, "Path": path}, self.index
+            self.variables.pop(key, None)
+            return 204, b"", self._bump()
+        raise HTTPError(405, "Invalid method")
 
     def _block(self, index: int, wait: str):
         """A blocking query (index.mdx): hold the answer until the state passes ``index`` or ``wait`` ends."""
@@ -1196,6 +1245,11 @@ class NomadDouble:
         raise HTTPError(404, "Invalid URL")
 
 
+def _constraint_text(constraint: dict) -> str:
+    """nomad/structs Constraint.String(): the ConstraintFiltered key of a node it filtered."""
+    return f"{constraint.get('LTarget', '')} {constraint.get('Operand') or '='} {constraint.get('RTarget', '')}"
+
+
 def _constraint_ok(constraint: dict, attrs: dict, node) -> bool:
     """scheduler/feasible/feasible.go: resolveTarget, then checkConstraint (the operands our jobs use)."""
     import re
@@ -1217,6 +1271,12 @@ def _constraint_ok(constraint: dict, attrs: dict, node) -> bool:
 
     (left, l_ok), (right, r_ok) = resolve(constraint.get("LTarget", "")), resolve(constraint.get("RTarget", ""))
     operand = constraint.get("Operand") or "="
+
+    def items(value):
+        return {v.strip() for v in str(value).split(",")}
+
+    if operand in ("distinct_hosts", "distinct_property"):
+        return True
     if operand in ("=", "==", "is"):
         return l_ok and r_ok and left == right
     if operand in ("!=", "not"):
@@ -1232,14 +1292,3 @@ def _constraint_ok(constraint: dict, attrs: dict, node) -> bool:
     if operand == "is_not_set":
         return not l_ok
     return False
-def _constraint_text(constraint: dict) -> str:
-    """nomad/structs Constraint.String(): the ConstraintFiltered key of a node it filtered."""
-    return f"{constraint.get('LTarget', '')} {constraint.get('Operand') or '='} {constraint.get('RTarget', '')}"
-
-
-
-    def items(value):
-        return {v.strip() for v in str(value).split(",")}
-
-    if operand in ("distinct_hosts", "distinct_property"):
-        return True
