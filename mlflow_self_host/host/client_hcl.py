@@ -13,6 +13,8 @@ The playbook (ansible/setup_mlflow.yml) runs::
 byte on the file's bytes, so a host configured by either tool is recognised by the other: when both
 markers are present the block between them is replaced in place; otherwise it is inserted before
 the last line matching the regex ``}`` (Ansible's ``insertbefore`` searches each line).
+``block_in_place`` finds a block that differs from ours only in whitespace outside strings (the
+original recipe's, unindented), which configure-host keeps as it is; blockinfile would rewrite it.
 Pure functions: no I/O.
 """
 from __future__ import annotations
@@ -68,6 +70,29 @@ def current_block(original: bytes) -> str | None:
         return None
     lo, hi = sorted(found)
     return b"".join(original.splitlines(True)[lo + 1:hi]).decode("utf-8", "surrogateescape")
+
+
+# One HCL token: a quoted string whole (whitespace inside it is part of the value), a name or number
+# (``a-b`` is one name in HCL, so ``a - b`` is not the same), an operator, any other character.
+_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|[\w.-]+|==|!=|<=|>=|&&|\|\||=>|<<-?|\S')
+
+
+def hcl_lines(text: str) -> list[list[str]]:
+    """The tokens of each non-blank line: what HCL reads, whatever the indentation, blank lines,
+    trailing spaces, tabs or CRLF. Lines stay apart, since a newline ends an HCL attribute."""
+    lines = (_TOKEN.findall(line) for line in text.split("\n"))  # HCL's only newline (\x0c, \u2028 are none)
+    return [tokens for tokens in lines if tokens]
+
+
+def block_in_place(original: bytes, block: str) -> bool:
+    """True when the managed block (markers in order) holds ``block`` up to whitespace outside
+    strings, as the original recipe wrote it (unindented): Nomad reads the same host volumes, so
+    its bytes are kept and Nomad is not restarted. Any other difference (a path, read_only, a
+    volume name, a comment, a space inside a string) is a change."""
+    found = find_block(original)
+    if found is None or found[0] > found[1]:
+        return False
+    return hcl_lines(current_block(original)) == hcl_lines(block)
 
 
 def with_block(original: bytes, block: str) -> bytes:

@@ -3,7 +3,9 @@
 1. read facts from the host (client.hcl, folders, job file, users),
 2. compute a plan (``HostPlan``: the changes to show, and the operations that make them): the folders
    first (the two volume folders belong to ``image_user``, the uid:gid the image runs as, compared
-   by number; ``job_dir`` to ``folder_owner:folder_group``), then client.hcl, the job file,
+   by number; ``job_dir`` to ``folder_owner:folder_group``), then client.hcl (a managed block that
+   differs from ours only in whitespace, as the original recipe left it unindented, is in place and
+   kept byte for byte: no write, no restart), the job file,
 3. show it; with ``dry_run`` stop there, else apply it step by step,
 4. restart Nomad only when client.hcl changed, then wait for ``/v1/agent/health``.
 
@@ -51,6 +53,7 @@ class HostPlan(Plan):
 
     ops: list[Op] = field(default_factory=list)
     restart: bool = False
+    kept: list[str] = field(default_factory=list)  # what is in place though its bytes differ from ours, and why
 
     def add_op(self, action: str, target: str, detail: str, op: Op, diff: str = "") -> None:
         self.add(action, target, detail, diff)
@@ -143,7 +146,10 @@ def make_plan(settings, facts: HostFacts, job_content: bytes, host: str = "") ->
 
     block = client_hcl.client_config_block(settings.backend_path, settings.artifacts_path)
     wanted = client_hcl.with_block(facts.client_config, block)
-    if wanted != facts.client_config:
+    if wanted != facts.client_config and client_hcl.block_in_place(facts.client_config, block):
+        result.kept.append(f"{path}: the MLflow host volumes are in place (same host volumes, only whitespace "
+                           f"differs): kept as they are, Nomad not restarted")
+    elif wanted != facts.client_config:
         had = client_hcl.current_block(facts.client_config) is not None
         result.add_op("update", path, "replace the MLflow host volumes" if had else "add the MLflow host volumes",
                       Op("write", path, wanted), diff=client_hcl.unified_diff(facts.client_config, wanted, path))
@@ -341,6 +347,8 @@ def run(settings, dry_run: bool = False, use_ansible: bool = False, accept_host_
     with connect(settings, accept_host_key=accept_host_key, ask_sudo_pass=ask_sudo_pass) as remote:
         facts = read_facts(remote, settings)
         plan = make_plan(settings, facts, job_content, host=settings.host)
+        for kept in plan.kept:
+            console.done(kept)
         plans.show(plan, dry_run=dry_run)
         if dry_run or plan.empty:
             return plan

@@ -7,7 +7,9 @@
   ``accept_host_key``, which records it; a changed key is always refused),
 - sudo never waits on a prompt: without a password it runs ``sudo -n``; the password comes from
   ``MSH_SUDO_PASSWORD`` or, with ``ask_sudo_pass``, from a prompt, and is never shown,
-- ``Remote.write`` replaces a file atomically (a temp file in the same folder, then ``mv``).
+- ``Remote.write`` replaces a file atomically (a temp file in the same folder, then ``mv``),
+- files are copied over SFTP, or, on a host whose sshd has no SFTP subsystem, through the stdin and
+  stdout of ``cat`` on an exec channel, as Ansible does (its "piped" transfer).
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ SUDO_PASS_ENV = "MSH_SUDO_PASSWORD"
 _SUDO_PROMPT = "[msh-sudo] password: "
 _SUDO_NEEDS_PASSWORD = ("a password is required", "a terminal is required")
 _SUDO_REFUSED = ("is not in the sudoers file", "is not allowed to execute", "may not run sudo")
+_SFTP_HINT = ("add `Subsystem sftp internal-sftp` to /etc/ssh/sshd_config on the host and reload sshd "
+              "(`sudo systemctl reload ssh`)")
+_CHUNK = 32768
 
 
 @dataclass
@@ -177,6 +182,7 @@ class Remote:
         self.conn = conn
         self.where = where or f"{conn.user}@{conn.host}:{conn.port}"
         self._sudo_password = sudo_password
+        self._no_sftp: str | None = None  # why the host refused SFTP: files then go through exec channels
 
     # --- commands ---------------------------------------------------------------------------
     def run(self, cmd: str, sudo: bool = False, check: bool = True) -> Result:
@@ -276,7 +282,7 @@ class Remote:
         data = content.encode("utf-8", "surrogateescape") if isinstance(content, str) else bytes(content)
         upload = self.run("mktemp /tmp/msh-upload.XXXXXXXX").stdout.strip()
         try:
-            self._sftp_put(data, upload)
+            self._upload(data, upload)
             q, up = shlex.quote(path), shlex.quote(upload)
             folder = shlex.quote(os.path.dirname(path) or ".")
             name = shlex.quote("." + os.path.basename(path) + ".msh.XXXXXX")
@@ -297,6 +303,34 @@ class Remote:
         finally:
             self.run(f"rm -f {shlex.quote(upload)}", check=False)
 
+    def _sftp(self):
+        """The connection's SFTP client, or None when the host's sshd has no SFTP subsystem; then this
+        connection copies files through exec channels (remembered: asked once).
+
+        A refused subsystem (no ``Subsystem sftp`` line: OpenSSH logs "subsystem request for sftp ...
+        failed, subsystem not found") is paramiko's SSHException "Channel closed."; a Subsystem line
+        naming a missing program ends in "EOF during negotiation". Both come while the client opens,
+        before any byte is written, and leave the connection usable; a write that fails later is a
+        write failure, not this.
+        """
+        if self._no_sftp is not None:
+            return None
+        try:
+            return self.conn.sftp()
+        except (EOFError, OSError, paramiko.SSHException) as exc:
+            if not self.conn.is_connected:
+                raise UserError(f"SSH connection to {self.where} failed: {exc}",
+                                hint="check the host and run again") from None
+            self._no_sftp = str(exc).strip() or type(exc).__name__
+            return None
+
+    def _upload(self, data: bytes, remote: str) -> None:
+        """Copy ``data`` to ``remote`` as the SSH user: over SFTP, else through an exec channel."""
+        if self._sftp() is None:
+            self._exec_put(data, remote)
+        else:
+            self._sftp_put(data, remote)
+
     def _sftp_put(self, data: bytes, remote: str) -> None:
         import io
 
@@ -309,6 +343,71 @@ class Remote:
             raise UserError(f"cannot upload to {remote} on {self.where}: {exc}",
                             hint="check free space in /tmp on the host") from None
 
+    def _exec_put(self, data: bytes, remote: str) -> None:
+        """Write ``data`` to ``remote`` through the stdin of ``cat`` (Ansible's "piped" transfer): the
+        bytes go as they are (NUL, non-UTF-8), and the size written is read back, so a transfer cut
+        short is an error, not a short file."""
+        q = shlex.quote(remote)
+        exited, out, err = self._exec(f"cat > {q} && wc -c < {q}", stdin=data)
+        if exited == 0 and out.strip() == str(len(data)).encode():
+            return
+        reason = _last_line(err) or (f"wrote {out.strip().decode(errors='replace')} of {len(data)} bytes"
+                                     if exited == 0 else f"exit {exited}")
+        if "Permission denied" in reason:
+            raise UserError(f"cannot write {remote} on {self.where}: permission denied",
+                            hint="the SSH user cannot write there: copy it with sudo")
+        raise self._no_sftp_error(f"cannot upload to {remote}", reason)
+
+    def _exec_get(self, remote: str, local) -> None:
+        """Copy ``remote`` to ``local`` from the stdout of ``cat`` (the bytes as they are)."""
+        local = Path(local)
+        with open(local, "wb") as fh:
+            exited, _, err = self._exec(f"cat -- {shlex.quote(remote)}", stdout=fh)
+        if exited == 0:
+            return
+        local.unlink(missing_ok=True)
+        reason = _last_line(err) or f"exit {exited}"
+        if "No such file" in reason:
+            raise UserError(f"{remote} not found on {self.where}")
+        if "Permission denied" in reason:
+            raise UserError(f"cannot download {remote} from {self.where}: permission denied",
+                            hint="the SSH user cannot read it: download it with sudo")
+        raise self._no_sftp_error(f"cannot download {remote}", reason)
+
+    def _exec(self, cmd: str, stdin: bytes = b"", stdout=None) -> tuple[int, bytes, bytes]:
+        """(exit status, stdout, stderr) of ``cmd`` on a raw exec channel, bytes in and out untouched
+        (invoke's streams decode text). ``stdout``: a binary file to stream it to instead."""
+        out = bytearray()
+        sink = stdout.write if stdout is not None else out.extend
+        try:
+            chan = self.conn.client.get_transport().open_session()
+            with chan:
+                chan.exec_command(cmd)
+                try:
+                    for i in range(0, len(stdin), _CHUNK):
+                        chan.sendall(stdin[i:i + _CHUNK])
+                    chan.shutdown_write()
+                except OSError:
+                    pass  # the command ended before reading it all: its status and stderr say why
+                while chunk := chan.recv(_CHUNK):
+                    sink(chunk)
+                exited = chan.recv_exit_status()
+                err = b"".join(iter(lambda: chan.recv_stderr(_CHUNK), b""))
+        except (EOFError, OSError, paramiko.SSHException) as exc:
+            if not self.conn.is_connected:
+                raise UserError(f"SSH connection to {self.where} failed: {exc}",
+                                hint="check the host and run again") from None
+            return -1, bytes(out), (str(exc).strip() or type(exc).__name__).encode()
+        return exited, bytes(out), err
+
+    def _no_sftp_error(self, what: str, reason: str) -> UserError:
+        """The one red line when the exec channel failed too: it names the missing SFTP subsystem."""
+        hint = _SFTP_HINT
+        if "No space left" in reason:
+            hint = "free space on the host (`df -h /tmp`) and run again; or " + _SFTP_HINT
+        return UserError(f"{what} on {self.where}: the host's sshd has no SFTP subsystem ({self._no_sftp}), "
+                         f"and copying through `cat` failed too: {reason}", hint=hint)
+
     def put(self, local, remote: str, owner: str | None = None, group: str | None = None,
             mode: str | None = None, sudo: bool = False) -> None:
         """Copy a local file to the host (atomically, via ``write``, when sudo or ownership is asked)."""
@@ -316,7 +415,7 @@ class Remote:
         if sudo or owner or group or mode:
             self.write(remote, data, owner=owner, group=group, mode=mode, sudo=sudo)
             return
-        self._sftp_put(data, remote)
+        self._upload(data, remote)
 
     def get(self, remote: str, local, sudo: bool = False) -> None:
         """Copy a file from the host to ``local`` (read with sudo when ``sudo``: a root-only file)."""
@@ -325,6 +424,9 @@ class Remote:
             if data is None:
                 raise UserError(f"{remote} not found on {self.where}")
             Path(local).write_bytes(data)
+            return
+        if self._sftp() is None:
+            self._exec_get(remote, local)
             return
         try:
             self.conn.get(remote, str(local))
@@ -356,6 +458,11 @@ def _reason(exc: BaseException) -> str:
         return "timed out"
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1].strip() if lines else ""
 
 
 def _short(cmd: str, limit: int = 80) -> str:

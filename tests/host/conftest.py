@@ -1,6 +1,8 @@
 """Fixtures for configure-host: a Nomad client laid out in a temp folder, reached over the real sshd.
 
 - ``password_sudo_server``: a second sshd whose user needs a password for sudo.
+- ``no_sftp_server``: a third sshd with no ``Subsystem sftp`` line (SFTP refused, exec channels work);
+  ``no_sftp_host``: ``nomad_host`` reached through it.
 - ``nomad_user``: the ``nomad`` user and group (created when missing, as Nomad's package does).
 - ``agent_health``: a tiny HTTP server answering ``/v1/agent/health`` (status switchable, hits counted).
 - ``nomad_host``: client.hcl, a restart script that counts its calls, a job file, and the settings
@@ -19,15 +21,15 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from mlflow_self_host.settings import Settings
-from tests.services import need_binary, ssh_server as ssh_service
-from tests.services import unavailable, wait_for
+from tests.services import need_binary, port_open, ssh_server as ssh_service
+from tests.services import stop_process, unavailable, wait_for
 
 CLIENT_HCL = """\
 # Nomad client configuration
@@ -65,6 +67,46 @@ def password_sudo_server(tmp_path_factory):
     yield server
     sudoers.unlink(missing_ok=True)
     ssh_service.stop(server)
+
+
+@pytest.fixture(scope="session")
+def no_sftp_server(tmp_path_factory):
+    """Another sshd like the session's, but with no ``Subsystem sftp`` line in its sshd_config, as on
+    a hardened host: OpenSSH refuses SFTP ("subsystem request for sftp ... failed, subsystem not
+    found" in ``sshd.log``) and still runs commands."""
+    server = ssh_service.start(Path(tmp_path_factory.mktemp("sshd-nosftp")))
+    try:
+        server = _without_sftp(server)
+    except BaseException:
+        ssh_service.stop(server)
+        raise
+    yield server
+    ssh_service.stop(server)
+
+
+def _without_sftp(server):
+    """``server`` started again on its port with its own sshd_config minus the Subsystem line
+    (ssh_server.start always writes one)."""
+    config = server.root / "sshd_config"
+    stop_process(server.proc)
+    lines = config.read_text().splitlines(True)
+    config.write_text("".join(line for line in lines if not line.startswith("Subsystem ")))
+    log = open(server.root / "sshd.log", "ab")
+    proc = subprocess.Popen([need_binary("sshd", "openssh-server"), "-D", "-e", "-f", str(config)], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    server = replace(server, proc=proc)
+    try:
+        wait_for(lambda: proc.poll() is None and port_open(server.port), 15, "sshd without SFTP")
+    except TimeoutError:
+        stop_process(proc)
+        unavailable("sshd did not start again: " + (server.root / "sshd.log").read_text()[-1500:])
+    return server
+
+
+def sftp_refusals(server) -> int:
+    """How many SFTP sessions ``server`` (``no_sftp_server``) has refused so far, from its log."""
+    log = (server.root / "sshd.log").read_text()
+    return sum("subsystem request for sftp" in line and "subsystem not found" in line for line in log.splitlines())
 
 
 @pytest.fixture(scope="session")
@@ -190,6 +232,12 @@ def reachable_tmp():
 @pytest.fixture
 def nomad_host(reachable_tmp, ssh_server, agent_health, nomad_user, project_env):
     return make_nomad_host(reachable_tmp / "host", ssh_server, agent_health.url)
+
+
+@pytest.fixture
+def no_sftp_host(reachable_tmp, no_sftp_server, agent_health, nomad_user, project_env):
+    """A Nomad client whose sshd has no SFTP subsystem."""
+    return make_nomad_host(reachable_tmp / "host", no_sftp_server, agent_health.url)
 
 
 def _mounted(path: Path) -> bool:

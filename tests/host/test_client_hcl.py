@@ -102,3 +102,58 @@ def test_no_closing_brace_outside_the_block_is_an_error():
     with pytest.raises(UserError, match="no closing"):
         client_hcl.check_closing_brace(("client {\n" + BEGIN + BLOCK + END).encode(), "client.hcl")
     client_hcl.check_closing_brace(b"client {\n}\n", "client.hcl")  # fine
+
+
+# The block as the original recipe's playbook wrote it (`block: |`): the same stanzas at column 0.
+RECIPE_BLOCK = """\
+host_volume "mlflow-backend-store" {
+  path      = "/data/mlflow/backend"
+  read_only = false
+}
+host_volume "mlflow-artifacts" {
+  path      = "/data/mlflow/artifacts"
+  read_only = false
+}
+"""
+
+
+def in_client(block: str) -> bytes:
+    return ('client {\n  enabled = true\n' + BEGIN + block + END + '}\n').encode()
+
+
+@pytest.mark.parametrize("block", [
+    RECIPE_BLOCK,
+    BLOCK,
+    RECIPE_BLOCK.replace("\n", "\r\n"),  # CRLF
+    BLOCK.replace("  ", "\t"),  # tabs
+    RECIPE_BLOCK.replace("\n", "   \n"),  # trailing spaces
+    "\n" + RECIPE_BLOCK.replace("}\nhost", "}\n\n\nhost") + "\n",  # blank lines
+    RECIPE_BLOCK.replace("      = ", "=").replace(" = ", "=").replace('" {', '"{'),  # no spaces around = and {
+], ids=["recipe, unindented", "ours", "CRLF", "tabs", "trailing spaces", "blank lines", "no spaces around = {"])
+def test_a_block_differing_only_in_whitespace_is_in_place(block):
+    assert client_hcl.block_in_place(in_client(block), BLOCK)
+    assert client_hcl.with_block(in_client(block), BLOCK) != in_client(block) or block == BLOCK
+
+
+@pytest.mark.parametrize("block", [
+    OTHER_BLOCK,  # other paths
+    RECIPE_BLOCK.replace('"/data/mlflow/backend"', '"/data/mlflow/backend "'),  # whitespace inside a string
+    RECIPE_BLOCK.replace('"/data/mlflow/backend"', '"/data/mlflow/ backend"'),
+    RECIPE_BLOCK.replace('"/data/mlflow/backend"', '"/data/mlflow/backend\t"'),
+    RECIPE_BLOCK.replace("read_only = false", "read_only = true", 1),
+    RECIPE_BLOCK.replace("mlflow-artifacts", "mlflow-artefacts"),
+    RECIPE_BLOCK.replace("read_only", "read-only", 1),
+    RECIPE_BLOCK.replace("read_only = false", "read_only = false # kept", 1),  # a comment is no whitespace
+    RECIPE_BLOCK.replace("  read_only = false\n}", "  read_only = false }", 1),  # a newline ends an attribute
+    RECIPE_BLOCK.split("host_volume \"mlflow-artifacts\"")[0],  # a volume missing
+    "",
+], ids=["other paths", "space at the end of a path", "space inside a path", "tab in a path", "read_only",
+        "volume name", "attribute name", "comment", "newline", "one volume", "empty"])
+def test_any_other_difference_is_a_change(block):
+    assert not client_hcl.block_in_place(in_client(block), BLOCK)
+
+
+def test_markers_the_wrong_way_round_or_missing_are_no_block_in_place():
+    assert not client_hcl.block_in_place(('client {\n' + END + RECIPE_BLOCK + BEGIN + '}\n').encode(), BLOCK)
+    assert not client_hcl.block_in_place(('client {\n' + RECIPE_BLOCK + '}\n').encode(), BLOCK)
+    assert not client_hcl.block_in_place(('client {\n' + BEGIN + RECIPE_BLOCK + '}\n').encode(), BLOCK)

@@ -17,7 +17,7 @@ import pytest
 from mlflow_self_host.errors import UserError
 from mlflow_self_host.host import configure
 
-from .conftest import CLIENT_HCL, root_squashed
+from .conftest import CLIENT_HCL, root_squashed, sftp_refusals
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -343,3 +343,94 @@ def _closed_port() -> int:
     from tests.services import free_port
 
     return free_port()
+
+
+# client.hcl as the original recipe's playbook left it: its `block: |` had the stanzas at column 0.
+RECIPE_CLIENT_HCL = """\
+# Nomad client configuration
+data_dir = "/opt/nomad/data"
+
+client {{
+  enabled = true
+  servers = ["127.0.0.1:4647"]
+
+  meta {{
+    role = "apps"
+  }}
+# MLFLOW_BEGIN ANSIBLE MANAGED BLOCK
+host_volume "mlflow-backend-store" {{
+  path      = "{backend}"
+  read_only = false
+}}
+host_volume "mlflow-artifacts" {{
+  path      = "{artifacts}"
+  read_only = false
+}}
+# MLFLOW_END ANSIBLE MANAGED BLOCK
+}}
+"""
+
+
+def test_the_recipes_unindented_block_is_kept_and_nomad_not_restarted(nomad_host):
+    """Issue 14: the same host volumes, only whitespace differs: client.hcl is not written (same inode,
+    bytes and mtime), Nomad is not restarted; the plan says the volumes are in place."""
+    recipe = RECIPE_CLIENT_HCL.format(backend=nomad_host.backend, artifacts=nomad_host.artifacts).encode()
+    nomad_host.client_config.write_bytes(recipe)
+    os.utime(nomad_host.client_config, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    before = nomad_host.client_config.stat()
+    env = inv_env(nomad_host)
+
+    dry = inv("configure-host", "--dry-run", env=env)
+    result = inv("configure-host", env=env)
+    again = inv("configure-host", env=env)
+
+    for run in (dry, result, again):
+        assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+        assert (f"{nomad_host.client_config}: the MLflow host volumes are in place (same host volumes, only "
+                f"whitespace differs)") in run.stderr
+        assert f"update {nomad_host.client_config}" not in run.stderr
+        assert "restart nomad" not in run.stderr and "restarting Nomad" not in run.stderr
+    assert "no change" in again.stderr
+    after = nomad_host.client_config.stat()
+    assert nomad_host.client_config.read_bytes() == recipe
+    assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (before.st_ino, before.st_mtime_ns,
+                                                                     before.st_ctime_ns)
+    assert nomad_host.restarts() == 0
+    assert ids(nomad_host.backend) == IMAGE_USER and nomad_host.job_target.exists()  # the rest is done
+
+
+def test_whitespace_inside_a_path_string_is_a_change(nomad_host):
+    recipe = RECIPE_CLIENT_HCL.format(backend=f"{nomad_host.backend} ", artifacts=nomad_host.artifacts)
+    nomad_host.client_config.write_text(recipe)
+
+    result = inv("configure-host", env=inv_env(nomad_host))
+
+    assert result.returncode == 0, result.stderr
+    assert f"update {nomad_host.client_config}  replace the MLflow host volumes" in result.stderr
+    assert "only whitespace differs" not in result.stderr
+    assert nomad_host.client_config.read_text() == expected_client_hcl(nomad_host)
+    assert nomad_host.restarts() == 1
+
+
+def test_task_configures_a_host_without_sftp(no_sftp_host, no_sftp_server):
+    """Issue 14: sshd has no `Subsystem sftp`: client.hcl and the job file go through the exec channel,
+    with the same bytes, owner and mode as over SFTP; SFTP is asked for once."""
+    job = b'job "mlflow" {\n  # \xc3\xa9 \xff\xfe\x00 not UTF-8\r\n  datacenters = ["DC0"]\n}\n'
+    no_sftp_host.job_source.write_bytes(job)
+    os.chmod(no_sftp_host.client_config, 0o640)
+    os.chown(no_sftp_host.client_config, pwd.getpwnam("nomad").pw_uid, 0)
+    refused = sftp_refusals(no_sftp_server)
+    env = inv_env(no_sftp_host)
+
+    first = inv("configure-host", env=env)
+    second = inv("configure-host", env=env)
+
+    assert first.returncode == 0 and "Traceback" not in first.stderr, first.stderr
+    assert no_sftp_host.client_config.read_text() == expected_client_hcl(no_sftp_host)
+    assert attrs(no_sftp_host.client_config) == ("nomad", "root", "0640")
+    assert no_sftp_host.job_target.read_bytes() == job
+    assert attrs(no_sftp_host.job_target) == ("nomad", "nomad", "0644")
+    assert ids(no_sftp_host.backend) == ids(no_sftp_host.artifacts) == IMAGE_USER
+    assert no_sftp_host.restarts() == 1
+    assert second.returncode == 0 and "no change" in second.stderr, second.stderr
+    assert sftp_refusals(no_sftp_server) == refused + 1  # the first run's one connection, once

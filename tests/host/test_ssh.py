@@ -15,7 +15,7 @@ from mlflow_self_host.host.ssh import connect
 from mlflow_self_host.settings import Settings
 from tests.services import free_port
 
-from .conftest import PASSWORD, PASSWORD_USER
+from .conftest import PASSWORD, PASSWORD_USER, sftp_refusals
 
 
 
@@ -171,3 +171,106 @@ def test_user_without_sudo_rights_is_refused(password_sudo_server, project_env):
         assert "sudo refused" in err.value.message and "sudoers" in err.value.hint
     finally:
         sudoers.write_text(saved)
+
+
+def test_files_round_trip_through_exec_on_a_host_without_sftp(no_sftp_server, folder, project_env):
+    """Issue 14: sshd has no ``Subsystem sftp``. SFTP is asked for once per connection, refused, and
+    every copy then goes through ``cat`` on exec channels with the bytes as they are."""
+    data = bytes(range(256)) + b"\x00\xff\xfe not UTF-8 \xc3\x28\r\n" + os.urandom(300_000) + b"\x00"
+    local = folder / "local.bin"
+    local.write_bytes(data)
+    mine = folder / "mine"
+    mine.mkdir()
+    shutil.chown(mine, no_sftp_server.user)
+    before = sftp_refusals(no_sftp_server)
+    with connect(settings_for(no_sftp_server)) as remote:
+        target = folder / "f.bin"
+        remote.write(str(target), data, owner="nobody", group="root", mode="0640")
+        assert target.read_bytes() == data and remote.stat(str(target)) == ("nobody", "root", "0640")
+        remote.write(str(target), b"")  # keeps owner and mode
+        assert target.read_bytes() == b"" and remote.stat(str(target)) == ("nobody", "root", "0640")
+        remote.put(local, str(mine / "put.bin"))
+        assert (mine / "put.bin").read_bytes() == data
+        remote.get(str(mine / "put.bin"), folder / "back.bin")
+        assert (folder / "back.bin").read_bytes() == data
+        with pytest.raises(UserError, match="permission denied") as err:
+            remote.put(local, str(folder / "not-mine"))  # root's 0755 folder
+        assert "copy it with sudo" in err.value.hint
+        with pytest.raises(UserError, match="not found"):
+            remote.get(str(mine / "missing"), folder / "missing")
+        assert not (folder / "missing").exists()
+    assert sftp_refusals(no_sftp_server) == before + 1
+    assert sorted(p.name for p in folder.iterdir()) == ["back.bin", "f.bin", "local.bin", "mine"]
+
+
+@pytest.mark.parametrize("case", ["cat cannot write there", "the exec channel is refused too"])
+def test_a_failed_fallback_is_one_red_line_naming_the_sftp_subsystem(no_sftp_server, folder, project_env,
+                                                                      monkeypatch, capfd, case):
+    """As a task shows it: the one red line says that SFTP is missing and why ``cat`` failed, the
+    hint how to add SFTP; no traceback."""
+    from invoke import Exit
+
+    from mlflow_self_host.taskrun import guarded
+
+    local = folder / "local.bin"
+    local.write_bytes(b"\x00data")
+    missing = folder / "no-such-folder" / "f.bin"
+    target = str(missing)
+
+    def refused(self, command):
+        raise paramiko.SSHException("Channel closed.")  # what paramiko raises when sshd refuses a request
+
+    @guarded
+    def upload():
+        with connect(settings_for(no_sftp_server)) as remote:
+            if case == "the exec channel is refused too":
+                monkeypatch.setattr(paramiko.Channel, "exec_command", refused)
+            remote.put(local, target)
+
+    with pytest.raises(Exit) as exited:
+        upload()
+
+    err = capfd.readouterr().err
+    assert exited.value.code == 1 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    where = f"{no_sftp_server.user}@127.0.0.1:{no_sftp_server.port}"
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: cannot upload to {target} on {where}: the host's sshd has no SFTP subsystem (Channel closed.), "
+        f"and copying through `cat` failed too: "), err
+    reason = "No such file or directory" if case == "cat cannot write there" else "Channel closed."
+    assert errors[0].endswith(reason), err
+    assert "→ add `Subsystem sftp internal-sftp` to /etc/ssh/sshd_config" in err and "free space" not in err
+    assert not missing.parent.exists()
+
+
+def test_backup_download_and_restore_upload_on_a_host_without_sftp(no_sftp_server, folder, tmp_path, project_env):
+    """backup.py copies through host/ssh.py too: ``inv backup --download`` and the upload of a
+    downloaded backup that ``inv restore`` makes first, byte for byte, with no SFTP on the host."""
+    import sqlite3
+
+    from mlflow_self_host import backup
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("invoke.yaml", "version.txt"):
+        shutil.copy(Path(__file__).resolve().parents[2] / name, project / name)
+    db = folder / "backend" / "mlflow.db"
+    db.parent.mkdir()
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (x BLOB)")
+    con.executemany("INSERT INTO t VALUES (?)", [(os.urandom(1000),) for _ in range(200)])
+    con.commit()
+    con.close()
+    settings = Settings.load(root=project, env={}, overrides={
+        **no_sftp_server.settings(), "backend_path": str(db.parent), "backups_path": str(folder / "backups"),
+        "nomad_addr": "http://127.0.0.1:1"})
+    before = sftp_refusals(no_sftp_server)
+
+    taken = backup.backup(settings, download=True, version="0.99")
+
+    assert Path(taken.downloaded).read_bytes() == Path(taken.path).read_bytes()
+    uploaded = f"{settings.backups_path}/uploaded.db"
+    backup._upload(settings, backup.Target.remote(settings), Path(taken.downloaded), uploaded)
+    assert Path(uploaded).read_bytes() == Path(taken.path).read_bytes()
+    assert f"{os.stat(uploaded).st_mode & 0o777:o}" == "640"
+    assert sftp_refusals(no_sftp_server) > before
