@@ -204,19 +204,52 @@ def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False,
     The image is built for the clients' platform; one no client the job can go to runs is refused
     before the push (or, with --skip-build, before the register), naming both architectures.
 
+    The service is registered where your Traefik reads it: setting service_provider (MSH_SERVICE_PROVIDER:
+    consul, nomad, or auto = consul when the clients have Consul, as the original job); the router's
+    entrypoints tag only when traefik_entrypoints names entry points. A move to the other catalogue is warned of.
+
     Exit codes: 0 healthy (or already deployed); 10 placement failed (or no client of the image's
     architecture); 11 deployment failed (and Nomad
     did not revert, or the revert failed too); 12 deployment failed and Nomad reverted to the last
     stable version (the message says if that one is a stopped copy: the job is stopped then);
     13 healthy in Nomad but the service URL (deploy_url, default http://{domain}/) does not answer;
     14 another release, deploy, rollback or restore holds the deploy lock (`inv lock`);
+    15 the database on the host cannot be taken over (see `inv migrate`): nothing changed;
     2 the registry lacks the tag; 1 any other error (e.g. the job changed between plan and register).
+
+    A setup the original recipe left (artifact locations under /mnt/artifacts, files the image's user
+    does not own, an older schema under a job that is not ours) is taken over first, as `inv migrate`.
     """
     from mlflow_self_host.job import deploy as job_deploy
 
     settings = _settings()
     job_deploy.deploy(settings, _version(settings), dry_run=dry_run, skip_host=skip_host,
                       skip_build=skip_build, backup=not no_backup, accept_host_key=accept_host_key)
+
+
+@task(help={
+    "dry_run": "read-only: list every change (store and job); nothing changed anywhere",
+    "skip_build": "do not build and push first (the registry must already have the tag)",
+    "accept_host_key": "accept and record an unknown SSH host key",
+})
+def migrate(c, dry_run=False, skip_build=False, accept_host_key=False):
+    """Take over MLflow as the original recipe left it, losing nothing, then deploy v{version}.
+
+    In order: stop the old job; a byte-for-byte copy of the database, kept in backups_path
+    (`inv restore NAME` puts it back); the image's user made owner of everything in the two volume
+    folders; artifact locations under legacy_artifact_root (/mnt/artifacts) rewritten to
+    mlflow-artifacts:/ (the same files, through the server); then the job is replaced by ours (plan
+    diff shown) and the image upgrades the schema on start. A second run changes nothing. `inv deploy`
+    does the same when it finds such a setup.
+
+    Exit codes: deploy's (0, 2, 10-14); 15 the database cannot be taken over as it is (missing, fails
+    PRAGMA integrity_check, not MLflow's, or written by a newer MLflow): nothing was changed.
+    """
+    from mlflow_self_host.job import deploy as job_deploy
+
+    settings = _settings()
+    job_deploy.deploy(settings, _version(settings), dry_run=dry_run, skip_build=skip_build,
+                      accept_host_key=accept_host_key, migrate=True)
 
 
 @task(help={"json": "print JSON for scripts"})

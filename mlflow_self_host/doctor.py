@@ -244,6 +244,7 @@ def check_nomad(settings, timeout):
         ready = sum(1 for node in ours if node.get("Status") == "ready")
         yield Row(f"datacenter {dc}", True, f"{len(ours)} client(s), {ready} ready")
         yield from _architectures(settings, n)
+        yield from _service_provider(settings, n)
     else:
         known = sorted({node.get("Datacenter", "?") for node in nodes}) or ["none"]
         yield _fail(f"datacenter {dc}", f"no client in {dc} (datacenters: {', '.join(known)})",
@@ -291,6 +292,56 @@ def _architectures(settings, n):
                                           f"are {cluster.describe(targets)}",
                     f"`inv build --platform {targets[0].platform}` then `inv push` (or `inv deploy`, which builds "
                     "for the clients); deploy refuses this image")
+
+
+def _service_provider(settings, n):
+    """Which catalogue the registered job's service is in (the user's proxy reads one), where deploy would
+    put it, and whether the clients the job can go to have Consul (Nomad's ``consul.version`` attribute):
+    a Consul service is only placed on such a client."""
+    from .job import cluster, jobfile, service_provider
+
+    try:
+        job = jobfile.current(settings, n)
+        nodes = cluster.read(settings, n)
+        choice = service_provider.wanted(settings, nodes=nodes, n=n)
+    except UserError as exc:
+        yield _fail("service provider", exc.message, exc.hint or "give the token read-job and node:read")
+        return
+    running = service_provider.provider_of(job)
+    fix = ""
+    if not running:
+        found = f"no job registered; deploy registers it in {choice.value} ({choice.source})"
+    else:
+        found = f"{running} (the {'stopped' if job.get('Stop') else 'running'} job)"
+        if running == choice.value:
+            found += f"; deploy keeps it there ({choice.source})"
+        else:
+            found += f"; deploy would move it to {choice.value} ({choice.source})"
+            fix = (f"a proxy reading {running}'s catalogue no longer finds it after that: set "
+                   f"service_provider={running} to keep it there")
+    yield Row("service provider", True, found, fix)
+    targets, why = cluster.targets(settings, nodes)
+    shown = targets or nodes
+    if not shown:
+        yield Row("Consul on the client", True, f"no client to ask ({why})")
+        return
+    found = consul_answer(shown)
+    if choice.value == "consul" and targets and not any(node.consul for node in targets):
+        yield _fail("Consul on the client", f"{found}, but the service goes into Consul's catalogue "
+                                            f"(service_provider: {choice.source}): Nomad cannot place the job",
+                    "set service_provider=nomad (or auto) for Nomad's own catalogue, or run a Consul agent on the "
+                    "client and restart Nomad")
+        return
+    yield Row("Consul on the client", True, found + ("" if targets else f" ({why})"))
+
+
+def consul_answer(nodes) -> str:
+    """'yes, 1.17.1' / 'no (Nomad found no Consul agent)' for one client; 'm700: yes, 1.17.1; pi4: no' for more."""
+    def one(node):
+        return f"yes, {node.consul}" if node.consul else "no"
+    if len(nodes) == 1:
+        return one(nodes[0]) if nodes[0].consul else "no (Nomad found no Consul agent: no consul.version attribute)"
+    return "; ".join(f"{node.name}: {one(node)}" for node in nodes)
 
 
 def check_client_docker(settings, timeout):
@@ -398,7 +449,7 @@ CHECKS = [
     (["SSH", "sudo", "client.hcl", "user {folder_owner}"], check_ssh, True),
     (["Docker on {host}", "pull on {host}"], check_client_docker, True),
     (["Nomad agent", "Nomad leader", "Nomad ACL token", "datacenter {datacenter}", "client architecture",
-      "image architecture"], check_nomad, True),
+      "image architecture", "service provider", "Consul on the client"], check_nomad, True),
     (["DNS server", "DNS {domain}"], check_dns, True),
     (["service URL"], check_service, True),
 ]

@@ -1,6 +1,8 @@
 # The MLflow tracking server on Nomad. `inv deploy` parses this file on the agent with the variables
 # below (from the settings), plans it, and registers it with a check-and-set index.
 # By hand: nomad job run -var image=registry.lan:5000/mlflow:v0.99 -var arch=amd64 nomad/mlflow.nomad.hcl
+# (add -var service_provider=consul when your Traefik reads Consul's catalogue, -var traefik_entrypoints=web
+# to bind the router to an entry point).
 
 variable "image" {
   type        = string
@@ -39,6 +41,28 @@ variable "domain" {
   type        = string
   description = "The name MLflow is served under behind Traefik: the Host() rule and MLflow's allowed hosts."
   default     = "mlflow.lan"
+}
+
+variable "service_provider" {
+  type        = string
+  description = "Where the service is registered for the proxy: consul (Consul's catalogue, Nomad's default, what Traefik's consulCatalog provider reads; the job then needs a client with Consul) or nomad (Nomad's own, what Traefik's nomad provider reads). inv deploy passes the service_provider setting."
+  default     = "nomad"
+
+  validation {
+    condition     = contains(["consul", "nomad"], var.service_provider)
+    error_message = "The service_provider must be consul or nomad."
+  }
+}
+
+variable "traefik_entrypoints" {
+  type        = string
+  description = "Traefik entry points the router is bound to, comma-separated (web, or web,websecure); empty: no entrypoints tag, so Traefik serves it on all its entry points."
+  default     = ""
+
+  validation {
+    condition     = can(regex("^([A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*)?$", var.traefik_entrypoints))
+    error_message = "The traefik_entrypoints must be entry point names such as web or web,websecure, comma-separated, or empty."
+  }
 }
 
 variable "cpu" {
@@ -160,12 +184,14 @@ job "mlflow" {
     service {
       name     = "mlflow"
       port     = "mlflow_http"
-      provider = "nomad"
-      tags = [
+      provider = var.service_provider
+      # The entrypoints tag only when entry points are named: a Traefik without an entry point of that
+      # name ignores the router, one without the tag serves it on every entry point.
+      tags = compact([
         "traefik.enable=true",
         "traefik.http.routers.mlflow.rule=Host(`${var.domain}`)",
-        "traefik.http.routers.mlflow.entrypoints=web",
-      ]
+        var.traefik_entrypoints == "" ? "" : "traefik.http.routers.mlflow.entrypoints=${var.traefik_entrypoints}",
+      ])
 
       # /health is exempt from MLflow's Host header check, so the agent can ask it by IP.
       check {

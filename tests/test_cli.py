@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ["build", "push", "pushlatest", "configure-host", "deploy", "dns", "release", "version", "config",
-         "up", "down", "smoke", "status", "logs", "rollback", "doctor", "backup", "restore"]
+         "up", "down", "smoke", "status", "logs", "rollback", "doctor", "backup", "restore", "migrate", "lock",
+         "deps"]
 
 
 def inv(*args, cwd=ROOT, env=None):

@@ -126,7 +126,9 @@ def test_all_green_then_each_service_stopped_in_turn(own_services, run, capsys):
     rows, code, _ = run(services)
     got = _rows(capsys)
     assert code == 0, {n: r["found"] for n, r in got.items() if not r["ok"]}
-    assert all(r["ok"] for r in got.values()) and len(got) == 20
+    assert all(r["ok"] for r in got.values()) and len(got) == 22
+    assert got["service provider"]["found"].startswith("no job registered; deploy registers it in nomad (auto: ")
+    assert got["Consul on the client"]["found"].startswith("no (Nomad found no Consul agent")
     assert "3.17.2" in got["service URL"]["found"]
     assert "traefik.lan" in got["DNS mlflow.lan"]["found"] and "127.0.0.1" in got["DNS mlflow.lan"]["found"]
     assert "not needed" in got["insecure registry"]["found"]
@@ -147,7 +149,7 @@ def test_all_green_then_each_service_stopped_in_turn(own_services, run, capsys):
     follows = {"DNS server": {"DNS mlflow.lan"}, "SSH": {"sudo", "client.hcl", "user mshtest"},
                "registry": {"insecure registry"},
                "Nomad agent": {"Nomad leader", "Nomad ACL token", "datacenter DC0", "client architecture",
-                               "image architecture"}}
+                               "image architecture", "service provider", "Consul on the client"}}
     # rows of other checks that need the stopped service: not checked either (they name why)
     needs = {"SSH": {"Docker on 127.0.0.1", "pull on 127.0.0.1"}}
     for name, stop, words in steps:

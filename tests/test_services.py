@@ -343,6 +343,39 @@ def test_proxy_routes_follow_traefik_labels():
                                       exposed_by_default=True) == {"m.lan": ["127.0.0.1:9"]}
 
 
+def test_proxy_reading_consul_routes_passing_instances_on_its_entry_point(tmp_path, backends):
+    """provider="consulCatalog": Consul's catalogue (the Consul double), only instances whose checks pass
+    (strictChecks passing, warning), only routers on the proxy's entry point (here "http") or on none."""
+    from tests.doubles.consul import ConsulDouble
+
+    a, b = backends("backend-a"), backends("backend-b")
+    states = {"mlflow": [("mlflow-health", "critical", "")], "other": [("other-health", "passing", "")]}
+    with ConsulDouble() as consul:
+        consul.join("m700", "127.0.0.1")
+        consul.register("m700", {"ID": "_nomad-task-1-group-svc-mlflow-http", "Service": "mlflow",
+                                 "Tags": ["traefik.enable=true", "traefik.http.routers.mlflow.rule=Host(`mlflow.lan`)"],
+                                 "Address": "127.0.0.1", "Port": a.port}, checks=lambda: states["mlflow"])
+        consul.register("m700", {"ID": "_nomad-task-2-group-svc-other-http", "Service": "other",
+                                 "Tags": ["traefik.enable=true", "traefik.http.routers.o.rule=Host(`other.lan`)",
+                                          "traefik.http.routers.o.entrypoints=web"],
+                                 "Address": "127.0.0.1", "Port": b.port}, checks=lambda: states["other"])
+        started = proxy_service.start(tmp_path / "proxy", consul.address, poll=0.2, entrypoint="http",
+                                      provider="consulCatalog")
+        try:
+            time.sleep(3 * started.poll)
+            assert started.routes() == {} and started.last_error is None  # critical: not served yet
+            states["mlflow"] = [("mlflow-health", "warning", "HTTP GET: 429 Too Many Requests")]
+            assert started.wait_for_route("mlflow.lan") == [f"127.0.0.1:{a.port}"]
+            assert backend_seen(started, "mlflow.lan")["backend"] == "backend-a"
+            assert "other.lan" not in started.routes()  # its router names entry point "web" only
+            assert ("/v1/health/service/mlflow", {"tag": "traefik.enable=true"}) in consul.requests
+            assert not any(path.startswith("/v1/health/service/consul") for path, _ in consul.requests)  # not enabled
+            consul.deregister("_nomad-task-1-group-svc-mlflow-http")
+            started.wait_for_no_route("mlflow.lan")
+        finally:
+            proxy_service.stop(started)
+
+
 # --- the resolver ----------------------------------------------------------------------------------
 
 @pytest.fixture

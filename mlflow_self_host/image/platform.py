@@ -143,20 +143,22 @@ class Choice:
         return self.platforms[0]
 
 
-def wanted(settings, nodes=None, timeout: float = CONFIG_TIMEOUT) -> Choice:
-    """What to build for (see the module's docstring). ``nodes``: the clients already read (job/cluster.py),
-    else they are read here, each call within ``timeout`` seconds."""
+def wanted(settings, nodes=None, timeout: float = CONFIG_TIMEOUT, unreadable: str = "") -> Choice:
+    """What to build for (see the module's docstring). ``nodes``: the clients already read (job/cluster.py);
+    ``unreadable``: why they could not be, else they are read here, each call within ``timeout`` seconds."""
     raw = str(settings.platform or "").strip()
     if raw:
         return Choice(parse_list(raw), settings.sources.get("platform", "setting"))
     from ..job import cluster
 
     here = this_machine()
-    if nodes is None:
+    if nodes is None and not unreadable:
         try:
             nodes = cluster.read(settings, timeout=timeout)
         except UserError as exc:
-            return Choice([here], f"this machine: the Nomad clients could not be read ({exc.message})")
+            unreadable = exc.message
+    if nodes is None:
+        return Choice([here], f"this machine: the Nomad clients could not be read ({unreadable})")
     targets, why = cluster.targets(settings, nodes)
     if targets and not all(node.attributes.get("cpu.arch") for node in targets):
         targets, why = [], f"the Nomad clients {cluster.names(targets)} report no cpu.arch"

@@ -44,6 +44,14 @@ class ClientNode:
         return Platform.of_node(self.attributes)
 
     @property
+    def consul(self) -> str:
+        """The version of the Consul agent Nomad found on this client, or "" without one: Nomad's consul
+        fingerprinter (client/fingerprint/consul.go) sets ``consul.version``, ``consul.datacenter``,
+        ``consul.server``... only when the agent answers, and a group with a Consul service gets the
+        implicit constraint ``${attr.consul.version} semver >= 1.8.0`` (nomad/job_endpoint_hooks.go)."""
+        return self.attributes.get("consul.version") or ""
+
+    @property
     def schedulable(self) -> bool:
         return self.status == "ready" and self.eligibility == "eligible" and not self.drain
 

@@ -1,11 +1,15 @@
 """`inv deploy`: configure the host, build and push v{version}, plan, register (check-and-set), follow.
 
+0. Unless skip_host: the MLflow store on the host is read (migrate/takeover.py); a setup the original
+   recipe left is taken over after the push and before the register (stop, kept copy, owners, artifact
+   locations), and a database that cannot be (corrupt, newer schema) is refused before any change.
 1. configure-host (unless skip_host), build and push (unless skip_build); the registry must have the tag.
    The image is built for the clients' platform (image/platform.py), and refused (exit 10) before the
    push, and again before the register, when no client the job can go to runs its architecture
    (cluster.py); the job's constraint on ${attr.cpu.arch} gets the registry image's architectures.
 2. The agent parses the job file with the variables (/v1/jobs/parse) and plans it with a diff;
-   nothing changed: "already deployed", nothing registered.
+   nothing changed: "already deployed", nothing registered. The service goes into the catalogue the
+   service_provider setting names, or the one the clients have (service_provider.py); a move is warned of.
 3. Register with EnforceIndex and the plan's JobModifyIndex: a change made meanwhile is refused.
 4. Follow the evaluation and deployment to their end (follow.py; exit codes 10, 11, 12).
 5. On failure the failing allocations' task events and stderr are shown (follow.py).
@@ -42,30 +46,62 @@ def _version(version) -> Version:
 
 
 def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, skip_build: bool = False,
-           backup: bool = True, accept_host_key: bool = False) -> DeployResult:
-    """The whole deploy under the deploy lock (lock.py; a dry run only says who holds it)."""
+           backup: bool = True, accept_host_key: bool = False, migrate: bool = False) -> DeployResult:
+    """The whole deploy under the deploy lock (lock.py; a dry run only says who holds it).
+
+    ``migrate``: `inv migrate`, where a store that cannot be taken over (no database) is an error;
+    a deploy takes one over only when it finds one (migrate/takeover.py)."""
     from . import lock
 
     version = _version(version)
+    args = (settings, version, dry_run, skip_host, skip_build, backup, accept_host_key, migrate)
     if dry_run:
         lock.check_free(settings)
-        return _deploy(settings, version, dry_run, skip_host, skip_build, backup, accept_host_key)
-    with lock.hold(settings, f"deploy v{version.text}"):
-        return _deploy(settings, version, dry_run, skip_host, skip_build, backup, accept_host_key)
+        return _deploy(*args)
+    with lock.hold(settings, f"{'migrate to' if migrate else 'deploy'} v{version.text}"):
+        return _deploy(*args)
+
+
+def _read_takeover(settings, n, accept_host_key: bool, dry_run: bool, migrate: bool):
+    """0. The store on the host and the registered job: a takeover to do, or None (refusals first)."""
+    from .. import console
+    from ..backup import SSHHost
+    from ..host import ssh
+    from ..migrate import takeover
+
+    from ..migrate.store import NoPython
+
+    console.step(f"reading the MLflow store on {settings.host}")
+    host = SSHHost(settings, ssh.connect(settings, accept_host_key=accept_host_key))
+    try:
+        found = takeover.read(settings, host, n, require=migrate)
+    except NoPython as exc:
+        if migrate:
+            raise
+        console.warn(f"{exc.message}: not checked for a setup to take over (`inv migrate` needs it)")
+        return host, None
+    if found.needed:
+        from ..plan import show
+
+        show(found.plan, dry_run=dry_run)
+    elif migrate:
+        console.done(f"nothing to migrate: {found.reason}")
+    return host, found
 
 
 def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_build: bool, backup: bool,
-            accept_host_key: bool) -> DeployResult:
+            accept_host_key: bool, migrate: bool = False) -> DeployResult:
     from .. import console
 
     image = settings.image_ref(version.text)
+    n = nomad_api.client(settings)
+    store_host, found = (None, None) if skip_host else _read_takeover(settings, n, accept_host_key, dry_run, migrate)
 
     # 1. the host, the image
     if not skip_host:
         from ..host import configure
 
         configure.run(settings, dry_run=dry_run, accept_host_key=accept_host_key)
-    n = nomad_api.client(settings)
     nodes = _clients(settings, n)
     local = _build_and_push(settings, version, dry_run, nodes) if not skip_build else None
     pushed = _require_tag(settings, version, would_push=dry_run and not skip_build)
@@ -75,11 +111,40 @@ def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_bui
         _refuse_other_arch(settings, image, image_platforms, nodes, dry_run,
                            "refusing before the register; nothing was registered")
 
+    # the takeover's changes, now that the image is in the registry (the job is stopped there)
+    if found is not None and found.needed and not dry_run:
+        from ..migrate import takeover
+
+        takeover.apply(settings, store_host, n, found)
+    try:
+        result = _plan_and_register(settings, n, version, image, image_platforms, dry_run,
+                                    backup and not (found and found.backup_path), nodes=nodes)
+    except UserError as exc:
+        if found is not None and found.backup_path and exc.code != EXIT_SERVICE:  # 13: the job is healthy
+            from ..migrate import takeover
+
+            hint = "; ".join(h for h in (exc.hint, takeover.restore_hint(found)) if h)
+            raise UserError(exc.message, hint=hint, code=exc.code) from None
+        raise
+    if found is not None and found.needed and not dry_run:
+        from ..migrate import takeover
+
+        takeover.verify(settings, store_host, found)
+    return result
+
+
+def _plan_and_register(settings, n, version: Version, image: str, image_platforms, dry_run: bool,
+                       backup: bool, nodes=None) -> DeployResult:
+    """2-6. ``nodes``: the client nodes read before (None: the token may not read them)."""
+    from .. import console
+
     # 2. parse and plan on the agent
     console.step(f"planning job {settings.job_name} with {image} on {nomad_api.address(settings)}")
+    provider = _provider(settings, n, nodes)
     job = jobfile.parse(settings, n, version.text,
-                        arch=platform_mod.archs(image_platforms) if image_platforms else None)
+                        arch=platform_mod.archs(image_platforms) if image_platforms else None, provider=provider.value)
     current = jobfile.current(settings, n)
+    _warn_provider_move(current, provider)
     plan = nomad_api.call(settings, f"planning job {settings.job_name}", n.job.plan_job, settings.job_name,
                           {"Job": job}, diff=True)
     diff = plan.get("Diff")
@@ -150,6 +215,32 @@ def _clients(settings, n):
         console.warn(f"cannot read the Nomad clients ({exc.message}): the image's architecture is checked by "
                      "the job's constraint only (give the token node:read)")
         return None
+
+
+def _provider(settings, n, nodes):
+    """Where the service is registered (service_provider.py), said on every deploy: the user's proxy reads
+    one catalogue only."""
+    from .. import console
+    from . import service_provider
+
+    choice = service_provider.wanted(settings, nodes=nodes, n=n,
+                                     unreadable="" if nodes is not None else "the token lacks node:read")
+    console.info(f"service provider: {choice.value} ({choice.source})")
+    return choice
+
+
+def _warn_provider_move(current: dict | None, provider) -> None:
+    """A deploy that moves the service to the other catalogue takes it away from a proxy reading the old one
+    (Nomad still reports the job healthy): said before the plan."""
+    from .. import console
+    from . import service_provider
+
+    running = service_provider.provider_of(current) if current and not current.get("Stop") else ""
+    if running and running != provider.value:
+        console.warn(f"the running job's service is in {running}'s catalogue; this deploy moves it to "
+                     f"{provider.value}'s, where a proxy reading {running}'s (Traefik's "
+                     f"{'consulCatalog' if running == 'consul' else 'nomad'} provider) no longer finds it; "
+                     f"set service_provider={running} to keep it there")
 
 
 def _refuse_other_arch(settings, image: str, image_platforms, nodes, dry_run: bool, refusing: str) -> None:

@@ -48,6 +48,7 @@ def wait_eval(settings, n, eval_id: str, deadline: float) -> dict:
 
 MISSING_VOLUMES = "missing compatible host volumes"  # scheduler/feasible.go FilterConstraintHostVolumes
 ARCH_CONSTRAINT = "${attr.cpu.arch} "  # the job's constraint, as Constraint.String() names it when it filters
+CONSUL_CONSTRAINT = "${attr.consul.version} "  # Nomad's implicit one for a Consul service (job_endpoint_hooks.go)
 
 
 def placement_error(settings, failed: dict, registered: bool, n=None, job: dict | None = None) -> UserError:
@@ -63,6 +64,11 @@ def placement_error(settings, failed: dict, registered: bool, n=None, job: dict 
     if any(key.startswith(ARCH_CONSTRAINT) for m in failed.values() for key in (m.get("ConstraintFiltered") or {})):
         hint = ("no client runs the image's architecture (the job's constraint on ${attr.cpu.arch}): build it for "
                 "the clients' (`inv build --platform linux/…`, `inv doctor` shows theirs) and deploy again")
+    if any(key.startswith(CONSUL_CONSTRAINT) for m in failed.values() for key in (m.get("ConstraintFiltered") or {})):
+        hint = (f"the service is registered in Consul (service_provider {settings.service_provider}, "
+                f"{settings.sources.get('service_provider', 'setting')}), and Nomad places such a job only on "
+                "clients with a Consul agent: set service_provider=nomad (or auto) for Nomad's own catalogue, or "
+                "run Consul on the client and restart Nomad (`inv doctor` shows whether it has Consul)")
     if n is not None and any(MISSING_VOLUMES in (m.get("ConstraintFiltered") or {}) for m in failed.values()):
         volumes = missing_volumes(settings, n, job)
         hint = ("`inv configure-host` adds the host volumes to the client's config and restarts Nomad; "

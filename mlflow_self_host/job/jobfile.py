@@ -10,16 +10,21 @@ from . import nomad_api
 _TAG = re.compile(r":v([0-9][0-9.]*)$")
 
 
-def variables(settings, version: str, arch: str | None = None) -> dict:
+def variables(settings, version: str, arch: str | None = None, provider: str | None = None) -> dict:
     """The job file's HCL2 variables, from the settings: the image is always the pinned v{version} tag.
     ``arch``: the image's architectures (Nomad's cpu.arch names, comma-separated), which the job's
     constraint places it by; deploy reads them from the registry. Without it: the platform setting's,
-    else this machine's (what `inv build` makes when it cannot ask Nomad)."""
+    else this machine's (what `inv build` makes when it cannot ask Nomad). ``provider``: where the
+    service is registered (service_provider.py decides it from the setting and the clients when not given)."""
     if not arch:
         from ..image import platform
 
         raw = str(settings.platform or "").strip()
         arch = platform.archs(platform.parse_list(raw) if raw else [platform.this_machine()])
+    if not provider:
+        from . import service_provider
+
+        provider = service_provider.wanted(settings).value
     return {
         "image": settings.image_ref(str(version)),
         "arch": arch,
@@ -36,7 +41,21 @@ def variables(settings, version: str, arch: str | None = None) -> dict:
         "progress_deadline": settings.progress_deadline,
         "restart_attempts": int(settings.restart_attempts),
         "restart_delay": settings.restart_delay,
+        "service_provider": provider,
+        "traefik_entrypoints": entrypoints(settings),
     }
+
+
+def entrypoints(settings) -> str:
+    """The ``traefik_entrypoints`` setting as the job's variable: names, comma-separated, or "" (no tag)."""
+    names = [name.strip() for name in str(settings.traefik_entrypoints or "").split(",") if name.strip()]
+    bad = [name for name in names if not re.fullmatch(r"[A-Za-z0-9_-]+", name)]
+    if bad:
+        raise UserError(f"traefik_entrypoints must name Traefik entry points, comma-separated, not {bad[0]!r} "
+                        f"({settings.sources.get('traefik_entrypoints', 'setting')})",
+                        hint="the names of your Traefik's entryPoints, such as web or web,websecure; empty for "
+                             "all of them")
+    return ",".join(names)
 
 
 def var_file(values: dict) -> str:
@@ -63,9 +82,13 @@ def read_source(settings) -> str:
                         hint="run from the project folder, or set job_file to the Nomad job file") from None
 
 
-def parse(settings, n, version: str, arch: str | None = None) -> dict:
+def parse(settings, n, version: str, arch: str | None = None, provider: str | None = None) -> dict:
     """The job as JSON, parsed (and canonicalized) by the agent with the settings' variables."""
-    body = {"JobHCL": read_source(settings), "Variables": var_file(variables(settings, version, arch)),
+    if not provider:
+        from . import service_provider
+
+        provider = service_provider.wanted(settings, n=n).value
+    body = {"JobHCL": read_source(settings), "Variables": var_file(variables(settings, version, arch, provider)),
             "Canonicalize": True}
     response = nomad_api.call(settings, f"parsing {settings.job_file}", n.jobs.request, "parse", json=body,
                               method="post", allow_redirects=True)

@@ -1,11 +1,13 @@
-"""A reverse proxy standing in for Traefik with its Nomad provider: nginx, routed from Nomad's catalogue.
+"""A reverse proxy standing in for Traefik with its Nomad or Consul Catalog provider: nginx, routed from
+Nomad's service catalogue or Consul's.
 
 Traefik is not available on the test machines, so the tests run Debian's nginx (``apt-get install
-nginx``) and a "provider" thread that does what Traefik's Nomad provider does: read Nomad's service
-catalogue, build routes from the services' ``traefik.*`` tags, and, only when the routes changed,
-rewrite nginx's config and reload it (``nginx -s reload``). nginx runs as root with its own prefix,
-config, pid, logs and temp folders under ``root`` and listens on ``127.0.0.1:<free port>``: the one
-entry point (``web`` unless told otherwise).
+nginx``) and a "provider" thread that does what Traefik's provider does: read the catalogue
+(``provider="nomad"``, the default: Nomad's; ``provider="consulCatalog"``: Consul's, at ``endpoint``),
+build routes from the services' ``traefik.*`` tags, and, only when the routes changed, rewrite nginx's
+config and reload it (``nginx -s reload``). nginx runs as root with its own prefix, config, pid, logs
+and temp folders under ``root`` and listens on ``127.0.0.1:<free port>``: the one entry point, named
+``entrypoint`` (``web`` unless told otherwise, as Traefik's ``entryPoints.<name>``).
 
 What was taken from Traefik's source (github.com/traefik/traefik, ``pkg/provider/nomad/``):
 
@@ -20,6 +22,16 @@ What was taken from Traefik's source (github.com/traefik/traefik, ``pkg/provider
   read (agent down, an error answer for one service) fails the whole load; the operation is retried
   with backoff and the last configuration stays in force (``Provide``).
 - ``tag.go``: ``tagsToLabels``: a tag ``<prefix>.<key>=<value>`` is the label ``traefik.<key>``.
+- ``pkg/provider/consulcatalog/consul_catalog.go`` (the ``consulCatalog`` provider): it lists
+  ``GET /v1/catalog/services`` (``{name: tags}``), skips a service whose tags do not enable it
+  (``getExtraConf``), then ``GET /v1/health/service/<name>`` (``Health().Service(name, tag, false)``)
+  with ``tag=traefik.enable=true`` when exposedByDefault is false (``fetchService``); each entry is an
+  item with the service's tags, address (the node's when the service has none) and port, and the
+  aggregated status of its checks (consul api ``HealthChecks.AggregatedStatus``: critical over warning
+  over passing). ``config.go`` ``keepContainer`` drops an item whose status is not in ``strictChecks``
+  (default passing and warning: ``defaultStrictChecks``), so an instance whose check has not passed
+  yet is not served. The routes are built as for the Nomad provider (``buildConfiguration``: items
+  named ``Normalize(Node-Name-ID)``, merged the same way).
 - ``config.go``: ``buildConfig`` skips disabled items (``keepItem``) and items without an address or
   port (``addServer``); the service is named after the Nomad service (``getName``: ``Normalize``d), its
   servers are ``http://Address:Port`` of every registration, merged across registrations
@@ -31,15 +43,16 @@ What was taken from Traefik's source (github.com/traefik/traefik, ``pkg/provider
   ``Host(`{{ normalize .Name }}`)``; a router without a service gets the only service.
 - ``pkg/server/aggregator.go``: a router without entry points gets the default entry points (here the
   one entry point); ``pkg/config/runtime/runtime_http.go``: an entry point the router names but that
-  does not exist is an error, so a router naming only other entry points is not served.
+  does not exist is an error (logged), so a router naming only other entry points is not served.
 - ``pkg/muxer/http/matcher.go``: ``Host`` matches the request's host without the port, case-insensitive;
   an unmatched request gets Go's ``404 page not found`` (text/plain).
 
 Where the stand-in differs:
 
 - It polls every ``poll`` seconds (default 1 s), the equivalent of setting Traefik's
-  ``providers.nomad.refreshInterval``, and retries a failed read at the next poll instead of with
-  exponential backoff. Like Traefik it keeps the last routes meanwhile.
+  ``providers.nomad.refreshInterval`` (or ``providers.consulCatalog.refreshInterval``), and retries a
+  failed read at the next poll instead of with exponential backoff. Like Traefik it keeps the last
+  routes meanwhile.
 - Rules: only ``Host(`a`)`` and ``Host(`a`) || Host(`b`)`` (backticks or double quotes); a router with
   another rule is not served. Only the tags ``traefik.enable`` and
   ``traefik.http.routers.<router>.{rule,entrypoints,service}``; other labels (middlewares,
@@ -77,6 +90,8 @@ PREFIX = "traefik"
 GENERATION_HOST = "generation.proxy.invalid"
 NOMAD_TIMEOUT = 5.0
 RELOAD_TIMEOUT = 10.0
+PROVIDERS = ("nomad", "consulCatalog")
+STRICT_CHECKS = ("passing", "warning")  # consulcatalog defaultStrictChecks
 
 _HOST_CALL = re.compile(r"""\s*Host\(\s*(?:`([^`]*)`|"([^"]*)")\s*\)\s*""")
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
@@ -180,6 +195,7 @@ def build_routes(registrations: list[dict], entrypoint: str = "web",
             log.warning("router %s: conflicting definitions across registrations, not served", name)
             continue
         if entrypoint not in (router.entrypoints or (entrypoint,)):  # no entry points: the default ones
+            log.warning("router %s: entryPoint %s doesn't exist, not served", name, ",".join(router.entrypoints))
             continue  # it names only entry points this proxy does not have
         hosts = rule_hosts(router.rule)
         if hosts is None:
@@ -248,16 +264,30 @@ def nginx_config(root: Path, port: int, routes: dict[str, list[str]], generation
     )
 
 
+def aggregated_status(checks) -> str:
+    """consul api HealthChecks.AggregatedStatus: maintenance, critical, warning, else passing."""
+    statuses = set()
+    for check in checks or ():
+        check_id = check.get("CheckID") or ""
+        if check_id == "_node_maintenance" or check_id.startswith("_service_maintenance:"):
+            return "maintenance"
+        if check.get("Status") not in ("passing", "warning", "critical"):
+            return ""
+        statuses.add(check["Status"])
+    return next((s for s in ("critical", "warning") if s in statuses), "passing")
+
+
 @dataclass
 class Proxy:
     port: int
     root: Path
-    nomad_address: str
+    endpoint: str  # the agent the provider reads: Nomad's, or Consul's for consulCatalog
     entrypoint: str
     namespace: str
     poll: float
     token: str | None = field(default=None, repr=False)
     exposed_by_default: bool = False
+    provider: str = "nomad"  # or consulCatalog
     reloads: int = 0  # nginx reloads after a route change (not counting the start)
     last_error: str | None = None  # the provider's last failure, None once a read succeeds
     _binary: str = ""
@@ -303,17 +333,43 @@ class Proxy:
 
     # the provider ---------------------------------------------------------------------------------
 
-    def _nomad_get(self, path: str, **query) -> object:
-        query = {"namespace": self.namespace, **query}
-        request = urllib.request.Request(f"{self.nomad_address.rstrip('/')}{path}?{urllib.parse.urlencode(query)}")
+    def _get(self, path: str, token_header: str, **query) -> object:
+        request = urllib.request.Request(f"{self.endpoint.rstrip('/')}{path}"
+                                         + (f"?{urllib.parse.urlencode(query)}" if query else ""))
         if self.token:
-            request.add_header("X-Nomad-Token", self.token)
+            request.add_header(token_header, self.token)
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never an HTTP(S)_PROXY
         with opener.open(request, timeout=NOMAD_TIMEOUT) as response:
             return json.loads(response.read())
 
+    def _nomad_get(self, path: str, **query) -> object:
+        return self._get(path, "X-Nomad-Token", namespace=self.namespace, **query)
+
     def read_catalogue(self) -> dict[str, list[str]]:
-        """The routes Nomad's catalogue gives now; raises when Nomad cannot be read."""
+        """The routes the provider's catalogue gives now; raises when it cannot be read."""
+        registrations = self._read_consul() if self.provider == "consulCatalog" else self._read_nomad()
+        return build_routes(registrations, self.entrypoint, self.exposed_by_default)
+
+    def _read_consul(self) -> list[dict]:
+        """Traefik's consulCatalog provider (getConsulServicesData): the instances it keeps, as registrations."""
+        registrations = []
+        for name, tags in (self._get("/v1/catalog/services", "X-Consul-Token") or {}).items():
+            if not enabled(tags, self.exposed_by_default):
+                continue
+            query = {} if self.exposed_by_default else {"tag": f"{PREFIX}.enable=true"}
+            path = f"/v1/health/service/{urllib.parse.quote(name, safe='')}"
+            for entry in self._get(path, "X-Consul-Token", **query) or []:
+                service, node = entry.get("Service") or {}, entry.get("Node") or {}
+                if aggregated_status(entry.get("Checks")) not in STRICT_CHECKS:
+                    continue  # keepContainer: not in strictChecks
+                registrations.append({"ID": service.get("ID", ""), "ServiceName": name, "NodeID": node.get("Node", ""),
+                                      "Tags": service.get("Tags") or [],
+                                      "Address": service.get("Address") or node.get("Address") or "",
+                                      "Port": service.get("Port") or 0})
+        return registrations
+
+    def _read_nomad(self) -> list[dict]:
+        """Traefik's Nomad provider: every registration of the enabled services."""
         registrations = []
         for stub in self._nomad_get("/v1/services") or []:
             for service in stub.get("Services") or []:
@@ -322,14 +378,14 @@ class Proxy:
                 query = {} if self.exposed_by_default else {"filter": f'Tags contains "{PREFIX}.enable=true"'}
                 name = urllib.parse.quote(service["ServiceName"], safe="")
                 registrations.extend(self._nomad_get(f"/v1/service/{name}", **query) or [])
-        return build_routes(registrations, self.entrypoint, self.exposed_by_default)
+        return registrations
 
     def refresh(self) -> bool:
         """One provider round: read the catalogue, reload nginx if the routes changed. True if reloaded."""
         try:
             wanted = self.read_catalogue()
         except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as exc:
-            self.last_error = f"reading {self.nomad_address}: {exc}"
+            self.last_error = f"reading {self.endpoint}: {exc}"
             log.warning("proxy provider: %s; keeping the last routes", self.last_error)
             return False
         self.last_error = None
@@ -415,16 +471,20 @@ class Proxy:
             raise RuntimeError(f"nginx exited ({self._process.returncode}): {self.error_log()[-2000:]}")
 
 
-def start(root: Path, nomad_address: str, poll: float = 1.0, entrypoint: str = "web",
-          namespace: str = "default", token: str | None = None, exposed_by_default: bool = False) -> Proxy:
-    """nginx on 127.0.0.1:<free port> and the provider thread polling ``nomad_address`` every ``poll`` s."""
+def start(root: Path, endpoint: str, poll: float = 1.0, entrypoint: str = "web",
+          namespace: str = "default", token: str | None = None, exposed_by_default: bool = False,
+          provider: str = "nomad") -> Proxy:
+    """nginx on 127.0.0.1:<free port> and the provider thread polling ``endpoint`` every ``poll`` s: Nomad's
+    agent, or Consul's with ``provider="consulCatalog"``; ``entrypoint`` names the one entry point."""
+    if provider not in PROVIDERS:
+        raise ValueError(f"provider must be one of {PROVIDERS}, not {provider!r}")
     binary = need_binary("nginx", "nginx")
     root.mkdir(parents=True, exist_ok=True)
     for folder in ("logs", "tmp"):
         (root / folder).mkdir(exist_ok=True)
-    proxy = Proxy(port=free_port(), root=root, nomad_address=nomad_address, entrypoint=entrypoint,
+    proxy = Proxy(port=free_port(), root=root, endpoint=endpoint, entrypoint=entrypoint,
                   namespace=namespace, poll=poll, token=token, exposed_by_default=exposed_by_default,
-                  _binary=binary)
+                  provider=provider, _binary=binary)
     proxy._write_config({}, 0)
     proxy._stderr = open(root / "logs" / "nginx.stderr", "ab")
     proxy._process = subprocess.Popen(proxy._command(), stdin=subprocess.DEVNULL, stdout=proxy._stderr,

@@ -15,7 +15,13 @@ Modelled on hashicorp/nomad (facts in ../shared/reference/nomad/BEHAVIOUR.md; fi
   tracker (taskrunner/restarts/restarts.go: ``attempts`` restarts per ``interval``, each after ``delay``
   plus up to 25% jitter; service jobs restart even after exit 0; mode fail then "Not Restarting").
 - Checks of services with ``provider = "nomad"`` (checks_hook.go): the first after interval/2, then
-  every interval, an HTTP GET of the allocation's address and mapped port; 2xx passes.
+  every interval, an HTTP GET of the allocation's address and mapped port; 2xx passes. On a node with
+  a Consul agent (``consul``: tests/doubles/consul.py) the checks of Consul services run the same way,
+  as that agent's (a new one ``critical``, 2xx ``passing``, 429 ``warning``, else ``critical``); they
+  are in Consul's health answers, not in Nomad's ``/v1/client/allocation/<id>/checks``, and deployment
+  health waits for them as it does for Nomad's. Such a node carries the ``consul.*`` attributes of
+  Nomad's consul fingerprinter (client/fingerprint/consul.go); every node has
+  ``nomad.service_discovery = true`` (client/fingerprint/nomad.go, the client's default).
 - Deployment health (allochealth/tracker.go): with ``health_check = "checks"`` an allocation is healthy
   once its task has run and every check has passed for ``min_healthy_time`` (a restart starts the
   wait again); unhealthy when the task fails or dies, or at ``healthy_deadline``.
@@ -184,8 +190,9 @@ class NomadClient:
     """One client node of the double. ``driver`` None: a node without the docker driver."""
 
     def __init__(self, server, driver=None, client_config=None, datacenter="DC0", name="client-1",
-                 memory_mb=8192, cpu_mhz=8000, address="127.0.0.1", cpu_arch=None):
-        self.server, self.driver = server, driver
+                 memory_mb=8192, cpu_mhz=8000, address="127.0.0.1", cpu_arch=None, consul=None):
+        """``consul``: the ConsulDouble whose agent runs on this node (None: no Consul agent)."""
+        self.server, self.driver, self.consul = server, driver, consul
         machine = platform.machine()
         self.cpu_arch = cpu_arch or GO_ARCH.get(machine, machine)
         self.kernel_arch = machine if self.cpu_arch == GO_ARCH.get(machine, machine) else \
@@ -198,6 +205,8 @@ class NomadClient:
         self.config_error = ""
         self.runners: dict[str, AllocRunner] = {}
         self.reload()
+        if consul is not None:
+            consul.join(self.name, self.address)
 
     def reload(self) -> None:
         """What the agent reads at start: the host volumes of client.hcl."""
@@ -224,6 +233,9 @@ class NomadClient:
                  "unique.network.ip-address": self.address}
         if self.has_docker:
             attrs.update({"driver.docker": "1", "driver.docker.version": "20.10.24"})
+        attrs["nomad.service_discovery"] = "true"
+        if self.consul is not None:
+            attrs.update(self.consul.fingerprint(self.name))
         return attrs
 
     def node(self) -> dict:
@@ -262,8 +274,21 @@ class NomadClient:
         return runner.output(kind) if runner and runner.task == task else b""
 
     def check_results(self, alloc_id: str) -> dict:
+        """Nomad's own checks of the allocation (``/v1/client/allocation/<id>/checks``): not Consul's."""
         runner = self.runners.get(alloc_id)
-        return copy.deepcopy(runner.check_results) if runner else {}
+        return {key: copy.deepcopy(result) for key, result in list(runner.check_results.items())
+                if key not in runner.consul_checks} if runner else {}
+
+    def consul_check_states(self, alloc_id: str, service: str) -> list[tuple[str, str, str]]:
+        """(check name, Consul status, output) of a Consul service's checks, as the node's agent has them."""
+        runner = self.runners.get(alloc_id)
+        out = []
+        for key, result in list(runner.check_results.items()) if runner else []:
+            if key in runner.consul_checks and result["Service"] == service:
+                status = "passing" if result["Status"] == "success" else \
+                    "warning" if result.get("StatusCode") == 429 else "critical"
+                out.append((result["Check"], status, result.get("Output", "")))
+        return out
 
     def shutdown(self) -> None:
         for runner in list(self.runners.values()):
@@ -285,6 +310,7 @@ class AllocRunner(threading.Thread):
         self.task = self.spec["Name"]
         self.killed = threading.Event()
         self.check_results: dict = {}
+        self.consul_checks: set = set()  # the keys of check_results that the node's Consul agent runs
         self._logs = {"stdout": b"", "stderr": b""}
         self._running = None
         self._io = threading.Lock()
@@ -457,10 +483,14 @@ class AllocRunner(threading.Thread):
 
     # -- checks (checks_hook.go) -----------------------------------------------------------------
     def _checks_of(self) -> list[tuple[dict, dict]]:
+        """Nomad's checks, and Consul's when the node has a Consul agent to run them."""
         out = []
         for service in (self.group.get("Services") or []) + (self.spec.get("Services") or []):
-            if service.get("Provider") == "nomad":
+            consul = (service.get("Provider") or "consul") == "consul"
+            if not consul or self.client.consul is not None:
                 out.extend((service, check) for check in service.get("Checks") or [])
+                if consul:
+                    self.consul_checks.update(f"{service['Name']}/{c['Name']}" for c in service.get("Checks") or [])
         return out
 
     def _uses_checks(self) -> bool:

@@ -72,7 +72,22 @@ FUNCTIONS = {
     "length": len, "contains": lambda items, v: v in items,
     "startswith": lambda s, p: s.startswith(p), "endswith": lambda s, p: s.endswith(p),
     "replace": lambda s, a, b: s.replace(a, b), "tostring": lambda v: _to_str(v), "tonumber": lambda v: _to_num(v),
+    "compact": lambda items: _compact(items), "concat": lambda *lists: _concat(lists),
 }
+
+
+def _compact(items):
+    """cty stdlib CompactFunc: a list of strings without the empty ones (and nulls)."""
+    if not isinstance(items, list):
+        raise EvalError("Invalid function argument: list of string required")
+    return [_to_str(item) for item in items if item not in ("", None)]
+
+
+def _concat(lists):
+    """cty stdlib ConcatFunc: the lists one after the other (at least one)."""
+    if not lists or not all(isinstance(items, list) for items in lists):
+        raise EvalError("Invalid function argument: all arguments must be lists or tuples")
+    return [item for items in lists for item in items]
 
 
 class _Expr:
@@ -521,9 +536,17 @@ def _service(block, scope):
             "Provider": b.get("provider", "")}
 
 
+def _env(b, scope) -> dict | None:
+    """``env { K = "v" }`` or ``env = { K = "v" }`` (jobspec2 takes both; the original recipe wrote
+    ``env = {}``, an empty map: Env null, as a missing block)."""
+    if "env" in b.values:
+        return {k: _to_str(v) for k, v in (b.get("env") or {}).items()} or None
+    return _map_block(b.sub("env"), scope)
+
+
 def _task(name, body, scope):
     b = _Block(f"task \"{name}\"", body, scope,
-               {"driver", "user", "kill_timeout", "kill_signal", "leader", "shutdown_delay", "kind"},
+               {"driver", "user", "kill_timeout", "kill_signal", "leader", "shutdown_delay", "kind", "env"},
                {"config", "env", "resources", "volume_mount", "service", "logs", "meta", "restart", "constraint",
                 "template", "artifact", "lifecycle"})
     if "template" in b.blocks or "artifact" in b.blocks or "lifecycle" in b.blocks:
@@ -553,7 +576,7 @@ def _task(name, body, scope):
             config.update(evaluate(block, scope))
     return {"Name": name, "Driver": b.get("driver"), "User": b.get("user", ""), "Lifecycle": None,
             "Config": config, "Constraints": _constraints(b.sub("constraint"), scope), "Affinities": None,
-            "Env": _map_block(b.sub("env"), scope), "Services": [_service(s, scope) for s in b.sub("service")] or None,
+            "Env": _env(b, scope), "Services": [_service(s, scope) for s in b.sub("service")] or None,
             "Resources": resources, "RestartPolicy": _restart(b.sub("restart"), scope),
             "Meta": _map_block(b.sub("meta"), scope), "KillTimeout": b.dur("kill_timeout"), "LogConfig": log_config,
             "Artifacts": None, "Vault": None, "Templates": None, "DispatchPayload": None,
@@ -677,6 +700,9 @@ def canonical(job: dict) -> dict:
             service["Provider"] = service.get("Provider") or "consul"
             service["AddressMode"] = service.get("AddressMode") or "auto"
         for task in group.get("Tasks") or []:
+            for service in task.get("Services") or []:  # api/services.go Canonicalize, task services too
+                service["Provider"] = service.get("Provider") or "consul"
+                service["AddressMode"] = service.get("AddressMode") or "auto"
             task["Resources"] = _fill(task.get("Resources"), {"CPU": 100, "MemoryMB": 300})
             task["KillTimeout"] = 5 * SECOND if task.get("KillTimeout") is None else task["KillTimeout"]
             task["LogConfig"] = _fill(task.get("LogConfig"), {"MaxFiles": 10, "MaxFileSizeMB": 10, "Disabled": False})

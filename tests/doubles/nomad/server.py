@@ -28,7 +28,13 @@ What it does over time, as Nomad does (BEHAVIOUR.md; the source files are named 
   ``restart_seconds`` and the client reads its client.hcl again (running allocations keep running);
   a client.hcl it cannot read keeps the agent down, as Nomad refuses to start.
 
-Left out (our jobs do not use them, or one test machine cannot have them): node drain and lost nodes, canaries and promotion, Consul, CSI volumes, preemption, periodic and batch jobs,
+Consul (tests/doubles/consul.py) when a node is given one: the node reports the ``consul.*`` attributes,
+a Consul service (``provider = "consul"``, Nomad's default) gets the implicit constraint
+``${attr.consul.version} semver >= 1.8.0`` at plan and register (admission.py, with the Nomad
+provider's own), so a node without Consul filters the group, and it is registered in Consul's catalogue
+instead of Nomad's, with its checks run as the Consul agent runs them.
+
+Left out (our jobs do not use them, or one test machine cannot have them): node drain and lost nodes, canaries and promotion, Consul Connect and Consul's own ACLs, CSI volumes, preemption, periodic and batch jobs,
 ``shutdown_delay``, the eval broker's queueing and its nack/retry.
 """
 from __future__ import annotations
@@ -46,6 +52,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import hcl_job
+from .admission import implied_constraints
 from .client import SECOND, NomadClient, go_duration, now_ns, rfc3339, task_event
 from .diff import job_diff, spec
 
@@ -91,13 +98,15 @@ class NomadDouble:
     def __init__(self, acl_tokens: dict | None = None, namespaces=("default",), region="global",
                  datacenter="DC0", engine=None, network: str | None = None, client_config=None,
                  node_memory_mb: int = 8192, tls: tuple | None = None,
-                 eval_delay: float = 0.05, restart_seconds: float = 1.0, cpu_arch: str | None = None):
+                 eval_delay: float = 0.05, restart_seconds: float = 1.0, cpu_arch: str | None = None,
+                 consul=None):
         """``acl_tokens``: None disables ACLs; else {secret: "management" | {namespace: capabilities}}, where
         the key "node" holds the token's node rule ("read", "write"; none: node reads are refused).
         ``engine``: a docker.DockerClient to run tasks on (None: the node has no docker driver, so docker
         jobs cannot be placed); ``network``: the bridge network for the containers; ``client_config``:
         the client.hcl the node reads its host volumes from. ``tls``: (certfile, keyfile) for https.
-        ``cpu_arch``: the first node's Go architecture (default: this machine's); ``add_node`` adds more."""
+        ``cpu_arch``: the first node's Go architecture (default: this machine's); ``add_node`` adds more.
+        ``consul``: a ConsulDouble (tests/doubles/consul.py) whose agent runs on the first node (None: no Consul)."""
         from .docker_driver import DockerDriver
 
         self.acl_tokens = acl_tokens
@@ -118,7 +127,8 @@ class NomadDouble:
         self.after_plan = None  # a test's hook: called (outside the lock) after a plan is answered
         self.session = uuid.uuid4().hex[:12]
         self._engine, self._network = engine, network
-        self.client = NomadClient(self, None, client_config, datacenter, memory_mb=node_memory_mb, cpu_arch=cpu_arch)
+        self.client = NomadClient(self, None, client_config, datacenter, memory_mb=node_memory_mb, cpu_arch=cpu_arch,
+                                  consul=consul)
         self.client.driver = DockerDriver(engine, network, self.session, arch=self.client.cpu_arch) \
             if engine is not None else None
         self.nodes: list[NomadClient] = [self.client]
@@ -155,9 +165,15 @@ class NomadDouble:
         threading.Thread(target=server.serve_forever, daemon=True, name="nomad-double-http").start()
 
     def stop(self):
-        """Stop the API, then every allocation's container (also those of a failing test)."""
+        """Stop the API, then every allocation's container (also those of a failing test): the tasks of all
+        nodes first, then their containers (the nodes share one engine and one session label)."""
         self._stopping.set()
         self._go_down()
+        runners = [runner for node in self.nodes for runner in list(node.runners.values())]
+        for runner in runners:
+            runner.killed.set()
+        for runner in runners:
+            runner.join(timeout=30)
         for node in self.nodes:
             node.shutdown()
 
@@ -226,13 +242,15 @@ class NomadDouble:
         return runner.client.driver.client.containers.get(running.container_id) if running else None
 
     def add_node(self, name: str, cpu_arch: str | None = None, datacenter: str | None = None,
-                 client_config=None, docker: bool = True, memory_mb: int = 8192, cpu_mhz: int = 8000):
+                 client_config=None, docker: bool = True, memory_mb: int = 8192, cpu_mhz: int = 8000,
+                 consul=None):
         """Another client node joins (a Raspberry Pi: ``cpu_arch="arm64"``). With ``docker`` it runs tasks on
-        the same test engine, but as a node of its own architecture would (docker_driver.py)."""
+        the same test engine, but as a node of its own architecture would (docker_driver.py); with
+        ``consul`` (a ConsulDouble) a Consul agent runs on it."""
         from .docker_driver import DockerDriver
 
         node = NomadClient(self, None, client_config, datacenter or self.datacenter, name=name,
-                           memory_mb=memory_mb, cpu_mhz=cpu_mhz, cpu_arch=cpu_arch)
+                           memory_mb=memory_mb, cpu_mhz=cpu_mhz, cpu_arch=cpu_arch, consul=consul)
         if docker and self._engine is not None:
             node.driver = DockerDriver(self._engine, self._network, self.session, arch=node.cpu_arch)
         with self.lock:
@@ -302,7 +320,7 @@ class NomadDouble:
         return "pending"
 
     def _register(self, namespace, job, triggered="job-register") -> dict:
-        job = hcl_job.canonical(job)
+        job = implied_constraints(hcl_job.canonical(job))  # job_endpoint.go Register: admission controllers
         job["Namespace"] = namespace
         key = (namespace, job["ID"])
         versions = self.jobs.setdefault(key, [])
@@ -564,12 +582,23 @@ class NomadDouble:
 
     # -- the client's reports --------------------------------------------------------------------
     def register_services(self, alloc: dict, group: dict):
+        """The allocation's services, group and task ones (ID: structs MakeAllocServiceID), into Nomad's
+        catalogue or, for a Consul service, through the node's Consul agent into Consul's; a node without
+        one registers nothing there (Nomad only places such a group on a node with Consul: admission.py)."""
         node = self._node(alloc["NodeID"])
-        for service in group.get("Services") or []:
-            if service.get("Provider") != "nomad":
-                continue  # Consul's catalogue, not Nomad's
+        owned = [(f"group-{group['Name']}", s) for s in group.get("Services") or []] + \
+            [(task["Name"], s) for task in group.get("Tasks") or [] for s in task.get("Services") or []]
+        for owner, service in owned:
             port = next((p for p in alloc["_ports"] if p["Label"] == service.get("PortLabel")), None)
-            reg_id = f"_nomad-task-{alloc['ID']}-group-{group['Name']}-{service['Name']}-{service.get('PortLabel')}"
+            reg_id = f"_nomad-task-{alloc['ID']}-{owner}-{service['Name']}-{service.get('PortLabel')}"
+            if service.get("Provider") != "nomad":
+                if node.consul is not None:
+                    node.consul.register(node.name, {
+                        "ID": reg_id, "Service": service["Name"], "Tags": list(service.get("Tags") or []),
+                        "Address": node.address, "Port": port["Value"] if port else 0},
+                        checks=lambda alloc_id=alloc["ID"], name=service["Name"]:
+                            node.consul_check_states(alloc_id, name))
+                continue
             index = self._bump()
             self.services[reg_id] = {
                 "ID": reg_id, "ServiceName": service["Name"], "Namespace": alloc["Namespace"],
@@ -582,6 +611,9 @@ class NomadDouble:
         gone = [k for k, v in self.services.items() if v["AllocID"] == alloc_id]
         for key in gone:
             del self.services[key]
+        for node in self.nodes:
+            for service_id in node.consul.service_ids(f"_nomad-task-{alloc_id}-") if node.consul else []:
+                node.consul.deregister(service_id)
         if gone:
             self._bump()
 
@@ -1152,7 +1184,7 @@ class NomadDouble:
             self._check_acl(token, ns, "submit-job")
             self._known_namespace(ns, job_id)
             current = self._current(ns, job_id)
-            new = hcl_job.canonical(job)
+            new = implied_constraints(hcl_job.canonical(job))  # job_endpoint.go Plan: admission controllers
             new["Namespace"] = ns
             self._validate(new)
             diff = job_diff(current, new)
@@ -1291,4 +1323,39 @@ def _constraint_ok(constraint: dict, attrs: dict, node) -> bool:
         return l_ok
     if operand == "is_not_set":
         return not l_ok
+    if operand in ("semver", "version"):
+        return l_ok and r_ok and _version_ok(str(left), str(right))
     return False
+
+
+def _version_ok(version: str, constraints: str) -> bool:
+    """checkVersionMatch (feasible.go) with hashicorp/go-version: ``1.17.1`` against ``>= 1.8.0`` (every
+    comma-separated constraint must hold; a pre-release sorts before its release)."""
+    import re
+
+    def key(text):
+        match = re.fullmatch(r"v?(\d+(?:\.\d+)*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?", text.strip())
+        if not match:
+            return None
+        numbers = [int(n) for n in match.group(1).split(".")]
+        return tuple(numbers + [0] * (3 - len(numbers))), 0 if match.group(2) else 1
+
+    have = key(version)
+    if have is None:
+        return False
+    for part in constraints.split(","):
+        match = re.fullmatch(r"\s*(=|!=|>=|<=|>|<|~>)?\s*(\S+)\s*", part)
+        want = key(match.group(2)) if match else None
+        if want is None:
+            return False
+        op = match.group(1) or "="
+        if op == "~>":  # pessimistic: at least this, below the next release of the last-but-one segment
+            digits = len(match.group(2).split("-")[0].split("."))
+            upper = list(want[0][:max(1, digits - 1)])
+            upper[-1] += 1
+            if not (have >= want and have[0][:len(upper)] < tuple(upper)):
+                return False
+        elif not {"=": have == want, "!=": have != want, ">=": have >= want, "<=": have <= want,
+                  ">": have > want, "<": have < want}[op]:
+            return False
+    return True

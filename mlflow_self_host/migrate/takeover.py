@@ -1,0 +1,245 @@
+"""`inv migrate`, and the first step of `inv deploy` when it finds a setup the original recipe left.
+
+Facts (read-only, before anything changes): the store on the host (store.py), the registered job, and
+the schema revisions the image's MLflow knows (schema.py). A database that fails its integrity check,
+that a newer MLflow wrote, or that is not MLflow's is refused there with nothing changed (exit 15).
+
+The plan, in the order it is applied (after configure-host, the build and the push):
+1. stop the running job: the old server must not write while the file is copied and rewritten;
+2. a byte-for-byte copy of the database into backups_path, kept (retention never removes it);
+   `inv restore NAME` puts it back;
+3. the owner of every entry of the two volume folders to the image's user (files included);
+4. artifact locations of experiments, runs and model versions under the old server-local root
+   (legacy_artifact_root) rewritten to ``mlflow-artifacts:/...``: the same files, now downloaded and
+   uploaded through the server instead of written to each client's own disk;
+5. the schema upgrade: the image runs `mlflow db upgrade` when the new job starts (its entrypoint),
+   and the takeover checks afterwards that the database is at the image's head revision.
+Then deploy plans and registers our job (the diff shows the replacement). A second run finds nothing.
+
+`inv deploy` takes a setup over when the database has locations under the old root, entries the image's
+user does not own, or an older schema under a job that is not ours (an image without a v{version} tag);
+an older schema under our own job is an ordinary upgrade (deploy's own backup, then the entrypoint).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import UserError
+from ..plan import Plan
+from . import schema, store
+
+EXIT_STORE = 15  # the database cannot be taken over as it is (integrity, newer schema, missing)
+BACKUP_PREFIX = store.BACKUP_PREFIX
+
+
+@dataclass
+class Takeover:
+    facts: store.StoreFacts
+    job: dict | None
+    chain: schema.Chain
+    plan: Plan
+    reason: str = ""  # why the plan is empty
+    backup_name: str = ""
+    stop: bool = False
+    chown: list = field(default_factory=list)  # folders
+    rewrite: bool = False
+    upgrade: bool = False
+    backup_path: str = ""  # once taken
+
+    @property
+    def needed(self) -> bool:
+        return not self.plan.empty
+
+
+def _job_is_ours(job: dict | None) -> bool:
+    from ..job import jobfile
+
+    return bool(job) and jobfile.version_of(jobfile.image_of(job)) is not None
+
+
+def refuse_bad_store(settings, facts: store.StoreFacts, chain: schema.Chain, require: bool,
+                     job_is_ours: bool = False) -> None:
+    """Refusals from the facts alone, before anything changes. A deploy over a job that is not ours and a
+    backend folder with other databases but not ours is refused too: it would start an empty MLflow."""
+    db = facts.db
+    nothing = "nothing was changed"
+    if db is None:
+        if not require and not (facts.other_files and not job_is_ours):
+            return
+        if facts.backend is None:
+            raise UserError(f"no folder {settings.backend_path} on {facts.where}: nothing to migrate",
+                            hint="set backend_path to the host folder the original job mounts at "
+                                 f"/mnt/backend_store; {nothing}", code=EXIT_STORE)
+        found = f" (it holds {', '.join(facts.other_files)})" if facts.other_files else ""
+        raise UserError(f"no MLflow database at {facts.db_path} on {facts.where}{found}",
+                        hint=f"the image's store is {store_name()}: rename the original's file to it, or "
+                             f"set backend_path to the folder that has it; {nothing}", code=EXIT_STORE)
+    if db.integrity not in ("ok", "not checked"):  # a deploy's quick look does not check
+        raise UserError(f"{db.path} fails SQLite's PRAGMA integrity_check: {db.integrity}",
+                        hint=f"repair it (`sqlite3 mlflow.db .recover`) or put a good backup in its place; {nothing}",
+                        code=EXIT_STORE)
+    if db.revision == "":
+        raise UserError(f"{db.path} has an empty alembic_version table: its schema revision is unknown",
+                        hint=f"a schema upgrade was interrupted? put a good backup in its place; {nothing}",
+                        code=EXIT_STORE)
+    if db.revision is None:
+        raise UserError(f"{db.path} is not an MLflow database (no alembic_version table)",
+                        hint=f"set backend_path to the folder of MLflow's database; {nothing}", code=EXIT_STORE)
+    if not chain.knows(db.revision):
+        raise UserError(f"{db.path} is at schema revision {db.revision}, which MLflow {chain.mlflow_version} (the "
+                        "image's) does not know: a newer MLflow wrote it",
+                        hint="use that MLflow or a newer one in both pins (docker/requirements.txt then `inv deps`, "
+                             "and mlflow-skinny in pyproject.toml, which this check reads), or put an older backup "
+                             f"in place; {nothing}", code=EXIT_STORE)
+
+
+def store_name() -> str:
+    from ..backup import DB_NAME
+
+    return DB_NAME
+
+
+def read(settings, host, n, require: bool = False) -> Takeover:
+    """The facts and the plan (pure once read); refuses a store that cannot be taken over.
+
+    `inv migrate` (``require``) reads everything; a deploy first takes a quick look (owners of the
+    folders and the file, revision, rows under the old root: no walk, no integrity check, which would
+    hold a read lock against the running server) and reads everything only when that finds work."""
+    from ..backup import utc_stamp
+    from ..job import jobfile
+
+    chain = schema.chain()
+    job = jobfile.current(settings, n)
+    name = f"{BACKUP_PREFIX}{utc_stamp()}.db"
+    facts = store.inspect(settings, host, full=require)
+    if not require:
+        refuse_bad_store(settings, facts, chain, require, _job_is_ours(job))
+        quick = plan(settings, facts, job, chain, name)
+        if not quick.needed:
+            return quick
+        facts = store.inspect(settings, host, full=True)
+    refuse_bad_store(settings, facts, chain, require, _job_is_ours(job))
+    return plan(settings, facts, job, chain, name)
+
+
+def plan(settings, facts: store.StoreFacts, job: dict | None, chain: schema.Chain, backup_name: str) -> Takeover:
+    """What taking the store over would change (no I/O)."""
+    uid, gid = settings.image_user_ids()
+    out = Takeover(facts, job, chain, Plan(f"take over the MLflow store on {settings.host}"), backup_name=backup_name)
+    db = facts.db
+    out.chown = [(folder, owners) for folder, owners in ((settings.backend_path, facts.backend),
+                                                         (settings.artifacts_path, facts.artifacts))
+                 if owners is not None and owners.wrong]
+    out.rewrite = bool(db and db.legacy_rows)
+    behind = bool(db and db.revision and chain.knows(db.revision) and db.revision != chain.head)
+    out.upgrade = behind and not _job_is_ours(job)
+    if not (out.chown or out.rewrite or out.upgrade):
+        out.chown = []
+        if db is None:
+            out.reason = f"no database at {facts.db_path} yet"
+        else:
+            rev = "current" if db.revision == chain.head else f"{db.revision}, upgraded by the image on start"
+            out.reason = (f"{facts.db_path}: owners {uid}:{gid}, artifact locations served by the server, "
+                          f"schema {rev}")
+        return out
+    p = out.plan
+    running = job and not job.get("Stop")
+    if running:
+        out.stop = True
+        p.add("stop", f"job {settings.job_name}", f"{jobfile_image(job)}: the old server must not write meanwhile")
+    if db and facts.backups:  # an earlier run copied the original; the file now may be half taken over
+        out.backup_path = f"{settings.backups_path.rstrip('/')}/{facts.backups[0]}"
+        out.backup_name = ""
+        p.add("keep", out.backup_path, f"the original database, copied by an earlier run (`inv restore "
+                                       f"{facts.backups[0]}` puts it back): no new copy")
+    elif db:
+        p.add("create", f"{settings.backups_path.rstrip('/')}/{backup_name}",
+              f"byte-for-byte copy of {db.path} ({db.size} bytes), kept; `inv restore {backup_name}` puts it back")
+    for folder, owners in out.chown:
+        example = f"; e.g. {owners.sample[0]}" if owners.sample else ""
+        p.add("chown", folder, f"{owners.wrong} of {owners.total} entries to {uid}:{gid}, the image's user{example}")
+    if out.rewrite:
+        counts = ", ".join(f"{n} {table.replace('_', ' ')}" for table, n in db.legacy.items() if n)
+        root = store.legacy_root(settings)
+        p.add("update", db.path, f"artifact locations of {counts}: {root}/… → mlflow-artifacts:/… (the same files, "
+                                 "through the server)")
+    if behind:
+        p.add("upgrade", db.path, f"schema {db.revision} → {chain.head} ({chain.behind(db.revision)} migrations of "
+                                  f"MLflow {chain.mlflow_version}): `mlflow db upgrade` by the image when the job starts")
+    return out
+
+
+def jobfile_image(job: dict) -> str:
+    from ..job import jobfile
+
+    return jobfile.image_of(job) or "no image"
+
+
+def apply(settings, host, n, takeover: Takeover) -> Takeover:
+    """Steps 1-4 (the caller registers the job, which upgrades the schema). Anything failing after the
+    stop says that the service is down and how to go on or back (exit 1)."""
+    from .. import console
+    from ..backup import stop_job
+
+    if not takeover.needed:
+        return takeover
+    if takeover.stop:
+        console.step(f"stopping job {settings.job_name} ({jobfile_image(takeover.job)})")
+        stop_job(settings, n)
+    try:
+        facts = store.inspect(settings, host)  # again, now that nothing writes
+        db = facts.db
+        if db and db.journals:
+            raise UserError(f"{db.path} has a hot journal ({', '.join(db.journals)}) after the job stopped: "
+                            "something else still writes it, or a writer crashed")
+        if db and not takeover.backup_path:
+            copy = store.backup(host, db.path, settings.backups_path, takeover.backup_name)
+            takeover.backup_path = copy["path"]
+            console.done(f"backup {copy['path']} (byte-for-byte, sha256 {copy['sha256'][:12]}…), kept")
+        if takeover.chown:
+            uid, gid = settings.image_user_ids()
+            changed = store.chown(host, uid, gid, [folder for folder, _ in takeover.chown])
+            console.done(f"owner {uid}:{gid} given to {changed} entries of "
+                         + " and ".join(folder for folder, _ in takeover.chown))
+        if db and db.legacy_rows:
+            changed = store.rewrite(host, db.path, store.legacy_root(settings))
+            console.done("artifact locations rewritten to mlflow-artifacts:/ ("
+                         + ", ".join(f"{n} {t.replace('_', ' ')}" for t, n in changed.items() if n) + ")")
+    except UserError as exc:
+        raise UserError(exc.message, hint=stopped_hint(settings, takeover), code=1) from None
+    return takeover
+
+
+def stopped_hint(settings, takeover: Takeover) -> str:
+    """What to do when the takeover stopped half-way: the service is down."""
+    down = f"job {settings.job_name} is stopped (MLflow is down): fix the cause and run `inv migrate` again, " \
+           "which goes on from where it stopped"
+    if not takeover.backup_path:
+        return down + "; the database was not changed"
+    return f"{down}; or go back: {restore_hint(takeover)}"
+
+
+def restore_hint(takeover: Takeover) -> str:
+    if not takeover.backup_path:
+        return "the database was not changed"
+    name = takeover.backup_path.rsplit("/", 1)[-1]
+    return (f"the original database is kept as {takeover.backup_path}: stop the job (`nomad job stop`), "
+            f"`inv restore {name}` puts it back, then `nomad job run` the original job file")
+
+
+def verify(settings, host, takeover: Takeover) -> None:
+    """After the new job is healthy: the schema is the image's head."""
+    from .. import console
+
+    if not takeover.needed or takeover.facts.db is None:
+        return
+    db = store.inspect(settings, host).db
+    if db and db.revision == takeover.chain.head:
+        console.done(f"schema {db.revision} (MLflow {takeover.chain.mlflow_version}); original kept as "
+                     f"{takeover.backup_path}")
+        return
+    from ..job.follow import EXIT_FAILED
+
+    raise UserError(f"the new job runs, but the database is at schema {db.revision if db else '?'}, not "
+                    f"{takeover.chain.head}", hint=f"`inv logs --stderr` shows why; {restore_hint(takeover)}",
+                    code=EXIT_FAILED)
