@@ -147,7 +147,8 @@ def plan(settings, facts: store.StoreFacts, job: dict | None, chain: schema.Chai
     if running:
         out.stop = True
         p.add("stop", f"job {settings.job_name}", f"{jobfile_image(job)}: the old server must not write meanwhile")
-    if db and facts.backups:  # an earlier run copied the original; the file now may be half taken over
+    if db and facts.backups and not _job_is_ours(job):
+        # an earlier run copied the original and stopped before our job ran: the file may be half taken over
         out.backup_path = f"{settings.backups_path.rstrip('/')}/{facts.backups[0]}"
         out.backup_name = ""
         p.add("keep", out.backup_path, f"the original database, copied by an earlier run (`inv restore "

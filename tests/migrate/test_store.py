@@ -112,6 +112,9 @@ def test_plans(tmp_path):
     p = takeover.plan(settings, facts, dict(ORIGINAL, Stop=True), chain, "copy.db")
     assert [c.action for c in p.plan] == ["keep", "update", "upgrade"]
     assert p.backup_path.endswith("/mlflow-before-migration-20261130T100000Z.db")
+    # the same copy under our own job (taken over long ago, rows found again): a new copy of today's file
+    p = takeover.plan(settings, facts, OURS, chain, "copy.db")
+    assert [c.action for c in p.plan] == ["stop", "create", "update", "upgrade"] and p.backup_path == ""
     # all done: empty, with its reason
     done = takeover.plan(settings, _facts(tmp_path, revision=chain.head), OURS, chain, "copy.db")
     assert not done.needed and "schema current" in done.reason
