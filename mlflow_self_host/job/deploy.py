@@ -89,6 +89,17 @@ def _read_takeover(settings, n, accept_host_key: bool, dry_run: bool, migrate: b
     return host, found
 
 
+def _warn_not_ours(settings, n) -> None:
+    """--skip-host does not read the store: say so when the running job looks like the original recipe's."""
+    from .. import console
+
+    current = jobfile.current(settings, n)
+    image = jobfile.image_of(current)
+    if current and not current.get("Stop") and image and jobfile.version_of(image) is None:
+        console.warn(f"job {settings.job_name} runs {image}, not a version of ours: `inv migrate` takes such a setup "
+                     "over (--skip-host skipped reading its store)")
+
+
 def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_build: bool, backup: bool,
             accept_host_key: bool, migrate: bool = False) -> DeployResult:
     from .. import console
@@ -96,6 +107,8 @@ def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_bui
     image = settings.image_ref(version.text)
     n = nomad_api.client(settings)
     store_host, found = (None, None) if skip_host else _read_takeover(settings, n, accept_host_key, dry_run, migrate)
+    if skip_host:
+        _warn_not_ours(settings, n)
 
     # 1. the host, the image
     if not skip_host:

@@ -45,6 +45,7 @@ class Takeover:
     rewrite: bool = False
     upgrade: bool = False
     backup_path: str = ""  # once taken
+    others: list = field(default_factory=list)  # other running jobs that mount the MLflow volumes
 
     @property
     def needed(self) -> bool:
@@ -119,13 +120,32 @@ def read(settings, host, n, require: bool = False) -> Takeover:
             return quick
         facts = store.inspect(settings, host, full=True)
     refuse_bad_store(settings, facts, chain, require, _job_is_ours(job))
-    return plan(settings, facts, job, chain, name)
+    return plan(settings, facts, job, chain, name, other_writers(settings, n))
 
 
-def plan(settings, facts: store.StoreFacts, job: dict | None, chain: schema.Chain, backup_name: str) -> Takeover:
+def other_writers(settings, n) -> list[dict]:
+    """Running jobs besides ``job_name`` whose groups mount the MLflow host volumes: the recipe's job
+    under another name would go on writing the file while it is copied and rewritten."""
+    from ..job import cluster, nomad_api
+
+    out = []
+    for stub in nomad_api.call(settings, "listing jobs", n.jobs.get_jobs) or []:
+        if stub.get("ID") == settings.job_name or stub.get("Stop") or stub.get("Status") == "dead":
+            continue
+        job = nomad_api.call(settings, f"reading job {stub['ID']}", n.job.get_job, stub["ID"])
+        sources = {v.get("Source") for g in job.get("TaskGroups") or [] for v in (g.get("Volumes") or {}).values()
+                   if v.get("Type") == "host"}
+        if sources & set(cluster.HOST_VOLUMES):
+            out.append(job)
+    return out
+
+
+def plan(settings, facts: store.StoreFacts, job: dict | None, chain: schema.Chain, backup_name: str,
+         others: list | None = None) -> Takeover:
     """What taking the store over would change (no I/O)."""
     uid, gid = settings.image_user_ids()
-    out = Takeover(facts, job, chain, Plan(f"take over the MLflow store on {settings.host}"), backup_name=backup_name)
+    out = Takeover(facts, job, chain, Plan(f"take over the MLflow store on {settings.host}"), backup_name=backup_name,
+                   others=list(others or []))
     db = facts.db
     out.chown = [(folder, owners) for folder, owners in ((settings.backend_path, facts.backend),
                                                          (settings.artifacts_path, facts.artifacts))
@@ -147,6 +167,8 @@ def plan(settings, facts: store.StoreFacts, job: dict | None, chain: schema.Chai
     if running:
         out.stop = True
         p.add("stop", f"job {settings.job_name}", f"{jobfile_image(job)}: the old server must not write meanwhile")
+    for other in out.others:
+        p.add("stop", f"job {other['ID']}", f"{jobfile_image(other)}: it mounts the MLflow volumes too")
     if db and facts.backups and not _job_is_ours(job):
         # an earlier run copied the original and stopped before our job ran: the file may be half taken over
         out.backup_path = f"{settings.backups_path.rstrip('/')}/{facts.backups[0]}"
@@ -187,6 +209,9 @@ def apply(settings, host, n, takeover: Takeover) -> Takeover:
     if takeover.stop:
         console.step(f"stopping job {settings.job_name} ({jobfile_image(takeover.job)})")
         stop_job(settings, n)
+    for other in takeover.others:
+        console.step(f"stopping job {other['ID']} ({jobfile_image(other)}): it mounts the MLflow volumes too")
+        stop_job(settings.with_overrides({"job_name": other["ID"]}), n)
     try:
         facts = store.inspect(settings, host)  # again, now that nothing writes
         db = facts.db

@@ -115,6 +115,10 @@ def test_plans(tmp_path):
     # the same copy under our own job (taken over long ago, rows found again): a new copy of today's file
     p = takeover.plan(settings, facts, OURS, chain, "copy.db")
     assert [c.action for c in p.plan] == ["stop", "create", "update", "upgrade"] and p.backup_path == ""
+    # the recipe's job under another name mounts the volumes too: stopped as well
+    other = dict(ORIGINAL, ID="mlflow-old")
+    p = takeover.plan(settings, _facts(tmp_path), ORIGINAL, chain, "copy.db", others=[other])
+    assert [(c.action, c.target) for c in p.plan][:2] == [("stop", "job mlflow"), ("stop", "job mlflow-old")]
     # all done: empty, with its reason
     done = takeover.plan(settings, _facts(tmp_path, revision=chain.head), OURS, chain, "copy.db")
     assert not done.needed and "schema current" in done.reason
