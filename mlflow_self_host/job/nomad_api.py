@@ -8,6 +8,7 @@ all with ``nomad_skip_verify`` (as the Nomad CLI does).
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable
 
 from ..errors import UserError, connection_reason
@@ -68,6 +69,16 @@ def status_and_text(exc: BaseException) -> tuple[int | None, str]:
     return None, str(resp if resp is not None else exc).strip()
 
 
+def one_line(text: str) -> str:
+    """Nomad's error text in one line: its multierror ("1 error occurred:\n\t* reason\n\n") as the reasons."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if lines and re.match(r"^\d+ errors? occurred:$", lines[0]):
+        reasons = [line.lstrip("* ").strip() for line in lines[1:] if line.startswith("*")]
+        if reasons:
+            return "; ".join(reasons)
+    return lines[0] if lines else ""
+
+
 def to_user_error(exc: BaseException, settings, what: str) -> UserError:
     """A python-nomad / requests failure as one line the user can act on. Never shows the token."""
     import requests
@@ -75,7 +86,7 @@ def to_user_error(exc: BaseException, settings, what: str) -> UserError:
     addr = address(settings)
     code, text = status_and_text(exc)
     text = text.replace(settings.nomad_token, "****") if settings.nomad_token else text
-    short = text.splitlines()[0][:300] if text else ""
+    short = one_line(text)[:300]
     ns = settings.nomad_namespace or "default"
     if code == 403:
         if not settings.nomad_token:

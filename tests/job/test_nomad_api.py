@@ -100,3 +100,12 @@ def test_a_bad_token_is_reported_without_showing_it(nomad_double):
 
 def test_an_address_without_scheme_is_http(nomad_double):
     assert nomad_api.address(job_settings(nomad_double.address.removeprefix("http://"))) == nomad_double.address
+
+
+def test_nomads_multierror_is_said_by_its_reasons():
+    from mlflow_self_host.job.nomad_api import one_line
+
+    assert one_line("1 error occurred:\n\t* Missing job task groups\n\n") == "Missing job task groups"
+    assert one_line("2 errors occurred:\n\t* Task group svc validation failed\n\t* bad port\n\n") == \
+        "Task group svc validation failed; bad port"
+    assert one_line("job not found\n") == "job not found" and one_line("") == ""
