@@ -35,6 +35,19 @@ def registry():
             registry_service.stop(reg)
 
 
+@contextlib.contextmanager
+def nomad_user():
+    """The ``nomad`` user configure-host gives the job folder to, as the tests have it
+    (tests/host/conftest.py): created when missing, removed afterwards if this run created it."""
+    from tests.services import accounts
+
+    accounts.acquire_shared("nomad", system=True, user_group=True, no_create_home=True, shell="/bin/false")
+    try:
+        yield "nomad"
+    finally:
+        accounts.release_shared("nomad")
+
+
 def stand_in_base(client) -> str:
     return base_image.ensure(client)
 

@@ -1,6 +1,9 @@
 """Throughput: runs and metrics logged per second through the MLflow client, against our container
 (as deployed: entrypoint defaults, `--memory 512m`) vs MLflow's defaults (`mlflow server` with no
-tuning, no memory limit), the same image and engine, in the same run.
+tuning, no memory limit: 4 uvicorn workers and the job runner), the same image and engine, in the same
+run; with each server's memory: the RSS of all its container's processes (the memory cgroup's rss, page
+cache not counted) idle, 10 s after /health answered, and its peak during the measured rounds (sampled
+every 0.1 s).
 
 Run: python3 bench/throughput.py [--rounds N]
 """
@@ -14,7 +17,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from common import median, write_section
+from common import ContainerMemory, median, write_section
 
 THREADS = 4
 
@@ -68,7 +71,7 @@ def main() -> None:
     parser.add_argument("--metrics", type=int, default=300)
     args = parser.parse_args()
     from services import project_image
-    from tests.services import free_port
+    from tests.services.ports import reserved_port
 
     os.environ.setdefault("MSH_QUIET", "1")
     with project_image("msh-bench-tp") as (client, settings, version):
@@ -76,23 +79,33 @@ def main() -> None:
         results = {}
         for label, ours in (("MLflow defaults (`mlflow server`, no tuning)", False), ("ours (as deployed, 512m)", True)):
             data = Path(tempfile.mkdtemp(prefix="msh-bench-tp-"))
-            container, url = start(client, ref, free_port(), data, ours=ours)
+            container, url = start(client, ref, reserved_port(), data, ours=ours)
             try:
+                memory = ContainerMemory(container).start()
+                source = memory.source
+                time.sleep(10)  # settle
+                idle, processes = memory.now(), len(container.top()["Processes"])
                 rates(url, 8, 20)  # warm-up
+                memory.reset_peak()
                 measured = [rates(url, args.runs, args.metrics) for _ in range(args.rounds)]
-                results[label] = (median(r for r, _ in measured), median(m for _, m in measured))
+                peak = memory.stop()
+                results[label] = (median(r for r, _ in measured), median(m for _, m in measured),
+                                  processes, idle, peak)
             finally:
                 container.remove(force=True)
                 shutil.rmtree(data, ignore_errors=True)
-    (base_label, (br, bm)), = [(k, v) for k, v in results.items() if not k.startswith("ours")]
-    rows = "\n".join(f"| {k} | {r:.1f} | {r / br:.2f}x | {m:.1f} | {m / bm:.2f}x |" for k, (r, m) in results.items())
+    (br, bm, _, bidle, bpeak), = [v for k, v in results.items() if not k.startswith("ours")]
+    rows = "\n".join(f"| {k} | {r:.1f} | {r / br:.2f}x | {m:.1f} | {m / bm:.2f}x | {n} | {idle:.0f} MiB | "
+                     f"{idle / bidle:.2f}x | {peak:.0f} MiB | {peak / bpeak:.2f}x |"
+                     for k, (r, m, n, idle, peak) in results.items())
     body = f"""## Throughput through the MLflow client
 
 Command: `python3 bench/throughput.py --rounds {args.rounds} --runs {args.runs} --metrics {args.metrics}`
-({THREADS} client threads; medians of {args.rounds} rounds; the same image for both)
+({THREADS} client threads; medians of {args.rounds} rounds; the same image for both; RSS: all the container's
+processes ({source}), page cache not counted; idle: 10 s after /health answered; peak: during the measured rounds)
 
-| server | runs/s | ratio | metrics/s (`log_metric`) | ratio |
-| --- | --- | --- | --- | --- |
+| server | runs/s | ratio | metrics/s (`log_metric`) | ratio | processes | RSS idle | ratio | RSS peak | ratio |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 """
     write_section("throughput", body)

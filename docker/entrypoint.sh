@@ -7,7 +7,8 @@
 #                                 through the server (mlflow-artifacts:/), never to their own disk
 #   MLFLOW_HOST                   0.0.0.0          interface to bind
 #   MLFLOW_PORT                   5000
-#   MLFLOW_WORKERS                1                uvicorn workers (setting `workers`); each ~150 MiB
+#   MLFLOW_WORKERS                1                uvicorn workers (setting `workers`); a second one added
+#                                 175 MiB idle RSS in bench/memory.py (BENCHMARKS.md)
 #   MLFLOW_DOMAIN                 mlflow.lan       the name behind the proxy (setting `domain`)
 #   MLFLOW_SERVER_ALLOWED_HOSTS   {domain},{domain}:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*,[::1]:*
 #                                 Host headers served; any other gets 403 "Invalid Host header"
@@ -15,8 +16,9 @@
 #   MLFLOW_SERVER_CORS_ALLOWED_ORIGINS
 #                                 http://{domain},https://{domain},http://localhost,http://localhost:*,
 #                                 http://127.0.0.1,http://127.0.0.1:*
-#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  false      MLflow 3.x's job runner (about 1.3 GB more memory
-#                                 with its worker processes); true turns it back on
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  false      MLflow 3.x's job runner; true turns it back on (in
+#                                 bench/memory.py: 1228 MiB more idle RSS with its worker processes,
+#                                 OOM-killed under 512m)
 #   MLFLOW_DB_UPGRADE             true             run `mlflow db upgrade` (schema migration) first
 #   MLFLOW_SERVER_EXTRA_ARGS      (empty)          more `mlflow server` options, split on spaces
 #
@@ -59,7 +61,8 @@ if [ "$MLFLOW_DB_UPGRADE" = "true" ]; then
 fi
 
 # mlflow-serve.py is `mlflow server` that execs the web server instead of waiting for it (one
-# process, ~190 MiB less); it sits beside this script in the image and in docker/.
+# process; in bench/memory.py the container's idle RSS is 155 MiB instead of 309 MiB); it sits beside
+# this script in the image and in docker/.
 serve="$(dirname "$0")/mlflow-serve.py"
 # shellcheck disable=SC2086 # MLFLOW_SERVER_EXTRA_ARGS is split on purpose
 exec python "$serve" \

@@ -1,7 +1,8 @@
 """`mlflow server`, but the web server replaces this process instead of running as its child.
 
 `mlflow server` starts uvicorn as a subprocess and stays resident only to wait for it and forward
-signals: about 190 MiB of the container's 512 MB for nothing. With MLflow's job runner off (our
+signals: in bench/memory.py the container's idle RSS is 309 MiB that way and 155 MiB with this script
+(of the Nomad job's 512 MB; BENCHMARKS.md). With MLflow's job runner off (our
 default) there is nothing else for the parent to do, so we let MLflow compute the exact command and
 environment it would use, then exec it: one process, the container's signals go straight to uvicorn.
 With MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true this is plain `mlflow server`.

@@ -9,7 +9,7 @@ import pytest
 from mlflow_self_host import local, smoke
 from mlflow_self_host.errors import UserError
 from mlflow_self_host.version import Version
-from tests.services import free_port
+from tests.services.ports import reserved_port
 from tests.services.mlflow_image import PROJECT_ROOT, clean_env
 from tests.services.mlflow_load import logging_load
 
@@ -32,7 +32,7 @@ def round_trip(settings):
 
 @pytest.fixture
 def container_settings(mlflow_image, tmp_path):
-    settings = mlflow_image.settings(local_port=free_port(), local_data_dir=str(tmp_path / "data"),
+    settings = mlflow_image.settings(local_port=reserved_port(), local_data_dir=str(tmp_path / "data"),
                                      local_container=f"mlflow-local-test-{uuid.uuid4().hex[:8]}")
     yield settings
     local.down(settings)
@@ -45,7 +45,7 @@ def native_settings(tmp_path, monkeypatch):
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     settings = Settings.load(root=PROJECT_ROOT, env=clean_env(), overrides={
-        "local_port": free_port(), "local_data_dir": str(tmp_path / "data")})
+        "local_port": reserved_port(), "local_data_dir": str(tmp_path / "data")})
     yield settings
     local.down(settings)
 
@@ -124,6 +124,7 @@ def test_up_on_a_port_in_use_says_so(native_settings):
     import socket
 
     with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: the port is held in TIME_WAIT
         busy.bind(("127.0.0.1", native_settings.local_port))
         busy.listen()
         with pytest.raises(UserError) as caught:

@@ -209,8 +209,10 @@ def test_inv_backup_and_restore_from_the_command_line(ssh_server, nomad_cluster,
     assert [a["ID"] for a in nomad_cluster.nomad.running_allocs()] == [running["ID"]]  # never stopped
 
 
-def test_deploy_of_a_new_version_backs_up_first_labelled_with_the_running_one(nomad_cluster, cluster_settings):
-    """inv deploy's hook, end to end: the cluster runs v0.99, deploy v0.100 -> a v0.99 backup on the host."""
+def test_deploy_of_a_new_version_backs_up_first_labelled_with_the_running_one(nomad_cluster, cluster_settings,
+                                                                              capsys):
+    """inv deploy's hook, end to end: the cluster runs v0.99, deploy v0.100 -> a v0.99 backup on the host,
+    taken over SSH before the new version is registered; `--no-backup` (backup=False) takes none."""
     make_db(nomad_cluster.backend / "mlflow.db", 6)
     settings = cluster_settings()
     deploy(settings, "0.99")
@@ -218,6 +220,8 @@ def test_deploy_of_a_new_version_backs_up_first_labelled_with_the_running_one(no
     deploy(settings, "0.100")
     nomad_cluster.publish("0.101")
     deploy(settings, "0.101", backup=False)
+    steps = [line for line in capsys.readouterr().err.splitlines() if "backing up the database" in line]
+    assert len(steps) == 1 and "before v0.99 → v0.100" in steps[0], steps
     names = os.listdir(settings.backups_path)
     assert len(names) == 1 and re.match(r"^mlflow-\d{8}T\d{6}Z-v0\.99\.db$", names[0])
     assert count(os.path.join(settings.backups_path, names[0])) == 6

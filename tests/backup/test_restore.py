@@ -131,20 +131,45 @@ def test_restore_a_downloaded_backup_uploads_it(settings, host_db, nomad, projec
     assert os.path.exists(taken.path)  # uploaded into backups_path first
 
 
-def test_local_restore_stops_and_starts_local_mode(project, monkeypatch):
+def test_local_restore_stops_and_starts_local_mode(project, stub_images, docker_client, docker_engine_service,
+                                                   monkeypatch):
+    """Local mode runs for real (`inv up`'s container on the test engine, the stub image as v0.99): the
+    restore stops it before the database is moved aside and starts a new one, of version.txt's v0.99,
+    once the backup is in place (the engine's die/start times against the files' change times)."""
+    import time
+    import uuid
+
     from mlflow_self_host import local
     from mlflow_self_host.settings import Settings
+    from mlflow_self_host.version import Version
+    from tests.services.ports import reserved_port
 
-    settings = Settings.load(root=project, env={})
+    stub_images.publish("0.99")  # tagged on the engine too: `inv up` runs it, builds nothing
+    monkeypatch.setenv("DOCKER_HOST", docker_engine_service.base_url)
+    settings = Settings.load(root=project, env={}, overrides={
+        "registry": stub_images.registry, "image": stub_images.repository, "local_port": reserved_port(),
+        "local_container": f"mlflow-local-restore-{uuid.uuid4().hex[:8]}"})
     db = make_db(project / "data" / "backend" / "mlflow.db", 4)
-    taken = backup.backup(settings, local=True)
-    make_db(db, 4)
-    events = []
-    monkeypatch.setattr(local, "down", lambda s: events.append(("down", count(db))))
-    monkeypatch.setattr(local, "up", lambda s, v, **kw: events.append(("up", count(db), str(v))))
-    aside = backup.restore(settings, os.path.basename(taken.path), local=True)
-    assert events == [("down", 8), ("up", 4, "0.99")]
+    try:
+        local.up(settings, Version("0.99"), require_docker=True)
+        before = docker_client.containers.get(settings.local_container)
+        taken = backup.backup(settings, local=True)
+        make_db(db, 4)
+        since = int(time.time()) - 1
+        aside = backup.restore(settings, os.path.basename(taken.path), local=True)
+        after = docker_client.containers.get(settings.local_container)
+        events = [(e["Action"], e["id"], e["timeNano"] / 1e9) for e in docker_client.events(
+            since=since, until=int(time.time()) + 1, filters={"type": "container"}, decode=True)]
+    finally:
+        local.down(settings)
     assert count(db) == 4 and count(aside) == 8
+    assert after.id != before.id and after.status == "running"
+    assert after.image.id == docker_client.images.get(stub_images.ref("0.99")).id
+    (died,) = [t for action, cid, t in events if action == "die" and cid == before.id]
+    (started,) = [t for action, cid, t in events if action == "start" and cid == after.id]
+    assert died <= os.stat(aside).st_ctime  # stopped, then moved aside
+    assert os.stat(db).st_ctime <= started  # the backup in place, then started
+    assert [line.split()[0] for line in stub_starts(db.parent)] == ["v0.99", "v0.99"]
 
 
 def test_a_stopped_job_is_left_stopped(settings, host_db, nomad, capsys):

@@ -188,7 +188,7 @@ class PiHoleDouble:
 
     # --- lifetime ---------------------------------------------------------------------------
     def start(self) -> "PiHoleDouble":
-        from tests.services import free_port, need_binary
+        from tests.services import need_binary
 
         self._dnsmasq = need_binary("dnsmasq", "dnsmasq-base")
         self._work = Path(tempfile.mkdtemp(prefix="pihole-double-"))
@@ -197,7 +197,7 @@ class PiHoleDouble:
             cert, key, self.ca_file = make_certificate(Path(self.tls_dir), self.webserver_domain)
             self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._tls.load_cert_chain(cert, key)
-        self._bind_http(free_port())
+        self._bind_http(0)  # the kernel's free port, bound at once; a restart binds self.port again
         scheme = "https" if self._tls else "http"
         self.port = self._http.server_address[1]
         self.url = f"{scheme}://{ADDRESS}:{self.port}"

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from tests.services import free_port, wait_for
+from tests.services.ports import reserved_port
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +44,7 @@ def run(mlflow_image, docker_client, tmp_path):
 
 
 def test_allowed_hosts_come_from_the_domain_plus_localhost(run):
-    port = free_port()
+    port = reserved_port()  # MLflow binds it in the container, seconds later
     container = run({"MLFLOW_PORT": str(port), "MLFLOW_HOST": "127.0.0.1", "MLFLOW_DOMAIN": "ml.home.arpa"})
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: status(base + "/health", "x") == 200, 120, "mlflow in the container")

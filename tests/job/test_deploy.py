@@ -16,7 +16,7 @@ from tests.services import free_port
 
 
 def run(settings, version, **kwargs):
-    kwargs.setdefault("backup", False)  # test_a_version_change_backs_up_first checks the hook
+    kwargs.setdefault("backup", False)  # no SSH host here: tests/backup/test_backup.py deploys with the backup
     return job_deploy.deploy(settings, version, skip_host=True, skip_build=True, **kwargs)
 
 
@@ -165,19 +165,6 @@ def test_dry_run_shows_the_plan_and_registers_nothing(nomad_double, capsys):
     assert image_of(nomad_double).endswith(":v0.99")
 
 
-def test_a_version_change_backs_up_first(nomad_double, monkeypatch):
-    from mlflow_self_host import backup
-
-    calls = []
-    monkeypatch.setattr(backup, "before_deploy", lambda s, old, new: calls.append((old, new)))
-    settings = job_settings(nomad_double)
-    run(settings, "0.99", backup=True)  # nothing runs yet: no backup
-    run(settings, "0.100", backup=True)
-    nomad_double.cluster.publish("0.101")
-    run(settings, "0.101", backup=False)
-    assert calls == [("0.99", "0.100")]
-
-
 def test_acl_token_without_submit_job_gets_a_clear_403(nomad_double):
     nomad_double.acl_tokens = {"s3cr3t-read-only": {"default": READ_CAPS}}
     with pytest.raises(UserError) as caught:
@@ -241,7 +228,7 @@ def test_healthy_in_nomad_but_the_url_does_not_answer_as_mlflow_exits_13(nomad_d
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Proxy)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)  # bound here: no port to lose
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:

@@ -14,7 +14,8 @@ import urllib.request
 import pytest
 
 from mlflow_self_host.job import deploy as job_deploy
-from tests.services import free_port, stop_process
+from tests.services import stop_process
+from tests.services.ports import reserved_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not shutil.which("nomad"),
@@ -28,7 +29,7 @@ def nomad_dev_agent(tmp_path, docker_engine_service, registry):
     for folder in (backend, artifacts):
         folder.mkdir()
         os.chown(folder, 1000, 1000)
-    http, rpc, serf = free_port(), free_port(), free_port()
+    http, rpc, serf = reserved_port(), reserved_port(), reserved_port()  # the agent binds them later
     config = tmp_path / "agent.hcl"
     config.write_text(f"""
 datacenter = "DC0"
