@@ -9,7 +9,13 @@
 - ``stub_images``: stub MLflow images (tests/services/stub_image) pushed to the registry by version.
 - ``nomad_cluster``: the Nomad double with a client running tasks on the engine, its client.hcl and
   host volumes, and the stub versions 0.99, 0.100, 1.0 and 1.2 in the registry (per test).
+- ``lan_address``: an IPv4 address of this machine outside 127.0.0.0/8 (an interface of the session's
+  own), for a plain-HTTP registry the engine must refuse.
 Under CI=true a service that cannot start fails the run; elsewhere its tests are skipped.
+
+When the session ends, after every fixture's teardown, ``pytest_sessionfinish`` fails the run if the
+session left a process, port, user, group, sudoers file, network interface or mount behind
+(tests/services/leftovers.py).
 """
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ import pytest
 from tests.services import base_image as base_image_service
 from tests.services import dns_server as dns_service
 from tests.services import docker_engine, registry as registry_service, ssh_server as ssh_service
-from tests.services import unavailable
+from tests.services import session_name, unavailable
+from tests.services.leftovers import pytest_sessionfinish, pytest_sessionstart  # noqa: F401 - the hooks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +72,16 @@ def dns_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def lan_address():
+    """``10.213.0.N``: this machine's, on an interface the session made (and removes), not loopback."""
+    from tests.services import lan_address as lan_service
+
+    lan = lan_service.start()
+    yield lan.address
+    lan_service.stop(lan)
+
+
+@pytest.fixture(scope="session")
 def base_image(docker_client):
     """Tag of the local python base stand-in (built once, then loaded from the cache)."""
     return base_image_service.ensure(docker_client)
@@ -87,7 +104,7 @@ def mlflow_image(docker_engine_service, registry, base_image):
 def nomad_network(docker_engine_service):
     """The bridge network the Nomad double's containers join (Nomad's bridge + port mapping); its name
     and subnet are this session's own, so two test sessions on one machine never share a bridge."""
-    name = f"msh{os.getpid() % 1_000_000}"
+    name = session_name("msh")
     try:
         docker_engine.bridge_network(docker_engine_service, name)
     except Exception as exc:  # noqa: BLE001 - an engine that cannot make bridges

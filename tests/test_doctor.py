@@ -146,7 +146,7 @@ def test_all_green_then_each_service_stopped_in_turn(own_services, run, capsys):
     ]
     red = set()
     # the rows after a failed one in the same check are not checked (red too)
-    follows = {"DNS server": {"DNS mlflow.lan"}, "SSH": {"sudo", "client.hcl", "user mshtest"},
+    follows = {"DNS server": {"DNS mlflow.lan"}, "SSH": {"sudo", "client.hcl", f"user {ssh_service.TEST_USER}"},
                "registry": {"insecure registry"},
                "Nomad agent": {"Nomad leader", "Nomad ACL token", "datacenter DC0", "client architecture",
                                "image architecture", "service provider", "Consul on the client"}}
@@ -175,11 +175,17 @@ def test_cli_exit_codes_and_json(services, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT), "doctor", "--json"],
                           capture_output=True, text=True, env=env, timeout=60)
     data = json.loads(proc.stdout)
-    failing = [r for r in data["checks"] if not r["ok"]]
-    nomad_rows = ["Nomad agent", "Nomad leader", "Nomad ACL token", "datacenter DC0"]
-    assert failing == [] or [r["name"] for r in failing] == nomad_rows  # until job.nomad_api lands
-    if not failing:
-        assert proc.returncode == 0 and data["ok"] is True
+    rows = {r["name"]: r for r in data["checks"]}
+    assert [name for name, r in rows.items() if not r["ok"]] == [], {n: r["found"] for n, r in rows.items()}
+    assert proc.returncode == 0 and data["ok"] is True, proc.stderr
+    # the four Nomad rows say what the double really is: its address and version, its leader, no ACLs,
+    # and its one client node in DC0 (ready)
+    agent = requests.get(services.nomad.address + "/v1/agent/self", timeout=5).json()["config"]["Version"]["Version"]
+    leader = requests.get(services.nomad.address + "/v1/status/leader", timeout=5).json()
+    assert rows["Nomad agent"]["found"] == f"{services.nomad.address} (Nomad {agent})"
+    assert rows["Nomad leader"]["found"] == leader
+    assert rows["Nomad ACL token"]["found"] == "ACLs are disabled: no token needed"
+    assert rows["datacenter DC0"]["found"] == "1 client(s), 1 ready"
     env["MSH_REGISTRY"] = f"127.0.0.1:{free_port()}"
     proc = subprocess.run([sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT), "doctor"],
                           capture_output=True, text=True, env=env, timeout=60)
@@ -350,13 +356,9 @@ def test_the_clients_docker_engine_rows_say_what_is_wrong(ssh_server, docker_eng
 
 
 def test_a_plain_http_registry_the_clients_engine_does_not_list_as_insecure(ssh_server, docker_engine_service,
-                                                                          tmp_path):
+                                                                          lan_address, tmp_path):
     """What a Nomad client meets with a registry on the LAN that only the laptop's daemon.json lists."""
-    lan = next((a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
-                if "." in a and not a.startswith("127.")), None)
-    if lan is None:
-        pytest.skip("this machine has no IPv4 address other than loopback")
-    lan_registry = registry_service.start(tmp_path / "lan-registry", host=lan)
+    lan_registry = registry_service.start(tmp_path / "lan-registry", host=lan_address)
     try:
         rows = _docker_rows(ssh_server, tmp_path, docker_engine_service.base_url, lan_registry.address)
     finally:

@@ -299,15 +299,11 @@ def test_a_failed_first_release_in_a_repository_without_commits_leaves_it_withou
 
 
 @pytest.mark.slow
-def test_a_failed_push_leaves_git_and_version_txt_as_they_were(repo, base_image, engine):
+def test_a_failed_push_leaves_git_and_version_txt_as_they_were(repo, base_image, engine, lan_address):
     # A plain-HTTP registry outside loopback: the engine refuses to push to it (not "insecure" allowed).
-    address = next((a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
-                    if "." in a and not a.startswith("127.")), None)
-    if address is None:
-        pytest.skip("this machine has no non-loopback IPv4 address")
     from tests.doubles.fake_registry import FakeRegistry
 
-    with FakeRegistry("plain", host=address) as fake:
+    with FakeRegistry("plain", host=lan_address) as fake:
         settings = load(repo, fake.address, base_image=base_image)
         before = snapshot(repo)
         with pytest.raises(UserError, match="insecure"):

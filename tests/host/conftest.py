@@ -1,9 +1,11 @@
 """Fixtures for configure-host: a Nomad client laid out in a temp folder, reached over the real sshd.
 
-- ``password_sudo_server``: a second sshd whose user needs a password for sudo.
+- ``password_sudo_server``: a second sshd whose user (``mshpw-<session tag>``) needs a password for sudo,
+  one made at random for the session (``PASSWORD``).
 - ``no_sftp_server``: a third sshd with no ``Subsystem sftp`` line (SFTP refused, exec channels work);
   ``no_sftp_host``: ``nomad_host`` reached through it.
-- ``nomad_user``: the ``nomad`` user and group (created when missing, as Nomad's package does).
+- ``nomad_user``: the ``nomad`` user and group (created when missing, as Nomad's package does; removed
+  when the last test session using it ends, if a test session created it: ``tests/services/accounts.py``).
 - ``agent_health``: a tiny HTTP server answering ``/v1/agent/health`` (status switchable, hits counted).
 - ``nomad_host``: client.hcl, a restart script that counts its calls, a job file, and the settings
   that point configure-host at them over SSH, in a folder every user can reach (checks run as the
@@ -14,7 +16,7 @@
 from __future__ import annotations
 
 import os
-import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -28,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_self_host.settings import Settings
-from tests.services import need_binary, port_open, ssh_server as ssh_service
+from tests.services import accounts, need_binary, port_open, session_name, ssh_server as ssh_service
 from tests.services import stop_process, unavailable, wait_for
 
 CLIENT_HCL = """\
@@ -52,8 +54,8 @@ job "mlflow" {
 """
 
 
-PASSWORD_USER = "mshpwtest"
-PASSWORD = "correct horse battery"
+PASSWORD_USER = session_name("mshpw-")
+PASSWORD = secrets.token_hex(16)  # this session's; never written anywhere but the user's shadow entry
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +67,7 @@ def password_sudo_server(tmp_path_factory):
     os.chmod(sudoers, 0o440)
     subprocess.run(["chpasswd"], input=f"{PASSWORD_USER}:{PASSWORD}\n", text=True, check=True)
     yield server
-    sudoers.unlink(missing_ok=True)
-    ssh_service.stop(server)
+    ssh_service.stop(server)  # the user, its password and its sudoers file go with it
 
 
 @pytest.fixture(scope="session")
@@ -111,13 +112,10 @@ def sftp_refusals(server) -> int:
 
 @pytest.fixture(scope="session")
 def nomad_user():
-    """The ``nomad`` user with its own group, as the Nomad package creates them."""
-    try:
-        pwd.getpwnam("nomad")
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/bin/false",
-                        "nomad"], check=True)
-    return "nomad"
+    """The ``nomad`` user with its own group, as the Nomad package creates them (tests name it: fixed)."""
+    accounts.acquire_shared("nomad", system=True, user_group=True, no_create_home=True, shell="/bin/false")
+    yield "nomad"
+    accounts.release_shared("nomad")
 
 
 @dataclass
@@ -223,7 +221,7 @@ def make_nomad_host(root: Path, ssh_server, health_url: str, **overrides) -> Nom
 def reachable_tmp():
     """A temp folder every user can traverse (pytest's tmp_path sits in a 0700 folder of root's), so a
     check made as the image's uid reaches the host's folders; removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="msh-host-"))
+    path = Path(tempfile.mkdtemp(prefix=f"{session_name('msh-host-')}-"))
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)

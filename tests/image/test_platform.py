@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from mlflow_self_host.image.platform import this_machine
+from tests.services import unavailable
 from tests.services.mlflow_image import PROJECT_ROOT, clean_env
 
 pytestmark = pytest.mark.slow
@@ -47,9 +48,9 @@ def _manifest(registry: str, repo: str, tag: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def multiarch_base(tmp_path_factory, docker_client, registry, base_image):
-    """``{registry}/msh-multibase:multi``: NATIVE (the stand-in base) and FOREIGN; the engine holds it for
-    NATIVE, as a laptop that built for itself before holds python:3.12-slim-bookworm."""
+def multiarch_tag(tmp_path_factory, docker_client, registry, base_image):
+    """``{registry}/msh-multibase-…:multi`` in the registry: NATIVE (the stand-in base) and FOREIGN, made
+    once per module; the engine is left without it (each test's ``multiarch_base`` pulls it)."""
     repo = f"msh-multibase-{uuid.uuid4().hex[:6]}"
     name = f"{registry.address}/{repo}"
     docker_client.api.tag(base_image, name, NATIVE)
@@ -70,12 +71,29 @@ def multiarch_base(tmp_path_factory, docker_client, registry, base_image):
     assert put.status_code == 201, put.text
     for tag in (NATIVE, FOREIGN):
         docker_client.images.remove(f"{name}:{tag}", noprune=True)
-    for event in docker_client.api.pull(name, tag="multi", platform=f"linux/{NATIVE}", stream=True, decode=True):
-        assert "error" not in event, event
     yield f"{name}:multi"
     for image in docker_client.images.list(name=name):
-        for tag in image.tags:
-            docker_client.images.remove(tag, noprune=True)
+        for tag in image.tags:  # the NATIVE variant is the session's base image itself: keep its own tag
+            if tag.startswith(f"{name}:"):
+                docker_client.images.remove(tag, noprune=True)
+
+
+@pytest.fixture
+def multiarch_base(multiarch_tag, docker_client):
+    """The two-platform base as the engine holds it for NATIVE, as a laptop that built for itself before
+    holds python:3.12-slim-bookworm: pulled for each test and removed after it, so a test that pulls it
+    for FOREIGN or removes it changes nothing for the next one."""
+    import docker
+
+    name, tag = multiarch_tag.rsplit(":", 1)
+    for event in docker_client.api.pull(name, tag=tag, platform=f"linux/{NATIVE}", stream=True, decode=True):
+        assert "error" not in event, event
+    assert docker_client.images.get(multiarch_tag).attrs["Architecture"] == NATIVE
+    yield multiarch_tag
+    try:
+        docker_client.images.remove(multiarch_tag, noprune=True)
+    except docker.errors.ImageNotFound:
+        pass
 
 
 def _project(root: Path, dockerfile: str) -> Path:
@@ -146,7 +164,8 @@ def test_a_cross_build_without_emulation_says_what_to_install(tmp_path, multiarc
                                                               registry):
     qemu = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}[FOREIGN]
     if Path(f"/proc/sys/fs/binfmt_misc/{qemu}").exists():
-        pytest.skip(f"this machine emulates {FOREIGN} ({qemu} is registered in binfmt_misc)")
+        unavailable(f"this machine emulates {FOREIGN} ({qemu} is registered in binfmt_misc): the test needs "
+                    f"a machine without (echo 0 > /proc/sys/fs/binfmt_misc/{qemu} turns it off until a reboot)")
     root = _project(tmp_path / "project", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo built\n")
     done = inv(root, "build", "--platform", f"linux/{FOREIGN}",
                env={"DOCKER_HOST": docker_engine_service.base_url, "MSH_REGISTRY": registry.address,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import subprocess
 
 import pytest
 
@@ -11,7 +10,7 @@ from mlflow_self_host.image import push as image_push
 from mlflow_self_host.image import registry as reg
 from mlflow_self_host.version import Version
 from tests.doubles.fake_registry import FakeRegistry
-from tests.services import free_port
+from tests.services import free_port, registry as registry_service
 
 pytestmark = pytest.mark.slow
 VERSION = Version("0.99")
@@ -88,22 +87,33 @@ def test_an_unreachable_registry_is_exit_7(mlflow_image, docker_client):
     assert "MSH_REGISTRY" in caught.value.hint
 
 
-def _outside_address() -> str | None:
-    out = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
-    return next((a for a in out if "." in a and not a.startswith("127.")), None)
+def test_inv_push_to_an_http_registry_the_engine_does_not_allow_is_exit_8(mlflow_image, docker_client,
+                                                                         docker_engine_service, lan_address,
+                                                                         tmp_path):
+    """A real registry speaking plain HTTP on an address of this machine outside 127.0.0.0/8 (the
+    session's own interface), which the test engine does not list in its insecure-registries: what a
+    laptop meets with registry.lan:5000 before its daemon.json names it. Nothing reaches the registry."""
+    from tests.image.test_build import inv, red_lines
 
-
-def test_an_http_registry_the_engine_does_not_allow_says_how_to_allow_it(mlflow_image, docker_client):
-    address = _outside_address()
-    if address is None:
-        pytest.skip("this machine has no non-loopback IPv4 address")
-    with FakeRegistry("plain", host=address) as fake:
-        settings = mlflow_image.settings(registry=fake.address)
-        with tagged_for(settings, mlflow_image, docker_client), pytest.raises(UserError) as caught:
-            image_push.push(settings, VERSION)
-    assert caught.value.code == 8
-    assert "insecure" in caught.value.message
-    assert "/etc/docker/daemon.json" in caught.value.hint and fake.address in caught.value.hint
+    lan_registry = registry_service.start(tmp_path / "lan-registry", host=lan_address)
+    try:
+        settings = mlflow_image.settings(registry=lan_registry.address)
+        version = (settings.root / "version.txt").read_text().strip()
+        docker_client.images.get(mlflow_image.ref()).tag(settings.image_repo(), f"v{version}")
+        try:
+            result = inv("push", env={"DOCKER_HOST": docker_engine_service.base_url,
+                                      "MSH_REGISTRY": lan_registry.address, "MSH_IMAGE": settings.image})
+        finally:
+            docker_client.images.remove(settings.image_ref(version), noprune=True)
+        assert result.returncode == 8, result.stderr
+        assert "Traceback" not in result.stderr
+        assert red_lines(result.stderr) == [f"error: the Docker engine refuses the plain-HTTP registry "
+                                            f"{lan_registry.address} (not insecure-allowed)"]
+        assert (f'add "insecure-registries": ["{lan_registry.address}"] to /etc/docker/daemon.json'
+                in " ".join(result.stderr.split()))
+        assert lan_registry.tags(settings.image) == []
+    finally:
+        registry_service.stop(lan_registry)
 
 
 @pytest.mark.parametrize("password", [None, "s3cret-Pa55"])

@@ -2,15 +2,35 @@
 
 Under CI=true a service that cannot start fails the run; elsewhere its tests are skipped with the
 reason (and the apt package that provides it).
+
+What a session creates on the machine that has a name (users, groups, sudoers files, network
+interfaces, folders outside pytest's temp root) carries this session's tag (``session_name``), so
+that two test sessions never share one and the end-of-session check (``leftovers.py``) knows its own.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import socket
 import time
 
 import pytest
+
+# The pytest process's pid (as the bridge network's name has always had it); 6 digits at most, so
+# "msh" + a letter + the tag fits a network interface's 15 characters.
+SESSION_TAG = str(os.getpid() % 1_000_000)
+
+
+def session_name(prefix: str) -> str:
+    """``prefix`` + this session's tag: a name no other test session uses (``mshtest-12345``)."""
+    return f"{prefix}{SESSION_TAG}"
+
+
+def is_session_name(name: str, tag: str = SESSION_TAG) -> bool:
+    """A name ``session_name`` gave in the session tagged ``tag``: letters (and - or _), then the tag."""
+    return re.fullmatch(rf"[a-z][a-z_-]*{re.escape(tag)}", name) is not None
 
 
 def in_ci() -> bool:
@@ -58,12 +78,68 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def stop_process(proc, timeout: float = 20) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
+def parents() -> dict[int, int]:
+    """pid → parent pid of every process now (read from /proc)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    found[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass  # ended meanwhile
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid`` now (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for child, parent in parents().items():
+        children.setdefault(parent, []).append(child)
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
     try:
-        proc.wait(timeout)
-    except Exception:  # noqa: BLE001
-        proc.kill()
-        proc.wait(5)
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_pids(pids, timeout: float = 10) -> None:
+    """SIGTERM ``pids``, then SIGKILL those still running after ``timeout``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + timeout
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = [pid for pid in pids if alive(pid)]
+        if not pids:
+            return
+
+
+def stop_process(proc, timeout: float = 20) -> None:
+    """Stop ``proc`` and every process it started (read before it stops: its children would go to init,
+    as sshd's per-connection processes and a shell's background jobs do)."""
+    if proc is None:
+        return
+    below = descendants(proc.pid)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except Exception:  # noqa: BLE001
+            proc.kill()
+            proc.wait(5)
+    stop_pids([pid for pid in below if alive(pid)], timeout=5)

@@ -8,13 +8,11 @@ and ``test_command`` is the check of the whole configuration (``dnsmasq --test``
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import free_port, need_binary, unavailable, wait_for
+from . import free_port, need_binary, stop_pids, unavailable, wait_for
 
 PROXY_NAME = "traefik.lan"
 PROXY_ADDRESS = "127.0.0.1"
@@ -77,10 +75,11 @@ def start(root: Path) -> DnsServer:
 
 
 def stop(server: DnsServer) -> None:
+    """dnsmasq (a daemon: its parent is init, found by its pid file) stopped, and waited for."""
     pid = server.pid()
-    if pid:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        time.sleep(0.1)
+    try:
+        ours = pid and str(server.root / "dnsmasq.conf").encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        ours = False  # ended already (the pid file stays)
+    if ours:
+        stop_pids([pid], timeout=5)

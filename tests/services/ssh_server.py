@@ -1,21 +1,22 @@
 """An SSH server on a loopback port: Debian's openssh-server with its own config and host key.
 
 The fixture makes a client key, a test user with passwordless sudo, and a known_hosts file that
-names the server as ``[127.0.0.1]:PORT``, as ssh itself writes it.
+names the server as ``[127.0.0.1]:PORT``, as ssh itself writes it. The user is this session's own
+(``mshtest-<session tag>``); ``stop`` stops sshd with every connection's processes, then removes the
+user (home, group, sudoers file) when the last server using it stops.
 """
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import free_port, need_binary, port_open, stop_process, unavailable, wait_for
+from . import accounts, free_port, need_binary, port_open, session_name, stop_process, unavailable, wait_for
 
-TEST_USER = "mshtest"
+TEST_USER = session_name("mshtest-")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class SSHServer:
     root: Path
     proc: subprocess.Popen
     keys_dir: Path | None = None
+    holds_user: bool = True  # until stop() releases it
 
     def settings(self) -> dict:
         """Setting overrides that point the tasks at this server."""
@@ -37,18 +39,6 @@ class SSHServer:
 
     def env(self) -> dict:
         return {f"MSH_{k.upper()}": str(v) for k, v in self.settings().items()}
-
-
-def ensure_user(name: str, sudo: bool = True) -> None:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
-    # An account with a "!" password is locked, and sshd (without PAM) refuses it.
-    subprocess.run(["usermod", "-p", "*", name], check=True)
-    if sudo:
-        Path(f"/etc/sudoers.d/{name}").write_text(f"{name} ALL=(ALL) NOPASSWD:ALL\n")
-        os.chmod(f"/etc/sudoers.d/{name}", 0o440)
 
 
 def _keygen(path: Path) -> str:
@@ -61,7 +51,15 @@ def start(root: Path, user: str = TEST_USER) -> SSHServer:
     need_binary("sudo", "sudo")
     if os.geteuid() != 0:
         unavailable("the SSH server fixture needs root (it creates a test user)")
-    ensure_user(user)
+    accounts.acquire(user)
+    try:
+        return _start(root, sshd, user)
+    except BaseException:
+        accounts.release(user)
+        raise
+
+
+def _start(root: Path, sshd: str, user: str) -> SSHServer:
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -108,6 +106,10 @@ LogLevel VERBOSE
 
 
 def stop(server: SSHServer) -> None:
+    """sshd and its connections' processes stopped, its keys folder gone, the user released (once)."""
     stop_process(server.proc)
     if server.keys_dir:
         shutil.rmtree(server.keys_dir, ignore_errors=True)
+    if server.holds_user:
+        server.holds_user = False
+        accounts.release(server.user)

@@ -903,24 +903,31 @@ class NomadDouble:
                 ctype = "text/plain" if flags["plain"] else "application/json"
                 if not flags["follow"]:
                     return self._send(200, frame(chunk, len(data)) if chunk or flags["plain"] else b"", ctype)
+                # Go's net/http sends a flushed response of unknown length chunked (HTTP/1.1), so a
+                # client reads each frame as it comes, not at the end of the stream
                 self.send_response(200)
                 self.send_header("Content-Type", ctype)
-                self.send_header("Connection", "close")
+                self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
+
+                def send_chunk(body: bytes) -> None:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(body), body))
+                    self.wfile.flush()
+
                 sent = len(data)
                 try:
                     if chunk:
-                        self.wfile.write(frame(chunk, len(data)))
-                        self.wfile.flush()
+                        send_chunk(frame(chunk, len(data)))
                     while not double._stopping.is_set():
                         time.sleep(0.1)
                         now = double._node(alloc["NodeID"]).output(alloc_id, task, kind)
                         if len(now) > sent:
-                            self.wfile.write(frame(now[sent:], len(now)))
-                            self.wfile.flush()
+                            send_chunk(frame(now[sent:], len(now)))
                             sent = len(now)
                         elif alloc["ClientStatus"] in ("complete", "failed", "lost"):
                             break  # the task is gone: the stream ends
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 self.close_connection = True
