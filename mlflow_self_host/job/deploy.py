@@ -110,14 +110,18 @@ def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_bui
     if skip_host:
         _warn_not_ours(settings, n)
 
-    # 1. the host, the image
+    # 1. the host, the image (with --skip-build the registry must have the tag: asked before any change)
+    pushed = _require_tag(settings, version, would_push=False) if skip_build else None
     if not skip_host:
         from ..host import configure
 
         configure.run(settings, dry_run=dry_run, accept_host_key=accept_host_key)
     nodes = _clients(settings, n)
-    local = _build_and_push(settings, version, dry_run, nodes) if not skip_build else None
-    pushed = _require_tag(settings, version, would_push=dry_run and not skip_build)
+    if not skip_build:
+        local = _build_and_push(settings, version, dry_run, nodes)
+        pushed = _require_tag(settings, version, would_push=dry_run)
+    else:
+        local = None
     # what the registry holds (a dry run: what it would hold after the push)
     image_platforms = [local] if dry_run and local else pushed or ([local] if local else None)
     if image_platforms and nodes is not None and image_platforms != [local]:  # else checked before the push

@@ -93,3 +93,33 @@ def test_the_image_and_this_package_know_the_same_migrations():
     assert pinned == pyproject == chain.mlflow_version
     assert chain.knows("97727af70f4d") and chain.behind("97727af70f4d") > 0 and chain.behind(chain.head) == 0
     assert not chain.knows("ffffffffffff")
+
+
+def test_migrate_skip_build_needs_the_tag_in_the_registry_and_changes_nothing_without_it(tmp_path, ssh_server,
+                                                                                         nomad_user, registry):
+    """--skip-build: nothing is built or pushed; with the tag missing, exit 2 before the store is touched."""
+    from tests.doubles.nomad import NomadDouble
+
+    double = NomadDouble()
+    try:
+        root = tmp_path / "host"
+        host = make_nomad_host(root, ssh_server, double.address)
+        host.client_config.write_text(legacy.client_hcl(str(host.backend), str(host.artifacts)))
+        legacy.lay_out_store(host.backend, host.artifacts, 0)
+        before = _tree(root / "data")
+        env = clean_env()
+        env.update({f"MSH_{k.upper()}": str(v) for k, v in host.settings._values.items()
+                    if k in ("host", "ssh_port", "ssh_user", "ssh_key", "known_hosts", "nomad_client_config",
+                             "backend_path", "artifacts_path", "job_dir", "nomad_restart_command")})
+        env.update(NOMAD_ADDR=double.address, MSH_BACKUPS_PATH=str(root / "data" / "backups"),
+                   MSH_REGISTRY=registry.address, MSH_IMAGE="mlflow-never-pushed", MSH_DEPLOY_CHECK="false",
+                   DOCKER_HOST="unix:///nonexistent/docker.sock")  # a build would need an engine
+        done = subprocess.run([sys.executable, "-m", "invoke", "migrate", "--skip-build"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "take over the MLflow store" in done.stderr and "building" not in done.stderr
+        assert "Traceback" not in done.stderr
+        assert _tree(root / "data") == before and double.registrations() == []
+        assert registry.tags("mlflow-never-pushed") == []
+    finally:
+        double.stop()
