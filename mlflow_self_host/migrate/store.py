@@ -20,11 +20,8 @@ from dataclasses import dataclass, field
 
 from ..errors import UserError
 
-SERVED = "mlflow-artifacts:"
 ARTIFACTS_MOUNT = "/mnt/artifacts"  # where both jobs mount the artifacts volume: our --artifacts-destination
 BACKUP_PREFIX = "mlflow-before-migration-"
-# table, column: where MLflow keeps an artifact location
-LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("model_versions", "source"))
 
 _SCRIPT = r'''
 import hashlib, json, os, sqlite3, sys
@@ -236,7 +233,6 @@ class StoreFacts:
     db: Database | None  # None: no database file (or an empty one)
     other_files: list = field(default_factory=list)  # other *.db files in the backend folder
     backups: list = field(default_factory=list)  # earlier takeovers' copies, oldest first
-    full: bool = True  # False: a quick look (deploy): the folders' and file's owners only, no integrity check
 
 
 def inspect(settings, host, full: bool = True) -> StoreFacts:
@@ -257,7 +253,7 @@ def inspect(settings, host, full: bool = True) -> StoreFacts:
         backend=Owners(**folders["backend"]) if folders.get("backend") else None,
         artifacts=Owners(**folders["artifacts"]) if folders.get("artifacts") else None,
         db=Database(db_path, db["size"], db["integrity"], db["revision"], db["legacy"], db["journals"]) if db else None,
-        other_files=data.get("other_files") or [], backups=sorted(data.get("backups") or []), full=full,
+        other_files=data.get("other_files") or [], backups=sorted(data.get("backups") or []),
     )
 
 

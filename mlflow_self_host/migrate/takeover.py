@@ -154,7 +154,6 @@ def plan(settings, facts: store.StoreFacts, job: dict | None, chain: schema.Chai
     behind = bool(db and db.revision and chain.knows(db.revision) and db.revision != chain.head)
     out.upgrade = behind and not _job_is_ours(job)
     if not (out.chown or out.rewrite or out.upgrade):
-        out.chown = []
         if db is None:
             out.reason = f"no database at {facts.db_path} yet"
         else:
