@@ -35,6 +35,11 @@ def _settings(**overrides):
     return Settings.load(root=Path(__file__).resolve().parent, overrides=overrides, flag_names=FLAG_NAMES)
 
 
+def _ssh_flags(accept_host_key=False, ask_sudo_pass=False) -> dict:
+    """--accept-host-key and --ask-sudo-pass turn the settings on for this run (never off)."""
+    return {"accept_host_key": accept_host_key or None, "ask_sudo_pass": ask_sudo_pass or None}
+
+
 def _version(settings):
     from mlflow_self_host.version import read_version
 
@@ -42,6 +47,8 @@ def _version(settings):
 
 
 DRY_RUN = "print what would change, change nothing"
+ACCEPT_HOST_KEY = "accept and record an unknown SSH host key, never a changed one (setting accept_host_key)"
+ASK_SUDO_PASS = "prompt for the sudo password on the host (setting ask_sudo_pass; MSH_SUDO_PASSWORD wins)"
 
 
 # --- foundation ----------------------------------------------------------------------------------
@@ -119,7 +126,7 @@ def up(c, docker=False, port=None, base_image=None, dry_run=False):
 
     In a container on the Docker engine (built first if needed); with no engine reachable, natively
     from a virtual environment created once under ~/.cache/mlflow-self-host (same MLflow, same ./data).
-    Exit codes: 0 up (or already running); 4 --docker and no engine; 10 not healthy.
+    Exit codes: 0 up (or already running); 4 --docker and no engine; 16 not healthy (10 until December 2026).
     """
     from mlflow_self_host.local import up as local_up
 
@@ -142,7 +149,7 @@ def down(c, dry_run=False):
 def smoke(c, url=None, host_header=None):
     """Log a param, a metric and an artifact, read them back, and check the Host header.
 
-    Exit codes: 0 passed; 10 failed (no server, 403 Invalid Host header, a value not read back).
+    Exit codes: 0 passed; 17 failed (no server, 403 Invalid Host header, a value not read back).
     """
     from mlflow_self_host.smoke import smoke as run_smoke
 
@@ -167,9 +174,8 @@ def configure_host(c, dry_run=False, ansible=False, accept_host_key=False, ask_s
     """
     from mlflow_self_host.host import configure
 
-    settings = _settings(host=host, ssh_user=user)
-    configure.run(settings, dry_run=dry_run, use_ansible=ansible, accept_host_key=accept_host_key,
-                  ask_sudo_pass=ask_sudo_pass)
+    settings = _settings(host=host, ssh_user=user, **_ssh_flags(accept_host_key, ask_sudo_pass))
+    configure.run(settings, dry_run=dry_run, use_ansible=ansible)
 
 
 @task(help={"upgrade": "take the newest versions the ranges allow (default: keep the locked ones)",
@@ -222,9 +228,9 @@ def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False,
     """
     from mlflow_self_host.job import deploy as job_deploy
 
-    settings = _settings()
+    settings = _settings(**_ssh_flags(accept_host_key))
     job_deploy.deploy(settings, _version(settings), dry_run=dry_run, skip_host=skip_host,
-                      skip_build=skip_build, backup=not no_backup, accept_host_key=accept_host_key)
+                      skip_build=skip_build, backup=not no_backup)
 
 
 @task(help={
@@ -247,9 +253,8 @@ def migrate(c, dry_run=False, skip_build=False, accept_host_key=False):
     """
     from mlflow_self_host.job import deploy as job_deploy
 
-    settings = _settings()
-    job_deploy.deploy(settings, _version(settings), dry_run=dry_run, skip_build=skip_build,
-                      accept_host_key=accept_host_key, migrate=True)
+    settings = _settings(**_ssh_flags(accept_host_key))
+    job_deploy.deploy(settings, _version(settings), dry_run=dry_run, skip_build=skip_build, migrate=True)
 
 
 @task(help={"json": "print JSON for scripts"})
@@ -326,9 +331,8 @@ def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=Fals
     from mlflow_self_host.dns import record
 
     settings = _settings(dns_backend=backend, pihole_insecure=insecure or None,
-                         pihole_tls_server_name=tls_server_name)
-    record.run(settings, check_only=check, remove=remove, dry_run=dry_run, accept_host_key=accept_host_key,
-               ask_sudo_pass=ask_sudo_pass)
+                         pihole_tls_server_name=tls_server_name, **_ssh_flags(accept_host_key, ask_sudo_pass))
+    record.run(settings, check_only=check, remove=remove, dry_run=dry_run)
 
 
 # --- release -------------------------------------------------------------------------------------
@@ -354,8 +358,8 @@ def release(c, bump=None, set=None, list=False, allow_dirty=False, no_deploy=Fal
     """
     from mlflow_self_host import release as rel
 
-    rel.release(_settings(), bump=bump, set_version=set, list_only=list, allow_dirty=allow_dirty,
-                deploy=not no_deploy, dry_run=dry_run, skip_host=skip_host, accept_host_key=accept_host_key)
+    rel.release(_settings(**_ssh_flags(accept_host_key)), bump=bump, set_version=set, list_only=list,
+                allow_dirty=allow_dirty, deploy=not no_deploy, dry_run=dry_run, skip_host=skip_host)
 
 
 # --- operations ----------------------------------------------------------------------------------
@@ -373,17 +377,18 @@ def doctor(c, json=False):
 
 @task(help={"download": "also copy the backup to ./backups on this machine",
             "local": "back up the local mode's ./data instead of the Nomad client",
-            "dry_run": DRY_RUN})
-def backup(c, download=False, local=False, dry_run=False):
+            "dry_run": DRY_RUN, "accept_host_key": ACCEPT_HOST_KEY, "ask_sudo_pass": ASK_SUDO_PASS})
+def backup(c, download=False, local=False, dry_run=False, accept_host_key=False, ask_sudo_pass=False):
     """Consistent SQLite backup of the MLflow database (online backup, integrity-checked)."""
     from mlflow_self_host import backup as bk
 
-    bk.backup(_settings(), download=download, local=local, dry_run=dry_run)
+    bk.backup(_settings(**_ssh_flags(accept_host_key, ask_sudo_pass)), download=download, local=local,
+              dry_run=dry_run)
 
 
 @task(help={"backup": "backup file name or path to restore", "local": "restore into ./data",
-            "dry_run": DRY_RUN})
-def restore(c, backup, local=False, dry_run=False):
+            "dry_run": DRY_RUN, "accept_host_key": ACCEPT_HOST_KEY, "ask_sudo_pass": ASK_SUDO_PASS})
+def restore(c, backup, local=False, dry_run=False, accept_host_key=False, ask_sudo_pass=False):
     """Stop the job, put a backup in place (current database kept aside), start, wait healthy.
 
     BACKUP: a name in backups_path, a path on the host, or a local file (uploaded first). A backup
@@ -393,4 +398,4 @@ def restore(c, backup, local=False, dry_run=False):
     """
     from mlflow_self_host import backup as bk
 
-    bk.restore(_settings(), backup, local=local, dry_run=dry_run)
+    bk.restore(_settings(**_ssh_flags(accept_host_key, ask_sudo_pass)), backup, local=local, dry_run=dry_run)

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import UserError
+from .errors import ExitCode, UserError
 from .plan import Plan, show
 
 DB_NAME = "mlflow.db"  # the image's store: sqlite:////mnt/backend_store/mlflow.db
@@ -628,7 +628,6 @@ def start_job(settings, nomad, job: dict) -> dict:
 
 def wait_running(settings, nomad, job_version, timeout: float | None = None) -> dict:
     """Wait until an allocation of ``job_version`` runs (for a job Nomad makes no deployment for)."""
-    from .job.follow import EXIT_FAILED
 
     deadline = time.monotonic() + (timeout or settings.deploy_timeout)
     while True:
@@ -639,10 +638,10 @@ def wait_running(settings, nomad, job_version, timeout: float | None = None) -> 
         failed = [a for a in allocs if a.get("ClientStatus") in ("failed", "lost")]
         if failed:
             raise UserError(f"job {settings.job_name}: allocation {failed[-1]['ID'][:8]} {failed[-1]['ClientStatus']}",
-                            code=EXIT_FAILED)
+                            code=ExitCode.DEPLOY_FAILED)
         if time.monotonic() > deadline:
             raise UserError(f"job {settings.job_name} has no running allocation after {settings.deploy_timeout}s",
-                            hint="see `inv status`", code=EXIT_FAILED)
+                            hint="see `inv status`", code=ExitCode.DEPLOY_FAILED)
         time.sleep(0.5)
 
 

@@ -15,7 +15,7 @@ import threading
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
-from .errors import UserError, connection_reason
+from .errors import UserError, connection_reason, first_line
 
 
 NOT_CHECKED = "not checked"  # a row after a failed one in the same check
@@ -88,7 +88,7 @@ def _registry_scheme(registry: str, timeout: float) -> tuple[str | None, str]:
         try:
             resp = requests.get(f"{scheme}://{registry}/v2/", timeout=_inner(timeout) / 2, verify=False)
         except requests.exceptions.SSLError as exc:
-            seen = f"TLS error: {_first_line(exc)}"
+            seen = f"TLS error: {first_line(exc)}"
             continue
         except requests.exceptions.RequestException as exc:
             seen = connection_reason(exc)
@@ -149,7 +149,7 @@ def check_registry(settings, timeout):
         info = _docker(timeout).info()
     except Exception as exc:  # noqa: BLE001
         yield _fail(name, f"plain HTTP, not loopback: the engine must list it; cannot ask the engine "
-                    f"({_first_line(exc)})", "start the Docker engine, then run doctor again")
+                    f"({first_line(exc)})", "start the Docker engine, then run doctor again")
         return
     if engine_allows_insecure(registry, info):
         yield Row(name, True, "plain HTTP; the engine lists it in insecure-registries")
@@ -170,7 +170,7 @@ def check_ssh(settings, timeout):
         yield _fail("SSH", f"{target}: {exc.message}", exc.hint or "check host, ssh_user, ssh_key, known_hosts")
         return
     except Exception as exc:  # noqa: BLE001
-        yield _fail("SSH", f"{target}: {_first_line(exc)}", "check host, ssh_port, ssh_user, ssh_key, known_hosts")
+        yield _fail("SSH", f"{target}: {first_line(exc)}", "check host, ssh_port, ssh_user, ssh_key, known_hosts")
         return
     yield Row("SSH", True, target)
     try:
@@ -481,7 +481,7 @@ def _run_one(settings, names, check, wants_timeout, timeout) -> list[Row]:
     else:
         if failure:
             exc = failure[0]
-            message = exc.message if isinstance(exc, UserError) else _first_line(exc)
+            message = exc.message if isinstance(exc, UserError) else first_line(exc)
             hint = exc.hint if isinstance(exc, UserError) else "run `inv --debug doctor` and report it"
             got.append(_fail(pending[0] if pending else names[-1], message, hint or ""))
         failed = next((row.name for row in got if not row.ok), None)
@@ -554,8 +554,3 @@ def _q(value: str) -> str:
     import shlex
 
     return shlex.quote(str(value))
-
-
-def _first_line(exc) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import console
-from .errors import UserError
+from .errors import ExitCode, UserError
 from .image import engine as engine_mod
 
 SERVER_UID = 1000  # the image's user
 HEALTH_TIMEOUT = 180  # seconds: the first start migrates the database
-EXIT_NOT_HEALTHY = 10
 PID_FILE = "mlflow-server.pid"
 LOG_FILE = "mlflow-server.log"
 VENV_MARKER = ".msh-complete"
@@ -229,8 +228,8 @@ def _prepare_folders(folders: Folders) -> str | None:
 
 
 # --- native --------------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    return Path(os.environ.get("MSH_CACHE_DIR") or Path.home() / ".cache" / "mlflow-self-host")
+def cache_dir(settings) -> Path:
+    return Path(os.path.expanduser(settings.cache_dir))
 
 
 def requirements_file(settings) -> Path:
@@ -255,7 +254,7 @@ def mlflow_pin(settings) -> str:
 
 def venv_dir(settings) -> Path:
     recipe = requirements_file(settings).read_bytes() + sys.version.encode()
-    return cache_dir() / f"mlflow-server-{hashlib.sha256(recipe).hexdigest()[:12]}"
+    return cache_dir(settings) / f"mlflow-server-{hashlib.sha256(recipe).hexdigest()[:12]}"
 
 
 def ensure_venv(settings) -> Path:
@@ -390,10 +389,10 @@ def _wait_healthy(settings, failed, logs: str) -> None:
             if output is not None:
                 last = [l for l in output.splitlines() if l.strip()]
                 raise UserError(f"MLflow exited before it was healthy: {last[-1] if last else 'no output'}",
-                                hint=f"see {logs}", code=EXIT_NOT_HEALTHY)
+                                hint=f"see {logs}", code=ExitCode.LOCAL_UNHEALTHY)
             time.sleep(0.5)
     raise UserError(f"MLflow was not healthy after {HEALTH_TIMEOUT}s at {url(settings)}health",
-                    hint=f"see {logs}", code=EXIT_NOT_HEALTHY)
+                    hint=f"see {logs}", code=ExitCode.LOCAL_UNHEALTHY)
 
 
 def _ready(settings, folders: Folders, what: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import git
-from .errors import UserError
+from .errors import ExitCode, UserError
 from .plan import Plan
 from .settings import Settings
 from .version import FILE_NAME, PARTS, Version, read_version, version_file, write_version
@@ -26,14 +26,14 @@ def next_versions(current: Version) -> dict[str, Version]:
 def target_version(current: Version, bump: str | None, set_version: str | None) -> Version:
     """The new version from exactly one of ``--bump PART`` and ``--set X``."""
     if bump and set_version:
-        raise UserError("give either --bump or --set, not both", hint="e.g. inv release --bump minor", code=2)
+        raise UserError("give either --bump or --set, not both", hint="e.g. inv release --bump minor", code=ExitCode.BAD_ARGUMENT)
     if not bump and not set_version:
         raise UserError("nothing to release: give --bump PART or --set VERSION",
-                        hint=f"parts: {', '.join(PARTS)}; `inv release --list` shows what each gives", code=2)
+                        hint=f"parts: {', '.join(PARTS)}; `inv release --list` shows what each gives", code=ExitCode.BAD_ARGUMENT)
     if set_version:
         new = Version.parse(str(set_version), origin="--set")
         if new == current:
-            raise UserError(f"version.txt already says {current}", hint="give a different version to --set", code=2)
+            raise UserError(f"version.txt already says {current}", hint="give a different version to --set", code=ExitCode.BAD_ARGUMENT)
         return new
     return current.bump(str(bump).strip().lower())
 
@@ -47,7 +47,6 @@ class Release:
     new: Version
     deploy: bool
     skip_host: bool = False  # passed to the deploy step
-    accept_host_key: bool = False
 
     @property
     def tag(self) -> str:
@@ -216,8 +215,7 @@ def run(rel: Release) -> ReleaseResult:
             console.step(f"deploy {rel.image_ref} to {s.nomad_addr}")
             from .job import deploy as job_deploy
 
-            outcome = job_deploy.deploy(s, rel.new, skip_build=True, skip_host=rel.skip_host,
-                                        accept_host_key=rel.accept_host_key)
+            outcome = job_deploy.deploy(s, rel.new, skip_build=True, skip_host=rel.skip_host)
             result.job_version = getattr(outcome, "job_version", None)
             result.deploy_status = getattr(outcome, "status", None)
             result.url = getattr(outcome, "url", None) or s.service_url()
@@ -284,8 +282,7 @@ def show_list(current: Version) -> None:
 
 # --- the task ------------------------------------------------------------------------------------
 def release(settings: Settings, bump: str | None = None, set_version: str | None = None, list_only: bool = False,
-            allow_dirty: bool = False, deploy: bool = True, dry_run: bool = False, skip_host: bool = False,
-            accept_host_key: bool = False) -> ReleaseResult | None:
+            allow_dirty: bool = False, deploy: bool = True, dry_run: bool = False, skip_host: bool = False) -> ReleaseResult | None:
     """`inv release`: returns the result (None for --list and --dry-run)."""
     from . import console, plan as plans
 
@@ -293,7 +290,7 @@ def release(settings: Settings, bump: str | None = None, set_version: str | None
     if list_only:
         show_list(current)
         return None
-    rel = Release(settings, current, target_version(current, bump, set_version), deploy, skip_host, accept_host_key)
+    rel = Release(settings, current, target_version(current, bump, set_version), deploy, skip_host)
     if rel.new.numbers < current.numbers:
         console.warn(f"{rel.new} is lower than the current {current}")
     check(rel, allow_dirty=allow_dirty)

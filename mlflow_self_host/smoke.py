@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import console
-from .errors import UserError, connection_reason
+from .errors import ExitCode, UserError, connection_reason
 
 EXPERIMENT = "mlflow-self-host-smoke"
-EXIT_SMOKE_FAILED = 10
 API_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
 
 
@@ -50,7 +49,7 @@ def _get(url: str, headers: dict | None = None):
     except requests.exceptions.RequestException as exc:
         raise UserError(f"no MLflow answers at {url}: {connection_reason(exc)}",
                         hint="start it with `inv up`, or pass --url of a running server",
-                        code=EXIT_SMOKE_FAILED) from None
+                        code=ExitCode.SMOKE_FAILED) from None
 
 
 def _check_health(url: str) -> None:
@@ -58,7 +57,7 @@ def _check_health(url: str) -> None:
     if response.status_code != 200:
         raise UserError(f"{url}health answered HTTP {response.status_code}, not 200",
                         hint="is this a MLflow server? see its logs (`inv logs`, or ./data/mlflow-server.log)",
-                        code=EXIT_SMOKE_FAILED)
+                        code=ExitCode.SMOKE_FAILED)
     console.done(f"{url}health: {response.text.strip()[:20]}")
 
 
@@ -68,7 +67,7 @@ def _check_host_header(url: str, host_header: str) -> None:
         raise host_rejected(host_header)
     if response.status_code != 200:
         raise UserError(f"GET /{API_PATH} with Host {host_header} answered HTTP {response.status_code}",
-                        code=EXIT_SMOKE_FAILED)
+                        code=ExitCode.SMOKE_FAILED)
     console.done(f"API answers with Host: {host_header}")
 
 
@@ -78,7 +77,7 @@ def host_rejected(host_header: str) -> UserError:
         hint=("the server's allowed hosts come from the domain setting: set MSH_DOMAIN (or domain in "
               f"invoke.yaml) to {host_header} and redeploy / `inv down && inv up`, or add it to "
               "MLFLOW_SERVER_ALLOWED_HOSTS in the job"),
-        code=EXIT_SMOKE_FAILED,
+        code=ExitCode.SMOKE_FAILED,
     )
 
 
@@ -117,7 +116,7 @@ def _log_and_read_back(client, url: str, host_header: str, token: str) -> SmokeR
         text = str(exc)
         if "Invalid Host header" in text:
             raise host_rejected(host_header) from None
-        raise UserError(f"MLflow client call failed: {text.splitlines()[0][:300]}", code=EXIT_SMOKE_FAILED) from None
+        raise UserError(f"MLflow client call failed: {text.splitlines()[0][:300]}", code=ExitCode.SMOKE_FAILED) from None
     _expect(back.data.params.get("smoke_token") == token, "param", back.data.params.get("smoke_token"))
     _expect(back.data.metrics.get("smoke_metric") == 0.5, "metric", back.data.metrics.get("smoke_metric"))
     _expect(downloaded == token, "artifact", downloaded[:40])
@@ -131,4 +130,4 @@ def _log_and_read_back(client, url: str, host_header: str, token: str) -> SmokeR
 
 def _expect(ok: bool, what: str, got) -> None:
     if not ok:
-        raise UserError(f"the {what} read back is not what was logged (got {got!r})", code=EXIT_SMOKE_FAILED)
+        raise UserError(f"the {what} read back is not what was logged (got {got!r})", code=ExitCode.SMOKE_FAILED)

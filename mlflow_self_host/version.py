@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from .errors import ExitCode, UserError
 
 FILE_NAME = "version.txt"
 PARTS = ("major", "minor", "patch")
@@ -25,7 +25,7 @@ class Version:
             shown = cleaned if cleaned else "(empty)"
             raise UserError(
                 f"{origin}: {shown!r} is not a version; expected dot-separated numbers like 0.99 or 1.2.3",
-                code=2,
+                code=ExitCode.BAD_ARGUMENT,
             )
         return cls(cleaned)
 
@@ -41,7 +41,7 @@ class Version:
     def bump(self, part: str) -> "Version":
         """major/minor/patch, keeping the form: 0.99 -> 0.100 (minor), 1.0 (major), 0.99.1 (patch)."""
         if part not in PARTS:
-            raise UserError(f"cannot bump {part!r}; valid parts: {', '.join(PARTS)}", code=2)
+            raise UserError(f"cannot bump {part!r}; valid parts: {', '.join(PARTS)}", code=ExitCode.BAD_ARGUMENT)
         index = PARTS.index(part)
         parts = self.text.split(".")
         while len(parts) <= index:
@@ -63,7 +63,7 @@ def read_version(root: Path) -> Version:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise UserError(f"{path} is missing", hint="create it with a version such as 0.99", code=2) from None
+        raise UserError(f"{path} is missing", hint="create it with a version such as 0.99", code=ExitCode.BAD_ARGUMENT) from None
     return Version.parse(text, origin=str(path))
 
 

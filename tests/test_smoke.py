@@ -41,9 +41,9 @@ def test_smoke_logs_and_reads_back_a_param_metric_and_artifact(server):
     assert run.data.metrics["smoke_metric"] == 0.5
 
 
-def test_a_host_header_the_server_rejects_is_one_red_line_and_exit_10(server):
+def test_a_host_header_the_server_rejects_is_one_red_line_and_exit_17(server):
     result = inv("smoke", "--url", server.url)  # default Host header: the domain, mlflow.lan
-    assert result.returncode == 10, result.stderr
+    assert result.returncode == 17, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "mlflow.lan" in errors[0] and "403 Invalid Host header" in errors[0]
     assert "MSH_DOMAIN" in result.stderr and "Traceback" not in result.stderr
@@ -52,5 +52,5 @@ def test_a_host_header_the_server_rejects_is_one_red_line_and_exit_10(server):
 def test_no_server_at_the_url_is_exit_10_with_what_to_do():
     with pytest.raises(UserError) as caught:
         smoke.smoke(settings(), url=f"http://127.0.0.1:{free_port()}/")
-    assert caught.value.code == 10 and "no MLflow answers" in caught.value.message
+    assert caught.value.code == 17 and "no MLflow answers" in caught.value.message
     assert "inv up" in caught.value.hint

@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from .record import Record, _name
 
 QUERY_LIFETIME = 3.0
@@ -96,10 +96,10 @@ def resolve(settings, domain: str, lifetime: float = QUERY_LIFETIME, attempt: fl
     except dns.resolver.NoNameservers as exc:
         if _all_refused(exc):  # e.g. dnsmasq without upstreams: it does not know the name
             return Answer(domain, shown, "refused")
-        raise NoAnswer(f"DNS server {shown} failed to answer for {domain}: {_first_line(exc)}",
+        raise NoAnswer(f"DNS server {shown} failed to answer for {domain}: {first_line(exc)}",
                        hint="check dns_server / dns_port (MSH_DNS_SERVER, MSH_DNS_PORT)") from None
     except dns.exception.DNSException as exc:
-        raise UserError(f"asking {shown} for {domain} failed: {_first_line(exc)}",
+        raise UserError(f"asking {shown} for {domain} failed: {first_line(exc)}",
                         hint="check dns_server / dns_port (MSH_DNS_SERVER, MSH_DNS_PORT)") from None
     chain, addresses = [], []
     current = _name(domain)
@@ -195,7 +195,3 @@ def _all_refused(exc) -> bool:
     responses = [e[-1] for e in errors if e and hasattr(e[-1], "rcode")]
     return bool(responses) and len(responses) == len(errors) and all(
         r.rcode() == dns.rcode.REFUSED for r in responses)
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -102,8 +102,7 @@ def check_command(settings) -> str:
     return settings.dnsmasq_test_command.strip().replace("{dnsmasq_dir}", folder)
 
 
-def sync(settings, wanted: Record, remove: bool = False, dry_run: bool = False,
-         accept_host_key: bool = False, ask_sudo_pass: bool = False) -> RecordPlan:
+def sync(settings, wanted: Record, remove: bool = False, dry_run: bool = False) -> RecordPlan:
     """Read the file over SSH, show the plan; unless ``dry_run`` write it, check it, restart dnsmasq."""
     from .. import console
     from ..host import ssh
@@ -113,7 +112,7 @@ def sync(settings, wanted: Record, remove: bool = False, dry_run: bool = False,
     restart = settings.dnsmasq_restart_command.strip()
     check = check_command(settings)
     v6_config = settings.pihole_config.strip()
-    with ssh.connect(settings, accept_host_key=accept_host_key, ask_sudo_pass=ask_sudo_pass) as remote:
+    with ssh.connect(settings) as remote:
         if v6_config and (remote.exists(v6_config) or remote.exists(v6_config, sudo=True)):
             raise UserError(
                 f"{remote.where} runs Pi-hole v6 ({v6_config} exists): it keeps CNAMEs in dns.cnameRecords and "

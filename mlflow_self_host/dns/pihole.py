@@ -37,7 +37,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .. import plan as plans
-from ..errors import UserError, connection_reason
+from ..errors import UserError, connection_reason, first_line
 from .record import Record, RecordPlan, plan_record
 
 TIMEOUT = 15
@@ -183,7 +183,7 @@ class PiHole:
                          "(Docker: publish 443)")
             raise Unreachable(f"cannot reach Pi-hole at {self.where}: {reason}", hint=hint) from None
         except requests.exceptions.RequestException as exc:
-            raise UserError(f"request to Pi-hole at {self.where} failed: {_first_line(str(exc))}",
+            raise UserError(f"request to Pi-hole at {self.where} failed: {first_line(str(exc))}",
                             hint="check pihole_url (MSH_PIHOLE_URL)") from None
 
     def _tls_error(self, reason: str) -> UserError:
@@ -219,7 +219,7 @@ class PiHole:
                                    "unknown protocol", "packet length too long")):
             return UserError(f"{self.where} does not speak TLS on this port",
                              hint="use http:// for this port, or the Pi-hole's HTTPS port (443 by default)")
-        return UserError(f"TLS with {self.where} failed: {_first_line(reason)}",
+        return UserError(f"TLS with {self.where} failed: {first_line(reason)}",
                          hint="check pihole_url (http:// or https://, and the port)")
 
     def _unexpected(self, response, doing: str) -> UserError:
@@ -498,7 +498,3 @@ def certificate_names(host: str, port: int, server_name: str, timeout: float = 5
                [str(a) for a in san.get_values_for_type(x509.IPAddress)]
     except Exception:  # noqa: BLE001 - only for a better hint
         return []
-
-
-def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0]

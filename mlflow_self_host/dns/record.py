@@ -125,8 +125,7 @@ def _detail(record: Record, domain: str) -> str:
     return text + (f"; kept for {', '.join(rest.names)}" if rest else "")
 
 
-def run(settings, check_only: bool = False, remove: bool = False, dry_run: bool = False,
-        accept_host_key: bool = False, ask_sudo_pass: bool = False) -> RecordPlan | None:
+def run(settings, check_only: bool = False, remove: bool = False, dry_run: bool = False) -> RecordPlan | None:
     """The task: check only, or sync the record on the backend, then check the DNS answer."""
     from . import check
 
@@ -142,8 +141,7 @@ def run(settings, check_only: bool = False, remove: bool = False, dry_run: bool 
     elif backend == "dnsmasq":
         from . import dnsmasq
 
-        plan = dnsmasq.sync(settings, wanted, remove=remove, dry_run=dry_run,
-                            accept_host_key=accept_host_key, ask_sudo_pass=ask_sudo_pass)
+        plan = dnsmasq.sync(settings, wanted, remove=remove, dry_run=dry_run)
     else:
         raise UserError(f"dns_backend is {settings.dns_backend!r}: not a DNS backend",
                         hint="set dns_backend (MSH_DNS_BACKEND or --backend) to pihole or dnsmasq")

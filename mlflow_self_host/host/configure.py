@@ -1,12 +1,12 @@
 """configure-host: make the Nomad client ready for MLflow over SSH, as the kept playbook does.
 
-1. read facts from the host (client.hcl, folders, job file, users),
-2. compute a plan (``HostPlan``: the changes to show, and the operations that make them): the folders
+1. read facts from the host (``read_facts``: client.hcl, folders, job file, users),
+2. compute a plan (``make_plan``, pure: each change carries its ``Op``): the folders
    first (the two volume folders belong to ``image_user``, the uid:gid the image runs as, compared
    by number; ``job_dir`` to ``folder_owner:folder_group``), then client.hcl (a managed block that
    differs from ours only in whitespace, as the original recipe left it unindented, is in place and
    kept byte for byte: no write, no restart), the job file,
-3. show it; with ``dry_run`` stop there, else apply it step by step,
+3. show it; with ``dry_run`` stop there, else apply it step by step (``plan.execute`` with ``apply_one``),
 4. restart Nomad only when client.hcl changed, then wait for ``/v1/agent/health``.
 
 The folders come before client.hcl: a host that refuses them (an NFS export with root_squash)
@@ -19,8 +19,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shlex
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import plan as plans
@@ -31,7 +30,7 @@ from . import client_hcl
 JOB_FILE_MODE = "0644"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Op:
     """One operation on the host: ``write`` a file, ``folder`` (mkdir/chown/chmod), ``restart``.
 
@@ -45,19 +44,6 @@ class Op:
     owner: str | None = None
     group: str | None = None
     mode: str | None = None
-
-
-@dataclass
-class HostPlan(Plan):
-    """A Plan whose changes come with the operations that make them (same order)."""
-
-    ops: list[Op] = field(default_factory=list)
-    restart: bool = False
-    kept: list[str] = field(default_factory=list)  # what is in place though its bytes differ from ours, and why
-
-    def add_op(self, action: str, target: str, detail: str, op: Op, diff: str = "") -> None:
-        self.add(action, target, detail, diff)
-        self.ops.append(op)
 
 
 @dataclass(frozen=True)
@@ -121,7 +107,7 @@ def _getent(remote, database: str, name: str) -> bool:
     return remote.run(f"getent {database} {shlex.quote(name)}", check=False).ok
 
 
-def make_plan(settings, facts: HostFacts, job_content: bytes, host: str = "") -> HostPlan:
+def make_plan(settings, facts: HostFacts, job_content: bytes, host: str = "") -> Plan:
     """Compare the wanted state with the facts; refuse (UserError) before any change when the host
     cannot be configured. Pure: no I/O."""
     where = f" on {host}" if host else ""
@@ -138,39 +124,41 @@ def make_plan(settings, facts: HostFacts, job_content: bytes, host: str = "") ->
     for group in facts.missing_groups:
         raise UserError(f"group {group} does not exist{where}", hint="create it, or set folder_group / folder_owner")
 
-    result = HostPlan(title=f"configure-host{' ' + host if host else ''}")
+    result = Plan(title=f"configure-host{' ' + host if host else ''}")
     for folder in wanted_folders(settings):
         change = _folder_change(folder, facts.folders.get(folder.path))
         if change:
-            result.add_op(*change)
+            action, target, detail, op = change
+            result.add(action, target, detail, op=op)
 
     block = client_hcl.client_config_block(settings.backend_path, settings.artifacts_path)
     wanted = client_hcl.with_block(facts.client_config, block)
     if wanted != facts.client_config and client_hcl.block_in_place(facts.client_config, block):
-        result.kept.append(f"{path}: the MLflow host volumes are in place (same host volumes, only whitespace "
+        result.notes.append(f"{path}: the MLflow host volumes are in place (same host volumes, only whitespace "
                            f"differs): kept as they are, Nomad not restarted")
-    elif wanted != facts.client_config:
+    restart = wanted != facts.client_config and not client_hcl.block_in_place(facts.client_config, block)
+    if restart:  # Nomad reads client.hcl only when it starts
         had = client_hcl.current_block(facts.client_config) is not None
-        result.add_op("update", path, "replace the MLflow host volumes" if had else "add the MLflow host volumes",
-                      Op("write", path, wanted), diff=client_hcl.unified_diff(facts.client_config, wanted, path))
-        result.restart = True
+        result.add("update", path, "replace the MLflow host volumes" if had else "add the MLflow host volumes",
+                   diff=client_hcl.unified_diff(facts.client_config, wanted, path), op=Op("write", path, wanted))
 
     owner = settings.folder_owner
     target = job_target(settings)
     wanted_attrs = (owner, owner, JOB_FILE_MODE)
     op = Op("write", target, job_content, owner=owner, group=owner, mode=JOB_FILE_MODE)
     if facts.job_file is None:
-        result.add_op("create", target, f"copy {settings.job_file} ({owner}:{owner} {JOB_FILE_MODE})", op)
+        result.add("create", target, f"copy {settings.job_file} ({owner}:{owner} {JOB_FILE_MODE})", op=op)
     elif facts.job_file != job_content:
-        result.add_op("update", target, f"copy {settings.job_file}", op,
-                      diff=client_hcl.unified_diff(facts.job_file, job_content, target))
+        result.add("update", target, f"copy {settings.job_file}", op=op,
+                   diff=client_hcl.unified_diff(facts.job_file, job_content, target))
     elif facts.job_file_stat != wanted_attrs:
-        result.add_op("update", target, _attr_change(facts.job_file_stat, wanted_attrs), op)
+        result.add("update", target, _attr_change(facts.job_file_stat, wanted_attrs), op=op)
 
-    if result.restart:
-        result.add_op("restart", "nomad",
-                      f"`{settings.nomad_restart_command}`, then wait for {_health_url(settings)}", Op("restart"))
+    if restart:
+        result.add("restart", "nomad", f"`{settings.nomad_restart_command}`, then wait for {_health_url(settings)}",
+                   op=Op("restart"))
     return result
+
 
 
 def _mode(value) -> str:
@@ -216,23 +204,23 @@ def _attr_change(now, wanted) -> str:
     return ", ".join(parts)
 
 
-def apply(remote, settings, plan: HostPlan) -> None:
-    """Make the changes, one step at a time, saying each as it is done."""
+def apply_one(remote, settings, change) -> object:
+    """Make one change of the plan (its ``Op``); ``plans.execute`` says it done."""
     from .. import console
 
-    for change, op in zip(plan.changes, plan.ops):
-        if op.kind == "write":
-            remote.write(op.path, op.content, owner=op.owner, group=op.group, mode=op.mode, sudo=True)
-        elif op.kind == "folder":
-            result = remote.run(folder_command(op, create=change.action == "create"), sudo=True, check=False)
-            if not result.ok:
-                raise folder_refused(op, result.reason, create=change.action == "create", host=settings.host)
-        elif op.kind == "restart":
-            console.step(f"restarting Nomad: {settings.nomad_restart_command}")
-            remote.run(settings.nomad_restart_command, sudo=True)
-            wait_for_agent(settings)
-            continue
-        console.done(f"{change.action} {change.target}" + (f": {change.detail}" if change.detail else ""))
+    op = change.op
+    if op.kind == "write":
+        remote.write(op.path, op.content, owner=op.owner, group=op.group, mode=op.mode, sudo=True)
+    elif op.kind == "folder":
+        result = remote.run(folder_command(op, create=change.action == "create"), sudo=True, check=False)
+        if not result.ok:
+            raise folder_refused(op, result.reason, create=change.action == "create", host=settings.host)
+    elif op.kind == "restart":
+        console.step(f"restarting Nomad: {settings.nomad_restart_command}")
+        remote.run(settings.nomad_restart_command, sudo=True)
+        wait_for_agent(settings)
+        return plans.QUIET
+    return None
 
 
 def _chown_spec(owner: str, group: str) -> str:
@@ -307,33 +295,30 @@ def wait_for_agent(settings) -> None:
     """Wait until the agent answers healthy, at most ``nomad_health_timeout`` seconds."""
     from .. import console
 
+    from ..poll import until
+
     timeout = float(settings.nomad_health_timeout)
-    deadline = time.monotonic() + timeout
+
+    def timed_out(_last):
+        raise UserError(
+            f"the Nomad agent at {settings.nomad_addr} did not answer healthy within {timeout:.0f}s after the restart",
+            hint="check it on the host (`systemctl status nomad`, `journalctl -u nomad`); "
+                 "the new client.hcl may be invalid. Raise nomad_health_timeout if it is just slow",
+        )
+
     with console.err.status(f"waiting for the Nomad agent at {_health_url(settings)}"):
-        while True:
-            if agent_healthy(settings, timeout=min(5.0, max(timeout, 0.5))):
-                console.done("Nomad agent healthy")
-                return
-            if time.monotonic() >= deadline:
-                raise UserError(
-                    f"the Nomad agent at {settings.nomad_addr} did not answer healthy within "
-                    f"{timeout:.0f}s after the restart",
-                    hint="check it on the host (`systemctl status nomad`, `journalctl -u nomad`); "
-                         "the new client.hcl may be invalid. Raise nomad_health_timeout if it is just slow",
-                )
-            time.sleep(0.5)
+        until(lambda: agent_healthy(settings, timeout=min(5.0, max(timeout, 0.5))), timeout, on_timeout=timed_out)
+    console.done("Nomad agent healthy")
 
 
 # --- the task -------------------------------------------------------------------------------------
-def run(settings, dry_run: bool = False, use_ansible: bool = False, accept_host_key: bool = False,
-        ask_sudo_pass: bool = False) -> Plan:
+def run(settings, dry_run: bool = False, use_ansible: bool = False) -> Plan:
     """configure-host: show the plan, apply it (unless dry_run); return the plan."""
     wanted_folders(settings)  # a bad image_user or folder_mode is refused before connecting
     if use_ansible:
         from . import playbook
 
-        return playbook.run_playbook(settings, dry_run=dry_run, accept_host_key=accept_host_key,
-                                    ask_sudo_pass=ask_sudo_pass)
+        return playbook.run_playbook(settings, dry_run=dry_run)
     from .. import console
     from .ssh import connect
 
@@ -344,14 +329,11 @@ def run(settings, dry_run: bool = False, use_ansible: bool = False, accept_host_
         raise UserError(f"job file {source} not found",
                         hint="run from the project folder, or set job_file to the Nomad job file") from None
     console.step(f"reading {settings.ssh_user}@{settings.host}:{settings.ssh_port}")
-    with connect(settings, accept_host_key=accept_host_key, ask_sudo_pass=ask_sudo_pass) as remote:
+    with connect(settings) as remote:
         facts = read_facts(remote, settings)
         plan = make_plan(settings, facts, job_content, host=settings.host)
-        for kept in plan.kept:
-            console.done(kept)
-        plans.show(plan, dry_run=dry_run)
+        plans.execute(plan, lambda change: apply_one(remote, settings, change), dry_run=dry_run)
         if dry_run or plan.empty:
             return plan
-        apply(remote, settings, plan)
     console.done(f"host {settings.host} configured ({len(plan)} change{'s' if len(plan) != 1 else ''})")
     return plan

@@ -37,10 +37,10 @@ def extra_vars(settings) -> dict:
     return values
 
 
-def inventory(settings, accept_host_key: bool = False) -> dict:
+def inventory(settings) -> dict:
     """A one-host inventory for the configured SSH target."""
     known_hosts = os.path.expanduser(settings.known_hosts or "~/.ssh/known_hosts")
-    checking = "accept-new" if accept_host_key else "yes"
+    checking = "accept-new" if settings.accept_host_key else "yes"
     host = {
         "ansible_host": settings.host,
         "ansible_port": int(settings.ssh_port),
@@ -51,7 +51,7 @@ def inventory(settings, accept_host_key: bool = False) -> dict:
     }
     if settings.ssh_key:
         host["ansible_ssh_private_key_file"] = os.path.expanduser(settings.ssh_key)
-    if os.environ.get(SUDO_PASS_ENV):
+    if settings.sudo_password:
         host["ansible_become_password"] = "{{ lookup('ansible.builtin.env', '%s') }}" % SUDO_PASS_ENV
     return {"all": {"hosts": {"nomad_client": host}}}
 
@@ -65,22 +65,21 @@ def ansible_playbook() -> str:
     return found
 
 
-def command(settings, workdir: Path, dry_run: bool = False, accept_host_key: bool = False,
-            ask_sudo_pass: bool = False) -> list[str]:
+def command(settings, workdir: Path, dry_run: bool = False) -> list[str]:
     """The ansible-playbook command line; writes the inventory and extra vars into ``workdir``."""
     inv = workdir / "inventory.yml"  # JSON is YAML: Ansible's yaml inventory plugin reads it
-    inv.write_text(json.dumps(inventory(settings, accept_host_key)))
+    inv.write_text(json.dumps(inventory(settings)))
     variables = workdir / "settings.json"
     variables.write_text(json.dumps(extra_vars(settings)))
     cmd = [ansible_playbook(), "-i", str(inv), "-e", f"@{variables}", str(playbook_path(settings))]
     if dry_run:
         cmd += ["--check", "--diff"]
-    if ask_sudo_pass and not os.environ.get(SUDO_PASS_ENV):
+    if settings.ask_sudo_pass and not settings.sudo_password:
         cmd.append("--ask-become-pass")
     return cmd
 
 
-def run_playbook(settings, dry_run: bool = False, accept_host_key: bool = False, ask_sudo_pass: bool = False) -> Plan:
+def run_playbook(settings, dry_run: bool = False) -> Plan:
     """Run the playbook; its output goes to the terminal. Raise UserError when it fails."""
     from .. import console
 
@@ -90,6 +89,8 @@ def run_playbook(settings, dry_run: bool = False, accept_host_key: bool = False,
                ANSIBLE_NOCOLOR=os.environ.get("ANSIBLE_NOCOLOR", "1" if not sys.stdout.isatty() else "0"))
     if settings.nomad_token:
         env["NOMAD_TOKEN"] = settings.nomad_token
+    if settings.sudo_password:  # the inventory looks it up there: never written to a file
+        env[SUDO_PASS_ENV] = settings.sudo_password
     if settings.nomad_skip_verify:
         env["NOMAD_SKIP_VERIFY"] = "true"
     with tempfile.TemporaryDirectory(prefix="msh-ansible-") as tmp:
@@ -97,8 +98,7 @@ def run_playbook(settings, dry_run: bool = False, accept_host_key: bool = False,
         # would skip the host key check), gone a few seconds after the playbook ends.
         env.update(ANSIBLE_SSH_CONTROL_PATH_DIR=tmp,
                    ANSIBLE_SSH_ARGS="-C -o ControlMaster=auto -o ControlPersist=5s")
-        cmd = command(settings, Path(tmp), dry_run=dry_run, accept_host_key=accept_host_key,
-                      ask_sudo_pass=ask_sudo_pass)
+        cmd = command(settings, Path(tmp), dry_run=dry_run)
         console.step(f"ansible-playbook {PLAYBOOK} on {settings.ssh_user}@{settings.host}:{settings.ssh_port}"
                      + (" (check mode)" if dry_run else ""))
         proc = subprocess.run(cmd, env=env, cwd=settings.root)

@@ -3,10 +3,10 @@
 ``connect(settings)`` opens a connection and returns a ``Remote``; every failure becomes a
 ``UserError`` that says what to do next:
 
-- host keys are checked against ``known_hosts`` (an unknown key is refused unless
+- host keys are checked against ``known_hosts`` (an unknown key is refused unless the setting
   ``accept_host_key``, which records it; a changed key is always refused),
-- sudo never waits on a prompt: without a password it runs ``sudo -n``; the password comes from
-  ``MSH_SUDO_PASSWORD`` or, with ``ask_sudo_pass``, from a prompt, and is never shown,
+- sudo never waits on a prompt: without a password it runs ``sudo -n``; the password is the secret
+  ``sudo_password`` (MSH_SUDO_PASSWORD) or, with the setting ``ask_sudo_pass``, a prompt, and is never shown,
 - ``Remote.write`` replaces a file atomically (a temp file in the same folder, then ``mv``),
 - files are copied over SFTP, or, on a host whose sshd has no SFTP subsystem, through the stdin and
   stdout of ``cat`` on an exec channel, as Ansible does (its "piped" transfer).
@@ -99,18 +99,20 @@ def _known_hosts_name(host: str, port: int) -> str:
     return host if int(port) == 22 else f"[{host}]:{port}"
 
 
-def sudo_password(ask: bool) -> str:
-    """The sudo password: MSH_SUDO_PASSWORD, else a prompt when asked to, else empty (sudo -n)."""
-    password = os.environ.get(SUDO_PASS_ENV, "")
-    if not password and ask:
+def sudo_password(settings) -> str:
+    """The sudo password: MSH_SUDO_PASSWORD, else a prompt with ask_sudo_pass, else empty (sudo -n)."""
+    password = settings.sudo_password
+    if not password and settings.ask_sudo_pass:
         import getpass
 
         password = getpass.getpass("sudo password on the host: ")
     return password
 
 
-def connect(settings, accept_host_key: bool = False, ask_sudo_pass: bool = False) -> "Remote":
-    """Open SSH to ``settings.host:ssh_port`` as ``ssh_user``; raise UserError on any failure."""
+def connect(settings) -> "Remote":
+    """Open SSH to ``settings.host:ssh_port`` as ``ssh_user``; raise UserError on any failure.
+
+    An unknown host key is recorded only with the setting ``accept_host_key`` (the flag sets it)."""
     host, port, user = settings.host, int(settings.ssh_port), settings.ssh_user
     where = f"{user}@{host}:{port}"
     known_hosts = Path(os.path.expanduser(settings.known_hosts or "~/.ssh/known_hosts"))
@@ -121,7 +123,7 @@ def connect(settings, accept_host_key: bool = False, ask_sudo_pass: bool = False
             raise UserError(f"SSH key {key_file} not found",
                             hint="set ssh_key (MSH_SSH_KEY) to your private key file, or empty to use the SSH agent")
         connect_kwargs.update(key_filename=str(key_file), look_for_keys=False)
-    password = sudo_password(ask_sudo_pass)
+    password = sudo_password(settings)
     config = Config(overrides={"sudo": {"password": password or None, "prompt": _SUDO_PROMPT},
                                "load_ssh_configs": False})
     conn = Connection(host=host, user=user, port=port, connect_kwargs=connect_kwargs, config=config,
@@ -133,7 +135,7 @@ def connect(settings, accept_host_key: bool = False, ask_sudo_pass: bool = False
     except Exception as exc:  # noqa: BLE001 - a broken known_hosts file is the user's to fix
         raise UserError(f"cannot read known_hosts {known_hosts}: {exc}",
                         hint="fix the file or point the known_hosts setting at another one") from None
-    policy = _StrictPolicy(known_hosts, accept_host_key)
+    policy = _StrictPolicy(known_hosts, bool(settings.accept_host_key))
     conn.client.set_missing_host_key_policy(policy)
     name = _known_hosts_name(host, port)
     try:

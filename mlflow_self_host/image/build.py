@@ -17,14 +17,13 @@ import datetime
 from pathlib import Path
 
 from .. import console, git
-from ..errors import UserError
+from ..errors import ExitCode, UserError
 from ..plan import Plan, show
 from . import deps
 from . import engine as engine_mod
 from . import platform as platform_mod
 
 DOCKER_DIR = "docker"  # the build context: Dockerfile, entrypoint.sh, requirements.lock
-EXIT_BUILD_FAILED = 5
 
 
 def context_dir(settings) -> Path:
@@ -94,7 +93,7 @@ def build(settings, version, no_cache: bool = False, dry_run: bool = False, choi
         raise UserError(f"the engine built {ref} for {built}, not {target}",
                         hint=f"its FROM image is {built}: build from {settings.base_image} (docker/Dockerfile's "
                              f"FROM ${{BASE_IMAGE}}), or `docker pull --platform {target}` the image it starts from",
-                        code=EXIT_BUILD_FAILED)
+                        code=ExitCode.BUILD_FAILED)
     console.done(f"built {ref} for {target} ({image_id.removeprefix('sha256:')[:12]})")
     return image_id
 
@@ -135,7 +134,7 @@ def _base_for(engine, settings, target) -> None:
         raise UserError(
             f"cannot get the base image {base} for {target}: {_short(str(exc.explanation or exc))}",
             hint=f"the engine has it only for {have}; pass --base-image / MSH_BASE_IMAGE with one it can pull "
-                 f"for {target}, or build for {have} (platform setting)", code=EXIT_BUILD_FAILED) from None
+                 f"for {target}, or build for {have} (platform setting)", code=ExitCode.BUILD_FAILED) from None
 
 
 def _follow(events, settings, target=None, native=None) -> str:
@@ -174,18 +173,18 @@ def _failure(step: str, message: str, recent: list[str], settings, target=None, 
         return UserError(
             f"build failed at {where}: the engine cannot run {target} programs (exec format error): it runs "
             f"{native} and has no emulation for {target.arch}",
-            hint=EMULATION_HINT.format(arch=target.arch, target=target), code=EXIT_BUILD_FAILED)
+            hint=EMULATION_HINT.format(arch=target.arch, target=target), code=ExitCode.BUILD_FAILED)
     if step.split(" : ", 1)[-1].upper().startswith("FROM") or (not step and "pull access denied" in message):
         return UserError(
             f"build failed at {where}: cannot get the base image {settings.base_image}: {_short(message)}",
             hint="pull or `docker load` it on the engine, or pass --base-image / MSH_BASE_IMAGE with one it has",
-            code=EXIT_BUILD_FAILED,
+            code=ExitCode.BUILD_FAILED,
         )
     last = next((line for line in reversed(recent) if "error" in line.lower()), recent[-1] if recent else "")
     return UserError(
         f"build failed at {where}: {_short(message)}",
         hint=(f"last output: {_short(last)}; " if last else "") + "the step's output is above; fix it and build again",
-        code=EXIT_BUILD_FAILED,
+        code=ExitCode.BUILD_FAILED,
     )
 
 

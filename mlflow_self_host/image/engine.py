@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import os
 
-from ..errors import UserError, connection_reason
+from ..errors import ExitCode, UserError, connection_reason
 
 # Builds and pushes stream for minutes: a long read timeout, not the SDK's 60 s.
 TIMEOUT = 600
-EXIT_NO_ENGINE = 4
 last_failure = ""  # why the last client(required=False) found no engine, for messages
 
 
@@ -32,7 +31,7 @@ def client(required: bool = True):
         raise UserError(
             f"no Docker engine at {describe()}: {connection_reason(exc)}",
             hint="start dockerd (`systemctl start docker`) or point DOCKER_HOST at a running engine",
-            code=EXIT_NO_ENGINE,
+            code=ExitCode.NO_ENGINE,
         ) from None
 
 

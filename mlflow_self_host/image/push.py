@@ -9,14 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import console
-from ..errors import UserError
+from ..errors import ExitCode, UserError
 from ..plan import Plan, show
 from . import build as image_build
 from . import engine as engine_mod
 from . import registry as reg
 
-EXIT_NOT_BUILT = 6
-EXIT_INSECURE_REFUSED = 8
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 
@@ -49,7 +47,7 @@ def _push_tag(settings, version, tag: str, dry_run: bool) -> str:
     builds_first = tag != version.tag  # pushlatest builds a missing version image; push does not
     if not built and not builds_first and engine is not None:
         raise UserError(f"{ref} is not built yet", hint="run `inv build` first (or `inv build push`)",
-                        code=EXIT_NOT_BUILT)
+                        code=ExitCode.NOT_BUILT)
     if not built and builds_first and not dry_run:
         image_build.ensure_built(settings, version)
         built = True
@@ -85,7 +83,7 @@ def _remote_digest(settings, tag: str) -> str | None:
     try:
         return reg.digest(settings, tag)
     except UserError as exc:
-        if exc.code == reg.EXIT_UNAUTHORIZED and not _auth(settings):
+        if exc.code == ExitCode.UNAUTHORIZED and not _auth(settings):
             return None  # the engine may hold credentials of its own (docker login): let it try
         raise
 
@@ -172,7 +170,7 @@ def _classify(settings, message: str) -> UserError:
             f"the Docker engine refuses the plain-HTTP registry {settings.registry} (not insecure-allowed)",
             hint=(f'add "insecure-registries": ["{settings.registry}"] to {DAEMON_JSON} on the engine\'s host, '
                   "restart dockerd (`systemctl restart docker`), then push again"),
-            code=EXIT_INSECURE_REFUSED,
+            code=ExitCode.INSECURE_REFUSED,
         )
     if any(m in text for m in ("unauthorized", "authentication required", "no basic auth credentials",
                                "denied", "401")):
@@ -181,5 +179,5 @@ def _classify(settings, message: str) -> UserError:
                                "timeout", "dial tcp", "connection reset", "eof")):
         return reg.unreachable(settings, first)
     if "does not exist locally" in text:
-        return UserError(first, hint="run `inv build` first (or `inv build push`)", code=EXIT_NOT_BUILT)
+        return UserError(first, hint="run `inv build` first (or `inv build push`)", code=ExitCode.NOT_BUILT)
     return UserError(f"push to {settings.registry} failed: {first}", code=1)

@@ -5,10 +5,8 @@ Credentials: ``registry_username`` with MSH_REGISTRY_PASSWORD, basic or token au
 """
 from __future__ import annotations
 
-from ..errors import UserError, connection_reason
+from ..errors import ExitCode, UserError, connection_reason
 
-EXIT_REGISTRY_UNREACHABLE = 7
-EXIT_UNAUTHORIZED = 9
 TIMEOUT = 10
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -63,7 +61,7 @@ def platforms(settings, tag: str) -> list | None:
     if not digest:
         raise UserError(f"registry {settings.registry}: the manifest of {settings.image}:{tag} has no config "
                         "(a schema 1 image?)", hint="push it again with a current Docker engine",
-                        code=EXIT_REGISTRY_UNREACHABLE)
+                        code=ExitCode.REGISTRY_UNREACHABLE)
     blob = _request(settings, "GET", f"/v2/{settings.image}/blobs/{digest}", {})
     _raise_for(settings, blob)
     return [Platform.of_image(blob.json())]
@@ -75,7 +73,7 @@ def _raise_for(settings, response) -> None:
     if response.status_code >= 400:
         raise UserError(
             f"registry {settings.registry} answered HTTP {response.status_code} for {response.request.path_url}",
-            code=EXIT_REGISTRY_UNREACHABLE,
+            code=ExitCode.REGISTRY_UNREACHABLE,
         )
 
 
@@ -86,14 +84,14 @@ def unauthorized(settings, detail: str) -> UserError:
     else:
         hint = ("set the registry_username setting (MSH_REGISTRY_USERNAME) and export MSH_REGISTRY_PASSWORD, "
                 f"or run `docker login {settings.registry}`")
-    return UserError(f"registry {settings.registry}: unauthorized ({detail})", hint=hint, code=EXIT_UNAUTHORIZED)
+    return UserError(f"registry {settings.registry}: unauthorized ({detail})", hint=hint, code=ExitCode.UNAUTHORIZED)
 
 
 def unreachable(settings, reason: str) -> UserError:
     return UserError(
         f"registry {settings.registry} is unreachable: {reason}",
         hint="check the registry setting (MSH_REGISTRY) and that the registry is running and reachable from here",
-        code=EXIT_REGISTRY_UNREACHABLE,
+        code=ExitCode.REGISTRY_UNREACHABLE,
     )
 
 

@@ -14,7 +14,7 @@ import fnmatch
 import ipaddress
 from dataclasses import dataclass, field
 
-from ..errors import UserError
+from ..errors import ExitCode, UserError
 from . import nomad_api
 
 HOST_VOLUMES = ("mlflow-backend-store", "mlflow-artifacts")  # the job file's; host/client_hcl.py writes them
@@ -148,7 +148,6 @@ def describe(nodes: list[ClientNode], reasons: bool = False) -> str:
 def mismatch(image: str, image_platforms, nodes: list[ClientNode], settings, refusing: str) -> UserError | None:
     """The refusal when no target node runs the image (exit 10, as a placement failure), else None."""
     from ..image.platform import describe as platforms
-    from .follow import EXIT_PLACEMENT
 
     fitting, why = targets(settings, nodes)
     if not fitting or image_fits(image_platforms, fitting) or not all(n.attributes.get("cpu.arch") for n in fitting):
@@ -165,4 +164,4 @@ def mismatch(image: str, image_platforms, nodes: list[ClientNode], settings, ref
         f"{describe(fitting)} ({why}): {refusing}",
         hint=fix + "; building for another architecture than the engine's needs QEMU emulation for the RUN "
                    "steps (see Troubleshooting)",
-        code=EXIT_PLACEMENT)
+        code=ExitCode.PLACEMENT)

@@ -20,14 +20,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..errors import UserError
+from ..errors import ExitCode, UserError
 from ..version import Version
 from ..image import platform as platform_mod
 from . import cluster
 from . import follow as follower
 from . import jobfile, nomad_api, plan_view
 
-EXIT_SERVICE = 13
 API_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
 
 
@@ -46,7 +45,7 @@ def _version(version) -> Version:
 
 
 def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, skip_build: bool = False,
-           backup: bool = True, accept_host_key: bool = False, migrate: bool = False) -> DeployResult:
+           backup: bool = True, migrate: bool = False) -> DeployResult:
     """The whole deploy under the deploy lock (lock.py; a dry run only says who holds it).
 
     ``migrate``: `inv migrate`, where a store that cannot be taken over (no database) is an error;
@@ -54,7 +53,7 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
     from . import lock
 
     version = _version(version)
-    args = (settings, version, dry_run, skip_host, skip_build, backup, accept_host_key, migrate)
+    args = (settings, version, dry_run, skip_host, skip_build, backup, migrate)
     if dry_run:
         lock.check_free(settings)
         return _deploy(*args)
@@ -62,7 +61,7 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
         return _deploy(*args)
 
 
-def _read_takeover(settings, n, accept_host_key: bool, dry_run: bool, migrate: bool):
+def _read_takeover(settings, n, dry_run: bool, migrate: bool):
     """0. The store on the host and the registered job: a takeover to do, or None (refusals first)."""
     from .. import console
     from ..backup import SSHHost
@@ -72,7 +71,7 @@ def _read_takeover(settings, n, accept_host_key: bool, dry_run: bool, migrate: b
     from ..migrate.store import NoPython
 
     console.step(f"reading the MLflow store on {settings.host}")
-    host = SSHHost(settings, ssh.connect(settings, accept_host_key=accept_host_key))
+    host = SSHHost(settings, ssh.connect(settings))
     try:
         found = takeover.read(settings, host, n, require=migrate)
     except NoPython as exc:
@@ -101,12 +100,12 @@ def _warn_not_ours(settings, n) -> None:
 
 
 def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_build: bool, backup: bool,
-            accept_host_key: bool, migrate: bool = False) -> DeployResult:
+            migrate: bool = False) -> DeployResult:
     from .. import console
 
     image = settings.image_ref(version.text)
     n = nomad_api.client(settings)
-    store_host, found = (None, None) if skip_host else _read_takeover(settings, n, accept_host_key, dry_run, migrate)
+    store_host, found = (None, None) if skip_host else _read_takeover(settings, n, dry_run, migrate)
     if skip_host:
         _warn_not_ours(settings, n)
 
@@ -115,7 +114,7 @@ def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_bui
     if not skip_host:
         from ..host import configure
 
-        configure.run(settings, dry_run=dry_run, accept_host_key=accept_host_key)
+        configure.run(settings, dry_run=dry_run)
     nodes = _clients(settings, n)
     if not skip_build:
         local = _build_and_push(settings, version, dry_run, nodes)
@@ -137,7 +136,7 @@ def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_bui
         result = _plan_and_register(settings, n, version, image, image_platforms, dry_run,
                                     backup and not (found and found.backup_path), nodes=nodes)
     except UserError as exc:
-        if found is not None and found.backup_path and exc.code != EXIT_SERVICE:  # 13: the job is healthy
+        if found is not None and found.backup_path and exc.code != ExitCode.SERVICE_UNREACHABLE:  # 13: the job is healthy
             from ..migrate import takeover
 
             hint = "; ".join(h for h in (exc.hint, takeover.restore_hint(found)) if h)
@@ -178,7 +177,7 @@ def _plan_and_register(settings, n, version: Version, image: str, image_platform
             raise UserError(f"v{version.text} is already registered (job version {running}), but its deployment "
                             f"failed: {latest.get('StatusDescription')}",
                             hint="`inv logs --stderr` shows why; deploy a fixed version, or `inv rollback`",
-                            code=follower.EXIT_FAILED)
+                            code=ExitCode.DEPLOY_FAILED)
         console.done(f"already deployed: v{version.text} (job version {running}); nothing registered")
         return DeployResult("unchanged", image, running, latest.get("ID") if latest else None)
     console.err.print(f"[bold]job {settings.job_name}[/]: {'would change' if dry_run else 'changes'}")
@@ -323,7 +322,7 @@ def _require_tag(settings, version: Version, would_push: bool):
         console.info(f"{ref} is not in the registry yet: the deploy pushes it first")
         return None
     raise UserError(f"the registry has no {ref}: refusing to deploy an image Nomad cannot pull",
-                    hint="build and push it (`inv deploy` without --skip-build, or `inv build push`)", code=2)
+                    hint="build and push it (`inv deploy` without --skip-build, or `inv build push`)", code=ExitCode.BAD_ARGUMENT)
 
 
 def register(settings, n, job: dict, modify_index: int) -> dict:
@@ -369,5 +368,5 @@ def check_service(settings, timeout: float | None = None) -> str:
             raise UserError(f"Nomad reports the job healthy, but {target} does not answer as MLflow ({last})",
                             hint="check DNS (`inv dns --check`), the proxy's route for the domain, and "
                                  "MLFLOW_SERVER_ALLOWED_HOSTS; set deploy_url to check another URL, or "
-                                 "deploy_check=false to skip", code=EXIT_SERVICE)
+                                 "deploy_check=false to skip", code=ExitCode.SERVICE_UNREACHABLE)
         time.sleep(1)

@@ -9,12 +9,9 @@ import re
 import time
 from dataclasses import dataclass
 
-from ..errors import UserError
+from ..errors import ExitCode, UserError
 from . import jobfile, nomad_api
 
-EXIT_PLACEMENT = 10
-EXIT_FAILED = 11
-EXIT_REVERTED = 12
 TERMINAL = {"successful", "failed", "cancelled"}
 _ROLLBACK = re.compile(r"- rolling back to job version (\d+)")
 _NO_ROLLBACK = re.compile(r"- not rolling back to stable job version (\d+)")
@@ -74,7 +71,7 @@ def placement_error(settings, failed: dict, registered: bool, n=None, job: dict 
         hint = ("`inv configure-host` adds the host volumes to the client's config and restarts Nomad; "
                 "the job places as soon as the client has them")
     return UserError(f"Nomad cannot place the job in {where}: {placement_failures(failed)}{volumes}.{tail}",
-                     hint=hint, code=EXIT_PLACEMENT)
+                     hint=hint, code=ExitCode.PLACEMENT)
 
 
 def missing_volumes(settings, n, job: dict | None) -> str:
@@ -159,7 +156,7 @@ def follow(settings, n, dep_id: str, version_label: str, deadline: float, revert
         show_failures(settings, n, allocs)
         raise UserError(f"the rollback deployment {dep_id[:8]} ended {status}: {dep.get('StatusDescription')}",
                         hint="the job has no healthy version now: `inv status`, `inv logs --stderr`",
-                        code=EXIT_FAILED)
+                        code=ExitCode.DEPLOY_FAILED)
     show_failures(settings, n, allocs)
     description = dep.get("StatusDescription") or status
     m = _ROLLBACK.search(description)
@@ -170,7 +167,7 @@ def follow(settings, n, dep_id: str, version_label: str, deadline: float, revert
         if revert_id is None and not job.get("Stop"):
             raise UserError(f"{version_label} failed its health checks; Nomad is rolling back to job version "
                             f"{m.group(1)}, but its deployment did not start within {settings.deploy_timeout}s",
-                            hint="watch it with `inv status`", code=EXIT_REVERTED)
+                            hint="watch it with `inv status`", code=ExitCode.REVERTED)
         outcome = follow(settings, n, revert_id, f"job version {m.group(1)}", deadline, reverting=True) \
             if revert_id else None
         job = jobfile.current(settings, n) or job
@@ -178,24 +175,24 @@ def follow(settings, n, dep_id: str, version_label: str, deadline: float, revert
             raise UserError(f"{version_label} failed its health checks, and Nomad went back to job version "
                             f"{m.group(1)}, a stopped version: job {settings.job_name} is stopped now",
                             hint="deploy a working version (`inv deploy`), or `inv rollback --to N` to a running "
-                                 "version (`inv status` lists them)", code=EXIT_REVERTED)
+                                 "version (`inv status` lists them)", code=ExitCode.REVERTED)
         image = jobfile.image_of(job)
         running = f"job version {job.get('Version')} ({image})" + (" is healthy" if outcome else "")
         raise UserError(f"{version_label} failed its health checks and was rolled back: running {running}",
                         hint="see the task events and stderr above; `inv logs --stderr` for more",
-                        code=EXIT_REVERTED)
+                        code=ExitCode.REVERTED)
     same = _NO_ROLLBACK.search(description)
     if status == "failed" and same:
         raise UserError(f"deployment of {version_label} failed, and Nomad did not roll back: its last stable "
                         f"version, {same.group(1)}, has the same specification",
                         hint="see the task events and stderr above; fix and deploy a new version, or "
-                             "`inv rollback --to N` to an older one (`inv status`)", code=EXIT_FAILED)
+                             "`inv rollback --to N` to an older one (`inv status`)", code=ExitCode.DEPLOY_FAILED)
     if status == "cancelled":
         raise UserError(f"deployment {dep_id[:8]} was cancelled: {description}",
-                        hint="another change replaced it: `inv status`", code=EXIT_FAILED)
+                        hint="another change replaced it: `inv status`", code=ExitCode.DEPLOY_FAILED)
     raise UserError(f"deployment of {version_label} failed: {description}",
                     hint="see the task events and stderr above; `inv logs --stderr`; `inv rollback` goes back "
-                         "to the previous stable version", code=EXIT_FAILED)
+                         "to the previous stable version", code=ExitCode.DEPLOY_FAILED)
 
 
 def _read(settings, n, dep_id) -> tuple[dict, list]:

@@ -19,10 +19,9 @@ import socket
 import time
 from dataclasses import dataclass
 
-from ..errors import UserError
+from ..errors import ExitCode, UserError
 from . import nomad_api
 
-EXIT_LOCKED = 14
 _held: dict[str, int] = {}  # variable path -> ModifyIndex of the lock this process holds
 
 
@@ -94,10 +93,10 @@ def refused(settings, holder: Holder) -> UserError:
         return UserError(f"the deploy lock of job {settings.job_name} is held by {holder.describe()}, older than "
                          f"lock_stale_after ({settings.lock_stale_after}s): its holder was probably killed",
                          hint="if nothing is deploying, break it with `inv lock --release`, then run again",
-                         code=EXIT_LOCKED)
+                         code=ExitCode.LOCKED)
     return UserError(f"job {settings.job_name} is being deployed by {holder.describe()}; nothing was changed",
                      hint="wait for it to end (`inv lock` shows the lock), or, if you are sure nothing runs, "
-                          "`inv lock --release`", code=EXIT_LOCKED)
+                          "`inv lock --release`", code=ExitCode.LOCKED)
 
 
 def acquire(settings, what: str, n=None) -> int:
@@ -199,7 +198,7 @@ def command(settings, take: bool = False, release_lock: bool = False, message: s
     from .. import console
 
     if take and release_lock:
-        raise UserError("--take and --release: one at a time", code=2)
+        raise UserError("--take and --release: one at a time", code=ExitCode.BAD_ARGUMENT)
     if take:
         acquire(settings, message or "inv lock --take (by hand)")
         _held.clear()  # kept after this process: `inv lock --release` ends it

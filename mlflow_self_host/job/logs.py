@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import UserError
+from ..errors import ExitCode, UserError
 from . import jobfile, nomad_api
 
 BYTES_PER_LINE = 400  # how far back from the end to read for the last N lines, at first
@@ -54,7 +54,7 @@ def line_count(value, default: int = 50) -> int:
     except ValueError:
         count = -1
     if count < 0:
-        raise UserError(f"--lines {value!r} is not a number of lines", hint="e.g. inv logs --lines 200", code=2)
+        raise UserError(f"--lines {value!r} is not a number of lines", hint="e.g. inv logs --lines 200", code=ExitCode.BAD_ARGUMENT)
     return count
 
 

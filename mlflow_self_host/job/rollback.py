@@ -1,7 +1,7 @@
 """`inv rollback [--to VERSION]`: revert the job (check-and-set on its version), follow the deployment."""
 from __future__ import annotations
 
-from ..errors import UserError
+from ..errors import ExitCode, UserError
 from ..plan import Plan, show
 from . import follow as follower
 from . import jobfile, nomad_api
@@ -15,22 +15,22 @@ def choose(current: dict, versions: list[dict], to) -> dict:
             wanted = int(str(to).lstrip("v"))
         except ValueError:
             raise UserError(f"--to {to!r} is not a job version number", hint="see `inv status` for versions",
-                            code=2) from None
+                            code=ExitCode.BAD_ARGUMENT) from None
         if wanted not in by_number:
             known = ", ".join(str(v) for v in sorted(by_number))
-            raise UserError(f"job {current['ID']} has no version {wanted} (versions: {known})", code=2)
+            raise UserError(f"job {current['ID']} has no version {wanted} (versions: {known})", code=ExitCode.BAD_ARGUMENT)
         if wanted == current["Version"]:
-            raise UserError(f"job version {wanted} is the current version: nothing to roll back", code=2)
+            raise UserError(f"job version {wanted} is the current version: nothing to roll back", code=ExitCode.BAD_ARGUMENT)
         if by_number[wanted].get("Stop"):
             raise UserError(f"job version {wanted} is a stopped copy of the job (`nomad job stop`, `inv "
                             "restore`): going back to it would stop the job",
-                            hint="pick a version that runs (see `inv status`)", code=2)
+                            hint="pick a version that runs (see `inv status`)", code=ExitCode.BAD_ARGUMENT)
         return by_number[wanted]
     # A stop stores a copy of the job as a new version, Stable flag included (fsm.go): never go back to it.
     stable = [v for v in versions if v.get("Stable") and not v.get("Stop") and v["Version"] < current["Version"]]
     if not stable:
         raise UserError(f"job {current['ID']} has no stable version before version {current['Version']}",
-                        hint="pick one with --to VERSION (see `inv status`)", code=2)
+                        hint="pick one with --to VERSION (see `inv status`)", code=ExitCode.BAD_ARGUMENT)
     return max(stable, key=lambda v: v["Version"])
 
 

@@ -18,7 +18,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
-from ..errors import UserError
+from ..errors import ExitCode, UserError
 
 ARTIFACTS_MOUNT = "/mnt/artifacts"  # where both jobs mount the artifacts volume: our --artifacts-destination
 BACKUP_PREFIX = "mlflow-before-migration-"
@@ -266,7 +266,7 @@ def legacy_root(settings) -> str:
             break
     if not root.startswith("/"):
         raise UserError(f"legacy_artifact_root {settings.legacy_artifact_root!r} is not an absolute path",
-                        hint="set it to the original server's --default-artifact-root, e.g. /mnt/artifacts", code=2)
+                        hint="set it to the original server's --default-artifact-root, e.g. /mnt/artifacts", code=ExitCode.BAD_ARGUMENT)
     return root.rstrip("/") or "/"
 
 

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import UserError
+from ..errors import ExitCode, UserError
 from ..plan import Plan
 from . import schema, store
 
-EXIT_STORE = 15  # the database cannot be taken over as it is (integrity, newer schema, missing)
 BACKUP_PREFIX = store.BACKUP_PREFIX
 
 
@@ -70,28 +69,28 @@ def refuse_bad_store(settings, facts: store.StoreFacts, chain: schema.Chain, req
         if facts.backend is None:
             raise UserError(f"no folder {settings.backend_path} on {facts.where}: nothing to migrate",
                             hint="set backend_path to the host folder the original job mounts at "
-                                 f"/mnt/backend_store; {nothing}", code=EXIT_STORE)
+                                 f"/mnt/backend_store; {nothing}", code=ExitCode.STORE_REFUSED)
         found = f" (it holds {', '.join(facts.other_files)})" if facts.other_files else ""
         raise UserError(f"no MLflow database at {facts.db_path} on {facts.where}{found}",
                         hint=f"the image's store is {store_name()}: rename the original's file to it, or "
-                             f"set backend_path to the folder that has it; {nothing}", code=EXIT_STORE)
+                             f"set backend_path to the folder that has it; {nothing}", code=ExitCode.STORE_REFUSED)
     if db.integrity not in ("ok", "not checked"):  # a deploy's quick look does not check
         raise UserError(f"{db.path} fails SQLite's PRAGMA integrity_check: {db.integrity}",
                         hint=f"repair it (`sqlite3 mlflow.db .recover`) or put a good backup in its place; {nothing}",
-                        code=EXIT_STORE)
+                        code=ExitCode.STORE_REFUSED)
     if db.revision == "":
         raise UserError(f"{db.path} has an empty alembic_version table: its schema revision is unknown",
                         hint=f"a schema upgrade was interrupted? put a good backup in its place; {nothing}",
-                        code=EXIT_STORE)
+                        code=ExitCode.STORE_REFUSED)
     if db.revision is None:
         raise UserError(f"{db.path} is not an MLflow database (no alembic_version table)",
-                        hint=f"set backend_path to the folder of MLflow's database; {nothing}", code=EXIT_STORE)
+                        hint=f"set backend_path to the folder of MLflow's database; {nothing}", code=ExitCode.STORE_REFUSED)
     if not chain.knows(db.revision):
         raise UserError(f"{db.path} is at schema revision {db.revision}, which MLflow {chain.mlflow_version} (the "
                         "image's) does not know: a newer MLflow wrote it",
                         hint="use that MLflow or a newer one in both pins (docker/requirements.txt then `inv deps`, "
                              "and mlflow-skinny in pyproject.toml, which this check reads), or put an older backup "
-                             f"in place; {nothing}", code=EXIT_STORE)
+                             f"in place; {nothing}", code=ExitCode.STORE_REFUSED)
 
 
 def store_name() -> str:
@@ -263,8 +262,7 @@ def verify(settings, host, takeover: Takeover) -> None:
         console.done(f"schema {db.revision} (MLflow {takeover.chain.mlflow_version}); original kept as "
                      f"{takeover.backup_path}")
         return
-    from ..job.follow import EXIT_FAILED
 
     raise UserError(f"the new job runs, but the database is at schema {db.revision if db else '?'}, not "
                     f"{takeover.chain.head}", hint=f"`inv logs --stderr` shows why; {restore_hint(takeover)}",
-                    code=EXIT_FAILED)
+                    code=ExitCode.DEPLOY_FAILED)

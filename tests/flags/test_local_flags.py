@@ -1,7 +1,7 @@
 """Local mode through `inv`, as the README's first command runs it: `inv up` (natively when no Docker engine
 answers, from the cached virtual environment with the image's pinned MLflow; in a container with --docker),
 `inv smoke`, `inv backup --local`, `inv restore --local`, `inv down`, with each flag's effect and the exit
-codes 4 and 10 by number."""
+codes 4, 16 (up not healthy) and 17 (smoke failed) by number."""
 from __future__ import annotations
 
 import sqlite3
@@ -56,7 +56,7 @@ def test_native_up_smoke_backup_restore_and_down(tmp_path):
 
         db.parent.mkdir(parents=True)
         db.write_bytes(b"not a database at all\n" * 100)  # MLflow cannot open it: never healthy
-        broken = inv("up", "--port", str(port), cwd=project, env=env, expect=10)
+        broken = inv("up", "--port", str(port), cwd=project, env=env, expect=16)
         assert errors(broken)[0].startswith("error: MLflow exited before it was healthy:")
         assert f"see {data / 'mlflow-server.log'}" in broken.stderr
         assert not port_open(port) and not (data / "mlflow-server.pid").exists()
@@ -72,7 +72,7 @@ def test_native_up_smoke_backup_restore_and_down(tmp_path):
 
         first = smoked_run(inv("smoke", "--url", url, cwd=project, env=env))  # default Host: the domain
         (artifact,) = (data / "artifacts").glob(f"*/{first}/artifacts/smoke.txt")  # served: stored in ./data
-        rejected = inv("smoke", "--url", url, "--host-header", "evil.example", cwd=project, env=env, expect=10)
+        rejected = inv("smoke", "--url", url, "--host-header", "evil.example", cwd=project, env=env, expect=17)
         assert "evil.example" in errors(rejected)[0] and "403 Invalid Host header" in errors(rejected)[0]
 
         taken = inv("backup", "--local", cwd=project, env=env)

@@ -112,9 +112,9 @@ def test_both_ways_work_with_a_sudo_password(tmp_path, password_sudo_server, age
         configure.run(a.settings)
     assert not a.backend.exists()
 
-    project_env.setenv("MSH_SUDO_PASSWORD", PASSWORD)
-    configure.run(a.settings)
-    configure.run(b.settings, use_ansible=True)
+    with_password = {"sudo_password": PASSWORD}
+    configure.run(a.settings.with_overrides(with_password))
+    configure.run(b.settings.with_overrides(with_password), use_ansible=True)
 
     assert PASSWORD not in capfd.readouterr().out
     assert a.client_config.read_text() == expected_client_hcl(a)

@@ -19,8 +19,8 @@ from .conftest import PASSWORD, PASSWORD_USER, sftp_refusals
 
 
 
-def settings_for(server, **overrides) -> Settings:
-    return Settings.load(env={}, overrides={**server.settings(), **overrides})
+def settings_for(server, env=None, **overrides) -> Settings:
+    return Settings.load(env=env or {}, overrides={**server.settings(), **overrides})
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_unknown_host_key_is_refused_then_accepted_with_the_flag(ssh_server, tmp
     assert "--accept-host-key" in err.value.hint and f"ssh-keyscan -p {ssh_server.port} 127.0.0.1" in err.value.hint
     assert not known_hosts.exists()
 
-    connect(settings, accept_host_key=True).close()
+    connect(settings.with_overrides({"accept_host_key": True})).close()
     assert known_hosts.read_text() == f"[127.0.0.1]:{ssh_server.port} {ssh_server.host_public_key}\n"
     connect(settings).close()  # now known: no flag needed
 
@@ -111,7 +111,7 @@ def test_changed_host_key_is_refused_even_with_the_flag(ssh_server, tmp_path, pr
     known_hosts.write_text(f"[127.0.0.1]:{ssh_server.port} ssh-ed25519 {other.get_base64()}\n")
     before = known_hosts.read_bytes()
     with pytest.raises(UserError) as err:
-        connect(settings_for(ssh_server, known_hosts=str(known_hosts)), accept_host_key=True)
+        connect(settings_for(ssh_server, known_hosts=str(known_hosts), accept_host_key=True))
     assert "CHANGED" in err.value.message and "ssh-keygen -R" in err.value.hint
     assert known_hosts.read_bytes() == before
 
@@ -140,8 +140,7 @@ def test_sudo_asking_for_a_password_says_how_to_give_it(password_sudo_server, pr
 
 
 def test_sudo_with_a_wrong_password_is_refused(password_sudo_server, project_env):
-    project_env.setenv("MSH_SUDO_PASSWORD", "wrong password")
-    with connect(settings_for(password_sudo_server)) as remote:
+    with connect(settings_for(password_sudo_server, env={"MSH_SUDO_PASSWORD": "wrong password"})) as remote:
         with pytest.raises(UserError) as err:
             remote.run("true", sudo=True)
     assert "refused the password" in err.value.message
@@ -149,12 +148,10 @@ def test_sudo_with_a_wrong_password_is_refused(password_sudo_server, project_env
 
 
 def test_sudo_password_from_the_environment_or_the_prompt(password_sudo_server, project_env, monkeypatch):
-    project_env.setenv("MSH_SUDO_PASSWORD", PASSWORD)
-    with connect(settings_for(password_sudo_server)) as remote:
+    with connect(settings_for(password_sudo_server, env={"MSH_SUDO_PASSWORD": PASSWORD})) as remote:
         assert remote.run("id -un", sudo=True).stdout.strip() == "root"
-    project_env.delenv("MSH_SUDO_PASSWORD")
     monkeypatch.setattr("getpass.getpass", lambda prompt="": PASSWORD)
-    with connect(settings_for(password_sudo_server), ask_sudo_pass=True) as remote:
+    with connect(settings_for(password_sudo_server, ask_sudo_pass=True)) as remote:
         assert remote.run("id -un", sudo=True).stdout.strip() == "root"
         assert PASSWORD not in remote.run("true", sudo=True).stdout + remote.run("true", sudo=True).stderr
 
@@ -164,8 +161,7 @@ def test_user_without_sudo_rights_is_refused(password_sudo_server, project_env):
     saved = sudoers.read_text()
     sudoers.write_text(f"Defaults:{PASSWORD_USER} timestamp_timeout=0\n")
     try:
-        project_env.setenv("MSH_SUDO_PASSWORD", PASSWORD)
-        with connect(settings_for(password_sudo_server)) as remote:
+        with connect(settings_for(password_sudo_server, env={"MSH_SUDO_PASSWORD": PASSWORD})) as remote:
             with pytest.raises(UserError) as err:
                 remote.run("true", sudo=True)
         assert "sudo refused" in err.value.message and "sudoers" in err.value.hint

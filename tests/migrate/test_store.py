@@ -7,6 +7,8 @@ import sqlite3
 
 import pytest
 
+from mlflow_self_host.errors import ExitCode
+
 from mlflow_self_host.backup import LocalHost
 from mlflow_self_host.errors import UserError
 from mlflow_self_host.migrate import schema, store, takeover
@@ -129,5 +131,5 @@ def test_deploy_refuses_a_store_whose_database_has_another_name_under_a_job_not_
     facts.db, facts.other_files = None, ["tracking.db"]
     with pytest.raises(UserError, match=r"no MLflow database .*tracking\.db") as err:
         takeover.refuse_bad_store(_settings(tmp_path), facts, schema.chain(), require=False, job_is_ours=False)
-    assert err.value.code == takeover.EXIT_STORE
+    assert err.value.code == ExitCode.STORE_REFUSED
     takeover.refuse_bad_store(_settings(tmp_path), facts, schema.chain(), require=False, job_is_ours=True)
