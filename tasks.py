@@ -257,6 +257,29 @@ def migrate(c, dry_run=False, skip_build=False, accept_host_key=False):
     job_deploy.deploy(settings, _version(settings), dry_run=dry_run, skip_build=skip_build, migrate=True)
 
 
+@task(name="migrate-store", help={
+    "to": "the store to move to: postgres (the database at MSH_DATABASE_URL, which must be empty)",
+    "from": "copy this local SQLite file (e.g. ./backups/NAME from `inv backup --download`) instead of the "
+            "Nomad client's mlflow.db",
+    "dry_run": "list the tables and row counts it would copy; change nothing anywhere",
+    "accept_host_key": ACCEPT_HOST_KEY,
+})
+def migrate_store(c, to=None, from_=None, dry_run=False, accept_host_key=False):
+    """Copy the SQLite store into an empty PostgreSQL database, check every table, then set store: postgres.
+
+    The copy is taken consistently (SQLite's online backup; the Nomad client's store through `inv backup`,
+    refused while the job runs: stop it first). MLflow's schema is made in PostgreSQL at the image's head,
+    every table copied in foreign-key order and compared (row count and checksum, shown per table);
+    invoke.yaml says store: postgres only when all match. The SQLite store is kept as it was.
+    Exit codes: 0 copied and checked; 2 --to is not postgres; 15 the target is not empty, or the SQLite
+    store is not one MLflow can read: nothing changed; 1 any other error (the target unreachable, a table
+    that differs: what this run created is dropped again).
+    """
+    from mlflow_self_host.store import migrate as store_migrate
+
+    store_migrate.run(_settings(**_ssh_flags(accept_host_key)), to=to, from_path=from_, dry_run=dry_run)
+
+
 @task(help={"json": "print JSON for scripts"})
 def status(c, json=False):
     """Job version and status, running image vs version.txt, allocations, latest deployment."""
@@ -328,11 +351,11 @@ def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=Fals
     Exit codes: 0 the record is right (or no change); 1 a refusal, a failed check or restart, or a
     wrong answer at the deadline.
     """
-    from mlflow_self_host.dns import record
+    from mlflow_self_host.dns import task as dns_task
 
     settings = _settings(dns_backend=backend, pihole_insecure=insecure or None,
                          pihole_tls_server_name=tls_server_name, **_ssh_flags(accept_host_key, ask_sudo_pass))
-    record.run(settings, check_only=check, remove=remove, dry_run=dry_run)
+    dns_task.run(settings, check_only=check, remove=remove, dry_run=dry_run)
 
 
 # --- release -------------------------------------------------------------------------------------

@@ -440,6 +440,13 @@ def check_service(settings, timeout):
     yield Row("service URL", True, f"{url} (MLflow {resp.text.strip()[:40]})")
 
 
+def check_database(settings, timeout):
+    """The PostgreSQL store's rows (only with store: postgres): mlflow_self_host/store/health.py."""
+    from .store import health
+
+    yield from health.rows(settings, timeout)
+
+
 CHECKS = [
     # (rows it may give, function, takes the timeout)
     (["version.txt"], check_version, False),
@@ -452,7 +459,14 @@ CHECKS = [
       "image architecture", "service provider", "Consul on the client"], check_nomad, True),
     (["DNS server", "DNS {domain}"], check_dns, True),
     (["service URL"], check_service, True),
+    (["database", "database schema"], check_database, True),  # store: postgres only (_checks)
 ]
+
+
+def _checks(settings) -> list:
+    """CHECKS that apply: the database's rows only when the store is PostgreSQL."""
+    postgres = str(settings.store).strip().lower() == "postgres"
+    return [c for c in CHECKS if c[1] is not check_database or postgres]
 
 
 # --- running them -----------------------------------------------------------------------------
@@ -492,15 +506,16 @@ def _run_one(settings, names, check, wants_timeout, timeout) -> list[Row]:
 def run_checks(settings, timeout: float | None = None) -> list[Row]:
     """All rows, in the order of CHECKS; every check has its own deadline, all run side by side."""
     timeout = float(timeout or settings.doctor_timeout)
+    checks = _checks(settings)
     names = [[n.format(**{k: settings[k] for k in ("folder_owner", "datacenter", "domain", "host")}) for n in names]
-             for names, _, _ in CHECKS]
-    results: list[list[Row]] = [[] for _ in CHECKS]
+             for names, _, _ in checks]
+    results: list[list[Row]] = [[] for _ in checks]
 
     def one(i):
-        _, check, wants_timeout = CHECKS[i]
+        _, check, wants_timeout = checks[i]
         results[i] = _run_one(settings, names[i], check, wants_timeout, timeout)
 
-    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(CHECKS))]
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(checks))]
     for thread in threads:
         thread.start()
     for thread in threads:

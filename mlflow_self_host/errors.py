@@ -25,7 +25,7 @@ class ExitCode(IntEnum):
     SERVICE_UNREACHABLE = 13   # healthy in Nomad, but the service URL does not answer
     LOCKED = 14                # another release, deploy, rollback or restore holds the deploy lock
     STORE_REFUSED = 15         # the database on the host cannot be taken over as it is: nothing changed
-    LOCAL_UNHEALTHY = 16       # the local server did not answer healthy (inv up); was 10 before 0.x
+    LOCAL_UNHEALTHY = 16       # the local server did not answer healthy (inv up); 10 until December 2026
     SMOKE_FAILED = 17          # the smoke test failed: no server, Host header refused, a value not read back
 
 

@@ -69,19 +69,27 @@ class Release:
         return self.settings.root
 
 
+# The operations of a release, in order. Those up to the push are undone when one fails; after the
+# push the release stands and a failure names what finishes it.
+UNDONE_ON_FAILURE = ("version", "commit", "tag", "build", "push")
+AFTER_PUSH = ("push_latest", "deploy")
+
+
 def steps(rel: Release) -> Plan:
-    """Every step of the release with the values it uses (what --dry-run prints)."""
+    """Every step of the release with the values it uses: what --dry-run prints, and what `run` does
+    (each change's ``op`` names its operation)."""
     s = rel.settings
     plan = Plan(f"release {rel.current} → {rel.new}")
-    plan.add("write", FILE_NAME, f"{rel.current} → {rel.new}")
-    plan.add("commit", FILE_NAME, f'"{rel.message}"')
-    plan.add("tag", rel.tag, f'annotated, "{rel.message}"')
-    plan.add("build", rel.image_ref, f"from {s.base_image}, context docker/")
-    plan.add("push", rel.image_ref, f"to {s.registry}")
-    plan.add("push", rel.latest_ref, f"the same image as {rel.tag}, no second build")
+    plan.add("write", FILE_NAME, f"{rel.current} → {rel.new}", op="version")
+    plan.add("commit", FILE_NAME, f'"{rel.message}"', op="commit")
+    plan.add("tag", rel.tag, f'annotated, "{rel.message}"', op="tag")
+    plan.add("build", rel.image_ref, f"from {s.base_image}, context docker/", op="build")
+    plan.add("push", rel.image_ref, f"to {s.registry}", op="push")
+    plan.add("push", rel.latest_ref, f"the same image as {rel.tag}, no second build", op="push_latest")
     if rel.deploy:
         plan.add("deploy", f"job {s.job_name}", f"image {rel.image_ref} on {s.nomad_addr} "
-                 f"(namespace {s.nomad_namespace}, region {s.nomad_region}), then check {s.service_url()}")
+                 f"(namespace {s.nomad_namespace}, region {s.nomad_region}), then check {s.service_url()}",
+                 op="deploy")
     return plan
 
 
@@ -177,54 +185,102 @@ def _remaining(rel: Release, done_latest: bool) -> list[str]:
     return commands
 
 
-def run(rel: Release) -> ReleaseResult:
-    """Apply the release; the checks must have passed."""
-    from . import console
-    from .image import build as image_build, push as image_push, registry
+class _Apply:
+    """Each release operation (a change's ``op``), with what it leaves for the undo and the result."""
 
-    root, s = rel.root, rel.settings
-    path = version_file(root)
-    undo = _Undo(root, path.read_bytes(), git.index_entry(root, FILE_NAME), git.head(root))
+    def __init__(self, rel: Release):
+        self.rel = rel
+        root = rel.root
+        self.undo = _Undo(root, version_file(root).read_bytes(), git.index_entry(root, FILE_NAME), git.head(root))
+        self.digest: str | None = None
+        self.outcome = None
+
+    def __call__(self, change) -> None:
+        getattr(self, "_" + change.op)()
+
+    def _version(self) -> None:
+        from . import console
+
+        console.step(f"version.txt {self.rel.current} → {self.rel.new}")
+        self.undo.wrote_version = True
+        write_version(self.rel.root, self.rel.new)
+
+    def _commit(self) -> None:
+        self.undo.commit = git.commit_path(self.rel.root, FILE_NAME, self.rel.message)
+
+    def _tag(self) -> None:
+        from . import console
+
+        console.step(f"tag {self.rel.tag} on {self.undo.commit[:12]}")
+        git.create_annotated_tag(self.rel.root, self.rel.tag, self.rel.message)
+        self.undo.tag = self.rel.tag
+
+    def _build(self) -> None:
+        from .image import build as image_build
+
+        image_build.build(self.rel.settings, self.rel.new)
+
+    def _push(self) -> None:
+        from .image import push as image_push
+
+        self.digest = image_push.push(self.rel.settings, self.rel.new)
+
+    def _push_latest(self) -> None:
+        from .image import push as image_push
+
+        image_push.push_latest(self.rel.settings, self.rel.new)
+
+    def _deploy(self) -> None:
+        from . import console
+        from .job import deploy as job_deploy
+
+        s = self.rel.settings
+        console.step(f"deploy {self.rel.image_ref} to {s.nomad_addr}")
+        self.outcome = job_deploy.deploy(s, self.rel.new, skip_build=True, skip_host=self.rel.skip_host)
+
+
+def run(rel: Release, plan: Plan | None = None) -> ReleaseResult:
+    """Apply the release's plan (``steps``), change by change; the checks must have passed."""
+    from . import console
+    from .image import registry
+
+    s = rel.settings
+    plan = plan or steps(rel)
+    apply = _Apply(rel)
     pushing = False
     try:
-        console.step(f"version.txt {rel.current} → {rel.new}")
-        undo.wrote_version = True
-        write_version(root, rel.new)
-        undo.commit = git.commit_path(root, FILE_NAME, rel.message)
-        console.step(f"tag {rel.tag} on {undo.commit[:12]}")
-        git.create_annotated_tag(root, rel.tag, rel.message)
-        undo.tag = rel.tag
-        image_build.build(s, rel.new)
-        pushing = True
-        digest = image_push.push(s, rel.new)
+        for change in plan:
+            if change.op not in UNDONE_ON_FAILURE:
+                continue
+            pushing = pushing or change.op == "push"
+            apply(change)
     except BaseException as exc:
-        digest = _pushed(s, rel.tag, registry) if pushing else None
-        if not digest:
-            _raise_undone(rel, exc, undo.run())
+        apply.digest = _pushed(s, rel.tag, registry) if pushing else None
+        if not apply.digest:
+            _raise_undone(rel, exc, apply.undo.run())
         # The push reported an error after the manifest landed: the image is there, the release stands.
         console.warn(f"the push of {rel.tag} reported an error, but the registry has it: keeping the release")
-    result = ReleaseResult(rel.new.text, rel.tag, undo.commit, rel.image_ref, digest)
+    result = ReleaseResult(rel.new.text, rel.tag, apply.undo.commit, rel.image_ref, apply.digest)
     if not rel.deploy:
         result.next_commands = ["inv deploy --skip-build"]
 
     step = f"pushing {rel.latest_ref}"
     try:
-        image_push.push_latest(s, rel.new)
-        if rel.deploy:
-            step = "the deploy"
-            console.step(f"deploy {rel.image_ref} to {s.nomad_addr}")
-            from .job import deploy as job_deploy
-
-            outcome = job_deploy.deploy(s, rel.new, skip_build=True, skip_host=rel.skip_host)
-            result.job_version = getattr(outcome, "job_version", None)
-            result.deploy_status = getattr(outcome, "status", None)
-            result.url = getattr(outcome, "url", None) or s.service_url()
+        for change in plan:
+            if change.op not in AFTER_PUSH:
+                continue
+            step = "the deploy" if change.op == "deploy" else step
+            apply(change)
     except Exception as exc:
         raise _after_push_failure(rel, exc, step, _remaining(rel, step == "the deploy")) from exc
     except KeyboardInterrupt:
         console.warn(f"{rel.tag} is released (committed, tagged, pushed); to finish it run: "
                      + " && ".join(_remaining(rel, step == "the deploy")))
         raise
+    if rel.deploy:
+        result.job_version = getattr(apply.outcome, "job_version", None)
+        result.deploy_status = getattr(apply.outcome, "status", None)
+        result.url = getattr(apply.outcome, "url", None) or s.service_url()
     return result
 
 

@@ -39,6 +39,7 @@ SECRETS = {
     "nomad_token": ("MSH_NOMAD_TOKEN", "NOMAD_TOKEN"),
     "pihole_password": ("MSH_PIHOLE_PASSWORD", "PIHOLE_PASSWORD"),
     "sudo_password": ("MSH_SUDO_PASSWORD",),
+    "database_url": ("MSH_DATABASE_URL",),  # postgresql://user:password@host:5432/mlflow (store: postgres)
 }
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import console
-from .errors import ExitCode, UserError, connection_reason
+from .errors import ExitCode, UserError, connection_reason, first_line
 
 EXPERIMENT = "mlflow-self-host-smoke"
 API_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
@@ -116,7 +116,7 @@ def _log_and_read_back(client, url: str, host_header: str, token: str) -> SmokeR
         text = str(exc)
         if "Invalid Host header" in text:
             raise host_rejected(host_header) from None
-        raise UserError(f"MLflow client call failed: {text.splitlines()[0][:300]}", code=ExitCode.SMOKE_FAILED) from None
+        raise UserError(f"MLflow client call failed: {first_line(text, 300)}", code=ExitCode.SMOKE_FAILED) from None
     _expect(back.data.params.get("smoke_token") == token, "param", back.data.params.get("smoke_token"))
     _expect(back.data.metrics.get("smoke_metric") == 0.5, "metric", back.data.metrics.get("smoke_metric"))
     _expect(downloaded == token, "artifact", downloaded[:40])

@@ -9,6 +9,7 @@
 - ``stub_images``: stub MLflow images (tests/services/stub_image) pushed to the registry by version.
 - ``nomad_cluster``: the Nomad double with a client running tasks on the engine, its client.hcl and
   host volumes, and the stub versions 0.99, 0.100, 1.0 and 1.2 in the registry (per test).
+- ``postgres_server``: a private PostgreSQL cluster (initdb as postgres) on a loopback port.
 - ``lan_address``: an IPv4 address of this machine outside 127.0.0.0/8 (an interface of the session's
   own), for a plain-HTTP registry the engine must refuse.
 Under CI=true a service that cannot start fails the run; elsewhere its tests are skipped.
@@ -69,6 +70,17 @@ def dns_server(tmp_path_factory):
     server = dns_service.start(Path(tmp_path_factory.mktemp("dnsmasq")))
     yield server
     dns_service.stop(server)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private PostgreSQL cluster (Debian's postgresql) on a loopback port; ``.database(name)`` makes an
+    empty database owned by the role mlflow and returns its URL."""
+    from tests.services import postgres as postgres_service
+
+    server = postgres_service.start()
+    yield server
+    postgres_service.stop(server)
 
 
 @pytest.fixture(scope="session")

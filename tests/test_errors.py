@@ -23,3 +23,17 @@ def test_a_name_that_does_not_resolve_is_unknown_host_name():
 def test_anything_else_is_its_first_line_not_a_repr_chain():
     assert connection_reason(RuntimeError("disk on fire\nmore detail")) == "disk on fire"
     assert connection_reason(RuntimeError("")) == "RuntimeError"
+
+
+def test_the_readme_exit_code_table_is_the_enum():
+    """README's "Exit codes" table lists every ExitCode number once, and nothing else."""
+    import re
+    from pathlib import Path
+
+    from mlflow_self_host.errors import ExitCode
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Exit codes\n", 1)[1].split("\n## ", 1)[0]
+    numbers = [int(n) for n in re.findall(r"^\| (\d+) \|", section, re.M)]
+    assert numbers == sorted(code.value for code in ExitCode)
+    assert len(set(code.value for code in ExitCode)) == len(ExitCode)  # one meaning per number

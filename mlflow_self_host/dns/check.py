@@ -9,9 +9,9 @@ a refused query or the old answer mean "not yet", not "wrong", until the deadlin
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass, field
 
+from .. import poll
 from ..errors import UserError, first_line
 from .record import Record, _name
 
@@ -160,31 +160,35 @@ def verify(settings, wanted: Record, present: bool = True) -> Answer:
     from .. import console
 
     timeout = max(float(settings.dns_check_timeout), 0.0)
-    deadline = time.monotonic() + timeout
-    waiting = False
-    while True:
-        left = deadline - time.monotonic()
+    deadline = poll.Deadline(timeout)
+    waiting, last = False, None  # last: the Answer, or the NoAnswer, of the last question
+
+    def right() -> Answer | None:
+        nonlocal waiting, last
         try:
             # a query lost while the server restarts is sent again after a second, not dnspython's 2 s
-            answer = resolve(settings, wanted.names[0], lifetime=min(QUERY_LIFETIME, max(left, 1.0)), attempt=1.0)
+            last = resolve(settings, wanted.names[0], lifetime=min(QUERY_LIFETIME, max(deadline.left(), 1.0)),
+                           attempt=1.0)
         except NoAnswer as exc:
-            if time.monotonic() >= deadline:
-                raise NoAnswer(f"{exc.message}; still so {timeout:.0f}s after the change (dns_check_timeout)",
-                               hint=f"the DNS server may still be restarting (a Raspberry Pi can take long): "
-                                    f"`inv dns --check` later, or raise dns_check_timeout "
-                                    f"(MSH_DNS_CHECK_TIMEOUT); else {exc.hint}") from None
-            if not waiting:
+            last = exc
+            if not waiting and not deadline.passed:
                 console.info(f"waiting for the DNS server to answer again (it restarts after a change; "
                              f"up to {timeout:.0f}s, dns_check_timeout)")
                 waiting = True
-            time.sleep(RETRY_INTERVAL)
-            continue
-        if _is_right(answer, wanted, present):
-            console.done(f"DNS {answer.server}: {answer.describe()}")
-            return answer
-        if time.monotonic() >= deadline:
-            raise _wrong(answer, wanted, present)
-        time.sleep(RETRY_INTERVAL)
+            return None
+        return last if _is_right(last, wanted, present) else None
+
+    def at_deadline(_):
+        if isinstance(last, NoAnswer):
+            raise NoAnswer(f"{last.message}; still so {timeout:.0f}s after the change (dns_check_timeout)",
+                           hint=f"the DNS server may still be restarting (a Raspberry Pi can take long): "
+                                f"`inv dns --check` later, or raise dns_check_timeout "
+                                f"(MSH_DNS_CHECK_TIMEOUT); else {last.hint}") from None
+        raise _wrong(last, wanted, present)
+
+    answer = poll.until(right, deadline, interval=RETRY_INTERVAL, on_timeout=at_deadline)
+    console.done(f"DNS {answer.server}: {answer.describe()}")
+    return answer
 
 
 def _all_refused(exc) -> bool:

@@ -15,16 +15,22 @@ never takes the LAN's DNS down:
    on the whole configuration) runs before any restart; if it fails, the previous file is put back;
 3. ``dnsmasq_restart_command`` runs (with sudo); if it fails, the previous file is put back and
    dnsmasq restarted again with it, and the error says which of the two worked.
+
+The plan (``plan_file``, pure) is the record's changes (``record.plan_record`` on the ``cname=``
+values), then the file's write, the check and the restart, each with its ``FileOp``. ``Dnsmasq``
+is this backend for ``inv dns`` (``backends.py``): the record changes are made by the write, so
+applying them alone does nothing.
 """
 from __future__ import annotations
 
 import difflib
 import posixpath
 import re
+from dataclasses import dataclass
 
 from .. import plan as plans
 from ..errors import UserError
-from .record import Record, RecordPlan, plan_record
+from .record import Edit, Record, RecordPlan, plan_record
 
 _CNAME_LINE = re.compile(r"^\s*cname\s*=\s*(?P<value>[^#]*?)\s*(#.*)?$")
 
@@ -71,21 +77,41 @@ def edited(text: str, ops: list[tuple[str, str]]) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
+@dataclass(frozen=True)
+class FileOp:
+    """One step on the host: ``write`` the new file (``content``), ``check`` the configuration with
+    it, or ``restart`` dnsmasq (``command``). ``previous`` is the file as read (None: there was
+    none), put back when the check or the restart fails; ``domain`` is named in the hint when dnsmasq
+    finds a second definition."""
+
+    kind: str
+    path: str
+    content: str = ""
+    command: str = ""
+    previous: str | None = None
+    domain: str = ""
+
+
 def plan_file(text: str | None, wanted: Record, path: str, restart_command: str,
-              remove: bool = False, test_command: str = "") -> tuple[RecordPlan, str]:
-    """The plan (record changes, the file's diff, the check, the restart) and the new file content."""
+              remove: bool = False, test_command: str = "") -> RecordPlan:
+    """The plan (record changes, the file's write with its diff, the check, the restart) for the file
+    ``text`` (None: there is none)."""
     current = text or ""
     plan = plan_record([v for _, v in cname_lines(current)], wanted, remove=remove, title=f"dnsmasq {path}")
     if plan.empty:
-        return plan, current
+        return plan
     new = edited(current, plan.ops)
     diff = "".join(difflib.unified_diff(current.splitlines(True), new.splitlines(True),
                                         "a" + path if text is not None else "/dev/null", "b" + path, n=1))
-    plan.add("create" if text is None else "update", path, "new file" if text is None else "", diff)
+    domain = wanted.names[0]
+    plan.add("create" if text is None else "update", path, "new file" if text is None else "", diff,
+             op=FileOp("write", path, content=new, previous=text, domain=domain))
     if test_command:
-        plan.add("check", "dnsmasq", test_command)
-    plan.add("restart", "dnsmasq", restart_command)
-    return plan, new
+        plan.add("check", "dnsmasq", test_command,
+                 op=FileOp("check", path, command=test_command, previous=text, domain=domain))
+    plan.add("restart", "dnsmasq", restart_command,
+             op=FileOp("restart", path, command=restart_command, previous=text, domain=domain))
+    return plan
 
 
 def _read(remote, path: str) -> str | None:
@@ -102,17 +128,32 @@ def check_command(settings) -> str:
     return settings.dnsmasq_test_command.strip().replace("{dnsmasq_dir}", folder)
 
 
-def sync(settings, wanted: Record, remove: bool = False, dry_run: bool = False) -> RecordPlan:
-    """Read the file over SSH, show the plan; unless ``dry_run`` write it, check it, restart dnsmasq."""
-    from .. import console
-    from ..host import ssh
+class Dnsmasq:
+    """The dnsmasq backend: one SSH connection (``with``), the file read, written, checked, restarted."""
 
-    folder = settings.dnsmasq_dir.rstrip("/") or "/"
-    path = posixpath.join(folder, settings.dnsmasq_file)
-    restart = settings.dnsmasq_restart_command.strip()
-    check = check_command(settings)
-    v6_config = settings.pihole_config.strip()
-    with ssh.connect(settings) as remote:
+    def __init__(self, settings):
+        self.settings = settings
+        self.folder = settings.dnsmasq_dir.rstrip("/") or "/"
+        self.path = posixpath.join(self.folder, settings.dnsmasq_file)
+        self.remote = None
+
+    @property
+    def where(self) -> str:
+        return f"dnsmasq on {self.remote.where}"
+
+    def __enter__(self) -> "Dnsmasq":
+        from ..host import ssh
+
+        self.remote = ssh.connect(self.settings)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remote.close()
+
+    def read(self) -> str | None:
+        """The file's text (None: missing), after refusing a Pi-hole v6 host and a missing folder."""
+        remote, folder = self.remote, self.folder
+        v6_config = self.settings.pihole_config.strip()
         if v6_config and (remote.exists(v6_config) or remote.exists(v6_config, sudo=True)):
             raise UserError(
                 f"{remote.where} runs Pi-hole v6 ({v6_config} exists): it keeps CNAMEs in dns.cnameRecords and "
@@ -124,48 +165,65 @@ def sync(settings, wanted: Record, remove: bool = False, dry_run: bool = False) 
             raise UserError(f"{folder} does not exist on {remote.where}",
                             hint="set dnsmasq_dir (MSH_DNSMASQ_DIR) to the folder dnsmasq reads (conf-dir), "
                                  "e.g. /etc/dnsmasq.d")
-        text = _read(remote, path)
-        plan, new = plan_file(text, wanted, path, restart, remove=remove, test_command=check)
-        plans.show(plan, dry_run=dry_run)
-        if dry_run or plan.empty:
-            return plan
-        if not restart:
-            raise UserError("dnsmasq_restart_command is empty: dnsmasq would not see the change",
-                            hint="set it (MSH_DNSMASQ_RESTART_COMMAND), e.g. `systemctl restart dnsmasq` "
-                                 "or `pihole restartdns` on Pi-hole v5")
-        remote.write(path, new, sudo=True)
-        if check:
-            _check_config(remote, path, text, check, wanted)
-        result = remote.run(restart, sudo=True, check=False)
-        if not result.ok:
-            _put_back(remote, path, text)
-            again = remote.run(restart, sudo=True, check=False)
-            failed = f"`{restart}` failed on {remote.where} with the new {path} ({result.reason})"
-            if again.ok:
-                raise UserError(f"{failed}; the previous file is back and dnsmasq runs with it again",
-                                hint="see why in dnsmasq's log on the host (journalctl -u dnsmasq); "
-                                     "dnsmasq_test_command did not catch it")
-            raise UserError(f"{failed}, and again with the previous file ({again.reason}): dnsmasq may not be "
-                            f"running, and the LAN's DNS with it",
-                            hint=f"on {remote.conn.host} see `systemctl status dnsmasq` and journalctl -u dnsmasq, "
-                                 f"fix, and start it; check dnsmasq_restart_command")
-        console.done(f"dnsmasq on {remote.where}: " + ("removed " + wanted.names[0] if remove else wanted.describe()))
-    return plan
+        return _read(remote, self.path)
+
+    def make_plan(self, text: str | None, wanted: Record, remove: bool = False) -> RecordPlan:
+        return plan_file(text, wanted, self.path, self.settings.dnsmasq_restart_command.strip(), remove=remove,
+                         test_command=check_command(self.settings))
+
+    def apply_one(self, change, plan) -> object:
+        """The write, the check (put back on failure), the restart (put back and restarted again on
+        failure); a record change is in the written file already."""
+        op, remote = change.op, self.remote
+        if isinstance(op, Edit):
+            return plans.QUIET
+        if op.kind == "write":
+            if not self.settings.dnsmasq_restart_command.strip():
+                raise UserError("dnsmasq_restart_command is empty: dnsmasq would not see the change",
+                                hint="set it (MSH_DNSMASQ_RESTART_COMMAND), e.g. `systemctl restart dnsmasq` "
+                                     "or `pihole restartdns` on Pi-hole v5")
+            remote.write(op.path, op.content, sudo=True)
+        elif op.kind == "check":
+            _check_config(remote, op)
+        elif op.kind == "restart":
+            _restart(remote, op)
+        else:
+            raise ValueError(f"unknown dnsmasq operation {op.kind!r}")
+        return plans.QUIET
 
 
-def _check_config(remote, path: str, previous: str | None, command: str, wanted: Record) -> None:
+def _restart(remote, op: FileOp) -> None:
+    """Restart dnsmasq; on failure put the previous file back and restart again with it."""
+    result = remote.run(op.command, sudo=True, check=False)
+    if result.ok:
+        return
+    _put_back(remote, op.path, op.previous)
+    again = remote.run(op.command, sudo=True, check=False)
+    failed = f"`{op.command}` failed on {remote.where} with the new {op.path} ({result.reason})"
+    if again.ok:
+        raise UserError(f"{failed}; the previous file is back and dnsmasq runs with it again",
+                        hint="see why in dnsmasq's log on the host (journalctl -u dnsmasq); "
+                             "dnsmasq_test_command did not catch it")
+    raise UserError(f"{failed}, and again with the previous file ({again.reason}): dnsmasq may not be "
+                    f"running, and the LAN's DNS with it",
+                    hint=f"on {remote.conn.host} see `systemctl status dnsmasq` and journalctl -u dnsmasq, "
+                         f"fix, and start it; check dnsmasq_restart_command")
+
+
+def _check_config(remote, op: FileOp) -> None:
     """Run the check on the configuration with the new file; on failure put the previous file back."""
+    path, command = op.path, op.command
     result = remote.run(command, sudo=True, check=False)
     if result.ok:
         return
-    _put_back(remote, path, previous)
+    _put_back(remote, path, op.previous)
     if result.exited == 127:
         raise UserError(f"the check `{command}` cannot run on {remote.where} ({result.reason}); the previous "
                         f"{path} is back and dnsmasq was not restarted",
                         hint="set dnsmasq_test_command (MSH_DNSMASQ_TEST_COMMAND) to the host's check "
                              "(Pi-hole v5: `pihole-FTL dnsmasq-test`), or to empty to skip the check")
     if "duplicate cname" in result.reason.lower():
-        hint = (f"{wanted.names[0]} (or another alias in {path}) is defined in another file dnsmasq reads too "
+        hint = (f"{op.domain} (or another alias in {path}) is defined in another file dnsmasq reads too "
                 f"(the file and line named); remove one of the two, or set dnsmasq_file to the file that has it")
     else:
         hint = f"fix the file and line dnsmasq names, or see `{command}` on the host"

@@ -37,6 +37,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .. import plan as plans
+from .. import poll
 from ..errors import UserError, connection_reason, first_line
 from .record import Record, RecordPlan, plan_record
 
@@ -295,25 +296,31 @@ class PiHole:
         if not self.sid:
             return
         start = self.restarted_at if self.restarted_at is not None else time.monotonic()
-        deadline = start + (self.settle if self.restarted_at is not None else LOGOUT_GRACE)
-        waiting = False
+        deadline = poll.Deadline(start + (self.settle if self.restarted_at is not None else LOGOUT_GRACE)
+                                 - time.monotonic())
+        waiting, lost = False, None
+
+        def logged_out() -> bool:
+            nonlocal waiting, lost
+            try:
+                response = self.request("DELETE", "/auth")
+            except Unreachable as exc:
+                lost = exc
+                if not waiting and not deadline.passed:
+                    console.info(f"Pi-hole at {self.where} is restarting; logging out when it is back "
+                                 f"(up to {deadline.left():.0f}s more, dns_check_timeout)")
+                    waiting = True
+                return False
+            # 401: the session is gone already (FTL did not restore it after its restart)
+            if response.status_code not in (204, 401, 404):
+                raise self._unexpected(response, "logging out")
+            return True
+
+        def still_unreachable(_):
+            raise lost
+
         try:
-            while True:
-                try:
-                    response = self.request("DELETE", "/auth")
-                except Unreachable:
-                    if time.monotonic() >= deadline:
-                        raise
-                    if not waiting:
-                        console.info(f"Pi-hole at {self.where} is restarting; logging out when it is back "
-                                     f"(up to {max(deadline - time.monotonic(), 0):.0f}s more, dns_check_timeout)")
-                        waiting = True
-                    time.sleep(RETRY_INTERVAL)
-                    continue
-                # 401: the session is gone already (FTL did not restore it after its restart)
-                if response.status_code not in (204, 401, 404):
-                    raise self._unexpected(response, "logging out")
-                return
+            poll.until(logged_out, deadline, interval=RETRY_INTERVAL, on_timeout=still_unreachable)
         except UserError as exc:
             console.warn(f"could not log out of Pi-hole ({exc.message}); the session holds one of its API seats "
                          f"(webserver.api.max_sessions, 16 by default) until it expires (30 minutes by default)")
@@ -429,26 +436,54 @@ class PiHole:
         raise self._unexpected(response, doing)
 
 
-def apply(api: PiHole, plan: RecordPlan) -> None:
-    """Run the plan's PUT/DELETE calls; FTL restarts once, on the last one.
+class PiholeBackend:
+    """The pihole backend of ``inv dns``: one API session (``with``: login, and the logout whatever
+    happens), ``dns.cnameRecords`` read, one PUT/DELETE per step.
 
-    If the last call changes nothing (someone made the same change meanwhile), FTL does not restart
-    and serves the old records: ``restartdns`` applies what is saved. If a call fails, the calls
-    made before it are undone (all of them were ``restart=false``: FTL still serves what it had).
+    FTL restarts once, on the plan's last call. If that call changes nothing (someone made the same
+    change meanwhile), FTL does not restart and serves the old records: ``restartdns`` applies what
+    is saved. If a call fails, the calls made before it are undone (all of them were
+    ``restart=false``: FTL still serves what it had).
     """
-    done: list[tuple[str, str]] = []
-    restarted = False
-    for i, (action, entry) in enumerate(plan.ops):
-        last = i == len(plan.ops) - 1
-        try:
-            changed = (api.delete if action == "delete" else api.add)(entry, restart=last)
-        except UserError as exc:
-            _undo(api, done, exc)
-            raise
-        done.append((action, entry))
-        restarted = last and changed
-    if plan.ops and not restarted:
-        api.restart_dns()
+
+    def __init__(self, settings):
+        self.api = PiHole(settings)
+        self.done: list[tuple[str, str]] = []  # the steps made so far, to undo on a failure
+        self.restarted = False  # whether the last call made FTL restart
+
+    @property
+    def where(self) -> str:
+        return f"Pi-hole {self.api.where}"
+
+    def __enter__(self) -> "PiholeBackend":
+        self.api.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.api.__exit__(*exc)
+
+    def read(self) -> list[str]:
+        return self.api.cname_records()
+
+    def make_plan(self, entries: list[str], wanted: Record, remove: bool = False) -> RecordPlan:
+        return plan_record(entries, wanted, remove=remove, title=f"Pi-hole {self.api.where} dns.cnameRecords")
+
+    def apply_one(self, change, plan) -> object:
+        """The change's steps, each one call; after the plan's last step, ``restartdns`` when FTL did
+        not restart by itself."""
+        api, total = self.api, len(plan.ops)
+        for action, entry in change.op.steps:
+            last = len(self.done) == total - 1
+            try:
+                changed = (api.delete if action == "delete" else api.add)(entry, restart=last)
+            except UserError as exc:
+                _undo(api, self.done, exc)
+                raise
+            self.done.append((action, entry))
+            self.restarted = last and changed
+        if len(self.done) == total and not self.restarted:
+            api.restart_dns()
+        return plans.QUIET
 
 
 def _undo(api: PiHole, done: list[tuple[str, str]], failure: UserError) -> None:
@@ -460,21 +495,6 @@ def _undo(api: PiHole, done: list[tuple[str, str]], failure: UserError) -> None:
             failure.message += (f"; putting back {entry!r} failed too ({exc.message}): see Local DNS Records "
                                 f"in the Pi-hole's web interface")
             failure.args = (failure.message,)
-
-
-def sync(settings, wanted: Record, remove: bool = False, dry_run: bool = False) -> RecordPlan:
-    """Read the records, show the plan, apply it unless ``dry_run``; log out in every case."""
-    from .. import console
-
-    with PiHole(settings) as api:
-        entries = api.cname_records()
-        plan = plan_record(entries, wanted, remove=remove, title=f"Pi-hole {api.where} dns.cnameRecords")
-        plans.show(plan, dry_run=dry_run)
-        if dry_run or plan.empty:
-            return plan
-        apply(api, plan)
-        console.done(f"Pi-hole {api.where}: " + ("removed " + wanted.names[0] if remove else wanted.describe()))
-    return plan
 
 
 def certificate_names(host: str, port: int, server_name: str, timeout: float = 5.0) -> list[str]:

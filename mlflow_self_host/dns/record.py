@@ -1,4 +1,4 @@
-"""``inv dns``: the CNAME ``{domain} → {dns_target}`` on Pi-hole v6 or dnsmasq, then its check.
+"""The CNAME ``{domain} → {dns_target}`` as data, and the pure plan from the entries a backend holds.
 
 Both backends hold the record in the same form, ``<cname>,[<cname>,]<target>[,<TTL>]``: an item
 of Pi-hole's ``dns.cnameRecords``, or the value of a dnsmasq ``cname=`` line. So the plan is
@@ -10,16 +10,16 @@ computed the same way for both (``plan_record``) from the entries read:
 - ``remove``: take away every entry naming the domain.
 
 An entry that also names other domains keeps them (``a.lan,mlflow.lan,old.lan`` becomes
-``a.lan,old.lan``). After a change the answer of the DNS server is checked (``check.py``).
+``a.lan,old.lan``). Each change carries its ``Edit``: the entries to delete and add, in order,
+which a backend applies (``backends.py``); the task that reads, plans, applies and then checks the
+DNS answer is ``task.py``. No I/O here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import UserError
 from ..plan import Plan
-
-BACKENDS = ("pihole", "dnsmasq")
 
 
 def _name(text: str) -> str:
@@ -82,11 +82,23 @@ def wanted_cname(settings) -> Record:
     return Record((domain,), target, ttl or None)
 
 
+@dataclass(frozen=True)
+class Edit:
+    """What one change does to the list of entries: ``steps`` are ("delete", entry) and
+    ("add", entry), in order (a replace deletes the old entry and adds the new one; a shared
+    entry is deleted and added again without the domain)."""
+
+    steps: tuple[tuple[str, str], ...]
+
+
 @dataclass
 class RecordPlan(Plan):
-    """A Plan whose ``ops`` say how to get there: ("delete", entry) and ("add", entry), in order."""
+    """A Plan of record changes (each with its ``Edit``) and, for a backend that needs them, more
+    (a file write, a check, a restart). ``ops`` are the record steps of all changes, in order."""
 
-    ops: list[tuple[str, str]] = field(default_factory=list)
+    @property
+    def ops(self) -> list[tuple[str, str]]:
+        return [step for change in self.changes if isinstance(change.op, Edit) for step in change.op.steps]
 
 
 def plan_record(entries: list[str], wanted: Record, remove: bool = False, title: str = "DNS") -> RecordPlan:
@@ -96,26 +108,28 @@ def plan_record(entries: list[str], wanted: Record, remove: bool = False, title:
     naming = [(e, r) for e in entries if (r := Record.parse(e)) is not None and r.names_domain(domain)]
     keep = None if remove else next((e for e, r in naming if r.same_target(wanted)), None)
     stale = [(e, r) for e, r in naming if e != keep]
-    for entry, record in stale:
-        plan.ops.append(("delete", entry))
-        rest = record.without(domain)
-        if rest is not None and rest.entry not in entries:
-            plan.ops.append(("add", rest.entry))
-    if remove:
-        for entry, record in stale:
-            plan.add("delete", domain, _detail(record, domain))
+    taken = [_take_away(entry, record, domain, entries) for entry, record in stale]
+    if remove or keep is not None:
+        for (entry, record), steps in zip(stale, taken):
+            plan.add("delete", domain, ("" if remove else "duplicate ") + _detail(record, domain), op=Edit(steps))
+        if plan.empty:
+            plan.reason = "no change"  # removed already, or the one entry naming the domain is right
         return plan
-    if keep is None:
-        plan.ops.append(("add", wanted.entry))
-        if stale:
-            old = ", ".join(_detail(r, domain) for _, r in stale)
-            plan.add("replace", domain, f"{old} → {_detail(wanted, domain)}")
-        else:
-            plan.add("create", domain, wanted.describe().split(" ", 1)[1])
+    steps = tuple(step for some in taken for step in some) + (("add", wanted.entry),)
+    if stale:
+        old = ", ".join(_detail(r, domain) for _, r in stale)
+        plan.add("replace", domain, f"{old} → {_detail(wanted, domain)}", op=Edit(steps))
     else:
-        for entry, record in stale:
-            plan.add("delete", domain, "duplicate " + _detail(record, domain))
+        plan.add("create", domain, wanted.describe().split(" ", 1)[1], op=Edit(steps))
     return plan
+
+
+def _take_away(entry: str, record: Record, domain: str, entries: list[str]) -> tuple[tuple[str, str], ...]:
+    """Delete ``entry``; when it names other domains too, add it back without ``domain``."""
+    rest = record.without(domain)
+    if rest is not None and rest.entry not in entries:
+        return (("delete", entry), ("add", rest.entry))
+    return (("delete", entry),)
 
 
 def _detail(record: Record, domain: str) -> str:
@@ -123,28 +137,3 @@ def _detail(record: Record, domain: str) -> str:
     text = f"CNAME {record.target}" + (f" (TTL {record.ttl})" if record.ttl is not None else "")
     rest = record.without(domain)
     return text + (f"; kept for {', '.join(rest.names)}" if rest else "")
-
-
-def run(settings, check_only: bool = False, remove: bool = False, dry_run: bool = False) -> RecordPlan | None:
-    """The task: check only, or sync the record on the backend, then check the DNS answer."""
-    from . import check
-
-    wanted = wanted_cname(settings)
-    if check_only:
-        check.report(settings, wanted)
-        return None
-    backend = settings.dns_backend.strip().lower()
-    if backend == "pihole":
-        from . import pihole
-
-        plan = pihole.sync(settings, wanted, remove=remove, dry_run=dry_run)
-    elif backend == "dnsmasq":
-        from . import dnsmasq
-
-        plan = dnsmasq.sync(settings, wanted, remove=remove, dry_run=dry_run)
-    else:
-        raise UserError(f"dns_backend is {settings.dns_backend!r}: not a DNS backend",
-                        hint="set dns_backend (MSH_DNS_BACKEND or --backend) to pihole or dnsmasq")
-    if not dry_run and not plan.empty:
-        check.verify(settings, wanted, present=not remove)
-    return plan

@@ -17,39 +17,23 @@ import base64
 import os
 import shlex
 import socket
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 
 import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import AuthFailure
 
-from ..errors import UserError
+from ..errors import UserError, connection_reason
+from .shell import SUDO_PROMPT as _SUDO_PROMPT
+from .shell import Result, short as _short  # noqa: F401 - Result: what run() returns
 
 SUDO_PASS_ENV = "MSH_SUDO_PASSWORD"
-_SUDO_PROMPT = "[msh-sudo] password: "
 _SUDO_NEEDS_PASSWORD = ("a password is required", "a terminal is required")
 _SUDO_REFUSED = ("is not in the sudoers file", "is not allowed to execute", "may not run sudo")
 _SFTP_HINT = ("add `Subsystem sftp internal-sftp` to /etc/ssh/sshd_config on the host and reload sshd "
               "(`sudo systemctl reload ssh`)")
 _CHUNK = 32768
-
-
-@dataclass
-class Result:
-    stdout: str
-    stderr: str
-    exited: int
-
-    @property
-    def ok(self) -> bool:
-        return self.exited == 0
-
-    @property
-    def reason(self) -> str:
-        """Why it failed, in one line: the last line of stderr (else stdout), without sudo's prompt."""
-        text = self.stderr.replace(_SUDO_PROMPT, "").strip() or self.stdout.strip()
-        return text.splitlines()[-1].strip() if text else f"exit {self.exited}"
 
 
 class _UnknownHostKey(paramiko.SSHException):
@@ -99,14 +83,25 @@ def _known_hosts_name(host: str, port: int) -> str:
     return host if int(port) == 22 else f"[{host}]:{port}"
 
 
-def sudo_password(settings) -> str:
-    """The sudo password: MSH_SUDO_PASSWORD, else a prompt with ask_sudo_pass, else empty (sudo -n)."""
-    password = settings.sudo_password
-    if not password and settings.ask_sudo_pass:
-        import getpass
+# Passwords typed at the prompt, by user@host, for this process: a task that connects several times
+# (deploy: the store, configure-host, the backup; doctor's checks side by side) asks once.
+_PROMPTED: dict[str, str] = {}
+_PROMPT_LOCK = threading.Lock()
 
-        password = getpass.getpass("sudo password on the host: ")
-    return password
+
+def sudo_password(settings) -> str:
+    """The sudo password: MSH_SUDO_PASSWORD, else a prompt with ask_sudo_pass (once per user@host and
+    run), else empty (sudo -n)."""
+    password = settings.sudo_password
+    if password or not settings.ask_sudo_pass:
+        return password
+    key = f"{settings.ssh_user}@{settings.host}:{settings.ssh_port}"
+    with _PROMPT_LOCK:
+        if key not in _PROMPTED:
+            import getpass
+
+            _PROMPTED[key] = getpass.getpass(f"sudo password for {settings.ssh_user} on {settings.host}: ")
+        return _PROMPTED[key]
 
 
 def connect(settings) -> "Remote":
@@ -183,6 +178,7 @@ class Remote:
     def __init__(self, conn: Connection, where: str = "", sudo_password: str = ""):
         self.conn = conn
         self.where = where or f"{conn.user}@{conn.host}:{conn.port}"
+        self.label = f"{conn.user}@{conn.host}"  # how messages about the host's files name it
         self._sudo_password = sudo_password
         self._no_sftp: str | None = None  # why the host refused SFTP: files then go through exec channels
 
@@ -452,21 +448,16 @@ class Remote:
 
 
 def _reason(exc: BaseException) -> str:
+    """What paramiko's and socket's types say; any other failure in errors.connection_reason's words."""
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
         return "connection refused"
     if isinstance(exc, socket.gaierror):
         return "unknown host name"
     if isinstance(exc, TimeoutError):
         return "timed out"
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return connection_reason(exc)
 
 
 def _last_line(stderr: bytes) -> str:
     lines = stderr.decode("utf-8", "replace").strip().splitlines()
     return lines[-1].strip() if lines else ""
-
-
-def _short(cmd: str, limit: int = 80) -> str:
-    first = cmd.strip().splitlines()[0] if cmd.strip() else cmd
-    return first if len(first) <= limit and "\n" not in cmd.strip() else first[:limit] + " …"

@@ -1,8 +1,9 @@
 """``inv build``: the MLflow image ``{registry}/{image}:v{version}`` from docker/, with the docker SDK.
 
 The classic builder (no buildx here): RUN steps use the host's network, output is streamed, and a
-failing step is one red line with the step and its error. ``ensure_built`` builds only when the
-engine lacks the tag (push, pushlatest, up and deploy call it).
+failing step is one red line with the step and its error. ``build_image`` is the one build: `inv build`
+(always: a version tag is a release) and the build changes of pushlatest, deploy (publish.py) and `inv up`
+(local/), which build only when the engine lacks the tag (or, deploy, has it for another platform).
 
 It builds for one platform (image/platform.py: the ``platform`` setting, else the Nomad clients', else
 this machine's), passed to the engine. Docker 20.10's classic builder ignores that platform when it has
@@ -18,10 +19,12 @@ from pathlib import Path
 
 from .. import console, git
 from ..errors import ExitCode, UserError
-from ..plan import Plan, show
+from .. import plan as plans
+from ..plan import Plan
 from . import deps
 from . import engine as engine_mod
 from . import platform as platform_mod
+from .publish import Op
 
 DOCKER_DIR = "docker"  # the build context: Dockerfile, entrypoint.sh, requirements.lock
 
@@ -52,11 +55,15 @@ def _without_credentials(url: str) -> str:
 
 
 def plan(settings, version, no_cache: bool = False, choice=None) -> Plan:
+    """`inv build`: always one build (a version tag is a release: `inv build` rebuilds it on purpose).
+    Pure; ``choice`` the platform decided (platform.wanted): several, or none, is refused here."""
     ref = settings.image_ref(version.text)
     result = Plan(f"build {ref}")
-    target = f" for {choice} ({choice.source})" if choice is not None else ""
-    result.add("build", ref, f"from {settings.base_image}, context {DOCKER_DIR}/{target}"
-               + (", no cache" if no_cache else ""))
+    target = choice.single() if choice is not None else None
+    where = f" for {choice} ({choice.source})" if choice is not None else ""
+    result.add("build", ref, f"from {settings.base_image}, context {DOCKER_DIR}/{where}"
+               + (", no cache" if no_cache else ""),
+               op=Op("build", platform=str(target or ""), source=choice.source if choice else "", no_cache=no_cache))
     return result
 
 
@@ -64,11 +71,19 @@ def build(settings, version, no_cache: bool = False, dry_run: bool = False, choi
     """Build the image for the wanted platform; returns its id ("" on a dry run). ``choice``: the
     platform already decided (platform.wanted), else it is decided here."""
     choice = choice or platform_mod.wanted(settings)
-    steps = plan(settings, version, no_cache, choice)
-    target = choice.single()
-    if dry_run:
-        show(steps, dry_run=True)
-        return ""
+    built = []
+
+    def apply_one(change):
+        built.append(build_image(settings, version, choice.single(), choice.source, no_cache=change.op.no_cache))
+        return plans.QUIET  # build_image says what it built
+
+    plans.execute(plan(settings, version, no_cache, choice), apply_one, dry_run=dry_run)
+    return built[0] if built else ""
+
+
+def build_image(settings, version, target, source: str, no_cache: bool = False) -> str:
+    """Build ``v{version}`` for the platform ``target`` (``source``: why that one) on the engine; returns
+    the image id. The one place that builds: `inv build`, and the build op of push, deploy and `inv up`."""
     context = context_dir(settings)
     if not (context / "Dockerfile").is_file():
         raise UserError(f"{context / 'Dockerfile'} is missing", hint="run the task from the project folder")
@@ -76,7 +91,7 @@ def build(settings, version, no_cache: bool = False, dry_run: bool = False, choi
     ref = settings.image_ref(version.text)
     native = engine_mod.engine_platform(engine)
     _base_for(engine, settings, target)
-    console.step(f"building {ref} from {settings.base_image} for {target} ({choice.source})")
+    console.step(f"building {ref} from {settings.base_image} for {target} ({source})")
     if not target.same(native):
         console.info(f"  {target} is not the engine's own platform ({native}): its RUN steps run under QEMU "
                      "emulation on the engine's host (slower)")
@@ -96,20 +111,6 @@ def build(settings, version, no_cache: bool = False, dry_run: bool = False, choi
                         code=ExitCode.BUILD_FAILED)
     console.done(f"built {ref} for {target} ({image_id.removeprefix('sha256:')[:12]})")
     return image_id
-
-
-def ensure_built(settings, version, here: bool = False) -> str:
-    """The image id of ``v{version}``, building it first only if the engine lacks the tag: for the
-    cluster's platform, or with ``here`` (`inv up` runs it on this engine) for the engine's own."""
-    engine = engine_mod.client()
-    ref = settings.image_ref(version.text)
-    if engine_mod.has_image(engine, ref):
-        return engine.images.get(ref).id
-    console.info(f"{ref} is not built yet: building it")
-    choice = None
-    if here:
-        choice = platform_mod.Choice([engine_mod.engine_platform(engine)], "the engine's own: `inv up` runs it here")
-    return build(settings, version, choice=choice)
 
 
 def _base_for(engine, settings, target) -> None:

@@ -28,11 +28,16 @@ def client(required: bool = True):
         last_failure = connection_reason(exc)
         if not required:
             return None
-        raise UserError(
-            f"no Docker engine at {describe()}: {connection_reason(exc)}",
-            hint="start dockerd (`systemctl start docker`) or point DOCKER_HOST at a running engine",
-            code=ExitCode.NO_ENGINE,
-        ) from None
+        raise no_engine(describe(), last_failure) from None
+
+
+def no_engine(where: str, reason: str) -> UserError:
+    """The one red line for an engine that does not answer (exit 4)."""
+    return UserError(
+        f"no Docker engine at {where}: {reason}",
+        hint="start dockerd (`systemctl start docker`) or point DOCKER_HOST at a running engine",
+        code=ExitCode.NO_ENGINE,
+    )
 
 
 def has_image(engine, ref: str) -> bool:

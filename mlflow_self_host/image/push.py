@@ -2,7 +2,7 @@
 
 The engine pushes; errors arrive as stream events, not exceptions, so every event is checked. Layers
 the registry already has are not sent again (the engine asks first); when the registry's tag already
-points at this image, nothing is pushed at all.
+points at this image, nothing is pushed at all (publish.py: facts, plan, changes).
 """
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ from dataclasses import dataclass, field
 
 from .. import console
 from ..errors import ExitCode, UserError
-from ..plan import Plan, show
-from . import build as image_build
-from . import engine as engine_mod
 from . import registry as reg
 
 
@@ -29,75 +26,22 @@ class PushResult:
 
 def push(settings, version, dry_run: bool = False) -> str:
     """Push ``{registry}/{image}:v{version}``; returns the manifest digest ("" on a dry run)."""
-    return _push_tag(settings, version, version.tag, dry_run)
+    from .publish import push_tag
+
+    return push_tag(settings, version, version.tag, dry_run)
 
 
 def push_latest(settings, version, dry_run: bool = False) -> str:
     """Tag ``v{version}``'s image ``latest`` and push it (the same image; built first only if missing)."""
-    return _push_tag(settings, version, "latest", dry_run)
+    from .publish import push_tag
 
-
-def _push_tag(settings, version, tag: str, dry_run: bool) -> str:
-    ref = settings.image_ref(version.text)
-    target = f"{settings.image_repo()}:{tag}"
-    engine = engine_mod.client(required=not dry_run)
-    if engine is None:
-        console.warn(f"no Docker engine at {engine_mod.describe()}: the plan assumes {ref} is not built")
-    built = engine is not None and engine_mod.has_image(engine, ref)
-    builds_first = tag != version.tag  # pushlatest builds a missing version image; push does not
-    if not built and not builds_first and engine is not None:
-        raise UserError(f"{ref} is not built yet", hint="run `inv build` first (or `inv build push`)",
-                        code=ExitCode.NOT_BUILT)
-    if not built and builds_first and not dry_run:
-        image_build.ensure_built(settings, version)
-        built = True
-    local_digests = _repo_digests(engine, ref, settings) if built else set()
-    try:
-        remote = _remote_digest(settings, tag)
-    except UserError as exc:
-        if not dry_run:
-            raise
-        console.warn(f"{exc.message}: the plan assumes the registry lacks {target}")
-        remote = None
-    steps = Plan(f"push {target}")
-    if remote and remote in local_digests:
-        show(steps, dry_run=dry_run)  # "no change": the registry's tag is this image
-        return remote
-    if not built and builds_first:
-        steps.add("build", ref, "the image is not built yet")
-    if target != ref:
-        steps.add("tag", target, f"same image as {ref}")
-    steps.add("push", target, f"replaces {remote[:19]}…" if remote else "new tag in the registry")
-    if dry_run:
-        show(steps, dry_run=True)
-        return ""
-    if target != ref:
-        engine.images.get(ref).tag(settings.image_repo(), tag)
-    result = _push(engine, settings, tag)
-    console.done(f"pushed {target} {result.digest} "
-                 f"({len(result.sent)} layers sent, {len(result.existing)} already in the registry)")
-    return result.digest
-
-
-def _remote_digest(settings, tag: str) -> str | None:
-    try:
-        return reg.digest(settings, tag)
-    except UserError as exc:
-        if exc.code == ExitCode.UNAUTHORIZED and not _auth(settings):
-            return None  # the engine may hold credentials of its own (docker login): let it try
-        raise
-
-
-def _repo_digests(engine, ref: str, settings) -> set[str]:
-    image = engine.images.get(ref)
-    prefix = settings.image_repo() + "@"
-    return {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if d.startswith(prefix)}
+    return push_tag(settings, version, "latest", dry_run)
 
 
 def _auth(settings) -> dict | None:
-    if settings.registry_username and settings.registry_password:
-        return {"username": settings.registry_username, "password": settings.registry_password}
-    return None
+    from .publish import auth
+
+    return auth(settings)
 
 
 def _login(engine, settings) -> None:
@@ -112,7 +56,8 @@ def _login(engine, settings) -> None:
         raise _classify(settings, _scrub(str(exc.explanation or exc), settings)) from None
 
 
-def _push(engine, settings, tag: str) -> PushResult:
+def engine_push(engine, settings, tag: str) -> PushResult:
+    """The engine pushes ``{image}:{tag}`` (publish.py's push change), with per-layer progress."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     _login(engine, settings)
@@ -180,4 +125,4 @@ def _classify(settings, message: str) -> UserError:
         return reg.unreachable(settings, first)
     if "does not exist locally" in text:
         return UserError(first, hint="run `inv build` first (or `inv build push`)", code=ExitCode.NOT_BUILT)
-    return UserError(f"push to {settings.registry} failed: {first}", code=1)
+    return UserError(f"push to {settings.registry} failed: {first}", code=ExitCode.FAILED)

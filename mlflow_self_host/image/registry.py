@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..errors import ExitCode, UserError, connection_reason
 
 TIMEOUT = 10
+UNKNOWN_HOST = "unknown host name"  # what errors.connection_reason says of a name that does not resolve
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -109,7 +110,7 @@ def _request(settings, method: str, path: str, headers: dict):
             continue
         except requests.exceptions.ConnectionError as exc:
             last = connection_reason(exc)
-            if last == "the name does not resolve":
+            if last == UNKNOWN_HOST:
                 break  # it will not resolve over plain HTTP either
             continue
         except requests.exceptions.Timeout:

@@ -14,20 +14,25 @@
 4. Follow the evaluation and deployment to their end (follow.py; exit codes 10, 11, 12).
 5. On failure the failing allocations' task events and stderr are shown (follow.py).
 6. The service must answer an MLflow API call through the deploy URL (http://{domain}/ by default).
+
+Facts, then a plan, then its steps (deploy_plan.py: ``make_plan(settings, facts)`` is pure): the facts
+before any change give the host and image steps; Nomad's plan, read after them, gives the rest (back up,
+register, follow, check) or an empty job part with its reason. Each step shows its own plan as it runs
+(configure-host's, the image's, Nomad's diff); a dry run runs them in their dry form and shows the
+deploy's whole plan at the end.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..errors import ExitCode, UserError
+from .. import poll
+from ..errors import ExitCode, UserError, first_line
 from ..version import Version
 from ..image import platform as platform_mod
 from . import cluster
 from . import follow as follower
 from . import jobfile, nomad_api, plan_view
-
-API_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
+from .deploy_plan import API_PATH, JOB, DeployFacts, JobFacts, deploy_url, make_plan
 
 
 @dataclass
@@ -64,14 +69,13 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
 def _read_takeover(settings, n, dry_run: bool, migrate: bool):
     """0. The store on the host and the registered job: a takeover to do, or None (refusals first)."""
     from .. import console
-    from ..backup import SSHHost
     from ..host import ssh
     from ..migrate import takeover
 
     from ..migrate.store import NoPython
 
     console.step(f"reading the MLflow store on {settings.host}")
-    host = SSHHost(settings, ssh.connect(settings))
+    host = ssh.connect(settings)
     try:
         found = takeover.read(settings, host, n, require=migrate)
     except NoPython as exc:
@@ -101,121 +105,169 @@ def _warn_not_ours(settings, n) -> None:
 
 def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_build: bool, backup: bool,
             migrate: bool = False) -> DeployResult:
-    from .. import console
-
-    image = settings.image_ref(version.text)
     n = nomad_api.client(settings)
     store_host, found = (None, None) if skip_host else _read_takeover(settings, n, dry_run, migrate)
-    if skip_host:
-        _warn_not_ours(settings, n)
-
-    # 1. the host, the image (with --skip-build the registry must have the tag: asked before any change)
-    pushed = _require_tag(settings, version, would_push=False) if skip_build else None
-    if not skip_host:
-        from ..host import configure
-
-        configure.run(settings, dry_run=dry_run)
-    nodes = _clients(settings, n)
-    if not skip_build:
-        local = _build_and_push(settings, version, dry_run, nodes)
-        pushed = _require_tag(settings, version, would_push=dry_run)
-    else:
-        local = None
-    # what the registry holds (a dry run: what it would hold after the push)
-    image_platforms = [local] if dry_run and local else pushed or ([local] if local else None)
-    if image_platforms and nodes is not None and image_platforms != [local]:  # else checked before the push
-        _refuse_other_arch(settings, image, image_platforms, nodes, dry_run,
-                           "refusing before the register; nothing was registered")
-
-    # the takeover's changes, now that the image is in the registry (the job is stopped there)
-    if found is not None and found.needed and not dry_run:
-        from ..migrate import takeover
-
-        takeover.apply(settings, store_host, n, found)
     try:
-        result = _plan_and_register(settings, n, version, image, image_platforms, dry_run,
-                                    backup and not (found and found.backup_path), nodes=nodes)
-    except UserError as exc:
-        if found is not None and found.backup_path and exc.code != ExitCode.SERVICE_UNREACHABLE:  # 13: the job is healthy
+        if skip_host:
+            _warn_not_ours(settings, n)
+
+        # 1. the host, the image (with --skip-build the registry must have the tag: asked before any change)
+        pushed = _require_tag(settings, version, would_push=False) if skip_build else None
+        facts = DeployFacts(version.text, settings.image_ref(version.text), skip_host=skip_host, skip_build=skip_build,
+                            backup=backup, dry_run=dry_run, migrate=migrate,
+                            takeover=len(found.plan) if found is not None and found.needed else 0,
+                            registry_has_tag=True if skip_build else None)
+        run = _Run(settings, n, version, dry_run, store_host, found, pushed)
+        for change in make_plan(settings, facts):  # the host and image steps; the job's part is decided after them
+            if change.op.kind != "job":
+                run.apply(change)
+        run.image_checked()
+        try:
+            result = run.job(facts)
+        except UserError as exc:
+            if found is not None and found.backup_path and exc.code != ExitCode.SERVICE_UNREACHABLE:  # 13: the job is healthy
+                from ..migrate import takeover
+
+                hint = "; ".join(h for h in (exc.hint, takeover.restore_hint(found)) if h)
+                raise UserError(exc.message, hint=hint, code=exc.code) from None
+            raise
+        if found is not None and found.needed and not dry_run:
             from ..migrate import takeover
 
-            hint = "; ".join(h for h in (exc.hint, takeover.restore_hint(found)) if h)
-            raise UserError(exc.message, hint=hint, code=exc.code) from None
-        raise
-    if found is not None and found.needed and not dry_run:
-        from ..migrate import takeover
-
-        takeover.verify(settings, store_host, found)
-    return result
+            takeover.verify(settings, store_host, found)
+        return result
+    finally:
+        if store_host is not None:  # the one SSH connection of this deploy (the store, the backup)
+            store_host.close()
 
 
-def _plan_and_register(settings, n, version: Version, image: str, image_platforms, dry_run: bool,
-                       backup: bool, nodes=None) -> DeployResult:
-    """2-6. ``nodes``: the client nodes read before (None: the token may not read them)."""
-    from .. import console
+class _Run:
+    """One deploy's steps (``apply``: one change of the plan), and what a step hands the next: the client
+    nodes, the image's platforms, Nomad's plan and the register's response."""
 
-    # 2. parse and plan on the agent
-    console.step(f"planning job {settings.job_name} with {image} on {nomad_api.address(settings)}")
-    provider = _provider(settings, n, nodes)
-    job = jobfile.parse(settings, n, version.text,
-                        arch=platform_mod.archs(image_platforms) if image_platforms else None, provider=provider.value)
-    current = jobfile.current(settings, n)
-    _warn_provider_move(current, provider)
-    plan = nomad_api.call(settings, f"planning job {settings.job_name}", n.job.plan_job, settings.job_name,
-                          {"Job": job}, diff=True)
-    diff = plan.get("Diff")
-    if not diff or diff.get("Type") == "None":
-        running = current.get("Version") if current else None
-        latest = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment, settings.job_name)
-        if latest and latest.get("JobVersion") == running and latest.get("Status") == "running" and not dry_run:
-            console.info(f"v{version.text} is registered (job version {running}) and its deployment "
-                         f"{latest['ID'][:8]} is still running: following it")
-            outcome = follower.follow(settings, n, latest["ID"], f"v{version.text}",
-                                      time.monotonic() + int(settings.deploy_timeout))
-            return _finish(settings, version, image, outcome)
-        if latest and latest.get("JobVersion") == running and latest.get("Status") == "failed":
-            raise UserError(f"v{version.text} is already registered (job version {running}), but its deployment "
-                            f"failed: {latest.get('StatusDescription')}",
-                            hint="`inv logs --stderr` shows why; deploy a fixed version, or `inv rollback`",
-                            code=ExitCode.DEPLOY_FAILED)
-        console.done(f"already deployed: v{version.text} (job version {running}); nothing registered")
-        return DeployResult("unchanged", image, running, latest.get("ID") if latest else None)
-    console.err.print(f"[bold]job {settings.job_name}[/]: {'would change' if dry_run else 'changes'}")
-    plan_view.show(diff)
-    if plan.get("FailedTGAllocs"):
-        error = follower.placement_error(settings, plan["FailedTGAllocs"], registered=False, n=n, job=job)
-        if not dry_run:
-            raise error
-        console.warn(error.message)
-    if dry_run:
-        console.err.print("[dim]dry run: nothing was registered[/]")
-        return DeployResult("dry-run", image, current.get("Version") if current else None, None,
-                            diff=plan_view.text(diff))
+    def __init__(self, settings, n, version: Version, dry_run: bool, store_host, found, pushed):
+        self.settings, self.n, self.version, self.dry_run = settings, n, version, dry_run
+        self.image = settings.image_ref(version.text)
+        self.store_host, self.found, self.pushed = store_host, found, pushed
+        self.local = None  # the built image's platform
+        self.nodes = None
+        self._nodes_read = self._checked = False
+        self.job_spec: dict | None = None
+        self.response: dict | None = None
+        self.outcome = None
+        self.url = None
 
-    # backup before an image version change of a running job
-    running_version = jobfile.version_of(jobfile.image_of(current)) if current and not current.get("Stop") else None
-    if backup and running_version and running_version != version.text:
-        from .. import backup as backups
+    def read_nodes(self):
+        """The client nodes, read once after configure-host (its restart changes what they offer)."""
+        if not self._nodes_read:
+            self.nodes = _clients(self.settings, self.n)
+            self._nodes_read = True
+        return self.nodes
 
-        backups.before_deploy(settings, running_version, version.text)
+    @property
+    def platforms(self):
+        """What the registry holds (a dry run: what it would hold after the push)."""
+        local = self.local
+        return [local] if self.dry_run and local else self.pushed or ([local] if local else None)
 
-    # 3. register, check-and-set against the plan
-    console.step(f"registering job {settings.job_name} (check-and-set at index {plan.get('JobModifyIndex', 0)})")
-    response = register(settings, n, job, plan.get("JobModifyIndex", 0))
+    def image_checked(self) -> None:
+        """The registry's image against the clients, once, before the takeover and the register (an image
+        just built was checked before its push)."""
+        self.read_nodes()
+        if self._checked:
+            return
+        self._checked = True
+        platforms, nodes = self.platforms, self.nodes
+        if platforms and nodes is not None and platforms != [self.local]:
+            _refuse_other_arch(self.settings, self.image, platforms, nodes, self.dry_run,
+                               "refusing before the register; nothing was registered")
 
-    # 4-5. follow to the end
-    outcome = follower.after_submit(settings, n, response, f"v{version.text}")
+    def apply(self, change) -> None:
+        from .. import console
 
-    return _finish(settings, version, image, outcome, plan_view.text(diff))
+        settings, version, op = self.settings, self.version, change.op
+        if op.kind == "configure_host":
+            from ..host import configure
 
+            configure.run(settings, dry_run=self.dry_run)
+        elif op.kind == "build":  # builds and pushes (the image's own plan)
+            self.local = _build_and_push(settings, version, self.dry_run, self.read_nodes())
+            self.pushed = _require_tag(settings, version, would_push=self.dry_run)
+        elif op.kind == "takeover":  # now that the image is in the registry (the job is stopped there)
+            self.image_checked()
+            if not self.dry_run:
+                from ..migrate import takeover
 
-def _finish(settings, version: Version, image: str, outcome, diff: str = "") -> DeployResult:
-    """6. the service answers through the proxy; the one line that says it is deployed."""
-    from .. import console
+                takeover.apply(settings, self.store_host, self.n, self.found)
+        elif op.kind == "backup":  # before an image version change of a running job
+            running_version = op.from_version
+            from .. import backup as backups
 
-    url = check_service(settings) if settings.deploy_check else None
-    console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
-    return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, diff)
+            backups.before_deploy(settings, running_version, version.text, remote=self.store_host)
+        elif op.kind == "register":  # check-and-set against the plan
+            console.step(f"registering job {settings.job_name} (check-and-set at index {op.modify_index})")
+            self.response = register(settings, self.n, self.job_spec, op.modify_index)
+        elif op.kind == "follow":
+            if op.deployment_id:
+                console.info(change.detail)
+                self.outcome = follower.follow(settings, self.n, op.deployment_id, f"v{version.text}",
+                                               poll.Deadline(int(settings.deploy_timeout)))
+            else:
+                self.outcome = follower.after_submit(settings, self.n, self.response, f"v{version.text}")
+        elif op.kind == "check":
+            self.url = check_service(settings)
+        else:
+            raise ValueError(f"unknown deploy step {op.kind}")
+
+    def job(self, facts: DeployFacts) -> DeployResult:
+        """2-6: Nomad's plan of the job (shown), then the deploy's plan made from it, and its job steps."""
+        from .. import console
+        from .. import plan as plans
+
+        settings, n, version, image = self.settings, self.n, self.version, self.image
+        console.step(f"planning job {settings.job_name} with {image} on {nomad_api.address(settings)}")
+        provider = _provider(settings, n, self.nodes)
+        platforms = self.platforms
+        self.job_spec = jobfile.parse(settings, n, version.text,
+                                      arch=platform_mod.archs(platforms) if platforms else None,
+                                      provider=provider.value)
+        current = jobfile.current(settings, n)
+        _warn_provider_move(current, provider)
+        answer = nomad_api.call(settings, f"planning job {settings.job_name}", n.job.plan_job, settings.job_name,
+                                {"Job": self.job_spec}, diff=True)
+        diff = answer.get("Diff")
+        running = current and not current.get("Stop")
+        known = JobFacts(job_version=current.get("Version") if current else None,
+                         running_version=jobfile.version_of(jobfile.image_of(current)) if running else None,
+                         changed=bool(diff) and diff.get("Type") != "None",
+                         modify_index=answer.get("JobModifyIndex", 0))
+        if not known.changed:
+            known.latest = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment,
+                                          settings.job_name)
+        else:
+            known.diff = plan_view.text(diff)
+            console.err.print(f"[bold]job {settings.job_name}[/]: {'would change' if self.dry_run else 'changes'}")
+            plan_view.show(diff)
+            if answer.get("FailedTGAllocs"):
+                known.placement = follower.placement_error(settings, answer["FailedTGAllocs"], registered=False,
+                                                           n=n, job=self.job_spec)
+                if self.dry_run:
+                    console.warn(known.placement.message)
+        plan = make_plan(settings, replace(facts, job=known,
+                                           takeover_copy=bool(self.found and self.found.backup_path)))
+        steps = [change for change in plan if change.op.kind in JOB]
+        if not steps:
+            console.done(plan.reason)
+            return DeployResult("unchanged", image, known.job_version, (known.latest or {}).get("ID"))
+        if self.dry_run:  # the whole deploy, Nomad's diff shown above
+            plans.show(plans.Plan(plan.title, [replace(change, diff="") for change in plan]), dry_run=True)
+            console.err.print("[dim]dry run: nothing was registered[/]")
+            return DeployResult("dry-run", image, known.job_version, None, diff=known.diff)
+        for change in steps:
+            self.apply(change)
+        url, outcome = self.url, self.outcome
+        console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
+        return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, known.diff)
 
 
 def _clients(settings, n):
@@ -274,55 +326,25 @@ def _refuse_other_arch(settings, image: str, image_platforms, nodes, dry_run: bo
 def _build_and_push(settings, version: Version, dry_run: bool, nodes):
     """Build v{version} when the engine lacks it, or has it for another platform than the one wanted
     (the platform setting, else the clients': image/platform.py); a version tag is a release, so `inv
-    build` rebuilds on purpose. Refuse before the push an image no client can run; push unless the
-    registry's tag already is this image: a re-run sends nothing. Returns the image's platform."""
-    from .. import console
-    from ..image import build, engine, push
+    build` rebuilds on purpose. Refuse before the build and push an image no client can run; push unless
+    the registry's tag already is this image: a re-run sends nothing (image/publish.py's plan; a dry run
+    shows it). Returns the image's platform."""
+    from ..image import publish
 
-    ref = settings.image_ref(version.text)
-    docker = engine.client(required=not dry_run)
     choice = platform_mod.wanted(settings, nodes=nodes)
-    have = engine.image_platform(docker, ref) if docker is not None and engine.has_image(docker, ref) else None
-    try:
-        target = choice.single()
-    except UserError:
-        if have is None:
-            raise
-        target = have  # the clients do not decide: the image there is checked against them below
-    building = have is None or not have.same(target)
-    if not building:
-        console.info(f"{ref} is built for {have} (`inv build` rebuilds it)")
-    else:
-        if have is not None:
-            console.info(f"{ref} here is built for {have}, and {target} is wanted ({choice.source}): "
-                         "building it again")
-        build.build(settings, version, dry_run=dry_run, choice=choice)
-        have = target
+    facts, plan, platform = publish.release_image(settings, version, choice, dry_run=dry_run)
     if nodes is not None:
-        _refuse_other_arch(settings, ref, [have], nodes, dry_run,
+        _refuse_other_arch(settings, facts.ref, [platform], nodes, dry_run,
                            "refusing before the push; nothing was pushed or registered")
-    if dry_run and building:
-        # push --dry-run plans for the image the engine has; here the build comes first
-        console.info(f"push {ref}: after the build")
-        return have
-    push.push(settings, version, dry_run=dry_run)
-    return have
+    publish.apply_release(settings, version, facts, plan, dry_run=dry_run)
+    return platform
 
 
 def _require_tag(settings, version: Version, would_push: bool):
     """The platforms of the registry's v{version} (None when a dry run would push it first)."""
-    from .. import console
-    from ..image import registry
+    from ..image import publish
 
-    found = registry.platforms(settings, version.tag)
-    if found is not None:
-        return found
-    ref = settings.image_ref(version.text)
-    if would_push:
-        console.info(f"{ref} is not in the registry yet: the deploy pushes it first")
-        return None
-    raise UserError(f"the registry has no {ref}: refusing to deploy an image Nomad cannot pull",
-                    hint="build and push it (`inv deploy` without --skip-build, or `inv build push`)", code=ExitCode.BAD_ARGUMENT)
+    return publish.registry_platforms(settings, version, would_push)
 
 
 def register(settings, n, job: dict, modify_index: int) -> dict:
@@ -337,12 +359,8 @@ def register(settings, n, job: dict, modify_index: int) -> dict:
         if "Enforcing job modify index" in text:
             raise UserError(f"job {settings.job_name} changed in Nomad after the plan ({text}); nothing was "
                             "registered", hint="someone else deployed meanwhile: run `inv deploy` again to see "
-                                               "the new plan", code=1) from None
+                                               "the new plan", code=ExitCode.FAILED) from None
         raise nomad_api.to_user_error(exc, settings, f"registering job {settings.job_name}") from None
-
-
-def deploy_url(settings) -> str:
-    return (settings.deploy_url or settings.service_url()).rstrip("/") + "/"
 
 
 def check_service(settings, timeout: float | None = None) -> str:
@@ -354,19 +372,24 @@ def check_service(settings, timeout: float | None = None) -> str:
     url = deploy_url(settings)
     target = url + API_PATH
     console.step(f"checking {target}")
-    deadline = time.monotonic() + (timeout if timeout is not None else int(settings.deploy_check_timeout))
     last = ""
-    while True:
+
+    def answers() -> str | None:
+        nonlocal last
         try:
             response = requests.get(target, timeout=5)
             if response.status_code == 200 and "experiments" in response.text:
                 return url
             last = f"HTTP {response.status_code}: {response.text.strip()[:120]}"
         except requests.RequestException as exc:
-            last = str(exc).splitlines()[0][:200]
-        if time.monotonic() > deadline:
-            raise UserError(f"Nomad reports the job healthy, but {target} does not answer as MLflow ({last})",
-                            hint="check DNS (`inv dns --check`), the proxy's route for the domain, and "
-                                 "MLFLOW_SERVER_ALLOWED_HOSTS; set deploy_url to check another URL, or "
-                                 "deploy_check=false to skip", code=ExitCode.SERVICE_UNREACHABLE)
-        time.sleep(1)
+            last = first_line(exc)
+        return None
+
+    def unreachable(_):
+        raise UserError(f"Nomad reports the job healthy, but {target} does not answer as MLflow ({last})",
+                        hint="check DNS (`inv dns --check`), the proxy's route for the domain, and "
+                             "MLFLOW_SERVER_ALLOWED_HOSTS; set deploy_url to check another URL, or "
+                             "deploy_check=false to skip", code=ExitCode.SERVICE_UNREACHABLE)
+
+    return poll.until(answers, timeout if timeout is not None else int(settings.deploy_check_timeout), interval=1,
+                      on_timeout=unreachable)

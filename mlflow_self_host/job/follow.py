@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import ExitCode, UserError
+from ..poll import Deadline, until
 from . import jobfile, nomad_api
 
 TERMINAL = {"successful", "failed", "cancelled"}
@@ -32,15 +33,16 @@ def _poll(settings) -> float:
         return 1.0
 
 
-def wait_eval(settings, n, eval_id: str, deadline: float) -> dict:
-    while True:
+def wait_eval(settings, n, eval_id: str, deadline: Deadline) -> dict:
+    def evaluated():
         ev = nomad_api.evaluation(settings, n, eval_id)
-        if ev.get("Status") not in ("pending", ""):
-            return ev
-        if time.monotonic() > deadline:
-            raise UserError(f"Nomad did not evaluate the job in time (evaluation {eval_id[:8]} pending)",
-                            hint="are the Nomad servers busy or without a leader? `nomad eval status " + eval_id + "`")
-        time.sleep(_poll(settings))
+        return ev if ev.get("Status") not in ("pending", "") else None
+
+    def pending(_):
+        raise UserError(f"Nomad did not evaluate the job in time (evaluation {eval_id[:8]} pending)",
+                        hint="are the Nomad servers busy or without a leader? `nomad eval status " + eval_id + "`")
+
+    return until(evaluated, deadline, interval=_poll(settings), on_timeout=pending)
 
 
 MISSING_VOLUMES = "missing compatible host volumes"  # scheduler/feasible.go FilterConstraintHostVolumes
@@ -99,8 +101,9 @@ def missing_volumes(settings, n, job: dict | None) -> str:
 
 
 def after_submit(settings, n, response: dict, version_label: str) -> Outcome:
-    """Follow a register/revert response: its evaluation, then the deployment it created."""
-    deadline = time.monotonic() + int(settings.deploy_timeout)
+    """Follow a register/revert response: its evaluation, then the deployment it created (one deadline
+    for all of it, the revert of a failed deployment included)."""
+    deadline = Deadline(int(settings.deploy_timeout))
     eval_id = response.get("EvalID")
     job_index = response.get("JobModifyIndex")
     dep_id = None
@@ -118,33 +121,42 @@ def after_submit(settings, n, response: dict, version_label: str) -> Outcome:
     return follow(settings, n, dep_id, version_label, deadline)
 
 
-def _deployment_for(settings, n, job_index, deadline) -> str | None:
+def _deployment_for(settings, n, job_index, deadline: Deadline) -> str | None:
+    """The deployment the register created: asked five times at most (a job without one has none)."""
     for _ in range(5):
         deps = nomad_api.call(settings, "listing deployments", n.job.get_deployments, settings.job_name) or []
         for dep in deps:
             if job_index is None or dep.get("JobModifyIndex") == job_index or dep.get("JobSpecModifyIndex") == job_index:
                 return dep["ID"]
-        if time.monotonic() > deadline:
+        if deadline.passed:
             break
         time.sleep(_poll(settings))
     return None
 
 
-def follow(settings, n, dep_id: str, version_label: str, deadline: float, reverting: bool = False) -> Outcome:
+def follow(settings, n, dep_id: str, version_label: str, deadline: Deadline, reverting: bool = False) -> Outcome:
+    """``deadline``: shared with the evaluation before, and with the revert of a failed deployment."""
     from rich.live import Live
 
     from .. import console
 
     dep, allocs = _read(settings, n, dep_id)
+    checks = 0
     with Live(render(dep, allocs), console=console.err, refresh_per_second=4, transient=False) as live:
-        while dep.get("Status") not in TERMINAL:
-            if time.monotonic() > deadline:
-                raise UserError(f"deployment {dep_id[:8]} is still {dep.get('Status')} after "
-                                f"{settings.deploy_timeout}s: {dep.get('StatusDescription', '')}",
-                                hint="watch it with `inv status`; raise deploy_timeout for slow starts")
-            time.sleep(_poll(settings))
-            dep, allocs = _read(settings, n, dep_id)
-            live.update(render(dep, allocs))
+        def ended() -> bool:
+            nonlocal dep, allocs, checks
+            if checks:  # the first check is on the read above
+                dep, allocs = _read(settings, n, dep_id)
+                live.update(render(dep, allocs))
+            checks += 1
+            return dep.get("Status") in TERMINAL
+
+        def still_going(_):
+            raise UserError(f"deployment {dep_id[:8]} is still {dep.get('Status')} after "
+                            f"{settings.deploy_timeout}s: {dep.get('StatusDescription', '')}",
+                            hint="watch it with `inv status`; raise deploy_timeout for slow starts")
+
+        until(ended, deadline, interval=_poll(settings), on_timeout=still_going)
     if not console.err.is_terminal:
         console.err.line()
     status = dep.get("Status")
@@ -202,18 +214,24 @@ def _read(settings, n, dep_id) -> tuple[dict, list]:
     return dep, allocs
 
 
-def _next_deployment(settings, n, failed: dict, deadline: float) -> str | None:
-    """The deployment of the version Nomad reverted to; None when that version has none (a stopped job)."""
-    while time.monotonic() < deadline:
+def _next_deployment(settings, n, failed: dict, deadline: Deadline) -> str | None:
+    """The deployment of the version Nomad reverted to; None when that version has none (a stopped job),
+    or none started before the deadline."""
+    if deadline.passed:
+        return None
+
+    def started():
         latest = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment, settings.job_name)
         if latest and latest.get("ID") != failed.get("ID") and \
                 latest.get("JobVersion", -1) > failed.get("JobVersion", -1):
-            return latest["ID"]
+            return ("deployment", latest["ID"])
         job = jobfile.current(settings, n) or {}
         if job.get("Stop") and job.get("Version", -1) > failed.get("JobVersion", -1):
-            return None  # reverted to a stopped version: nothing is deployed
-        time.sleep(_poll(settings))
-    return None
+            return ("stopped", None)  # reverted to a stopped version: nothing is deployed
+        return None
+
+    found = until(started, deadline, interval=_poll(settings), on_timeout=lambda _last: None)
+    return found[1] if found else None
 
 
 def _health(alloc: dict) -> str:

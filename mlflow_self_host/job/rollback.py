@@ -1,10 +1,33 @@
-"""`inv rollback [--to VERSION]`: revert the job (check-and-set on its version), follow the deployment."""
+"""`inv rollback [--to VERSION]`: revert the job (check-and-set on its version), follow the deployment.
+
+Facts (``read_facts``: the registered job, its versions, and Nomad's answer whether the version to go
+back to has the current specification) → ``make_plan`` (pure: the version chosen, one ``revert``
+change, or an empty plan with its reason) → ``plans.execute`` (the revert, then the deployment followed).
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from .. import plan as plans
 from ..errors import ExitCode, UserError
-from ..plan import Plan, show
+from ..plan import Plan
 from . import follow as follower
 from . import jobfile, nomad_api
+
+
+@dataclass(frozen=True)
+class Revert:
+    """The operation: revert the job to ``version``, refused by Nomad unless it is still at ``prior``."""
+
+    version: int
+    prior: int
+
+
+@dataclass
+class RollbackFacts:
+    current: dict | None  # the registered job (None: not registered)
+    versions: list = field(default_factory=list)  # the job's versions, as Nomad lists them
+    same_specification: set = field(default_factory=set)  # versions Nomad's plan finds equal to the current
 
 
 def choose(current: dict, versions: list[dict], to) -> dict:
@@ -43,6 +66,38 @@ def _same_specification(settings, n, target: dict) -> bool:
     return (plan.get("Diff") or {}).get("Type") == "None"
 
 
+def read_facts(settings, n, to=None) -> RollbackFacts:
+    """The job, its versions, and whether the version ``to`` (or the one chosen) has the current
+    specification (Nomad plans only that one: the choice is refused first when it cannot be made)."""
+    current = jobfile.current(settings, n)
+    if current is None:
+        return RollbackFacts(None)
+    versions = nomad_api.call(settings, "listing job versions", n.job.get_versions, settings.job_name)
+    facts = RollbackFacts(current, (versions or {}).get("Versions") or [])
+    target = choose(current, facts.versions, to)
+    if _same_specification(settings, n, target):
+        facts.same_specification.add(target["Version"])
+    return facts
+
+
+def make_plan(settings, facts: RollbackFacts, to=None) -> Plan:
+    """Which version to revert to, or why not (UserError: no job, no such version, ...). Pure."""
+    current = facts.current
+    if current is None:
+        raise UserError(f"job {settings.job_name} is not registered in namespace "
+                        f"{settings.nomad_namespace or 'default'}: nothing to roll back")
+    target = choose(current, facts.versions, to)
+    plan = Plan(f"rollback job {settings.job_name}")
+    if target["Version"] in facts.same_specification:
+        plan.reason = (f"job version {target['Version']} has the same specification as the current version "
+                       f"{current['Version']} ({jobfile.image_of(current)}): nothing to roll back")
+        return plan
+    plan.add("revert", f"job {settings.job_name}",
+             f"version {current['Version']} ({jobfile.image_of(current)}) → version {target['Version']} "
+             f"({jobfile.image_of(target)})", op=Revert(target["Version"], current["Version"]))
+    return plan
+
+
 def rollback(settings, to=None, dry_run: bool = False):
     """`inv rollback`, under the deploy lock (a dry run only says who holds it)."""
     from . import lock
@@ -55,37 +110,37 @@ def rollback(settings, to=None, dry_run: bool = False):
 
 
 def _rollback(settings, to, dry_run: bool):
+    """The plan on a dry run; None when there is nothing to roll back; else the followed outcome."""
     from .. import console
 
     n = nomad_api.client(settings)
-    current = jobfile.current(settings, n)
-    if current is None:
-        raise UserError(f"job {settings.job_name} is not registered in namespace "
-                        f"{settings.nomad_namespace or 'default'}: nothing to roll back")
-    versions = nomad_api.call(settings, "listing job versions", n.job.get_versions, settings.job_name)
-    target = choose(current, (versions or {}).get("Versions") or [], to)
-    if _same_specification(settings, n, target):
-        console.done(f"job version {target['Version']} has the same specification as the current version "
-                     f"{current['Version']} ({jobfile.image_of(current)}): nothing to roll back")
+    plan = make_plan(settings, read_facts(settings, n, to), to)
+    if plan.empty:
+        console.done(plan.reason)
         return None
-    plan = Plan(f"rollback job {settings.job_name}")
-    plan.add("revert", f"job {settings.job_name}",
-             f"version {current['Version']} ({jobfile.image_of(current)}) → version {target['Version']} "
-             f"({jobfile.image_of(target)})")
-    show(plan, dry_run=dry_run)
-    if dry_run:
-        return plan
+    outcomes = []
+
+    def revert(change) -> str:
+        outcome = apply_one(settings, n, change)
+        outcomes.append(outcome)
+        return (f"rolled back to job version {change.op.version} ({outcome.image}); now job version "
+                f"{outcome.job_version}")
+
+    plans.execute(plan, revert, dry_run=dry_run)
+    return outcomes[0] if outcomes else plan
+
+
+def apply_one(settings, n, change):
+    """Revert (check-and-set on the current version), then follow the deployment it starts."""
     import nomad.api.exceptions as nex
 
+    op: Revert = change.op
     try:
-        response = n.job.revert_job(settings.job_name, target["Version"], enforce_prior_version=current["Version"])
+        response = n.job.revert_job(settings.job_name, op.version, enforce_prior_version=op.prior)
     except nex.BaseNomadException as exc:
         code, text = nomad_api.status_and_text(exc)
         if "enforcing version" in text:
             raise UserError(f"job {settings.job_name} changed while rolling back ({text}); nothing was reverted",
                             hint="run `inv rollback` again to see the versions now") from None
         raise nomad_api.to_user_error(exc, settings, f"reverting job {settings.job_name}") from None
-    outcome = follower.after_submit(settings, n, response, f"job version {target['Version']}")
-    console.done(f"rolled back to job version {target['Version']} ({outcome.image}); now job version "
-                 f"{outcome.job_version}")
-    return outcome
+    return follower.after_submit(settings, n, response, f"job version {op.version}")

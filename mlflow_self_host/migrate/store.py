@@ -1,6 +1,6 @@
 """The store on the Nomad client as the original recipe left it: what it is, and the commands that change it.
 
-Everything runs as one python3 program (stdlib only) under sudo over SSH, as backup.py does: ``inspect``
+Everything runs as one python3 program (stdlib only) under sudo over SSH, as backup/ does: ``inspect``
 only reads (the facts for the plan); ``backup``, ``chown`` and ``rewrite`` are the three changes, each
 printing one JSON line. The SQLite file is opened read-only to inspect it.
 
@@ -236,10 +236,10 @@ class StoreFacts:
 
 
 def inspect(settings, host, full: bool = True) -> StoreFacts:
-    """The store's facts, read-only (``host`` is backup.py's SSHHost or LocalHost). ``full``: every entry's
+    """The store's facts, read-only (``host``: ``host.ssh.Remote`` or ``host.local_shell.LocalShell``). ``full``: every entry's
     owner and PRAGMA integrity_check (which holds a read lock for its run); else only the two folders'
     and the database file's owners, the revision and the rows under the old root: what each deploy reads."""
-    from ..backup import DB_NAME
+    from ..backup.names import DB_NAME
 
     uid, gid = settings.image_user_ids()
     db_path = f"{settings.backend_path.rstrip('/')}/{DB_NAME}"
@@ -287,7 +287,8 @@ class NoPython(UserError):
 
 
 def _run(host, what: str, command: str) -> dict:
-    code, out, err = host.sh(command)
+    result = host.run(command, sudo=True, check=False)  # the whole program under sudo
+    code, out, err = result.exited, result.stdout or "", result.stderr or ""
     if code == 127 or "python3: not found" in err or "python3: command not found" in err:
         raise NoPython(f"python3 is not installed on {host.label}: the store cannot be read there",
                         hint="install it there (`sudo apt-get install python3-minimal`)")

@@ -94,7 +94,7 @@ def refuse_bad_store(settings, facts: store.StoreFacts, chain: schema.Chain, req
 
 
 def store_name() -> str:
-    from ..backup import DB_NAME
+    from ..backup.names import DB_NAME
 
     return DB_NAME
 
@@ -105,7 +105,7 @@ def read(settings, host, n, require: bool = False) -> Takeover:
     `inv migrate` (``require``) reads everything; a deploy first takes a quick look (owners of the
     folders and the file, revision, rows under the old root: no walk, no integrity check, which would
     hold a read lock against the running server) and reads everything only when that finds work."""
-    from ..backup import utc_stamp
+    from ..backup.names import utc_stamp
     from ..job import jobfile
 
     chain = schema.chain()
@@ -200,7 +200,7 @@ def apply(settings, host, n, takeover: Takeover) -> Takeover:
     """Steps 1-4 (the caller registers the job, which upgrades the schema). Anything failing after the
     stop says that the service is down and how to go on or back (exit 1)."""
     from .. import console
-    from ..backup import stop_job
+    from ..job.lifecycle import stop as stop_job
 
     if not takeover.needed:
         return takeover
@@ -230,7 +230,7 @@ def apply(settings, host, n, takeover: Takeover) -> Takeover:
             console.done("artifact locations rewritten to mlflow-artifacts:/ ("
                          + ", ".join(f"{n} {t.replace('_', ' ')}" for t, n in changed.items() if n) + ")")
     except UserError as exc:
-        raise UserError(exc.message, hint=stopped_hint(settings, takeover), code=1) from None
+        raise UserError(exc.message, hint=stopped_hint(settings, takeover), code=ExitCode.FAILED) from None
     return takeover
 
 

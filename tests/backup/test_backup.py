@@ -11,6 +11,7 @@ import pytest
 
 from mlflow_self_host import backup
 from mlflow_self_host.errors import UserError
+from mlflow_self_host.host.local_shell import LocalShell
 from tests.backup.conftest import PROJECT_ROOT, count, deploy, integrity, make_db, stub_starts
 from tests.services import mlflow_server
 
@@ -153,9 +154,9 @@ def test_before_deploy_labels_the_running_version(remote_settings, tmp_path):
 
 
 def test_host_without_python3_or_sqlite3_is_named(tmp_path):
-    class BareHost(backup.LocalHost):
-        def sh(self, command):
-            return super().sh("PATH=/nonexistent; " + command)
+    class BareHost(LocalShell):
+        def run(self, cmd, sudo=False, check=True):
+            return super().run("PATH=/nonexistent; " + cmd, sudo=sudo, check=check)
 
     target = backup.Target(BareHost(), str(make_db(tmp_path / "mlflow.db", 1)), str(tmp_path / "b"), "test")
     with pytest.raises(UserError, match="neither python3 nor the sqlite3 CLI") as info:
@@ -167,9 +168,9 @@ def test_sqlite3_cli_fallback_takes_the_same_backup(tmp_path):
     """A host with the sqlite3 CLI but no python3: same checked, named copy."""
     from mlflow_self_host.settings import Settings
 
-    class CliOnly(backup.LocalHost):
-        def sh(self, command):
-            return super().sh(command.replace("command -v python3", "false"))
+    class CliOnly(LocalShell):
+        def run(self, cmd, sudo=False, check=True):
+            return super().run(cmd.replace("command -v python3", "false"), sudo=sudo, check=check)
 
     settings = Settings.load(env={}, overrides={"backup_keep": 2})
     target = backup.Target(CliOnly(), str(make_db(tmp_path / "mlflow.db", 9)), str(tmp_path / "b"), "test")

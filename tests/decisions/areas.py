@@ -22,4 +22,165 @@ def plan_host(settings, facts: dict, args: dict) -> Plan:
     return make_plan(settings, host_facts, args.get("job_content", "").encode(), host=args.get("host", ""))
 
 
-AREAS = {"host": plan_host}
+class _SSHHost:
+    """Where a remote backup's commands would run, named as ``ssh.Remote`` names it (nothing connects)."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+
+def _backup_target(settings, args: dict):
+    """backup's Target: this machine with ``"local": true`` (paths from args), else the SSH host of the settings."""
+    from pathlib import PurePosixPath
+
+    from mlflow_self_host.backup.take import Target
+    from mlflow_self_host.host.local_shell import LocalShell
+
+    if args.get("local"):
+        return Target(LocalShell(), args["db"], args["backups"], args.get("where", "local data"))
+    return Target(_SSHHost(f"{settings.ssh_user}@{settings.host}"), str(PurePosixPath(settings.backend_path) / "mlflow.db"),
+                  settings.backups_path, f"host {settings.host}")
+
+
+def plan_backup(settings, facts: dict, args: dict) -> Plan:
+    import datetime as dt
+
+    from mlflow_self_host.backup.names import backup_base_name
+    from mlflow_self_host.backup.take import BackupFacts, make_plan
+
+    now = dt.datetime.fromisoformat(args.get("now", "2026-11-30T12:00:00")).replace(tzinfo=dt.timezone.utc)
+    backup_facts = BackupFacts(tool=facts.get("tool"), database=facts.get("database", True),
+                               folder=facts.get("folder", True), names=tuple(facts.get("names", [])))
+    return make_plan(settings, _backup_target(settings, args), backup_facts,
+                     backup_base_name(args.get("version", "0.99"), now), download=args.get("download", False))
+
+
+def plan_restore(settings, facts: dict, args: dict) -> Plan:
+    from mlflow_self_host.backup.restore import RestoreFacts, make_plan
+
+    target = _backup_target(settings, args)
+    restore_facts = RestoreFacts(
+        tool=facts.get("tool"), path=facts["path"], upload=facts.get("upload"), integrity=facts.get("integrity"),
+        database=facts.get("database", True), folder=facts.get("folder", True),
+        job_stopped=facts.get("job_stopped", False), running=facts.get("running"))
+    return make_plan(settings, target, restore_facts, args.get("aside", f"{target.db}.before-restore-20261130T120000Z"))
+
+
+
+def plan_dns(settings, facts: dict, args: dict) -> Plan:
+    """The record the settings ask for, against Pi-hole's entries (``"entries"``) or a dnsmasq file's
+    text (``"file"``, null: none); ``"remove"`` in args. An ``Edit`` op is compared as ``{"steps": [[...]]}``."""
+    import dataclasses
+
+    from mlflow_self_host.dns.dnsmasq import Dnsmasq
+    from mlflow_self_host.dns.record import Edit, plan_record, wanted_cname
+
+    wanted, remove = wanted_cname(settings), args.get("remove", False)
+    if "file" in facts:
+        plan = Dnsmasq(settings).make_plan(facts["file"], wanted, remove=remove)
+    else:
+        plan = plan_record(facts.get("entries", []), wanted, remove=remove, title="Pi-hole dns.cnameRecords")
+    plan.changes = [dataclasses.replace(c, op={"steps": [list(s) for s in c.op.steps]}) if isinstance(c.op, Edit)
+                    else c for c in plan.changes]
+    return plan
+
+
+def plan_deploy(settings, facts: dict, args: dict) -> Plan:
+    """facts: the flags and what deploy reads before any change; ``job``: Nomad's plan and the registered
+    job, read after the host and image steps (absent: not read yet); ``placement``: Nomad's message."""
+    from mlflow_self_host.errors import ExitCode, UserError
+    from mlflow_self_host.job.deploy_plan import DeployFacts, JobFacts, make_plan
+
+    version = facts.get("version", "0.100")
+    job = facts.get("job")
+    if job is not None:
+        placement = job.get("placement")
+        job = JobFacts(job_version=job.get("job_version"), running_version=job.get("running_version"),
+                       changed=job.get("changed", True), diff=job.get("diff", ""),
+                       modify_index=job.get("modify_index", 0), latest=job.get("latest"),
+                       placement=UserError(placement, code=ExitCode.PLACEMENT) if placement else None)
+    return make_plan(settings, DeployFacts(
+        version, settings.image_ref(version), skip_host=facts.get("skip_host", False),
+        skip_build=facts.get("skip_build", False), backup=facts.get("backup", True),
+        dry_run=facts.get("dry_run", False), migrate=facts.get("migrate", False),
+        takeover=facts.get("takeover", 0), takeover_copy=facts.get("takeover_copy", False),
+        registry_has_tag=facts.get("registry_has_tag"), job=job))
+
+
+def plan_rollback(settings, facts: dict, args: dict) -> Plan:
+    """facts: ``current`` (the job, or null), ``versions`` (Version, Stable, Stop, the image), and
+    ``same_specification``: the versions Nomad's plan finds equal to the current one."""
+    from mlflow_self_host.job.rollback import RollbackFacts, make_plan
+
+    def job(v: dict) -> dict:
+        image = v.pop("image", None)
+        if image:
+            v["TaskGroups"] = [{"Tasks": [{"Config": {"image": image}}]}]
+        return {"ID": settings.job_name, **v}
+
+    current = facts.get("current")
+    return make_plan(settings, RollbackFacts(job(dict(current)) if current else None,
+                                             [job(dict(v)) for v in facts.get("versions", [])],
+                                             set(facts.get("same_specification", []))), args.get("to"))
+
+
+def plan_local(settings, facts: dict, args: dict) -> Plan:
+    """`inv up` (``"task": "up"``, the default; ``"version"``, ``"require_docker"``) or `inv down` from
+    local mode's facts (LocalFacts' fields; ``"container"`` as ContainerFacts', ``"ids"`` [euid, uid, gid])."""
+    from mlflow_self_host.local.state import ContainerFacts, LocalFacts, plan_down, plan_up
+
+    container = facts.get("container")
+    local_facts = LocalFacts(**{**facts, "container": ContainerFacts(**container) if container else None,
+                                "ids": tuple(facts.get("ids", (1000, 1000, 1000)))})
+    if args.get("task") == "down":
+        return plan_down(settings, local_facts)
+    return plan_up(settings, local_facts, args.get("version", "0.99"), args.get("require_docker", False))
+
+
+def plan_image(settings, facts: dict, args: dict) -> Plan:
+    """`inv push` / `inv pushlatest` (``"task"``, ``"dry_run"``) or deploy's image (``"task": "deploy"``,
+    ``"platform"`` wanted) from image/publish.py's facts (``"built"``: the engine's platform, null: not
+    built; ``"registry_error"``: {"message", "code"})."""
+    from mlflow_self_host.errors import UserError
+    from mlflow_self_host.image import publish
+    from mlflow_self_host.image.platform import Choice, Platform
+    from mlflow_self_host.version import Version
+
+    version = Version(args.get("version", "0.99"))
+    error = facts.get("registry_error")
+    image_facts = publish.ImageFacts(
+        settings.image_ref(version.text), engine_at="the local socket (/var/run/docker.sock)",
+        engine_failure=facts.get("engine_failure"),
+        built=Platform.parse(facts["built"]) if facts.get("built") else None,
+        local_digests=tuple(facts.get("local_digests", ())), remote_digest=facts.get("remote_digest"),
+        registry_error=UserError(error["message"], code=error.get("code", 1)) if error else None)
+    task, dry_run = args.get("task", "push"), args.get("dry_run", False)
+    if task == "deploy":
+        choice = Choice([Platform.parse(args.get("platform", "linux/amd64"))], "the platform setting")
+        return publish.plan_release_image(settings, image_facts, version, choice, dry_run=dry_run)
+    tag = "latest" if task == "pushlatest" else version.tag
+    return publish.plan_push(settings, image_facts, version, tag, dry_run=dry_run)
+
+
+def plan_store(settings, facts: dict, args: dict) -> Plan:
+    """migrate-store: ``target`` (url, reachable, reason, tables), ``source`` (revision, counts, parents,
+    origin, unread) and optionally ``revisions`` (default: the pinned MLflow's chain)."""
+    from pathlib import Path
+
+    from mlflow_self_host.migrate import schema
+    from mlflow_self_host.store import database
+    from mlflow_self_host.store.migrate import Facts, Source, Target, make_plan
+
+    t, s = facts.get("target", {}), facts.get("source", {})
+    target = Target(t.get("url", "postgresql://mlflow:secret@db.lan:5432/mlflow"), t.get("reachable", True),
+                    t.get("reason", ""), t.get("tables", []))
+    source = Source(s.get("path", "/tmp/copy/mlflow.db"), s.get("origin", "/data/mlflow.db"), s.get("revision"),
+                    s.get("counts", {}), s.get("parents", {}), s.get("unread", False))
+    revisions = tuple(facts.get("revisions") or schema.chain().order)
+    return make_plan(Facts(source, target, revisions, args.get("mlflow_version", "3.17.2"), database.kind(settings),
+                           settings.sources["store"], Path(args.get("settings_file", "invoke.yaml"))))
+
+
+AREAS = {"host": plan_host, "backup": plan_backup, "restore": plan_restore, "dns": plan_dns,
+         "deploy": plan_deploy, "rollback": plan_rollback,
+         "local": plan_local, "image": plan_image, "store": plan_store}

@@ -30,7 +30,8 @@ def _op_fields(op) -> dict:
     if op is None:
         return {}
     if dataclasses.is_dataclass(op):
-        return {k: v.decode() if isinstance(v, bytes) else v for k, v in dataclasses.asdict(op).items()}
+        return {k: v.decode() if isinstance(v, bytes) else list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(op).items()}  # as JSON has them: text, lists
     return dict(op) if isinstance(op, dict) else {"value": op}
 
 

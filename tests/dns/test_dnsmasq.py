@@ -15,7 +15,7 @@ from pathlib import Path
 import dns.resolver
 import pytest
 
-from mlflow_self_host.dns import record
+from mlflow_self_host.dns import task
 from mlflow_self_host.errors import UserError
 from mlflow_self_host.settings import Settings
 
@@ -49,7 +49,7 @@ def test_adds_the_record_over_ssh_restarts_dnsmasq_and_it_resolves(dnsmasq_host)
     conf = server.conf_dir / "05-pihole-custom-cname.conf"
     conf.write_text(PIHOLE_V5_FILE)
     pid = server.pid()
-    plan = record.run(settings)
+    plan = task.run(settings)
     assert conf.read_text() == PIHOLE_V5_FILE + "cname=mlflow.lan,traefik.lan\n"  # other lines kept
     assert server.pid() != pid  # restarted
     assert cname_of(server, "mlflow.lan") == "traefik.lan"
@@ -57,7 +57,7 @@ def test_adds_the_record_over_ssh_restarts_dnsmasq_and_it_resolves(dnsmasq_host)
     assert [c.action for c in plan] == ["create", "update", "check", "restart"]
     # running twice changes nothing: same file, no restart
     pid = server.pid()
-    assert record.run(settings).empty
+    assert task.run(settings).empty
     assert server.pid() == pid and conf.read_text().count("mlflow.lan") == 1
 
 
@@ -68,19 +68,19 @@ def test_replaces_another_target_and_removes(dnsmasq_host):
     conf.write_text("cname=mlflow.lan,old-proxy.lan\ncname=nas.lan,traefik.lan\n")
     subprocess.run([server.restart_command], check=True, capture_output=True, timeout=30)
     assert cname_of(server, "mlflow.lan") == "old-proxy.lan"
-    record.run(settings)
+    task.run(settings)
     assert conf.read_text() == "cname=mlflow.lan,traefik.lan\ncname=nas.lan,traefik.lan\n"
     assert cname_of(server, "mlflow.lan") == "traefik.lan"
-    record.run(settings, remove=True)
+    task.run(settings, remove=True)
     assert conf.read_text() == "cname=nas.lan,traefik.lan\n"
     assert cname_of(server, "mlflow.lan") is None and cname_of(server, "nas.lan") == "traefik.lan"
-    assert record.run(settings, remove=True).empty
+    assert task.run(settings, remove=True).empty
 
 
 def test_dry_run_shows_the_diff_and_changes_nothing(dnsmasq_host, capsys):
     server, settings = dnsmasq_host
     pid = server.pid()
-    plan = record.run(settings, dry_run=True)
+    plan = task.run(settings, dry_run=True)
     err = capsys.readouterr().err
     assert "+cname=mlflow.lan,traefik.lan" in err and "nothing was changed" in err
     assert not (server.conf_dir / "05-pihole-custom-cname.conf").exists() and server.pid() == pid
@@ -92,25 +92,25 @@ def test_a_restart_command_that_always_fails_says_dnsmasq_may_be_down(dnsmasq_ho
     conf = server.conf_dir / "05-pihole-custom-cname.conf"
     conf.write_text(PIHOLE_V5_FILE)
     with pytest.raises(UserError, match="`false` failed .* and again with the previous file .*may not be running"):
-        record.run(settings.with_overrides({"dnsmasq_restart_command": "false"}))
+        task.run(settings.with_overrides({"dnsmasq_restart_command": "false"}))
     assert conf.read_text() == PIHOLE_V5_FILE
 
 
 def test_a_missing_config_folder_is_named(dnsmasq_host, tmp_path):
     server, settings = dnsmasq_host
     with pytest.raises(UserError, match="does not exist") as info:
-        record.run(settings.with_overrides({"dnsmasq_dir": str(tmp_path / "nope")}))
+        task.run(settings.with_overrides({"dnsmasq_dir": str(tmp_path / "nope")}))
     assert "dnsmasq_dir" in info.value.hint
 
 
 def test_check_reports_the_answer(dnsmasq_host, capsys):
     server, settings = dnsmasq_host
     with pytest.raises(UserError, match="does not resolve to CNAME traefik.lan"):
-        record.run(settings, check_only=True)
+        task.run(settings, check_only=True)
     assert "mlflow.lan: the server does not serve this name (REFUSED)" in capsys.readouterr().out
     (server.conf_dir / "05-pihole-custom-cname.conf").write_text("cname=mlflow.lan,traefik.lan\n")
     subprocess.run([server.restart_command], check=True, capture_output=True, timeout=30)
-    record.run(settings, check_only=True)
+    task.run(settings, check_only=True)
     assert f"mlflow.lan → CNAME traefik.lan → 127.0.0.1  (127.0.0.1:{server.port})" in capsys.readouterr().out
 
 
@@ -142,7 +142,7 @@ def test_a_pihole_v6_host_is_refused_before_anything_changes(dnsmasq_host, tmp_p
     toml.write_text("[dns]\n  cnameRecords = []\n")
     pid = server.pid()
     with pytest.raises(UserError, match="runs Pi-hole v6 .*pihole.toml exists") as info:
-        record.run(settings.with_overrides({"pihole_config": str(toml)}))
+        task.run(settings.with_overrides({"pihole_config": str(toml)}))
     assert "pihole backend" in info.value.hint
     assert not (server.conf_dir / "05-pihole-custom-cname.conf").exists() and server.pid() == pid
 
@@ -155,7 +155,7 @@ def test_a_second_definition_elsewhere_is_caught_by_dnsmasq_test_before_the_rest
     (server.conf_dir / "10-other.conf").write_text("cname=MLflow.lan,old-proxy.lan\n")  # not loaded yet
     pid = server.pid()
     with pytest.raises(UserError, match="dnsmasq refuses .*duplicate CNAME at line 1 of .*10-other.conf") as info:
-        record.run(settings)
+        task.run(settings)
     assert "previous file is back and dnsmasq was not restarted" in info.value.message
     assert "another file" in info.value.hint
     assert conf.read_text() == PIHOLE_V5_FILE and server.pid() == pid
@@ -166,7 +166,7 @@ def test_a_new_file_refused_by_the_check_is_removed_again(dnsmasq_host):
     server, settings = dnsmasq_host
     (server.conf_dir / "10-other.conf").write_text("cname=mlflow.lan,old-proxy.lan\n")
     with pytest.raises(UserError, match="duplicate CNAME"):
-        record.run(settings)
+        task.run(settings)
     assert not (server.conf_dir / "05-pihole-custom-cname.conf").exists()
 
 
@@ -190,6 +190,6 @@ def test_inv_dns_a_failed_restart_puts_the_previous_file_back_and_restarts_dnsma
 def test_a_check_command_the_host_lacks_is_named_with_the_pihole_v5_one(dnsmasq_host):
     server, settings = dnsmasq_host
     with pytest.raises(UserError, match="cannot run on") as info:
-        record.run(settings.with_overrides({"dnsmasq_test_command": "no-such-dnsmasq --test"}))
+        task.run(settings.with_overrides({"dnsmasq_test_command": "no-such-dnsmasq --test"}))
     assert "pihole-FTL dnsmasq-test" in info.value.hint
     assert not (server.conf_dir / "05-pihole-custom-cname.conf").exists()

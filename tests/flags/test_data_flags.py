@@ -1,7 +1,8 @@
 """backup, restore and deploy's backup through `inv`, on the Nomad client (the real sshd is the host, the Nomad
 double's client runs the stub image with the host's backend folder mounted): backup --download/--dry-run,
-restore --dry-run, restore's exit codes 10 and 12 by number, deploy --no-backup. Local mode's --local is in
-test_local_flags.py, with a real MLflow."""
+restore --dry-run, restore's exit codes 10 and 12 by number, deploy --no-backup, --accept-host-key on backup and
+on deploy --skip-host (whose backup is its only SSH step). Local mode's --local is in test_local_flags.py, with a
+real MLflow."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,8 @@ from mlflow_self_host import backup
 from mlflow_self_host.job import deploy as job_deploy
 from mlflow_self_host.settings import Settings
 from tests.backup.conftest import count, make_db, stub_starts
-from tests.flags.conftest import errors, inv, make_project, set_version, without_host_volumes
+from tests.flags.conftest import (errors, inv, make_project, recorded, refused_as_unknown, set_version, unknown_key,
+                                  without_host_volumes)
 from tests.services import wait_for
 from tests.services.mlflow_image import clean_env
 
@@ -114,3 +116,45 @@ def test_a_restore_whose_job_fails_and_is_rolled_back_exits_12(tmp_path, ssh_ser
     assert double.container_of(alloc["ID"]).attrs["Config"]["Image"] == nomad_cluster.images.ref("0.99")
     (aside,) = db.parent.glob("mlflow.db.before-restore-*")
     assert count(db) == 10 and count(aside) == 13
+
+
+def test_backup_accept_host_key(tmp_path, ssh_server, nomad_cluster):
+    """An unknown host key: refused with exit 1, the hint naming the flag, nothing taken; with the flag the key
+    is recorded in known_hosts and the backup taken."""
+    project, settings, env = on_the_host(tmp_path, ssh_server, nomad_cluster)
+    backups, known_hosts = Path(settings.backups_path), unknown_key(tmp_path)
+    env["MSH_KNOWN_HOSTS"] = str(known_hosts)
+    deploy(settings, "0.99")
+
+    refused = inv("backup", cwd=project, env=env, expect=1)
+    refused_as_unknown(refused, ssh_server)
+    assert not known_hosts.exists() and not backups.exists()
+
+    done = inv("backup", "--accept-host-key", cwd=project, env=env)
+    assert recorded(known_hosts, ssh_server)
+    taken = Path(done.stdout.strip())
+    assert taken.parent == backups and taken.name.endswith("-v0.99.db") and count(taken) == 10
+
+
+def test_deploy_skip_host_accept_host_key_takes_its_backup(tmp_path, ssh_server, nomad_cluster):
+    """deploy --skip-host to a host whose key is unknown, the running version another: the backup before the
+    register is the one SSH step, and --accept-host-key reaches it (it used to be dropped there)."""
+    project, settings, env = on_the_host(tmp_path, ssh_server, nomad_cluster)
+    backups, known_hosts = Path(settings.backups_path), unknown_key(tmp_path)
+    env["MSH_KNOWN_HOSTS"] = str(known_hosts)
+    deploy(settings, "0.99")
+    versions = len(nomad_cluster.nomad.versions())
+    set_version(project, "0.100")
+
+    refused = inv("deploy", "--skip-host", "--skip-build", cwd=project, env=env, expect=1)
+    refused_as_unknown(refused, ssh_server)
+    assert not known_hosts.exists() and not backups.exists()
+    assert len(nomad_cluster.nomad.versions()) == versions  # nothing registered
+
+    done = inv("deploy", "--skip-host", "--skip-build", "--accept-host-key", cwd=project, env=env)
+    assert "backing up the database before v0.99 → v0.100" in done.stderr
+    assert recorded(known_hosts, ssh_server)
+    (copy,) = backups.iterdir()
+    assert copy.name.endswith("-v0.99.db") and count(copy) == 10
+    (alloc,) = nomad_cluster.nomad.running_allocs()
+    assert nomad_cluster.nomad.container_of(alloc["ID"]).attrs["Config"]["Image"] == nomad_cluster.images.ref("0.100")

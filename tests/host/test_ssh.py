@@ -240,11 +240,12 @@ def test_a_failed_fallback_is_one_red_line_naming_the_sftp_subsystem(no_sftp_ser
 
 
 def test_backup_download_and_restore_upload_on_a_host_without_sftp(no_sftp_server, folder, tmp_path, project_env):
-    """backup.py copies through host/ssh.py too: ``inv backup --download`` and the upload of a
+    """backup/ copies through host/ssh.py too: ``inv backup --download`` and the upload of a
     downloaded backup that ``inv restore`` makes first, byte for byte, with no SFTP on the host."""
     import sqlite3
 
     from mlflow_self_host import backup
+    from mlflow_self_host.backup.restore import upload
 
     project = tmp_path / "project"
     project.mkdir()
@@ -266,7 +267,7 @@ def test_backup_download_and_restore_upload_on_a_host_without_sftp(no_sftp_serve
 
     assert Path(taken.downloaded).read_bytes() == Path(taken.path).read_bytes()
     uploaded = f"{settings.backups_path}/uploaded.db"
-    backup._upload(settings, backup.Target.remote(settings), Path(taken.downloaded), uploaded)
+    upload(backup.Target.remote(settings), Path(taken.downloaded), uploaded)
     assert Path(uploaded).read_bytes() == Path(taken.path).read_bytes()
     assert f"{os.stat(uploaded).st_mode & 0o777:o}" == "640"
     assert sftp_refusals(no_sftp_server) > before

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import datetime
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

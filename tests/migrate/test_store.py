@@ -1,5 +1,5 @@
 """The takeover's decisions and its SQL, without sshd, Docker or Nomad: the host script runs on this
-machine (backup.LocalHost), the plan is computed from facts."""
+machine (host.local_shell.LocalShell), the plan is computed from facts."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import pytest
 
 from mlflow_self_host.errors import ExitCode
 
-from mlflow_self_host.backup import LocalHost
+from mlflow_self_host.host.local_shell import LocalShell
 from mlflow_self_host.errors import UserError
 from mlflow_self_host.migrate import schema, store, takeover
 from mlflow_self_host.settings import PROJECT_ROOT, Settings
@@ -57,19 +57,19 @@ def store_dir(tmp_path):
 def test_the_rewrite_takes_every_spelling_of_the_old_root_and_nothing_else(store_dir):
     db = store_dir / "backend" / "mlflow.db"
     _db(db, [before for before, _ in CASES])
-    changed = store.rewrite(LocalHost(), str(db), "/mnt/artifacts")
+    changed = store.rewrite(LocalShell(), str(db), "/mnt/artifacts")
     assert changed == {"experiments": 7, "runs": 7}
     with sqlite3.connect(db) as con:
         for table, col in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
             got = [r[0] for r in con.execute(f"SELECT {col} FROM {table} ORDER BY rowid")]
             assert got == [after for _, after in CASES], table
-    assert store.rewrite(LocalHost(), str(db), "/mnt/artifacts") == {"experiments": 0, "runs": 0}  # again: nothing
+    assert store.rewrite(LocalShell(), str(db), "/mnt/artifacts") == {"experiments": 0, "runs": 0}  # again: nothing
 
 
 def test_a_root_below_the_mount_keeps_its_path_below_the_mount(store_dir):
     db = store_dir / "backend" / "mlflow.db"
     _db(db, ["/mnt/artifacts/mlruns/1", "/mnt/artifacts/other/2"])
-    store.rewrite(LocalHost(), str(db), "/mnt/artifacts/mlruns")
+    store.rewrite(LocalShell(), str(db), "/mnt/artifacts/mlruns")
     with sqlite3.connect(db) as con:
         got = [r[0] for r in con.execute("SELECT artifact_location FROM experiments ORDER BY rowid")]
     assert got == ["mlflow-artifacts:/mlruns/1", "/mnt/artifacts/other/2"]  # the files are at artifacts_path/mlruns/1
@@ -80,7 +80,7 @@ def test_a_root_outside_the_artifacts_volume_is_refused_unchanged(store_dir):
     _db(db, ["/srv/mlruns/1"])
     before = db.read_bytes()
     with pytest.raises(UserError, match="not under /mnt/artifacts"):
-        store.rewrite(LocalHost(), str(db), "/srv/mlruns")
+        store.rewrite(LocalShell(), str(db), "/srv/mlruns")
     assert db.read_bytes() == before
 
 

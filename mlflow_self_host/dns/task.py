@@ -1,0 +1,31 @@
+"""``inv dns``: check only, or read the backend's entries, plan, apply, then check the DNS answer.
+
+The record is ``record.wanted_cname(settings)``; the backend (``backends.py``) reads its facts,
+makes the plan and applies it change by change through ``plan.execute``. After a change (and the
+backend's session or connection is closed, so a Pi-hole's API seat is free again) the DNS server is
+asked until it answers the new record (``check.verify``).
+"""
+from __future__ import annotations
+
+from .. import plan as plans
+from .record import wanted_cname
+
+
+def run(settings, check_only: bool = False, remove: bool = False, dry_run: bool = False) -> plans.Plan | None:
+    """The task: ``check_only`` reports the answer; else sync the record, then check the answer."""
+    from .. import console
+    from . import backends, check
+
+    wanted = wanted_cname(settings)
+    if check_only:
+        check.report(settings, wanted)
+        return None
+    with backends.backend(settings) as backend:
+        plan = backend.make_plan(backend.read(), wanted, remove=remove)
+        plans.execute(plan, lambda change: backend.apply_one(change, plan), dry_run=dry_run)
+        changed = not dry_run and not plan.empty
+        if changed:
+            console.done(f"{backend.where}: " + ("removed " + wanted.names[0] if remove else wanted.describe()))
+    if changed:
+        check.verify(settings, wanted, present=not remove)
+    return plan

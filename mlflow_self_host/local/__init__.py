@@ -1,0 +1,92 @@
+"""Local mode: ``inv up`` / ``inv down``, a MLflow on this machine with its data in ./data.
+
+With a Docker engine: the image (built if needed) runs with host networking on ``local_port``, with
+``./data/backend`` and ``./data/artifacts`` mounted (container.py). Without one: the same entrypoint
+runs natively from a virtual environment with the same pinned MLflow, created once under ~/.cache, in
+the background with a pid file (native.py). Both use the same folders, so data moves freely between
+the two.
+
+As every area that changes something: facts (state.read_facts: the engine, our container and its
+image, the native server's pid, the folders, the port), a pure plan (state.plan_up / plan_down, an
+empty one says why: "already running in container mlflow-local"), then ``plans.execute`` with
+``apply_one``. A dry run is the plan shown.
+"""
+from __future__ import annotations
+
+from .. import console
+from .. import plan as plans
+from .native import VENV_MARKER, cache_dir, ensure_venv, mlflow_pin, requirements_file, venv_dir
+from .server import HEALTH_TIMEOUT, LOG_FILE, PID_FILE, SERVER_UID, Folders, healthy, server_env, url
+from .state import LocalFacts, Op, plan_down, plan_up, read_facts
+
+__all__ = ["up", "down", "apply_one", "read_facts", "plan_up", "plan_down", "LocalFacts", "Op", "Folders", "url",
+           "healthy", "server_env", "ensure_venv", "venv_dir", "mlflow_pin", "requirements_file", "cache_dir",
+           "VENV_MARKER", "HEALTH_TIMEOUT", "LOG_FILE", "PID_FILE", "SERVER_UID"]
+
+
+def up(settings, version, require_docker: bool = False, dry_run: bool = False) -> str:
+    """Start the local MLflow (container, or natively without an engine); returns its URL."""
+    from ..image import engine as engine_mod
+
+    engine = engine_mod.client(required=False)
+    facts = read_facts(settings, engine, version)
+    plan = plan_up(settings, facts, version.text, require_docker)
+    if not facts.engine and not facts.native_pid:
+        console.warn(f"no Docker engine at {facts.engine_at} ({facts.engine_failure}): "
+                     "running MLflow natively instead (`inv up --docker` requires the engine)")
+    plans.execute(plan, lambda change: apply_one(settings, version, engine, change), dry_run=dry_run)
+    if not dry_run:
+        console.result(url(settings))
+    return url(settings)
+
+
+def down(settings, dry_run: bool = False) -> None:
+    """Stop the local MLflow (container and/or native server); ./data is kept."""
+    from ..image import engine as engine_mod
+
+    engine = engine_mod.client(required=False)
+    plan = plan_down(settings, read_facts(settings, engine))
+    plans.execute(plan, lambda change: apply_one(settings, None, engine, change), dry_run=dry_run)
+
+
+def apply_one(settings, version, engine, change):
+    """Make one change of a local plan (its ``Op``); the start and stop changes say what they did."""
+    from pathlib import Path
+
+    from . import container, native
+    from .server import check_port_free
+
+    op = change.op
+    folders = Folders.of(settings)
+    if op.kind == "build":
+        from ..image import build as image_build
+        from ..image.platform import Platform
+
+        console.info(f"{op.target} is not built yet: building it")
+        image_build.build_image(settings, version, Platform.parse(op.platform),
+                                "the engine's own: `inv up` runs it here")
+        return plans.QUIET  # build_image says what it built
+    if op.kind == "remove-container":
+        container.remove(engine, op.target)
+    elif op.kind == "venv":
+        native.ensure_venv(settings)
+    elif op.kind == "folder":
+        container.prepare_folder(Path(op.target), op.chown)
+    elif op.kind == "run-container":
+        check_port_free(settings)  # a container replaced just now held it, or another program took it since
+        return container.run(engine, settings, folders, op.target, op.user)
+    elif op.kind == "start-native":
+        check_port_free(settings)
+        return native.start(settings, folders)
+    elif op.kind == "stop-container":
+        container.remove(engine, op.target, stop=True)
+        return f"stopped container {op.target}; data kept in {folders.data}"
+    elif op.kind == "stop-native":
+        native.stop(op.pid)
+        folders.pid_file.unlink(missing_ok=True)
+        return f"stopped native server (pid {op.pid}); data kept in {folders.data}"
+    elif op.kind == "forget-pid":
+        Path(op.target).unlink(missing_ok=True)
+    else:
+        raise ValueError(f"unknown local op {op.kind!r}")
+    return None

@@ -1,0 +1,84 @@
+"""The PostgreSQL store's URL: which stores there are, the URL's checks, and its password hidden (no I/O)."""
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from ..errors import ExitCode, UserError
+
+KINDS = ("sqlite", "postgres")
+SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
+URL_HINT = ("export MSH_DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DATABASE (an empty database the "
+            "user owns: `createdb -O USER DATABASE` on the server)")
+
+
+def kind(settings) -> str:
+    """The ``store`` setting, checked: sqlite or postgres."""
+    value = str(settings.store).strip().lower()
+    if value not in KINDS:
+        raise UserError(f"store must be sqlite or postgres, not {settings.store!r}",
+                        hint="set store in invoke.yaml (store: section) or MSH_STORE", code=ExitCode.BAD_ARGUMENT)
+    return value
+
+
+def url(settings) -> str:
+    """``database_url``, checked: set, and a PostgreSQL URL with a host and a database name."""
+    value = str(settings.database_url or "").strip()
+    if not value:
+        raise UserError("MSH_DATABASE_URL is not set: no PostgreSQL database to use", hint=URL_HINT)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise UserError(f"MSH_DATABASE_URL is not a URL: {shown_url(value)}", hint=URL_HINT) from None
+    if parts.scheme not in SCHEMES:
+        raise UserError(f"MSH_DATABASE_URL must be a postgresql:// URL, not {parts.scheme or 'no scheme'}://",
+                        hint=URL_HINT)
+    if not parts.hostname or not parts.path.strip("/"):
+        raise UserError(f"MSH_DATABASE_URL needs a host and a database name: {shown_url(value)}", hint=URL_HINT)
+    return value
+
+
+def sqlalchemy_url(value: str) -> str:
+    """The URL with psycopg2 named as its driver (``postgresql+psycopg2://``): the image carries psycopg2,
+    and SQLAlchemy 2.1 (the image's on Python 3.11 and later) takes plain ``postgresql://`` for psycopg 3."""
+    scheme, sep, rest = value.partition("://")
+    return f"postgresql+psycopg2://{rest}" if sep and scheme in SCHEMES else value
+
+
+def password(value: str) -> str:
+    try:
+        return unquote(urlsplit(value).password or "")
+    except ValueError:
+        return ""
+
+
+def shown_url(value: str) -> str:
+    """The URL with its password as ``****`` (``postgresql://mlflow:****@db.lan/mlflow``)."""
+    try:
+        parts = urlsplit(value)
+        if parts.password is None:
+            return value
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:****@{netloc[1]}"))
+    except ValueError:
+        return "(a URL that cannot be read)"
+
+
+def hide(text: str, value: str) -> str:
+    """``text`` with the URL's password (raw and percent-decoded) replaced by ``****``."""
+    text = str(text)
+    try:
+        raw = urlsplit(value).password or ""
+    except ValueError:
+        raw = ""
+    for secret in {raw, password(value)}:
+        if len(secret) >= 1:
+            text = text.replace(secret, "****")
+    return text
+
+
+def endpoint(value: str) -> tuple[str, int, str]:
+    """(host, port, database) of the URL; port 5432 when it has none."""
+    parts = urlsplit(value)
+    return parts.hostname or "", parts.port or 5432, parts.path.strip("/")
