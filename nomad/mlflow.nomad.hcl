@@ -65,6 +65,29 @@ variable "traefik_entrypoints" {
   }
 }
 
+variable "store" {
+  type        = string
+  description = "MLflow's tracking store: sqlite (mlflow.db on the backend host volume: one allocation) or postgres (the database whose URL the template below reads from the Nomad Variable database_variable: several allocations)."
+  default     = "sqlite"
+
+  validation {
+    condition     = contains(["sqlite", "postgres"], var.store)
+    error_message = "The store must be sqlite or postgres."
+  }
+}
+
+variable "database_variable" {
+  type        = string
+  description = "store = postgres: the Nomad Variable whose item database_url is the database's URL (postgresql+psycopg2://...); nomad/jobs/<job name>, which the job's tasks may read by default. inv deploy writes it before the register."
+  default     = "nomad/jobs/mlflow"
+}
+
+variable "allocations" {
+  type        = number
+  description = "Allocations of MLflow: 1 with sqlite (one writer); with postgres several, replaced one at a time by the update block. inv deploy passes the count setting (0 there: 1 for sqlite, 2 for postgres)."
+  default     = 1
+}
+
 variable "cpu" {
   type        = number
   description = "CPU for the task, in MHz."
@@ -135,8 +158,9 @@ job "mlflow" {
   datacenters = var.datacenters
 
   group "svc" {
-    # SQLite has one writer: never two allocations at once.
-    count = 1
+    # SQLite has one writer: one allocation (inv deploy refuses more). With PostgreSQL, several: the update
+    # block below replaces them one at a time, so one always serves.
+    count = var.allocations
 
     network {
       port "mlflow_http" {
@@ -172,6 +196,9 @@ job "mlflow" {
     }
 
     # A new version must pass its health check; if it does not, Nomad goes back to the last stable one.
+    # One allocation at a time (max_parallel = 1): an old one is stopped and its replacement placed; the
+    # next old one only once that replacement has been healthy for min_healthy_time. With count >= 2 the
+    # others serve meanwhile (with count = 1 a release has a gap, as SQLite's single writer requires).
     update {
       max_parallel      = 1
       health_check      = "checks"
@@ -232,9 +259,22 @@ job "mlflow" {
         read_only   = false
       }
 
+      # store = postgres: the database's URL from the Nomad Variable, never in the job's text. Nomad renders
+      # it into the task's environment (a template's variables override the env block's) and restarts the
+      # task when the Variable changes; the task waits while the Variable is missing.
+      dynamic "template" {
+        for_each = var.store == "postgres" ? [var.database_variable] : []
+        content {
+          data        = "{{ with nomadVar \"${template.value}\" }}MLFLOW_BACKEND_STORE_URI={{ .database_url }}{{ end }}\n"
+          destination = "secrets/database.env"
+          env         = true
+          change_mode = "restart"
+        }
+      }
+
       # The image's entrypoint contract (docker/entrypoint.sh).
       env {
-        MLFLOW_BACKEND_STORE_URI           = "sqlite:////mnt/backend_store/mlflow.db"
+        MLFLOW_BACKEND_STORE_URI           = var.store == "sqlite" ? "sqlite:////mnt/backend_store/mlflow.db" : "from-the-template:${var.database_variable}"
         MLFLOW_ARTIFACTS_DESTINATION       = "/mnt/artifacts"
         MLFLOW_PORT                        = "5000"
         MLFLOW_WORKERS                     = "${var.workers}"

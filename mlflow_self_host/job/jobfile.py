@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 
-from ..errors import UserError
+from ..errors import ExitCode, UserError
 from . import nomad_api
 
 _TAG = re.compile(r":v([0-9][0-9.]*)$")
@@ -25,6 +25,9 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
         from . import service_provider
 
         provider = service_provider.wanted(settings).value
+    from ..store import database
+
+    store_kind = database.kind(settings)
     return {
         "image": settings.image_ref(str(version)),
         "arch": arch,
@@ -43,7 +46,34 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
         "restart_delay": settings.restart_delay,
         "service_provider": provider,
         "traefik_entrypoints": entrypoints(settings),
+        "store": store_kind,
+        "database_variable": database_variable(settings),
+        "allocations": allocations(settings, store_kind),
     }
+
+
+def database_variable(settings) -> str:
+    """The Nomad Variable that holds the PostgreSQL URL: under nomad/jobs/<job>, which the job's tasks may
+    read by default (Nomad's workload identity)."""
+    return f"nomad/jobs/{settings.job_name}"
+
+
+def allocations(settings, store_kind: str | None = None) -> int:
+    """The ``count`` setting, checked: 0 means 1 for sqlite, 2 for postgres; sqlite has one writer."""
+    from ..store import database
+
+    store_kind = store_kind or database.kind(settings)
+    count = int(settings.count)
+    source = settings.sources.get("count", "setting")
+    if count < 0:
+        raise UserError(f"count must be 0 (by store) or more, not {count} ({source})", code=ExitCode.BAD_ARGUMENT)
+    if count == 0:
+        return 2 if store_kind == "postgres" else 1
+    if store_kind == "sqlite" and count != 1:
+        raise UserError(f"count {count} with store sqlite: SQLite has one writer, so one allocation only ({source})",
+                        hint="set count to 0 or 1, or move the store to PostgreSQL (`inv migrate-store --to postgres`)",
+                        code=ExitCode.BAD_ARGUMENT)
+    return count
 
 
 def entrypoints(settings) -> str:

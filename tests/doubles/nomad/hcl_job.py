@@ -438,10 +438,18 @@ class _Block:
     """One block's attributes and sub-blocks, refusing what Nomad would not expect there."""
 
     def __init__(self, kind: str, body: dict, scope: dict, attrs: set, blocks: set):
+        scope = body.get("__scope__", scope)  # a dynamic block's content: its iterator in scope
         self.kind, self.scope = kind, scope
         self.values, self.blocks = {}, {}
         for key, raw in body.items():
             if key.startswith("__"):
+                continue
+            if key == "dynamic" and isinstance(raw, list) and all(_is_block(b) for b in raw):
+                for label, dynamic in _labelled(raw):
+                    if label not in blocks:
+                        raise ParseError(f"input.hcl: Unsupported block type; Blocks of type \"{label}\" are not "
+                                         f"expected here (in {kind}).")
+                    self.blocks.setdefault(label, []).extend(_dynamic(label, dynamic, scope))
                 continue
             is_block = isinstance(raw, list) and raw and all(_is_block(b) for b in raw)
             if is_block:
@@ -463,6 +471,24 @@ class _Block:
 
     def sub(self, key) -> list:
         return self.blocks.get(key) or []
+
+
+def _dynamic(label: str, body: dict, scope: dict) -> list[dict]:
+    """``dynamic "label" { for_each = ... content { ... } }`` (HCL2's dynblock, which jobspec2 takes): one
+    ``label`` block per element, its content evaluated with ``label.key`` and ``label.value`` in scope. An
+    empty collection gives no block at all."""
+    iterator = _key(str(body.get("iterator", label))) if "iterator" in body else label
+    items = evaluate(body.get("for_each", "[]"), scope)
+    contents = body.get("content") or []
+    if len(contents) != 1:
+        raise ParseError(f"input.hcl: dynamic \"{label}\" needs exactly one content block")
+    pairs = items.items() if isinstance(items, dict) else enumerate(items or [])
+    out = []
+    for key, value in pairs:
+        inner = dict(contents[0])
+        inner["__scope__"] = {**scope, iterator: {"key": key, "value": value}}
+        out.append(inner)
+    return out
 
 
 def _map_block(blocks, scope) -> dict | None:
@@ -549,8 +575,8 @@ def _task(name, body, scope):
                {"driver", "user", "kill_timeout", "kill_signal", "leader", "shutdown_delay", "kind", "env"},
                {"config", "env", "resources", "volume_mount", "service", "logs", "meta", "restart", "constraint",
                 "template", "artifact", "lifecycle"})
-    if "template" in b.blocks or "artifact" in b.blocks or "lifecycle" in b.blocks:
-        raise ParseError("input.hcl: template/artifact/lifecycle blocks are not supported by this double")
+    if "artifact" in b.blocks or "lifecycle" in b.blocks:
+        raise ParseError("input.hcl: artifact/lifecycle blocks are not supported by this double")
     resources = None
     if b.sub("resources"):
         r = _Block("resources", b.sub("resources")[0], scope, {"cpu", "memory", "memory_max", "cores"}, {"device"})
@@ -579,10 +605,28 @@ def _task(name, body, scope):
             "Env": _env(b, scope), "Services": [_service(s, scope) for s in b.sub("service")] or None,
             "Resources": resources, "RestartPolicy": _restart(b.sub("restart"), scope),
             "Meta": _map_block(b.sub("meta"), scope), "KillTimeout": b.dur("kill_timeout"), "LogConfig": log_config,
-            "Artifacts": None, "Vault": None, "Templates": None, "DispatchPayload": None,
+            "Artifacts": None, "Vault": None, "Templates": _templates(b.sub("template"), scope), "DispatchPayload": None,
             "VolumeMounts": mounts or None, "Leader": b.get("leader", False),
             "ShutdownDelay": b.dur("shutdown_delay") or 0, "KillSignal": b.get("kill_signal", ""),
             "Kind": b.get("kind", ""), "ScalingPolicies": None}
+
+
+def _templates(blocks, scope) -> list | None:
+    """``template`` blocks (jobspec2 parse.go / api.Template): inline ``data`` only (no source file)."""
+    out = []
+    for block in blocks:
+        t = _Block("template", block, scope, {"data", "destination", "env", "change_mode", "change_signal", "splay",
+                                              "perms", "left_delimiter", "right_delimiter", "source",
+                                              "error_on_missing_key"}, {"wait", "change_script"})
+        if t.get("source"):
+            raise ParseError("input.hcl: template source files are not supported by this double (use data)")
+        out.append({"SourcePath": "", "DestPath": t.get("destination"), "EmbeddedTmpl": t.get("data"),
+                    "ChangeMode": t.get("change_mode"), "ChangeSignal": t.get("change_signal"), "ChangeScript": None,
+                    "Splay": t.dur("splay"), "Perms": t.get("perms"), "Uid": None, "Gid": None,
+                    "LeftDelim": t.get("left_delimiter"), "RightDelim": t.get("right_delimiter"),
+                    "Envvars": t.get("env"), "VaultGrace": None, "Wait": None,
+                    "ErrMissingKey": t.get("error_on_missing_key")})
+    return out or None
 
 
 def _group(name, body, scope):
@@ -671,6 +715,11 @@ DEFAULT_UPDATE = {"Stagger": 30 * SECOND, "MaxParallel": 1, "HealthCheck": "chec
                   "AutoRevert": False, "AutoPromote": False}
 
 
+TEMPLATE_DEFAULTS = {"SourcePath": "", "DestPath": "", "EmbeddedTmpl": "", "ChangeMode": "restart", "ChangeSignal": "",
+                     "Splay": 5 * SECOND, "Perms": "0644", "LeftDelim": "{{", "RightDelim": "}}", "Envvars": False,
+                     "VaultGrace": 0, "ErrMissingKey": False}  # api/tasks.go Template.Canonicalize
+
+
 def canonical(job: dict) -> dict:
     job = copy.deepcopy(job)
     job = _fill(job, {"Region": "global", "Namespace": "default", "Type": "service", "Priority": 50,
@@ -709,4 +758,5 @@ def canonical(job: dict) -> dict:
             task["RestartPolicy"] = _fill(task.get("RestartPolicy"), group["RestartPolicy"])
             for mount in task.get("VolumeMounts") or []:
                 mount["PropagationMode"] = mount.get("PropagationMode") or "private"
+            task["Templates"] = [_fill(t, TEMPLATE_DEFAULTS) for t in task.get("Templates") or []] or None
     return job

@@ -1,0 +1,66 @@
+"""The job file with each store: sqlite renders exactly the job of before PostgreSQL (the same JSON, byte for
+byte), postgres renders `count` allocations and the database's URL through a template from a Nomad Variable."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlflow_self_host.errors import UserError
+from mlflow_self_host.job import jobfile
+from mlflow_self_host.settings import PROJECT_ROOT
+from tests.doubles.nomad import hcl_job
+from tests.job.conftest import job_settings
+
+HCL = (PROJECT_ROOT / "nomad" / "mlflow.nomad.hcl").read_text()
+BEFORE = PROJECT_ROOT / "tests" / "job" / "sqlite_job_before_postgres.json"
+# The settings each rendering of BEFORE was made with (from the job file as it was before the store setting).
+CASES = {"defaults": ({}, "nomad"), "consul_and_entrypoints": ({"traefik_entrypoints": "web,websecure"}, "consul"),
+         "other_sizes_and_timings": ({"memory": 300, "cpu": 500, "workers": 2, "datacenter": "DC0,DC1",
+                                      "min_healthy_time": "2s"}, "nomad")}
+URL = "postgresql://mlflow:s3cret-pw@db.lan:5432/mlflow"
+
+
+def render(provider="nomad", **settings) -> dict:
+    s = job_settings("http://127.0.0.1:1", **settings)
+    return hcl_job.parse(HCL, jobfile.var_file(jobfile.variables(s, "0.99", "amd64,arm64", provider)),
+                         canonicalize=True)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_sqlite_renders_the_job_of_before_byte_for_byte(case):
+    overrides, provider = CASES[case]
+    before = json.loads(BEFORE.read_text())[case]
+    assert json.dumps(render(provider, **overrides), sort_keys=True) == json.dumps(before, sort_keys=True)
+    assert json.dumps(render(provider, store="sqlite", count=1, **overrides), sort_keys=True) == \
+        json.dumps(before, sort_keys=True)
+
+
+def test_postgres_renders_count_allocations_and_the_url_from_the_variable():
+    job = render(store="postgres", database_url=URL, job_name="tracking")
+    group = job["TaskGroups"][0]
+    task = group["Tasks"][0]
+    assert group["Count"] == 2
+    assert group["Update"]["MaxParallel"] == 1 and group["Update"]["AutoRevert"] is True
+    (template,) = task["Templates"]
+    assert template["Envvars"] is True and template["ChangeMode"] == "restart"
+    assert template["EmbeddedTmpl"] == ('{{ with nomadVar "nomad/jobs/tracking" }}'
+                                        "MLFLOW_BACKEND_STORE_URI={{ .database_url }}{{ end }}\n")
+    assert task["Env"]["MLFLOW_BACKEND_STORE_URI"] == "from-the-template:nomad/jobs/tracking"
+    text = json.dumps(job)
+    assert "s3cret-pw" not in text and "db.lan" not in text  # nothing of the URL is in the job
+    # the artifacts stay a host volume every allocation mounts (shared storage across clients)
+    assert {m["Destination"] for m in task["VolumeMounts"]} == {"/mnt/backend_store", "/mnt/artifacts"}
+    assert render(store="postgres", count=3)["TaskGroups"][0]["Count"] == 3
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_sqlite_refuses_more_than_one_allocation(count):
+    with pytest.raises(UserError, match="SQLite has one writer") as caught:
+        render(store="sqlite", count=count)
+    assert caught.value.code == 2
+
+
+def test_a_negative_count_is_refused():
+    with pytest.raises(UserError, match="count must be 0"):
+        render(store="postgres", count=-1)
