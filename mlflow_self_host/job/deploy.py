@@ -105,6 +105,9 @@ def _warn_not_ours(settings, n) -> None:
 
 def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_build: bool, backup: bool,
             migrate: bool = False) -> DeployResult:
+    from . import database_variable
+
+    database_variable.wanted(settings)  # store postgres: MSH_DATABASE_URL set and a PostgreSQL URL, before any change
     n = nomad_api.client(settings)
     store_host, found = (None, None) if skip_host else _read_takeover(settings, n, dry_run, migrate)
     try:
@@ -156,6 +159,7 @@ class _Run:
         self.response: dict | None = None
         self.outcome = None
         self.url = None
+        self.variable = None  # store postgres: database_variable.VariableFacts
 
     def read_nodes(self):
         """The client nodes, read once after configure-host (its restart changes what they offer)."""
@@ -199,6 +203,11 @@ class _Run:
                 from ..migrate import takeover
 
                 takeover.apply(settings, self.store_host, self.n, self.found)
+        elif op.kind == "variable":  # store postgres: the database's URL, for the job's template
+            from . import database_variable
+
+            console.step(change.describe())  # the URL with its password as ****
+            database_variable.write(settings, self.n, self.variable)
         elif op.kind == "backup":  # before an image version change of a running job
             running_version = op.from_version
             from .. import backup as backups
@@ -241,6 +250,9 @@ class _Run:
                          running_version=jobfile.version_of(jobfile.image_of(current)) if running else None,
                          changed=bool(diff) and diff.get("Type") != "None",
                          modify_index=answer.get("JobModifyIndex", 0))
+        from . import database_variable
+
+        known.database = self.variable = database_variable.read(settings, n)
         if not known.changed:
             known.latest = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment,
                                           settings.job_name)
@@ -266,6 +278,10 @@ class _Run:
         for change in steps:
             self.apply(change)
         url, outcome = self.url, self.outcome
+        if outcome is None:  # only the Variable changed: Nomad restarts the tasks with the new URL
+            console.done(f"{plan.reason}; the database's URL in {self.variable.path} changed: Nomad re-renders the "
+                         "job's template and restarts its tasks")
+            return DeployResult("unchanged", image, known.job_version, (known.latest or {}).get("ID"))
         console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
         return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, known.diff)
 

@@ -20,7 +20,7 @@ from ..errors import ExitCode, UserError
 from ..plan import Plan
 
 API_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
-JOB = ("backup", "register", "follow", "check")  # the steps decided from Nomad's plan (read after the others)
+JOB = ("variable", "backup", "register", "follow", "check")  # the steps decided from Nomad's plan (read after the others)
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class JobFacts:
     modify_index: int = 0  # the plan's JobModifyIndex
     placement: UserError | None = None  # Nomad cannot place the job (exit 10)
     latest: dict | None = None  # the latest deployment (ID, JobVersion, Status, StatusDescription): read when unchanged
+    database: object = None  # store postgres: database_variable.VariableFacts (None: sqlite, nothing to write)
 
 
 @dataclass
@@ -72,8 +73,12 @@ def already_deployed(version: str, job_version) -> str:
 
 def make_plan(settings, facts: DeployFacts) -> Plan:
     """The deploy's changes in the order they are applied; refusals as UserError. Pure."""
+    from ..store import database
+    from .jobfile import allocations
+
     v = facts.version
     name = settings.job_name
+    count = allocations(settings)  # refuses a count the store cannot have (sqlite: 1) before any change
     plan = Plan(f"{'migrate to' if facts.migrate else 'deploy'} v{v}")
     if not facts.skip_host:
         plan.add("configure", f"host {settings.host}", "configure-host's own plan (shown when it runs)",
@@ -95,17 +100,18 @@ def make_plan(settings, facts: DeployFacts) -> Plan:
     if not job.changed:
         latest = job.latest or {}
         same = latest and latest.get("JobVersion") == job.job_version
+        if same and latest.get("Status") == "failed":
+            raise UserError(f"v{v} is already registered (job version {job.job_version}), but its deployment "
+                            f"failed: {latest.get('StatusDescription')}",
+                            hint="`inv logs --stderr` shows why; deploy a fixed version, or `inv rollback`",
+                            code=ExitCode.DEPLOY_FAILED)
+        _variable(plan, job, registered=job.job_version is not None)
         if same and latest.get("Status") == "running" and not facts.dry_run:
             plan.add("follow", f"deployment {latest['ID'][:8]}",
                      f"v{v} is registered (job version {job.job_version}) and its deployment {latest['ID'][:8]} "
                      "is still running: following it", op=Step("follow", deployment_id=latest["ID"]))
             _check(settings, plan)
             return plan
-        if same and latest.get("Status") == "failed":
-            raise UserError(f"v{v} is already registered (job version {job.job_version}), but its deployment "
-                            f"failed: {latest.get('StatusDescription')}",
-                            hint="`inv logs --stderr` shows why; deploy a fixed version, or `inv rollback`",
-                            code=ExitCode.DEPLOY_FAILED)
         plan.reason = already_deployed(v, job.job_version)
         return plan
 
@@ -114,12 +120,30 @@ def make_plan(settings, facts: DeployFacts) -> Plan:
     if facts.backup and not facts.takeover_copy and job.running_version and job.running_version != v:
         plan.add("back up", "database", f"running v{job.running_version} → v{v}",
                  op=Step("backup", from_version=job.running_version, to_version=v))
+    _variable(plan, job)
     number = 0 if job.job_version is None else job.job_version + 1
-    plan.add("register", f"job {name}", f"job version {number} (check-and-set at index {job.modify_index})",
+    detail = f"job version {number} (check-and-set at index {job.modify_index})"
+    if database.kind(settings) == "postgres":
+        detail += f", {count} allocation{'s' if count != 1 else ''} replaced one at a time"
+    plan.add("register", f"job {name}", detail,
              diff=job.diff, op=Step("register", modify_index=job.modify_index))
     plan.add("follow", f"job {name}", "its evaluation and deployment, to healthy", op=Step("follow"))
     _check(settings, plan)
     return plan
+
+
+def _variable(plan: Plan, job: JobFacts, registered: bool = False) -> None:
+    """Write the database's URL into the job's Nomad Variable when it differs (store postgres)."""
+    from ..store import database
+
+    variable = job.database
+    if variable is None or not variable.differs:
+        return
+    detail = f"database_url = {database.shown_url(variable.wanted)}"
+    if registered:
+        detail += " (the job is unchanged: Nomad re-renders its template and restarts the tasks)"
+    plan.add("update" if variable.exists else "create", f"variable {variable.path}", detail,
+             op=Step("variable", modify_index=variable.modify_index))
 
 
 def _check(settings, plan: Plan) -> None:

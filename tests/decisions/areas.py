@@ -98,13 +98,27 @@ def plan_deploy(settings, facts: dict, args: dict) -> Plan:
         job = JobFacts(job_version=job.get("job_version"), running_version=job.get("running_version"),
                        changed=job.get("changed", True), diff=job.get("diff", ""),
                        modify_index=job.get("modify_index", 0), latest=job.get("latest"),
-                       placement=UserError(placement, code=ExitCode.PLACEMENT) if placement else None)
+                       placement=UserError(placement, code=ExitCode.PLACEMENT) if placement else None,
+                       database=_database_variable(settings, job.get("database")))
     return make_plan(settings, DeployFacts(
         version, settings.image_ref(version), skip_host=facts.get("skip_host", False),
         skip_build=facts.get("skip_build", False), backup=facts.get("backup", True),
         dry_run=facts.get("dry_run", False), migrate=facts.get("migrate", False),
         takeover=facts.get("takeover", 0), takeover_copy=facts.get("takeover_copy", False),
         registry_has_tag=facts.get("registry_has_tag"), job=job))
+
+
+def _database_variable(settings, facts: dict | None):
+    """store postgres: ``database``: ``wanted`` (the URL), ``current`` (the Variable's, null: none),
+    ``exists``, ``modify_index``; the path is the job's (nomad/jobs/{job_name})."""
+    from mlflow_self_host.job.database_variable import VariableFacts
+    from mlflow_self_host.job.jobfile import database_variable
+
+    if facts is None:
+        return None
+    return VariableFacts(database_variable(settings), facts["wanted"], facts.get("current"),
+                         facts.get("exists", facts.get("current") is not None), facts.get("items", {}),
+                         facts.get("modify_index", 0))
 
 
 def plan_rollback(settings, facts: dict, args: dict) -> Plan:

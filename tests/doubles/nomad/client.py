@@ -22,6 +22,9 @@ Modelled on hashicorp/nomad (facts in ../shared/reference/nomad/BEHAVIOUR.md; fi
   health waits for them as it does for Nomad's. Such a node carries the ``consul.*`` attributes of
   Nomad's consul fingerprinter (client/fingerprint/consul.go); every node has
   ``nomad.service_discovery = true`` (client/fingerprint/nomad.go, the client's default).
+- ``template`` blocks (templates.py): Nomad Variables rendered into the task's environment before each
+  start (the first start waits for a missing Variable), and a changed rendering restarts the task
+  (``change_mode = "restart"``, after up to ``splay``).
 - Deployment health (allochealth/tracker.go): with ``health_check = "checks"`` an allocation is healthy
   once its task has run and every check has passed for ``min_healthy_time`` (a restart starts the
   wait again); unhealthy when the task fails or dies, or at ``healthy_deadline``.
@@ -37,6 +40,7 @@ import urllib.error
 import urllib.request
 import uuid
 
+from . import templates as template_hook
 from .docker_driver import DriverError, ExitResult
 
 SECOND = 1_000_000_000
@@ -119,6 +123,8 @@ def _display(e: dict) -> str:
         return e["RestartReason"] or "Task exceeded restart policy"
     if kind == "Driver":
         return e["DriverMessage"]
+    if kind == "Restart Signaled":
+        return e["RestartReason"] or "Task signaled to restart"
     return e["Message"]
 
 
@@ -314,6 +320,7 @@ class AllocRunner(threading.Thread):
         self._logs = {"stdout": b"", "stderr": b""}
         self._running = None
         self._io = threading.Lock()
+        self._template_restart = False
 
     # -- state, under the server's lock ---------------------------------------------------------
     @property
@@ -370,13 +377,69 @@ class AllocRunner(threading.Thread):
                 return False
         return True
 
-    def _start(self, driver, image):
+    # -- templates (templates.py) ----------------------------------------------------------------
+    def _read_variable(self, path: str):
+        alloc = self.alloc
+        if not template_hook.allowed(path, alloc["JobID"], alloc["TaskGroup"], self.task):
+            return None
+        with self.server.lock:
+            variable = self.server.variables.get((alloc["Namespace"], path))
+            return dict(variable["Items"]) if variable else None
+
+    def _render(self) -> tuple[list, dict]:
+        """(what each template renders, the environment the env ones give); Missing while a Variable is."""
+        where = f"{self.alloc['Namespace']}.{self.server.region}"
+        texts, env = [], {}
+        for spec in self.spec.get("Templates") or []:
+            text = template_hook.render(spec.get("EmbeddedTmpl") or "", self._read_variable, where)
+            texts.append(text)
+            if spec.get("Envvars"):
+                env.update(template_hook.env_file(text))
+        return texts, env
+
+    def _templates_rendered(self):
+        """Wait until every template renders (Nomad blocks the task meanwhile); None once killed."""
+        said = ""
+        while True:
+            try:
+                return self._render()
+            except template_hook.Missing as exc:
+                if str(exc) != said:
+                    said = str(exc)
+                    self._event("Template", said)
+            if self.killed.wait(0.5):
+                return None
+
+    def _watch_templates(self, running, rendered: list):
+        """change_mode restart: a new rendering restarts the task (after up to splay), once."""
+        specs = self.spec.get("Templates") or []
+        while not self.killed.wait(0.5):
+            with self._io:
+                if self._running is not running:
+                    return
+            try:
+                texts, _ = self._render()
+            except (template_hook.Missing, template_hook.Unsupported):
+                continue
+            changed = [spec for spec, old, new in zip(specs, rendered, texts) if old != new]
+            if not any(spec.get("ChangeMode", "restart") == "restart" for spec in changed):
+                rendered = texts  # noop: nothing happens, the new text is used at the next start
+                continue
+            splay = max((spec.get("Splay") or 0) for spec in changed) / SECOND
+            if self.killed.wait(random.random() * splay):
+                return
+            self._template_restart = True
+            self._event("Restart Signaled", RestartReason="Template with change_mode restart re-rendered")
+            self.client.driver.stop(running, (self.spec.get("KillTimeout") or 5 * SECOND) / SECOND)
+            return
+
+    def _start(self, driver, image, env: dict):
         """Pull and start the task's container; any failure is the driver's (a Driver Failure event)."""
         try:
             driver.pull(image)
             if self.killed.is_set():
                 raise DriverError("killed while the image was pulled", recoverable=False)
-            return driver.start(self.alloc["ID"], self.task, image, self.spec.get("Env") or {}, self._ports(),
+            return driver.start(self.alloc["ID"], self.task, image, env, self._ports(),
                                 self._binds(), (self.spec.get("Resources") or {}).get("MemoryMB") or 300,
                                 self.spec.get("User") or ""), None
         except DriverError as exc:
@@ -401,11 +464,22 @@ class AllocRunner(threading.Thread):
         driver = self.client.driver
         image = (self.spec.get("Config") or {}).get("image", "")
         while not self.killed.is_set():
+            try:
+                rendered = self._templates_rendered()
+            except template_hook.Unsupported as exc:
+                self._event("Template", f"Template failed: {exc}")
+                self._event("Not Restarting", RestartReason="Template failed", FailsTask=True)
+                self._set_state("dead", failed=True)
+                return
+            if rendered is None:
+                break
+            texts, template_env = rendered
+            self._template_restart = False
             if driver is None:
                 running, start_error = None, DriverError("missing drivers", recoverable=False)
             else:
                 self._event("Driver", DriverMessage="Downloading image")
-                running, start_error = self._start(driver, image)
+                running, start_error = self._start(driver, image, {**(self.spec.get("Env") or {}), **template_env})
             if start_error is not None:
                 self._event("Driver Failure", DriverError=start_error.message)
                 decision, delay, reason = tracker.decide(start_error=start_error)
@@ -414,6 +488,9 @@ class AllocRunner(threading.Thread):
                     self._running = running
                 self._set_state("running")
                 self._event("Started")
+                if self.spec.get("Templates"):
+                    threading.Thread(target=self._watch_templates, args=(running, texts), daemon=True,
+                                     name=f"templates-{self.alloc['ID'][:8]}").start()
                 result = self._wait(driver, running)
                 if result is None:  # killed: the services go first (PreKill), then the task
                     with self.server.lock:
@@ -429,7 +506,10 @@ class AllocRunner(threading.Thread):
                 self._event("Terminated", ExitCode=result.exit_code, Signal=result.signal,
                             Details={"oom_killed": "true"} if result.oom_killed else {},
                             Message="OOM Killed" if result.oom_killed else "")
-                decision, delay, reason = tracker.decide(exit_result=result)
+                if self._template_restart:  # restarts.go SetRestartTriggered: no attempt counted, no delay
+                    decision, delay, reason = "restart", 0.0, "Restart signaled"
+                else:
+                    decision, delay, reason = tracker.decide(exit_result=result)
             if decision == "restart":
                 with self.server.lock:
                     self.state["Restarts"] += 1

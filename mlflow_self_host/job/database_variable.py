@@ -1,0 +1,93 @@
+"""store: postgres: the Nomad Variable the job's template reads the database's URL from.
+
+The URL is a secret: it never goes into the job's text. Deploy writes it, before the register, as the
+item ``database_url`` of the Variable ``nomad/jobs/{job_name}`` in the job's namespace (the path the job's
+tasks may read by default, through their workload identity), in the form the image's driver takes
+(``postgresql+psycopg2://``: store/database.py ``sqlalchemy_url``). It is read first: written only when it
+differs (check-and-set at the index read), shown with its password as ``****``. Other items of that
+Variable are kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import nomad_api
+
+ITEM = "database_url"
+
+
+@dataclass
+class VariableFacts:
+    path: str
+    wanted: str  # the URL the job must get (the secret: shown only through database.shown_url)
+    current: str | None = None  # the Variable's database_url now (None: no such Variable or item)
+    exists: bool = False  # the Variable is there (with or without the item)
+    items: dict = field(default_factory=dict)  # its items now (kept on a write)
+    modify_index: int = 0  # check-and-set: the write is refused when it changed since the read
+
+    @property
+    def differs(self) -> bool:
+        return self.current != self.wanted
+
+
+def wanted(settings) -> str | None:
+    """The URL the job gets, or None when the store is SQLite (nothing is written then)."""
+    from ..store import database
+
+    if database.kind(settings) != "postgres":
+        return None
+    return database.sqlalchemy_url(database.url(settings))
+
+
+def _namespace(settings) -> str:
+    return settings.nomad_namespace or "default"
+
+
+def read(settings, n) -> VariableFacts | None:
+    """The Variable as it is, against the URL wanted; None with store sqlite."""
+    import nomad.api.exceptions as nex
+
+    from . import jobfile
+
+    url = wanted(settings)
+    if url is None:
+        return None
+    path = jobfile.database_variable(settings)
+    try:
+        variable = n.variable.get_variable(path, namespace=_namespace(settings))
+    except nex.URLNotFoundNomadException:
+        return VariableFacts(path, url)
+    except Exception as exc:  # noqa: BLE001 - mapped to one line
+        raise _error(exc, settings, f"reading the Nomad Variable {path}") from None
+    items = dict((variable or {}).get("Items") or {})
+    return VariableFacts(path, url, items.get(ITEM), True, items, int((variable or {}).get("ModifyIndex") or 0))
+
+
+def write(settings, n, facts: VariableFacts) -> None:
+    """Write the wanted URL (check-and-set at the index read: a change made meanwhile is refused)."""
+    import nomad.api.exceptions as nex
+
+    from ..errors import UserError
+
+    items = {**facts.items, ITEM: facts.wanted}
+    try:
+        n.variable.create_variable(facts.path, {"Items": items}, namespace=_namespace(settings),
+                                   cas=facts.modify_index if facts.exists else 0)
+    except nex.VariableConflict:
+        raise UserError(f"the Nomad Variable {facts.path} changed after it was read; nothing was registered",
+                        hint="someone else changed it meanwhile: run `inv deploy` again") from None
+    except Exception as exc:  # noqa: BLE001 - mapped to one line
+        raise _error(exc, settings, f"writing the Nomad Variable {facts.path}") from None
+
+
+def _error(exc, settings, what: str):
+    from ..store import database
+
+    error = nomad_api.to_user_error(exc, settings, what)
+    error.message = database.hide(error.message, settings.database_url or "")
+    code, _ = nomad_api.status_and_text(exc)
+    if code == 403:
+        error.hint = (f"the token needs variables read and write on nomad/jobs/{settings.job_name} in namespace "
+                      f"{_namespace(settings)} (a `variables {{ path \"nomad/jobs/*\" {{ capabilities = "
+                      "[\"read\", \"write\"] } }` rule), as on the deploy lock's path")
+    return error

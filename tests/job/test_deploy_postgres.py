@@ -1,0 +1,127 @@
+"""store: postgres against the Nomad double (stub images): the database's URL goes through a Nomad Variable and
+the job's template into each task's environment, never into the job; `count` allocations, replaced one at a
+time so that one always serves; a changed URL is re-rendered and restarts the tasks, as Nomad does."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import requests
+
+from mlflow_self_host.job import deploy as job_deploy
+from tests.job.conftest import job_settings
+from tests.services import wait_for
+
+URL = "postgresql://mlflow:s3cret-pw@db.lan:5432/mlflow"
+DRIVER_URL = "postgresql+psycopg2://mlflow:s3cret-pw@db.lan:5432/mlflow"
+
+
+def settings_for(double, url=URL, **more):
+    return job_settings(double, env={"MSH_DATABASE_URL": url}, store="postgres", **more)
+
+
+def run(settings, version, **kwargs):
+    return job_deploy.deploy(settings, version, skip_host=True, skip_build=True, backup=False, **kwargs)
+
+
+def running(double) -> list[dict]:
+    return [a for a in double.running_allocs() if a["ClientStatus"] == "running"]
+
+
+def env_of(double, alloc) -> dict:
+    pairs = double.container_of(alloc["ID"]).attrs["Config"]["Env"]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_the_url_reaches_every_task_through_the_variable_and_never_the_job(nomad_double, capsys):
+    result = run(settings_for(nomad_double), "0.99")
+    assert result.status == "deployed"
+    variable = nomad_double.variables[("default", "nomad/jobs/mlflow")]
+    assert variable["Items"] == {"database_url": DRIVER_URL}
+    allocs = running(nomad_double)
+    assert len(allocs) == 2
+    for alloc in allocs:
+        assert env_of(nomad_double, alloc)["MLFLOW_BACKEND_STORE_URI"] == DRIVER_URL
+    (_, body), = nomad_double.registrations()
+    for text in (json.dumps(body), json.dumps(nomad_double.job()), capsys.readouterr().err):
+        assert "s3cret-pw" not in text
+    # the same URL again: no write, nothing registered
+    index = variable["ModifyIndex"]
+    assert run(settings_for(nomad_double), "0.99").status == "unchanged"
+    assert nomad_double.variables[("default", "nomad/jobs/mlflow")]["ModifyIndex"] == index
+    err = capsys.readouterr().err
+    assert "already deployed" in err and "variable" not in err
+
+
+def test_a_new_url_updates_the_variable_and_nomad_restarts_the_tasks_with_it(nomad_double, capsys):
+    run(settings_for(nomad_double), "0.99")
+    before = {a["ID"] for a in running(nomad_double)}
+    new_url = URL.replace("s3cret-pw", "n3w-pw")
+    result = run(settings_for(nomad_double, new_url), "0.99")
+    assert result.status == "unchanged" and len(nomad_double.registrations()) == 1
+    err = capsys.readouterr().err
+    assert "postgresql+psycopg2://mlflow:****@db.lan:5432/mlflow" in err and "n3w-pw" not in err
+
+    def restarted():
+        allocs = running(nomad_double)
+        envs = [env_of(nomad_double, a).get("MLFLOW_BACKEND_STORE_URI") for a in allocs]
+        return allocs if len(allocs) == 2 and all("n3w-pw" in e for e in envs) else None
+    allocs = wait_for(restarted, 20, "both tasks restarted with the new URL", interval=0.2)
+    assert {a["ID"] for a in allocs} == before  # the same allocations: restarted in place, not replaced
+    for alloc in allocs:
+        state = nomad_double.allocs[alloc["ID"]]["TaskStates"]["mlflow_app"]
+        assert "Restart Signaled" in [e["Type"] for e in state["Events"]]
+
+
+def test_a_task_waits_for_a_missing_variable(nomad_double):
+    """The template blocks the first start until the Variable is there (Nomad's 'Missing: nomad.var.block')."""
+    settings = settings_for(nomad_double, count=1)
+    job = job_deploy.jobfile.parse(settings, job_deploy.nomad_api.client(settings), "0.99")
+    requests.post(nomad_double.address + "/v1/jobs", json={"Job": job}, timeout=5).raise_for_status()
+
+    def waiting():
+        with nomad_double.lock:
+            allocs = [a for a in nomad_double.allocs.values() if a["DesiredStatus"] == "run"]
+        events = [e for a in allocs for e in a["TaskStates"]["mlflow_app"]["Events"] if e["Type"] == "Template"]
+        return events or None
+    (event,) = wait_for(waiting, 20, "the Template event", interval=0.2)
+    assert "Missing: nomad.var.block(nomad/jobs/mlflow@default.global)" in event["DisplayMessage"]
+    assert not running(nomad_double)
+    requests.put(nomad_double.address + "/v1/var/nomad/jobs/mlflow",
+                 json={"Items": {"database_url": DRIVER_URL}}, timeout=5).raise_for_status()
+    wait_for(lambda: running(nomad_double) or None, 20, "the task started once the Variable is there", interval=0.2)
+
+
+def test_a_rolling_release_keeps_one_allocation_serving(nomad_double):
+    """max_parallel 1: the next old allocation is stopped only once its replacement is healthy; at every moment
+    some registered allocation answers."""
+    settings = settings_for(nomad_double)
+    run(settings, "0.99")
+    failures, answers, stop = [], [], threading.Event()
+
+    def probe():
+        while not stop.is_set():
+            services = list(nomad_double.services.values())
+            ok = False
+            for service in services:
+                try:
+                    ok = requests.get(f"http://127.0.0.1:{service['Port']}/version", timeout=1).ok or ok
+                except requests.RequestException:
+                    pass
+            (answers if ok else failures).append(time.monotonic())
+            time.sleep(0.05)
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        assert run(settings, "0.100").status == "deployed"
+    finally:
+        stop.set()
+        prober.join()
+    assert answers and not failures
+    allocs = running(nomad_double)
+    assert len(allocs) == 2 and {a["JobVersion"] for a in allocs} == {1}
+    # one at a time: the second replacement was placed only after the first was healthy
+    new = sorted((nomad_double.allocs[a["ID"]] for a in allocs), key=lambda a: a["CreateTime"])
+    first_healthy = new[0]["DeploymentStatus"]["Timestamp"]
+    assert new[1]["CreateTime"] / 1e9 >= time.mktime(time.strptime(first_healthy[:19], "%Y-%m-%dT%H:%M:%S")) - 1
