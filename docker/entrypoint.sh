@@ -2,7 +2,9 @@
 # MLflow tracking server entrypoint. Everything is configured by environment variables; the Nomad
 # job, `inv up` (container and native server) and `docker run -e` all use this contract:
 #
-#   MLFLOW_BACKEND_STORE_URI      sqlite:////mnt/backend_store/mlflow.db  runs, params, metrics
+#   MLFLOW_BACKEND_STORE_URI      sqlite:////mnt/backend_store/mlflow.db  runs, params, metrics; or
+#                                 postgresql+psycopg2://user:password@host:5432/db (the Nomad job renders
+#                                 it from a Nomad Variable: never in the job's text)
 #   MLFLOW_ARTIFACTS_DESTINATION  /mnt/artifacts   where the server stores artifacts; clients upload
 #                                 through the server (mlflow-artifacts:/), never to their own disk
 #   MLFLOW_HOST                   0.0.0.0          interface to bind
@@ -40,6 +42,11 @@ set -eu
 export MLFLOW_SERVER_ALLOWED_HOSTS MLFLOW_SERVER_CORS_ALLOWED_ORIGINS MLFLOW_SERVER_ENABLE_JOB_EXECUTION
 
 case "$MLFLOW_BACKEND_STORE_URI" in
+  from-the-template:*)
+    echo "mlflow-entrypoint: MLFLOW_BACKEND_STORE_URI was not rendered: the job's template reads it from the" \
+         "Nomad Variable ${MLFLOW_BACKEND_STORE_URI#from-the-template:} (item database_url)" >&2
+    exit 78
+    ;;
   sqlite:///*)
     db_file=${MLFLOW_BACKEND_STORE_URI#sqlite:///}
     db_dir=$(dirname "$db_file")
@@ -56,8 +63,18 @@ if [ -d "$MLFLOW_ARTIFACTS_DESTINATION" ] && ! [ -w "$MLFLOW_ARTIFACTS_DESTINATI
 fi
 
 if [ "$MLFLOW_DB_UPGRADE" = "true" ]; then
-  echo "mlflow-entrypoint: mlflow db upgrade" >&2
-  mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"
+  case "$MLFLOW_BACKEND_STORE_URI" in
+    postgresql*|postgres:*)
+      # Several allocations start together: one at a time, under a PostgreSQL advisory lock (it creates
+      # MLflow's tables in an empty database, or upgrades them).
+      echo "mlflow-entrypoint: mlflow db upgrade (under a PostgreSQL advisory lock)" >&2
+      python "$(dirname "$0")/mlflow-db-upgrade.py" "$MLFLOW_BACKEND_STORE_URI"
+      ;;
+    *)
+      echo "mlflow-entrypoint: mlflow db upgrade" >&2
+      mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"
+      ;;
+  esac
 fi
 
 # mlflow-serve.py is `mlflow server` that execs the web server instead of waiting for it (one

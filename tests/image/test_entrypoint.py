@@ -64,3 +64,27 @@ def test_a_backend_folder_uid_1000_cannot_write_stops_with_a_clear_message(run):
     assert container.wait(timeout=60)["StatusCode"] == 78
     logs = container.logs().decode()
     assert "/mnt/backend_store" in logs and "not writable by uid 1000" in logs
+
+
+def test_two_servers_started_together_on_an_empty_postgresql_database(run, postgres_server):
+    """A first deploy with count 2 starts both allocations at once: the entrypoint's `mlflow db upgrade` runs
+    under a PostgreSQL advisory lock, so one creates MLflow's schema in the empty database and the other finds
+    it at the head; both serve."""
+    from mlflow_self_host.migrate import schema
+    from mlflow_self_host.store.database import sqlalchemy_url
+
+    name = f"entry_{uuid.uuid4().hex[:8]}"
+    url = sqlalchemy_url(postgres_server.database(name))
+    ports = [reserved_port(), reserved_port()]
+    containers = [run({"MLFLOW_PORT": str(port), "MLFLOW_HOST": "127.0.0.1", "MLFLOW_BACKEND_STORE_URI": url})
+                  for port in ports]
+    for port in ports:
+        wait_for(lambda port=port: status(f"http://127.0.0.1:{port}/health", "x") == 200, 120,
+                 "mlflow on PostgreSQL in the container")
+        assert status(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1", "mlflow.lan") == 200
+    for container in containers:
+        logs = container.logs().decode(errors="replace")
+        assert "mlflow db upgrade (under a PostgreSQL advisory lock)" in logs and "Traceback" not in logs, logs
+    assert "experiments" in postgres_server.tables(name) and "alembic_version" in postgres_server.tables(name)
+    revision = postgres_server.psql("SELECT version_num FROM alembic_version", database=name).strip()
+    assert revision == schema.chain().head
