@@ -88,6 +88,12 @@ variable "allocations" {
   default     = 1
 }
 
+variable "shutdown_delay" {
+  type        = string
+  description = "store = postgres: how long a stopped allocation keeps serving after its service left the catalogue, so that the proxy (Traefik reads the catalogue every 15s by default) stops sending it requests first. Not set with sqlite."
+  default     = "20s"
+}
+
 variable "cpu" {
   type        = number
   description = "CPU for the task, in MHz."
@@ -161,6 +167,10 @@ job "mlflow" {
     # SQLite has one writer: one allocation (inv deploy refuses more). With PostgreSQL, several: the update
     # block below replaces them one at a time, so one always serves.
     count = var.allocations
+
+    # store = postgres: a stopped allocation leaves the catalogue first and keeps serving this long, until the
+    # proxy has dropped it (null with sqlite: not set at all).
+    shutdown_delay = var.store == "postgres" ? var.shutdown_delay : null
 
     network {
       port "mlflow_http" {

@@ -49,6 +49,7 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
         "store": store_kind,
         "database_variable": database_variable(settings),
         "allocations": allocations(settings, store_kind),
+        "shutdown_delay": settings.shutdown_delay,
     }
 
 

@@ -18,6 +18,7 @@ DRIVER_URL = "postgresql+psycopg2://mlflow:s3cret-pw@db.lan:5432/mlflow"
 
 
 def settings_for(double, url=URL, **more):
+    more.setdefault("shutdown_delay", "1s")  # the test proxy reads the catalogue every 0.5 s
     return job_settings(double, env={"MSH_DATABASE_URL": url}, store="postgres", **more)
 
 
@@ -119,6 +120,9 @@ def test_a_rolling_release_keeps_one_allocation_serving(nomad_double):
         stop.set()
         prober.join()
     assert answers and not failures
+    stopped = [a for a in nomad_double.allocs.values() if a["JobVersion"] == 0]
+    assert all("Waiting for shutdown delay" in [e["Type"] for e in a["TaskStates"]["mlflow_app"]["Events"]]
+               for a in stopped)
     allocs = running(nomad_double)
     assert len(allocs) == 2 and {a["JobVersion"] for a in allocs} == {1}
     # one at a time: the second replacement was placed only after the first was healthy

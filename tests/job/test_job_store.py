@@ -41,6 +41,7 @@ def test_postgres_renders_count_allocations_and_the_url_from_the_variable():
     group = job["TaskGroups"][0]
     task = group["Tasks"][0]
     assert group["Count"] == 2
+    assert group["ShutdownDelay"] == 20 * 10**9  # a stopped allocation serves until the proxy dropped it
     assert group["Update"]["MaxParallel"] == 1 and group["Update"]["AutoRevert"] is True
     (template,) = task["Templates"]
     assert template["Envvars"] is True and template["ChangeMode"] == "restart"

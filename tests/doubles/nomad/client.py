@@ -495,6 +495,11 @@ class AllocRunner(threading.Thread):
                 if result is None:  # killed: the services go first (PreKill), then the task
                     with self.server.lock:
                         self.server.deregister_services(self.alloc["ID"])
+                    delay = (self.group.get("ShutdownDelay") or 0) / SECOND  # group_service_hook.go PreKill
+                    if delay:
+                        self._event("Waiting for shutdown delay",
+                                    f"Waiting for shutdown_delay of {go_duration(delay * SECOND)} before killing the task.")
+                        time.sleep(delay)
                     timeout = (self.spec.get("KillTimeout") or 5 * SECOND)
                     self._event("Killing", KillTimeout=timeout)
                     driver.stop(running, timeout / SECOND)

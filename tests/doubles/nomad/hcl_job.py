@@ -461,7 +461,9 @@ class _Block:
                 if key not in attrs:
                     raise ParseError(f"input.hcl: Unsupported argument; An argument named \"{key}\" is not "
                                      f"expected here (in {kind}).")
-                self.values[key] = evaluate(raw, scope)
+                value = evaluate(raw, scope)
+                if value is not None:  # HCL2: an attribute set to null is as if it were not set
+                    self.values[key] = value
 
     def get(self, key, default=None):
         return self.values.get(key, default)

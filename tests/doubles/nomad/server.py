@@ -19,6 +19,10 @@ What it does over time, as Nomad does (BEHAVIOUR.md; the source files are named 
   container exits 1 with "exec <path>: exec format error" (docker_driver.py);
 - allocations run for real on the client (client.py: the test Docker engine through
   docker_driver.py), with restarts, checks, deployment health and service registrations;
+- ``template`` blocks: ``{{ with nomadVar "nomad/jobs/<job>" }}`` rendered from the Variables store into
+  the task's environment (templates.py), re-rendered while the task runs and restarted on a change;
+- a rolling update replaces ``max_parallel`` allocations at a time: an old one is stopped as its
+  replacement is placed, and the next only once a replacement is healthy (reconcile.go);
 - the deployment watcher (nomad/deploymentwatcher) counts healthy and unhealthy allocations, fails a
   deployment at the first unhealthy allocation that cannot be rescheduled (or at its progress
   deadline), and with ``auto_revert`` registers the latest stable version again; a deployment whose
@@ -35,7 +39,8 @@ provider's own), so a node without Consul filters the group, and it is registere
 instead of Nomad's, with its checks run as the Consul agent runs them.
 
 Left out (our jobs do not use them, or one test machine cannot have them): node drain and lost nodes, canaries and promotion, Consul Connect and Consul's own ACLs, CSI volumes, preemption, periodic and batch jobs,
-``shutdown_delay``, the eval broker's queueing and its nack/retry.
+a task's own ``shutdown_delay`` (the group's is modelled: services deregistered, then the wait, then the kill), the eval broker's queueing and its nack/retry, template functions other than ``nomadVar``
+(``key``, ``secret``, ``env``...: a task whose template uses one fails with "Template failed" here).
 """
 from __future__ import annotations
 
@@ -542,7 +547,13 @@ class NomadDouble:
                 ports.append({"Label": port["Label"], "Value": value, "To": port.get("To") or 0,
                               "HostIP": node.address})
         index = self._bump()
-        alloc = {"ID": alloc_id, "EvalID": "", "Name": f"{job['ID']}.{group['Name']}[0]",
+        if previous is not None:  # a replacement keeps its index; a new one takes the lowest free (reconcile.go)
+            name = previous["Name"]
+        else:
+            used = {a["Name"] for a in self._live(job["ID"], job["Namespace"], group["Name"])}
+            name = next(f"{job['ID']}.{group['Name']}[{i}]" for i in range(len(used) + 1)
+                        if f"{job['ID']}.{group['Name']}[{i}]" not in used)
+        alloc = {"ID": alloc_id, "EvalID": "", "Name": name,
                  "Namespace": job["Namespace"], "NodeID": node.id, "NodeName": node.name,
                  "JobID": job["ID"], "JobType": job.get("Type", "service"), "JobVersion": job["Version"],
                  "TaskGroup": group["Name"], "DesiredStatus": "run", "DesiredDescription": "",
