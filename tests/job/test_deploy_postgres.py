@@ -129,3 +129,13 @@ def test_a_rolling_release_keeps_one_allocation_serving(nomad_double):
     new = sorted((nomad_double.allocs[a["ID"]] for a in allocs), key=lambda a: a["CreateTime"])
     first_healthy = new[0]["DeploymentStatus"]["Timestamp"]
     assert new[1]["CreateTime"] / 1e9 >= time.mktime(time.strptime(first_healthy[:19], "%Y-%m-%dT%H:%M:%S")) - 1
+
+
+def test_a_dry_run_shows_the_variable_masked_and_writes_nothing(nomad_double, capsys):
+    result = run(settings_for(nomad_double), "0.99", dry_run=True)
+    assert result.status == "dry-run"
+    err = capsys.readouterr().err
+    assert "create variable nomad/jobs/mlflow" in " ".join(err.split())
+    assert "postgresql+psycopg2://mlflow:****@db.lan:5432/mlflow" in err and "s3cret-pw" not in err
+    assert "2 allocations replaced one at a time" in err
+    assert ("default", "nomad/jobs/mlflow") not in nomad_double.variables and not nomad_double.registrations()
