@@ -10,6 +10,7 @@ import time
 import requests
 
 from mlflow_self_host.job import deploy as job_deploy
+from tests.doubles.nomad.client import _epoch
 from tests.job.conftest import job_settings
 from tests.services import wait_for
 
@@ -127,8 +128,8 @@ def test_a_rolling_release_keeps_one_allocation_serving(nomad_double):
     assert len(allocs) == 2 and {a["JobVersion"] for a in allocs} == {1}
     # one at a time: the second replacement was placed only after the first was healthy
     new = sorted((nomad_double.allocs[a["ID"]] for a in allocs), key=lambda a: a["CreateTime"])
-    first_healthy = new[0]["DeploymentStatus"]["Timestamp"]
-    assert new[1]["CreateTime"] / 1e9 >= time.mktime(time.strptime(first_healthy[:19], "%Y-%m-%dT%H:%M:%S")) - 1
+    first_healthy = _epoch(new[0]["DeploymentStatus"]["Timestamp"])
+    assert new[1]["CreateTime"] / 1e9 >= first_healthy
 
 
 def test_a_dry_run_shows_the_variable_masked_and_writes_nothing(nomad_double, capsys):
