@@ -447,6 +447,14 @@ def check_database(settings, timeout):
     yield from health.rows(settings, timeout)
 
 
+def check_artifacts(settings, timeout):
+    """store: postgres only: artifacts_path on shared storage when there are several allocations
+    (mlflow_self_host/store/health.py)."""
+    from .store import health
+
+    yield from health.artifacts_rows(settings, timeout)
+
+
 CHECKS = [
     # (rows it may give, function, takes the timeout)
     (["version.txt"], check_version, False),
@@ -460,13 +468,15 @@ CHECKS = [
     (["DNS server", "DNS {domain}"], check_dns, True),
     (["service URL"], check_service, True),
     (["database", "database schema"], check_database, True),  # store: postgres only (_checks)
+    (["shared artifacts"], check_artifacts, True),  # store: postgres only (_checks)
 ]
+POSTGRES_ONLY = (check_database, check_artifacts)
 
 
 def _checks(settings) -> list:
-    """CHECKS that apply: the database's rows only when the store is PostgreSQL."""
+    """CHECKS that apply: the database's and the shared artifacts' rows only when the store is PostgreSQL."""
     postgres = str(settings.store).strip().lower() == "postgres"
-    return [c for c in CHECKS if c[1] is not check_database or postgres]
+    return [c for c in CHECKS if postgres or c[1] not in POSTGRES_ONLY]
 
 
 # --- running them -----------------------------------------------------------------------------

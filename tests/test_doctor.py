@@ -382,3 +382,68 @@ def test_the_docker_plugin_block_of_client_hcl():
     assert (plugin.endpoint, plugin.auth_config, plugin.auth_helper) == (
         "unix:///run/docker-nomad.sock", "/root/.docker/config.json", "")
     assert docker_plugin('client { enabled = true }\n').endpoint == ""
+
+
+# --- the shared artifacts folder (store: postgres, issue 18) ------------------------------------------------------
+@pytest.mark.parametrize("answer, allocations, ok, says", [
+    ("nfs4 nas.lan:/export/mlflow /opt/nomad/data/mlflow/artifacts", 2, True, "nfs4 from nas.lan:/export/mlflow"),
+    ("cifs //nas/mlflow /mnt/nas", 3, True, "mounted at /mnt/nas"),
+    ("nfs", 2, True, "shared storage"),  # stat -f's answer, where findmnt is missing
+    ("ext4 /dev/sda1 /", 2, False, "this client's own disk"),
+    ("ext2/ext3", 2, False, "this client's own disk"),
+    ("fuse.bindfs /srv/x /opt", 2, False, "this client's own disk"),  # a FUSE mount of a local folder
+    ("ext4 /dev/sda1 /", 1, True, "one allocation: fine"),
+    ("missing", 2, False, "does not exist"),
+])
+def test_the_shared_artifacts_row_names_the_filesystem(answer, allocations, ok, says):
+    from mlflow_self_host.store import health
+
+    row = health.artifacts_row("/opt/nomad/data/mlflow/artifacts", "m700", health.parse_mount(answer), allocations)
+    assert row.name == "shared artifacts" and row.ok is ok and says in row.found
+    assert ("every Nomad client" in row.fix) is (not ok)
+
+
+def test_doctor_checks_the_artifacts_folder_only_for_the_postgres_store():
+    for store, wanted in (("sqlite", False), ("postgres", True)):
+        checks = [check for _, check, _ in doctor._checks(_settings(store=store))]
+        assert (doctor.check_artifacts in checks) is wanted
+
+
+def test_a_local_artifacts_folder_is_red_over_ssh_with_two_allocations(ssh_server, tmp_path):
+    folder = tmp_path / "artifacts"
+    folder.mkdir()
+    base = dict(ssh_server.settings(), store="postgres", artifacts_path=str(folder))
+    (row,) = doctor.check_artifacts(_settings(**base, count=2), 10)
+    assert not row.ok and f"{folder} on 127.0.0.1 is on " in row.found, row
+    assert "this client's own disk: with 2 allocations" in row.found and "every Nomad client" in row.fix
+    (row,) = doctor.check_artifacts(_settings(**base, count=1), 10)
+    assert row.ok and "one allocation" in row.found
+    (row,) = doctor.check_artifacts(_settings(**dict(base, artifacts_path=str(folder / "nope")), count=2), 10)
+    assert not row.ok and "does not exist" in row.found
+
+
+def test_an_sshfs_artifacts_folder_is_shared_storage(ssh_server):
+    """A real network filesystem on the client: the test sshd's folder mounted through sshfs (FUSE)."""
+    import tempfile
+
+    from tests.services import need_binary
+
+    sshfs = need_binary("sshfs", "sshfs")
+    share = Path(tempfile.mkdtemp(prefix="msh-share-"))
+    mount = Path(tempfile.mkdtemp(prefix="msh-artifacts-"))
+    share.chmod(0o777)
+    try:
+        subprocess.run([sshfs, f"{ssh_server.user}@127.0.0.1:{share}", str(mount), "-o",
+                        f"port={ssh_server.port},IdentityFile={ssh_server.key_file},BatchMode=yes,"
+                        f"UserKnownHostsFile={ssh_server.known_hosts},StrictHostKeyChecking=yes"],
+                       check=True, capture_output=True, timeout=30)
+        try:
+            settings = _settings(**ssh_server.settings(), store="postgres", artifacts_path=str(mount))
+            (row,) = doctor.check_artifacts(settings, 10)
+            assert row.ok and f"fuse.sshfs from {ssh_server.user}@127.0.0.1:{share}" in row.found, row
+            assert "2 allocations see the same artifacts" in row.found
+        finally:
+            subprocess.run(["umount", str(mount)], check=True, capture_output=True, timeout=30)
+    finally:
+        mount.rmdir()
+        shutil.rmtree(share)

@@ -1,4 +1,5 @@
-"""`inv doctor`'s rows for the PostgreSQL store (setting store: postgres): reachable, schema revision.
+"""`inv doctor`'s rows for the PostgreSQL store (setting store: postgres): reachable, schema revision, and
+the artifacts folder on shared storage.
 
 Asked through ``worker.py target`` with the MLflow environment's python (psycopg2 and SQLAlchemy are
 the image's, not this package's). That environment is made once by `inv migrate-store` (or `inv up`
@@ -53,3 +54,77 @@ def rows(settings, timeout: float):
         yield Row("database schema", False, f"at {target.revision}, which MLflow {chain.mlflow_version} does not know "
                                             "(written by a newer MLflow)",
                   "deploy an image with that MLflow, or restore the database from a backup")
+
+
+# --- the artifacts folder: shared storage when the allocations may run on several clients ---------------------
+# Filesystem types (findmnt's FSTYPE, or `stat -f`'s %T) that several machines mount at once and see the same
+# files through: network and cluster filesystems. Anything else is this client's own.
+SHARED_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "fuse.ceph-fuse", "glusterfs", "fuse.glusterfs", "lustre",
+    "gpfs", "beegfs", "ocfs2", "gfs2", "fuse.sshfs", "fuse.juicefs", "fuse.s3fs", "fuse.rclone", "fuse.mfs",
+    "fuse.seaweedfs", "fuse.geesefs",
+})
+
+
+def mount_command(path: str) -> str:
+    """What runs on the client: ``missing``, or ``FSTYPE SOURCE TARGET`` of the mount holding ``path``."""
+    import shlex
+
+    p = shlex.quote(path)
+    return (f"if [ ! -d {p} ]; then echo missing; elif command -v findmnt >/dev/null 2>&1; "
+            f"then findmnt -n -o FSTYPE,SOURCE,TARGET -T {p}; else stat -f -c %T {p}; fi")
+
+
+def parse_mount(stdout: str) -> tuple[str, str, str] | None:
+    """(fstype, source, mount point) from mount_command's answer; None when the folder is missing."""
+    text = stdout.strip()
+    if not text or text == "missing":
+        return None
+    parts = text.splitlines()[0].split(None, 2)
+    return (parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else "")
+
+
+def artifacts_row(path: str, host: str, mount: tuple[str, str, str] | None, allocations: int):
+    """The "shared artifacts" row, from what the client said (pure)."""
+    from ..doctor import Row
+
+    name = "shared artifacts"
+    where = f"{path} on {host}"
+    if mount is None:
+        return Row(name, False, f"{where} does not exist",
+                   f"mount the shared folder (NFS, as the original setup has it) at {path} on every Nomad client; "
+                   "`inv configure-host` then sets its owner and mode")
+    fstype, source, target = mount
+    origin = f"{fstype}" + (f" from {source}" if source and source not in ("-", fstype) else "") + \
+        (f", mounted at {target}" if target and target != path else "")
+    plural = f"{allocations} allocations"
+    if fstype in SHARED_FILESYSTEMS:
+        return Row(name, True, f"{where}: {origin} (shared storage: the {plural} see the same artifacts)"
+                   if allocations > 1 else f"{where}: {origin} (shared storage)")
+    if allocations <= 1:
+        return Row(name, True, f"{where}: {origin}, this client's own disk (one allocation: fine; a second one "
+                               "needs shared storage)")
+    return Row(name, False, f"{where} is on {origin}, this client's own disk: with {plural} on several clients, "
+                            "an artifact logged through one is missing from the others",
+               f"mount one shared folder (NFS, CIFS, CephFS...) at {path} on every Nomad client, or set "
+               "artifacts_path to where it is mounted; or set count to 1")
+
+
+def artifacts_rows(settings, timeout: float):
+    """Yield the "shared artifacts" row: artifacts_path on the host doctor reaches over SSH."""
+    from ..doctor import Row
+    from ..errors import UserError
+    from ..host import ssh
+    from ..job import jobfile
+
+    try:
+        allocations = jobfile.allocations(settings, "postgres")
+    except UserError as exc:
+        yield Row("shared artifacts", False, exc.message, exc.hint or "")
+        return
+    remote = ssh.connect(settings)
+    try:
+        answer = remote.run(mount_command(settings.artifacts_path), sudo=True, check=True)
+    finally:
+        remote.close()
+    yield artifacts_row(settings.artifacts_path, settings.host, parse_mount(answer.stdout), allocations)

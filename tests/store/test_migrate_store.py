@@ -229,7 +229,7 @@ def test_migrate_store_refusals_change_nothing(postgres_server, sqlite_store, pr
     assert "database_url" in shown.stdout
 
 
-def test_doctor_has_database_rows_only_for_the_postgres_store(project):
+def test_doctor_has_database_rows_only_for_the_postgres_store(project):  # and "shared artifacts": test_doctor.py
     from mlflow_self_host import doctor
     from mlflow_self_host.settings import Settings
 
