@@ -82,6 +82,12 @@ variable "database_variable" {
   default     = "nomad/jobs/mlflow"
 }
 
+variable "database_revision" {
+  type        = string
+  description = "store = postgres: the item revision of the database Variable (when inv deploy last wrote database_url). The template names it, so a new URL changes the job and Nomad replaces the allocations one at a time."
+  default     = ""
+}
+
 variable "allocations" {
   type        = number
   description = "Allocations of MLflow: 1 with sqlite (one writer); with postgres several, replaced one at a time by the update block. inv deploy passes the count setting (0 there: 1 for sqlite, 2 for postgres)."
@@ -270,15 +276,17 @@ job "mlflow" {
       }
 
       # store = postgres: the database's URL from the Nomad Variable, never in the job's text. Nomad renders
-      # it into the task's environment (a template's variables override the env block's) and restarts the
-      # task when the Variable changes; the task waits while the Variable is missing.
+      # it into the task's environment (a template's variables override the env block's); the task waits
+      # while the Variable is missing. A new URL is not a restart of every task at once (change_mode noop):
+      # deploy writes it with a new revision, which the comment below names, so the job changes and the
+      # update block replaces the allocations one at a time.
       dynamic "template" {
         for_each = var.store == "postgres" ? [var.database_variable] : []
         content {
-          data        = "{{ with nomadVar \"${template.value}\" }}MLFLOW_BACKEND_STORE_URI={{ .database_url }}{{ end }}\n"
+          data        = "{{/* revision ${var.database_revision} */}}{{ with nomadVar \"${template.value}\" }}MLFLOW_BACKEND_STORE_URI={{ .database_url }}{{ end }}\n"
           destination = "secrets/database.env"
           env         = true
-          change_mode = "restart"
+          change_mode = "noop"
         }
       }
 

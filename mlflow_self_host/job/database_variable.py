@@ -6,6 +6,11 @@ tasks may read by default, through their workload identity), in the form the ima
 (``postgresql+psycopg2://``: store/database.py ``sqlalchemy_url``). It is read first: written only when it
 differs (check-and-set at the index read), shown with its password as ``****``. Other items of that
 Variable are kept.
+
+Each write also sets the item ``revision`` (when it was written, UTC), and the job's template carries that
+revision in a comment (the job variable ``database_revision``). So a new URL changes the job itself, and
+Nomad replaces the allocations one at a time, as in any release, instead of the template restarting every
+task within the same few seconds (its ``change_mode`` is ``noop``).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from dataclasses import dataclass, field
 from . import nomad_api
 
 ITEM = "database_url"
+REVISION = "revision"  # not secret: when deploy last wrote ITEM; the job's template names it
 
 
 @dataclass
@@ -24,10 +30,17 @@ class VariableFacts:
     exists: bool = False  # the Variable is there (with or without the item)
     items: dict = field(default_factory=dict)  # its items now (kept on a write)
     modify_index: int = 0  # check-and-set: the write is refused when it changed since the read
+    revision: str = ""  # the item REVISION now ("" before the first write of this version of deploy)
+    new_revision: str = ""  # the one a write sets (when it was read)
 
     @property
     def differs(self) -> bool:
         return self.current != self.wanted
+
+    @property
+    def job_revision(self) -> str:
+        """What the job's template names: the revision written now, else the one there."""
+        return self.new_revision if self.differs else self.revision
 
 
 def wanted(settings) -> str | None:
@@ -45,6 +58,8 @@ def _namespace(settings) -> str:
 
 def read(settings, n) -> VariableFacts | None:
     """The Variable as it is, against the URL wanted; None with store sqlite."""
+    import datetime as dt
+
     import nomad.api.exceptions as nex
 
     from . import jobfile
@@ -53,14 +68,16 @@ def read(settings, n) -> VariableFacts | None:
     if url is None:
         return None
     path = jobfile.database_variable(settings)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     try:
         variable = n.variable.get_variable(path, namespace=_namespace(settings))
     except nex.URLNotFoundNomadException:
-        return VariableFacts(path, url)
+        return VariableFacts(path, url, new_revision=stamp)
     except Exception as exc:  # noqa: BLE001 - mapped to one line
         raise _error(exc, settings, f"reading the Nomad Variable {path}") from None
     items = dict((variable or {}).get("Items") or {})
-    return VariableFacts(path, url, items.get(ITEM), True, items, int((variable or {}).get("ModifyIndex") or 0))
+    return VariableFacts(path, url, items.get(ITEM), True, items, int((variable or {}).get("ModifyIndex") or 0),
+                         revision=str(items.get(REVISION) or ""), new_revision=stamp)
 
 
 def write(settings, n, facts: VariableFacts) -> None:
@@ -69,7 +86,7 @@ def write(settings, n, facts: VariableFacts) -> None:
 
     from ..errors import UserError
 
-    items = {**facts.items, ITEM: facts.wanted}
+    items = {**facts.items, ITEM: facts.wanted, REVISION: facts.new_revision}
     try:
         n.variable.create_variable(facts.path, {"Items": items}, namespace=_namespace(settings),
                                    cas=facts.modify_index if facts.exists else 0)

@@ -237,9 +237,13 @@ class _Run:
         console.step(f"planning job {settings.job_name} with {image} on {nomad_api.address(settings)}")
         provider = _provider(settings, n, self.nodes)
         platforms = self.platforms
+        from . import database_variable
+
+        self.variable = database_variable.read(settings, n)  # store postgres: its revision is in the job
         self.job_spec = jobfile.parse(settings, n, version.text,
                                       arch=platform_mod.archs(platforms) if platforms else None,
-                                      provider=provider.value)
+                                      provider=provider.value,
+                                      database_revision=self.variable.job_revision if self.variable else None)
         current = jobfile.current(settings, n)
         _warn_provider_move(current, provider)
         answer = nomad_api.call(settings, f"planning job {settings.job_name}", n.job.plan_job, settings.job_name,
@@ -250,9 +254,7 @@ class _Run:
                          running_version=jobfile.version_of(jobfile.image_of(current)) if running else None,
                          changed=bool(diff) and diff.get("Type") != "None",
                          modify_index=answer.get("JobModifyIndex", 0))
-        from . import database_variable
-
-        known.database = self.variable = database_variable.read(settings, n)
+        known.database = self.variable
         if not known.changed:
             known.latest = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment,
                                           settings.job_name)
@@ -278,10 +280,6 @@ class _Run:
         for change in steps:
             self.apply(change)
         url, outcome = self.url, self.outcome
-        if outcome is None:  # only the Variable changed: Nomad restarts the tasks with the new URL
-            console.done(f"{plan.reason}; the database's URL in {self.variable.path} changed: Nomad re-renders the "
-                         "job's template and restarts its tasks")
-            return DeployResult("unchanged", image, known.job_version, (known.latest or {}).get("ID"))
         console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
         return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, known.diff)
 

@@ -105,7 +105,6 @@ def make_plan(settings, facts: DeployFacts) -> Plan:
                             f"failed: {latest.get('StatusDescription')}",
                             hint="`inv logs --stderr` shows why; deploy a fixed version, or `inv rollback`",
                             code=ExitCode.DEPLOY_FAILED)
-        _variable(plan, job, registered=job.job_version is not None)
         if same and latest.get("Status") == "running" and not facts.dry_run:
             plan.add("follow", f"deployment {latest['ID'][:8]}",
                      f"v{v} is registered (job version {job.job_version}) and its deployment {latest['ID'][:8]} "
@@ -132,16 +131,15 @@ def make_plan(settings, facts: DeployFacts) -> Plan:
     return plan
 
 
-def _variable(plan: Plan, job: JobFacts, registered: bool = False) -> None:
-    """Write the database's URL into the job's Nomad Variable when it differs (store postgres)."""
+def _variable(plan: Plan, job: JobFacts) -> None:
+    """Write the database's URL into the job's Nomad Variable when it differs (store postgres). Its new
+    revision is in the job's template, so the job differs too: the register replaces the allocations."""
     from ..store import database
 
     variable = job.database
     if variable is None or not variable.differs:
         return
     detail = f"database_url = {database.shown_url(variable.wanted)}"
-    if registered:
-        detail += " (the job is unchanged: Nomad re-renders its template and restarts the tasks)"
     plan.add("update" if variable.exists else "create", f"variable {variable.path}", detail,
              op=Step("variable", modify_index=variable.modify_index))
 

@@ -10,12 +10,15 @@ from . import nomad_api
 _TAG = re.compile(r":v([0-9][0-9.]*)$")
 
 
-def variables(settings, version: str, arch: str | None = None, provider: str | None = None) -> dict:
+def variables(settings, version: str, arch: str | None = None, provider: str | None = None,
+              database_revision: str | None = None) -> dict:
     """The job file's HCL2 variables, from the settings: the image is always the pinned v{version} tag.
     ``arch``: the image's architectures (Nomad's cpu.arch names, comma-separated), which the job's
     constraint places it by; deploy reads them from the registry. Without it: the platform setting's,
     else this machine's (what `inv build` makes when it cannot ask Nomad). ``provider``: where the
-    service is registered (service_provider.py decides it from the setting and the clients when not given)."""
+    service is registered (service_provider.py decides it from the setting and the clients when not given).
+    ``database_revision``: store postgres, the database Variable's revision (database_variable.py); a new
+    one changes the job, so Nomad replaces the allocations one at a time. Not passed with sqlite."""
     if not arch:
         from ..image import platform
 
@@ -28,7 +31,7 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
     from ..store import database
 
     store_kind = database.kind(settings)
-    return {
+    values = {
         "image": settings.image_ref(str(version)),
         "arch": arch,
         "datacenters": [dc.strip() for dc in str(settings.datacenter).split(",") if dc.strip()],
@@ -51,6 +54,9 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
         "allocations": allocations(settings, store_kind),
         "shutdown_delay": settings.shutdown_delay,
     }
+    if store_kind == "postgres" and database_revision is not None:
+        values["database_revision"] = database_revision
+    return values
 
 
 def database_variable(settings) -> str:
@@ -113,13 +119,15 @@ def read_source(settings) -> str:
                         hint="run from the project folder, or set job_file to the Nomad job file") from None
 
 
-def parse(settings, n, version: str, arch: str | None = None, provider: str | None = None) -> dict:
+def parse(settings, n, version: str, arch: str | None = None, provider: str | None = None,
+          database_revision: str | None = None) -> dict:
     """The job as JSON, parsed (and canonicalized) by the agent with the settings' variables."""
     if not provider:
         from . import service_provider
 
         provider = service_provider.wanted(settings, n=n).value
-    body = {"JobHCL": read_source(settings), "Variables": var_file(variables(settings, version, arch, provider)),
+    values = variables(settings, version, arch, provider, database_revision)
+    body = {"JobHCL": read_source(settings), "Variables": var_file(values),
             "Canonicalize": True}
     response = nomad_api.call(settings, f"parsing {settings.job_file}", n.jobs.request, "parse", json=body,
                               method="post", allow_redirects=True)

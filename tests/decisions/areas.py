@@ -110,7 +110,8 @@ def plan_deploy(settings, facts: dict, args: dict) -> Plan:
 
 def _database_variable(settings, facts: dict | None):
     """store postgres: ``database``: ``wanted`` (the URL), ``current`` (the Variable's, null: none),
-    ``exists``, ``modify_index``; the path is the job's (nomad/jobs/{job_name})."""
+    ``exists``, ``modify_index``, ``revision`` (its item now), ``new_revision`` (a write's); the path is the
+    job's (nomad/jobs/{job_name})."""
     from mlflow_self_host.job.database_variable import VariableFacts
     from mlflow_self_host.job.jobfile import database_variable
 
@@ -118,7 +119,7 @@ def _database_variable(settings, facts: dict | None):
         return None
     return VariableFacts(database_variable(settings), facts["wanted"], facts.get("current"),
                          facts.get("exists", facts.get("current") is not None), facts.get("items", {}),
-                         facts.get("modify_index", 0))
+                         facts.get("modify_index", 0), facts.get("revision", ""), facts.get("new_revision", ""))
 
 
 def plan_rollback(settings, facts: dict, args: dict) -> Plan:

@@ -1,6 +1,7 @@
 """store: postgres against the Nomad double (stub images): the database's URL goes through a Nomad Variable and
 the job's template into each task's environment, never into the job; `count` allocations, replaced one at a
-time so that one always serves; a changed URL is re-rendered and restarts the tasks, as Nomad does."""
+time so that one always serves; a changed URL comes with a new revision in the job's template, so the job
+changes and its allocations are replaced one at a time, as in a release."""
 from __future__ import annotations
 
 import json
@@ -40,7 +41,9 @@ def test_the_url_reaches_every_task_through_the_variable_and_never_the_job(nomad
     result = run(settings_for(nomad_double), "0.99")
     assert result.status == "deployed"
     variable = nomad_double.variables[("default", "nomad/jobs/mlflow")]
-    assert variable["Items"] == {"database_url": DRIVER_URL}
+    assert variable["Items"]["database_url"] == DRIVER_URL
+    revision = variable["Items"]["revision"]  # when deploy wrote it, named by the job's template
+    assert f"{{{{/* revision {revision} */}}}}" in json.dumps(nomad_double.job())
     allocs = running(nomad_double)
     assert len(allocs) == 2
     for alloc in allocs:
@@ -56,24 +59,30 @@ def test_the_url_reaches_every_task_through_the_variable_and_never_the_job(nomad
     assert "already deployed" in err and "variable" not in err
 
 
-def test_a_new_url_updates_the_variable_and_nomad_restarts_the_tasks_with_it(nomad_double, capsys):
-    run(settings_for(nomad_double), "0.99")
-    before = {a["ID"] for a in running(nomad_double)}
+def test_a_new_url_replaces_the_allocations_one_at_a_time(nomad_double, capsys):
+    """A password change is a rolling update: the old tasks keep their URL (change_mode noop) and are never
+    restarted together; the replacements start with the new one, and some allocation answers throughout."""
+    settings = settings_for(nomad_double)
+    run(settings, "0.99")
+    old = {a["ID"] for a in running(nomad_double)}
+    capsys.readouterr()
     new_url = URL.replace("s3cret-pw", "n3w-pw")
-    result = run(settings_for(nomad_double, new_url), "0.99")
-    assert result.status == "unchanged" and len(nomad_double.registrations()) == 1
+    with Serving(nomad_double) as serving:
+        result = run(settings_for(nomad_double, new_url), "0.99")
+    assert result.status == "deployed" and len(nomad_double.registrations()) == 2
+    assert serving.answers and not serving.failures
     err = capsys.readouterr().err
-    assert "postgresql+psycopg2://mlflow:****@db.lan:5432/mlflow" in err and "n3w-pw" not in err
-
-    def restarted():
-        allocs = running(nomad_double)
-        envs = [env_of(nomad_double, a).get("MLFLOW_BACKEND_STORE_URI") for a in allocs]
-        return allocs if len(allocs) == 2 and all("n3w-pw" in e for e in envs) else None
-    allocs = wait_for(restarted, 20, "both tasks restarted with the new URL", interval=0.2)
-    assert {a["ID"] for a in allocs} == before  # the same allocations: restarted in place, not replaced
-    for alloc in allocs:
-        state = nomad_double.allocs[alloc["ID"]]["TaskStates"]["mlflow_app"]
-        assert "Restart Signaled" in [e["Type"] for e in state["Events"]]
+    assert "update variable nomad/jobs/mlflow: database_url = postgresql+psycopg2://mlflow:****@db.lan:5432/mlflow" \
+        in err and "n3w-pw" not in err and "EmbeddedTmpl" in err  # the diff names the template's new revision
+    allocs = running(nomad_double)
+    assert len(allocs) == 2 and not old & {a["ID"] for a in allocs}
+    assert all("n3w-pw" in env_of(nomad_double, a)["MLFLOW_BACKEND_STORE_URI"] for a in allocs)
+    for alloc_id in old:
+        events = [e["Type"] for e in nomad_double.allocs[alloc_id]["TaskStates"]["mlflow_app"]["Events"]]
+        assert "Restart Signaled" not in events and "Waiting for shutdown delay" in events
+    assert_one_at_a_time(nomad_double, allocs)
+    # the same URL again: nothing to do
+    assert run(settings_for(nomad_double, new_url), "0.99").status == "unchanged"
 
 
 def test_a_task_waits_for_a_missing_variable(nomad_double):
@@ -100,34 +109,47 @@ def test_a_rolling_release_keeps_one_allocation_serving(nomad_double):
     some registered allocation answers."""
     settings = settings_for(nomad_double)
     run(settings, "0.99")
-    failures, answers, stop = [], [], threading.Event()
-
-    def probe():
-        while not stop.is_set():
-            services = list(nomad_double.services.values())
-            ok = False
-            for service in services:
-                try:
-                    ok = requests.get(f"http://127.0.0.1:{service['Port']}/version", timeout=1).ok or ok
-                except requests.RequestException:
-                    pass
-            (answers if ok else failures).append(time.monotonic())
-            time.sleep(0.05)
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
-    try:
+    with Serving(nomad_double) as serving:
         assert run(settings, "0.100").status == "deployed"
-    finally:
-        stop.set()
-        prober.join()
-    assert answers and not failures
+    assert serving.answers and not serving.failures
     stopped = [a for a in nomad_double.allocs.values() if a["JobVersion"] == 0]
     assert all("Waiting for shutdown delay" in [e["Type"] for e in a["TaskStates"]["mlflow_app"]["Events"]]
                for a in stopped)
     allocs = running(nomad_double)
     assert len(allocs) == 2 and {a["JobVersion"] for a in allocs} == {1}
-    # one at a time: the second replacement was placed only after the first was healthy
-    new = sorted((nomad_double.allocs[a["ID"]] for a in allocs), key=lambda a: a["CreateTime"])
+    assert_one_at_a_time(nomad_double, allocs)
+
+
+class Serving:
+    """While open: whether some registered allocation answers, every 50 ms (answers, failures: their times)."""
+
+    def __init__(self, double):
+        self.double, self.answers, self.failures, self.stop = double, [], [], threading.Event()
+        self.thread = threading.Thread(target=self._probe, daemon=True)
+
+    def _probe(self):
+        while not self.stop.is_set():
+            ok = False
+            for service in list(self.double.services.values()):
+                try:
+                    ok = requests.get(f"http://127.0.0.1:{service['Port']}/version", timeout=1).ok or ok
+                except requests.RequestException:
+                    pass
+            (self.answers if ok else self.failures).append(time.monotonic())
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def assert_one_at_a_time(double, allocs):
+    """The second replacement was placed only after the first was healthy."""
+    new = sorted((double.allocs[a["ID"]] for a in allocs), key=lambda a: a["CreateTime"])
     first_healthy = _epoch(new[0]["DeploymentStatus"]["Timestamp"])
     assert new[1]["CreateTime"] / 1e9 >= first_healthy
 

@@ -21,10 +21,10 @@ CASES = {"defaults": ({}, "nomad"), "consul_and_entrypoints": ({"traefik_entrypo
 URL = "postgresql://mlflow:s3cret-pw@db.lan:5432/mlflow"
 
 
-def render(provider="nomad", **settings) -> dict:
+def render(provider="nomad", database_revision=None, **settings) -> dict:
     s = job_settings("http://127.0.0.1:1", **settings)
-    return hcl_job.parse(HCL, jobfile.var_file(jobfile.variables(s, "0.99", "amd64,arm64", provider)),
-                         canonicalize=True)
+    values = jobfile.variables(s, "0.99", "amd64,arm64", provider, database_revision)
+    return hcl_job.parse(HCL, jobfile.var_file(values), canonicalize=True)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -37,15 +37,16 @@ def test_sqlite_renders_the_job_of_before_byte_for_byte(case):
 
 
 def test_postgres_renders_count_allocations_and_the_url_from_the_variable():
-    job = render(store="postgres", database_url=URL, job_name="tracking")
+    job = render(store="postgres", database_url=URL, job_name="tracking", database_revision="2026-12-01T03:00:00Z")
     group = job["TaskGroups"][0]
     task = group["Tasks"][0]
     assert group["Count"] == 2
     assert group["ShutdownDelay"] == 20 * 10**9  # a stopped allocation serves until the proxy dropped it
     assert group["Update"]["MaxParallel"] == 1 and group["Update"]["AutoRevert"] is True
     (template,) = task["Templates"]
-    assert template["Envvars"] is True and template["ChangeMode"] == "restart"
-    assert template["EmbeddedTmpl"] == ('{{ with nomadVar "nomad/jobs/tracking" }}'
+    # a new URL comes with a new revision, which changes the job: a rolling update, not every task restarted
+    assert template["Envvars"] is True and template["ChangeMode"] == "noop"
+    assert template["EmbeddedTmpl"] == ('{{/* revision 2026-12-01T03:00:00Z */}}{{ with nomadVar "nomad/jobs/tracking" }}'
                                         "MLFLOW_BACKEND_STORE_URI={{ .database_url }}{{ end }}\n")
     assert task["Env"]["MLFLOW_BACKEND_STORE_URI"] == "from-the-template:nomad/jobs/tracking"
     text = json.dumps(job)

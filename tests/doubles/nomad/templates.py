@@ -1,6 +1,7 @@
 """The client's ``template`` blocks, the part our job uses: Nomad Variables rendered into the task's environment.
 
 As Nomad's template hook (client/allocrunner/taskrunner/template/template.go, consul-template underneath):
+- ``{{/* a comment */}}`` renders nothing;
 - ``{{ with nomadVar "path" }}...{{ end }}`` reads the Variable at ``path`` in the allocation's namespace
   with the task's workload identity, which may read ``nomad/jobs/<job>``, ``nomad/jobs/<job>/<group>`` and
   ``nomad/jobs/<job>/<group>/<task>`` by default (nomad/acl.go's implicit workload policy); ``{{ .item }}``
@@ -22,6 +23,7 @@ import re
 
 _ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
 _WITH = re.compile(r'with\s+nomadVar\s+"([^"]+)"$')
+_COMMENT = re.compile(r"\{\{(- )?/\*.*?\*/( -)?\}\}$", re.S)
 _FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -54,7 +56,11 @@ def render(text: str, read_variable, where: str) -> str:
             rest = text[i:]
             i += len(rest) - len(rest.lstrip())
         with_var = _WITH.match(action)
-        if with_var:
+        if action.startswith("/*"):
+            if not _COMMENT.match(m.group(0)):  # text/template: "comment ends before closing delimiter" etc.
+                raise Unsupported(f"a comment must touch its delimiters: {m.group(0)!r}")
+            # a comment: text/template discards it
+        elif with_var:
             path = with_var.group(1)
             items = read_variable(path)
             if items is None:
