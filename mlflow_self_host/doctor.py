@@ -447,6 +447,14 @@ def check_database(settings, timeout):
     yield from health.rows(settings, timeout)
 
 
+def check_database_variable(settings, timeout):
+    """store: postgres only: the Nomad Variable the job reads the database's URL from
+    (mlflow_self_host/store/health.py)."""
+    from .store import health
+
+    yield from health.variable_rows(settings, timeout)
+
+
 def check_artifacts(settings, timeout):
     """store: postgres only: artifacts_path on shared storage when there are several allocations
     (mlflow_self_host/store/health.py)."""
@@ -468,13 +476,14 @@ CHECKS = [
     (["DNS server", "DNS {domain}"], check_dns, True),
     (["service URL"], check_service, True),
     (["database", "database schema"], check_database, True),  # store: postgres only (_checks)
+    (["database variable"], check_database_variable, True),  # store: postgres only (_checks)
     (["shared artifacts"], check_artifacts, True),  # store: postgres only (_checks)
 ]
-POSTGRES_ONLY = (check_database, check_artifacts)
+POSTGRES_ONLY = (check_database, check_database_variable, check_artifacts)
 
 
 def _checks(settings) -> list:
-    """CHECKS that apply: the database's and the shared artifacts' rows only when the store is PostgreSQL."""
+    """CHECKS that apply: the database's, its Variable's and the shared artifacts' rows only with PostgreSQL."""
     postgres = str(settings.store).strip().lower() == "postgres"
     return [c for c in CHECKS if postgres or c[1] not in POSTGRES_ONLY]
 

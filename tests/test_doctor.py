@@ -403,10 +403,10 @@ def test_the_shared_artifacts_row_names_the_filesystem(answer, allocations, ok, 
     assert ("every Nomad client" in row.fix) is (not ok)
 
 
-def test_doctor_checks_the_artifacts_folder_only_for_the_postgres_store():
+def test_doctor_checks_the_artifacts_folder_and_the_variable_only_for_the_postgres_store():
     for store, wanted in (("sqlite", False), ("postgres", True)):
         checks = [check for _, check, _ in doctor._checks(_settings(store=store))]
-        assert (doctor.check_artifacts in checks) is wanted
+        assert (doctor.check_artifacts in checks) is wanted and (doctor.check_database_variable in checks) is wanted
 
 
 def test_a_local_artifacts_folder_is_red_over_ssh_with_two_allocations(ssh_server, tmp_path):

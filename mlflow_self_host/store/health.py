@@ -1,5 +1,5 @@
-"""`inv doctor`'s rows for the PostgreSQL store (setting store: postgres): reachable, schema revision, and
-the artifacts folder on shared storage.
+"""`inv doctor`'s rows for the PostgreSQL store (setting store: postgres): reachable, schema revision, the
+Nomad Variable the job reads the URL from, and the artifacts folder on shared storage.
 
 Asked through ``worker.py target`` with the MLflow environment's python (psycopg2 and SQLAlchemy are
 the image's, not this package's). That environment is made once by `inv migrate-store` (or `inv up`
@@ -128,3 +128,28 @@ def artifacts_rows(settings, timeout: float):
     finally:
         remote.close()
     yield artifacts_row(settings.artifacts_path, settings.host, parse_mount(answer.stdout), allocations)
+
+
+# --- the Nomad Variable the job's template reads the URL from (job/database_variable.py) ----------------------
+def variable_rows(settings, timeout: float):
+    """Yield the "database variable" row: the Variable holds MSH_DATABASE_URL (compared, never shown)."""
+    from ..doctor import Row
+    from ..errors import UserError
+    from ..job import database_variable, nomad_api
+    from . import database
+
+    name = "database variable"
+    try:
+        facts = database_variable.read(settings, nomad_api.client(settings))
+    except UserError as exc:
+        yield Row(name, False, exc.message, exc.hint or "")
+        return
+    if not facts.exists or facts.current is None:
+        yield Row(name, False, f"{facts.path} has no {database_variable.ITEM}: the job's tasks wait for it",
+                  "`inv deploy` writes it from MSH_DATABASE_URL")
+    elif facts.differs:
+        yield Row(name, False, f"{facts.path} holds {database.shown_url(facts.current)}, not MSH_DATABASE_URL",
+                  "`inv deploy` writes MSH_DATABASE_URL there and replaces the allocations one at a time")
+    else:
+        yield Row(name, True, f"{facts.path} holds MSH_DATABASE_URL"
+                  + (f" (revision {facts.revision})" if facts.revision else ""))

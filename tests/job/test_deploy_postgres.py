@@ -162,3 +162,23 @@ def test_a_dry_run_shows_the_variable_masked_and_writes_nothing(nomad_double, ca
     assert "postgresql+psycopg2://mlflow:****@db.lan:5432/mlflow" in err and "s3cret-pw" not in err
     assert "2 allocations replaced one at a time" in err
     assert ("default", "nomad/jobs/mlflow") not in nomad_double.variables and not nomad_double.registrations()
+
+
+def test_doctor_compares_the_variable_with_the_url_and_never_shows_it(nomad_double):
+    from mlflow_self_host import doctor
+    from mlflow_self_host.job import nomad_api
+
+    def row(url=URL):
+        (got,) = doctor.check_database_variable(settings_for(nomad_double, url), 5)
+        assert "s3cret-pw" not in repr(got) and "n3w-pw" not in repr(got)
+        return got
+
+    missing = row()
+    assert not missing.ok and "nomad/jobs/mlflow has no database_url" in missing.found and "inv deploy" in missing.fix
+    nomad_api.client(settings_for(nomad_double)).variable.create_variable(
+        "nomad/jobs/mlflow", {"Items": {"database_url": DRIVER_URL, "revision": "2026-12-01T03:00:00Z"}})
+    same = row()
+    assert same.ok and same.found == "nomad/jobs/mlflow holds MSH_DATABASE_URL (revision 2026-12-01T03:00:00Z)"
+    other = row(URL.replace("s3cret-pw", "n3w-pw"))
+    assert not other.ok and "mlflow:****@db.lan:5432/mlflow, not MSH_DATABASE_URL" in other.found
+    assert "replaces the allocations one at a time" in other.fix
