@@ -6,8 +6,8 @@ runs natively from a virtual environment with the same pinned MLflow, created on
 the background with a pid file (native.py). Both use the same folders, so data moves freely between
 the two.
 
-As every area that changes something: facts (state.read_facts: the engine, our container and its
-image, the native server's pid, the folders, the port), a pure plan (state.plan_up / plan_down, an
+As every area that changes something: facts (facts.read_facts: the engine, our container and its
+image, the native server's pid, the folders, the port), a pure plan (facts.plan_up / plan_down, an
 empty one says why: "already running in container mlflow-local"), then ``plans.execute`` with
 ``apply_one``. A dry run is the plan shown.
 """
@@ -17,7 +17,7 @@ from .. import console
 from .. import plan as plans
 from .native import VENV_MARKER, cache_dir, ensure_venv, mlflow_pin, requirements_file, venv_dir
 from .server import HEALTH_TIMEOUT, LOG_FILE, PID_FILE, SERVER_UID, Folders, healthy, server_env, url
-from .state import LocalFacts, Op, plan_down, plan_up, read_facts
+from .facts import LocalFacts, Op, plan_down, plan_up, read_facts
 
 __all__ = ["up", "down", "apply_one", "read_facts", "plan_up", "plan_down", "LocalFacts", "Op", "Folders", "url",
            "healthy", "server_env", "ensure_venv", "venv_dir", "mlflow_pin", "requirements_file", "cache_dir",

@@ -142,7 +142,7 @@ def plan_rollback(settings, facts: dict, args: dict) -> Plan:
 def plan_local(settings, facts: dict, args: dict) -> Plan:
     """`inv up` (``"task": "up"``, the default; ``"version"``, ``"require_docker"``) or `inv down` from
     local mode's facts (LocalFacts' fields; ``"container"`` as ContainerFacts', ``"ids"`` [euid, uid, gid])."""
-    from mlflow_self_host.local.state import ContainerFacts, LocalFacts, plan_down, plan_up
+    from mlflow_self_host.local.facts import ContainerFacts, LocalFacts, plan_down, plan_up
 
     container = facts.get("container")
     local_facts = LocalFacts(**{**facts, "container": ContainerFacts(**container) if container else None,
