@@ -6,7 +6,10 @@ Kamal's commands as data):
 - ``read_facts(...)``: what is there now (the only part that reads a host, an engine, an API);
 - ``make_plan(settings, facts, ...)``: pure, no I/O: a ``Plan`` of ``Change``; each change carries
   the operation that makes it as plain data (``op``: a small frozen dataclass or a dict);
-- ``apply_one(change)``: performs one change's ``op``.
+- ``Apply(...).apply_one(change)``: performs one change's ``op`` (the class holds what the changes
+  share: the connection, and what one change hands the next). An area with two plans names them
+  ``make_<what>_plan`` (local: ``make_up_plan``, ``make_down_plan``); the DNS backends are each one
+  class with ``read_facts``, ``make_plan`` and ``apply_one`` (backends.py).
 
 ``execute(plan, apply_one, dry_run=...)`` shows the plan, stops there on a dry run or an empty
 plan (which says why: ``Plan.reason``), else applies the changes in order and reports each one.

@@ -75,7 +75,7 @@ UNDONE_ON_FAILURE = ("version", "commit", "tag", "build", "push")
 AFTER_PUSH = ("push_latest", "deploy")
 
 
-def steps(rel: Release) -> Plan:
+def make_plan(rel: Release) -> Plan:
     """Every step of the release with the values it uses: what --dry-run prints, and what `run` does
     (each change's ``op`` names its operation)."""
     s = rel.settings
@@ -185,7 +185,7 @@ def _remaining(rel: Release, done_latest: bool) -> list[str]:
     return commands
 
 
-class _Apply:
+class Apply:
     """Each release operation (a change's ``op``), with what it leaves for the undo and the result."""
 
     def __init__(self, rel: Release):
@@ -195,7 +195,7 @@ class _Apply:
         self.digest: str | None = None
         self.outcome = None
 
-    def __call__(self, change) -> None:
+    def apply_one(self, change) -> None:
         getattr(self, "_" + change.op)()
 
     def _version(self) -> None:
@@ -240,27 +240,27 @@ class _Apply:
 
 
 def run(rel: Release, plan: Plan | None = None) -> ReleaseResult:
-    """Apply the release's plan (``steps``), change by change; the checks must have passed."""
+    """Apply the release's plan (``make_plan``), change by change; the checks must have passed."""
     from . import console
     from .image import registry
 
     s = rel.settings
-    plan = plan or steps(rel)
-    apply = _Apply(rel)
+    plan = plan or make_plan(rel)
+    applying = Apply(rel)
     pushing = False
     try:
         for change in plan:
             if change.op not in UNDONE_ON_FAILURE:
                 continue
             pushing = pushing or change.op == "push"
-            apply(change)
+            applying.apply_one(change)
     except BaseException as exc:
-        apply.digest = _pushed(s, rel.tag, registry) if pushing else None
-        if not apply.digest:
-            _raise_undone(rel, exc, apply.undo.run())
+        applying.digest = _pushed(s, rel.tag, registry) if pushing else None
+        if not applying.digest:
+            _raise_undone(rel, exc, applying.undo.run())
         # The push reported an error after the manifest landed: the image is there, the release stands.
         console.warn(f"the push of {rel.tag} reported an error, but the registry has it: keeping the release")
-    result = ReleaseResult(rel.new.text, rel.tag, apply.undo.commit, rel.image_ref, apply.digest)
+    result = ReleaseResult(rel.new.text, rel.tag, applying.undo.commit, rel.image_ref, applying.digest)
     if not rel.deploy:
         result.next_commands = ["inv deploy --skip-build"]
 
@@ -270,7 +270,7 @@ def run(rel: Release, plan: Plan | None = None) -> ReleaseResult:
             if change.op not in AFTER_PUSH:
                 continue
             step = "the deploy" if change.op == "deploy" else step
-            apply(change)
+            applying.apply_one(change)
     except Exception as exc:
         raise _after_push_failure(rel, exc, step, _remaining(rel, step == "the deploy")) from exc
     except KeyboardInterrupt:
@@ -278,9 +278,9 @@ def run(rel: Release, plan: Plan | None = None) -> ReleaseResult:
                      + " && ".join(_remaining(rel, step == "the deploy")))
         raise
     if rel.deploy:
-        result.job_version = getattr(apply.outcome, "job_version", None)
-        result.deploy_status = getattr(apply.outcome, "status", None)
-        result.url = getattr(apply.outcome, "url", None) or s.service_url()
+        result.job_version = getattr(applying.outcome, "job_version", None)
+        result.deploy_status = getattr(applying.outcome, "status", None)
+        result.url = getattr(applying.outcome, "url", None) or s.service_url()
     return result
 
 
@@ -355,7 +355,7 @@ def release(settings: Settings, bump: str | None = None, set_version: str | None
     if dry_run:
         if deploy:
             lock.check_free(settings)
-        plans.show(steps(rel), dry_run=True)
+        plans.show(make_plan(rel), dry_run=True)
         return None
     if deploy:  # the whole release under the deploy lock: the bump, tag, push and deploy of one at a time
         with lock.hold(settings, f"release {rel.tag}"):

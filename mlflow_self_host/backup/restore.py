@@ -7,7 +7,7 @@
    file), stop the job (or local MLflow), keep the database aside (``mlflow.db.before-restore-{UTC}``),
    put the backup in its place with the original's owner and mode, start the job again (not when it
    was stopped before: it is left stopped) and wait until it is healthy;
-3. ``plans.execute`` with ``_Restoring.apply_one``, which reports nothing itself: the plan is shown
+3. ``plans.execute`` with ``Apply.apply_one``, which reports nothing itself: the plan is shown
    before, "restored ..." after (stop, start and the wait say their own progress).
 """
 from __future__ import annotations
@@ -195,7 +195,9 @@ def other_version_warning(path: str, running: str | None) -> str | None:
 
 # --- applying it ----------------------------------------------------------------------------------
 @dataclass
-class _Restoring:
+class Apply:
+    """Makes one restore's changes on ``target``; the job as the stop left it is kept for the start."""
+
     settings: object
     target: Target
     aside: str
@@ -276,11 +278,11 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
         warning = other_version_warning(facts.path, facts.running)
         if warning:
             console.warn(warning)
-        restoring = _Restoring(settings, target, aside, version)
+        applying = Apply(settings, target, aside, version)
         if dry_run:
             if not local:
                 lock.check_free(settings)
-            return plans.execute(plan, restoring.apply_one, dry_run=True)
+            return plans.execute(plan, applying.apply_one, dry_run=True)
         held = contextlib.nullcontext() if local else lock.hold(settings, f"restore {PurePosixPath(facts.path).name}")
         with held:
             if not local:  # whether the job is stopped, asked again under the lock: the start depends on it
@@ -288,7 +290,7 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
                 if job_stopped != facts.job_stopped:
                     facts = dataclasses.replace(facts, job_stopped=job_stopped, running=running)
                     plan = make_plan(settings, target, facts, aside)
-            plans.execute(plan, restoring.apply_one)
+            plans.execute(plan, applying.apply_one)
     if not local and facts.job_stopped:
         console.warn(f"job {settings.job_name} was stopped before the restore: left stopped")
     console.done(f"restored {facts.path}; the previous database is kept as {aside}")

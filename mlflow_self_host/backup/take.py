@@ -6,7 +6,7 @@
    is missing, take the backup (``SQLite.backup``: online, checked, published under its name), remove
    all but the newest ``backup_keep`` (the names, decided from the entries and the new one), and
    download it when asked;
-3. ``plans.execute`` with ``_Taking.apply_one``, which runs each change's op and reports it.
+3. ``plans.execute`` with ``Apply.apply_one``, which runs each change's op and reports it.
 """
 from __future__ import annotations
 
@@ -166,7 +166,10 @@ def make_plan(settings, target: Target, facts: BackupFacts, base: str, download:
 
 # --- applying it ----------------------------------------------------------------------------------
 @dataclass
-class _Taking:
+class Apply:
+    """Makes one backup's changes on ``target``; what they gave (the path, size, removed, download) is kept
+    for ``result``."""
+
     settings: object
     target: Target
     path: str = ""
@@ -231,17 +234,12 @@ class _Taking:
                             removed=self.removed, downloaded=self.downloaded)
 
 
-def plan_for(settings, target: Target, version: str, download: bool = False) -> Plan:
-    """Facts, then the plan of one backup labelled ``version``."""
-    return make_plan(settings, target, read_facts(target), backup_base_name(version), download)
-
-
 def take(settings, target: Target, version: str, download: bool = False) -> BackupResult:
     """Take one backup on ``target``, apply retention, optionally download it."""
-    plan = plan_for(settings, target, version, download)
-    taking = _Taking(settings, target)
-    plans.execute(plan, taking.apply_one)
-    return taking.result(version)
+    plan = make_plan(settings, target, read_facts(target), backup_base_name(version), download)
+    applying = Apply(settings, target)
+    plans.execute(plan, applying.apply_one)
+    return applying.result(version)
 
 
 # --- the tasks ------------------------------------------------------------------------------------
@@ -281,7 +279,8 @@ def backup(settings, download: bool = False, local: bool = False, dry_run: bool 
                              "(version.txt)")
     with target:
         if dry_run:
-            return plans.execute(plan_for(settings, target, version, download), None, dry_run=True)
+            plan = make_plan(settings, target, read_facts(target), backup_base_name(version), download)
+            return plans.execute(plan, None, dry_run=True)
         console.step(f"backing up {target.db} ({target.where})")
         result = take(settings, target, version, download=download)
     _said_result(result)

@@ -3,7 +3,7 @@
 A backend is made from the settings (``BACKENDS[name](settings)``) and used as a context manager
 (a Pi-hole API session that always logs out, an SSH connection). Inside it:
 
-- ``read()``: the facts, as plain data (Pi-hole: the ``dns.cnameRecords`` entries; dnsmasq: the
+- ``read_facts()``: the facts, as plain data (Pi-hole: the ``dns.cnameRecords`` entries; dnsmasq: the
   file's text, None when there is none); the only part that asks the server;
 - ``make_plan(facts, wanted, remove)``: pure, a ``record.RecordPlan`` (the record changes, each with
   its ``Edit``, and whatever else the backend does: dnsmasq's write, check and restart);
@@ -30,7 +30,7 @@ class Backend(Protocol):
 
     def __exit__(self, *exc) -> None: ...
 
-    def read(self) -> Any: ...
+    def read_facts(self) -> Any: ...
 
     def make_plan(self, facts: Any, wanted: Record, remove: bool = False) -> Plan: ...
 

@@ -16,8 +16,8 @@ never takes the LAN's DNS down:
 3. ``dnsmasq_restart_command`` runs (with sudo); if it fails, the previous file is put back and
    dnsmasq restarted again with it, and the error says which of the two worked.
 
-The plan (``plan_file``, pure) is the record's changes (``record.plan_record`` on the ``cname=``
-values), then the file's write, the check and the restart, each with its ``FileOp``. ``Dnsmasq``
+The plan (``make_file_plan``, pure) is the record's changes (``record.make_record_plan`` on the
+``cname=`` values), then the file's write, the check and the restart, each with its ``FileOp``. ``Dnsmasq``
 is this backend for ``inv dns`` (``backends.py``): the record changes are made by the write, so
 applying them alone does nothing.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from .. import plan as plans
 from ..errors import UserError
-from .record import Edit, Record, RecordPlan, plan_record
+from .record import Edit, Record, RecordPlan, make_record_plan
 
 _CNAME_LINE = re.compile(r"^\s*cname\s*=\s*(?P<value>[^#]*?)\s*(#.*)?$")
 
@@ -92,12 +92,13 @@ class FileOp:
     domain: str = ""
 
 
-def plan_file(text: str | None, wanted: Record, path: str, restart_command: str,
-              remove: bool = False, test_command: str = "") -> RecordPlan:
+def make_file_plan(text: str | None, wanted: Record, path: str, restart_command: str,
+                   remove: bool = False, test_command: str = "") -> RecordPlan:
     """The plan (record changes, the file's write with its diff, the check, the restart) for the file
     ``text`` (None: there is none)."""
     current = text or ""
-    plan = plan_record([v for _, v in cname_lines(current)], wanted, remove=remove, title=f"dnsmasq {path}")
+    plan = make_record_plan([v for _, v in cname_lines(current)], wanted, remove=remove,
+                            title=f"dnsmasq {path}")
     if plan.empty:
         return plan
     new = edited(current, plan.ops)
@@ -150,7 +151,7 @@ class Dnsmasq:
     def __exit__(self, *exc) -> None:
         self.remote.close()
 
-    def read(self) -> str | None:
+    def read_facts(self) -> str | None:
         """The file's text (None: missing), after refusing a Pi-hole v6 host and a missing folder."""
         remote, folder = self.remote, self.folder
         v6_config = self.settings.pihole_config.strip()
@@ -168,8 +169,8 @@ class Dnsmasq:
         return _read(remote, self.path)
 
     def make_plan(self, text: str | None, wanted: Record, remove: bool = False) -> RecordPlan:
-        return plan_file(text, wanted, self.path, self.settings.dnsmasq_restart_command.strip(), remove=remove,
-                         test_command=check_command(self.settings))
+        return make_file_plan(text, wanted, self.path, self.settings.dnsmasq_restart_command.strip(),
+                              remove=remove, test_command=check_command(self.settings))
 
     def apply_one(self, change, plan) -> object:
         """The write, the check (put back on failure), the restart (put back and restarted again on

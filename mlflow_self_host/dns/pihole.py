@@ -39,7 +39,7 @@ from requests.adapters import HTTPAdapter
 from .. import plan as plans
 from .. import poll
 from ..errors import UserError, connection_reason, first_line
-from .record import Record, RecordPlan, plan_record
+from .record import Record, RecordPlan, make_record_plan
 
 TIMEOUT = 15
 RETRY_INTERVAL = 0.5
@@ -462,11 +462,12 @@ class PiholeBackend:
     def __exit__(self, *exc) -> None:
         self.api.__exit__(*exc)
 
-    def read(self) -> list[str]:
+    def read_facts(self) -> list[str]:
         return self.api.cname_records()
 
     def make_plan(self, entries: list[str], wanted: Record, remove: bool = False) -> RecordPlan:
-        return plan_record(entries, wanted, remove=remove, title=f"Pi-hole {self.api.where} dns.cnameRecords")
+        return make_record_plan(entries, wanted, remove=remove,
+                                title=f"Pi-hole {self.api.where} dns.cnameRecords")
 
     def apply_one(self, change, plan) -> object:
         """The change's steps, each one call; after the plan's last step, ``restartdns`` when FTL did

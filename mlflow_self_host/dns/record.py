@@ -2,7 +2,7 @@
 
 Both backends hold the record in the same form, ``<cname>,[<cname>,]<target>[,<TTL>]``: an item
 of Pi-hole's ``dns.cnameRecords``, or the value of a dnsmasq ``cname=`` line. So the plan is
-computed the same way for both (``plan_record``) from the entries read:
+computed the same way for both (``make_record_plan``) from the entries read:
 
 - no entry names the domain: add the wanted one,
 - an entry names it with another target (or TTL): replace it,
@@ -101,7 +101,7 @@ class RecordPlan(Plan):
         return [step for change in self.changes if isinstance(change.op, Edit) for step in change.op.steps]
 
 
-def plan_record(entries: list[str], wanted: Record, remove: bool = False, title: str = "DNS") -> RecordPlan:
+def make_record_plan(entries: list[str], wanted: Record, remove: bool = False, title: str = "DNS") -> RecordPlan:
     """What to delete and add among ``entries`` so that the domain is ``wanted`` (or gone)."""
     domain = wanted.names[0]
     plan = RecordPlan(title)

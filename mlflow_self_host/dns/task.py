@@ -21,7 +21,7 @@ def run(settings, check_only: bool = False, remove: bool = False, dry_run: bool 
         check.report(settings, wanted)
         return None
     with backends.backend(settings) as backend:
-        plan = backend.make_plan(backend.read(), wanted, remove=remove)
+        plan = backend.make_plan(backend.read_facts(), wanted, remove=remove)
         plans.execute(plan, lambda change: backend.apply_one(change, plan), dry_run=dry_run)
         changed = not dry_run and not plan.empty
         if changed:

@@ -6,7 +6,7 @@
    by number; ``job_dir`` to ``folder_owner:folder_group``), then client.hcl (a managed block that
    differs from ours only in whitespace, as the original recipe left it unindented, is in place and
    kept byte for byte: no write, no restart), the job file,
-3. show it; with ``dry_run`` stop there, else apply it step by step (``plan.execute`` with ``apply_one``),
+3. show it; with ``dry_run`` stop there, else apply it step by step (``plan.execute`` with ``Apply.apply_one``),
 4. restart Nomad only when client.hcl changed, then wait for ``/v1/agent/health``.
 
 The folders come before client.hcl: a host that refuses them (an NFS export with root_squash)
@@ -204,23 +204,29 @@ def _attr_change(now, wanted) -> str:
     return ", ".join(parts)
 
 
-def apply_one(remote, settings, change) -> object:
-    """Make one change of the plan (its ``Op``); ``plans.execute`` says it done."""
-    from .. import console
+class Apply:
+    """Makes the plan's changes on the host over ``remote``."""
 
-    op = change.op
-    if op.kind == "write":
-        remote.write(op.path, op.content, owner=op.owner, group=op.group, mode=op.mode, sudo=True)
-    elif op.kind == "folder":
-        result = remote.run(folder_command(op, create=change.action == "create"), sudo=True, check=False)
-        if not result.ok:
-            raise folder_refused(op, result.reason, create=change.action == "create", host=settings.host)
-    elif op.kind == "restart":
-        console.step(f"restarting Nomad: {settings.nomad_restart_command}")
-        remote.run(settings.nomad_restart_command, sudo=True)
-        wait_for_agent(settings)
-        return plans.QUIET
-    return None
+    def __init__(self, remote, settings):
+        self.remote, self.settings = remote, settings
+
+    def apply_one(self, change) -> object:
+        """Make one change of the plan (its ``Op``); ``plans.execute`` says it done."""
+        from .. import console
+
+        remote, settings, op = self.remote, self.settings, change.op
+        if op.kind == "write":
+            remote.write(op.path, op.content, owner=op.owner, group=op.group, mode=op.mode, sudo=True)
+        elif op.kind == "folder":
+            result = remote.run(folder_command(op, create=change.action == "create"), sudo=True, check=False)
+            if not result.ok:
+                raise folder_refused(op, result.reason, create=change.action == "create", host=settings.host)
+        elif op.kind == "restart":
+            console.step(f"restarting Nomad: {settings.nomad_restart_command}")
+            remote.run(settings.nomad_restart_command, sudo=True)
+            wait_for_agent(settings)
+            return plans.QUIET
+        return None
 
 
 def _chown_spec(owner: str, group: str) -> str:
@@ -332,7 +338,7 @@ def run(settings, dry_run: bool = False, use_ansible: bool = False) -> Plan:
     with connect(settings) as remote:
         facts = read_facts(remote, settings)
         plan = make_plan(settings, facts, job_content, host=settings.host)
-        plans.execute(plan, lambda change: apply_one(remote, settings, change), dry_run=dry_run)
+        plans.execute(plan, Apply(remote, settings).apply_one, dry_run=dry_run)
         if dry_run or plan.empty:
             return plan
     console.done(f"host {settings.host} configured ({len(plan)} change{'s' if len(plan) != 1 else ''})")

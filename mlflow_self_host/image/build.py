@@ -54,7 +54,7 @@ def _without_credentials(url: str) -> str:
 
 
 
-def plan(settings, version, no_cache: bool = False, choice=None) -> Plan:
+def make_plan(settings, version, no_cache: bool = False, choice=None) -> Plan:
     """`inv build`: always one build (a version tag is a release: `inv build` rebuilds it on purpose).
     Pure; ``choice`` the platform decided (platform.wanted): several, or none, is refused here."""
     ref = settings.image_ref(version.text)
@@ -71,14 +71,23 @@ def build(settings, version, no_cache: bool = False, dry_run: bool = False, choi
     """Build the image for the wanted platform; returns its id ("" on a dry run). ``choice``: the
     platform already decided (platform.wanted), else it is decided here."""
     choice = choice or platform_mod.wanted(settings)
-    built = []
+    applying = Apply(settings, version, choice)
+    plans.execute(make_plan(settings, version, no_cache, choice), applying.apply_one, dry_run=dry_run)
+    return applying.built
 
-    def apply_one(change):
-        built.append(build_image(settings, version, choice.single(), choice.source, no_cache=change.op.no_cache))
+
+class Apply:
+    """The build change for ``choice``'s platform; ``built`` is the image id it gave ("" before)."""
+
+    def __init__(self, settings, version, choice):
+        self.settings, self.version, self.choice = settings, version, choice
+        self.built = ""
+
+    def apply_one(self, change):
+        choice = self.choice
+        self.built = build_image(self.settings, self.version, choice.single(), choice.source,
+                                 no_cache=change.op.no_cache)
         return plans.QUIET  # build_image says what it built
-
-    plans.execute(plan(settings, version, no_cache, choice), apply_one, dry_run=dry_run)
-    return built[0] if built else ""
 
 
 def build_image(settings, version, target, source: str, no_cache: bool = False) -> str:

@@ -2,10 +2,10 @@
 
 - ``read_facts(settings, version, tag, dry_run)``: the engine's ``v{version}`` (built? for which
   platform? with which registry digests?) and the registry's ``tag`` (its digest, or absent);
-- ``plan_push`` / ``plan_release_image``: pure: ``build`` (pushlatest: the engine lacks the image;
+- ``make_push_plan`` / ``make_release_plan``: pure: ``build`` (pushlatest: the engine lacks the image;
   deploy: lacks it, or has it for another platform than the one wanted), ``tag`` (latest), ``push``
   (unless the registry's tag already is this image: a re-run sends nothing);
-- ``apply_one``: one change's ``Op`` on the engine (``Apply``).
+- ``Apply.apply_one``: one change's ``Op`` on the engine.
 
 `inv build` always builds (build.py: a version tag is a release, `inv build` rebuilds it on purpose);
 `inv push` never builds (exit 6).
@@ -98,7 +98,7 @@ def warnings(facts: ImageFacts, target: str) -> list[str]:
 
 
 # --- plans (pure) --------------------------------------------------------------------------------
-def plan_push(settings, facts: ImageFacts, version, tag: str, dry_run: bool = False) -> Plan:
+def make_push_plan(settings, facts: ImageFacts, version, tag: str, dry_run: bool = False) -> Plan:
     """`inv push` (``tag`` = the version's) or `inv pushlatest` (``latest``: the version's image, built
     first if the engine lacks it). Refuses a missing image for `inv push` (exit 6)."""
     target = f"{settings.image_repo()}:{tag}"
@@ -130,7 +130,7 @@ def release_platform(facts: ImageFacts, choice):
         return facts.built
 
 
-def plan_release_image(settings, facts: ImageFacts, version, choice, dry_run: bool = False) -> Plan:
+def make_release_plan(settings, facts: ImageFacts, version, choice, dry_run: bool = False) -> Plan:
     """`inv deploy`'s image: built when the engine lacks it or has it for another platform than
     ``release_platform`` (a version tag is a release: only `inv build` rebuilds one as it is), pushed
     unless the registry's tag already is this image."""
@@ -179,7 +179,7 @@ class Apply:
             self._engine = engine_mod.client()
         return self._engine
 
-    def __call__(self, change):
+    def apply_one(self, change):
         from .. import console
 
         op, settings = change.op, self.settings
@@ -210,11 +210,11 @@ class Apply:
 def execute(settings, version, plan: Plan, facts: ImageFacts, dry_run: bool = False) -> str:
     """Apply ``plan``; returns the registry's digest of what was pushed, or of the tag already there
     when there was nothing to push ("" on a dry run)."""
-    apply = Apply(settings, version)
-    plans.execute(plan, apply, dry_run=dry_run)
+    applying = Apply(settings, version)
+    plans.execute(plan, applying.apply_one, dry_run=dry_run)
     if dry_run:
         return ""
-    return apply.digest or (facts.remote_digest or "" if plan.empty else "")
+    return applying.digest or (facts.remote_digest or "" if plan.empty else "")
 
 
 # --- the tasks' and deploy's entry points --------------------------------------------------------
@@ -224,7 +224,7 @@ def push_tag(settings, version, tag: str, dry_run: bool = False) -> str:
 
     facts = read_facts(settings, version, tag, dry_run=dry_run)
     target = f"{settings.image_repo()}:{tag}"
-    plan = plan_push(settings, facts, version, tag, dry_run=dry_run)
+    plan = make_push_plan(settings, facts, version, tag, dry_run=dry_run)
     for warning in warnings(facts, target):
         console.warn(warning)
     return execute(settings, version, plan, facts, dry_run=dry_run)
@@ -236,7 +236,7 @@ def release_image(settings, version, choice, dry_run: bool = False):
     from .. import console
 
     facts = read_facts(settings, version, version.tag, dry_run=dry_run)
-    plan = plan_release_image(settings, facts, version, choice, dry_run=dry_run)
+    plan = make_release_plan(settings, facts, version, choice, dry_run=dry_run)
     for warning in warnings(facts, facts.ref):
         console.warn(warning)
     return facts, plan, release_platform(facts, choice)

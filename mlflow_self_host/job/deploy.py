@@ -120,10 +120,10 @@ def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_bui
                             backup=backup, dry_run=dry_run, migrate=migrate,
                             takeover=len(found.plan) if found is not None and found.needed else 0,
                             registry_has_tag=True if skip_build else None)
-        run = _Run(settings, n, version, dry_run, store_host, found, pushed)
+        run = Apply(settings, n, version, dry_run, store_host, found, pushed)
         for change in make_plan(settings, facts):  # the host and image steps; the job's part is decided after them
             if change.op.kind != "job":
-                run.apply(change)
+                run.apply_one(change)
         run.image_checked()
         try:
             result = run.job(facts)
@@ -144,8 +144,8 @@ def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_bui
             store_host.close()
 
 
-class _Run:
-    """One deploy's steps (``apply``: one change of the plan), and what a step hands the next: the client
+class Apply:
+    """One deploy's steps (``apply_one``: one change of the plan), and what a step hands the next: the client
     nodes, the image's platforms, Nomad's plan and the register's response."""
 
     def __init__(self, settings, n, version: Version, dry_run: bool, store_host, found, pushed):
@@ -186,7 +186,7 @@ class _Run:
             _refuse_other_arch(self.settings, self.image, platforms, nodes, self.dry_run,
                                "refusing before the register; nothing was registered")
 
-    def apply(self, change) -> None:
+    def apply_one(self, change) -> None:
         from .. import console
 
         settings, version, op = self.settings, self.version, change.op
@@ -278,7 +278,7 @@ class _Run:
             console.err.print("[dim]dry run: nothing was registered[/]")
             return DeployResult("dry-run", image, known.job_version, None, diff=known.diff)
         for change in steps:
-            self.apply(change)
+            self.apply_one(change)
         url, outcome = self.url, self.outcome
         console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
         return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, known.diff)

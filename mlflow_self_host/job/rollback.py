@@ -118,29 +118,31 @@ def _rollback(settings, to, dry_run: bool):
     if plan.empty:
         console.done(plan.reason)
         return None
-    outcomes = []
+    applying = Apply(settings, n)
+    plans.execute(plan, applying.apply_one, dry_run=dry_run)
+    return applying.outcome if applying.outcome is not None else plan
 
-    def revert(change) -> str:
-        outcome = apply_one(settings, n, change)
-        outcomes.append(outcome)
-        return (f"rolled back to job version {change.op.version} ({outcome.image}); now job version "
+
+class Apply:
+    """The revert on Nomad client ``n``; ``outcome`` is the followed deployment's (None before)."""
+
+    def __init__(self, settings, n):
+        self.settings, self.n = settings, n
+        self.outcome = None
+
+    def apply_one(self, change) -> str:
+        """Revert (check-and-set on the current version), then follow the deployment it starts."""
+        import nomad.api.exceptions as nex
+
+        settings, n, op = self.settings, self.n, change.op
+        try:
+            response = n.job.revert_job(settings.job_name, op.version, enforce_prior_version=op.prior)
+        except nex.BaseNomadException as exc:
+            code, text = nomad_api.status_and_text(exc)
+            if "enforcing version" in text:
+                raise UserError(f"job {settings.job_name} changed while rolling back ({text}); nothing was "
+                                "reverted", hint="run `inv rollback` again to see the versions now") from None
+            raise nomad_api.to_user_error(exc, settings, f"reverting job {settings.job_name}") from None
+        outcome = self.outcome = follower.after_submit(settings, n, response, f"job version {op.version}")
+        return (f"rolled back to job version {op.version} ({outcome.image}); now job version "
                 f"{outcome.job_version}")
-
-    plans.execute(plan, revert, dry_run=dry_run)
-    return outcomes[0] if outcomes else plan
-
-
-def apply_one(settings, n, change):
-    """Revert (check-and-set on the current version), then follow the deployment it starts."""
-    import nomad.api.exceptions as nex
-
-    op: Revert = change.op
-    try:
-        response = n.job.revert_job(settings.job_name, op.version, enforce_prior_version=op.prior)
-    except nex.BaseNomadException as exc:
-        code, text = nomad_api.status_and_text(exc)
-        if "enforcing version" in text:
-            raise UserError(f"job {settings.job_name} changed while rolling back ({text}); nothing was reverted",
-                            hint="run `inv rollback` again to see the versions now") from None
-        raise nomad_api.to_user_error(exc, settings, f"reverting job {settings.job_name}") from None
-    return follower.after_submit(settings, n, response, f"job version {op.version}")

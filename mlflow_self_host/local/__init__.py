@@ -7,9 +7,9 @@ the background with a pid file (native.py). Both use the same folders, so data m
 the two.
 
 As every area that changes something: facts (facts.read_facts: the engine, our container and its
-image, the native server's pid, the folders, the port), a pure plan (facts.plan_up / plan_down, an
+image, the native server's pid, the folders, the port), a pure plan (facts.make_up_plan / make_down_plan, an
 empty one says why: "already running in container mlflow-local"), then ``plans.execute`` with
-``apply_one``. A dry run is the plan shown.
+``Apply.apply_one``. A dry run is the plan shown.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from .. import console
 from .. import plan as plans
 from .native import VENV_MARKER, cache_dir, ensure_venv, mlflow_pin, requirements_file, venv_dir
 from .server import HEALTH_TIMEOUT, LOG_FILE, PID_FILE, SERVER_UID, Folders, healthy, server_env, url
-from .facts import LocalFacts, Op, plan_down, plan_up, read_facts
+from .facts import LocalFacts, Op, make_down_plan, make_up_plan, read_facts
 
-__all__ = ["up", "down", "apply_one", "read_facts", "plan_up", "plan_down", "LocalFacts", "Op", "Folders", "url",
+__all__ = ["up", "down", "Apply", "read_facts", "make_up_plan", "make_down_plan", "LocalFacts", "Op", "Folders", "url",
            "healthy", "server_env", "ensure_venv", "venv_dir", "mlflow_pin", "requirements_file", "cache_dir",
            "VENV_MARKER", "HEALTH_TIMEOUT", "LOG_FILE", "PID_FILE", "SERVER_UID"]
 
@@ -30,11 +30,11 @@ def up(settings, version, require_docker: bool = False, dry_run: bool = False) -
 
     engine = engine_mod.client(required=False)
     facts = read_facts(settings, engine, version)
-    plan = plan_up(settings, facts, version.text, require_docker)
+    plan = make_up_plan(settings, facts, version.text, require_docker)
     if not facts.engine and not facts.native_pid:
         console.warn(f"no Docker engine at {facts.engine_at} ({facts.engine_failure}): "
                      "running MLflow natively instead (`inv up --docker` requires the engine)")
-    plans.execute(plan, lambda change: apply_one(settings, version, engine, change), dry_run=dry_run)
+    plans.execute(plan, Apply(settings, version, engine).apply_one, dry_run=dry_run)
     if not dry_run:
         console.result(url(settings))
     return url(settings)
@@ -45,48 +45,54 @@ def down(settings, dry_run: bool = False) -> None:
     from ..image import engine as engine_mod
 
     engine = engine_mod.client(required=False)
-    plan = plan_down(settings, read_facts(settings, engine))
-    plans.execute(plan, lambda change: apply_one(settings, None, engine, change), dry_run=dry_run)
+    plan = make_down_plan(settings, read_facts(settings, engine))
+    plans.execute(plan, Apply(settings, None, engine).apply_one, dry_run=dry_run)
 
 
-def apply_one(settings, version, engine, change):
-    """Make one change of a local plan (its ``Op``); the start and stop changes say what they did."""
-    from pathlib import Path
+class Apply:
+    """Makes one change of a local plan (its ``Op``) with ``version``'s image on ``engine`` (None: none
+    answers); the start and stop changes say what they did."""
 
-    from . import container, native
-    from .server import check_port_free
+    def __init__(self, settings, version, engine):
+        self.settings, self.version, self.engine = settings, version, engine
 
-    op = change.op
-    folders = Folders.of(settings)
-    if op.kind == "build":
-        from ..image import build as image_build
-        from ..image.platform import Platform
+    def apply_one(self, change):
+        from pathlib import Path
 
-        console.info(f"{op.target} is not built yet: building it")
-        image_build.build_image(settings, version, Platform.parse(op.platform),
-                                "the engine's own: `inv up` runs it here")
-        return plans.QUIET  # build_image says what it built
-    if op.kind == "remove-container":
-        container.remove(engine, op.target)
-    elif op.kind == "venv":
-        native.ensure_venv(settings)
-    elif op.kind == "folder":
-        container.prepare_folder(Path(op.target), op.chown)
-    elif op.kind == "run-container":
-        check_port_free(settings)  # a container replaced just now held it, or another program took it since
-        return container.run(engine, settings, folders, op.target, op.user)
-    elif op.kind == "start-native":
-        check_port_free(settings)
-        return native.start(settings, folders)
-    elif op.kind == "stop-container":
-        container.remove(engine, op.target, stop=True)
-        return f"stopped container {op.target}; data kept in {folders.data}"
-    elif op.kind == "stop-native":
-        native.stop(op.pid)
-        folders.pid_file.unlink(missing_ok=True)
-        return f"stopped native server (pid {op.pid}); data kept in {folders.data}"
-    elif op.kind == "forget-pid":
-        Path(op.target).unlink(missing_ok=True)
-    else:
-        raise ValueError(f"unknown local op {op.kind!r}")
-    return None
+        from . import container, native
+        from .server import check_port_free
+
+        settings, version, engine, op = self.settings, self.version, self.engine, change.op
+        folders = Folders.of(settings)
+        if op.kind == "build":
+            from ..image import build as image_build
+            from ..image.platform import Platform
+
+            console.info(f"{op.target} is not built yet: building it")
+            image_build.build_image(settings, version, Platform.parse(op.platform),
+                                    "the engine's own: `inv up` runs it here")
+            return plans.QUIET  # build_image says what it built
+        if op.kind == "remove-container":
+            container.remove(engine, op.target)
+        elif op.kind == "venv":
+            native.ensure_venv(settings)
+        elif op.kind == "folder":
+            container.prepare_folder(Path(op.target), op.chown)
+        elif op.kind == "run-container":
+            check_port_free(settings)  # a container replaced just now held it, or another program took it since
+            return container.run(engine, settings, folders, op.target, op.user)
+        elif op.kind == "start-native":
+            check_port_free(settings)
+            return native.start(settings, folders)
+        elif op.kind == "stop-container":
+            container.remove(engine, op.target, stop=True)
+            return f"stopped container {op.target}; data kept in {folders.data}"
+        elif op.kind == "stop-native":
+            native.stop(op.pid)
+            folders.pid_file.unlink(missing_ok=True)
+            return f"stopped native server (pid {op.pid}); data kept in {folders.data}"
+        elif op.kind == "forget-pid":
+            Path(op.target).unlink(missing_ok=True)
+        else:
+            raise ValueError(f"unknown local op {op.kind!r}")
+        return None

@@ -1,5 +1,5 @@
 """Local mode's facts (``read_facts``: the engine, our container, the native server, ./data, the cache)
-and its plans (``plan_up``, ``plan_down``: pure, each change with its ``Op``)."""
+and its plans (``make_up_plan``, ``make_down_plan``: pure, each change with its ``Op``)."""
 from __future__ import annotations
 
 import os
@@ -99,7 +99,7 @@ def read_facts(settings, engine, version=None) -> LocalFacts:
 
 
 # --- plans (pure) --------------------------------------------------------------------------------
-def plan_up(settings, facts: LocalFacts, version_text: str, require_docker: bool = False) -> Plan:
+def make_up_plan(settings, facts: LocalFacts, version_text: str, require_docker: bool = False) -> Plan:
     """`inv up`: nothing when our server runs (the container with this image on this port, or the
     native one); else the container (the image built first when missing; ours replaced when it runs
     another image or is stopped), or without an engine the native server (its virtual environment
@@ -156,7 +156,7 @@ def plan_up(settings, facts: LocalFacts, version_text: str, require_docker: bool
     return plan
 
 
-def plan_down(settings, facts: LocalFacts) -> Plan:
+def make_down_plan(settings, facts: LocalFacts) -> Plan:
     """`inv down`: stop and remove our container, stop the native server; ./data is kept."""
     folders = Folders.of(settings)
     plan = Plan("local MLflow")

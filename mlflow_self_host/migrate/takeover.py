@@ -114,12 +114,12 @@ def read(settings, host, n, require: bool = False) -> Takeover:
     facts = store.inspect(settings, host, full=require)
     if not require:
         refuse_bad_store(settings, facts, chain, require, _job_is_ours(job))
-        quick = plan(settings, facts, job, chain, name)
+        quick = make_plan(settings, facts, job, chain, name)
         if not quick.needed:
             return quick
         facts = store.inspect(settings, host, full=True)
     refuse_bad_store(settings, facts, chain, require, _job_is_ours(job))
-    return plan(settings, facts, job, chain, name, other_writers(settings, n))
+    return make_plan(settings, facts, job, chain, name, other_writers(settings, n))
 
 
 def other_writers(settings, n) -> list[dict]:
@@ -139,8 +139,8 @@ def other_writers(settings, n) -> list[dict]:
     return out
 
 
-def plan(settings, facts: store.StoreFacts, job: dict | None, chain: schema.Chain, backup_name: str,
-         others: list | None = None) -> Takeover:
+def make_plan(settings, facts: store.StoreFacts, job: dict | None, chain: schema.Chain, backup_name: str,
+              others: list | None = None) -> Takeover:
     """What taking the store over would change (no I/O)."""
     uid, gid = settings.image_user_ids()
     out = Takeover(facts, job, chain, Plan(f"take over the MLflow store on {settings.host}"), backup_name=backup_name,

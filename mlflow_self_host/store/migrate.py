@@ -233,7 +233,7 @@ def make_plan(facts: Facts) -> Plan:
 
 
 # --- applying it ---------------------------------------------------------------------------------
-class _Run:
+class Apply:
     """One migration's state while it is applied: what was created, so that a failure can undo it."""
 
     def __init__(self, settings, facts: Facts, python: Path):
@@ -355,23 +355,16 @@ def run(settings, to: str, from_path: str | None = None, dry_run: bool = False) 
     from .. import local
 
     python = local.ensure_venv(settings) / "bin" / "python"
-    target = read_target(python, url)
     with tempfile.TemporaryDirectory(prefix="msh-migrate-store-") as folder:
-        if not target.reachable or target.tables:  # refused before the store is read (or the job stopped)
-            source = Source("", "", None, {}, {})
-        else:
-            source = _source(settings, from_path, Path(folder), dry_run)
-        from ..migrate import schema
-
-        facts = Facts(source, target, schema.chain().order, schema.chain().mlflow_version, store,
-                      settings.sources.get("store", "invoke.yaml"), settings_file(settings))
+        facts = read_facts(settings, python, url, store, Path(folder), from_path, dry_run)
+        source = facts.source
         plan = make_plan(facts)
         if not source.unread:
             show_tables(source)
         if dry_run:
             plans.show(plan, dry_run=True)
             return plan
-        applying = _Run(settings, facts, python)
+        applying = Apply(settings, facts, python)
         try:
             plans.execute(plan, applying.apply_one)
         except UserError as exc:
@@ -386,6 +379,21 @@ def run(settings, to: str, from_path: str | None = None, dry_run: bool = False) 
         console.warn(f"store comes from {facts.store_source.split(' ', 1)[1]} here, which still wins over "
                      "invoke.yaml: set it to postgres (or unset it)")
     return plan
+
+
+def read_facts(settings, python: Path, url: str, store: str, folder: Path, from_path: str | None,
+               dry_run: bool) -> Facts:
+    """The target at ``url``, then, unless it is refused already (unreachable, not empty), a consistent
+    copy of the store in ``folder`` (a dry run does not take the host's backup)."""
+    from ..migrate import schema
+
+    target = read_target(python, url)
+    if not target.reachable or target.tables:  # refused before the store is read (or the job stopped)
+        source = Source("", "", None, {}, {})
+    else:
+        source = _source(settings, from_path, folder, dry_run)
+    return Facts(source, target, schema.chain().order, schema.chain().mlflow_version, store,
+                 settings.sources.get("store", "invoke.yaml"), settings_file(settings))
 
 
 def _source(settings, from_path: str | None, folder: Path, dry_run: bool) -> Source:

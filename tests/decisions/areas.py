@@ -73,13 +73,13 @@ def plan_dns(settings, facts: dict, args: dict) -> Plan:
     import dataclasses
 
     from mlflow_self_host.dns.dnsmasq import Dnsmasq
-    from mlflow_self_host.dns.record import Edit, plan_record, wanted_cname
+    from mlflow_self_host.dns.record import Edit, make_record_plan, wanted_cname
 
     wanted, remove = wanted_cname(settings), args.get("remove", False)
     if "file" in facts:
         plan = Dnsmasq(settings).make_plan(facts["file"], wanted, remove=remove)
     else:
-        plan = plan_record(facts.get("entries", []), wanted, remove=remove, title="Pi-hole dns.cnameRecords")
+        plan = make_record_plan(facts.get("entries", []), wanted, remove=remove, title="Pi-hole dns.cnameRecords")
     plan.changes = [dataclasses.replace(c, op={"steps": [list(s) for s in c.op.steps]}) if isinstance(c.op, Edit)
                     else c for c in plan.changes]
     return plan
@@ -142,14 +142,14 @@ def plan_rollback(settings, facts: dict, args: dict) -> Plan:
 def plan_local(settings, facts: dict, args: dict) -> Plan:
     """`inv up` (``"task": "up"``, the default; ``"version"``, ``"require_docker"``) or `inv down` from
     local mode's facts (LocalFacts' fields; ``"container"`` as ContainerFacts', ``"ids"`` [euid, uid, gid])."""
-    from mlflow_self_host.local.facts import ContainerFacts, LocalFacts, plan_down, plan_up
+    from mlflow_self_host.local.facts import ContainerFacts, LocalFacts, make_down_plan, make_up_plan
 
     container = facts.get("container")
     local_facts = LocalFacts(**{**facts, "container": ContainerFacts(**container) if container else None,
                                 "ids": tuple(facts.get("ids", (1000, 1000, 1000)))})
     if args.get("task") == "down":
-        return plan_down(settings, local_facts)
-    return plan_up(settings, local_facts, args.get("version", "0.99"), args.get("require_docker", False))
+        return make_down_plan(settings, local_facts)
+    return make_up_plan(settings, local_facts, args.get("version", "0.99"), args.get("require_docker", False))
 
 
 def plan_image(settings, facts: dict, args: dict) -> Plan:
@@ -172,9 +172,9 @@ def plan_image(settings, facts: dict, args: dict) -> Plan:
     task, dry_run = args.get("task", "push"), args.get("dry_run", False)
     if task == "deploy":
         choice = Choice([Platform.parse(args.get("platform", "linux/amd64"))], "the platform setting")
-        return publish.plan_release_image(settings, image_facts, version, choice, dry_run=dry_run)
+        return publish.make_release_plan(settings, image_facts, version, choice, dry_run=dry_run)
     tag = "latest" if task == "pushlatest" else version.tag
-    return publish.plan_push(settings, image_facts, version, tag, dry_run=dry_run)
+    return publish.make_push_plan(settings, image_facts, version, tag, dry_run=dry_run)
 
 
 def plan_store(settings, facts: dict, args: dict) -> Plan:

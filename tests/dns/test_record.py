@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from mlflow_self_host.dns.record import Record, plan_record, wanted_cname
+from mlflow_self_host.dns.record import Record, make_record_plan, wanted_cname
 from mlflow_self_host.errors import UserError
 from mlflow_self_host.settings import Settings
 
@@ -22,43 +22,43 @@ def applied(entries, plan):
 
 
 def test_missing_record_is_added():
-    plan = plan_record(["nas.lan,traefik.lan"], WANTED)
+    plan = make_record_plan(["nas.lan,traefik.lan"], WANTED)
     assert plan.ops == [("add", "mlflow.lan,traefik.lan")]
     assert [(c.action, c.target) for c in plan] == [("create", "mlflow.lan")]
 
 
 def test_other_target_is_replaced():
-    plan = plan_record(["mlflow.lan,old-proxy.lan"], WANTED)
+    plan = make_record_plan(["mlflow.lan,old-proxy.lan"], WANTED)
     assert plan.ops == [("delete", "mlflow.lan,old-proxy.lan"), ("add", "mlflow.lan,traefik.lan")]
     assert [c.action for c in plan] == ["replace"] and "old-proxy.lan" in plan.changes[0].detail
 
 
 def test_right_record_is_no_change_whatever_the_case_or_trailing_dot():
-    assert plan_record(["MLflow.lan,traefik.lan."], WANTED).empty
+    assert make_record_plan(["MLflow.lan,traefik.lan."], WANTED).empty
 
 
 def test_ttl_is_part_of_the_record():
     with_ttl = Record(("mlflow.lan",), "traefik.lan", 300)
-    assert plan_record(["mlflow.lan,traefik.lan,300"], with_ttl).empty
-    assert plan_record(["mlflow.lan,traefik.lan"], with_ttl).ops[-1] == ("add", "mlflow.lan,traefik.lan,300")
-    assert plan_record(["mlflow.lan,traefik.lan,300"], WANTED).ops[0] == ("delete", "mlflow.lan,traefik.lan,300")
+    assert make_record_plan(["mlflow.lan,traefik.lan,300"], with_ttl).empty
+    assert make_record_plan(["mlflow.lan,traefik.lan"], with_ttl).ops[-1] == ("add", "mlflow.lan,traefik.lan,300")
+    assert make_record_plan(["mlflow.lan,traefik.lan,300"], WANTED).ops[0] == ("delete", "mlflow.lan,traefik.lan,300")
 
 
 def test_shared_entry_keeps_its_other_names():
-    plan = plan_record(["nas.lan,mlflow.lan,old.lan"], WANTED)
+    plan = make_record_plan(["nas.lan,mlflow.lan,old.lan"], WANTED)
     assert plan.ops == [("delete", "nas.lan,mlflow.lan,old.lan"), ("add", "nas.lan,old.lan"),
                         ("add", "mlflow.lan,traefik.lan")]
 
 
 def test_remove_takes_every_entry_naming_the_domain():
     entries = ["mlflow.lan,traefik.lan", "nas.lan,traefik.lan", "x.lan,mlflow.lan,other.lan"]
-    after = applied(entries, plan_record(entries, WANTED, remove=True))
+    after = applied(entries, make_record_plan(entries, WANTED, remove=True))
     assert sorted(after) == ["nas.lan,traefik.lan", "x.lan,other.lan"]
-    assert plan_record(after, WANTED, remove=True).empty
+    assert make_record_plan(after, WANTED, remove=True).empty
 
 
 def test_duplicates_are_taken_away_when_one_is_right():
-    plan = plan_record(["mlflow.lan,old.lan", "mlflow.lan,traefik.lan"], WANTED)
+    plan = make_record_plan(["mlflow.lan,old.lan", "mlflow.lan,traefik.lan"], WANTED)
     assert plan.ops == [("delete", "mlflow.lan,old.lan")] and plan.changes[0].action == "delete"
 
 
@@ -70,8 +70,8 @@ ENTRY = st.builds(lambda names, target, ttl: ",".join(names + [target] + ([str(t
 @hsettings(max_examples=200, deadline=None)
 @given(st.lists(ENTRY, max_size=5, unique=True), st.booleans())
 def test_applying_the_plan_converges_and_keeps_other_names(entries, remove):
-    after = applied(entries, plan_record(entries, WANTED, remove=remove))
-    assert plan_record(after, WANTED, remove=remove).empty  # running twice changes nothing
+    after = applied(entries, make_record_plan(entries, WANTED, remove=remove))
+    assert make_record_plan(after, WANTED, remove=remove).empty  # running twice changes nothing
     naming = [Record.parse(e) for e in after if Record.parse(e) and Record.parse(e).names_domain("mlflow.lan")]
     assert naming == ([] if remove else [Record(naming[0].names, "traefik.lan")])
     before = {(n.lower(), r.target.lower()) for e in entries if (r := Record.parse(e)) for n in r.names}

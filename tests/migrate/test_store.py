@@ -104,25 +104,25 @@ ORIGINAL = {"TaskGroups": [{"Tasks": [{"Config": {"image": "registry.lan:5000/ml
 def test_plans(tmp_path):
     settings, chain = _settings(tmp_path), schema.chain()
     # the original job over a 1.29 database: stop, copy, upgrade
-    p = takeover.plan(settings, _facts(tmp_path), ORIGINAL, chain, "copy.db")
+    p = takeover.make_plan(settings, _facts(tmp_path), ORIGINAL, chain, "copy.db")
     assert [c.action for c in p.plan] == ["stop", "create", "upgrade"]
     # our own job over an older schema: an ordinary upgrade, not a takeover
-    assert not takeover.plan(settings, _facts(tmp_path), OURS, chain, "copy.db").needed
+    assert not takeover.make_plan(settings, _facts(tmp_path), OURS, chain, "copy.db").needed
     # rows under the old root, the job already stopped by an earlier run that copied the original
     facts = _facts(tmp_path, legacy={"experiments": 2, "runs": 3})
     facts.backups = ["mlflow-before-migration-20261130T100000Z.db"]
-    p = takeover.plan(settings, facts, dict(ORIGINAL, Stop=True), chain, "copy.db")
+    p = takeover.make_plan(settings, facts, dict(ORIGINAL, Stop=True), chain, "copy.db")
     assert [c.action for c in p.plan] == ["keep", "update", "upgrade"]
     assert p.backup_path.endswith("/mlflow-before-migration-20261130T100000Z.db")
     # the same copy under our own job (taken over long ago, rows found again): a new copy of today's file
-    p = takeover.plan(settings, facts, OURS, chain, "copy.db")
+    p = takeover.make_plan(settings, facts, OURS, chain, "copy.db")
     assert [c.action for c in p.plan] == ["stop", "create", "update", "upgrade"] and p.backup_path == ""
     # the recipe's job under another name mounts the volumes too: stopped as well
     other = dict(ORIGINAL, ID="mlflow-old")
-    p = takeover.plan(settings, _facts(tmp_path), ORIGINAL, chain, "copy.db", others=[other])
+    p = takeover.make_plan(settings, _facts(tmp_path), ORIGINAL, chain, "copy.db", others=[other])
     assert [(c.action, c.target) for c in p.plan][:2] == [("stop", "job mlflow"), ("stop", "job mlflow-old")]
     # all done: empty, with its reason
-    done = takeover.plan(settings, _facts(tmp_path, revision=chain.head), OURS, chain, "copy.db")
+    done = takeover.make_plan(settings, _facts(tmp_path, revision=chain.head), OURS, chain, "copy.db")
     assert not done.needed and "schema current" in done.reason
 
 
