@@ -1,8 +1,8 @@
 """`inv rollback [--to VERSION]`: revert the job (check-and-set on its version), follow the deployment.
 
-Facts (``read_facts``: the registered job, its versions, and Nomad's answer whether the version to go
-back to has the current specification) → ``make_plan`` (pure: the version chosen, one ``revert``
-change, or an empty plan with its reason) → ``plans.execute`` (the revert, then the deployment followed).
+Facts (``read_facts``: the registered job, its versions, the version to go back to (``choose``), and
+Nomad's answer whether it has the current specification) → ``make_plan`` (pure: one ``revert``
+change to that version, or an empty plan with its reason) → ``plans.execute`` (the revert, then the deployment followed).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class RollbackFacts:
     current: dict | None  # the registered job (None: not registered)
     versions: list = field(default_factory=list)  # the job's versions, as Nomad lists them
     same_specification: set = field(default_factory=set)  # versions Nomad's plan finds equal to the current
+    target: dict | None = None  # the version to go back to (``choose``; None: no job)
 
 
 def choose(current: dict, versions: list[dict], to) -> dict:
@@ -67,26 +68,27 @@ def _same_specification(settings, n, target: dict) -> bool:
 
 
 def read_facts(settings, n, to=None) -> RollbackFacts:
-    """The job, its versions, and whether the version ``to`` (or the one chosen) has the current
-    specification (Nomad plans only that one: the choice is refused first when it cannot be made)."""
+    """The job, its versions, the version to go back to (``to``, or the one chosen) and whether it has
+    the current specification (Nomad plans only that one: the choice is refused first when it cannot
+    be made)."""
     current = jobfile.current(settings, n)
     if current is None:
         return RollbackFacts(None)
     versions = nomad_api.call(settings, "listing job versions", n.job.get_versions, settings.job_name)
     facts = RollbackFacts(current, (versions or {}).get("Versions") or [])
-    target = choose(current, facts.versions, to)
+    target = facts.target = choose(current, facts.versions, to)
     if _same_specification(settings, n, target):
         facts.same_specification.add(target["Version"])
     return facts
 
 
-def make_plan(settings, facts: RollbackFacts, to=None) -> Plan:
-    """Which version to revert to, or why not (UserError: no job, no such version, ...). Pure."""
-    current = facts.current
+def make_plan(settings, facts: RollbackFacts) -> Plan:
+    """The revert to the chosen version, or why not (UserError: no job; an empty plan: the same
+    specification). Pure."""
+    current, target = facts.current, facts.target
     if current is None:
         raise UserError(f"job {settings.job_name} is not registered in namespace "
                         f"{settings.nomad_namespace or 'default'}: nothing to roll back")
-    target = choose(current, facts.versions, to)
     plan = Plan(f"rollback job {settings.job_name}")
     if target["Version"] in facts.same_specification:
         plan.reason = (f"job version {target['Version']} has the same specification as the current version "
@@ -114,7 +116,7 @@ def _rollback(settings, to, dry_run: bool):
     from .. import console
 
     n = nomad_api.client(settings)
-    plan = make_plan(settings, read_facts(settings, n, to), to)
+    plan = make_plan(settings, read_facts(settings, n, to))
     if plan.empty:
         console.done(plan.reason)
         return None

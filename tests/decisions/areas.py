@@ -124,8 +124,9 @@ def _database_variable(settings, facts: dict | None):
 
 def plan_rollback(settings, facts: dict, args: dict) -> Plan:
     """facts: ``current`` (the job, or null), ``versions`` (Version, Stable, Stop, the image), and
-    ``same_specification``: the versions Nomad's plan finds equal to the current one."""
-    from mlflow_self_host.job.rollback import RollbackFacts, make_plan
+    ``same_specification``: the versions Nomad's plan finds equal to the current one. The version to go
+    back to is chosen from them and ``"to"`` in args as read_facts chooses it (``choose``: its refusals)."""
+    from mlflow_self_host.job.rollback import RollbackFacts, choose, make_plan
 
     def job(v: dict) -> dict:
         image = v.pop("image", None)
@@ -133,10 +134,10 @@ def plan_rollback(settings, facts: dict, args: dict) -> Plan:
             v["TaskGroups"] = [{"Tasks": [{"Config": {"image": image}}]}]
         return {"ID": settings.job_name, **v}
 
-    current = facts.get("current")
-    return make_plan(settings, RollbackFacts(job(dict(current)) if current else None,
-                                             [job(dict(v)) for v in facts.get("versions", [])],
-                                             set(facts.get("same_specification", []))), args.get("to"))
+    current = job(dict(facts["current"])) if facts.get("current") else None
+    versions = [job(dict(v)) for v in facts.get("versions", [])]
+    target = choose(current, versions, args.get("to")) if current else None
+    return make_plan(settings, RollbackFacts(current, versions, set(facts.get("same_specification", [])), target))
 
 
 def plan_local(settings, facts: dict, args: dict) -> Plan:
