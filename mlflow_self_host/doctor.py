@@ -161,6 +161,7 @@ def check_registry(settings, timeout):
 
 def check_ssh(settings, timeout):
     from .host import ssh
+    from .host.shell import quote
 
     target = f"{settings.ssh_user}@{settings.host}:{settings.ssh_port}"
     try:
@@ -185,7 +186,7 @@ def check_ssh(settings, timeout):
     else:
         yield _fail("client.hcl", f"{config} is missing", "install Nomad on the host, or set nomad_client_config")
     owner = settings.folder_owner
-    result = remote.run(f"getent passwd {_q(owner)}", check=False)
+    result = remote.run(f"getent passwd {quote(owner)}", check=False)
     if result.exited == 0:
         uid = result.stdout.strip().split(":")[2] if result.stdout.count(":") >= 2 else "?"
         yield Row(f"user {owner}", True, f"exists (uid {uid})")
@@ -582,9 +583,3 @@ def _table(rows: list[Row]) -> None:
 def _inner(timeout) -> float:
     """A library's own timeout: under the check's deadline, so the check can say why it failed."""
     return max(0.5, float(timeout) * 0.75)
-
-
-def _q(value: str) -> str:
-    import shlex
-
-    return shlex.quote(str(value))

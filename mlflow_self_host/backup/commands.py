@@ -8,8 +8,9 @@ line; exit 0 ok, 3 refused (``{"error": "missing"}`` or ``{"error": "integrity",
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import PurePosixPath
+
+from ..host.shell import quote
 
 TOOLS = ("python3", "sqlite3")
 
@@ -65,10 +66,6 @@ if op == "backup":
 '''
 
 
-def _q(value) -> str:
-    return shlex.quote(str(value))
-
-
 def _sql_str(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
@@ -81,14 +78,14 @@ def _tool_line() -> str:
 
 
 def _is(flag: str, path: str, name: str) -> str:
-    return f"if [ {flag} {_q(path)} ]; then echo {name}=yes; else echo {name}=no; fi"
+    return f"if [ {flag} {quote(path)} ]; then echo {name}=yes; else echo {name}=no; fi"
 
 
 def backup_facts(db: str, folder: str) -> str:
     """The facts a backup is planned from, one ``key=value`` line each (tool, db, folder), then the
     backups folder's entries."""
     return "; ".join([_tool_line(), _is("-f", db, "db"), _is("-d", folder, "folder"),
-                      f"if [ -d {_q(folder)} ]; then ls -1A {_q(folder)}; fi"])
+                      f"if [ -d {quote(folder)} ]; then ls -1A {quote(folder)}; fi"])
 
 
 def restore_facts(db: str, folder: str) -> str:
@@ -97,7 +94,7 @@ def restore_facts(db: str, folder: str) -> str:
 
 
 def is_file(path: str) -> str:
-    return f"test -f {_q(path)}"
+    return f"test -f {quote(path)}"
 
 
 def parse_facts(out: str) -> tuple[dict, list[str]]:
@@ -126,41 +123,41 @@ class SQLite:
 
     def backup(self, src: str, folder: str, base: str) -> str:
         if self.tool == "python3":
-            return f"python3 -c {_q(PROGRAM)} backup {_q(src)} {_q(folder)} {_q(base)}"
+            return f"python3 -c {quote(PROGRAM)} backup {quote(src)} {quote(folder)} {quote(base)}"
         tmp = f"{folder}/.{base}.partial"
         final = f"{folder}/{base}.db"
         return (
-            f"[ -f {_q(src)} ] || {{ echo '{{\"error\": \"missing\"}}'; exit 3; }}; "
-            f"rm -f {_q(tmp)} && sqlite3 {_q(src)} {_q('.backup ' + _sql_str(tmp))} && "
-            f"r=$(sqlite3 {_q(tmp)} 'PRAGMA integrity_check' 2>&1 | head -5 | tr '\\n' ' ' | sed 's/ $//'); "
-            f"if [ \"$r\" != ok ]; then rm -f {_q(tmp)}; printf '{{\"error\": \"integrity\", \"integrity\": \"%s\"}}\\n' \"$r\"; exit 3; fi; "
-            f"chmod 640 {_q(tmp)}; f={_q(final)}; n=1; "
-            f"while ! ln {_q(tmp)} \"$f\" 2>/dev/null; do f={_q(folder + '/' + base)}-$n.db; n=$((n+1)); done; "
-            f"rm -f {_q(tmp)}; printf '{{\"path\": \"%s\", \"integrity\": \"ok\", \"size\": %s}}\\n' \"$f\" $(stat -c %s \"$f\")"
+            f"[ -f {quote(src)} ] || {{ echo '{{\"error\": \"missing\"}}'; exit 3; }}; "
+            f"rm -f {quote(tmp)} && sqlite3 {quote(src)} {quote('.backup ' + _sql_str(tmp))} && "
+            f"r=$(sqlite3 {quote(tmp)} 'PRAGMA integrity_check' 2>&1 | head -5 | tr '\\n' ' ' | sed 's/ $//'); "
+            f"if [ \"$r\" != ok ]; then rm -f {quote(tmp)}; printf '{{\"error\": \"integrity\", \"integrity\": \"%s\"}}\\n' \"$r\"; exit 3; fi; "
+            f"chmod 640 {quote(tmp)}; f={quote(final)}; n=1; "
+            f"while ! ln {quote(tmp)} \"$f\" 2>/dev/null; do f={quote(folder + '/' + base)}-$n.db; n=$((n+1)); done; "
+            f"rm -f {quote(tmp)}; printf '{{\"path\": \"%s\", \"integrity\": \"ok\", \"size\": %s}}\\n' \"$f\" $(stat -c %s \"$f\")"
         )
 
     def check(self, path: str) -> str:
         if self.tool == "python3":
-            return f"python3 -c {_q(PROGRAM)} check {_q(path)}"
+            return f"python3 -c {quote(PROGRAM)} check {quote(path)}"
         return (
-            f"[ -f {_q(path)} ] || {{ echo '{{\"error\": \"missing\"}}'; exit 3; }}; "
-            f"r=$(sqlite3 {_q(path)} 'PRAGMA integrity_check' 2>&1 | head -5 | tr '\\n' ' ' | sed 's/ $//' | tr '\"' \"'\"); "
-            f"printf '{{\"integrity\": \"%s\", \"size\": %s}}\\n' \"$r\" $(stat -c %s {_q(path)})"
+            f"[ -f {quote(path)} ] || {{ echo '{{\"error\": \"missing\"}}'; exit 3; }}; "
+            f"r=$(sqlite3 {quote(path)} 'PRAGMA integrity_check' 2>&1 | head -5 | tr '\\n' ' ' | sed 's/ $//' | tr '\"' \"'\"); "
+            f"printf '{{\"integrity\": \"%s\", \"size\": %s}}\\n' \"$r\" $(stat -c %s {quote(path)})"
         )
 
 
 def make_folder(folder: str) -> str:
-    return f"mkdir -p {_q(folder)} && chmod 750 {_q(folder)}"
+    return f"mkdir -p {quote(folder)} && chmod 750 {quote(folder)}"
 
 
 def remove(paths) -> str:
-    return "rm -f -- " + " ".join(_q(p) for p in paths)
+    return "rm -f -- " + " ".join(quote(p) for p in paths)
 
 
 def keep_aside(db: str, aside: str) -> str:
     """Move the current database and its -wal/-shm/-journal aside (each only when it is there)."""
-    return (f"set -e; if [ -e {_q(db)} ]; then mv {_q(db)} {_q(aside)}; fi; "
-            f"for x in -wal -shm -journal; do if [ -e {_q(db)}$x ]; then mv {_q(db)}$x {_q(aside)}$x; fi; done")
+    return (f"set -e; if [ -e {quote(db)} ]; then mv {quote(db)} {quote(aside)}; fi; "
+            f"for x in -wal -shm -journal; do if [ -e {quote(db)}$x ]; then mv {quote(db)}$x {quote(aside)}$x; fi; done")
 
 
 def put_in_place(backup: str, db: str, aside: str) -> str:
@@ -169,13 +166,13 @@ def put_in_place(backup: str, db: str, aside: str) -> str:
     folder = str(PurePosixPath(db).parent)
     tmp = f"{db}.restoring"
     return (
-        f"set -e; ref={_q(folder)}; if [ -e {_q(aside)} ]; then ref={_q(aside)}; fi; "
-        f"cp {_q(backup)} {_q(tmp)}; chown --reference=\"$ref\" {_q(tmp)}; "
-        f"if [ \"$ref\" != {_q(folder)} ]; then chmod --reference=\"$ref\" {_q(tmp)}; else chmod 664 {_q(tmp)}; fi; "
-        f"mv {_q(tmp)} {_q(db)}"
+        f"set -e; ref={quote(folder)}; if [ -e {quote(aside)} ]; then ref={quote(aside)}; fi; "
+        f"cp {quote(backup)} {quote(tmp)}; chown --reference=\"$ref\" {quote(tmp)}; "
+        f"if [ \"$ref\" != {quote(folder)} ]; then chmod --reference=\"$ref\" {quote(tmp)}; else chmod 664 {quote(tmp)}; fi; "
+        f"mv {quote(tmp)} {quote(db)}"
     )
 
 
 def copy_for_download(path: str, tmp: str, user: str) -> str:
     """A copy the SSH user may read (the backup is root's), to download without sudo."""
-    return f"install -m 600 -o {_q(user)} {_q(path)} {_q(tmp)}"
+    return f"install -m 600 -o {quote(user)} {quote(path)} {quote(tmp)}"

@@ -2,6 +2,7 @@
 (no SSH library here, so local mode does not load one)."""
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 SUDO_PROMPT = "[msh-sudo] password: "  # the prompt Remote gives sudo, so that it can be taken out of stderr
@@ -22,6 +23,11 @@ class Result:
         """Why it failed, in one line: the last line of stderr (else stdout), without sudo's prompt."""
         text = self.stderr.replace(SUDO_PROMPT, "").strip() or self.stdout.strip()
         return text.splitlines()[-1].strip() if text else f"exit {self.exited}"
+
+
+def quote(value) -> str:
+    """``value`` (any, as its text) quoted for the host's shell."""
+    return shlex.quote(str(value))
 
 
 def short(cmd: str, limit: int = 80) -> str:

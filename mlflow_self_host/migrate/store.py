@@ -15,10 +15,10 @@ printing one JSON line. The SQLite file is opened read-only to inspect it.
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import dataclass, field
 
 from ..errors import ExitCode, UserError
+from ..host.shell import quote
 
 ARTIFACTS_MOUNT = "/mnt/artifacts"  # where both jobs mount the artifacts volume: our --artifacts-destination
 BACKUP_PREFIX = "mlflow-before-migration-"
@@ -194,12 +194,8 @@ if op == "rewrite":
 '''
 
 
-def _q(value) -> str:
-    return shlex.quote(str(value))
-
-
 def _command(op: str, *args) -> str:
-    return f"python3 -c {_q(_SCRIPT)} {op} " + " ".join(_q(a) for a in args)
+    return f"python3 -c {quote(_SCRIPT)} {op} " + " ".join(quote(a) for a in args)
 
 
 @dataclass
