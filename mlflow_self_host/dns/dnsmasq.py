@@ -95,12 +95,17 @@ class FileOp:
 def make_file_plan(text: str | None, wanted: Record, path: str, restart_command: str,
                    remove: bool = False, test_command: str = "") -> RecordPlan:
     """The plan (record changes, the file's write with its diff, the check, the restart) for the file
-    ``text`` (None: there is none)."""
+    ``text`` (None: there is none). A change with no ``restart_command`` is refused: dnsmasq would not
+    see it."""
     current = text or ""
     plan = make_record_plan([v for _, v in cname_lines(current)], wanted, remove=remove,
                             title=f"dnsmasq {path}")
     if plan.empty:
         return plan
+    if not restart_command.strip():
+        raise UserError("dnsmasq_restart_command is empty: dnsmasq would not see the change",
+                        hint="set it (MSH_DNSMASQ_RESTART_COMMAND), e.g. `systemctl restart dnsmasq` "
+                             "or `pihole restartdns` on Pi-hole v5")
     new = edited(current, plan.ops)
     diff = "".join(difflib.unified_diff(current.splitlines(True), new.splitlines(True),
                                         "a" + path if text is not None else "/dev/null", "b" + path, n=1))
@@ -179,10 +184,6 @@ class Dnsmasq:
         if isinstance(op, Edit):
             return plans.QUIET
         if op.kind == "write":
-            if not self.settings.dnsmasq_restart_command.strip():
-                raise UserError("dnsmasq_restart_command is empty: dnsmasq would not see the change",
-                                hint="set it (MSH_DNSMASQ_RESTART_COMMAND), e.g. `systemctl restart dnsmasq` "
-                                     "or `pihole restartdns` on Pi-hole v5")
             remote.write(op.path, op.content, sudo=True)
         elif op.kind == "check":
             _check_config(remote, op)
