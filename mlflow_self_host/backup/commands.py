@@ -14,19 +14,28 @@ from ..host.shell import quote
 
 TOOLS = ("python3", "sqlite3")
 
-# Run on the host with python3 (stdlib only). Prints one JSON line; exit 0 ok, 3 refused.
-PROGRAM = r'''
-import json, os, sqlite3, sys
-def check(path):
+# The one SQLite integrity check of the stdlib programs run on the host (``PROGRAM`` below, and
+# migrate/store.py's): "ok", the first ``rows`` problems PRAGMA integrity_check found, or why the file
+# does not open as a database; ``read_only`` opens it with mode=ro. The program imports sqlite3.
+INTEGRITY_CHECK = r'''
+def integrity(path, read_only, rows):
     try:
-        con = sqlite3.connect(path, timeout=30)
+        con = (sqlite3.connect("file:" + path + "?mode=ro", uri=True, timeout=30) if read_only
+               else sqlite3.connect(path, timeout=30))
         try:
-            rows = [r[0] for r in con.execute("PRAGMA integrity_check")]
+            found = [r[0] for r in con.execute("PRAGMA integrity_check")]
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
         return str(exc)
-    return "ok" if rows == ["ok"] else "; ".join(str(r) for r in rows[:5])
+    return "ok" if found == ["ok"] else "; ".join(str(r) for r in found[:rows])
+'''
+
+# Run on the host with python3 (stdlib only). Prints one JSON line; exit 0 ok, 3 refused.
+PROGRAM = INTEGRITY_CHECK + r'''
+import json, os, sqlite3, sys
+def check(path):
+    return integrity(path, read_only=False, rows=5)
 def done(data, code=0):
     print(json.dumps(data)); sys.exit(code)
 op = sys.argv[1]

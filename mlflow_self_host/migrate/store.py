@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from ..backup.commands import INTEGRITY_CHECK
 from ..errors import ExitCode, UserError
 from ..host.shell import quote
 
 ARTIFACTS_MOUNT = "/mnt/artifacts"  # where both jobs mount the artifacts volume: our --artifacts-destination
 BACKUP_PREFIX = "mlflow-before-migration-"
 
-_SCRIPT = r'''
+_SCRIPT = INTEGRITY_CHECK + r'''
 import hashlib, json, os, sqlite3, sys
 LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("model_versions", "source"))
 def done(data, code=0):
@@ -47,16 +48,6 @@ def legacy(con, root):
             n += con.execute("SELECT count(*) FROM %s WHERE %s" % (table, sql), args).fetchone()[0]
         out[table] = n
     return out
-def integrity(path):
-    try:
-        con = sqlite3.connect("file:" + path + "?mode=ro", uri=True, timeout=30)
-        try:
-            rows = [r[0] for r in con.execute("PRAGMA integrity_check")]
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        return str(exc)
-    return "ok" if rows == ["ok"] else "; ".join(str(r) for r in rows[:3])
 def raise_(exc):
     raise exc
 def entries(folder):
@@ -100,7 +91,8 @@ if op == "inspect":
     if os.path.isdir(backups):
         out["backups"] = sorted(n for n in os.listdir(backups) if n.startswith(prefix) and n.endswith(".db"))
     if os.path.isfile(db) and os.path.getsize(db) > 0:
-        info = {"size": os.path.getsize(db), "integrity": integrity(db) if full else "not checked",
+        info = {"size": os.path.getsize(db),
+                "integrity": integrity(db, read_only=True, rows=3) if full else "not checked",
                 "revision": None, "legacy": {}, "tables": 0,
                 "journals": [x for x in ("-wal", "-journal") if os.path.exists(db + x) and os.path.getsize(db + x)]}
         try:
@@ -131,7 +123,7 @@ if op == "backup":
             dst.flush()
             os.fsync(dst.fileno())
         digest = sha(db)
-        if sha(tmp) != digest or integrity(tmp) != "ok":
+        if sha(tmp) != digest or integrity(tmp, read_only=True, rows=3) != "ok":
             done({"error": "the copy differs from the database or fails PRAGMA integrity_check"}, 3)
         os.chmod(tmp, 0o640)
         final, n = os.path.join(folder, name), 0
