@@ -68,9 +68,9 @@ SHARED_FILESYSTEMS = frozenset({
 
 def mount_command(path: str) -> str:
     """What runs on the client: ``missing``, or ``FSTYPE SOURCE TARGET`` of the mount holding ``path``."""
-    import shlex
+    from ..host.shell import quote
 
-    p = shlex.quote(path)
+    p = quote(path)
     return (f"if [ ! -d {p} ]; then echo missing; elif command -v findmnt >/dev/null 2>&1; "
             f"then findmnt -n -o FSTYPE,SOURCE,TARGET -T {p}; else stat -f -c %T {p}; fi")
 
