@@ -12,6 +12,7 @@ import requests
 
 from mlflow_self_host.dns.pihole import PiHole
 from tests.dns.conftest import pihole_settings
+from tests.services import wait_for
 
 
 def login(double, password=None):
@@ -130,7 +131,9 @@ def test_a_change_restarts_ftl_its_api_and_dns_go_away_and_come_back_with_the_se
     assert double.restart_count == 0 and double.applied["cnameRecords"] == []  # saved, not served
     start = time.monotonic()
     assert requests.put(item(double, "mlflow.lan,traefik.lan"), headers=h, timeout=5).status_code == 201
-    with pytest.raises(dns.exception.Timeout):  # the resolver stops at once
+    # FTL restarts after its answer is sent (api_handler): the answer can reach us first
+    wait_for(lambda: double.restarts, 2, "the restart to begin", interval=0.01)
+    with pytest.raises(dns.exception.Timeout):  # then the resolver stops at once
         dns_answer(double, "mlflow.lan", lifetime=0.2)
     time.sleep(0.4)  # past FTL's 250 ms grace: the process is gone
     assert api_refuses_connections(double)
