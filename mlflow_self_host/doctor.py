@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from .errors import UserError, connection_reason, first_line
@@ -464,29 +465,34 @@ def check_artifacts(settings, timeout):
     yield from health.artifacts_rows(settings, timeout)
 
 
+class Check(NamedTuple):
+    names: list  # the rows it may give, in order ({folder_owner} and the like: settings)
+    run: object  # the generator of rows
+    wants_timeout: bool = True
+    store: str | None = None  # only with this store setting (None: always)
+
+
 CHECKS = [
-    # (rows it may give, function, takes the timeout)
-    (["version.txt"], check_version, False),
-    (["git"], check_git, True),
-    (["Docker engine"], check_docker, True),
-    (["registry", "insecure registry"], check_registry, True),
-    (["SSH", "sudo", "client.hcl", "user {folder_owner}"], check_ssh, True),
-    (["Docker on {host}", "pull on {host}"], check_client_docker, True),
-    (["Nomad agent", "Nomad leader", "Nomad ACL token", "datacenter {datacenter}", "client architecture",
-      "image architecture", "service provider", "Consul on the client"], check_nomad, True),
-    (["DNS server", "DNS {domain}"], check_dns, True),
-    (["service URL"], check_service, True),
-    (["database", "database schema"], check_database, True),  # store: postgres only (_checks)
-    (["database variable"], check_database_variable, True),  # store: postgres only (_checks)
-    (["shared artifacts"], check_artifacts, True),  # store: postgres only (_checks)
+    Check(["version.txt"], check_version, False),
+    Check(["git"], check_git),
+    Check(["Docker engine"], check_docker),
+    Check(["registry", "insecure registry"], check_registry),
+    Check(["SSH", "sudo", "client.hcl", "user {folder_owner}"], check_ssh),
+    Check(["Docker on {host}", "pull on {host}"], check_client_docker),
+    Check(["Nomad agent", "Nomad leader", "Nomad ACL token", "datacenter {datacenter}", "client architecture",
+           "image architecture", "service provider", "Consul on the client"], check_nomad),
+    Check(["DNS server", "DNS {domain}"], check_dns),
+    Check(["service URL"], check_service),
+    Check(["database", "database schema"], check_database, store="postgres"),
+    Check(["database variable"], check_database_variable, store="postgres"),
+    Check(["shared artifacts"], check_artifacts, store="postgres"),
 ]
-POSTGRES_ONLY = (check_database, check_database_variable, check_artifacts)
 
 
-def _checks(settings) -> list:
-    """CHECKS that apply: the database's, its Variable's and the shared artifacts' rows only with PostgreSQL."""
-    postgres = str(settings.store).strip().lower() == "postgres"
-    return [c for c in CHECKS if postgres or c[1] not in POSTGRES_ONLY]
+def _checks(settings) -> list[Check]:
+    """CHECKS that apply to the store setting."""
+    store = str(settings.store).strip().lower()
+    return [c for c in CHECKS if c.store in (None, store)]
 
 
 # --- running them -----------------------------------------------------------------------------
@@ -528,11 +534,11 @@ def run_checks(settings, timeout: float | None = None) -> list[Row]:
     timeout = float(timeout or settings.doctor_timeout)
     checks = _checks(settings)
     names = [[n.format(**{k: settings[k] for k in ("folder_owner", "datacenter", "domain", "host")}) for n in names]
-             for names, _, _ in checks]
+             for names, _, _, _ in checks]
     results: list[list[Row]] = [[] for _ in checks]
 
     def one(i):
-        _, check, wants_timeout = checks[i]
+        _, check, wants_timeout, _ = checks[i]
         results[i] = _run_one(settings, names[i], check, wants_timeout, timeout)
 
     threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(checks))]

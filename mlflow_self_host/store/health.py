@@ -60,7 +60,7 @@ def rows(settings, timeout: float):
 # Filesystem types (findmnt's FSTYPE, or `stat -f`'s %T) that several machines mount at once and see the same
 # files through: network and cluster filesystems. Anything else is this client's own.
 SHARED_FILESYSTEMS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "fuse.ceph-fuse", "glusterfs", "fuse.glusterfs", "lustre",
+    "nfs", "nfs4", "cifs", "smb2", "smb3", "smbfs", "ceph", "gfs", "fuse.ceph-fuse", "glusterfs", "fuse.glusterfs", "lustre",
     "gpfs", "beegfs", "ocfs2", "gfs2", "fuse.sshfs", "fuse.juicefs", "fuse.s3fs", "fuse.rclone", "fuse.mfs",
     "fuse.seaweedfs", "fuse.geesefs",
 })
@@ -72,15 +72,19 @@ def mount_command(path: str) -> str:
 
     p = quote(path)
     return (f"if [ ! -d {p} ]; then echo missing; elif command -v findmnt >/dev/null 2>&1; "
-            f"then findmnt -n -o FSTYPE,SOURCE,TARGET -T {p}; else stat -f -c %T {p}; fi")
+            f"then findmnt -r -n -o FSTYPE,SOURCE,TARGET -T {p}; else stat -f -c %T {p}; fi")
 
 
 def parse_mount(stdout: str) -> tuple[str, str, str] | None:
-    """(fstype, source, mount point) from mount_command's answer; None when the folder is missing."""
+    """(fstype, source, mount point) from mount_command's answer; None when the folder is missing. findmnt's
+    raw output writes a space in a field as \\x20."""
+    import re
+
     text = stdout.strip()
     if not text or text == "missing":
         return None
-    parts = text.splitlines()[0].split(None, 2)
+    parts = [re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), part)
+             for part in text.splitlines()[0].split()]
     return (parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else "")
 
 
@@ -98,6 +102,9 @@ def artifacts_row(path: str, host: str, mount: tuple[str, str, str] | None, allo
     origin = f"{fstype}" + (f" from {source}" if source and source not in ("-", fstype) else "") + \
         (f", mounted at {target}" if target and target != path else "")
     plural = f"{allocations} allocations"
+    if fstype == "fuseblk" and not source:  # `stat -f` names every FUSE filesystem so, shared or not
+        return Row(name, False, f"{where} is on a FUSE filesystem, which `stat -f` cannot name (no findmnt there)",
+                   "install findmnt (util-linux) on the client, so that doctor can tell whether it is shared")
     if fstype in SHARED_FILESYSTEMS:
         return Row(name, True, f"{where}: {origin} (shared storage: the {plural} see the same artifacts)"
                    if allocations > 1 else f"{where}: {origin} (shared storage)")

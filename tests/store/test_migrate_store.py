@@ -235,7 +235,7 @@ def test_doctor_has_database_rows_only_for_the_postgres_store(project):  # and "
 
     for store, rows in (("sqlite", False), ("postgres", True)):
         settings = Settings.load(root=project, env={"MSH_STORE": store})
-        assert (doctor.check_database in [check for _, check, _ in doctor._checks(settings)]) is rows
+        assert (doctor.check_database in [check.run for check in doctor._checks(settings)]) is rows
 
 
 def test_shown_url_hides_the_password():
