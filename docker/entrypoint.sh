@@ -47,6 +47,11 @@ case "$MLFLOW_BACKEND_STORE_URI" in
          "Nomad Variable ${MLFLOW_BACKEND_STORE_URI#from-the-template:} (item database_url)" >&2
     exit 78
     ;;
+  "<no value>")  # the template's rendering of an item the Variable does not have
+    echo "mlflow-entrypoint: MLFLOW_BACKEND_STORE_URI was rendered from a Nomad Variable without the item" \
+         "database_url: run inv deploy, which writes it" >&2
+    exit 78
+    ;;
   sqlite:///*)
     db_file=${MLFLOW_BACKEND_STORE_URI#sqlite:///}
     db_dir=$(dirname "$db_file")

@@ -14,12 +14,17 @@ task within the same few seconds (its ``change_mode`` is ``noop``).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from . import nomad_api
 
 ITEM = "database_url"
 REVISION = "revision"  # not secret: when deploy last wrote ITEM; the job's template names it
+# What deploy writes as REVISION. Anything else (a hand edit) is written anew: it goes into a template comment,
+# where "*/" or a newline would break the template on every client.
+REVISION_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+_IN_TEMPLATE = re.compile(r"\{\{/\* revision (\S*) \*/\}\}")
 
 
 @dataclass
@@ -35,12 +40,24 @@ class VariableFacts:
 
     @property
     def differs(self) -> bool:
-        return self.current != self.wanted
+        """Deploy writes it: another URL, or no revision of deploy's making."""
+        return self.current != self.wanted or not REVISION_FORMAT.fullmatch(self.revision)
 
     @property
     def job_revision(self) -> str:
         """What the job's template names: the revision written now, else the one there."""
         return self.new_revision if self.differs else self.revision
+
+
+def registered_revision(job: dict | None) -> str | None:
+    """The revision the registered job's template names (None: no job, or a template without one)."""
+    for group in (job or {}).get("TaskGroups") or []:
+        for task in group.get("Tasks") or []:
+            for template in task.get("Templates") or []:
+                found = _IN_TEMPLATE.search(template.get("EmbeddedTmpl") or "")
+                if found:
+                    return found.group(1)
+    return None
 
 
 def wanted(settings) -> str | None:

@@ -277,8 +277,18 @@ class Apply:
             plans.show(plans.Plan(plan.title, [replace(change, diff="") for change in plan]), dry_run=True)
             console.err.print("[dim]dry run: nothing was registered[/]")
             return DeployResult("dry-run", image, known.job_version, None, diff=known.diff)
+        written = None  # store postgres: the Variable, once its new URL is written
         for change in steps:
-            self.apply_one(change)
+            try:
+                self.apply_one(change)
+            except UserError as exc:
+                if written is not None:  # the tasks that start from now on read the new URL, whatever happens
+                    exc.hint = ((exc.hint + "; ") if exc.hint else "") + (
+                        f"{written.path} already holds the new database URL: `inv deploy` again rolls it out; to go "
+                        "back, set MSH_DATABASE_URL to the old URL and `inv deploy`")
+                raise
+            if change.op.kind == "variable":
+                written = self.variable
         url, outcome = self.url, self.outcome
         console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
         return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, known.diff)

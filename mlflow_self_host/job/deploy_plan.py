@@ -98,6 +98,13 @@ def make_plan(settings, facts: DeployFacts) -> Plan:
         return plan
 
     if not job.changed:
+        if job.database is not None and job.database.differs:  # the revision did not reach the job
+            raise UserError(f"the database's URL must be written to {job.database.path}, but the job would not change: "
+                            f"the job file {settings.job_file} does not name var.database_revision, so the tasks "
+                            "would keep the old URL; nothing was changed",
+                            hint="take the template block of nomad/mlflow.nomad.hcl (its `{{/* revision ... */}}` "
+                                 "comment) into your job file",
+                            code=ExitCode.BAD_ARGUMENT)
         latest = job.latest or {}
         same = latest and latest.get("JobVersion") == job.job_version
         if same and latest.get("Status") == "failed":

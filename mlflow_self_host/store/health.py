@@ -139,24 +139,36 @@ def artifacts_rows(settings, timeout: float):
 
 # --- the Nomad Variable the job's template reads the URL from (job/database_variable.py) ----------------------
 def variable_rows(settings, timeout: float):
-    """Yield the "database variable" row: the Variable holds MSH_DATABASE_URL (compared, never shown)."""
+    """Yield the "database variable" row: the Variable holds MSH_DATABASE_URL (compared, never shown), and the
+    registered job names its revision (else the write has not been rolled out)."""
     from ..doctor import Row
     from ..errors import UserError
-    from ..job import database_variable, nomad_api
-    from . import database
+    from ..job import database_variable, jobfile, nomad_api
 
     name = "database variable"
     try:
-        facts = database_variable.read(settings, nomad_api.client(settings))
+        n = nomad_api.client(settings)
+        facts = database_variable.read(settings, n)
+        job = jobfile.current(settings, n)
     except UserError as exc:
         yield Row(name, False, exc.message, exc.hint or "")
         return
-    if not facts.exists or facts.current is None:
-        yield Row(name, False, f"{facts.path} has no {database_variable.ITEM}: the job's tasks wait for it",
-                  "`inv deploy` writes it from MSH_DATABASE_URL")
-    elif facts.differs:
-        yield Row(name, False, f"{facts.path} holds {database.shown_url(facts.current)}, not MSH_DATABASE_URL",
+    deploy = "`inv deploy` writes it from MSH_DATABASE_URL"
+    if not facts.exists:
+        yield Row(name, False, f"{facts.path} does not exist: the job's tasks wait for it", deploy)
+    elif facts.current is None:
+        yield Row(name, False, f"{facts.path} has no item {database_variable.ITEM}: the job's tasks stop at start "
+                               "(exit 78)", deploy)
+    elif facts.current != facts.wanted:
+        yield Row(name, False, f"{facts.path} holds another URL than MSH_DATABASE_URL",
                   "`inv deploy` writes MSH_DATABASE_URL there and replaces the allocations one at a time")
+    elif not database_variable.REVISION_FORMAT.fullmatch(facts.revision):
+        yield Row(name, False, f"{facts.path} holds MSH_DATABASE_URL, without a revision of deploy's making",
+                  "`inv deploy` writes one and rolls it out")
+    elif job is not None and not job.get("Stop") and database_variable.registered_revision(job) != facts.revision:
+        yield Row(name, False, f"{facts.path} holds MSH_DATABASE_URL (revision {facts.revision}), but job "
+                               f"{settings.job_name} names revision {database_variable.registered_revision(job)}: "
+                               "written, not rolled out (a deploy stopped after the write?)",
+                  "`inv deploy` rolls it out, one allocation at a time")
     else:
-        yield Row(name, True, f"{facts.path} holds MSH_DATABASE_URL"
-                  + (f" (revision {facts.revision})" if facts.revision else ""))
+        yield Row(name, True, f"{facts.path} holds MSH_DATABASE_URL (revision {facts.revision})")

@@ -66,6 +66,17 @@ def test_a_backend_folder_uid_1000_cannot_write_stops_with_a_clear_message(run):
     assert "/mnt/backend_store" in logs and "not writable by uid 1000" in logs
 
 
+@pytest.mark.parametrize("uri, says", [
+    ("from-the-template:nomad/jobs/mlflow", "was not rendered: the job's template reads it from the Nomad Variable "
+                                            "nomad/jobs/mlflow (item database_url)"),
+    ("<no value>", "rendered from a Nomad Variable without the item database_url: run inv deploy"),
+])
+def test_a_store_uri_the_template_did_not_fill_stops_with_a_clear_message(run, uri, says):
+    container = run({"MLFLOW_PORT": str(free_port()), "MLFLOW_BACKEND_STORE_URI": uri})
+    assert container.wait(timeout=60)["StatusCode"] == 78
+    assert says in " ".join(container.logs().decode().split())
+
+
 def test_two_servers_started_together_on_an_empty_postgresql_database(run, postgres_server):
     """A first deploy with count 2 starts both allocations at once: the entrypoint's `mlflow db upgrade` runs
     under a PostgreSQL advisory lock, so one creates MLflow's schema in the empty database and the other finds

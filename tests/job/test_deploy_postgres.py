@@ -164,21 +164,40 @@ def test_a_dry_run_shows_the_variable_masked_and_writes_nothing(nomad_double, ca
     assert ("default", "nomad/jobs/mlflow") not in nomad_double.variables and not nomad_double.registrations()
 
 
-def test_doctor_compares_the_variable_with_the_url_and_never_shows_it(nomad_double):
+def test_a_deploy_stopped_after_the_variable_write_says_so_and_the_next_one_rolls_it_out(nomad_double, monkeypatch):
+    """The Variable is written before the register: when the register fails, the error says the new URL is
+    already there, doctor calls it written but not rolled out, and the next deploy rolls it out."""
     from mlflow_self_host import doctor
-    from mlflow_self_host.job import nomad_api
+    from mlflow_self_host.errors import UserError
+
+    new_url = URL.replace("s3cret-pw", "n3w-pw")
 
     def row(url=URL):
         (got,) = doctor.check_database_variable(settings_for(nomad_double, url), 5)
-        assert "s3cret-pw" not in repr(got) and "n3w-pw" not in repr(got)
+        assert "s3cret-pw" not in repr(got) and "n3w-pw" not in repr(got)  # compared, never shown
         return got
 
     missing = row()
-    assert not missing.ok and "nomad/jobs/mlflow has no database_url" in missing.found and "inv deploy" in missing.fix
-    nomad_api.client(settings_for(nomad_double)).variable.create_variable(
-        "nomad/jobs/mlflow", {"Items": {"database_url": DRIVER_URL, "revision": "2026-12-01T03:00:00Z"}})
-    same = row()
-    assert same.ok and same.found == "nomad/jobs/mlflow holds MSH_DATABASE_URL (revision 2026-12-01T03:00:00Z)"
-    other = row(URL.replace("s3cret-pw", "n3w-pw"))
-    assert not other.ok and "mlflow:****@db.lan:5432/mlflow, not MSH_DATABASE_URL" in other.found
-    assert "replaces the allocations one at a time" in other.fix
+    assert not missing.ok and "nomad/jobs/mlflow does not exist" in missing.found and "inv deploy" in missing.fix
+    run(settings_for(nomad_double), "0.99")
+    assert row().ok and row().found.startswith("nomad/jobs/mlflow holds MSH_DATABASE_URL (revision 20")
+    other = row(new_url)
+    assert not other.ok and other.found == "nomad/jobs/mlflow holds another URL than MSH_DATABASE_URL"
+
+    def refused(*args, **kwargs):
+        raise UserError("job mlflow changed after it was planned; nothing was registered")
+    with monkeypatch.context() as patch:
+        patch.setattr(job_deploy, "register", refused)
+        try:
+            run(settings_for(nomad_double, new_url), "0.99")
+            raise AssertionError("the register did not fail")
+        except UserError as exc:
+            assert "nomad/jobs/mlflow already holds the new database URL: `inv deploy` again rolls it out" in exc.hint
+    assert len(nomad_double.registrations()) == 1
+    stopped = row(new_url)
+    assert not stopped.ok and "written, not rolled out" in stopped.found
+
+    assert run(settings_for(nomad_double, new_url), "0.99").status == "deployed"
+    allocs = running(nomad_double)
+    assert len(allocs) == 2 and all("n3w-pw" in env_of(nomad_double, a)["MLFLOW_BACKEND_STORE_URI"] for a in allocs)
+    assert row(new_url).ok

@@ -23,7 +23,7 @@ import re
 
 _ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
 _WITH = re.compile(r'with\s+nomadVar\s+"([^"]+)"$')
-_COMMENT = re.compile(r"\{\{(- )?/\*.*?\*/( -)?\}\}$", re.S)
+_COMMENT = re.compile(r"\{\{(- )?/\*(?:(?!\*/).)*\*/( -)?\}\}$", re.S)  # no "*/" inside: text/template's rule
 _FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -58,7 +58,7 @@ def render(text: str, read_variable, where: str) -> str:
         with_var = _WITH.match(action)
         if action.startswith("/*"):
             if not _COMMENT.match(m.group(0)):  # text/template: "comment ends before closing delimiter" etc.
-                raise Unsupported(f"a comment must touch its delimiters: {m.group(0)!r}")
+                raise Unsupported(f"a comment must touch its delimiters and hold no */: {m.group(0)!r}")
             # a comment: text/template discards it
         elif with_var:
             path = with_var.group(1)
