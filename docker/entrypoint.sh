@@ -28,7 +28,9 @@
 # exec'd: it gets the container's signals directly.
 set -eu
 
-: "${MLFLOW_BACKEND_STORE_URI:=sqlite:////mnt/backend_store/mlflow.db}"
+# Unset only: an empty one is what Nomad's template renders for a Variable without the item (refused below),
+# and falling back to SQLite then would split the PostgreSQL store's writes between allocations.
+: "${MLFLOW_BACKEND_STORE_URI=sqlite:////mnt/backend_store/mlflow.db}"
 : "${MLFLOW_ARTIFACTS_DESTINATION:=/mnt/artifacts}"
 : "${MLFLOW_HOST:=0.0.0.0}"
 : "${MLFLOW_PORT:=5000}"
@@ -47,9 +49,9 @@ case "$MLFLOW_BACKEND_STORE_URI" in
          "Nomad Variable ${MLFLOW_BACKEND_STORE_URI#from-the-template:} (item database_url)" >&2
     exit 78
     ;;
-  "<no value>")  # the template's rendering of an item the Variable does not have
-    echo "mlflow-entrypoint: MLFLOW_BACKEND_STORE_URI was rendered from a Nomad Variable without the item" \
-         "database_url: run inv deploy, which writes it" >&2
+  "")  # the template's rendering of an item the Variable does not have (missingkey=zero)
+    echo "mlflow-entrypoint: MLFLOW_BACKEND_STORE_URI is empty: the job's Nomad Variable has no item" \
+         "database_url (inv deploy writes it); unset it for the SQLite default" >&2
     exit 78
     ;;
   sqlite:///*)

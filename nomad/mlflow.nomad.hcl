@@ -84,7 +84,7 @@ variable "database_variable" {
 
 variable "database_revision" {
   type        = string
-  description = "store = postgres: the item revision of the database Variable (when inv deploy last wrote database_url). The template names it, so a new URL changes the job and Nomad replaces the allocations one at a time."
+  description = "store = postgres: the revision of the database's URL in the Variable (when inv deploy wrote it): the template reads its item database_url_<revision>, so a new URL changes the job and Nomad replaces the allocations one at a time, and an older job version reads its own URL."
   default     = ""
 }
 
@@ -278,12 +278,12 @@ job "mlflow" {
       # store = postgres: the database's URL from the Nomad Variable, never in the job's text. Nomad renders
       # it into the task's environment (a template's variables override the env block's); the task waits
       # while the Variable is missing. A new URL is not a restart of every task at once (change_mode noop):
-      # deploy writes it with a new revision, which the comment below names, so the job changes and the
-      # update block replaces the allocations one at a time.
+      # deploy writes it at a new revision, whose item the template reads, so the job changes and the
+      # update block replaces the allocations one at a time; an older job version reads its own revision's.
       dynamic "template" {
         for_each = var.store == "postgres" ? [var.database_variable] : []
         content {
-          data        = "{{/* revision ${var.database_revision} */}}{{ with nomadVar \"${template.value}\" }}MLFLOW_BACKEND_STORE_URI={{ .database_url }}{{ end }}\n"
+          data        = "{{ with nomadVar \"${template.value}\" }}MLFLOW_BACKEND_STORE_URI={{ .database_url_${var.database_revision} }}{{ end }}\n"
           destination = "secrets/database.env"
           env         = true
           change_mode = "noop"

@@ -7,10 +7,15 @@ tasks may read by default, through their workload identity), in the form the ima
 differs (check-and-set at the index read), shown with its password as ``****``. Other items of that
 Variable are kept.
 
-Each write also sets the item ``revision`` (when it was written, UTC), and the job's template carries that
-revision in a comment (the job variable ``database_revision``). So a new URL changes the job itself, and
-Nomad replaces the allocations one at a time, as in any release, instead of the template restarting every
-task within the same few seconds (its ``change_mode`` is ``noop``).
+Each write also sets the item ``revision`` (when it was written, UTC: ``20261201T030000123456Z``) and the
+item ``database_url_<revision>``, the same URL: that item is what the job's template reads (the job variable
+``database_revision`` names it). So
+- a new URL changes the job itself, and Nomad replaces the allocations one at a time, as in any release,
+  instead of the template restarting every task within the same few seconds (its ``change_mode`` is
+  ``noop``);
+- an older job version reads its own URL: Nomad's auto-revert and `inv rollback` bring the old URL back
+  with the old version. A write keeps the items of the revisions the job's versions name (and the one
+  there now), and drops the others.
 """
 from __future__ import annotations
 
@@ -20,11 +25,15 @@ from dataclasses import dataclass, field
 from . import nomad_api
 
 ITEM = "database_url"
-REVISION = "revision"  # not secret: when deploy last wrote ITEM; the job's template names it
-# What deploy writes as REVISION. Anything else (a hand edit) is written anew: it goes into a template comment,
-# where "*/" or a newline would break the template on every client.
-REVISION_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
-_IN_TEMPLATE = re.compile(r"\{\{/\* revision (\S*) \*/\}\}")
+REVISION = "revision"  # not secret: when deploy last wrote ITEM
+# What deploy writes as REVISION. Anything else (a hand edit) is written anew: it names an item in the template.
+REVISION_FORMAT = re.compile(r"\d{8}T\d{12}Z")
+_IN_TEMPLATE = re.compile(r"\.database_url_(\w*)")
+
+
+def item_for(revision: str) -> str:
+    """The item the job's template reads at ``revision``."""
+    return f"{ITEM}_{revision}"
 
 
 @dataclass
@@ -37,11 +46,22 @@ class VariableFacts:
     modify_index: int = 0  # check-and-set: the write is refused when it changed since the read
     revision: str = ""  # the item REVISION now ("" before the first write of this version of deploy)
     new_revision: str = ""  # the one a write sets (when it was read)
+    named: frozenset = frozenset()  # the revisions the job's registered versions read (their items are kept)
 
     @property
     def differs(self) -> bool:
-        """Deploy writes it: another URL, or no revision of deploy's making."""
-        return self.current != self.wanted or not REVISION_FORMAT.fullmatch(self.revision)
+        """Deploy writes it: another URL, or no revision of deploy's making with its item."""
+        return (self.current != self.wanted or not REVISION_FORMAT.fullmatch(self.revision)
+                or self.items.get(item_for(self.revision)) != self.wanted)
+
+    def items_to_write(self) -> dict:
+        """The Variable's items after a write: the URL at a new revision; the items of other revisions only
+        where a job version (or the revision there now) reads them; other items kept."""
+        keep = set(self.named) | {self.revision}
+        prefix = ITEM + "_"
+        items = {key: value for key, value in self.items.items()
+                 if not key.startswith(prefix) or key[len(prefix):] in keep}
+        return {**items, ITEM: self.wanted, REVISION: self.new_revision, item_for(self.new_revision): self.wanted}
 
     @property
     def job_revision(self) -> str:
@@ -50,7 +70,7 @@ class VariableFacts:
 
 
 def registered_revision(job: dict | None) -> str | None:
-    """The revision the registered job's template names (None: no job, or a template without one)."""
+    """The revision whose item the job's template reads (None: no job, or a template that reads none)."""
     for group in (job or {}).get("TaskGroups") or []:
         for task in group.get("Tasks") or []:
             for template in task.get("Templates") or []:
@@ -85,7 +105,7 @@ def read(settings, n) -> VariableFacts | None:
     if url is None:
         return None
     path = jobfile.database_variable(settings)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     try:
         variable = n.variable.get_variable(path, namespace=_namespace(settings))
     except nex.URLNotFoundNomadException:
@@ -94,7 +114,22 @@ def read(settings, n) -> VariableFacts | None:
         raise _error(exc, settings, f"reading the Nomad Variable {path}") from None
     items = dict((variable or {}).get("Items") or {})
     return VariableFacts(path, url, items.get(ITEM), True, items, int((variable or {}).get("ModifyIndex") or 0),
-                         revision=str(items.get(REVISION) or ""), new_revision=stamp)
+                         revision=str(items.get(REVISION) or ""), new_revision=stamp,
+                         named=_named_by_versions(settings, n))
+
+
+def _named_by_versions(settings, n) -> frozenset:
+    """The revisions the job's registered versions read (Nomad keeps the last few versions)."""
+    import nomad.api.exceptions as nex
+
+    try:
+        versions = n.job.get_versions(settings.job_name)
+    except nex.URLNotFoundNomadException:
+        return frozenset()
+    except Exception as exc:  # noqa: BLE001 - mapped to one line
+        raise nomad_api.to_user_error(exc, settings, f"listing the versions of job {settings.job_name}") from None
+    named = (registered_revision(v) for v in (versions or {}).get("Versions") or [])
+    return frozenset(r for r in named if r)
 
 
 def write(settings, n, facts: VariableFacts) -> None:
@@ -103,7 +138,7 @@ def write(settings, n, facts: VariableFacts) -> None:
 
     from ..errors import UserError
 
-    items = {**facts.items, ITEM: facts.wanted, REVISION: facts.new_revision}
+    items = facts.items_to_write()
     try:
         n.variable.create_variable(facts.path, {"Items": items}, namespace=_namespace(settings),
                                    cas=facts.modify_index if facts.exists else 0)

@@ -282,7 +282,11 @@ class Apply:
             try:
                 self.apply_one(change)
             except UserError as exc:
-                if written is not None:  # the tasks that start from now on read the new URL, whatever happens
+                if written is not None and exc.code == ExitCode.REVERTED:  # each job version reads its own URL
+                    exc.hint = ((exc.hint + "; ") if exc.hint else "") + (
+                        f"the version Nomad went back to reads its own database URL from {written.path}; the new "
+                        "one stays there unused: fix MSH_DATABASE_URL and `inv deploy`")
+                elif written is not None:
                     exc.hint = ((exc.hint + "; ") if exc.hint else "") + (
                         f"{written.path} already holds the new database URL: `inv deploy` again rolls it out; to go "
                         "back, set MSH_DATABASE_URL to the old URL and `inv deploy`")

@@ -102,8 +102,8 @@ def make_plan(settings, facts: DeployFacts) -> Plan:
             raise UserError(f"the database's URL must be written to {job.database.path}, but the job would not change: "
                             f"the job file {settings.job_file} does not name var.database_revision, so the tasks "
                             "would keep the old URL; nothing was changed",
-                            hint="take the template block of nomad/mlflow.nomad.hcl (its `{{/* revision ... */}}` "
-                                 "comment) into your job file",
+                            hint="take the template block of nomad/mlflow.nomad.hcl (it reads the item "
+                                 "database_url_${var.database_revision}) into your job file",
                             code=ExitCode.BAD_ARGUMENT)
         latest = job.latest or {}
         same = latest and latest.get("JobVersion") == job.job_version

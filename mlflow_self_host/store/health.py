@@ -162,13 +162,19 @@ def variable_rows(settings, timeout: float):
     elif facts.current != facts.wanted:
         yield Row(name, False, f"{facts.path} holds another URL than MSH_DATABASE_URL",
                   "`inv deploy` writes MSH_DATABASE_URL there and replaces the allocations one at a time")
-    elif not database_variable.REVISION_FORMAT.fullmatch(facts.revision):
+    elif facts.differs:
         yield Row(name, False, f"{facts.path} holds MSH_DATABASE_URL, without a revision of deploy's making",
                   "`inv deploy` writes one and rolls it out")
-    elif job is not None and not job.get("Stop") and database_variable.registered_revision(job) != facts.revision:
-        yield Row(name, False, f"{facts.path} holds MSH_DATABASE_URL (revision {facts.revision}), but job "
-                               f"{settings.job_name} names revision {database_variable.registered_revision(job)}: "
-                               "written, not rolled out (a deploy stopped after the write?)",
-                  "`inv deploy` rolls it out, one allocation at a time")
+    elif job is not None and not job.get("Stop") and (read := database_variable.registered_revision(job)) \
+            not in (None, facts.revision):
+        item = database_variable.item_for(read)
+        if item not in facts.items:
+            yield Row(name, False, f"job {settings.job_name} reads the item {item}, which {facts.path} lacks: its "
+                                   "tasks stop at start (exit 78)", "`inv deploy` rolls out the URL there now")
+        else:
+            yield Row(name, False, f"{facts.path} holds MSH_DATABASE_URL at revision {facts.revision}, but job "
+                                   f"{settings.job_name} reads revision {read}: written, not rolled out (a deploy "
+                                   "stopped after the write, or Nomad reverted it)",
+                      "`inv deploy` rolls it out, one allocation at a time")
     else:
         yield Row(name, True, f"{facts.path} holds MSH_DATABASE_URL (revision {facts.revision})")

@@ -69,7 +69,7 @@ def test_a_backend_folder_uid_1000_cannot_write_stops_with_a_clear_message(run):
 @pytest.mark.parametrize("uri, says", [
     ("from-the-template:nomad/jobs/mlflow", "was not rendered: the job's template reads it from the Nomad Variable "
                                             "nomad/jobs/mlflow (item database_url)"),
-    ("<no value>", "rendered from a Nomad Variable without the item database_url: run inv deploy"),
+    ("", "is empty: the job's Nomad Variable has no item database_url (inv deploy writes it)"),
 ])
 def test_a_store_uri_the_template_did_not_fill_stops_with_a_clear_message(run, uri, says):
     container = run({"MLFLOW_PORT": str(free_port()), "MLFLOW_BACKEND_STORE_URI": uri})

@@ -41,9 +41,9 @@ def test_the_url_reaches_every_task_through_the_variable_and_never_the_job(nomad
     result = run(settings_for(nomad_double), "0.99")
     assert result.status == "deployed"
     variable = nomad_double.variables[("default", "nomad/jobs/mlflow")]
-    assert variable["Items"]["database_url"] == DRIVER_URL
-    revision = variable["Items"]["revision"]  # when deploy wrote it, named by the job's template
-    assert f"{{{{/* revision {revision} */}}}}" in json.dumps(nomad_double.job())
+    revision = variable["Items"]["revision"]  # when deploy wrote it: the job's template reads its item
+    assert variable["Items"] == {"database_url": DRIVER_URL, "revision": revision, f"database_url_{revision}": DRIVER_URL}
+    assert f"{{{{ .database_url_{revision} }}}}" in json.dumps(nomad_double.job())
     allocs = running(nomad_double)
     assert len(allocs) == 2
     for alloc in allocs:
@@ -73,7 +73,7 @@ def test_a_new_url_replaces_the_allocations_one_at_a_time(nomad_double, capsys):
     assert serving.answers and not serving.failures
     err = capsys.readouterr().err
     assert "update variable nomad/jobs/mlflow: database_url = postgresql+psycopg2://mlflow:****@db.lan:5432/mlflow" \
-        in err and "n3w-pw" not in err and "EmbeddedTmpl" in err  # the diff names the template's new revision
+        in err and "n3w-pw" not in err and "EmbeddedTmpl" in err  # the diff shows the template's new item
     allocs = running(nomad_double)
     assert len(allocs) == 2 and not old & {a["ID"] for a in allocs}
     assert all("n3w-pw" in env_of(nomad_double, a)["MLFLOW_BACKEND_STORE_URI"] for a in allocs)
@@ -201,3 +201,39 @@ def test_a_deploy_stopped_after_the_variable_write_says_so_and_the_next_one_roll
     allocs = running(nomad_double)
     assert len(allocs) == 2 and all("n3w-pw" in env_of(nomad_double, a)["MLFLOW_BACKEND_STORE_URI"] for a in allocs)
     assert row(new_url).ok
+
+
+def test_a_failed_url_is_reverted_with_its_job_version(nomad_double, capsys):
+    """A URL the database refuses: the first replacement fails, Nomad's auto-revert brings the old job version
+    back, and that version reads its own revision's item, the old URL: every allocation serves again with it."""
+    from mlflow_self_host.errors import UserError
+
+    settings = settings_for(nomad_double, restart_attempts=0)
+    run(settings, "0.99")
+    first = nomad_double.variables[("default", "nomad/jobs/mlflow")]["Items"]["revision"]
+    try:
+        run(settings_for(nomad_double, URL.replace("s3cret-pw", "refused"), restart_attempts=0), "0.99")
+        raise AssertionError("the deploy did not fail")
+    except UserError as exc:
+        assert exc.code == 12, exc.message  # reverted
+        assert "reads its own database URL from nomad/jobs/mlflow" in exc.hint and "refused" not in exc.hint
+    err = capsys.readouterr().err
+    assert "password authentication failed" in err and ":refused@" not in err
+
+    def back():
+        allocs = running(nomad_double)
+        return allocs if len(allocs) == 2 and all(
+            "s3cret-pw" in env_of(nomad_double, a)["MLFLOW_BACKEND_STORE_URI"] for a in allocs) else None
+    wait_for(back, 30, "both allocations on the old URL again", interval=0.2)
+    assert json.dumps(nomad_double.job()).count(f".database_url_{first} ") == 1  # the reverted version reads it
+
+
+def test_a_write_keeps_the_items_the_job_versions_read_and_drops_the_others():
+    from mlflow_self_host.job.database_variable import VariableFacts
+
+    facts = VariableFacts("nomad/jobs/mlflow", "url-c", "url-b", True,
+                          {"database_url": "url-b", "revision": "R2", "database_url_R0": "url-0",
+                           "database_url_R1": "url-a", "database_url_R2": "url-b", "other": "kept"},
+                          revision="R2", new_revision="R3", named=frozenset({"R1"}))
+    assert facts.items_to_write() == {"database_url": "url-c", "revision": "R3", "database_url_R1": "url-a",
+                                      "database_url_R2": "url-b", "database_url_R3": "url-c", "other": "kept"}

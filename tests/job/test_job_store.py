@@ -37,17 +37,18 @@ def test_sqlite_renders_the_job_of_before_byte_for_byte(case):
 
 
 def test_postgres_renders_count_allocations_and_the_url_from_the_variable():
-    job = render(store="postgres", database_url=URL, job_name="tracking", database_revision="2026-12-01T03:00:00Z")
+    job = render(store="postgres", database_url=URL, job_name="tracking", database_revision="20261201T030000000000Z")
     group = job["TaskGroups"][0]
     task = group["Tasks"][0]
     assert group["Count"] == 2
     assert group["ShutdownDelay"] == 20 * 10**9  # a stopped allocation serves until the proxy dropped it
     assert group["Update"]["MaxParallel"] == 1 and group["Update"]["AutoRevert"] is True
     (template,) = task["Templates"]
-    # a new URL comes with a new revision, which changes the job: a rolling update, not every task restarted
+    # a new URL comes at a new revision, whose item the template reads: the job changes, a rolling update, not
+    # every task restarted; an older job version reads its own revision's item
     assert template["Envvars"] is True and template["ChangeMode"] == "noop"
-    assert template["EmbeddedTmpl"] == ('{{/* revision 2026-12-01T03:00:00Z */}}{{ with nomadVar "nomad/jobs/tracking" }}'
-                                        "MLFLOW_BACKEND_STORE_URI={{ .database_url }}{{ end }}\n")
+    assert template["EmbeddedTmpl"] == ('{{ with nomadVar "nomad/jobs/tracking" }}'
+                                        "MLFLOW_BACKEND_STORE_URI={{ .database_url_20261201T030000000000Z }}{{ end }}\n")
     assert task["Env"]["MLFLOW_BACKEND_STORE_URI"] == "from-the-template:nomad/jobs/tracking"
     text = json.dumps(job)
     assert "s3cret-pw" not in text and "db.lan" not in text  # nothing of the URL is in the job

@@ -1,12 +1,12 @@
 """The client's ``template`` blocks, the part our job uses: Nomad Variables rendered into the task's environment.
 
 As Nomad's template hook (client/allocrunner/taskrunner/template/template.go, consul-template underneath):
-- ``{{/* a comment */}}`` renders nothing;
 - ``{{ with nomadVar "path" }}...{{ end }}`` reads the Variable at ``path`` in the allocation's namespace
   with the task's workload identity, which may read ``nomad/jobs/<job>``, ``nomad/jobs/<job>/<group>`` and
   ``nomad/jobs/<job>/<group>/<task>`` by default (nomad/acl.go's implicit workload policy); ``{{ .item }}``
-  is one of its items. A missing Variable blocks the task before its first start ("Missing:
-  nomad.var.block(path@namespace.region)"); so does a path the identity may not read;
+  is one of its items (a missing item renders empty: missingkey=zero on a map of items). A missing
+  Variable blocks the task before its first start ("Missing: nomad.var.block(path@namespace.region)"); so
+  does a path the identity may not read;
 - a template with ``env = true`` is read as an env file (go-envparse: ``KEY=value`` lines, ``#``
   comments, optional quotes) and its variables override the task's ``env`` block (taskenv/env.go:
   "Copy template env vars as they override task env vars");
@@ -23,7 +23,6 @@ import re
 
 _ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
 _WITH = re.compile(r'with\s+nomadVar\s+"([^"]+)"$')
-_COMMENT = re.compile(r"\{\{(- )?/\*(?:(?!\*/).)*\*/( -)?\}\}$", re.S)  # no "*/" inside: text/template's rule
 _FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -56,11 +55,7 @@ def render(text: str, read_variable, where: str) -> str:
             rest = text[i:]
             i += len(rest) - len(rest.lstrip())
         with_var = _WITH.match(action)
-        if action.startswith("/*"):
-            if not _COMMENT.match(m.group(0)):  # text/template: "comment ends before closing delimiter" etc.
-                raise Unsupported(f"a comment must touch its delimiters and hold no */: {m.group(0)!r}")
-            # a comment: text/template discards it
-        elif with_var:
+        if with_var:
             path = with_var.group(1)
             items = read_variable(path)
             if items is None:
@@ -74,7 +69,9 @@ def render(text: str, read_variable, where: str) -> str:
             if not stack:
                 raise Unsupported(f"{{{{ {action} }}}} outside a with nomadVar")
             if stack[-1] is not None:
-                out.append(str(stack[-1].get(_FIELD.match(action).group(1), "<no value>")))
+                # a missing item renders empty: consul-template's missingkey=zero (Nomad's default,
+                # error_on_missing_key = false) on NomadVarItems, a map of items whose String() is their value
+                out.append(str(stack[-1].get(_FIELD.match(action).group(1), "")))
         else:
             raise Unsupported(f"template action {{{{ {action} }}}} is not supported by this double")
     if stack:

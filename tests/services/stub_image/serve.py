@@ -4,7 +4,8 @@
              write a marker in the store
 - exit       print STUB_MESSAGE on stderr and exit STUB_EXIT_CODE at once
 - unhealthy  run, but answer /health with 503 forever
-Like the real entrypoint it refuses a store folder it cannot write (exit 78).
+Like the real entrypoint it refuses a store folder it cannot write and an empty MLFLOW_BACKEND_STORE_URI (exit 78),
+and like the real server it stops when the database refuses it: here, a store URI with the password "refused".
 """
 import json
 import os
@@ -20,6 +21,13 @@ store = "/mnt/backend_store"
 if behaviour == "exit":
     sys.stderr.write(os.environ.get("STUB_MESSAGE", "") + "\n")
     sys.exit(int(os.environ.get("STUB_EXIT_CODE", "78")))
+uri = os.environ.get("MLFLOW_BACKEND_STORE_URI")
+if uri == "":
+    sys.stderr.write("mlflow-entrypoint: MLFLOW_BACKEND_STORE_URI is empty\n")
+    sys.exit(78)
+if uri and ":refused@" in uri:
+    sys.stderr.write('sqlalchemy.exc.OperationalError: FATAL:  password authentication failed for user "mlflow"\n')
+    sys.exit(1)
 if not os.access(store, os.W_OK):
     sys.stderr.write(f"mlflow-entrypoint: {store} is missing or not writable by uid {os.getuid()}; "
                      f"mount a folder owned by uid {os.getuid()} there\n")
