@@ -46,12 +46,13 @@ export MLFLOW_SERVER_ALLOWED_HOSTS MLFLOW_SERVER_CORS_ALLOWED_ORIGINS MLFLOW_SER
 case "$MLFLOW_BACKEND_STORE_URI" in
   from-the-template:*)
     echo "mlflow-entrypoint: MLFLOW_BACKEND_STORE_URI was not rendered: the job's template reads it from the" \
-         "Nomad Variable ${MLFLOW_BACKEND_STORE_URI#from-the-template:} (item database_url)" >&2
+         "Nomad Variable ${MLFLOW_BACKEND_STORE_URI#from-the-template:} (item database_url_<revision>)" >&2
     exit 78
     ;;
   "")  # the template's rendering of an item the Variable does not have (missingkey=zero)
-    echo "mlflow-entrypoint: MLFLOW_BACKEND_STORE_URI is empty: the job's Nomad Variable has no item" \
-         "database_url (inv deploy writes it); unset it for the SQLite default" >&2
+    echo "mlflow-entrypoint: MLFLOW_BACKEND_STORE_URI is empty: in Nomad, the job's Variable lacks the item" \
+         "database_url_<revision> its template reads (inv deploy writes it); outside Nomad, unset it for the" \
+         "SQLite default" >&2
     exit 78
     ;;
   sqlite:///*)

@@ -39,10 +39,10 @@ def item_for(revision: str) -> str:
 @dataclass
 class VariableFacts:
     path: str
-    wanted: str  # the URL the job must get (the secret: shown only through database.shown_url)
-    current: str | None = None  # the Variable's database_url now (None: no such Variable or item)
+    wanted: str = field(repr=False)  # the URL the job must get (the secret: shown only through database.shown_url)
+    current: str | None = field(default=None, repr=False)  # the Variable's database_url now (None: none)
     exists: bool = False  # the Variable is there (with or without the item)
-    items: dict = field(default_factory=dict)  # its items now (kept on a write)
+    items: dict = field(default_factory=dict, repr=False)  # its items now (kept on a write)
     modify_index: int = 0  # check-and-set: the write is refused when it changed since the read
     revision: str = ""  # the item REVISION now ("" before the first write of this version of deploy)
     new_revision: str = ""  # the one a write sets (when it was read)

@@ -255,6 +255,8 @@ class Apply:
                          changed=bool(diff) and diff.get("Type") != "None",
                          modify_index=answer.get("JobModifyIndex", 0))
         known.database = self.variable
+        if self.variable is not None:
+            known.reads_revision = database_variable.registered_revision(self.job_spec)
         if not known.changed:
             known.latest = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment,
                                           settings.job_name)
@@ -277,25 +279,42 @@ class Apply:
             plans.show(plans.Plan(plan.title, [replace(change, diff="") for change in plan]), dry_run=True)
             console.err.print("[dim]dry run: nothing was registered[/]")
             return DeployResult("dry-run", image, known.job_version, None, diff=known.diff)
-        written = None  # store postgres: the Variable, once its new URL is written
+        written = registered = False  # store postgres: the Variable's new URL written; the job registered
         for change in steps:
             try:
                 self.apply_one(change)
             except UserError as exc:
-                if written is not None and exc.code == ExitCode.REVERTED:  # each job version reads its own URL
-                    exc.hint = ((exc.hint + "; ") if exc.hint else "") + (
-                        f"the version Nomad went back to reads its own database URL from {written.path}; the new "
-                        "one stays there unused: fix MSH_DATABASE_URL and `inv deploy`")
-                elif written is not None:
-                    exc.hint = ((exc.hint + "; ") if exc.hint else "") + (
-                        f"{written.path} already holds the new database URL: `inv deploy` again rolls it out; to go "
-                        "back, set MSH_DATABASE_URL to the old URL and `inv deploy`")
+                if written:
+                    _say_where_the_url_is(settings, n, self.variable, exc, registered)
                 raise
-            if change.op.kind == "variable":
-                written = self.variable
+            written = written or change.op.kind == "variable"
+            registered = registered or change.op.kind == "register"
         url, outcome = self.url, self.outcome
         console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
         return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, known.diff)
+
+
+def _say_where_the_url_is(settings, n, variable, exc: UserError, registered: bool) -> None:
+    """A failure after deploy wrote a new database URL: add to the hint which URL the tasks read now."""
+    from . import database_variable
+
+    if exc.code == ExitCode.REVERTED:  # the version Nomad went back to reads its own revision's item, if any
+        try:
+            back = database_variable.registered_revision(jobfile.current(settings, n))
+        except UserError:
+            back = None
+        if back and back != variable.new_revision and database_variable.item_for(back) in variable.items_to_write():
+            said = (f"the version Nomad went back to reads its own database URL (revision {back}) from "
+                    f"{variable.path}; the new one stays there unused: fix MSH_DATABASE_URL and `inv deploy`")
+        else:
+            said = (f"the version Nomad went back to reads the new database URL too: set MSH_DATABASE_URL to the "
+                    "old URL and `inv deploy`")
+    elif not registered:
+        said = (f"{variable.path} already holds the new database URL, which the job does not read yet: `inv "
+                "deploy` again rolls it out; to go back, set MSH_DATABASE_URL to the old URL and `inv deploy`")
+    else:
+        return
+    exc.hint = ((exc.hint + "; ") if exc.hint else "") + said
 
 
 def _clients(settings, n):

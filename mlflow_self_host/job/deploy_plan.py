@@ -46,6 +46,7 @@ class JobFacts:
     placement: UserError | None = None  # Nomad cannot place the job (exit 10)
     latest: dict | None = None  # the latest deployment (ID, JobVersion, Status, StatusDescription): read when unchanged
     database: object = None  # store postgres: database_variable.VariableFacts (None: sqlite, nothing to write)
+    reads_revision: str | None = None  # store postgres: the revision whose URL item the parsed job reads
 
 
 @dataclass
@@ -97,14 +98,13 @@ def make_plan(settings, facts: DeployFacts) -> Plan:
                                            "the backup and the follow", op=Step("job"))
         return plan
 
+    if job.database is not None and job.reads_revision != job.database.job_revision:
+        raise UserError(f"the job file {settings.job_file} does not read the database's URL at its revision (the "
+                        f"item database_url_${{var.database_revision}} of {job.database.path}), so a new URL would "
+                        "not reach the tasks and a revert would not bring the old one back; nothing was changed",
+                        hint="take the template block of nomad/mlflow.nomad.hcl into your job file",
+                        code=ExitCode.BAD_ARGUMENT)
     if not job.changed:
-        if job.database is not None and job.database.differs:  # the revision did not reach the job
-            raise UserError(f"the database's URL must be written to {job.database.path}, but the job would not change: "
-                            f"the job file {settings.job_file} does not name var.database_revision, so the tasks "
-                            "would keep the old URL; nothing was changed",
-                            hint="take the template block of nomad/mlflow.nomad.hcl (it reads the item "
-                                 "database_url_${var.database_revision}) into your job file",
-                            code=ExitCode.BAD_ARGUMENT)
         latest = job.latest or {}
         same = latest and latest.get("JobVersion") == job.job_version
         if same and latest.get("Status") == "failed":

@@ -1,8 +1,10 @@
 """`inv rollback [--to VERSION]`: revert the job (check-and-set on its version), follow the deployment.
 
-Facts (``read_facts``: the registered job, its versions, the version to go back to (``choose``), and
-Nomad's answer whether it has the current specification) → ``make_plan`` (pure: one ``revert``
-change to that version, or an empty plan with its reason) → ``plans.execute`` (the revert, then the deployment followed).
+Facts (``read_facts``: the registered job, its versions, the version to go back to (``choose``),
+Nomad's answer whether it has the current specification, and with store postgres the names of the database
+Variable's items) → ``make_plan`` (pure: one ``revert`` change to that version, or an empty plan with its
+reason; refused when that version's database URL item is gone) → ``plans.execute`` (the revert, then the
+deployment followed).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from .. import plan as plans
 from ..errors import ExitCode, UserError
 from ..plan import Plan
 from . import follow as follower
-from . import jobfile, nomad_api
+from . import database_variable, jobfile, nomad_api
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class RollbackFacts:
     versions: list = field(default_factory=list)  # the job's versions, as Nomad lists them
     same_specification: set = field(default_factory=set)  # versions Nomad's plan finds equal to the current
     target: dict | None = None  # the version to go back to (``choose``; None: no job)
+    variable_items: frozenset = frozenset()  # store postgres: the names of the database Variable's items
 
 
 def choose(current: dict, versions: list[dict], to) -> dict:
@@ -79,7 +82,23 @@ def read_facts(settings, n, to=None) -> RollbackFacts:
     target = facts.target = choose(current, facts.versions, to)
     if _same_specification(settings, n, target):
         facts.same_specification.add(target["Version"])
+    if database_variable.registered_revision(target):  # it reads its database URL from the Variable
+        facts.variable_items = _item_names(settings, n)
     return facts
+
+
+def _item_names(settings, n) -> frozenset:
+    """The names of the database Variable's items (not their values: the URLs are secrets)."""
+    import nomad.api.exceptions as nex
+
+    path = jobfile.database_variable(settings)
+    try:
+        variable = n.variable.get_variable(path, namespace=settings.nomad_namespace or "default")
+    except nex.URLNotFoundNomadException:
+        return frozenset()
+    except Exception as exc:  # noqa: BLE001 - mapped to one line
+        raise nomad_api.to_user_error(exc, settings, f"reading the Nomad Variable {path}") from None
+    return frozenset(((variable or {}).get("Items") or {}).keys())
 
 
 def make_plan(settings, facts: RollbackFacts) -> Plan:
@@ -94,9 +113,17 @@ def make_plan(settings, facts: RollbackFacts) -> Plan:
         plan.reason = (f"job version {target['Version']} has the same specification as the current version "
                        f"{current['Version']} ({jobfile.image_of(current)}): nothing to roll back")
         return plan
-    plan.add("revert", f"job {settings.job_name}",
-             f"version {current['Version']} ({jobfile.image_of(current)}) → version {target['Version']} "
-             f"({jobfile.image_of(target)})", op=Revert(target["Version"], current["Version"]))
+    detail = (f"version {current['Version']} ({jobfile.image_of(current)}) → version {target['Version']} "
+              f"({jobfile.image_of(target)})")
+    revision, now = database_variable.registered_revision(target), database_variable.registered_revision(current)
+    if revision and database_variable.item_for(revision) not in facts.variable_items:
+        raise UserError(f"job version {target['Version']} reads its database URL at revision {revision}, which "
+                        f"{jobfile.database_variable(settings)} no longer holds: its tasks would stop at start; "
+                        "nothing was reverted",
+                        hint="go back to a newer version (`inv rollback --to N`), or `inv deploy` the image you want")
+    if revision and revision != now:
+        detail += f", with the database URL it ran with (revision {revision})"
+    plan.add("revert", f"job {settings.job_name}", detail, op=Revert(target["Version"], current["Version"]))
     return plan
 
 

@@ -100,6 +100,8 @@ def plan_deploy(settings, facts: dict, args: dict) -> Plan:
                        modify_index=job.get("modify_index", 0), latest=job.get("latest"),
                        placement=UserError(placement, code=ExitCode.PLACEMENT) if placement else None,
                        database=_database_variable(settings, job.get("database")))
+        # the revision the parsed job reads: the one deploy passes it, unless the case says otherwise
+        job.reads_revision = facts["job"].get("reads_revision", job.database.job_revision if job.database else None)
     return make_plan(settings, DeployFacts(
         version, settings.image_ref(version), skip_host=facts.get("skip_host", False),
         skip_build=facts.get("skip_build", False), backup=facts.get("backup", True),
@@ -123,21 +125,29 @@ def _database_variable(settings, facts: dict | None):
 
 
 def plan_rollback(settings, facts: dict, args: dict) -> Plan:
-    """facts: ``current`` (the job, or null), ``versions`` (Version, Stable, Stop, the image), and
-    ``same_specification``: the versions Nomad's plan finds equal to the current one. The version to go
-    back to is chosen from them and ``"to"`` in args as read_facts chooses it (``choose``: its refusals)."""
+    """facts: ``current`` (the job, or null), ``versions`` (Version, Stable, Stop, the image, and with store
+    postgres the ``revision`` whose URL item its template reads), ``same_specification``: the versions Nomad's
+    plan finds equal to the current one, and ``variable_items``: the names of the database Variable's items.
+    The version to go back to is chosen from them and ``"to"`` in args as read_facts chooses it (``choose``:
+    its refusals)."""
     from mlflow_self_host.job.rollback import RollbackFacts, choose, make_plan
 
     def job(v: dict) -> dict:
-        image = v.pop("image", None)
+        image, revision = v.pop("image", None), v.pop("revision", None)
         if image:
-            v["TaskGroups"] = [{"Tasks": [{"Config": {"image": image}}]}]
+            task = {"Config": {"image": image}}
+            if revision:
+                task["Templates"] = [{"EmbeddedTmpl": f"{{{{ with nomadVar \"nomad/jobs/{settings.job_name}\" }}}}"
+                                                      f"MLFLOW_BACKEND_STORE_URI={{{{ .database_url_{revision} }}}}"
+                                                      "{{ end }}\n"}]
+            v["TaskGroups"] = [{"Tasks": [task]}]
         return {"ID": settings.job_name, **v}
 
     current = job(dict(facts["current"])) if facts.get("current") else None
     versions = [job(dict(v)) for v in facts.get("versions", [])]
     target = choose(current, versions, args.get("to")) if current else None
-    return make_plan(settings, RollbackFacts(current, versions, set(facts.get("same_specification", [])), target))
+    return make_plan(settings, RollbackFacts(current, versions, set(facts.get("same_specification", [])), target,
+                                             frozenset(facts.get("variable_items", []))))
 
 
 def plan_local(settings, facts: dict, args: dict) -> Plan:

@@ -68,8 +68,9 @@ def test_a_backend_folder_uid_1000_cannot_write_stops_with_a_clear_message(run):
 
 @pytest.mark.parametrize("uri, says", [
     ("from-the-template:nomad/jobs/mlflow", "was not rendered: the job's template reads it from the Nomad Variable "
-                                            "nomad/jobs/mlflow (item database_url)"),
-    ("", "is empty: the job's Nomad Variable has no item database_url (inv deploy writes it)"),
+                                            "nomad/jobs/mlflow (item database_url_<revision>)"),
+    ("", "is empty: in Nomad, the job's Variable lacks the item database_url_<revision> its template reads "
+         "(inv deploy writes it)"),
 ])
 def test_a_store_uri_the_template_did_not_fill_stops_with_a_clear_message(run, uri, says):
     container = run({"MLFLOW_PORT": str(free_port()), "MLFLOW_BACKEND_STORE_URI": uri})

@@ -192,7 +192,7 @@ def test_a_deploy_stopped_after_the_variable_write_says_so_and_the_next_one_roll
             run(settings_for(nomad_double, new_url), "0.99")
             raise AssertionError("the register did not fail")
         except UserError as exc:
-            assert "nomad/jobs/mlflow already holds the new database URL: `inv deploy` again rolls it out" in exc.hint
+            assert "nomad/jobs/mlflow already holds the new database URL, which the job does not read yet: `inv deploy` again rolls it out" in exc.hint
     assert len(nomad_double.registrations()) == 1
     stopped = row(new_url)
     assert not stopped.ok and "written, not rolled out" in stopped.found
@@ -216,7 +216,8 @@ def test_a_failed_url_is_reverted_with_its_job_version(nomad_double, capsys):
         raise AssertionError("the deploy did not fail")
     except UserError as exc:
         assert exc.code == 12, exc.message  # reverted
-        assert "reads its own database URL from nomad/jobs/mlflow" in exc.hint and "refused" not in exc.hint
+        assert f"the version Nomad went back to reads its own database URL (revision {first}) from " \
+               "nomad/jobs/mlflow" in exc.hint and "refused" not in exc.hint
     err = capsys.readouterr().err
     assert "password authentication failed" in err and ":refused@" not in err
 
