@@ -97,8 +97,6 @@ def read(settings, n) -> VariableFacts | None:
     """The Variable as it is, against the URL wanted; None with store sqlite."""
     import datetime as dt
 
-    import nomad.api.exceptions as nex
-
     from . import jobfile
 
     url = wanted(settings)
@@ -106,16 +104,28 @@ def read(settings, n) -> VariableFacts | None:
         return None
     path = jobfile.database_variable(settings)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    try:
-        variable = n.variable.get_variable(path, namespace=_namespace(settings))
-    except nex.URLNotFoundNomadException:
+    variable = fetch(settings, n)
+    if variable is None:
         return VariableFacts(path, url, new_revision=stamp)
-    except Exception as exc:  # noqa: BLE001 - mapped to one line
-        raise _error(exc, settings, f"reading the Nomad Variable {path}") from None
-    items = dict((variable or {}).get("Items") or {})
-    return VariableFacts(path, url, items.get(ITEM), True, items, int((variable or {}).get("ModifyIndex") or 0),
+    items = dict(variable.get("Items") or {})
+    return VariableFacts(path, url, items.get(ITEM), True, items, int(variable.get("ModifyIndex") or 0),
                          revision=str(items.get(REVISION) or ""), new_revision=stamp,
                          named=_named_by_versions(settings, n))
+
+
+def fetch(settings, n) -> dict | None:
+    """The Variable as Nomad returns it (its items are secrets); None when there is none."""
+    import nomad.api.exceptions as nex
+
+    from . import jobfile
+
+    path = jobfile.database_variable(settings)
+    try:
+        return n.variable.get_variable(path, namespace=_namespace(settings)) or {}
+    except nex.URLNotFoundNomadException:
+        return None
+    except Exception as exc:  # noqa: BLE001 - mapped to one line
+        raise _error(exc, settings, f"reading the Nomad Variable {path}") from None
 
 
 def _named_by_versions(settings, n) -> frozenset:

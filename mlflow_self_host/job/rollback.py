@@ -83,22 +83,8 @@ def read_facts(settings, n, to=None) -> RollbackFacts:
     if _same_specification(settings, n, target):
         facts.same_specification.add(target["Version"])
     if database_variable.registered_revision(target):  # it reads its database URL from the Variable
-        facts.variable_items = _item_names(settings, n)
+        facts.variable_items = frozenset((database_variable.fetch(settings, n) or {}).get("Items") or {})
     return facts
-
-
-def _item_names(settings, n) -> frozenset:
-    """The names of the database Variable's items (not their values: the URLs are secrets)."""
-    import nomad.api.exceptions as nex
-
-    path = jobfile.database_variable(settings)
-    try:
-        variable = n.variable.get_variable(path, namespace=settings.nomad_namespace or "default")
-    except nex.URLNotFoundNomadException:
-        return frozenset()
-    except Exception as exc:  # noqa: BLE001 - mapped to one line
-        raise nomad_api.to_user_error(exc, settings, f"reading the Nomad Variable {path}") from None
-    return frozenset(((variable or {}).get("Items") or {}).keys())
 
 
 def make_plan(settings, facts: RollbackFacts) -> Plan:
