@@ -14,6 +14,10 @@
   own), for a plain-HTTP registry the engine must refuse.
 Under CI=true a service that cannot start fails the run; elsewhere its tests are skipped.
 
+The fast lane: every test that uses none of these services (nor a double that runs containers) is
+marked ``fast`` at collection (``pytest_collection_modifyitems`` below), so ``pytest -m fast`` answers in
+seconds with the logic alone (decisions, settings, errors, record and plan logic, job rendering).
+
 When the session ends, after every fixture's teardown, ``pytest_sessionfinish`` fails the run if the
 session left a process, port, user, group, sudoers file, network interface or mount behind
 (tests/services/leftovers.py).
@@ -32,6 +36,22 @@ from tests.services import session_name, unavailable
 from tests.services.leftovers import pytest_sessionfinish, pytest_sessionstart  # noqa: F401 - the hooks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# The fixtures that start a real service or a double (every fixture built on one has it in its closure).
+SERVICE_FIXTURES = frozenset({
+    "docker_engine_service", "registry", "ssh_server", "dns_server", "postgres_server", "lan_address",
+    "nomad_double", "pi_double", "start_pihole", "nomad_user", "password_sudo_server", "no_sftp_server",
+    "server",  # tests/test_smoke.py: a real MLflow server
+    "proxy", "catalogue", "backends",  # tests/test_services.py: nginx in Traefik's place, its doubles
+    "ansible_results",  # tests/host/test_client_hcl.py: ansible-core's own blockinfile runs
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``fast`` every test whose fixtures start no service and that is not marked ``slow``."""
+    for item in items:
+        if SERVICE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.fast)
 
 
 @pytest.fixture(scope="session")

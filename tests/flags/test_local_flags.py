@@ -10,6 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.flags.conftest import STUB_CONTEXT, errors, inv, layers, make_project, remove_tags
@@ -35,6 +36,7 @@ def smoked_run(done) -> str:
     return line.rsplit("(run ", 1)[1].rstrip(")")
 
 
+@pytest.mark.slow  # the native MLflow server's environment, then MLflow itself
 def test_native_up_smoke_backup_restore_and_down(tmp_path):
     """No Docker engine answers (DOCKER_HOST names a socket nobody serves): up runs MLflow natively."""
     project = make_project(tmp_path / "project")  # the real docker/: entrypoint and requirements.lock

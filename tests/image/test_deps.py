@@ -104,6 +104,7 @@ def test_a_file_that_does_not_match_its_hash_fails_the_build_with_one_line(tmp_p
     assert "Traceback" not in built.stderr
 
 
+@pytest.mark.slow  # uv resolves against the package index
 def test_deps_reports_what_a_new_requirement_adds_and_check_refuses_a_stale_lock(tmp_path):
     repo = project_repo.make(tmp_path / "project")
     stale = inv("deps", "--check", cwd=repo)
