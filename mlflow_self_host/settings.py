@@ -14,10 +14,11 @@ never shows them.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import UserError
+from .errors import ExitCode, UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "MSH_"
@@ -41,6 +42,14 @@ SECRETS = {
     "sudo_password": ("MSH_SUDO_PASSWORD",),
     "database_url": ("MSH_DATABASE_URL",),  # postgresql://user:password@host:5432/mlflow (store: postgres)
 }
+
+# Nomad names Variables after the job: ``nomad/jobs/{job_name}`` (the database URL) and
+# ``mlflow-self-host/lock/{job_name}`` (the deploy lock). A Variable path must match ``^[a-zA-Z0-9-_~/]{1,128}$``
+# (nomad/structs/variables.go), stricter than a job ID (which may hold a ``.``: only a space or a null byte is
+# refused there): the job name is held to the Variable rule, without ``/`` (which would name another path).
+_LONGEST_VARIABLE_PREFIX = "mlflow-self-host/lock/"
+_JOB_NAME_MAX = 128 - len(_LONGEST_VARIABLE_PREFIX)
+JOB_NAME = re.compile(r"[a-zA-Z0-9_~-]{1,%d}" % _JOB_NAME_MAX)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -132,8 +141,20 @@ class Settings:
                 if env.get(name):
                     values[key], sources[key] = env[name], f"env {name}"
                     break
-        settings = cls(values, sources, sections, Path(root))
-        return settings.with_overrides(overrides or {}, flag_names)
+        settings = cls(values, sources, sections, Path(root)).with_overrides(overrides or {}, flag_names)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """The settings whose wrong value Nomad would refuse only in the middle of a deploy, refused here."""
+        name = str(self._values.get("job_name", ""))
+        if "job_name" in self._values and not JOB_NAME.fullmatch(name):
+            raise UserError(
+                f"{self.sources['job_name']}: job_name {name!r} cannot name the job's Nomad Variables "
+                f"(nomad/jobs/{{job_name}}, {_LONGEST_VARIABLE_PREFIX}{{job_name}}): Nomad's Variable paths take only "
+                f"letters, digits, '-', '_' and '~', 128 characters at most "
+                f"({_JOB_NAME_MAX} for the name)",
+                hint="choose a job_name of those characters (mlflow-prod, not mlflow.prod)", code=ExitCode.BAD_ARGUMENT)
 
     def with_overrides(self, overrides: Mapping[str, Any], flag_names: Mapping[str, str] | None = None) -> "Settings":
         """A copy with task flags applied; ``None`` means the flag was not given.

@@ -63,3 +63,25 @@ def test_every_setting_is_in_invoke_yaml_with_a_default():
     values, sections = read_defaults(PROJECT_ROOT)
     assert set(ORIGINAL_DEFAULTS) <= set(values)
     assert all(sections[k] for k in values)
+
+
+@pytest.mark.parametrize("name", ["mlflow.prod", "ml flow", "team/mlflow", "m" * 107])
+def test_a_job_name_nomad_cannot_use_in_a_variable_path_is_refused_before_any_change(name):
+    """A job ID may hold a '.', a Variable path may not (nomad/structs/variables.go): the deploy lock and the
+    database URL live at paths made from job_name, so `inv deploy --dry-run` stops at the settings, exit 2."""
+    import subprocess
+    import sys
+
+    from tests.services.mlflow_image import clean_env
+
+    done = subprocess.run([sys.executable, "-m", "invoke", "deploy", "--dry-run"], cwd=PROJECT_ROOT,
+                          env={**clean_env(), "MSH_JOB_NAME": name, "MSH_NOMAD_ADDR": "http://127.0.0.1:9"},
+                          capture_output=True, text=True, timeout=60)
+    red = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2, done.stderr
+    assert len(red) == 1 and "env MSH_JOB_NAME: job_name" in red[0] and "'-', '_' and '~'" in red[0], done.stderr
+    assert "Traceback" not in done.stderr and "nomad" not in done.stdout.lower()
+
+
+def test_the_longest_job_name_nomad_takes_is_accepted():
+    assert Settings.load(env={"MSH_JOB_NAME": "m" * 106}).job_name == "m" * 106
