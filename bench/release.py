@@ -142,7 +142,7 @@ class Stack:
         from mlflow_self_host.job import jobfile
         from mlflow_self_host.settings import Settings
         from tests.doubles.nomad.client import SECOND
-        from tests.doubles.nomad.hcl_job import duration
+        from tests.doubles.nomad.jobspec import duration
         from tests.services import free_port
 
         settings = Settings.load(root=self.repo, env=self.env)

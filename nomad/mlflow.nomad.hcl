@@ -9,7 +9,8 @@ variable "image" {
   description = "The MLflow image, always a pinned version tag: {registry}/{image}:v{version}."
 
   validation {
-    condition     = can(regex("^[^:@]+(:[0-9]+)?/.+:v[0-9]+([.][0-9]+)*$", var.image))
+    # Nomad's HCL functions have regex_replace but no regex: a whole match replaced leaves "".
+    condition     = var.image != "" && regex_replace(var.image, "^[^:@]+(:[0-9]+)?/.+:v[0-9]+([.][0-9]+)*$", "") == ""
     error_message = "The image must carry a pinned version tag such as registry.lan:5000/mlflow:v0.99 (never latest)."
   }
 }
@@ -20,7 +21,7 @@ variable "arch" {
   default     = "amd64"
 
   validation {
-    condition     = can(regex("^[a-z0-9_]+(,[a-z0-9_]+)*$", var.arch))
+    condition     = var.arch != "" && regex_replace(var.arch, "^[a-z0-9_]+(,[a-z0-9_]+)*$", "") == ""
     error_message = "The arch must be Go architecture names such as amd64 or arm64, comma-separated."
   }
 }
@@ -60,7 +61,7 @@ variable "traefik_entrypoints" {
   default     = ""
 
   validation {
-    condition     = can(regex("^([A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*)?$", var.traefik_entrypoints))
+    condition     = regex_replace(var.traefik_entrypoints, "^([A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*)?$", "") == ""
     error_message = "The traefik_entrypoints must be entry point names such as web or web,websecure, comma-separated, or empty."
   }
 }
@@ -96,7 +97,7 @@ variable "allocations" {
 
 variable "shutdown_delay" {
   type        = string
-  description = "store = postgres: how long a stopped allocation keeps serving after its service left the catalogue, so that the proxy (Traefik reads the catalogue every 15s by default) stops sending it requests first. Not set with sqlite."
+  description = "store = postgres: how long a stopped allocation keeps serving after its service left the catalogue, so that the proxy (Traefik reads the catalogue every 15s by default) stops sending it requests first. 0s with sqlite."
   default     = "20s"
 }
 
@@ -175,8 +176,8 @@ job "mlflow" {
     count = var.allocations
 
     # store = postgres: a stopped allocation leaves the catalogue first and keeps serving this long, until the
-    # proxy has dropped it (null with sqlite: not set at all).
-    shutdown_delay = var.store == "postgres" ? var.shutdown_delay : null
+    # proxy has dropped it ("0s" with sqlite, Nomad's default: Nomad refuses a null duration).
+    shutdown_delay = var.store == "postgres" ? var.shutdown_delay : "0s"
 
     network {
       port "mlflow_http" {

@@ -1,5 +1,11 @@
 """The job file with each store: sqlite renders exactly the job of before PostgreSQL (the same JSON, byte for
-byte), postgres renders `count` allocations and the database's URL through a template from a Nomad Variable."""
+byte), postgres renders `count` allocations and the database's URL through a template from a Nomad Variable.
+
+The saved rendering is Nomad's own parser's (the double's engine: HashiCorp's HCL and the api package's
+Canonicalize), made again when that engine replaced a home-made one (issue 26). Against the rendering of
+before, the only change of meaning is the group's ShutdownDelay, 0 instead of unset: Nomad refuses a null
+duration, so sqlite's is "0s" (Nomad's own default); every other difference was the old parser's shape
+(fields it left null that Canonicalize fills: OnUpdate, Cluster, a job-level Update...)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +15,7 @@ import pytest
 from mlflow_self_host.errors import UserError
 from mlflow_self_host.job import jobfile
 from mlflow_self_host.settings import PROJECT_ROOT
-from tests.doubles.nomad import hcl_job
+from tests.doubles.nomad import jobspec
 from tests.job.conftest import job_settings
 
 HCL = (PROJECT_ROOT / "nomad" / "mlflow.nomad.hcl").read_text()
@@ -24,7 +30,7 @@ URL = "postgresql://mlflow:s3cret-pw@db.lan:5432/mlflow"
 def render(provider="nomad", database_revision=None, **settings) -> dict:
     s = job_settings("http://127.0.0.1:1", **settings)
     values = jobfile.variables(s, "0.99", "amd64,arm64", provider, database_revision)
-    return hcl_job.parse(HCL, jobfile.var_file(values), canonicalize=True)
+    return jobspec.parse(HCL, jobfile.var_file(values), canonicalize=True)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -34,6 +40,7 @@ def test_sqlite_renders_the_job_of_before_byte_for_byte(case):
     assert json.dumps(render(provider, **overrides), sort_keys=True) == json.dumps(before, sort_keys=True)
     assert json.dumps(render(provider, store="sqlite", count=1, **overrides), sort_keys=True) == \
         json.dumps(before, sort_keys=True)
+    assert before["TaskGroups"][0]["ShutdownDelay"] == 0
 
 
 def test_postgres_renders_count_allocations_and_the_url_from_the_variable():

@@ -22,8 +22,10 @@ Modelled on hashicorp/nomad (facts in ../shared/reference/nomad/BEHAVIOUR.md; fi
   health waits for them as it does for Nomad's. Such a node carries the ``consul.*`` attributes of
   Nomad's consul fingerprinter (client/fingerprint/consul.go); every node has
   ``nomad.service_discovery = true`` (client/fingerprint/nomad.go, the client's default).
-- ``template`` blocks (templates.py): Nomad Variables rendered into the task's environment before each
-  start (the first start waits for a missing Variable), and a changed rendering restarts the task
+- ``template`` blocks (templates.py, rendered by the Go engine: text/template with consul-template's
+  ``nomadVar``, go-envparse for env templates): Nomad Variables rendered into the task's environment
+  before each start (the first start waits for a missing Variable), a template that fails or an env file
+  go-envparse refuses kills the task, failed, and a changed rendering restarts the task
   (``change_mode = "restart"``, after up to ``splay``).
 - Deployment health (allochealth/tracker.go): with ``health_check = "checks"`` an allocation is healthy
   once its task has run and every check has passed for ``min_healthy_time`` (a restart starts the
@@ -91,7 +93,7 @@ def task_event(kind, message="", **extra) -> dict:
              "FailedSibling": "", "VaultError": "", "TaskSignalReason": "", "TaskSignal": "", "DriverMessage": "",
              "Details": {}, "DisplayMessage": ""}
     event.update(extra)
-    event["DisplayMessage"] = _display(event)
+    event["DisplayMessage"] = event["DisplayMessage"] or _display(event)  # PopulateEventDisplayMessage keeps a set one
     return event
 
 
@@ -321,6 +323,7 @@ class AllocRunner(threading.Thread):
         self._running = None
         self._io = threading.Lock()
         self._template_restart = False
+        self._template_failed = False
 
     # -- state, under the server's lock ---------------------------------------------------------
     @property
@@ -378,23 +381,24 @@ class AllocRunner(threading.Thread):
         return True
 
     # -- templates (templates.py) ----------------------------------------------------------------
-    def _read_variable(self, path: str):
+    def _readable_variables(self) -> dict:
+        """{path: items} of the Variables in the allocation's namespace that the task's identity may read."""
         alloc = self.alloc
-        if not template_hook.allowed(path, alloc["JobID"], alloc["TaskGroup"], self.task):
-            return None
         with self.server.lock:
-            variable = self.server.variables.get((alloc["Namespace"], path))
-            return dict(variable["Items"]) if variable else None
+            return {path: dict(variable["Items"]) for (namespace, path), variable in self.server.variables.items()
+                    if namespace == alloc["Namespace"]
+                    and template_hook.allowed(path, alloc["JobID"], alloc["TaskGroup"], self.task)}
 
     def _render(self) -> tuple[list, dict]:
-        """(what each template renders, the environment the env ones give); Missing while a Variable is."""
-        where = f"{self.alloc['Namespace']}.{self.server.region}"
+        """(what each template renders, the environment the env ones give); Missing while a Variable is,
+        Failed when Nomad would kill the task (a template error, an env file go-envparse refuses)."""
+        variables = self._readable_variables()
         texts, env = [], {}
         for spec in self.spec.get("Templates") or []:
-            text = template_hook.render(spec.get("EmbeddedTmpl") or "", self._read_variable, where)
+            dest = template_hook.client_path(self.alloc["ID"], self.task, spec.get("DestPath") or "")
+            text, template_env = template_hook.render(spec, variables, self.alloc["Namespace"], dest)
             texts.append(text)
-            if spec.get("Envvars"):
-                env.update(template_hook.env_file(text))
+            env.update(template_env or {})
         return texts, env
 
     def _templates_rendered(self):
@@ -419,8 +423,13 @@ class AllocRunner(threading.Thread):
                     return
             try:
                 texts, _ = self._render()
-            except (template_hook.Missing, template_hook.Unsupported):
+            except template_hook.Missing:
                 continue
+            except template_hook.Failed as exc:  # template.go handleTemplateRerenders: the task is killed, failed
+                self._template_failed = True
+                self._event("Killing", FailsTask=True, DisplayMessage=str(exc))
+                self.client.driver.stop(running, (self.spec.get("KillTimeout") or 5 * SECOND) / SECOND)
+                return
             changed = [spec for spec, old, new in zip(specs, rendered, texts) if old != new]
             if not any(spec.get("ChangeMode", "restart") == "restart" for spec in changed):
                 rendered = texts  # noop: nothing happens, the new text is used at the next start
@@ -466,9 +475,10 @@ class AllocRunner(threading.Thread):
         while not self.killed.is_set():
             try:
                 rendered = self._templates_rendered()
-            except template_hook.Unsupported as exc:
-                self._event("Template", f"Template failed: {exc}")
-                self._event("Not Restarting", RestartReason="Template failed", FailsTask=True)
+            except template_hook.Failed as exc:
+                # template.go: Lifecycle.Kill with a Killing event that fails the task ("Template failed: ...",
+                # "Template failed to read environment variables: ..."); it never started: dead, failed
+                self._event("Killing", FailsTask=True, DisplayMessage=str(exc))
                 self._set_state("dead", failed=True)
                 return
             if rendered is None:
@@ -511,6 +521,9 @@ class AllocRunner(threading.Thread):
                 self._event("Terminated", ExitCode=result.exit_code, Signal=result.signal,
                             Details={"oom_killed": "true"} if result.oom_killed else {},
                             Message="OOM Killed" if result.oom_killed else "")
+                if self._template_failed:  # killed by the template hook: no restart
+                    self._set_state("dead", failed=True)
+                    return
                 if self._template_restart:  # restarts.go SetRestartTriggered: no attempt counted, no delay
                     decision, delay, reason = "restart", 0.0, "Restart signaled"
                 else:

@@ -4,7 +4,9 @@ What it answers: the paths, bodies and status codes of jobs.mdx, deployments.mdx
 evaluations.mdx, client.mdx (Stream Logs), status.mdx, the node and service catalogue reads; errors as
 text/plain (NOTES.md), the "Enforcing job modify index" 500 of a check-and-set register, ``X-Nomad-Index``
 and blocking queries on reads, ACL tokens (X-Nomad-Token or Bearer) with per-namespace capabilities.
-HCL2 is parsed with python-hcl2 (hcl_job.py) into the JSON job of json-jobs.mdx.
+HCL2 job files are parsed by the Go engine (engine.py, engine/): Nomad's job parser rebuilt on Nomad's own
+libraries (hashicorp/hcl/v2 as Nomad builds it, its HCL function table, the nomad/api structs and
+api.Job.Canonicalize), so /v1/jobs/parse answers the JSON job of json-jobs.mdx or Nomad's own 400 text.
 
 What it does over time, as Nomad does (BEHAVIOUR.md; the source files are named where each part is):
 - a register creates an evaluation (pending, then complete) that the scheduler processes: it checks
@@ -40,7 +42,8 @@ instead of Nomad's, with its checks run as the Consul agent runs them.
 
 Left out (our jobs do not use them, or one test machine cannot have them): node drain and lost nodes, canaries and promotion, Consul Connect and Consul's own ACLs, CSI volumes, preemption, periodic and batch jobs,
 a task's own ``shutdown_delay`` (the group's is modelled: services deregistered, then the wait, then the kill), the eval broker's queueing and its nack/retry, template functions other than ``nomadVar``
-(``key``, ``secret``, ``env``...: a task whose template uses one fails with "Template failed" here).
+(``key``, ``secret``, ``env``...: a task whose template uses one is killed with "Template failed" here;
+templates are rendered by the Go engine, text/template with consul-template's ``nomadVar``).
 """
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import hcl_job
+from . import engine, jobspec
 from .admission import implied_constraints
 from .client import SECOND, NomadClient, go_duration, now_ns, rfc3339, task_event
 from .diff import job_diff, spec
@@ -325,7 +328,7 @@ class NomadDouble:
         return "pending"
 
     def _register(self, namespace, job, triggered="job-register") -> dict:
-        job = implied_constraints(hcl_job.canonical(job))  # job_endpoint.go Register: admission controllers
+        job = implied_constraints(jobspec.canonical(job))  # job_endpoint.go Register: admission controllers
         job["Namespace"] = namespace
         key = (namespace, job["ID"])
         versions = self.jobs.setdefault(key, [])
@@ -1085,8 +1088,8 @@ class NomadDouble:
     def _block(self, index: int, wait: str):
         """A blocking query (index.mdx): hold the answer until the state passes ``index`` or ``wait`` ends."""
         try:
-            limit = min(hcl_job.duration(wait, "wait") / 1e9, 600.0)
-        except hcl_job.ParseError:
+            limit = min(jobspec.duration(wait, "wait") / 1e9, 600.0)
+        except jobspec.ParseError:
             raise HTTPError(400, f"Invalid wait time: {wait}") from None
         deadline = time.monotonic() + limit
         while self.index <= index and time.monotonic() < deadline:
@@ -1139,12 +1142,18 @@ class NomadDouble:
 
     def _jobs(self, method, rest, namespace, query, body, token):
         if rest == ["parse"] and method in ("POST", "PUT"):
-            self._check_acl(token, namespace, "parse-job")
-            if not body or "JobHCL" not in body:
+            try:  # job_endpoint.go JobsParseRequest: parse-job or submit-job
+                self._check_acl(token, namespace, "parse-job")
+            except HTTPError as exc:
+                if exc.text != "Permission denied":
+                    raise
+                self._check_acl(token, namespace, "submit-job")
+            if not isinstance(body, dict):
                 raise HTTPError(400, "Job must be specified")
-            try:
-                job = hcl_job.parse(body["JobHCL"], body.get("Variables") or "", bool(body.get("Canonicalize")))
-            except hcl_job.ParseError as exc:
+            try:  # job_endpoint.go JobsParseRequest: jobspec2 (the Go engine), then api.Job.Canonicalize
+                job = engine.parse(body.get("JobHCL") or "", body.get("Variables") or "",
+                                   bool(body.get("Canonicalize")))
+            except jobspec.ParseError as exc:
                 raise HTTPError(400, str(exc)) from None
             return 200, job, None
         if rest == [] and method == "GET":
@@ -1176,7 +1185,7 @@ class NomadDouble:
         self._known_namespace(namespace, job["ID"])
         if not job.get("TaskGroups"):
             raise HTTPError(500, "1 error occurred:\n\t* Missing job task groups\n\n")
-        self._validate(hcl_job.canonical(job))
+        self._validate(jobspec.canonical(job))
         current = self._current(namespace, job["ID"])
         if body.get("EnforceIndex"):
             wanted = int(body.get("JobModifyIndex") or 0)
@@ -1202,7 +1211,7 @@ class NomadDouble:
             self._check_acl(token, ns, "submit-job")
             self._known_namespace(ns, job_id)
             current = self._current(ns, job_id)
-            new = implied_constraints(hcl_job.canonical(job))  # job_endpoint.go Plan: admission controllers
+            new = implied_constraints(jobspec.canonical(job))  # job_endpoint.go Plan: admission controllers
             new["Namespace"] = ns
             self._validate(new)
             diff = job_diff(current, new)

@@ -1,99 +1,66 @@
-"""The client's ``template`` blocks, the part our job uses: Nomad Variables rendered into the task's environment.
+"""The client's ``template`` blocks: Nomad Variables rendered into the task's environment.
 
-As Nomad's template hook (client/allocrunner/taskrunner/template/template.go, consul-template underneath):
-- ``{{ with nomadVar "path" }}...{{ end }}`` reads the Variable at ``path`` in the allocation's namespace
-  with the task's workload identity, which may read ``nomad/jobs/<job>``, ``nomad/jobs/<job>/<group>`` and
-  ``nomad/jobs/<job>/<group>/<task>`` by default (nomad/acl.go's implicit workload policy); ``{{ .item }}``
-  is one of its items (a missing item renders empty: missingkey=zero on a map of items). A missing
-  Variable blocks the task before its first start ("Missing: nomad.var.block(path@namespace.region)"); so
-  does a path the identity may not read;
-- a template with ``env = true`` is read as an env file (go-envparse: ``KEY=value`` lines, ``#``
-  comments, optional quotes) and its variables override the task's ``env`` block (taskenv/env.go:
-  "Copy template env vars as they override task env vars");
+Rendering is the Go engine's (engine.py ``render``: Go's text/template with consul-template's ``nomadVar``,
+missingkey=zero as Nomad's default error_on_missing_key = false, and go-envparse for env templates), as
+Nomad's template hook does it (client/allocrunner/taskrunner/template/template.go, consul-template
+underneath). What stays here is the client's side:
+- which Variables the task may read (``allowed``): its workload identity may read ``nomad/jobs/<job>``,
+  ``nomad/jobs/<job>/<group>`` and ``nomad/jobs/<job>/<group>/<task>`` by default (nomad/acl.go's implicit
+  workload policy); only those are handed to the engine, so another path is as missing;
+- ``{{ with nomadVar "path" }}`` of a Variable not there blocks the task before its first start, with the
+  task event "Missing: nomad.var.block(path@namespace.region)" (``Missing``);
+- a template that fails (Nomad's ``Template failed: ...``) or an env template go-envparse refuses
+  (``Template failed to read environment variables: error parsing env template "<path>": error on line N:
+  ...``) kills the task with that text, failed (``Failed``); go-envparse v0.1.0 (Nomad's) keeps an empty
+  value (``KEY=`` sets KEY to "", over the task's ``env`` block's value);
+- a template's env variables override the task's ``env`` block (taskenv/env.go: "Copy template env vars as
+  they override task env vars");
 - after the start, a change of what a template renders triggers its ``change_mode``: ``restart``
   restarts the task after a random wait up to ``splay`` (the restart does not count against the
   restart policy: restarts.go SetRestartTriggered), ``noop`` does nothing.
 
-Only this subset of Go's text/template is understood; anything else is refused, so a job that needs
-more fails loudly here instead of passing untested.
+consul-template functions other than ``nomadVar`` and ``nomadVarExists`` are not in the engine: a template
+using one fails here (``Unsupported``), where Nomad would render it.
 """
 from __future__ import annotations
 
-import re
+from . import engine
 
-_ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
-_WITH = re.compile(r'with\s+nomadVar\s+"([^"]+)"$')
-_FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)$")
+DATA_DIR = "/opt/nomad/data"  # the packaged agent's data_dir: the env file's path in Nomad's error text
 
 
 class Missing(Exception):
     """The template cannot be rendered yet (Nomad keeps waiting): the message is the task event's."""
 
 
-class Unsupported(Exception):
-    pass
+class Failed(Exception):
+    """Nomad kills the task, failed: the message is the Killing event's DisplayMessage."""
+
+
+class Unsupported(Failed):
+    """The template needs a consul-template function the engine lacks (the double's limit, not Nomad's)."""
 
 
 def allowed(path: str, job: str, group: str, task: str) -> bool:
     return path in (f"nomad/jobs/{job}", f"nomad/jobs/{job}/{group}", f"nomad/jobs/{job}/{group}/{task}")
 
 
-def render(text: str, read_variable, where: str) -> str:
-    """``read_variable(path)``: the items of the Variable the task may read, None when missing or not
-    allowed. ``where``: ``namespace.region``, for the message."""
-    out, stack, i = [], [], 0  # stack: the items of each open ``with`` (None: skipped)
-    pieces = list(_ACTION.finditer(text))
-    for m in pieces:
-        literal = text[i:m.start()]
-        if m.group(1) == "-":
-            literal = literal.rstrip()
-        if all(frame is not None for frame in stack):
-            out.append(literal)
-        i = m.end()
-        action = m.group(2)
-        if m.group(3) == "-":
-            rest = text[i:]
-            i += len(rest) - len(rest.lstrip())
-        with_var = _WITH.match(action)
-        if with_var:
-            path = with_var.group(1)
-            items = read_variable(path)
-            if items is None:
-                raise Missing(f"Missing: nomad.var.block({path}@{where})")
-            stack.append(items)
-        elif action == "end":
-            if not stack:
-                raise Unsupported("{{ end }} without a with")
-            stack.pop()
-        elif _FIELD.match(action):
-            if not stack:
-                raise Unsupported(f"{{{{ {action} }}}} outside a with nomadVar")
-            if stack[-1] is not None:
-                # a missing item renders empty: consul-template's missingkey=zero (Nomad's default,
-                # error_on_missing_key = false) on NomadVarItems, a map of items whose String() is their value
-                out.append(str(stack[-1].get(_FIELD.match(action).group(1), "")))
-        else:
-            raise Unsupported(f"template action {{{{ {action} }}}} is not supported by this double")
-    if stack:
-        raise Unsupported("a with without its {{ end }}")
-    out.append(text[i:])
-    return "".join(out)
+def client_path(alloc_id: str, task: str, destination: str) -> str:
+    """The template's destination on the client (taskEnv.ClientPath): <data_dir>/alloc/<alloc>/<task>/<dest>."""
+    return f"{DATA_DIR}/alloc/{alloc_id}/{task}/{destination.lstrip('/')}"
 
 
-def env_file(text: str) -> dict:
-    """go-envparse, the parts a rendered env file of ours uses."""
-    env = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):]
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise Unsupported(f"env template line without '=': {line[:40]!r}")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        env[key.strip()] = value
-    return env
+def render(spec: dict, variables: dict, namespace: str, dest: str = "") -> tuple[str, dict | None]:
+    """One template block (the api Template: EmbeddedTmpl, Envvars, LeftDelim...) with the Variables the task
+    may read ({path: items}): (the text, its env variables when Envvars, else None)."""
+    out = engine.render(spec.get("EmbeddedTmpl") or "", variables, namespace, bool(spec.get("Envvars")),
+                        dest or spec.get("DestPath") or "", spec.get("LeftDelim") or "",
+                        spec.get("RightDelim") or "", bool(spec.get("ErrMissingKey")))
+    if out.missing:
+        raise Missing(f"Missing: {out.missing}")
+    if out.unsupported:
+        raise Unsupported(f"{out.error} (consul-template's {out.unsupported} is not in the Nomad double's "
+                          "template engine)")
+    if out.error:
+        raise Failed(out.error)
+    return out.text or "", out.env
