@@ -129,13 +129,30 @@ def parse(settings, n, version: str, arch: str | None = None, provider: str | No
     values = variables(settings, version, arch, provider, database_revision)
     body = {"JobHCL": read_source(settings), "Variables": var_file(values),
             "Canonicalize": True}
-    response = nomad_api.call(settings, f"parsing {settings.job_file}", n.jobs.request, "parse", json=body,
-                              method="post", allow_redirects=True)
+    import nomad.api.exceptions as nex
+    import requests
+
+    try:
+        response = n.jobs.request("parse", json=body, method="post", allow_redirects=True)
+    except (nex.BaseNomadException, requests.RequestException) as exc:
+        code, text = nomad_api.status_and_text(exc)
+        if code == 400:
+            raise _refused(settings, nomad_api.one_line(text)) from None
+        raise nomad_api.to_user_error(exc, settings, f"parsing {settings.job_file}") from None
     job = response.json()
     # The job is named by the job_name setting and lives in the configured namespace.
     job["ID"] = job["Name"] = settings.job_name
     job["Namespace"] = settings.nomad_namespace or "default"
     return job
+
+
+def _refused(settings, text: str) -> UserError:
+    """A 400 from /v1/jobs/parse is the job file (or a value the settings give it) that Nomad's parser refuses:
+    Nomad's own text ("input.hcl" is its name for the file), exit 2, before anything was changed on Nomad."""
+    text = text.removeprefix("Failed to parse job: ")
+    return UserError(f"Nomad's job parser refuses {settings.job_file}: {text}",
+                     hint=f"input.hcl is {settings.job_file} (Nomad's name for it); check it with `nomad job validate "
+                          f"{settings.job_file}`, or the setting that gives the variable named", code=ExitCode.BAD_ARGUMENT)
 
 
 def current(settings, n) -> dict | None:

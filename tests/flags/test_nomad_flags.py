@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 
+import pytest
 import requests
 
 from mlflow_self_host.job import jobfile
@@ -138,3 +139,48 @@ def test_logs_follow_streams_new_lines_until_the_job_stops(nomad_double, tmp_pat
     reader.join(5)
     assert "Traceback" not in proc.stderr.read()
     assert any(f'"GET {marker} HTTP/1.1" 404' in line for line in lines), lines
+
+
+# --- what Nomad's own job parser refuses (the double's engine: HashiCorp's HCL with Nomad's function table) ---
+IMAGE_CHECK = 'regex_replace(var.image, "^[^:@]+(:[0-9]+)?/.+:v[0-9]+([.][0-9]+)*$", "") == ""'
+REFUSED_EDITS = {
+    # the job file as it was until issue 26: Nomad has no regex(), so can() is false and the validation refuses
+    "can_regex": ((f"var.image != \"\" && {IMAGE_CHECK}", 'can(regex("^[^:@]+(:[0-9]+)?/.+:v[0-9]+([.][0-9]+)*$", var.image))'),
+                  "Invalid value for varfile variable; The image must carry a pinned version tag"),
+    "regex": (('count = var.allocations', 'count = length(regex("[0-9]+", "a1")) > 0 ? var.allocations : 1'),
+              'Call to unknown function; There is no function named "regex".'),
+    "null_duration": (('var.store == "postgres" ? var.shutdown_delay : "0s"', 'var.store == "postgres" ? var.shutdown_delay : null'),
+                      "Unsuitable value; Unsuitable duration value: nil"),
+    "unknown_attribute": (("shutdown_delay = var.store", "shutdown_dely = var.store"),
+                          'Unsupported argument; An argument named "shutdown_dely" is not expected here.'),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(REFUSED_EDITS))
+def test_a_job_file_nomads_parser_refuses_is_exit_2_with_its_text_and_nothing_registered(nomad_double, tmp_path, edit):
+    (old, new), text = REFUSED_EDITS[edit]
+    project = make_project(tmp_path / "project", docker=None)
+    job_file = project / "nomad" / "mlflow.nomad.hcl"
+    source = job_file.read_text()
+    assert old in source, f"the job file no longer has {old!r}"
+    job_file.write_text(source.replace(old, new))
+    done = inv(*DEPLOY, cwd=project, env=env_for(nomad_double.cluster), expect=2)
+    (line,) = errors(done)
+    assert line.startswith("error: Nomad's job parser refuses nomad/mlflow.nomad.hcl: input.hcl:") and text in line, line
+    assert nomad_double.registrations() == [] and nomad_double.job() is None
+
+
+def test_an_env_template_go_envparse_refuses_fails_the_task_with_nomads_text(nomad_double, tmp_path):
+    """A template whose env file has an unquoted ' parses, but the client cannot read it (go-envparse): the task
+    is killed with Nomad's event text, which deploy shows; no version was ever healthy, so exit 11."""
+    project = make_project(tmp_path / "project", docker=None)
+    job_file = project / "nomad" / "mlflow.nomad.hcl"
+    anchor = "      # The image's entrypoint contract (docker/entrypoint.sh)."
+    source = job_file.read_text()
+    assert anchor in source
+    job_file.write_text(source.replace(anchor, '      template {\n        data        = "GREETING=it\'s\\n"\n'
+                                               '        destination = "local/greeting.env"\n        env         = true\n'
+                                               "      }\n\n" + anchor))
+    done = inv(*DEPLOY, cwd=project, env=env_for(nomad_double.cluster), expect=11)
+    assert "Template failed to read environment variables" in done.stdout + done.stderr
+    assert "unmatched '" in done.stdout + done.stderr
