@@ -1,7 +1,8 @@
 """The PostgreSQL store's URL: which stores there are, the URL's checks, and its password hidden (no I/O)."""
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit, urlunsplit
+import re
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from ..errors import ExitCode, UserError
 
@@ -20,11 +21,36 @@ def kind(settings) -> str:
     return value
 
 
+# The user and password as SQLAlchemy reads them (sqlalchemy/engine/url.py _parse_url): the user up to ':' or
+# '/', the password up to the first '@'; each percent-decoded. Anything else in them is taken as it is.
+_USERINFO = re.compile(r"(?P<scheme>[\w+]+)://(?:(?P<user>[^:/]*)(?::(?P<password>[^@]*))?@)?(?P<rest>.*)", re.S)
+# What the task's env file (go-envparse) would not give back as it is, outside the user and password.
+_NOT_IN_ENV_FILE = re.compile(r"[\s'\"#\\`$]")
+
+
+def encoded(value: str) -> str:
+    """The URL with its user and password percent-encoded (every character but letters, digits and ``-._~``):
+    the same URL for SQLAlchemy and libpq, which decode them, and one that the task's env file carries as it
+    is (a password with ``' " # \\ $`` or a space would not survive go-envparse otherwise)."""
+    found = _USERINFO.fullmatch(value)
+    if not found or found["user"] is None:
+        return value
+    userinfo = quote(unquote(found["user"]), safe="")
+    if found["password"] is not None:
+        userinfo += ":" + quote(unquote(found["password"]), safe="")
+    return f"{found['scheme']}://{userinfo}@{found['rest']}"
+
+
 def url(settings) -> str:
-    """``database_url``, checked: set, and a PostgreSQL URL with a host and a database name."""
-    value = str(settings.database_url or "").strip()
+    """``database_url``, checked: set, and a PostgreSQL URL with a host and a database name; its user and
+    password percent-encoded (``encoded``), as every consumer (the job's Variable, migrate, doctor) gets it."""
+    value = encoded(str(settings.database_url or "").strip())
     if not value:
         raise UserError("MSH_DATABASE_URL is not set: no PostgreSQL database to use", hint=URL_HINT)
+    found = _USERINFO.fullmatch(value)
+    if _NOT_IN_ENV_FILE.search(found["rest"] if found else value):
+        raise UserError(f"MSH_DATABASE_URL has a space, quote, '#', '\\', '`' or '$' outside its user and password: "
+                        f"{shown_url(value)}", hint="percent-encode it (a space is %20, '#' is %23)", code=ExitCode.BAD_ARGUMENT)
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - a port that is not a number raises here
@@ -66,13 +92,11 @@ def shown_url(value: str) -> str:
 
 
 def hide(text: str, value: str) -> str:
-    """``text`` with the URL's password (raw and percent-decoded) replaced by ``****``."""
+    """``text`` with the URL's password (raw, percent-decoded and percent-encoded) replaced by ``****``."""
     text = str(text)
-    try:
-        raw = urlsplit(value).password or ""
-    except ValueError:
-        raw = ""
-    for secret in {raw, password(value)}:
+    found = _USERINFO.fullmatch(str(value))
+    raw = (found["password"] or "") if found else ""
+    for secret in sorted({raw, unquote(raw), quote(unquote(raw), safe="")}, key=len, reverse=True):
         if len(secret) >= 1:
             text = text.replace(secret, "****")
     return text

@@ -83,10 +83,10 @@ def test_two_servers_started_together_on_an_empty_postgresql_database(run, postg
     under a PostgreSQL advisory lock, so one creates MLflow's schema in the empty database and the other finds
     it at the head; both serve."""
     from mlflow_self_host.migrate import schema
-    from mlflow_self_host.store.database import sqlalchemy_url
+    from mlflow_self_host.store.database import encoded, sqlalchemy_url
 
     name = f"entry_{uuid.uuid4().hex[:8]}"
-    url = sqlalchemy_url(postgres_server.database(name))
+    url = sqlalchemy_url(encoded(postgres_server.database(name)))  # as the job's Variable holds it
     ports = [reserved_port(), reserved_port()]
     containers = [run({"MLFLOW_PORT": str(port), "MLFLOW_HOST": "127.0.0.1", "MLFLOW_BACKEND_STORE_URI": url})
                   for port in ports]

@@ -59,6 +59,25 @@ def test_the_url_reaches_every_task_through_the_variable_and_never_the_job(nomad
     assert "already deployed" in err and "variable" not in err
 
 
+def test_a_password_with_quotes_hash_backslash_dollar_and_space_reaches_the_task_as_the_user_set_it(nomad_double,
+                                                                                                 capsys):
+    """The task reads the URL from an env file (go-envparse, in the double as on a client): the Variable holds it
+    with its user and password percent-encoded, so the task gets a URL that decodes to the password as typed
+    (the real PostgreSQL through the real image: tests/job/test_release_on_postgres.py)."""
+    from urllib.parse import unquote, urlsplit
+
+    from tests.services.postgres import HARD_CHARACTERS
+
+    password = HARD_CHARACTERS + "tail"
+    result = run(settings_for(nomad_double, url=f"postgresql://ml user:{password}@db.lan:5432/mlflow"), "0.99")
+    assert result.status == "deployed"
+    for alloc in running(nomad_double):
+        given = urlsplit(env_of(nomad_double, alloc)["MLFLOW_BACKEND_STORE_URI"])
+        assert (unquote(given.username), unquote(given.password)) == ("ml user", password)
+        assert (given.scheme, given.hostname, given.port, given.path) == ("postgresql+psycopg2", "db.lan", 5432, "/mlflow")
+    assert password not in capsys.readouterr().err
+
+
 def test_a_new_url_replaces_the_allocations_one_at_a_time(nomad_double, capsys):
     """A password change is a rolling update: the old tasks keep their URL (change_mode noop) and are never
     restarted together; the replacements start with the new one, and some allocation answers throughout."""

@@ -24,6 +24,7 @@ from .ports import reserved_port
 
 PACKAGE = "postgresql"
 ROLE = "mlflow"
+HARD_CHARACTERS = "p'q\"r#s\\t$u v-"  # a quote of each kind, a hash, a backslash, a dollar, a space
 
 
 def _bin_dir() -> Path | None:
@@ -98,7 +99,9 @@ def start() -> PostgresServer:
         folder.mkdir()
         os.chown(folder, uid, gid)
     os.chmod(data, 0o700)
-    password = secrets.token_urlsafe(12)
+    # The characters a password may hold that a URL, the job's env file (go-envparse) and SQL each read their own
+    # way: every test through the database URL carries them, as a user's may (issue 26).
+    password = HARD_CHARACTERS + secrets.token_urlsafe(12)
     pwfile = root / "superuser-password"
     pwfile.write_text(secrets.token_urlsafe(12) + "\n")
     os.chown(pwfile, uid, gid)
@@ -125,7 +128,7 @@ def start() -> PostgresServer:
 
     try:
         wait_for(ready, 60, "postgres")
-        server.psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{password}'")
+        server.psql("CREATE ROLE {} LOGIN PASSWORD '{}'".format(ROLE, password.replace("'", "''")))
     except (TimeoutError, RuntimeError) as exc:
         stop(server)
         unavailable(f"PostgreSQL did not start: {exc}")
