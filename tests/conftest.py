@@ -33,7 +33,7 @@ from tests.services import base_image as base_image_service
 from tests.services import dns_server as dns_service
 from tests.services import docker_engine, registry as registry_service, ssh_server as ssh_service
 from tests.services import session_name, unavailable
-from tests.services.leftovers import pytest_sessionfinish, pytest_sessionstart  # noqa: F401 - the hooks
+from tests.services.leftovers import pytest_configure, pytest_sessionfinish, pytest_sessionstart  # noqa: F401 - the hooks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

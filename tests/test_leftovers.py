@@ -17,7 +17,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 CONFTEST = """\
 from tests.services import leftovers
-from tests.services.leftovers import pytest_sessionfinish, pytest_sessionstart  # noqa: F401
+from tests.services.leftovers import pytest_configure, pytest_sessionfinish, pytest_sessionstart  # noqa: F401
 
 leftovers.GRACE = 1.0
 """
@@ -64,14 +64,14 @@ def test_plant(tmp_path):
 '''
 
 
-def run_session(folder: Path, plant: str) -> tuple[subprocess.CompletedProcess, dict]:
+def run_session(folder: Path, plant: str, *options: str) -> tuple[subprocess.CompletedProcess, dict]:
     folder.mkdir()
     (folder / "conftest.py").write_text(CONFTEST)
     (folder / "test_plant.py").write_text(PLANT)
     record = folder / "record.json"
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PLANT": plant, "RECORD": str(record)}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           f"--basetemp={folder / 'tmp'}", str(folder)],
+                           f"--basetemp={folder / 'tmp'}", *options, str(folder)],
                           cwd=folder, env=env, capture_output=True, text=True, timeout=120)
     return done, (json.loads(record.read_text()) if record.exists() else {})
 
@@ -101,13 +101,15 @@ def test_a_session_that_leaves_nothing_passes(tmp_path, as_root):
     assert record == {} and "left on the machine" not in done.stdout
 
 
-def test_a_session_that_leaves_things_fails_naming_each(tmp_path, as_root):
-    done, record = run_session(tmp_path / "dirty", "user,port,process,interface,mount")
+@pytest.mark.parametrize("options", [(), ("-n", "1")], ids=["one process", "xdist worker"])
+def test_a_session_that_leaves_things_fails_naming_each(tmp_path, as_root, options):
+    """Under pytest-xdist (.ci/run's -n) the worker finds what it left and the controller fails the run."""
+    done, record = run_session(tmp_path / "dirty", "user,port,process,interface,mount", *options)
     try:
         assert done.returncode == 1, done.stdout + done.stderr
         assert "1 passed" in done.stdout  # the test passed; the session's end failed the run
         report = done.stdout.split("left on the machine by this test session", 1)[1]
-        lines = [line.strip() for line in report.splitlines()]
+        lines = [line.strip().removesuffix(" (xdist worker gw0)" if options else "") for line in report.splitlines()]
         user, interface = record["user"], record["interface"]
         assert f"user {user}" in lines and f"group {user}" in lines
         assert f"sudoers file /etc/sudoers.d/{user}" in lines

@@ -15,12 +15,18 @@ import shutil
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
 # The pytest process's pid (as the bridge network's name has always had it); 6 digits at most, so
 # "msh" + a letter + the tag fits a network interface's 15 characters.
 SESSION_TAG = str(os.getpid() % 1_000_000)
+
+
+# What test sessions keep between runs on this machine (the Docker engines' data: images and build cache), apart
+# from the user's own ~/.cache/mlflow-self-host.
+TEST_CACHE = Path(os.environ.get("MSH_TEST_CACHE") or Path.home() / ".cache" / "mlflow-self-host-tests")
 
 
 def session_name(prefix: str) -> str:

@@ -1,5 +1,12 @@
 """A private Docker engine: dockerd from Debian's docker.io on its own socket, or the one DOCKER_HOST names.
 
+Its socket, exec root and log are the session's (pytest's temp folder); its data root (images, layers, the
+build cache) is kept between sessions in a slot of ``TEST_CACHE/docker`` that no running session holds (a
+``flock`` held while the engine runs; one slot per concurrent session or xdist worker), so the real MLflow
+image is built once per lock (and Dockerfile) and reused: a rebuild with the same inputs takes seconds. At
+each start the slot is cleared of what a crashed session may have left (stopped containers, unused networks)
+and of dangling images older than a week.
+
 overlay2 where it works (far faster), vfs otherwise; no default bridge (docker0 is left alone): builds
 and local-mode containers use host networking. With iptables on, a user-defined bridge network
 (``bridge_network``) publishes container ports on 127.0.0.1, as Nomad's docker driver maps a task's
@@ -12,7 +19,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import need_binary, stop_process, unavailable, wait_for
+from . import TEST_CACHE, need_binary, stop_process, unavailable, wait_for
+
+SLOTS = 8  # concurrent sessions (or xdist workers) with a kept data root; more get a fresh one in their temp folder
 
 
 @dataclass
@@ -23,6 +32,8 @@ class Engine:
     root: Path | None = None
     log: Path | None = None
     env: dict = field(default_factory=dict)
+    slot_lock: object = None  # the open file whose flock holds the data-root slot
+    data: Path | None = None  # the data root (a kept slot, or in root)
 
     def client(self):
         import docker
@@ -53,17 +64,34 @@ def reuse_from_env() -> Engine | None:
     return None
 
 
-def _launch(root: Path, driver: str) -> tuple[subprocess.Popen, str, Path]:
+def _slot():
+    """(folder, open lock file) of the first data-root slot no running session holds; (None, None) if all are."""
+    import fcntl
+
+    base = TEST_CACHE / "docker"
+    base.mkdir(parents=True, exist_ok=True)
+    for n in range(SLOTS):
+        lock = open(base / f"slot{n}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return base / f"slot{n}", lock
+    return None, None
+
+
+def _launch(root: Path, driver: str, data: Path) -> tuple[subprocess.Popen, str, Path]:
     dockerd = need_binary("dockerd", "docker.io")
     sock = root / "docker.sock"
     log = root / f"dockerd-{driver}.log"
-    for sub in ("exec", "data"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    for folder in (root / "exec", data):
+        folder.mkdir(parents=True, exist_ok=True)
     cmd = [
         # iptables for the bridge network's port mapping, but no ip_forward (and so no FORWARD policy
         # change): the published ports are on 127.0.0.1, reached through docker-proxy
         dockerd, "--iptables=true", "--ip-forward=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false",
-        f"--host=unix://{sock}", f"--exec-root={root / 'exec'}", f"--data-root={root / 'data'}",
+        f"--host=unix://{sock}", f"--exec-root={root / 'exec'}", f"--data-root={data}",
         f"--pidfile={root / 'docker.pid'}", f"--storage-driver={driver}",
     ]
     proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -88,17 +116,34 @@ def start(root: Path) -> Engine:
     need_binary("iptables", "iptables")
     (root / "chains-before").write_text("\n".join(f"{t} {c}" for t, c in sorted(_chains())))
     last_log = ""
+    slot, lock = _slot()
     for driver in ("overlay2", "vfs"):
-        proc, url, log = _launch(root, driver)
+        data = (slot / driver) if slot else (root / "data")
+        proc, url, log = _launch(root, driver, data)
         try:
             wait_for(lambda: proc.poll() is None and _ping(url), 60, f"dockerd ({driver})", 0.3)
-            return Engine(base_url=url, driver=_driver(url), proc=proc, root=root, log=log,
-                          env={"DOCKER_HOST": url})
+            engine = Engine(base_url=url, driver=_driver(url), proc=proc, root=root, log=log,
+                            env={"DOCKER_HOST": url}, slot_lock=lock, data=data)
+            _clear(engine)
+            return engine
         except TimeoutError:
             stop_process(proc)
             cleanup_mounts(root)
+            cleanup_mounts(data)
             last_log = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    if lock is not None:
+        lock.close()
     unavailable(f"dockerd did not start with overlay2 or vfs; last log:\n{last_log}")
+
+
+def _clear(engine: Engine) -> None:
+    """What an earlier session may have left in a kept data root: stopped containers, unused networks (a
+    network's bridge interface would come back at each start), dangling images older than a week."""
+    client = engine.client()
+    for container in client.containers.list(all=True):
+        container.remove(force=True)
+    client.networks.prune()
+    client.images.prune(filters={"dangling": True, "until": "168h"})
 
 
 def cleanup_mounts(root: Path) -> None:
@@ -152,7 +197,11 @@ def stop(engine: Engine) -> None:
         return  # reused, not ours
     stop_process(engine.proc, timeout=30)
     cleanup_mounts(engine.root)
+    if engine.data is not None:
+        cleanup_mounts(engine.data)
     _remove_new_chains(engine.root)
+    if engine.slot_lock is not None:
+        engine.slot_lock.close()
 
 
 def _remove_new_chains(root: Path) -> None:

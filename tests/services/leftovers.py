@@ -18,6 +18,9 @@ make it fail:
   this session's name.
 A container the session's engine runs is one of its processes (dockerd, containerd-shim); a network
 namespace the session makes would hold a process too.
+
+Under pytest-xdist each worker is a session of its own (its pid is its tag): it checks what it left itself
+and hands the lines to the controller (``workeroutput``), whose own check adds them and fails the run.
 """
 from __future__ import annotations
 
@@ -100,6 +103,22 @@ def pytest_sessionstart(session):
     session.config.stash[_BEFORE] = snapshot()
 
 
+class WorkersLeftovers:
+    """The controller's collector of what each xdist worker found (registered by ``pytest_configure``)."""
+
+    def __init__(self):
+        self.found: list[str] = []
+
+    def pytest_testnodedown(self, node, error):
+        output = getattr(node, "workeroutput", None) or {}
+        self.found += output.get("leftovers", [])
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(WorkersLeftovers(), "msh-workers-leftovers")
+
+
 def pytest_sessionfinish(session, exitstatus):
     before = session.config.stash.get(_BEFORE, None)
     if before is None:
@@ -107,6 +126,13 @@ def pytest_sessionfinish(session, exitstatus):
     factory = getattr(session.config, "_tmp_path_factory", None)
     temp_root = getattr(factory, "_basetemp", None) or getattr(factory, "_given_basetemp", None)
     found = left_after_grace(before, temp_root)
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:  # an xdist worker: the controller reports it and fails the run
+        worker = session.config.workerinput.get("workerid", "?")
+        worker_output["leftovers"] = [f"{line} (xdist worker {worker})" for line in found]
+        return
+    workers = session.config.pluginmanager.get_plugin("msh-workers-leftovers")
+    found += workers.found if workers is not None else []
     if not found:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
