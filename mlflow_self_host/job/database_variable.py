@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..store import database
 from . import nomad_api
 
 ITEM = "database_url"
@@ -49,10 +50,17 @@ class VariableFacts:
     named: frozenset = frozenset()  # the revisions the job's registered versions read (their items are kept)
 
     @property
+    def holds_wanted(self) -> bool:
+        """The Variable's URL is the wanted one (as written before its user and password were percent-encoded too:
+        the same URL, which the task read)."""
+        return self.current is not None and database.encoded(self.current) == self.wanted
+
+    @property
     def differs(self) -> bool:
         """Deploy writes it: another URL, or no revision of deploy's making with its item."""
-        return (self.current != self.wanted or not REVISION_FORMAT.fullmatch(self.revision)
-                or self.items.get(item_for(self.revision)) != self.wanted)
+        item = self.items.get(item_for(self.revision))
+        return (not self.holds_wanted or not REVISION_FORMAT.fullmatch(self.revision)
+                or item is None or database.encoded(item) != self.wanted)
 
     def items_to_write(self) -> dict:
         """The Variable's items after a write: the URL at a new revision; the items of other revisions only
@@ -82,8 +90,6 @@ def registered_revision(job: dict | None) -> str | None:
 
 def wanted(settings) -> str | None:
     """The URL the job gets, or None when the store is SQLite (nothing is written then)."""
-    from ..store import database
-
     if database.kind(settings) != "postgres":
         return None
     return database.sqlalchemy_url(database.url(settings))
@@ -160,8 +166,6 @@ def write(settings, n, facts: VariableFacts) -> None:
 
 
 def _error(exc, settings, what: str):
-    from ..store import database
-
     error = nomad_api.to_user_error(exc, settings, what)
     error.message = database.hide(error.message, settings.database_url or "")
     code, _ = nomad_api.status_and_text(exc)

@@ -21,24 +21,35 @@ def kind(settings) -> str:
     return value
 
 
-# The user and password as SQLAlchemy reads them (sqlalchemy/engine/url.py _parse_url): the user up to ':' or
-# '/', the password up to the first '@'; each percent-decoded. Anything else in them is taken as it is.
-_USERINFO = re.compile(r"(?P<scheme>[\w+]+)://(?:(?P<user>[^:/]*)(?::(?P<password>[^@]*))?@)?(?P<rest>.*)", re.S)
 # What the task's env file (go-envparse) would not give back as it is, outside the user and password.
-_NOT_IN_ENV_FILE = re.compile(r"[\s'\"#\\`$]")
+_NOT_IN_ENV_FILE = re.compile(r"[\s'\"#\\`$@]")
+
+
+def _userinfo(value: str) -> tuple[str, str, str | None, str] | None:
+    """(scheme, user, password or None, the rest: host, port, database, query) of a URL with a user; None without.
+    The user and password end at the URL's last ``@``, so a password may hold any character, ``@`` and ``/``
+    included (the rest may not hold an ``@``); the user ends at the first ``:``."""
+    scheme, sep, after = value.partition("://")
+    userinfo, at, rest = after.rpartition("@")
+    if not sep or not at:
+        return None
+    user, colon, password = userinfo.partition(":")
+    return scheme, user, (password if colon else None), rest
 
 
 def encoded(value: str) -> str:
     """The URL with its user and password percent-encoded (every character but letters, digits and ``-._~``):
-    the same URL for SQLAlchemy and libpq, which decode them, and one that the task's env file carries as it
-    is (a password with ``' " # \\ $`` or a space would not survive go-envparse otherwise)."""
-    found = _USERINFO.fullmatch(value)
-    if not found or found["user"] is None:
+    one URL that SQLAlchemy and libpq read alike (they decode them), and that the task's env file carries as it
+    is (a password with ``' " # \\ $`` or a space would not survive go-envparse otherwise). A user or password
+    percent-encoded already stays as it is."""
+    parts = _userinfo(value)
+    if parts is None:
         return value
-    userinfo = quote(unquote(found["user"]), safe="")
-    if found["password"] is not None:
-        userinfo += ":" + quote(unquote(found["password"]), safe="")
-    return f"{found['scheme']}://{userinfo}@{found['rest']}"
+    scheme, user, password, rest = parts
+    userinfo = quote(unquote(user), safe="")
+    if password is not None:
+        userinfo += ":" + quote(unquote(password), safe="")
+    return f"{scheme}://{userinfo}@{rest}"
 
 
 def url(settings) -> str:
@@ -47,9 +58,9 @@ def url(settings) -> str:
     value = encoded(str(settings.database_url or "").strip())
     if not value:
         raise UserError("MSH_DATABASE_URL is not set: no PostgreSQL database to use", hint=URL_HINT)
-    found = _USERINFO.fullmatch(value)
-    if _NOT_IN_ENV_FILE.search(found["rest"] if found else value):
-        raise UserError(f"MSH_DATABASE_URL has a space, quote, '#', '\\', '`' or '$' outside its user and password: "
+    parts = _userinfo(value)
+    if _NOT_IN_ENV_FILE.search(parts[3] if parts else value.partition("://")[2]):
+        raise UserError(f"MSH_DATABASE_URL has a space, quote, '#', '\\', '`', '$' or '@' outside its user and password: "
                         f"{shown_url(value)}", hint="percent-encode it (a space is %20, '#' is %23)", code=ExitCode.BAD_ARGUMENT)
     try:
         parts = urlsplit(value)
@@ -94,8 +105,8 @@ def shown_url(value: str) -> str:
 def hide(text: str, value: str) -> str:
     """``text`` with the URL's password (raw, percent-decoded and percent-encoded) replaced by ``****``."""
     text = str(text)
-    found = _USERINFO.fullmatch(str(value))
-    raw = (found["password"] or "") if found else ""
+    parts = _userinfo(str(value))
+    raw = (parts[2] or "") if parts else ""
     for secret in sorted({raw, unquote(raw), quote(unquote(raw), safe="")}, key=len, reverse=True):
         if len(secret) >= 1:
             text = text.replace(secret, "****")

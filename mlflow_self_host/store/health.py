@@ -159,7 +159,7 @@ def variable_rows(settings, timeout: float):
     elif facts.current is None:
         yield Row(name, False, f"{facts.path} has no item {database_variable.ITEM}: the job's tasks stop at start "
                                "(exit 78)", deploy)
-    elif facts.current != facts.wanted:
+    elif not facts.holds_wanted:
         yield Row(name, False, f"{facts.path} holds another URL than MSH_DATABASE_URL",
                   "`inv deploy` writes MSH_DATABASE_URL there and replaces the allocations one at a time")
     elif facts.differs:

@@ -24,7 +24,7 @@ from .ports import reserved_port
 
 PACKAGE = "postgresql"
 ROLE = "mlflow"
-HARD_CHARACTERS = "p'q\"r#s\\t$u v-"  # a quote of each kind, a hash, a backslash, a dollar, a space
+HARD_CHARACTERS = "p'q\"r#s\\t$u v@w/x-"  # a quote of each kind, a hash, a backslash, a dollar, a space, @ and /
 
 
 def _bin_dir() -> Path | None:
