@@ -47,8 +47,8 @@ SECRETS = {
 # ``mlflow-self-host/lock/{job_name}`` (the deploy lock). A Variable path must match ``^[a-zA-Z0-9-_~/]{1,128}$``
 # (nomad/structs/variables.go), stricter than a job ID (which may hold a ``.``: only a space or a null byte is
 # refused there): the job name is held to the Variable rule, without ``/`` (which would name another path).
-_LONGEST_VARIABLE_PREFIX = "mlflow-self-host/lock/"
-_JOB_NAME_MAX = 128 - len(_LONGEST_VARIABLE_PREFIX)
+LOCK_VARIABLE_PREFIX = "mlflow-self-host/lock/"  # + job_name: the deploy lock's Variable (job/lock.py)
+_JOB_NAME_MAX = 128 - len(LOCK_VARIABLE_PREFIX)
 JOB_NAME = re.compile(r"[a-zA-Z0-9_~-]{1,%d}" % _JOB_NAME_MAX)
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -151,7 +151,7 @@ class Settings:
         if "job_name" in self._values and not JOB_NAME.fullmatch(name):
             raise UserError(
                 f"{self.sources['job_name']}: job_name {name!r} cannot name the job's Nomad Variables "
-                f"(nomad/jobs/{{job_name}}, {_LONGEST_VARIABLE_PREFIX}{{job_name}}): Nomad's Variable paths take only "
+                f"(nomad/jobs/{{job_name}}, {LOCK_VARIABLE_PREFIX}{{job_name}}): Nomad's Variable paths take only "
                 f"letters, digits, '-', '_' and '~', 128 characters at most "
                 f"({_JOB_NAME_MAX} for the name)",
                 hint="choose a job_name of those characters (mlflow-prod, not mlflow.prod)", code=ExitCode.BAD_ARGUMENT)

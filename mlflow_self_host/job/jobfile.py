@@ -137,7 +137,7 @@ def parse(settings, n, version: str, arch: str | None = None, provider: str | No
     except (nex.BaseNomadException, requests.RequestException) as exc:
         code, text = nomad_api.status_and_text(exc)
         if code == 400:
-            raise _refused(settings, nomad_api.one_line(text)) from None
+            raise _refused(settings, text) from None
         raise nomad_api.to_user_error(exc, settings, f"parsing {settings.job_file}") from None
     job = response.json()
     # The job is named by the job_name setting and lives in the configured namespace.
@@ -146,13 +146,20 @@ def parse(settings, n, version: str, arch: str | None = None, provider: str | No
     return job
 
 
+# Warnings Nomad's parser puts beside its errors (not strict: a value for a variable the file does not declare).
+_WARNING = re.compile(r": Undefined (-var )?variable;")
+
+
 def _refused(settings, text: str) -> UserError:
     """A 400 from /v1/jobs/parse is the job file (or a value the settings give it) that Nomad's parser refuses:
-    Nomad's own text ("input.hcl" is its name for the file), exit 2, before anything was changed on Nomad."""
-    text = text.removeprefix("Failed to parse job: ")
-    return UserError(f"Nomad's job parser refuses {settings.job_file}: {text}",
+    Nomad's own text ("input.hcl" is its name for the file), its errors without its warnings, exit 2, before
+    anything was changed on Nomad."""
+    lines = [line.strip() for line in text.removeprefix("Failed to parse job: ").splitlines() if line.strip()]
+    errors = [line for line in lines if not _WARNING.search(line) and not line.startswith("This was checked by")]
+    return UserError(f"Nomad's job parser refuses {settings.job_file}: {'; '.join(errors or lines)}",
                      hint=f"input.hcl is {settings.job_file} (Nomad's name for it); check it with `nomad job validate "
-                          f"{settings.job_file}`, or the setting that gives the variable named", code=ExitCode.BAD_ARGUMENT)
+                          f"-var image=REGISTRY/IMAGE:vVERSION -var arch=amd64 {settings.job_file}`, or the setting "
+                          "that gives the variable named", code=ExitCode.BAD_ARGUMENT)
 
 
 def current(settings, n) -> dict | None:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import ExitCode, UserError
+from ..settings import LOCK_VARIABLE_PREFIX
 from . import nomad_api
 
 _held: dict[str, int] = {}  # variable path -> ModifyIndex of the lock this process holds
@@ -42,7 +43,7 @@ class Holder:
 
 
 def path(settings) -> str:
-    return f"mlflow-self-host/lock/{settings.job_name}"
+    return f"{LOCK_VARIABLE_PREFIX}{settings.job_name}"
 
 
 def _namespace(settings) -> str:

@@ -15,7 +15,7 @@ import pytest
 from mlflow_self_host.errors import UserError
 from mlflow_self_host.job import jobfile
 from mlflow_self_host.settings import PROJECT_ROOT
-from tests.doubles.nomad import jobspec
+from tests.doubles.nomad import engine
 from tests.job.conftest import job_settings
 
 HCL = (PROJECT_ROOT / "nomad" / "mlflow.nomad.hcl").read_text()
@@ -30,7 +30,7 @@ URL = "postgresql://mlflow:s3cret-pw@db.lan:5432/mlflow"
 def render(provider="nomad", database_revision=None, **settings) -> dict:
     s = job_settings("http://127.0.0.1:1", **settings)
     values = jobfile.variables(s, "0.99", "amd64,arm64", provider, database_revision)
-    return jobspec.parse(HCL, jobfile.var_file(values), canonicalize=True)
+    return engine.parse(HCL, jobfile.var_file(values), canonicalize=True)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -1,7 +1,6 @@
 """What the Nomad double's server keeps of job specifications, now that the Go engine parses them.
 
-HCL2 job files are parsed by the engine (engine.py: Nomad's jobspec2 rebuilt on Nomad's own libraries);
-``parse`` here hands them over, for callers that import it from this module. What stays in Python:
+HCL2 job files are parsed by the engine (engine.py ``parse``, on Nomad's own libraries). What stays in Python:
 - ``ParseError``: a job the agent refuses; its text is the 400's;
 - ``duration``: a Go duration string in nanoseconds (the ``?wait=`` of blocking queries);
 - ``canonical``: the defaults the server fills in at register and plan of a JSON job (api/jobs.go
@@ -31,13 +30,6 @@ def duration(text, where: str) -> int:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ParseError(f"{where}: time: invalid duration \"{text}\"")
     return int(sum(float(n) * _UNITS[u] for n, u in parts))
-
-
-def parse(hcl: str, var_text: str = "", canonicalize: bool = False) -> dict:
-    """The JSON job (not wrapped in {"Job": ...}), as /v1/jobs/parse returns it: the engine's."""
-    from . import engine
-
-    return engine.parse(hcl, var_text, canonicalize)
 
 
 # --- canonicalize (api/jobs.go Canonicalize, the parts our jobs use) ---------------------------
