@@ -27,6 +27,9 @@ SESSION_TAG = str(os.getpid() % 1_000_000)
 # What test sessions keep between runs on this machine (the Docker engines' data: images and build cache), apart
 # from the user's own ~/.cache/mlflow-self-host.
 TEST_CACHE = Path(os.environ.get("MSH_TEST_CACHE") or Path.home() / ".cache" / "mlflow-self-host-tests")
+# Folders outside pytest's temp folder that this session alone uses (a kept engine data root it holds the lock
+# of): a mount left under one is the session's (leftovers.py).
+OWN_PATHS: list[Path] = []
 
 
 def session_name(prefix: str) -> str:

@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import TEST_CACHE, need_binary, stop_process, unavailable, wait_for
+from . import OWN_PATHS, TEST_CACHE, need_binary, stop_process, unavailable, wait_for
 
 SLOTS = 8  # concurrent sessions (or xdist workers) with a kept data root; more get a fresh one in their temp folder
 
@@ -124,7 +124,13 @@ def start(root: Path) -> Engine:
             wait_for(lambda: proc.poll() is None and _ping(url), 60, f"dockerd ({driver})", 0.3)
             engine = Engine(base_url=url, driver=_driver(url), proc=proc, root=root, log=log,
                             env={"DOCKER_HOST": url}, slot_lock=lock, data=data)
-            _clear(engine)
+            if slot is not None:
+                OWN_PATHS.append(data)
+            try:
+                _clear(engine)
+            except Exception as exc:  # noqa: BLE001 - an engine that cannot list or remove: stop it, say why
+                stop(engine)
+                unavailable(f"the Docker engine's kept data root {data} could not be cleared: {exc}")
             return engine
         except TimeoutError:
             stop_process(proc)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from . import SESSION_TAG, accounts, is_session_name
+from . import OWN_PATHS, SESSION_TAG, accounts, is_session_name
 
 ENV_MARKER = "MLFLOW_SELF_HOST_TEST_SESSION"  # = the pytest pid; not MSH_*, which project_env removes
 GRACE = 10.0  # seconds for what is ending anyway (a process after SIGTERM, ssh's ControlPersist master)
@@ -262,9 +262,11 @@ def _mounts() -> list[tuple[str, str, str]]:
 
 
 def _session_path(point: str, temp_root: Path | None, tag: str) -> bool:
-    """Under pytest's temp folder, or under a folder named for this session (``msh-host-123-x1y2``)."""
-    if temp_root is not None and (point == str(temp_root) or point.startswith(str(temp_root).rstrip("/") + "/")):
-        return True
+    """Under pytest's temp folder or a folder the session alone uses (``OWN_PATHS``), or under a folder named for
+    this session (``msh-host-123-x1y2``)."""
+    for root in ([temp_root] if temp_root is not None else []) + OWN_PATHS:
+        if point == str(root) or point.startswith(str(root).rstrip("/") + "/"):
+            return True
     return any(re.fullmatch(rf"[a-z][a-z_-]*{re.escape(tag)}(-.*)?", part) for part in Path(point).parts)
 
 

@@ -389,10 +389,10 @@ class AllocRunner(threading.Thread):
                     if namespace == alloc["Namespace"]
                     and template_hook.allowed(path, alloc["JobID"], alloc["TaskGroup"], self.task)}
 
-    def _render(self) -> tuple[list, dict]:
+    def _render(self, variables: dict | None = None) -> tuple[list, dict]:
         """(what each template renders, the environment the env ones give); Missing while a Variable is,
         Failed when Nomad would kill the task (a template error, an env file go-envparse refuses)."""
-        variables = self._readable_variables()
+        variables = self._readable_variables() if variables is None else variables
         texts, env = [], {}
         for spec in self.spec.get("Templates") or []:
             dest = template_hook.client_path(self.alloc["ID"], self.task, spec.get("DestPath") or "")
@@ -417,12 +417,17 @@ class AllocRunner(threading.Thread):
     def _watch_templates(self, running, rendered: list):
         """change_mode restart: a new rendering restarts the task (after up to splay), once."""
         specs = self.spec.get("Templates") or []
+        seen = None  # the Variables last rendered from: the same again renders the same (no engine call)
         while not self.killed.wait(0.5):
             with self._io:
                 if self._running is not running:
                     return
+            variables = self._readable_variables()
+            if variables == seen:
+                continue
+            seen = variables
             try:
-                texts, _ = self._render()
+                texts, _ = self._render(variables)
             except template_hook.Missing:
                 continue
             except template_hook.Failed as exc:  # template.go handleTemplateRerenders: the task is killed, failed
