@@ -213,12 +213,13 @@ def _wait_until(check, what: str, timeout: float = 30.0):
 
 
 def test_a_job_without_deployments_is_waited_for_until_running(settings, host_db, nomad_cluster):
-    """The job file without its update block (Nomad makes no deployment): the restore waits for the
-    restarted allocation to run."""
+    """A job registered without any update strategy (Nomad makes no deployment; the CLI's parse gives a service
+    job a job-level one, so this is a JSON job sent as it is): the restore waits for the restarted allocation
+    to run."""
     from mlflow_self_host.job import jobfile, nomad_api
 
     job = jobfile.parse(settings, nomad_api.client(settings), "0.99")
-    job["TaskGroups"][0]["Update"] = None
+    job["Update"] = job["TaskGroups"][0]["Update"] = None
     double = nomad_cluster.nomad
     double.register_out_of_band(job)
     (first,) = _wait_until(double.running_allocs, "a running allocation")
