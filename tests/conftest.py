@@ -44,6 +44,7 @@ SERVICE_FIXTURES = frozenset({
     "server",  # tests/test_smoke.py: a real MLflow server
     "proxy", "catalogue", "backends",  # tests/test_services.py: nginx in Traefik's place, its doubles
     "ansible_results",  # tests/host/test_client_hcl.py: ansible-core's own blockinfile runs
+    "as_root",  # tests/test_leftovers.py: whole pytest sessions that plant users, interfaces and mounts
 })
 
 

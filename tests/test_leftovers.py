@@ -103,7 +103,7 @@ def test_a_session_that_leaves_nothing_passes(tmp_path, as_root):
 
 @pytest.mark.parametrize("options", [(), ("-n", "1")], ids=["one process", "xdist worker"])
 def test_a_session_that_leaves_things_fails_naming_each(tmp_path, as_root, options):
-    """Under pytest-xdist (.ci/run's -n) the worker finds what it left and the controller fails the run."""
+    """Under pytest-xdist (the suite runs with -n 3) the worker finds what it left and the controller fails the run."""
     done, record = run_session(tmp_path / "dirty", "user,port,process,interface,mount", *options)
     try:
         assert done.returncode == 1, done.stdout + done.stderr

@@ -62,7 +62,10 @@ def start(root: Path) -> DnsServer:
         "#!/bin/sh\n"
         f"[ -f {pid_file} ] && kill $(cat {pid_file}) 2>/dev/null\n"
         f"for i in $(seq 50); do [ -f {pid_file} ] && kill -0 $(cat {pid_file}) 2>/dev/null || break; sleep 0.1; done\n"
-        f"exec {binary} --conf-file={base_conf}\n"
+        # dnsmasq binds its port at once or exits 2 ("address in use"): between the old one's exit and the new one's
+        # bind, another process's ephemeral port (a DNS query's, under xdist another worker's) may hold it a moment
+        f"for i in $(seq 25); do {binary} --conf-file={base_conf}; rc=$?; [ $rc -ne 2 ] && exit $rc; sleep 0.2; done\n"
+        "exit 2\n"
     )
     os.chmod(restart, 0o755)
     result = subprocess.run([str(restart)], capture_output=True, text=True)

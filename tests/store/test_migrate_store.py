@@ -260,7 +260,7 @@ def test_the_image_serves_the_migrated_store_with_its_driver(postgres_server, sq
     port = free_port()
     container = docker_client.containers.run(
         mlflow_image.ref(), detach=True, network_mode="host",
-        environment={"MLFLOW_BACKEND_STORE_URI": database.sqlalchemy_url(url), "MLFLOW_PORT": str(port),
+        environment={"MLFLOW_BACKEND_STORE_URI": database.sqlalchemy_url(database.encoded(url)), "MLFLOW_PORT": str(port),
                      "MLFLOW_HOST": "127.0.0.1"})
     try:
         def healthy():
