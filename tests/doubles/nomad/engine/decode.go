@@ -354,10 +354,7 @@ func (r *jobReader) readJob(block *hcl.Block) (*api.Job, hcl.Diagnostics) {
 		switch b.Type {
 		case "vault":
 			if vaultAt != nil {
-				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate vault block",
-					Detail: fmt.Sprintf("Only one block of type %q is allowed. Previous definition was at %s.",
-						"vault", vaultAt.DefRange.String()),
-					Subject: b.DefRange.Ptr()})
+				diags = append(diags, duplicateBlock(vaultAt, b))
 				continue
 			}
 			vaultAt = b

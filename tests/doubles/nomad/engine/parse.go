@@ -153,10 +153,7 @@ func (s *session) run(varText string, argVars []string) (*api.Job, error) {
 			continue
 		}
 		if jobBlock != nil {
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate job block",
-				Detail: fmt.Sprintf("Only one block of type %q is allowed. Previous definition was at %s.",
-					"job", jobBlock.DefRange.String()),
-				Subject: block.DefRange.Ptr()})
+			diags = append(diags, duplicateBlock(jobBlock, block))
 			continue
 		}
 		jobBlock = block
@@ -249,4 +246,12 @@ func (s *session) clientReference(r hcl.Range) string {
 		closing++
 	}
 	return string(src[open-2:closing]) + "}"
+}
+
+// duplicateBlock: HCL's diagnostic for a second block of a type that may appear once.
+func duplicateBlock(previous, again *hcl.Block) *hcl.Diagnostic {
+	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: fmt.Sprintf("Duplicate %s block", again.Type),
+		Detail: fmt.Sprintf("Only one block of type %q is allowed. Previous definition was at %s.",
+			again.Type, previous.DefRange.String()),
+		Subject: again.DefRange.Ptr()}
 }
