@@ -129,16 +129,8 @@ def parse(settings, n, version: str, arch: str | None = None, provider: str | No
     values = variables(settings, version, arch, provider, database_revision)
     body = {"JobHCL": read_source(settings), "Variables": var_file(values),
             "Canonicalize": True}
-    import nomad.api.exceptions as nex
-    import requests
-
-    try:
-        response = n.jobs.request("parse", json=body, method="post", allow_redirects=True)
-    except (nex.BaseNomadException, requests.RequestException) as exc:
-        code, text = nomad_api.status_and_text(exc)
-        if code == 400:
-            raise _refused(settings, text) from None
-        raise nomad_api.to_user_error(exc, settings, f"parsing {settings.job_file}") from None
+    response = nomad_api.call(settings, f"parsing {settings.job_file}", n.jobs.request, "parse", json=body,
+                              method="post", allow_redirects=True, refused=lambda text: _refused(settings, text))
     job = response.json()
     # The job is named by the job_name setting and lives in the configured namespace.
     job["ID"] = job["Name"] = settings.job_name

@@ -120,14 +120,18 @@ def to_user_error(exc: BaseException, settings, what: str) -> UserError:
     return UserError(f"Nomad: {what} failed: {short or type(exc).__name__}")
 
 
-def call(settings, what: str, fn: Callable, *args, **kwargs):
-    """``fn(*args, **kwargs)`` with python-nomad and requests failures mapped to UserError."""
+def call(settings, what: str, fn: Callable, *args, refused: Callable[[str], UserError] | None = None, **kwargs):
+    """``fn(*args, **kwargs)`` with python-nomad and requests failures mapped to UserError; ``refused(text)``, when
+    given, is the error for a 400 (Nomad's text: the request itself is wrong)."""
     import nomad.api.exceptions as nex
     import requests
 
     try:
         return fn(*args, **kwargs)
     except (nex.BaseNomadException, requests.RequestException) as exc:
+        code, text = status_and_text(exc)
+        if refused is not None and code == 400:
+            raise refused(text) from None
         raise to_user_error(exc, settings, what) from None
 
 

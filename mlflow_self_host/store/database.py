@@ -82,13 +82,6 @@ def sqlalchemy_url(value: str) -> str:
     return f"postgresql+psycopg2://{rest}" if sep and scheme in SCHEMES else value
 
 
-def password(value: str) -> str:
-    try:
-        return unquote(urlsplit(value).password or "")
-    except ValueError:
-        return ""
-
-
 def shown_url(value: str) -> str:
     """The URL with its password as ``****`` (``postgresql://mlflow:****@db.lan/mlflow``)."""
     try:
