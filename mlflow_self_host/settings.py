@@ -8,6 +8,12 @@ for reading. Precedence, lowest first:
 3. ``MSH_<KEY>`` (``MSH_REGISTRY``, ``MSH_NOMAD_ADDR``...), the project's own and most specific,
 4. a task flag (``inv build --base-image ...``).
 
+Each value is given its default's type and then checked once, whatever its source (``CHECKS``: a
+registry is host[:port], a port 1-65535, a URL gets its scheme from ``with_scheme``, datacenters are a
+list, durations Nomad's, choices one of theirs): a wrong one is one red line naming the setting and its
+source, exit 2, before any task asks a service. Derived values have accessors (``datacenters()``,
+``image_ref()``): the rest of the code never parses a setting again.
+
 Secrets are never read from a file: they come from the environment only, and ``Settings.masked``
 never shows them.
 """
@@ -293,6 +299,10 @@ class Settings:
                     values[key], sources[key] = env[name], f"env {name}"
                     break
         return cls(values, sources, sections, Path(root)).with_overrides(overrides or {}, flag_names)
+
+    def check(self) -> None:
+        """Refuse a wrong value (load and with_overrides already did: kept for callers of the old name)."""
+        self.checked(self._values, self.sources)
 
     @staticmethod
     def checked(values: dict, sources: dict) -> dict:
