@@ -191,11 +191,15 @@ def _positive(key: str, value, origin: str):
     return value
 
 
-def _choice(*choices: str):
+def _choice(*choices: str, empty: str = ""):
+    """One of ``choices`` (case and spaces aside); ``empty``: what an empty value means (none: refused)."""
+    named = ", ".join(choices[:-1]) + " or " + choices[-1]
+
     def check(key: str, value: str, origin: str) -> str:
-        text = value.strip().lower()
+        text = value.strip().lower() or empty
         if text not in choices:
-            raise _refuse(origin, key, value, f"is not one of {', '.join(choices)}", f"set {key} to one of them")
+            raise UserError(f"{origin}: {key} must be {named}, not {value!r}", hint=f"set {key} to one of them",
+                            code=ExitCode.BAD_ARGUMENT)
         return text
     return check
 
@@ -227,7 +231,7 @@ CHECKS = {
     "deploy_poll": _positive, "deploy_check_timeout": _positive, "dns_check_timeout": _positive,
     "doctor_timeout": _positive, "dns_ttl": _at_least(0), "backup_keep": _at_least(1),
     "store": _choice("sqlite", "postgres"), "dns_backend": _choice("pihole", "dnsmasq"),
-    "service_provider": _choice("auto", "consul", "nomad"),
+    "service_provider": _choice("auto", "consul", "nomad", empty="auto"),
 }
 
 

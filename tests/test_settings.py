@@ -125,9 +125,9 @@ def refused(done, prefix: str) -> str:
     ("MSH_HEALTHY_DEADLINE", "3 minutes", "healthy_deadline", "3m"),
     ("MSH_DEPLOY_TIMEOUT", "0", "deploy_timeout", "positive"),
     ("MSH_DEPLOY_POLL", "often", "deploy_poll", ""),
-    ("MSH_STORE", "mysql", "store", "sqlite, postgres"),
-    ("MSH_DNS_BACKEND", "bind", "dns_backend", "pihole, dnsmasq"),
-    ("MSH_SERVICE_PROVIDER", "k8s", "service_provider", "auto, consul, nomad"),
+    ("MSH_STORE", "mysql", "store", "must be sqlite or postgres, not 'mysql'"),
+    ("MSH_DNS_BACKEND", "bind", "dns_backend", "must be pihole or dnsmasq"),
+    ("MSH_SERVICE_PROVIDER", "k8s", "service_provider", "must be auto, consul or nomad"),
     ("MSH_JOB_NAME", "mlflow.prod", "job_name", "mlflow-prod"),
 ])
 def test_a_bad_setting_in_the_environment_is_refused_at_load_naming_it_and_its_variable(variable, value, setting,
