@@ -6,16 +6,39 @@ Settings: invoke.yaml, overridden by MSH_<KEY> and the standard NOMAD_* variable
 """
 from pathlib import Path
 
+from invoke import Task
 from invoke import task as _invoke_task
 
 from mlflow_self_host.taskrun import guarded
 
+# One short flag per meaning, the same in every task (`-d` is --dry-run wherever it exists); a flag not
+# named here has no short form. invoke would give each flag the first free letter of its name, task by task.
+SHORT_FLAGS = {
+    "accept_host_key": "a", "allow_dirty": "A", "base_image": "b", "bump": "B", "check": "c", "no_cache": "C",
+    "dry_run": "d", "docker": "D", "stderr": "e", "backend": "E", "follow": "f", "from_": "F", "host": "h",
+    "host_header": "H", "insecure": "i", "json": "j", "skip_build": "k", "skip_host": "K", "lines": "l",
+    "list": "L", "message": "m", "no_deploy": "n", "no_backup": "N", "local": "o", "port": "p", "platform": "P",
+    "remove": "r", "release": "R", "ask_sudo_pass": "s", "set": "S", "to": "t", "take": "T", "user": "u",
+    "upgrade": "U", "url": "w", "download": "x",
+}
+
+
+class _Task(Task):
+    """A task whose short flags are SHORT_FLAGS' (never invoke's automatic ones)."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name in SHORT_FLAGS:
+            opts["names"].append(SHORT_FLAGS[name])
+        return opts
+
 
 def task(*args, **kwargs):
     """``@task`` whose body fails with one red line and an exit code (traceback with --debug)."""
+    kwargs.update(klass=_Task, auto_shortflags=False)
 
-    if len(args) == 1 and callable(args[0]) and not kwargs:  # bare @task
-        return _invoke_task(guarded(args[0]))
+    if len(args) == 1 and callable(args[0]) and len(kwargs) == 2:  # bare @task
+        return _invoke_task(guarded(args[0]), **kwargs)
 
     def decorate(body):
         return _invoke_task(*args, **kwargs)(guarded(body))

@@ -234,6 +234,14 @@ def check_nomad(settings, timeout):
             yield _fail("Nomad ACL token", f"rejected ({text})",
                         "export a valid NOMAD_TOKEN (`nomad acl token self` shows yours)")
             return
+    yield from datacenter_rows(settings, n)
+
+
+def datacenter_rows(settings, n, follow: bool = True):
+    """The datacenter row: the clients in the job's datacenters (cluster.in_datacenters, as deploy counts
+    them); with ``follow`` and some found, the architecture and service provider rows after it."""
+    from .job import cluster, nomad_api
+
     dc = settings.datacenter
     try:
         nodes = n.nodes.get_nodes() or []
@@ -241,12 +249,13 @@ def check_nomad(settings, timeout):
         yield _fail(f"datacenter {dc}", f"cannot list client nodes: {nomad_api.status_and_text(exc)[1][:200]}",
                     "give the token node:read")
         return
-    ours = [node for node in nodes if node.get("Datacenter") == dc]
+    ours = [node for node in nodes if cluster.in_datacenters(settings, node)]  # as deploy reads them
     if ours:
         ready = sum(1 for node in ours if node.get("Status") == "ready")
         yield Row(f"datacenter {dc}", True, f"{len(ours)} client(s), {ready} ready")
-        yield from _architectures(settings, n)
-        yield from _service_provider(settings, n)
+        if follow:
+            yield from _architectures(settings, n)
+            yield from _service_provider(settings, n)
     else:
         known = sorted({node.get("Datacenter", "?") for node in nodes}) or ["none"]
         yield _fail(f"datacenter {dc}", f"no client in {dc} (datacenters: {', '.join(known)})",

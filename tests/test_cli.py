@@ -72,7 +72,7 @@ def test_config_shows_sources_and_masks_secrets(project_copy):
 
 def test_a_bad_setting_in_the_environment_is_one_red_line(project_copy):
     result = inv("config", cwd=project_copy, env={"MSH_CPU": "fast"})
-    assert result.returncode == 1 and "MSH_CPU" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "MSH_CPU" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_listing_tasks_imports_nothing_heavy():
@@ -92,5 +92,5 @@ def test_a_bad_number_flag_is_one_red_line_naming_the_flag(project_copy):
     assert [l for l in logs.stderr.splitlines() if l.startswith("error:")] == \
         ["error: --lines 'many' is not a number of lines"]
     up = inv("up", "--port", "http", cwd=project_copy)
-    assert up.returncode == 1 and "Traceback" not in up.stderr
-    assert "error: --port: local_port must be a whole number, not 'http'" in up.stderr
+    assert up.returncode == 2 and "Traceback" not in up.stderr
+    assert "error: flag --port: local_port must be a whole number, not 'http'" in up.stderr

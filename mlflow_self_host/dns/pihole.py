@@ -66,11 +66,11 @@ def api_base(url: str) -> str:
 
     Without a scheme, ``https://`` (Pi-hole v6 serves both; the password then never goes in clear).
     """
-    base = url.strip().rstrip("/")
+    from ..settings import with_scheme
+
+    base = with_scheme(url, "https")
     if not base:
         raise UserError("setting pihole_url is empty", hint="set pihole_url (MSH_PIHOLE_URL), e.g. https://pi.hole")
-    if "://" not in base:
-        base = "https://" + base
     for suffix in ("/admin", "/api"):
         if base.endswith(suffix):
             base = base[: -len(suffix)]

@@ -271,43 +271,36 @@ def folder_refused(op: Op, reason: str, create: bool = False, host: str = "") ->
 
 # --- Nomad agent health ---------------------------------------------------------------------------
 def _health_url(settings) -> str:
-    return settings.nomad_addr.rstrip("/") + "/v1/agent/health"
+    from ..job import nomad_api
+
+    return nomad_api.address(settings) + "/v1/agent/health"
 
 
 def agent_healthy(settings, timeout: float = 5) -> bool:
-    """True when ``/v1/agent/health`` answers 200."""
-    import ssl
-    import urllib.request
+    """True when ``/v1/agent/health`` answers 200, asked with the Nomad client every task uses (nomad_api:
+    the same address, token and TLS); a TLS setting that names a missing file is refused at once."""
+    from ..job import nomad_api
 
-    request = urllib.request.Request(_health_url(settings))
-    if settings.nomad_token:
-        request.add_header("X-Nomad-Token", settings.nomad_token)
-    context = None
-    if settings.nomad_addr.startswith("https"):
-        context = ssl.create_default_context(cafile=settings.nomad_cacert or None)
-        if settings.nomad_client_cert:
-            context.load_cert_chain(settings.nomad_client_cert, settings.nomad_client_key or None)
-        if settings.nomad_skip_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+    n = nomad_api.client(settings, timeout=timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            return response.status == 200
-    except (OSError, ValueError):
+        n.agent.request("health", method="get")
+        return True
+    except Exception:  # noqa: BLE001 - down, restarting, refusing: not healthy yet
         return False
 
 
 def wait_for_agent(settings) -> None:
     """Wait until the agent answers healthy, at most ``nomad_health_timeout`` seconds."""
     from .. import console
-
+    from ..job import nomad_api
     from ..poll import until
 
     timeout = float(settings.nomad_health_timeout)
 
     def timed_out(_last):
         raise UserError(
-            f"the Nomad agent at {settings.nomad_addr} did not answer healthy within {timeout:.0f}s after the restart",
+            f"the Nomad agent at {nomad_api.address(settings)} did not answer healthy within {timeout:.0f}s after the "
+            "restart",
             hint="check it on the host (`systemctl status nomad`, `journalctl -u nomad`); "
                  "the new client.hcl may be invalid. Raise nomad_health_timeout if it is just slow",
         )

@@ -84,18 +84,23 @@ class ClientNode:
 
 
 def datacenters(settings) -> list[str]:
-    return [dc.strip() for dc in str(settings.datacenter).split(",") if dc.strip()] or ["*"]
+    return settings.datacenters()
+
+
+def in_datacenters(settings, node: dict) -> bool:
+    """Whether a node (as GET /v1/nodes lists it) is in the job's datacenters, globs matched as Nomad does:
+    the one test deploy (``read``) and doctor make."""
+    return any(fnmatch.fnmatch(node.get("Datacenter", ""), dc) for dc in settings.datacenters())
 
 
 def read(settings, n=None, timeout: float | None = None) -> list[ClientNode]:
     """The client nodes of the job's datacenters, with their attributes (one read per node)."""
     if n is None:
         n = nomad_api.client(settings, **({"timeout": timeout} if timeout else {}))
-    wanted = datacenters(settings)
     stubs = nomad_api.call(settings, "listing the client nodes", n.nodes.get_nodes) or []
     nodes = []
     for stub in stubs:
-        if not any(fnmatch.fnmatch(stub.get("Datacenter", ""), dc) for dc in wanted):
+        if not in_datacenters(settings, stub):
             continue
         full = nomad_api.call(settings, f"reading node {stub.get('Name') or stub['ID'][:8]}", n.node.get_node,
                               stub["ID"]) or {}

@@ -34,7 +34,7 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
     values = {
         "image": settings.image_ref(str(version)),
         "arch": arch,
-        "datacenters": [dc.strip() for dc in str(settings.datacenter).split(",") if dc.strip()],
+        "datacenters": settings.datacenters(),
         "region": settings.nomad_region or "global",
         "domain": settings.domain,
         "cpu": int(settings.cpu),

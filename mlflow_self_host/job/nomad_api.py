@@ -17,11 +17,12 @@ TIMEOUT = 10  # seconds for one API call
 
 
 def address(settings) -> str:
-    addr = (settings.nomad_addr or "").strip().rstrip("/")
+    """nomad_addr with its scheme (settings.with_scheme, as Settings.load checked it: http when none)."""
+    from ..settings import with_scheme
+
+    addr = with_scheme(settings.nomad_addr or "", "http")
     if not addr:
         raise UserError("nomad_addr is empty", hint="set NOMAD_ADDR (e.g. http://m700:4646) or nomad_addr")
-    if "://" not in addr:
-        addr = "http://" + addr
     return addr
 
 

@@ -26,6 +26,7 @@ class LocalFacts:
     image_id: str | None = None  # v{version} on the engine; None: not built
     container: ContainerFacts | None = None  # ours (local_container), whatever its state
     native_pid: int | None = None  # the native server, when its pid file names a live MLflow
+    native_port: str | None = None  # the port it was started on (None: unknown)
     stale_pid_file: bool = False  # a pid file whose server is gone
     port_taken: bool = False  # something answers on local_port
     folders: dict = field(default_factory=dict)  # ./data's backend, artifacts -> None (missing) or how
@@ -68,7 +69,7 @@ def read_facts(settings, engine, version=None) -> LocalFacts:
 
     folders = Folders.of(settings)
     pid = native.native_pid(folders)
-    facts = LocalFacts(engine_at=engine_mod.describe(), native_pid=pid,
+    facts = LocalFacts(engine_at=engine_mod.describe(), native_pid=pid, native_port=native.native_port(pid),
                        stale_pid_file=pid is None and folders.pid_file.exists(),
                        ids=(os.geteuid(), os.getuid(), os.getgid()))
     if engine is None:
@@ -112,12 +113,19 @@ def make_up_plan(settings, facts: LocalFacts, version_text: str, require_docker:
     folders = Folders.of(settings)
     if not facts.engine and require_docker:
         raise engine_mod.no_engine(facts.engine_at, facts.engine_failure)
+    moved = facts.native_pid and facts.native_port not in (None, str(settings.local_port))
     if facts.native_pid:
         if facts.engine and require_docker:
             raise UserError(f"a native MLflow (pid {facts.native_pid}) already serves {folders.data}",
                             hint="stop it with `inv down`, then `inv up --docker`")
-        plan.reason = f"already running natively (pid {facts.native_pid}), no change"
-        return plan
+        if not moved:
+            plan.reason = f"already running natively (pid {facts.native_pid}), no change"
+            return plan
+        if facts.port_taken:  # another program holds the new port: the running server is left as it is
+            raise port_in_use(settings)
+        plan.add("stop", f"native server (pid {facts.native_pid})",
+                 f"it serves port {facts.native_port}, not {settings.local_port}; ./data is kept",
+                 op=Op("stop-native", str(folders.pid_file), pid=facts.native_pid))
     ours = facts.container if facts.engine else None
     running = ours is not None and ours.status == "running"
     ref = settings.image_ref(version_text)

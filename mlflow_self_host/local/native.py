@@ -87,6 +87,18 @@ def native_pid(folders: Folders) -> int | None:
     return pid if b"mlflow" in cmdline else None
 
 
+def native_port(pid: int | None) -> str | None:
+    """The port the native server ``pid`` was started on (MLFLOW_PORT in its environment); None: unknown."""
+    if not pid:
+        return None
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    found = [item.split(b"=", 1)[1] for item in environ.split(b"\0") if item.startswith(b"MLFLOW_PORT=")]
+    return found[0].decode(errors="replace") if found else None
+
+
 def start(settings, folders: Folders) -> str:
     """Start the entrypoint in the background (pid file), wait until healthy; returns the ready line.
     Not healthy: the server is stopped again and the pid file removed."""

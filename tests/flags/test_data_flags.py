@@ -158,3 +158,26 @@ def test_deploy_skip_host_accept_host_key_takes_its_backup(tmp_path, ssh_server,
     assert copy.name.endswith("-v0.99.db") and count(copy) == 10
     (alloc,) = nomad_cluster.nomad.running_allocs()
     assert nomad_cluster.nomad.container_of(alloc["ID"]).attrs["Config"]["Image"] == nomad_cluster.images.ref("0.100")
+
+
+def test_restore_takes_the_backup_as_a_flag_too(tmp_path):
+    """`inv restore --backup NAME` (the positional's flag form, short -o for --local, -d for the dry run) plans
+    the same restore as `inv restore NAME`; a name with no backup is one red line, nothing changed."""
+    import sqlite3
+
+    project = make_project(tmp_path / "project", docker=None)
+    db = project / "data" / "backend" / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE runs (run_uuid TEXT)")
+    env = clean_env()
+    name = os.path.basename(inv("backup", "--local", cwd=project, env=env).stdout.strip())
+    before = db.read_bytes()
+
+    flag = inv("restore", "--backup", name, "-o", "-d", cwd=project, env=env)
+    positional = inv("restore", name, "--local", "--dry-run", cwd=project, env=env)
+    assert f"copy of {name}" in flag.stderr and "dry run: nothing was changed" in flag.stderr
+    plan = [line.split(" as mlflow.db.before-restore-")[0] for line in flag.stderr.splitlines()]
+    assert plan == [line.split(" as mlflow.db.before-restore-")[0] for line in positional.stderr.splitlines()]
+    missing = inv("restore", "--backup", "nope.db", "--local", cwd=project, env=env, expect=1)
+    assert errors(missing)[0].startswith("error: no backup at ") and db.read_bytes() == before

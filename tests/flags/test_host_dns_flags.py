@@ -66,6 +66,17 @@ def test_configure_host_ask_sudo_pass_reads_the_password(reachable_tmp, password
     assert host.restarts_file.read_text().splitlines() == ["root"]
 
 
+def test_configure_host_waits_for_an_agent_addressed_without_a_scheme(nomad_host, agent_health):
+    """NOMAD_ADDR=127.0.0.1:PORT (no scheme, as every other task takes it): the health wait after the restart
+    asks the same address with http://, as the Nomad client of the other tasks does (it used to pass it to
+    urllib raw and blame client.hcl after the whole nomad_health_timeout)."""
+    bare = agent_health.url.removeprefix("http://")
+    env = {k: v for k, v in inv_env(nomad_host).items() if k != "MSH_NOMAD_ADDR"}
+    done = inv("configure-host", env={**env, "NOMAD_ADDR": bare})
+    assert nomad_host.restarts() == 1 and "/v1/agent/health" in agent_health.hits
+    assert "Nomad agent healthy" in done.stderr
+
+
 def test_configure_host_ansible_runs_the_playbook_with_the_same_result(nomad_host, agent_health):
     env = inv_env(nomad_host)
     before = snapshot(nomad_host.root)

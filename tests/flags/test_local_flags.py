@@ -4,6 +4,7 @@ answers, from the cached virtual environment with the image's pinned MLflow; in 
 codes 4, 16 (up not healthy) and 17 (smoke failed) by number."""
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.flags.conftest import STUB_CONTEXT, errors, inv, layers, make_project, remove_tags
+from tests.flags.conftest import ROOT, STUB_CONTEXT, errors, inv, layers, make_project, remove_tags
 from tests.services import free_port, port_open
 from tests.services.mlflow_image import clean_env
 
@@ -135,3 +136,73 @@ def test_container_up_builds_on_the_base_image_flag_and_down_removes_it(tmp_path
         subprocess.run([sys.executable, "-m", "invoke", "down"], cwd=project, env=env, capture_output=True,
                        timeout=60)
         remove_tags(docker_client, ref)
+
+
+STUB_NATIVE_SERVER = '''import http.server, os, sys
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer((os.environ["MLFLOW_HOST"], int(os.environ["MLFLOW_PORT"])), Health).serve_forever()
+'''
+
+
+def stub_native_project(tmp_path: Path) -> tuple[Path, dict]:
+    """A project whose native server is a stub that answers /health on MLFLOW_PORT (docker/entrypoint.sh execs
+    it, as the real one execs mlflow), its virtual environment already made (the marker under MSH_CACHE_DIR):
+    `inv up` without an engine starts it in a second, with the real code around it."""
+    import hashlib
+
+    from mlflow_self_host.local import VENV_MARKER
+
+    project = make_project(tmp_path / "project", docker=None)
+    (project / "docker").mkdir()
+    shutil.copy(ROOT / "docker" / "requirements.lock", project / "docker" / "requirements.lock")
+    (project / "docker" / "mlflow_stub_server.py").write_text(STUB_NATIVE_SERVER)
+    (project / "docker" / "entrypoint.sh").write_text(
+        f'#!/bin/sh\nexec {sys.executable} "$(dirname "$0")/mlflow_stub_server.py"\n')
+    cache = tmp_path / "cache"
+    recipe = (project / "docker" / "requirements.lock").read_bytes() + sys.version.encode()
+    venv = cache / f"mlflow-server-{hashlib.sha256(recipe).hexdigest()[:12]}"
+    venv.mkdir(parents=True)
+    (venv / VENV_MARKER).write_text("stub\n")
+    env = {**clean_env(), "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock", "MSH_CACHE_DIR": str(cache)}
+    return project, env
+
+
+def test_up_on_another_port_restarts_the_native_server_there_or_refuses(tmp_path):
+    """`inv up --port B` while the server runs on A: it is stopped and started on B, and the URL printed is one
+    that answers; with B held by another program: refused (exit 1), the server on A left running."""
+    import socket
+
+    project, env = stub_native_project(tmp_path)
+    first, second, third = free_port(), free_port(), free_port()
+    try:
+        started = inv("up", "--port", str(first), cwd=project, env=env)
+        assert started.stdout.strip() == f"http://127.0.0.1:{first}/" and healthy(f"http://127.0.0.1:{first}/")
+
+        dry = inv("up", "--port", str(second), "--dry-run", cwd=project, env=env)
+        assert f"it serves port {first}, not {second}" in dry.stderr and healthy(f"http://127.0.0.1:{first}/")
+
+        moved = inv("up", "--port", str(second), cwd=project, env=env)
+        assert moved.stdout.strip() == f"http://127.0.0.1:{second}/" and healthy(f"http://127.0.0.1:{second}/")
+        assert not port_open(first) and "already running" not in moved.stderr
+
+        again = inv("up", "--port", str(second), cwd=project, env=env)
+        assert "already running" in again.stderr and again.stdout.strip() == f"http://127.0.0.1:{second}/"
+
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", third))
+            busy.listen()
+            taken = inv("up", "--port", str(third), cwd=project, env=env, expect=1)
+        assert errors(taken) == [f"error: port {third} is already in use by another program"]
+        assert not taken.stdout.strip() and healthy(f"http://127.0.0.1:{second}/")
+    finally:
+        subprocess.run([sys.executable, "-m", "invoke", "down"], cwd=project, env=env, capture_output=True, timeout=60)
+    assert not port_open(second)
