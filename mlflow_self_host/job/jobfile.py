@@ -20,7 +20,7 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
     ``database_revision``: store postgres, the database Variable's revision (database_variable.py); a new
     one changes the job, so Nomad replaces the allocations one at a time. Not passed with sqlite."""
     if not arch:
-        from ..image import platform
+        from .. import platforms as platform
 
         raw = str(settings.platform or "").strip()
         arch = platform.archs(platform.parse_list(raw) if raw else [platform.this_machine()])
