@@ -12,22 +12,15 @@ import shutil
 import socket
 import subprocess
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from .doctor_row import Row
 from .errors import UserError, connection_reason, first_line
 
 
 NOT_CHECKED = "not checked"  # a row after a failed one in the same check
-
-
-@dataclass
-class Row:
-    name: str
-    ok: bool
-    found: str
-    fix: str = ""
 
 
 def _fail(name, found, fix):

@@ -15,6 +15,7 @@ it they fail with "exec format error", which is said as such with what to instal
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import console, git
@@ -24,13 +25,19 @@ from ..plan import Plan
 from . import deps
 from . import engine as engine_mod
 from . import platform as platform_mod
-from .publish import Op
+from .deps import DOCKER_DIR, context_dir  # noqa: F401 - build.X too
 
-DOCKER_DIR = "docker"  # the build context: Dockerfile, entrypoint.sh, requirements.lock
+@dataclass(frozen=True)
+class Op:
+    """``build`` (``platform``: for which, "" = the wanted one, decided when it builds; ``missing``: the
+    engine lacks the image), ``tag`` the image ``tag`` in the registry's repository, ``push`` ``tag``."""
 
-
-def context_dir(settings) -> Path:
-    return settings.root / DOCKER_DIR
+    kind: str
+    tag: str = ""
+    platform: str = ""
+    source: str = ""  # build: why that platform
+    missing: bool = False
+    no_cache: bool = False
 
 
 def build_args(settings, version) -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
+DOCKER_DIR = "docker"  # the build context: Dockerfile, entrypoint.sh, requirements.lock
 INPUT = "requirements.txt"
 NODEPS = "requirements-nodeps.txt"
 LOCK = "requirements.lock"
@@ -37,9 +38,11 @@ HEADER = """\
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ ;\\]+)(?:\s*;\s*([^\\]+?))?\s*\\?$")
 
 
-def lock_path(settings) -> Path:
-    from .build import context_dir
+def context_dir(settings) -> Path:
+    return settings.root / DOCKER_DIR
 
+
+def lock_path(settings) -> Path:
     return context_dir(settings) / LOCK
 
 
@@ -90,8 +93,6 @@ def _compile(source: Path, output: Path, upgrade: bool, no_deps: bool) -> None:
 
 def generate(settings, upgrade: bool = False) -> str:
     """The lock's text for the inputs as they are now (the old lock as preferences)."""
-    from .build import context_dir
-
     docker = context_dir(settings)
     old = lock_path(settings)
     with tempfile.TemporaryDirectory(prefix="msh-deps-") as tmp:

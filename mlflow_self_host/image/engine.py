@@ -52,14 +52,14 @@ def has_image(engine, ref: str) -> bool:
 
 def image_platform(engine, ref: str):
     """The platform (image/platform.py) of a local image, from its config (Os/Architecture/Variant)."""
-    from .platform import Platform
+    from ..platforms import Platform
 
     return Platform.of_image(engine.images.get(ref).attrs)
 
 
 def engine_platform(engine):
     """The platform the engine runs natively (its version's Os/Arch: an Apple Silicon Mac's is linux/arm64)."""
-    from .platform import Platform
+    from ..platforms import Platform
 
     info = engine.version()
     return Platform.parse(f"{info.get('Os') or 'linux'}/{info.get('Arch') or 'amd64'}")

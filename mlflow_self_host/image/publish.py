@@ -17,19 +17,8 @@ from dataclasses import dataclass
 from .. import plan as plans
 from ..errors import ExitCode, UserError
 from ..plan import Plan
-
-
-@dataclass(frozen=True)
-class Op:
-    """``build`` (``platform``: for which, "" = the wanted one, decided when it builds; ``missing``: the
-    engine lacks the image), ``tag`` the image ``tag`` in the registry's repository, ``push`` ``tag``."""
-
-    kind: str
-    tag: str = ""
-    platform: str = ""
-    source: str = ""  # build: why that platform
-    missing: bool = False
-    no_cache: bool = False
+from .build import Op
+from .engine_push import auth
 
 
 @dataclass
@@ -79,12 +68,6 @@ def _repo_digests(engine, ref: str, settings) -> set[str]:
     image = engine.images.get(ref)
     prefix = settings.image_repo() + "@"
     return {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if d.startswith(prefix)}
-
-
-def auth(settings) -> dict | None:
-    if settings.registry_username and settings.registry_password:
-        return {"username": settings.registry_username, "password": settings.registry_password}
-    return None
 
 
 def warnings(facts: ImageFacts, target: str) -> list[str]:
@@ -198,7 +181,7 @@ class Apply:
             self.engine.images.get(ref).tag(settings.image_repo(), op.tag)
             return None
         if op.kind == "push":
-            from .push import engine_push
+            from .engine_push import engine_push
 
             result = engine_push(self.engine, settings, op.tag)
             self.digest = result.digest

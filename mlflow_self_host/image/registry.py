@@ -40,7 +40,7 @@ def platforms(settings, tag: str) -> list | None:
     A manifest list / OCI index names them (buildx's attestation entries, ``unknown/unknown``, are not
     images); a single manifest's config blob has ``os``, ``architecture`` and ``variant``.
     """
-    from .platform import Platform
+    from ..platforms import Platform
 
     response = _request(settings, "GET", f"/v2/{settings.image}/manifests/{tag}", {"Accept": MANIFEST_TYPES})
     if response.status_code == 404:

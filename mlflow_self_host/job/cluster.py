@@ -39,7 +39,7 @@ class ClientNode:
 
     @property
     def platform(self):
-        from ..image.platform import Platform
+        from ..platforms import Platform
 
         return Platform.of_node(self.attributes)
 
@@ -152,7 +152,7 @@ def describe(nodes: list[ClientNode], reasons: bool = False) -> str:
 
 def mismatch(image: str, image_platforms, nodes: list[ClientNode], settings, refusing: str) -> UserError | None:
     """The refusal when no target node runs the image (exit 10, as a placement failure), else None."""
-    from ..image.platform import describe as platforms
+    from ..platforms import describe as platforms
 
     fitting, why = targets(settings, nodes)
     if not fitting or image_fits(image_platforms, fitting) or not all(n.attributes.get("cpu.arch") for n in fitting):

@@ -20,7 +20,7 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
     ``database_revision``: store postgres, the database Variable's revision (database_variable.py); a new
     one changes the job, so Nomad replaces the allocations one at a time. Not passed with sqlite."""
     if not arch:
-        from ..image import platform
+        from .. import platforms as platform
 
         raw = str(settings.platform or "").strip()
         arch = platform.archs(platform.parse_list(raw) if raw else [platform.this_machine()])
@@ -155,15 +155,8 @@ def _refused(settings, text: str) -> UserError:
 
 
 def current(settings, n) -> dict | None:
-    """The registered job, or None when Nomad does not know it."""
-    import nomad.api.exceptions as nex
-
-    try:
-        return n.job.get_job(settings.job_name)
-    except nex.URLNotFoundNomadException:
-        return None
-    except Exception as exc:  # noqa: BLE001 - mapped below
-        raise nomad_api.to_user_error(exc, settings, f"reading job {settings.job_name}") from None
+    """The registered job, or None when Nomad does not know it (nomad_api.registered_job)."""
+    return nomad_api.registered_job(settings, n)
 
 
 def image_of(job: dict | None) -> str:

@@ -148,3 +148,15 @@ def set_stable(settings, n, version: int, stable: bool) -> None:
     """POST /v1/job/:id/stable: mark a job version (un)stable, the target Nomad's auto_revert picks."""
     call(settings, f"marking job version {version} {'stable' if stable else 'not stable'}",
          n.job.stable_job, settings.job_name, version, stable)
+
+
+def registered_job(settings, n) -> dict | None:
+    """The registered job, or None when Nomad does not know it."""
+    import nomad.api.exceptions as nex
+
+    try:
+        return n.job.get_job(settings.job_name)
+    except nex.URLNotFoundNomadException:
+        return None
+    except Exception as exc:  # noqa: BLE001 - mapped below
+        raise to_user_error(exc, settings, f"reading job {settings.job_name}") from None

@@ -81,10 +81,10 @@ def _from_clients(settings, nodes) -> Choice:
 
 def _without_clients(settings, n, unreadable: str, timeout: float) -> Choice:
     """The registered job's provider when the clients cannot be read: a deploy then moves nothing."""
-    from . import jobfile, nomad_api
+    from . import nomad_api
 
     try:
-        job = jobfile.current(settings, n if n is not None else nomad_api.client(settings, timeout=timeout))
+        job = nomad_api.registered_job(settings, n if n is not None else nomad_api.client(settings, timeout=timeout))
     except UserError:
         job = None
     running = provider_of(job)

@@ -13,7 +13,7 @@ from . import database
 def rows(settings, timeout: float):
     """Yield doctor ``Row``s: "database", then "database schema"."""
     from .. import local
-    from ..doctor import Row
+    from ..doctor_row import Row
     from ..errors import UserError
     from ..migrate import schema
     from . import migrate
@@ -90,7 +90,7 @@ def parse_mount(stdout: str) -> tuple[str, str, str] | None:
 
 def artifacts_row(path: str, host: str, mount: tuple[str, str, str] | None, allocations: int):
     """The "shared artifacts" row, from what the client said (pure)."""
-    from ..doctor import Row
+    from ..doctor_row import Row
 
     name = "shared artifacts"
     where = f"{path} on {host}"
@@ -119,7 +119,7 @@ def artifacts_row(path: str, host: str, mount: tuple[str, str, str] | None, allo
 
 def artifacts_rows(settings, timeout: float):
     """Yield the "shared artifacts" row: artifacts_path on the host doctor reaches over SSH."""
-    from ..doctor import Row
+    from ..doctor_row import Row
     from ..errors import UserError
     from ..host import ssh
     from ..job import jobfile
@@ -141,7 +141,7 @@ def artifacts_rows(settings, timeout: float):
 def variable_rows(settings, timeout: float):
     """Yield the "database variable" row: the Variable holds MSH_DATABASE_URL (compared, never shown), and the
     registered job names its revision (else the write has not been rolled out)."""
-    from ..doctor import Row
+    from ..doctor_row import Row
     from ..errors import UserError
     from ..job import database_variable, jobfile, nomad_api
 
