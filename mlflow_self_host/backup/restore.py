@@ -1,4 +1,4 @@
-"""`inv restore BACKUP`: facts, a plan (pure), then ``plans.execute`` (under the deploy lock on the host).
+"""`inv restore BACKUP`: facts, a plan (pure), then ``runner.run`` (under the deploy lock on the host).
 
 1. ``read_facts``: the host's SQLite tool; where the backup is (a name in backups_path, a path on the
    host, or a file on this machine, uploaded first) and its ``PRAGMA integrity_check``; whether the
@@ -7,7 +7,7 @@
    file), stop the job (or local MLflow), keep the database aside (``mlflow.db.before-restore-{UTC}``),
    put the backup in its place with the original's owner and mode, start the job again (not when it
    was stopped before: it is left stopped) and wait until it is healthy;
-3. ``plans.execute`` with ``Apply.apply_one``, which reports nothing itself: the plan is shown
+3. ``runner.run`` with ``Apply.apply_one``, which reports nothing itself: the plan is shown
    before, "restored ..." after (stop, start and the wait say their own progress).
 """
 from __future__ import annotations
@@ -262,36 +262,31 @@ def upload(target: Target, local, path: str, make_folder: str | None = None) -> 
 
 
 def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = False, version=None):
-    """`inv restore BACKUP`: refuse a backup failing integrity_check; else stop, swap, start, wait."""
-    import contextlib
-    import dataclasses
-
-    from .. import console
-    from ..job import lock
+    """`inv restore BACKUP` through the runner, under the deploy lock on the host (a dry run only checks it
+    is free): refuse a backup failing integrity_check; else stop, swap, start, wait. The facts (whether the
+    job is stopped among them) are read under the lock: the start depends on them."""
+    from .. import console, runner
 
     target = Target.on_this_machine(settings) if local else Target.remote(settings)
     with target:
-        # The refusals (no backup, a corrupt one, no SQLite tool) come before anything, the lock included.
-        facts = read_facts(settings, target, backup_arg)
         aside = f"{target.db}.before-restore-{utc_stamp()}"
-        plan = make_plan(settings, target, facts, aside)
-        warning = other_version_warning(facts.path, facts.running)
-        if warning:
-            console.warn(warning)
-        applying = Apply(settings, target, aside, version)
-        if dry_run:
-            if not local:
-                lock.check_free(settings)
-            return plans.execute(plan, applying.apply_one, dry_run=True)
-        held = contextlib.nullcontext() if local else lock.hold(settings, f"restore {PurePosixPath(facts.path).name}")
-        with held:
-            if not local:  # whether the job is stopped, asked again under the lock: the start depends on it
-                job_stopped, running = _job(settings)
-                if job_stopped != facts.job_stopped:
-                    facts = dataclasses.replace(facts, job_stopped=job_stopped, running=running)
-                    plan = make_plan(settings, target, facts, aside)
-            plans.execute(plan, applying.apply_one)
-    if not local and facts.job_stopped:
+        read: list[RestoreFacts] = []
+
+        def read_and_warn() -> RestoreFacts:
+            facts = read_facts(settings, target, backup_arg)  # the refusals (no backup, a corrupt one, no tool)
+            warning = other_version_warning(facts.path, facts.running)
+            if warning:
+                console.warn(warning)
+            read.append(facts)
+            return facts
+
+        step = runner.Step("restore", read=read_and_warn, plan=lambda facts: make_plan(settings, target, facts, aside),
+                           apply_one=Apply(settings, target, aside, version).apply_one)
+        lock = None if local else runner.Lock(settings, f"restore {PurePosixPath(backup_arg).name}")
+        outcome = runner.run([step], dry_run=dry_run, lock=lock)
+    if dry_run:
+        return outcome.plans["restore"]
+    if not local and read[0].job_stopped:
         console.warn(f"job {settings.job_name} was stopped before the restore: left stopped")
-    console.done(f"restored {facts.path}; the previous database is kept as {aside}")
+    console.done(f"restored {read[0].path}; the previous database is kept as {aside}")
     return aside
