@@ -207,10 +207,10 @@ class Apply:
 
     def apply_one(self, change):
         op, settings = change.op, self.settings
-        if isinstance(op, Upload):
+        if op.kind == "upload":
             upload(self.target, op.local, op.path, op.make_folder)
             return plans.QUIET
-        if isinstance(op, Stop):
+        if op.kind == "stop":
             if op.local:
                 from .. import local as local_mode
 
@@ -221,16 +221,16 @@ class Apply:
             self.nomad = nomad_api.client(settings)
             self.job = lifecycle.stop(settings, self.nomad)
             return plans.QUIET
-        if isinstance(op, KeepAside):
+        if op.kind == "keep aside":
             must(self.target, commands.keep_aside(op.db, op.aside), "keeping the database aside")
             return plans.QUIET
-        if isinstance(op, PutInPlace):
+        if op.kind == "put in place":
             must(self.target, commands.put_in_place(op.backup, op.db, op.aside), "putting the backup in place")
             return plans.QUIET
-        if isinstance(op, Start):
+        if op.kind == "start":
             self._start(op)
             return plans.QUIET
-        raise AssertionError(f"unknown restore op {op!r}")
+        raise ValueError(f"unknown restore op {op.kind!r}")
 
     def _start(self, op: Start) -> None:
         settings = self.settings

@@ -179,13 +179,13 @@ class Apply:
 
     def apply_one(self, change):
         op = change.op
-        if isinstance(op, MakeFolder):
+        if op.kind == "folder":
             must(self.target, commands.make_folder(op.path), f"creating {op.path}")
             return None
-        if isinstance(op, TakeBackup):
+        if op.kind == "backup":
             self._backup(op)
             return f"backup {self.path} ({human_size(self.size)}, integrity ok, {self.target.where})"
-        if isinstance(op, Prune):
+        if op.kind == "prune":
             if op.names:
                 must(self.target, commands.remove([f"{op.folder}/{name}" for name in op.names]),
                      "removing old backups")
@@ -195,10 +195,10 @@ class Apply:
                 console.info(f"removed old backup {name}")
             self.removed = list(op.names)
             return plans.QUIET
-        if isinstance(op, Download):
+        if op.kind == "download":
             self.downloaded = str(self._download(op))
             return f"downloaded to {self.downloaded}"
-        raise AssertionError(f"unknown backup op {op!r}")
+        raise ValueError(f"unknown backup op {op.kind!r}")
 
     def _backup(self, op: TakeBackup) -> None:
         result = run(self.target, commands.SQLite(op.tool).backup(op.db, op.folder, op.base))
