@@ -171,6 +171,7 @@ def make_plan(settings, facts: store.StoreFacts, job: dict | None, chain: schema
             rev = "current" if db.revision == chain.head else f"{db.revision}, upgraded by the image on start"
             out.reason = (f"{facts.db_path}: owners {uid}:{gid}, artifact locations served by the server, "
                           f"schema {rev}")
+        out.plan.reason = out.reason
         return out
     p = out.plan
     running = job and not job.get("Stop")

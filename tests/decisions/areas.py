@@ -245,9 +245,7 @@ def plan_takeover(settings, facts: dict, args: dict) -> Plan:
     others = [job("registry.lan:5000/mlflow:latest", name=name) for name in facts.get("others", [])]
     chain = schema.Chain("3.17.2", tuple(facts.get("revisions", ["r1", "r2", "r3"])))
     takeover.refuse_bad_store(settings, found, chain, args.get("require", False), takeover._job_is_ours(current))
-    out = takeover.make_plan(settings, found, current, chain, args.get("backup_name", "copy.db"), others)
-    out.plan.reason = out.reason
-    return out.plan
+    return takeover.make_plan(settings, found, current, chain, args.get("backup_name", "copy.db"), others).plan
 
 
 AREAS = {"host": plan_host, "backup": plan_backup, "restore": plan_restore, "dns": plan_dns,
