@@ -263,26 +263,34 @@ def upload(target: Target, local, path: str, make_folder: str | None = None) -> 
 
 def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = False, version=None):
     """`inv restore BACKUP` through the runner, under the deploy lock on the host (a dry run only checks it
-    is free): refuse a backup failing integrity_check; else stop, swap, start, wait. The facts (whether the
-    job is stopped among them) are read under the lock: the start depends on them."""
+    is free): refuse a backup failing integrity_check; else stop, swap, start, wait."""
+    import dataclasses
+
     from .. import console, runner
 
     target = Target.on_this_machine(settings) if local else Target.remote(settings)
     with target:
+        # The refusals (no backup, a corrupt one, no SQLite tool) come before anything, the lock included.
+        facts = read_facts(settings, target, backup_arg)
         aside = f"{target.db}.before-restore-{utc_stamp()}"
+        make_plan(settings, target, facts, aside)
+        warning = other_version_warning(facts.path, facts.running)
+        if warning:
+            console.warn(warning)
         read: list[RestoreFacts] = []
 
-        def read_and_warn() -> RestoreFacts:
-            facts = read_facts(settings, target, backup_arg)  # the refusals (no backup, a corrupt one, no tool)
-            warning = other_version_warning(facts.path, facts.running)
-            if warning:
-                console.warn(warning)
-            read.append(facts)
-            return facts
+        def under_the_lock() -> RestoreFacts:
+            """Whether the job is stopped, asked again under the lock: the start depends on it."""
+            now = facts
+            if not local and not dry_run:
+                job_stopped, running = _job(settings)
+                now = dataclasses.replace(facts, job_stopped=job_stopped, running=running)
+            read.append(now)
+            return now
 
-        step = runner.Step("restore", read=read_and_warn, plan=lambda facts: make_plan(settings, target, facts, aside),
+        step = runner.Step("restore", read=under_the_lock, plan=lambda now: make_plan(settings, target, now, aside),
                            apply_one=Apply(settings, target, aside, version).apply_one)
-        lock = None if local else runner.Lock(settings, f"restore {PurePosixPath(backup_arg).name}")
+        lock = None if local else runner.Lock(settings, f"restore {PurePosixPath(facts.path).name}")
         outcome = runner.run([step], dry_run=dry_run, lock=lock)
     if dry_run:
         return outcome.plans["restore"]
