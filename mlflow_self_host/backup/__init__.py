@@ -11,7 +11,7 @@ the backup in place with the original's owner and mode, starts the job and waits
 
 - ``names.py``: what backups are called, which ones retention removes;
 - ``commands.py``: the shell commands run on the host, as data;
-- ``take.py`` and ``restore.py``: facts, a pure plan, ``plans.execute``.
+- ``take.py`` and ``restore.py``: facts, a pure plan, ``runner.run``.
 
 The commands run through the host's shell: ``host.ssh.Remote`` (SSH, under sudo) or its local twin
 ``host.local_shell.LocalShell`` (./data in local mode): one code path for both.

@@ -1,4 +1,4 @@
-"""`inv restore BACKUP`: facts, a plan (pure), then ``plans.execute`` (under the deploy lock on the host).
+"""`inv restore BACKUP`: facts, a plan (pure), then ``runner.run`` (under the deploy lock on the host).
 
 1. ``read_facts``: the host's SQLite tool; where the backup is (a name in backups_path, a path on the
    host, or a file on this machine, uploaded first) and its ``PRAGMA integrity_check``; whether the
@@ -7,7 +7,7 @@
    file), stop the job (or local MLflow), keep the database aside (``mlflow.db.before-restore-{UTC}``),
    put the backup in its place with the original's owner and mode, start the job again (not when it
    was stopped before: it is left stopped) and wait until it is healthy;
-3. ``plans.execute`` with ``Apply.apply_one``, which reports nothing itself: the plan is shown
+3. ``runner.run`` with ``Apply.apply_one``, which reports nothing itself: the plan is shown
    before, "restored ..." after (stop, start and the wait say their own progress).
 """
 from __future__ import annotations
@@ -207,10 +207,10 @@ class Apply:
 
     def apply_one(self, change):
         op, settings = change.op, self.settings
-        if isinstance(op, Upload):
+        if op.kind == "upload":
             upload(self.target, op.local, op.path, op.make_folder)
             return plans.QUIET
-        if isinstance(op, Stop):
+        if op.kind == "stop":
             if op.local:
                 from .. import local as local_mode
 
@@ -221,16 +221,16 @@ class Apply:
             self.nomad = nomad_api.client(settings)
             self.job = lifecycle.stop(settings, self.nomad)
             return plans.QUIET
-        if isinstance(op, KeepAside):
+        if op.kind == "keep aside":
             must(self.target, commands.keep_aside(op.db, op.aside), "keeping the database aside")
             return plans.QUIET
-        if isinstance(op, PutInPlace):
+        if op.kind == "put in place":
             must(self.target, commands.put_in_place(op.backup, op.db, op.aside), "putting the backup in place")
             return plans.QUIET
-        if isinstance(op, Start):
+        if op.kind == "start":
             self._start(op)
             return plans.QUIET
-        raise AssertionError(f"unknown restore op {op!r}")
+        raise ValueError(f"unknown restore op {op.kind!r}")
 
     def _start(self, op: Start) -> None:
         settings = self.settings
@@ -262,36 +262,39 @@ def upload(target: Target, local, path: str, make_folder: str | None = None) -> 
 
 
 def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = False, version=None):
-    """`inv restore BACKUP`: refuse a backup failing integrity_check; else stop, swap, start, wait."""
-    import contextlib
+    """`inv restore BACKUP` through the runner, under the deploy lock on the host (a dry run only checks it
+    is free): refuse a backup failing integrity_check; else stop, swap, start, wait."""
     import dataclasses
 
-    from .. import console
-    from ..job import lock
+    from .. import console, runner
 
     target = Target.on_this_machine(settings) if local else Target.remote(settings)
     with target:
         # The refusals (no backup, a corrupt one, no SQLite tool) come before anything, the lock included.
         facts = read_facts(settings, target, backup_arg)
         aside = f"{target.db}.before-restore-{utc_stamp()}"
-        plan = make_plan(settings, target, facts, aside)
+        make_plan(settings, target, facts, aside)
         warning = other_version_warning(facts.path, facts.running)
         if warning:
             console.warn(warning)
-        applying = Apply(settings, target, aside, version)
-        if dry_run:
-            if not local:
-                lock.check_free(settings)
-            return plans.execute(plan, applying.apply_one, dry_run=True)
-        held = contextlib.nullcontext() if local else lock.hold(settings, f"restore {PurePosixPath(facts.path).name}")
-        with held:
-            if not local:  # whether the job is stopped, asked again under the lock: the start depends on it
+        read: list[RestoreFacts] = []
+
+        def under_the_lock() -> RestoreFacts:
+            """Whether the job is stopped, asked again under the lock: the start depends on it."""
+            now = facts
+            if not local and not dry_run:
                 job_stopped, running = _job(settings)
-                if job_stopped != facts.job_stopped:
-                    facts = dataclasses.replace(facts, job_stopped=job_stopped, running=running)
-                    plan = make_plan(settings, target, facts, aside)
-            plans.execute(plan, applying.apply_one)
-    if not local and facts.job_stopped:
+                now = dataclasses.replace(facts, job_stopped=job_stopped, running=running)
+            read.append(now)
+            return now
+
+        step = runner.Step("restore", read=under_the_lock, plan=lambda now: make_plan(settings, target, now, aside),
+                           apply_one=Apply(settings, target, aside, version).apply_one)
+        lock = None if local else runner.Lock(settings, f"restore {PurePosixPath(facts.path).name}")
+        outcome = runner.run([step], dry_run=dry_run, lock=lock)
+    if dry_run:
+        return outcome.plans["restore"]
+    if not local and read[0].job_stopped:
         console.warn(f"job {settings.job_name} was stopped before the restore: left stopped")
-    console.done(f"restored {facts.path}; the previous database is kept as {aside}")
+    console.done(f"restored {read[0].path}; the previous database is kept as {aside}")
     return aside

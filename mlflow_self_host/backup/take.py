@@ -1,4 +1,4 @@
-"""`inv backup` and deploy's backup: facts from the host, a plan (pure), then ``plans.execute``.
+"""`inv backup` and deploy's backup: facts from the host, a plan (pure), then ``runner.run``.
 
 1. ``read_facts``: which SQLite tool the host has, whether the database and the backups folder are
    there, and the backups folder's entries (one command);
@@ -6,7 +6,7 @@
    is missing, take the backup (``SQLite.backup``: online, checked, published under its name), remove
    all but the newest ``backup_keep`` (the names, decided from the entries and the new one), and
    download it when asked;
-3. ``plans.execute`` with ``Apply.apply_one``, which runs each change's op and reports it.
+3. ``runner.run`` with ``Apply.apply_one``, which runs each change's op and reports it.
 """
 from __future__ import annotations
 
@@ -179,13 +179,13 @@ class Apply:
 
     def apply_one(self, change):
         op = change.op
-        if isinstance(op, MakeFolder):
+        if op.kind == "folder":
             must(self.target, commands.make_folder(op.path), f"creating {op.path}")
             return None
-        if isinstance(op, TakeBackup):
+        if op.kind == "backup":
             self._backup(op)
             return f"backup {self.path} ({human_size(self.size)}, integrity ok, {self.target.where})"
-        if isinstance(op, Prune):
+        if op.kind == "prune":
             if op.names:
                 must(self.target, commands.remove([f"{op.folder}/{name}" for name in op.names]),
                      "removing old backups")
@@ -195,10 +195,10 @@ class Apply:
                 console.info(f"removed old backup {name}")
             self.removed = list(op.names)
             return plans.QUIET
-        if isinstance(op, Download):
+        if op.kind == "download":
             self.downloaded = str(self._download(op))
             return f"downloaded to {self.downloaded}"
-        raise AssertionError(f"unknown backup op {op!r}")
+        raise ValueError(f"unknown backup op {op.kind!r}")
 
     def _backup(self, op: TakeBackup) -> None:
         result = run(self.target, commands.SQLite(op.tool).backup(op.db, op.folder, op.base))
@@ -234,12 +234,17 @@ class Apply:
                             removed=self.removed, downloaded=self.downloaded)
 
 
-def take(settings, target: Target, version: str, download: bool = False) -> BackupResult:
-    """Take one backup on ``target``, apply retention, optionally download it."""
-    plan = make_plan(settings, target, read_facts(target), backup_base_name(version), download)
+def take(settings, target: Target, version: str, download: bool = False, dry_run: bool = False):
+    """Take one backup on ``target``, apply retention, optionally download it (through the runner); the
+    ``BackupResult``, or on a dry run the plan shown."""
+    from .. import runner
+
     applying = Apply(settings, target)
-    plans.execute(plan, applying.apply_one)
-    return applying.result(version)
+    step = runner.Step("backup", read=lambda: read_facts(target),
+                       plan=lambda facts: make_plan(settings, target, facts, backup_base_name(version), download),
+                       apply_one=applying.apply_one)
+    outcome = runner.run([step], dry_run=dry_run)
+    return outcome.plans["backup"] if dry_run else applying.result(version)
 
 
 # --- the tasks ------------------------------------------------------------------------------------
@@ -279,8 +284,7 @@ def backup(settings, download: bool = False, local: bool = False, dry_run: bool 
                              "(version.txt)")
     with target:
         if dry_run:
-            plan = make_plan(settings, target, read_facts(target), backup_base_name(version), download)
-            return plans.execute(plan, None, dry_run=True)
+            return take(settings, target, version, download=download, dry_run=True)
         console.step(f"backing up {target.db} ({target.where})")
         result = take(settings, target, version, download=download)
     _said_result(result)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from .. import plan as plans
 from ..errors import UserError
-from .record import Edit, Record, RecordPlan, make_record_plan
+from .record import Record, RecordPlan, make_record_plan
 
 _CNAME_LINE = re.compile(r"^\s*cname\s*=\s*(?P<value>[^#]*?)\s*(#.*)?$")
 
@@ -181,7 +181,7 @@ class Dnsmasq:
         """The write, the check (put back on failure), the restart (put back and restarted again on
         failure); a record change is in the written file already."""
         op, remote = change.op, self.remote
-        if isinstance(op, Edit):
+        if op.kind == "edit":  # in the written file already
             return plans.QUIET
         if op.kind == "write":
             remote.write(op.path, op.content, sudo=True)

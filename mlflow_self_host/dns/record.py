@@ -89,6 +89,7 @@ class Edit:
     entry is deleted and added again without the domain)."""
 
     steps: tuple[tuple[str, str], ...]
+    kind: str = "edit"
 
 
 @dataclass

@@ -6,7 +6,7 @@
    by number; ``job_dir`` to ``folder_owner:folder_group``), then client.hcl (a managed block that
    differs from ours only in whitespace, as the original recipe left it unindented, is in place and
    kept byte for byte: no write, no restart), the job file,
-3. show it; with ``dry_run`` stop there, else apply it step by step (``plan.execute`` with ``Apply.apply_one``),
+3. show it; with ``dry_run`` stop there, else apply it step by step (``runner.run`` with ``Apply.apply_one``),
 4. restart Nomad only when client.hcl changed, then wait for ``/v1/agent/health``.
 
 The folders come before client.hcl: a host that refuses them (an NFS export with root_squash)
@@ -211,7 +211,7 @@ class Apply:
         self.remote, self.settings = remote, settings
 
     def apply_one(self, change) -> object:
-        """Make one change of the plan (its ``Op``); ``plans.execute`` says it done."""
+        """Make one change of the plan (its ``Op``); the runner says it done."""
         from .. import console
 
         remote, settings, op = self.remote, self.settings, change.op
@@ -328,10 +328,13 @@ def run(settings, dry_run: bool = False, use_ansible: bool = False) -> Plan:
         raise UserError(f"job file {source} not found",
                         hint="run from the project folder, or set job_file to the Nomad job file") from None
     console.step(f"reading {settings.ssh_user}@{settings.host}:{settings.ssh_port}")
+    from .. import runner
+
     with connect(settings) as remote:
-        facts = read_facts(remote, settings)
-        plan = make_plan(settings, facts, job_content, host=settings.host)
-        plans.execute(plan, Apply(remote, settings).apply_one, dry_run=dry_run)
+        outcome = runner.run([runner.Step("configure-host", read=lambda: read_facts(remote, settings),
+                                          plan=lambda facts: make_plan(settings, facts, job_content, host=settings.host),
+                                          apply_one=Apply(remote, settings).apply_one)], dry_run=dry_run)
+        plan = outcome.plans["configure-host"]
         if dry_run or plan.empty:
             return plan
     console.done(f"host {settings.host} configured ({len(plan)} change{'s' if len(plan) != 1 else ''})")

@@ -77,9 +77,12 @@ def make_plan(settings, version, no_cache: bool = False, choice=None) -> Plan:
 def build(settings, version, no_cache: bool = False, dry_run: bool = False, choice=None) -> str:
     """Build the image for the wanted platform; returns its id ("" on a dry run). ``choice``: the
     platform already decided (platform.wanted), else it is decided here."""
+    from .. import runner
+
     choice = choice or platform_mod.wanted(settings)
     applying = Apply(settings, version, choice)
-    plans.execute(make_plan(settings, version, no_cache, choice), applying.apply_one, dry_run=dry_run)
+    runner.run([runner.Step("build", plan=lambda _: make_plan(settings, version, no_cache, choice),
+                            apply_one=applying.apply_one)], dry_run=dry_run)
     return applying.built
 
 
@@ -91,10 +94,12 @@ class Apply:
         self.built = ""
 
     def apply_one(self, change):
-        choice = self.choice
-        self.built = build_image(self.settings, self.version, choice.single(), choice.source,
-                                 no_cache=change.op.no_cache)
-        return plans.QUIET  # build_image says what it built
+        op, choice = change.op, self.choice
+        if op.kind == "build":
+            self.built = build_image(self.settings, self.version, choice.single(), choice.source,
+                                     no_cache=op.no_cache)
+            return plans.QUIET  # build_image says what it built
+        raise ValueError(f"unknown build op {op.kind!r}")
 
 
 def build_image(settings, version, target, source: str, no_cache: bool = False) -> str:

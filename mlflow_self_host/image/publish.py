@@ -193,8 +193,10 @@ class Apply:
 def execute(settings, version, plan: Plan, facts: ImageFacts, dry_run: bool = False) -> str:
     """Apply ``plan``; returns the registry's digest of what was pushed, or of the tag already there
     when there was nothing to push ("" on a dry run)."""
+    from .. import runner
+
     applying = Apply(settings, version)
-    plans.execute(plan, applying.apply_one, dry_run=dry_run)
+    runner.run([runner.Step("image", plan=lambda _: plan, apply_one=applying.apply_one)], dry_run=dry_run)
     if dry_run:
         return ""
     return applying.digest or (facts.remote_digest or "" if plan.empty else "")

@@ -3,14 +3,13 @@
 Facts (``read_facts``: the registered job, its versions, the version to go back to (``choose``),
 Nomad's answer whether it has the current specification, and with store postgres the names of the database
 Variable's items) → ``make_plan`` (pure: one ``revert`` change to that version, or an empty plan with its
-reason; refused when that version's database URL item is gone) → ``plans.execute`` (the revert, then the
+reason; refused when that version's database URL item is gone) → ``runner.run`` (the revert, then the
 deployment followed).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import plan as plans
 from ..errors import ExitCode, UserError
 from ..plan import Plan
 from . import follow as follower
@@ -114,27 +113,19 @@ def make_plan(settings, facts: RollbackFacts) -> Plan:
 
 
 def rollback(settings, to=None, dry_run: bool = False):
-    """`inv rollback`, under the deploy lock (a dry run only says who holds it)."""
-    from . import lock
-
-    if dry_run:
-        lock.check_free(settings)
-        return _rollback(settings, to, dry_run)
-    with lock.hold(settings, f"rollback{' --to ' + str(to) if to is not None else ''}"):
-        return _rollback(settings, to, dry_run)
-
-
-def _rollback(settings, to, dry_run: bool):
-    """The plan on a dry run; None when there is nothing to roll back; else the followed outcome."""
-    from .. import console
+    """`inv rollback` through the runner, under the deploy lock (a dry run only says who holds it): the
+    plan on a dry run; None when there is nothing to roll back; else the followed outcome."""
+    from .. import runner
 
     n = nomad_api.client(settings)
-    plan = make_plan(settings, read_facts(settings, n, to))
-    if plan.empty:
-        console.done(plan.reason)
-        return None
     applying = Apply(settings, n)
-    plans.execute(plan, applying.apply_one, dry_run=dry_run)
+    step = runner.Step("rollback", read=lambda: read_facts(settings, n, to), plan=lambda facts: make_plan(settings, facts),
+                       apply_one=applying.apply_one)
+    outcome = runner.run([step], dry_run=dry_run,
+                         lock=runner.Lock(settings, f"rollback{' --to ' + str(to) if to is not None else ''}"))
+    plan = outcome.plans["rollback"]
+    if plan.empty:
+        return None
     return applying.outcome if applying.outcome is not None else plan
 
 

@@ -8,7 +8,7 @@ the two.
 
 As every area that changes something: facts (facts.read_facts: the engine, our container and its
 image, the native server's pid, the folders, the port), a pure plan (facts.make_up_plan / make_down_plan, an
-empty one says why: "already running in container mlflow-local"), then ``plans.execute`` with
+empty one says why: "already running in container mlflow-local"), then ``runner.run`` with
 ``Apply.apply_one``. A dry run is the plan shown.
 """
 from __future__ import annotations
@@ -28,13 +28,19 @@ def up(settings, version, require_docker: bool = False, dry_run: bool = False) -
     """Start the local MLflow (container, or natively without an engine); returns its URL."""
     from ..image import engine as engine_mod
 
+    from .. import runner
+
     engine = engine_mod.client(required=False)
-    facts = read_facts(settings, engine, version)
-    plan = make_up_plan(settings, facts, version.text, require_docker)
-    if not facts.engine and not facts.native_pid:
-        console.warn(f"no Docker engine at {facts.engine_at} ({facts.engine_failure}): "
-                     "running MLflow natively instead (`inv up --docker` requires the engine)")
-    plans.execute(plan, Apply(settings, version, engine).apply_one, dry_run=dry_run)
+
+    def plan(facts) -> plans.Plan:
+        made = make_up_plan(settings, facts, version.text, require_docker)
+        if not facts.engine and not facts.native_pid:
+            console.warn(f"no Docker engine at {facts.engine_at} ({facts.engine_failure}): "
+                         "running MLflow natively instead (`inv up --docker` requires the engine)")
+        return made
+
+    runner.run([runner.Step("up", read=lambda: read_facts(settings, engine, version), plan=plan,
+                            apply_one=Apply(settings, version, engine).apply_one)], dry_run=dry_run)
     if not dry_run:
         console.result(url(settings))
     return url(settings)
@@ -44,9 +50,12 @@ def down(settings, dry_run: bool = False) -> None:
     """Stop the local MLflow (container and/or native server); ./data is kept."""
     from ..image import engine as engine_mod
 
+    from .. import runner
+
     engine = engine_mod.client(required=False)
-    plan = make_down_plan(settings, read_facts(settings, engine))
-    plans.execute(plan, Apply(settings, None, engine).apply_one, dry_run=dry_run)
+    runner.run([runner.Step("down", read=lambda: read_facts(settings, engine),
+                            plan=lambda facts: make_down_plan(settings, facts),
+                            apply_one=Apply(settings, None, engine).apply_one)], dry_run=dry_run)
 
 
 class Apply:

@@ -25,10 +25,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ExitCode, UserError
-from ..plan import Plan
+from ..plan import QUIET, Plan
 from . import schema, store
 
 BACKUP_PREFIX = store.BACKUP_PREFIX
+
+
+@dataclass(frozen=True)
+class Op:
+    """What one change of the takeover does, as data (``Apply.apply_one`` dispatches on ``kind``)."""
+
+    kind: str  # stop, backup, keep, chown, rewrite, upgrade
+    job: str = ""  # stop: the job's ID
+    path: str = ""  # backup: the database copied; keep: the earlier copy; chown: the folder; rewrite: the database
+    folder: str = ""  # backup: where the copy goes
+    name: str = ""  # backup: the copy's file name
+    root: str = ""  # rewrite: the old server-local artifact root
 
 
 @dataclass
@@ -159,34 +171,41 @@ def make_plan(settings, facts: store.StoreFacts, job: dict | None, chain: schema
             rev = "current" if db.revision == chain.head else f"{db.revision}, upgraded by the image on start"
             out.reason = (f"{facts.db_path}: owners {uid}:{gid}, artifact locations served by the server, "
                           f"schema {rev}")
+        out.plan.reason = out.reason
         return out
     p = out.plan
     running = job and not job.get("Stop")
     if running:
         out.stop = True
-        p.add("stop", f"job {settings.job_name}", f"{jobfile_image(job)}: the old server must not write meanwhile")
+        p.add("stop", f"job {settings.job_name}", f"{jobfile_image(job)}: the old server must not write meanwhile",
+              op=Op("stop", job=settings.job_name))
     for other in out.others:
-        p.add("stop", f"job {other['ID']}", f"{jobfile_image(other)}: it mounts the MLflow volumes too")
+        p.add("stop", f"job {other['ID']}", f"{jobfile_image(other)}: it mounts the MLflow volumes too",
+              op=Op("stop", job=other["ID"]))
+    backups = settings.backups_path.rstrip('/')
     if db and facts.backups and not _job_is_ours(job):
         # an earlier run copied the original and stopped before our job ran: the file may be half taken over
-        out.backup_path = f"{settings.backups_path.rstrip('/')}/{facts.backups[0]}"
+        out.backup_path = f"{backups}/{facts.backups[0]}"
         out.backup_name = ""
         p.add("keep", out.backup_path, f"the original database, copied by an earlier run (`inv restore "
-                                       f"{facts.backups[0]}` puts it back): no new copy")
+                                       f"{facts.backups[0]}` puts it back): no new copy", op=Op("keep", path=out.backup_path))
     elif db:
-        p.add("create", f"{settings.backups_path.rstrip('/')}/{backup_name}",
-              f"byte-for-byte copy of {db.path} ({db.size} bytes), kept; `inv restore {backup_name}` puts it back")
+        p.add("create", f"{backups}/{backup_name}",
+              f"byte-for-byte copy of {db.path} ({db.size} bytes), kept; `inv restore {backup_name}` puts it back",
+              op=Op("backup", path=db.path, folder=settings.backups_path, name=backup_name))
     for folder, owners in out.chown:
         example = f"; e.g. {owners.sample[0]}" if owners.sample else ""
-        p.add("chown", folder, f"{owners.wrong} of {owners.total} entries to {uid}:{gid}, the image's user{example}")
+        p.add("chown", folder, f"{owners.wrong} of {owners.total} entries to {uid}:{gid}, the image's user{example}",
+              op=Op("chown", path=folder))
     if out.rewrite:
         counts = ", ".join(f"{n} {table.replace('_', ' ')}" for table, n in db.legacy.items() if n)
         root = store.legacy_root(settings)
         p.add("update", db.path, f"artifact locations of {counts}: {root}/… → mlflow-artifacts:/… (the same files, "
-                                 "through the server)")
+                                 "through the server)", op=Op("rewrite", path=db.path, root=root))
     if behind:
         p.add("upgrade", db.path, f"schema {db.revision} → {chain.head} ({chain.behind(db.revision)} migrations of "
-                                  f"MLflow {chain.mlflow_version}): `mlflow db upgrade` by the image when the job starts")
+                                  f"MLflow {chain.mlflow_version}): `mlflow db upgrade` by the image when the job starts",
+              op=Op("upgrade", path=db.path))
     return out
 
 
@@ -196,41 +215,77 @@ def jobfile_image(job: dict) -> str:
     return jobfile.image_of(job) or "no image"
 
 
-def apply(settings, host, n, takeover: Takeover) -> Takeover:
-    """Steps 1-4 (the caller registers the job, which upgrades the schema). Anything failing after the
-    stop says that the service is down and how to go on or back (exit 1)."""
-    from .. import console
-    from ..job.lifecycle import stop as stop_job
+class Apply:
+    """Applies the takeover's changes, one ``Op`` each, in the plan's order (nothing decided here).
+    Before the first change to the database or the folders, once, the store is read again now that the
+    jobs are stopped: a hot journal means something still writes it. A failure after the stops says that
+    the service is down and how to go on or back (exit 1)."""
 
-    if not takeover.needed:
-        return takeover
-    if takeover.stop:
-        console.step(f"stopping job {settings.job_name} ({jobfile_image(takeover.job)})")
-        stop_job(settings, n)
-    for other in takeover.others:
-        console.step(f"stopping job {other['ID']} ({jobfile_image(other)}): it mounts the MLflow volumes too")
-        stop_job(settings.with_overrides({"job_name": other["ID"]}), n)
-    try:
-        facts = store.inspect(settings, host)  # again, now that nothing writes
-        db = facts.db
+    def __init__(self, settings, host, n, takeover: Takeover):
+        self.settings, self.host, self.n, self.takeover = settings, host, n, takeover
+        self.settled = False
+
+    def apply_one(self, change) -> object:
+        op = change.op
+        if op.kind == "stop":
+            return self._stop(op)
+        try:
+            if op.kind in ("backup", "chown", "rewrite"):
+                self._settle()
+            if op.kind == "backup":
+                copy = store.backup(self.host, op.path, op.folder, op.name)
+                self.takeover.backup_path = copy["path"]
+                return f"backup {copy['path']} (byte-for-byte, sha256 {copy['sha256'][:12]}…), kept"
+            if op.kind == "keep":  # the earlier run's copy is the original: nothing to make
+                return QUIET
+            if op.kind == "chown":
+                uid, gid = self.settings.image_user_ids()
+                changed = store.chown(self.host, uid, gid, [op.path])
+                return f"owner {uid}:{gid} given to {changed} entries of {op.path}"
+            if op.kind == "rewrite":
+                changed = store.rewrite(self.host, op.path, op.root)
+                return ("artifact locations rewritten to mlflow-artifacts:/ ("
+                        + ", ".join(f"{n} {t.replace('_', ' ')}" for t, n in changed.items() if n) + ")")
+            if op.kind == "upgrade":  # the image's entrypoint, when the new job starts; verify() checks it
+                return QUIET
+        except UserError as exc:
+            raise UserError(exc.message, hint=stopped_hint(self.settings, self.takeover),
+                            code=ExitCode.FAILED) from None
+        raise ValueError(f"unknown takeover op {op.kind!r}")
+
+    def _stop(self, op: Op) -> object:
+        from .. import console
+        from ..job.lifecycle import stop as stop_job
+
+        job = self.takeover.job if op.job == self.settings.job_name else \
+            next((o for o in self.takeover.others if o.get("ID") == op.job), None)
+        why = "" if op.job == self.settings.job_name else ": it mounts the MLflow volumes too"
+        console.step(f"stopping job {op.job} ({jobfile_image(job or {})}){why}")
+        settings = self.settings if op.job == self.settings.job_name else \
+            self.settings.with_overrides({"job_name": op.job})
+        stop_job(settings, self.n)
+        return QUIET
+
+    def _settle(self) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        db = store.inspect(self.settings, self.host).db  # again, now that nothing writes
         if db and db.journals:
             raise UserError(f"{db.path} has a hot journal ({', '.join(db.journals)}) after the job stopped: "
                             "something else still writes it, or a writer crashed")
-        if db and not takeover.backup_path:
-            copy = store.backup(host, db.path, settings.backups_path, takeover.backup_name)
-            takeover.backup_path = copy["path"]
-            console.done(f"backup {copy['path']} (byte-for-byte, sha256 {copy['sha256'][:12]}…), kept")
-        if takeover.chown:
-            uid, gid = settings.image_user_ids()
-            changed = store.chown(host, uid, gid, [folder for folder, _ in takeover.chown])
-            console.done(f"owner {uid}:{gid} given to {changed} entries of "
-                         + " and ".join(folder for folder, _ in takeover.chown))
-        if db and db.legacy_rows:
-            changed = store.rewrite(host, db.path, store.legacy_root(settings))
-            console.done("artifact locations rewritten to mlflow-artifacts:/ ("
-                         + ", ".join(f"{n} {t.replace('_', ' ')}" for t, n in changed.items() if n) + ")")
-    except UserError as exc:
-        raise UserError(exc.message, hint=stopped_hint(settings, takeover), code=ExitCode.FAILED) from None
+
+
+def apply(settings, host, n, takeover: Takeover) -> Takeover:
+    """The plan's changes in order (the caller showed the plan, and registers the job, which upgrades the
+    schema)."""
+    from .. import console
+
+    applying = Apply(settings, host, n, takeover)
+    for change in takeover.plan:
+        said = applying.apply_one(change)
+        if said is not QUIET:
+            console.done(said if isinstance(said, str) else change.describe())
     return takeover
 
 

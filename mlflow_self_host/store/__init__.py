@@ -6,6 +6,6 @@ secret ``database_url`` (``MSH_DATABASE_URL``, environment only), a SQLAlchemy U
 gives ``postgresql://mlflow:****@db.lan:5432/mlflow``, and ``hide`` takes it out of any text.
 
 - ``database.py``: the URL's checks and masks (no I/O);
-- ``migrate.py``: `inv migrate-store --to postgres` (facts, a pure plan, ``plans.execute``);
+- ``migrate.py``: `inv migrate-store --to postgres` (facts, a pure plan, ``runner.run`` in three steps);
 - ``worker.py``: the program that talks to both databases, run by the MLflow environment's python.
 """

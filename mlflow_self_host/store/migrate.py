@@ -1,16 +1,18 @@
 """`inv migrate-store --to postgres`: the SQLite store copied into an empty PostgreSQL database.
 
-1. facts (``read_facts``): the target (reachable? any table in its schema? which revision?) and a
-   consistent copy of the SQLite store (SQLite's online backup of ``--from PATH``, or of the Nomad
-   client's mlflow.db through `inv backup`'s code, downloaded to ./backups): its revision, tables and
-   row counts. The store itself is only read;
+1. facts (``Task.read_copy``, no side effect): the target (reachable? any table in its schema? which
+   revision?) and a consistent copy of the SQLite store (SQLite's online backup of ``--from PATH`` into a
+   temporary folder, or of the backup of the Nomad client's mlflow.db the backup step took): its
+   revision, tables and row counts. The store itself is only read;
 2. the plan (``make_plan``, pure): refuses a target that is not empty and a store MLflow cannot
    read (before anything changes), else: the copy's schema upgraded to the image's head (on the copy),
    MLflow's schema created in the target at that head, every table copied in foreign-key order with
    the sequences reset, row counts and checksums compared per table, then ``store: postgres`` in
    invoke.yaml;
-3. ``plans.execute``: shows it (``--dry-run`` stops there: it lists the tables and row counts it
-   would copy), else applies it change by change. A failure after the schema was created drops what
+3. ``runner.run`` runs three steps, each read, planned and applied in turn: the worker's environment
+   (created once), the backup of the Nomad client's store (without --from: `inv backup --download`'s
+   code), the copy. ``--dry-run`` shows the three plans (with --from it lists the tables and row counts
+   it would copy) and creates nothing, takes no backup; else each is applied change by change. A failure after the schema was created drops what
    this run created (the target was empty), so the target is empty again; invoke.yaml is switched
    only when every table checks out.
 
@@ -32,7 +34,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import plan as plans
 from ..errors import ExitCode, UserError
 from ..plan import Plan
 from . import database
@@ -43,7 +44,7 @@ _STORE_LINE = re.compile(r"^([ \t]+store:[ \t]*)(\w+)(.*)$", re.M)
 
 @dataclass(frozen=True)
 class Op:
-    kind: str  # upgrade, schema, copy, check, switch
+    kind: str  # venv, backup (their own steps); upgrade, schema, copy, check, switch
 
 
 @dataclass
@@ -55,7 +56,7 @@ class Source:
     revision: str | None
     counts: dict  # table -> rows
     parents: dict  # table -> tables it refers to
-    unread: bool = False  # a dry run on the Nomad client's store: the backup it would copy is not taken
+    unread: bool = False  # a dry run on the Nomad client's store: the backup it would be read from is not taken
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Target:
     tables: list = field(default_factory=list)
     revision: str | None = None
     server: str = ""
+    unread: bool = False  # a dry run before the worker environment exists: not read
 
 
 @dataclass
@@ -174,10 +176,15 @@ def copy_order(parents: dict) -> list[str]:
     return order
 
 
-def make_plan(facts: Facts) -> Plan:
-    """Refuse (UserError) what cannot be migrated, before any change; else the changes, in order."""
-    shown = database.shown_url(facts.target.url)
-    target = facts.target
+_TARGET_UNREAD = ("the target is read (reachable, empty) once the worker environment exists: "
+                  "this dry run did not create it")
+
+
+def refuse_target(target: Target) -> None:
+    """An unreachable target (exit 1) or one that is not empty (exit 15), before anything changes."""
+    if target.unread:
+        return
+    shown = database.shown_url(target.url)
     if not target.reachable:
         host, port, name = database.endpoint(target.url)
         raise UserError(f"cannot reach the PostgreSQL database {shown}: {target.reason}",
@@ -191,11 +198,15 @@ def make_plan(facts: Facts) -> Plan:
                         hint="migrate-store copies only into an empty database: create a new one "
                              "(`createdb -O USER DATABASE`) or drop its tables",
                         code=ExitCode.STORE_REFUSED)
+
+
+def make_plan(facts: Facts) -> Plan:
+    """Refuse (UserError) what cannot be migrated, before any change; else the changes, in order."""
+    shown = database.shown_url(facts.target.url)
+    refuse_target(facts.target)
     source = facts.source
     if source.unread:
         result = Plan(f"migrate-store sqlite → postgres {shown}")
-        result.add("run", source.origin, "a backup (`inv backup --download`: SQLite's online backup, integrity-checked)",
-                   op=Op("backup"))
         result.add("create", shown, f"MLflow {facts.mlflow_version}'s schema at revision {facts.head}", op=Op("schema"))
         result.add("copy", shown, "every table of that backup, in foreign-key order; sequences reset", op=Op("copy"))
         result.add("check", shown, "row count and checksum of every table on both sides", op=Op("check"))
@@ -203,6 +214,8 @@ def make_plan(facts: Facts) -> Plan:
                    op=Op("switch"))
         result.notes.append("the tables and row counts are read from the backup: `inv backup --download`, then "
                             "`inv migrate-store --to postgres --from backups/NAME --dry-run` lists them")
+        if facts.target.unread:
+            result.notes.append(_TARGET_UNREAD)
         return result
     if source.revision is None:
         raise UserError(f"{source.origin} is not an MLflow store (no alembic_version revision); nothing was changed",
@@ -229,6 +242,8 @@ def make_plan(facts: Facts) -> Plan:
                    op=Op("switch"))
     else:
         result.notes.append(f"store is postgres already ({facts.store_source})")
+    if facts.target.unread:
+        result.notes.append(_TARGET_UNREAD)
     return result
 
 
@@ -344,91 +359,172 @@ def show_tables(source: Source) -> None:
 
 # --- the task ------------------------------------------------------------------------------------
 def run(settings, to: str, from_path: str | None = None, dry_run: bool = False) -> Plan:
-    from .. import console
+    """Three steps through the runner: the worker's environment (created once), the backup of the Nomad
+    client's store (without --from), the copy. Reading has no side effect: a dry run creates no
+    environment and takes no backup, it shows them as changes."""
+    from .. import console, runner
 
     if str(to or "").strip().lower() != "postgres":
         raise UserError(f"--to must be postgres, not {to!r}" if to else "--to is required: --to postgres",
                         hint="the only migration there is: `inv migrate-store --to postgres`",
                         code=ExitCode.BAD_ARGUMENT)
-    store = database.kind(settings)
     url = database.url(settings)
-    from .. import local
-
-    python = local.ensure_venv(settings) / "bin" / "python"
+    task = Task(settings, url, from_path)
     with tempfile.TemporaryDirectory(prefix="msh-migrate-store-") as folder:
-        facts = read_facts(settings, python, url, store, Path(folder), from_path, dry_run)
-        source = facts.source
-        plan = make_plan(facts)
-        if not source.unread:
-            show_tables(source)
-        if dry_run:
-            plans.show(plan, dry_run=True)
-            return plan
-        applying = Apply(settings, facts, python)
+        task.folder = Path(folder)
         try:
-            plans.execute(plan, applying.apply_one)
+            outcome = runner.run(task.steps(), dry_run=dry_run)
         except UserError as exc:
-            applying.undo()
+            if task.applying is None:  # refused, or failed before the copy's first change
+                raise
+            task.applying.undo()
             raise UserError(exc.message, hint=(exc.hint + "; " if exc.hint else "") +
-                            f"{source.origin} is untouched and invoke.yaml unchanged", code=exc.code) from None
+                            f"{task.origin()} is untouched and invoke.yaml unchanged", code=exc.code) from None
         except BaseException:  # Ctrl-C, a bug: the target is emptied all the same
-            applying.undo()
+            if task.applying is not None:
+                task.applying.undo()
             raise
-    console.done(f"MLflow's store is in PostgreSQL now ({database.shown_url(url)}); {source.origin} is kept as it was")
-    if facts.store_source.startswith("env"):
-        console.warn(f"store comes from {facts.store_source.split(' ', 1)[1]} here, which still wins over "
+    plan = outcome.plans.get("copy", Plan("migrate-store"))
+    if dry_run:
+        return plan
+    console.done(f"MLflow's store is in PostgreSQL now ({database.shown_url(url)}); {task.origin()} is kept as it was")
+    if task.facts.store_source.startswith("env"):
+        console.warn(f"store comes from {task.facts.store_source.split(' ', 1)[1]} here, which still wins over "
                      "invoke.yaml: set it to postgres (or unset it)")
     return plan
 
 
-def read_facts(settings, python: Path, url: str, store: str, folder: Path, from_path: str | None,
-               dry_run: bool) -> Facts:
-    """The target at ``url``, then, unless it is refused already (unreachable, not empty), a consistent
-    copy of the store in ``folder`` (a dry run does not take the host's backup)."""
-    from ..migrate import schema
+class Task:
+    """migrate-store's steps and what one hands the next (the environment's python, the downloaded backup)."""
 
-    target = read_target(python, url)
-    if not target.reachable or target.tables:  # refused before the store is read (or the job stopped)
-        source = Source("", "", None, {}, {})
+    def __init__(self, settings, url: str, from_path: str | None):
+        from .. import local
+
+        self.settings, self.url, self.from_path = settings, url, from_path
+        self.venv = local.venv_dir(settings)
+        self.python = self.venv / "bin" / "python"
+        self.folder: Path | None = None
+        self.downloaded: Path | None = None  # the backup taken by the backup step
+        self.facts: Facts | None = None
+        self.applying: Apply | None = None
+
+    def origin(self) -> str:
+        if self.from_path:
+            return str(Path(os.path.expanduser(self.from_path)).resolve())
+        return f"{self.settings.host}:{self.db()}"
+
+    def db(self) -> str:
+        return f"{self.settings.backend_path.rstrip('/')}/mlflow.db"
+
+    def steps(self):
+        from ..runner import Step
+
+        yield Step("environment", read=self.read_environment, plan=make_environment_plan,
+                   apply_one=self.apply_environment)
+        if not self.from_path:
+            yield Step("backup", read=self.read_backup, plan=make_backup_plan, apply_one=self.apply_backup)
+        yield Step("copy", read=self.read_copy, plan=self.plan_copy, apply_one=self.apply_copy)
+
+    # the worker's environment
+    def read_environment(self) -> tuple:
+        from ..local.native import mlflow_pin, venv_ready
+
+        return str(self.venv), venv_ready(self.venv), mlflow_pin(self.settings)
+
+    def apply_environment(self, change) -> object:
+        from .. import local
+
+        local.ensure_venv(self.settings)
+        return None
+
+    # the backup of the Nomad client's store
+    def read_backup(self) -> BackupFacts:
+        from ..job import nomad_api
+
+        nomad = nomad_api.client(self.settings)
+        allocations = nomad_api.call(self.settings, f"listing the allocations of job {self.settings.job_name}",
+                                     nomad.job.get_allocations, self.settings.job_name) or []
+        live = bool([a for a in allocations if a.get("ClientStatus") in ("pending", "running")])  # unknown job: none
+        return BackupFacts(self.origin(), self.settings.job_name, live, self._target())
+
+    def apply_backup(self, change) -> object:
+        from .. import backup as bk
+        from ..version import read_version
+
+        version = bk.running_version(self.settings) or str(read_version(self.settings.root))
+        with bk.Target.remote(self.settings) as target:
+            result = bk.take(self.settings, target, version, download=True)
+        self.downloaded = Path(result.downloaded)
+        return f"backup of {self.origin()} downloaded to {self.downloaded}"
+
+    # the copy
+    def read_copy(self) -> Facts:
+        from .. import console
+        from ..migrate import schema
+
+        target = self._target()
+        source = Source("", self.origin(), None, {}, {}, unread=True)
+        if target.reachable and not target.tables:  # else refused before the store is read
+            if self.from_path:
+                path = Path(self.origin())
+                console.step(f"taking a consistent copy of {path}")
+                source = read_source(snapshot(path, self.folder), str(path))
+            elif self.downloaded is not None:
+                source = read_source(snapshot(self.downloaded, self.folder), self.origin())
+        self.facts = Facts(source, target, schema.chain().order, schema.chain().mlflow_version,
+                           database.kind(self.settings), self.settings.sources.get("store", "invoke.yaml"),
+                           settings_file(self.settings))
+        return self.facts
+
+    def plan_copy(self, facts: Facts) -> Plan:
+        plan = make_plan(facts)
+        if not facts.source.unread:
+            show_tables(facts.source)
+        return plan
+
+    def apply_copy(self, change) -> object:
+        if self.applying is None:
+            self.applying = Apply(self.settings, self.facts, self.python)
+        return self.applying.apply_one(change)
+
+    def _target(self) -> Target:
+        """The target as the worker reads it; not read (``unread``) before the environment exists (a dry run)."""
+        from ..local.native import venv_ready
+
+        if not venv_ready(self.venv):
+            return Target(self.url, True, unread=True)
+        return read_target(self.python, self.url)
+
+
+@dataclass
+class BackupFacts:
+    origin: str  # host:path of the store
+    job: str
+    running: bool  # the job has a pending or running allocation
+    target: Target
+
+
+def make_environment_plan(facts: tuple) -> Plan:
+    """The virtual environment the worker runs in (the native server's: the image's MLflow and psycopg2)."""
+    venv, ready, pin = facts
+    plan = Plan("worker environment")
+    if ready:
+        plan.reason = f"{venv} ready ({pin})"
     else:
-        source = _source(settings, from_path, folder, dry_run)
-    return Facts(source, target, schema.chain().order, schema.chain().mlflow_version, store,
-                 settings.sources.get("store", "invoke.yaml"), settings_file(settings))
+        plan.add("create", venv, f"a virtual environment with {pin} and the image's locked requirements (once; "
+                                 "about a minute)", op=Op("venv"))
+    return plan
 
 
-def _source(settings, from_path: str | None, folder: Path, dry_run: bool) -> Source:
-    """The consistent SQLite copy the tables are read from."""
-    from .. import console
-
-    if from_path:
-        path = Path(os.path.expanduser(from_path)).resolve()
-        console.step(f"taking a consistent copy of {path}")
-        return read_source(snapshot(path, folder), str(path))
-    return _remote_source(settings, folder, dry_run)
-
-
-def _remote_source(settings, folder: Path, dry_run: bool) -> Source:
-    """The Nomad client's store: refused while the job runs (its writes would be lost), else a backup
-    taken and downloaded with `inv backup`'s code, then copied like --from."""
-    from .. import console
-    from ..job import nomad_api
-
-    nomad = nomad_api.client(settings)
-    allocations = nomad_api.call(settings, f"listing the allocations of job {settings.job_name}",
-                                 nomad.job.get_allocations, settings.job_name) or []
-    live = [a for a in allocations if a.get("ClientStatus") in ("pending", "running")]  # an unknown job: none
-    if live:
-        raise UserError(f"job {settings.job_name} is running: MLflow would go on writing to the SQLite store during "
+def make_backup_plan(facts: BackupFacts) -> Plan:
+    """The consistent copy of the Nomad client's store: refused while the job runs (its writes would be
+    lost) or when the target is refused already."""
+    refuse_target(facts.target)
+    if facts.running:
+        raise UserError(f"job {facts.job} is running: MLflow would go on writing to the SQLite store during "
                         "the copy, and those writes would be lost; nothing was changed",
-                        hint=f"stop it first (`nomad job stop {settings.job_name}`), then run migrate-store again")
-    db = f"{settings.backend_path.rstrip('/')}/mlflow.db"
-    if dry_run:  # a backup is a change: not taken
-        return Source("", f"{settings.host}:{db}", None, {}, {}, unread=True)
-    from .. import backup as bk
-    from ..version import read_version
-
-    console.step(f"backing up {db} on {settings.host} (the job is stopped)")
-    version = bk.running_version(settings) or str(read_version(settings.root))
-    with bk.Target.remote(settings) as target:
-        result = bk.take(settings, target, version, download=True)
-    return read_source(snapshot(Path(result.downloaded), folder), f"{settings.host}:{db}")
+                        hint=f"stop it first (`nomad job stop {facts.job}`), then run migrate-store again")
+    plan = Plan(f"backup of {facts.origin}")
+    plan.add("run", facts.origin, "a backup (`inv backup --download`: SQLite's online backup, integrity-checked)",
+             op=Op("backup"))
+    return plan

@@ -189,17 +189,27 @@ def plan_image(settings, facts: dict, args: dict) -> Plan:
 
 
 def plan_store(settings, facts: dict, args: dict) -> Plan:
-    """migrate-store: ``target`` (url, reachable, reason, tables), ``source`` (revision, counts, parents,
-    origin, unread) and optionally ``revisions`` (default: the pinned MLflow's chain)."""
+    """migrate-store: ``target`` (url, reachable, reason, tables, unread), ``source`` (revision, counts, parents,
+    origin, unread) and optionally ``revisions`` (default: the pinned MLflow's chain). ``"step"`` in args:
+    ``copy`` (default), ``backup`` (facts ``running``: the job has a live allocation) or ``environment``
+    (facts ``venv_ready``)."""
     from pathlib import Path
 
     from mlflow_self_host.migrate import schema
     from mlflow_self_host.store import database
-    from mlflow_self_host.store.migrate import Facts, Source, Target, make_plan
+    from mlflow_self_host.store.migrate import (BackupFacts, Facts, Source, Target, make_backup_plan,
+                                                make_environment_plan, make_plan)
 
     t, s = facts.get("target", {}), facts.get("source", {})
     target = Target(t.get("url", "postgresql://mlflow:secret@db.lan:5432/mlflow"), t.get("reachable", True),
-                    t.get("reason", ""), t.get("tables", []))
+                    t.get("reason", ""), t.get("tables", []), unread=t.get("unread", False))
+    step = args.get("step", "copy")
+    if step == "environment":
+        return make_environment_plan(("/home/u/.cache/mlflow-self-host/mlflow-server-0123456789ab",
+                                      facts.get("venv_ready", False), "mlflow==3.17.2"))
+    if step == "backup":
+        return make_backup_plan(BackupFacts(s.get("origin", "m700:/opt/nomad/data/mlflow/backend/mlflow.db"),
+                                            settings.job_name, facts.get("running", False), target))
     source = Source(s.get("path", "/tmp/copy/mlflow.db"), s.get("origin", "/data/mlflow.db"), s.get("revision"),
                     s.get("counts", {}), s.get("parents", {}), s.get("unread", False))
     revisions = tuple(facts.get("revisions") or schema.chain().order)
@@ -207,6 +217,37 @@ def plan_store(settings, facts: dict, args: dict) -> Plan:
                            settings.sources["store"], Path(args.get("settings_file", "invoke.yaml"))))
 
 
+def plan_takeover(settings, facts: dict, args: dict) -> Plan:
+    """takeover (``inv migrate``, deploy's first step): ``job`` (its ``image``, ``stopped``; null: none),
+    ``others`` (IDs of other running jobs mounting the volumes), ``db`` (``revision``, ``legacy``, ``size``,
+    ``integrity``; null: no database), ``backend``/``artifacts`` (``[total, wrong]``; null: no folder),
+    ``backups`` and ``other_files``; ``revisions``: the image's chain, oldest first. ``require`` in args is
+    `inv migrate` (refusals as read() makes them, then the plan)."""
+    from mlflow_self_host.migrate import schema, store, takeover
+
+    def job(image, stopped=False, name=None):
+        return {"ID": name or settings.job_name, "Stop": stopped,
+                "TaskGroups": [{"Tasks": [{"Config": {"image": image}}]}]}
+
+    def owners(pair):
+        return None if pair is None else store.Owners(pair[0], pair[1], [f"{settings.backend_path}/x"] if pair[1] else [])
+
+    db_path = f"{settings.backend_path.rstrip('/')}/mlflow.db"
+    db = facts.get("db", {})
+    database = None if db is None else store.Database(
+        db_path, db.get("size", 4096), db.get("integrity", "ok"), db.get("revision", "r1"),
+        db.get("legacy", {"experiments": 0, "runs": 0}), db.get("journals", []))
+    found = store.StoreFacts(f"host {settings.host}", db_path, owners(facts.get("backend", [3, 0])),
+                             owners(facts.get("artifacts", [5, 0])), database, facts.get("other_files", []),
+                             facts.get("backups", []))
+    current = facts.get("job", {"image": "registry.lan:5000/mlflow:latest"})
+    current = None if current is None else job(current["image"], current.get("stopped", False))
+    others = [job("registry.lan:5000/mlflow:latest", name=name) for name in facts.get("others", [])]
+    chain = schema.Chain("3.17.2", tuple(facts.get("revisions", ["r1", "r2", "r3"])))
+    takeover.refuse_bad_store(settings, found, chain, args.get("require", False), takeover._job_is_ours(current))
+    return takeover.make_plan(settings, found, current, chain, args.get("backup_name", "copy.db"), others).plan
+
+
 AREAS = {"host": plan_host, "backup": plan_backup, "restore": plan_restore, "dns": plan_dns,
          "deploy": plan_deploy, "rollback": plan_rollback,
-         "local": plan_local, "image": plan_image, "store": plan_store}
+         "local": plan_local, "image": plan_image, "store": plan_store, "takeover": plan_takeover}

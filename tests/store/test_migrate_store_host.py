@@ -44,9 +44,12 @@ def test_a_running_job_is_refused_then_the_hosts_store_is_backed_up_and_copied(t
     wait_for(lambda: not [a for a in nomad.job.get_allocations(settings.job_name)
                           if a.get("ClientStatus") in ("pending", "running")], 60, "the job's stop")
 
-    dry = inv("migrate-store", "--to", "postgres", "--dry-run", cwd=project, env=env)
+    cache = tmp_path / "fresh-cache"  # a machine without the worker's environment: the dry run creates none
+    dry = inv("migrate-store", "--to", "postgres", "--dry-run", cwd=project, env=dict(env, MSH_CACHE_DIR=str(cache)))
     assert "dry run: nothing was changed" in dry.stderr and "inv backup --download" in dry.stderr
+    assert f"run {settings.host}:{settings.backend_path.rstrip('/')}/mlflow.db" in dry.stderr  # the backup, shown
     assert postgres_server.tables(name) == [] and not os.path.exists(settings.backups_path)
+    assert not cache.exists() and not (project / "backups").exists()
 
     done = inv("migrate-store", "--to", "postgres", cwd=project, env=env)
     assert "every table checks out" in done.stderr
