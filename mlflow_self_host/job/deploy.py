@@ -347,7 +347,7 @@ class Deploy:
         self.image_checked()
         settings, n, version, image = self.settings, self.n, self.version, self.image
         console.step(f"planning job {settings.job_name} with {image} on {nomad_api.address(settings)}")
-        provider = _provider(settings, n, self.nodes)
+        provider = _provider(settings, n, self.nodes, self.unreadable)
         platforms = self.platforms
         self.variable = database_variable.read(settings, n)  # store postgres: its revision is in the job
         self.job_spec = jobfile.parse(settings, n, version.text,
@@ -486,7 +486,7 @@ def _say_where_the_url_is(settings, n, variable, exc: UserError, registered: boo
             said = (f"the version Nomad went back to reads its own database URL (revision {back}) from "
                     f"{variable.path}; the new one stays there unused: fix MSH_DATABASE_URL and `inv deploy`")
         else:
-            said = (f"the version Nomad went back to reads the new database URL too: set MSH_DATABASE_URL to the "
+            said = ("the version Nomad went back to reads the new database URL too: set MSH_DATABASE_URL to the "
                     "old URL and `inv deploy`")
     elif not registered:
         said = (f"{variable.path} already holds the new database URL, which the job does not read yet: `inv "
@@ -511,14 +511,14 @@ def _clients(settings, n):
         return None
 
 
-def _provider(settings, n, nodes):
+def _provider(settings, n, nodes, unreadable: str = ""):
     """Where the service is registered (service_provider.py), said on every deploy: the user's proxy reads
     one catalogue only."""
     from .. import console
     from . import service_provider
 
     choice = service_provider.wanted(settings, nodes=nodes, n=n,
-                                     unreadable="" if nodes is not None else "the token lacks node:read")
+                                     unreadable="" if nodes is not None else unreadable or "the token lacks node:read")
     console.info(f"service provider: {choice.value} ({choice.source})")
     return choice
 
