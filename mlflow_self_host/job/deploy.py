@@ -200,12 +200,8 @@ class Deploy:
 
         settings = self.settings
         configure.wanted_folders(settings)  # a bad image_user or folder_mode is refused before connecting
-        source = configure.job_source(settings)
-        try:
-            job_content = source.read_bytes()
-        except FileNotFoundError:
-            raise UserError(f"job file {source} not found",
-                            hint="run from the project folder, or set job_file to the Nomad job file") from None
+        jobfile.read_source(settings)  # a missing job file: its one message
+        job_content = configure.job_source(settings).read_bytes()  # the bytes configure-host writes to the host
         console.step(f"reading {settings.ssh_user}@{settings.host}:{settings.ssh_port}")
         return configure.read_facts(self._connection(), settings), job_content
 
