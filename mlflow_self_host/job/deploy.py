@@ -128,7 +128,7 @@ class Deploy:
         yield Step("image", read=self._read_image, plan=self._plan_image, apply_one=self._apply_image)
         if (self.found is not None and self.found.needed) or "takeover" in self.early:
             yield Step("takeover", read=self._read_takeover, plan=lambda found: found.plan,
-                       apply_one=self._apply_takeover)
+                       apply_one=self._apply_takeover, show=False)  # shown when read, before any change
         yield Step("store", read=self._read_store, plan=self._plan_store, apply_one=self._apply_job_change)
         yield Step("job", read=self._read_job, plan=self._plan_job, apply_one=self._apply_job_change)
         self._finish()
@@ -189,7 +189,11 @@ class Deploy:
                 raise
             console.warn(f"{exc.message}: not checked for a setup to take over (`inv migrate` needs it)")
             return None
-        if not found.needed and self.migrate:
+        if found.needed:  # said before any change: a refusal that follows (the registry's tag) comes after it
+            from ..plan import show
+
+            show(found.plan, dry_run=self.dry_run)
+        elif self.migrate:
             console.done(f"nothing to migrate: {found.reason}")
         return found
 
