@@ -358,9 +358,9 @@ def _failed(rel: Release, applying: Apply, exc: BaseException):
     pushed = stage in AFTER_PUSH or (stage == "push" and _pushed(rel.settings, rel.tag, registry))
     if not pushed:
         _raise_undone(rel, exc, applying.undo.run(), applying.undo)
-    if stage == "push":
+    if stage == "push":  # the push reported an error after the manifest landed: the release stands
         console.warn(f"the push of {rel.tag} reported an error, but the registry has it: keeping the release")
-    step = "the deploy" if stage == "deploy" else f"pushing {rel.latest_ref}"
+    step = {"deploy": "the deploy", "push": f"the push of {rel.tag}"}.get(stage, f"pushing {rel.latest_ref}")
     remaining = _remaining(rel, stage == "deploy")
     if isinstance(exc, Exception):
         raise _after_push_failure(rel, exc, step, remaining) from exc
