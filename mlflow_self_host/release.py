@@ -7,12 +7,12 @@ error names the command(s) that finish it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import git
 from .errors import ExitCode, UserError
-from .plan import Plan
+from .plan import QUIET, Change, Plan
 from .settings import Settings
 from .version import FILE_NAME, PARTS, Version, read_version, version_file, write_version
 
@@ -47,6 +47,7 @@ class Release:
     new: Version
     deploy: bool
     skip_host: bool = False  # passed to the deploy step
+    allow_dirty: bool = False
 
     @property
     def tag(self) -> str:
@@ -69,53 +70,112 @@ class Release:
         return self.settings.root
 
 
+@dataclass
+class ReleaseFacts:
+    """What the release reads before anything changes: the git repository, and the engine's and the
+    registry's v{new} (image/publish.py's facts) with the platform to build for."""
+
+    repository: bool = True
+    identity: bool = True
+    dirty: list[str] = field(default_factory=list)  # `git status --porcelain` lines
+    git_tag: bool = False  # the tag v{new} exists in git
+    image: object = None  # publish.ImageFacts of v{new}
+    choice: object = None  # platform.Choice: what the image is built for
+
+
 # The operations of a release, in order. Those up to the push are undone when one fails; after the
 # push the release stands and a failure names what finishes it.
 UNDONE_ON_FAILURE = ("version", "commit", "tag", "build", "push")
 AFTER_PUSH = ("push_latest", "deploy")
 
 
-def make_plan(rel: Release) -> Plan:
-    """Every step of the release with the values it uses: what --dry-run prints, and what `run` does
-    (each change's ``op`` names its operation)."""
+def read_facts(rel: Release, dry_run: bool = False) -> ReleaseFacts:
+    """Read-only: git, then (in a repository) the engine and the registry."""
+    from .image import platform, publish
+
+    root = rel.root
+    facts = ReleaseFacts(repository=git.is_repository(root))
+    if not facts.repository:
+        return facts
+    facts.identity = git.identity(root) is not None
+    facts.dirty = git.dirty_paths(root)
+    facts.git_tag = git.tag_exists(root, rel.tag)
+    if _git_refusal(rel, facts) is not None:
+        return facts  # refused before the engine and the registry are asked
+    facts.choice = platform.wanted(rel.settings)
+    facts.image = publish.read_facts(rel.settings, rel.new, rel.tag, dry_run=True)  # no engine: the build says it
+    if dry_run:
+        from . import console
+
+        for warning in publish.warnings(facts.image, rel.image_ref):
+            console.warn(warning)
+    return facts
+
+
+def image_plan(settings, image, version: Version, choice, dry_run: bool = False) -> Plan:
+    """The release's image: image/publish.py's plan (built unless the engine has v{new} for the platform,
+    pushed as a new tag), its build saying what it is built from. Pure."""
+    from .image import publish
+    from .image.build import DOCKER_DIR
+
+    plan = publish.make_release_plan(settings, image, version, choice, dry_run=dry_run)
+    plan.changes = [replace(change, detail=f"from {settings.base_image}, context {DOCKER_DIR}/, {change.detail}")
+                    if change.action == "build" else change for change in plan.changes]
+    return plan
+
+
+def _git_refusal(rel: Release, facts: ReleaseFacts) -> UserError | None:
+    """Why git refuses the release (checked before the engine and the registry are asked). Pure."""
+    if not facts.repository:
+        return UserError(f"{rel.root} is not in a git repository", hint="a release commits and tags: run `git init` "
+                        "and commit the project first")
+    if not facts.identity:
+        return UserError("git has no identity to commit the release with",
+                        hint='git config --global user.name "Your Name" && git config --global user.email you@example.com')
+    dirty = facts.dirty
+    if dirty and not rel.allow_dirty:
+        shown = ", ".join(line[3:] for line in dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+        return UserError(f"the git tree is not clean ({len(dirty)} changed or untracked: {shown})",
+                        hint="commit or remove them (`git status`), or release anyway with --allow-dirty")
+    if facts.git_tag:
+        return UserError(f"git tag {rel.tag} already exists",
+                        hint="that version was released: bump again, or --set a version not yet tagged (`git tag`)")
+    return None
+
+
+def make_plan(rel: Release, facts: ReleaseFacts, dry_run: bool = False) -> Plan:
+    """Every step of the release with the values it uses (each change's ``op`` names its operation), or
+    the refusal (UserError) of a release that cannot or should not happen. Pure."""
     s = rel.settings
+    refusal = _git_refusal(rel, facts)
+    if refusal is not None:
+        raise refusal
+    if facts.image.remote_digest is not None:
+        raise UserError(f"the registry already has {rel.image_ref}",
+                        hint="image tags are never overwritten: release another version (--bump or --set)")
     plan = Plan(f"release {rel.current} → {rel.new}")
     plan.add("write", FILE_NAME, f"{rel.current} → {rel.new}", op="version")
     plan.add("commit", FILE_NAME, f'"{rel.message}"', op="commit")
     plan.add("tag", rel.tag, f'annotated, "{rel.message}"', op="tag")
-    plan.add("build", rel.image_ref, f"from {s.base_image}, context docker/", op="build")
-    plan.add("push", rel.image_ref, f"to {s.registry}", op="push")
+    image = image_plan(s, facts.image, rel.new, facts.choice, dry_run=dry_run)
+    plan.changes += image.changes
+    plan.notes += image.notes
     plan.add("push", rel.latest_ref, f"the same image as {rel.tag}, no second build", op="push_latest")
     if rel.deploy:
+        from .job.deploy_plan import deploy_url
+
         plan.add("deploy", f"job {s.job_name}", f"image {rel.image_ref} on {s.nomad_addr} "
-                 f"(namespace {s.nomad_namespace}, region {s.nomad_region}), then check {s.service_url()}",
-                 op="deploy")
+                 f"(namespace {s.nomad_namespace}, region {s.nomad_region}), then check {deploy_url(s)}: "
+                 "its steps follow", op="deploy")
     return plan
 
 
 # --- refusals (read-only) ------------------------------------------------------------------------
-def check(rel: Release, allow_dirty: bool = False) -> None:
-    """Refuse, before anything changes, a release that cannot or should not happen."""
-    root = rel.root
-    if not git.is_repository(root):
-        raise UserError(f"{root} is not in a git repository", hint="a release commits and tags: run `git init` "
-                        "and commit the project first")
-    if git.identity(root) is None:
-        raise UserError("git has no identity to commit the release with",
-                        hint='git config --global user.name "Your Name" && git config --global user.email you@example.com')
-    dirty = git.dirty_paths(root)
-    if dirty and not allow_dirty:
-        shown = ", ".join(line[3:] for line in dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
-        raise UserError(f"the git tree is not clean ({len(dirty)} changed or untracked: {shown})",
-                        hint="commit or remove them (`git status`), or release anyway with --allow-dirty")
-    if git.tag_exists(root, rel.tag):
-        raise UserError(f"git tag {rel.tag} already exists",
-                        hint="that version was released: bump again, or --set a version not yet tagged (`git tag`)")
-    from .image import registry
-
-    if registry.tag_exists(rel.settings, rel.tag):
-        raise UserError(f"the registry already has {rel.image_ref}",
-                        hint="image tags are never overwritten: release another version (--bump or --set)")
+def check(rel: Release, allow_dirty: bool = False, dry_run: bool = False) -> Plan:
+    """Refuse, before anything changes, a release that cannot or should not happen; else its plan."""
+    if allow_dirty and not rel.allow_dirty:
+        rel = replace(rel, allow_dirty=True)
+    return make_plan(rel, read_facts(rel, dry_run=dry_run), dry_run=dry_run)
 
 
 # --- doing it, and undoing it --------------------------------------------------------------------
@@ -130,6 +190,10 @@ class _Undo:
     commit: str | None = None
     tag: str | None = None
     wrote_version: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.wrote_version or self.commit or self.tag)
 
     def run(self) -> list[str]:
         """Undo, newest first; returns the commands left for the user when an undo step fails."""
@@ -186,17 +250,38 @@ def _remaining(rel: Release, done_latest: bool) -> list[str]:
 
 
 class Apply:
-    """Each release operation (a change's ``op``), with what it leaves for the undo and the result."""
+    """Each release operation (a change's ``op``), with what it leaves for the undo and the result; the
+    deploy's steps (job/deploy.py's ``Deploy``) follow the release's own."""
 
-    def __init__(self, rel: Release):
+    def __init__(self, rel: Release, dry_run: bool = False):
+        from .image import publish
+        from .job.deploy import Deploy
+
         self.rel = rel
         root = rel.root
         self.undo = _Undo(root, version_file(root).read_bytes(), git.index_entry(root, FILE_NAME), git.head(root))
-        self.digest: str | None = None
-        self.outcome = None
+        self.image = publish.Apply(rel.settings, rel.new)
+        self.deploy = Deploy(rel.settings, rel.new, dry_run=dry_run, skip_host=rel.skip_host, skip_build=True,
+                             pushed=True) if rel.deploy else None
+        self.stage = ""  # the operation being applied (UNDONE_ON_FAILURE, AFTER_PUSH)
 
-    def apply_one(self, change) -> None:
-        getattr(self, "_" + change.op)()
+    @property
+    def digest(self) -> str | None:
+        return self.image.digest or None
+
+    def steps(self, plan: Plan):
+        from .runner import Step
+
+        yield Step("release", plan=lambda _: plan, apply_one=self.apply_one)
+        if self.deploy is not None:
+            yield from self.deploy.steps()
+
+    def apply_one(self, change):
+        op = change.op
+        self.stage = op if isinstance(op, str) else op.kind
+        if isinstance(op, str):
+            return getattr(self, "_" + op)()
+        return self.image.apply_one(change)  # the image's build and push (image/publish.py)
 
     def _version(self) -> None:
         from . import console
@@ -215,73 +300,72 @@ class Apply:
         git.create_annotated_tag(self.rel.root, self.rel.tag, self.rel.message)
         self.undo.tag = self.rel.tag
 
-    def _build(self) -> None:
-        from .image import build as image_build
+    def _push_latest(self):
+        from .image import publish
 
-        image_build.build(self.rel.settings, self.rel.new)
+        digest = self.image.digest
+        self.image.apply_one(Change("tag", self.rel.latest_ref, op=publish.Op("tag", "latest")))
+        said = self.image.apply_one(Change("push", self.rel.latest_ref, op=publish.Op("push", "latest")))
+        self.image.digest = digest  # the release's digest stays v{new}'s
+        return said
 
-    def _push(self) -> None:
-        from .image import push as image_push
-
-        self.digest = image_push.push(self.rel.settings, self.rel.new)
-
-    def _push_latest(self) -> None:
-        from .image import push as image_push
-
-        image_push.push_latest(self.rel.settings, self.rel.new)
-
-    def _deploy(self) -> None:
+    def _deploy(self):
         from . import console
-        from .job import deploy as job_deploy
 
-        s = self.rel.settings
-        console.step(f"deploy {self.rel.image_ref} to {s.nomad_addr}")
-        self.outcome = job_deploy.deploy(s, self.rel.new, skip_build=True, skip_host=self.rel.skip_host)
+        console.step(f"deploy {self.rel.image_ref} to {self.rel.settings.nomad_addr}")
+        self.stage = "deploy"
+        return QUIET
 
 
-def run(rel: Release, plan: Plan | None = None) -> ReleaseResult:
-    """Apply the release's plan (``make_plan``), change by change; the checks must have passed."""
-    from . import console
-    from .image import registry
+def run(rel: Release, plan: Plan | None = None, dry_run: bool = False) -> ReleaseResult | None:
+    """Apply the release's plan (``check``/``make_plan``), then the deploy's steps, by the runner (under the
+    deploy lock with a deploy); the checks must have passed. A dry run shows every step and returns None."""
+    from . import runner
 
     s = rel.settings
-    plan = plan or make_plan(rel)
-    applying = Apply(rel)
-    pushing = False
+    plan = plan or check(rel, dry_run=dry_run)
+    applying = Apply(rel, dry_run=dry_run)
+    lock = runner.Lock(s, f"release {rel.tag}") if rel.deploy else None  # taken once: the deploy inside runs under it
     try:
-        for change in plan:
-            if change.op not in UNDONE_ON_FAILURE:
-                continue
-            pushing = pushing or change.op == "push"
-            applying.apply_one(change)
+        if applying.deploy is not None:
+            with applying.deploy:
+                runner.run(applying.steps(plan), dry_run=dry_run, lock=lock)
+        else:
+            runner.run(applying.steps(plan), dry_run=dry_run, lock=lock)
     except BaseException as exc:
-        applying.digest = _pushed(s, rel.tag, registry) if pushing else None
-        if not applying.digest:
-            _raise_undone(rel, exc, applying.undo.run())
-        # The push reported an error after the manifest landed: the image is there, the release stands.
-        console.warn(f"the push of {rel.tag} reported an error, but the registry has it: keeping the release")
+        if dry_run:
+            raise
+        _failed(rel, applying, exc)
+    if dry_run:
+        return None
     result = ReleaseResult(rel.new.text, rel.tag, applying.undo.commit, rel.image_ref, applying.digest)
     if not rel.deploy:
         result.next_commands = ["inv deploy --skip-build"]
-
-    step = f"pushing {rel.latest_ref}"
-    try:
-        for change in plan:
-            if change.op not in AFTER_PUSH:
-                continue
-            step = "the deploy" if change.op == "deploy" else step
-            applying.apply_one(change)
-    except Exception as exc:
-        raise _after_push_failure(rel, exc, step, _remaining(rel, step == "the deploy")) from exc
-    except KeyboardInterrupt:
-        console.warn(f"{rel.tag} is released (committed, tagged, pushed); to finish it run: "
-                     + " && ".join(_remaining(rel, step == "the deploy")))
-        raise
-    if rel.deploy:
-        result.job_version = getattr(applying.outcome, "job_version", None)
-        result.deploy_status = getattr(applying.outcome, "status", None)
-        result.url = getattr(applying.outcome, "url", None) or s.service_url()
+    else:
+        outcome = applying.deploy.result
+        result.job_version, result.deploy_status = outcome.job_version, outcome.status
+        result.url = outcome.url or s.service_url()
     return result
+
+
+def _failed(rel: Release, applying: Apply, exc: BaseException):
+    """Before the image is in the registry: undone exactly; after: the release stands, the error names what
+    finishes it."""
+    from . import console
+    from .image import registry
+
+    stage = applying.stage
+    pushed = stage in AFTER_PUSH or (stage == "push" and _pushed(rel.settings, rel.tag, registry))
+    if not pushed:
+        _raise_undone(rel, exc, applying.undo.run(), applying.undo)
+    if stage == "push":  # the push reported an error after the manifest landed: the release stands
+        console.warn(f"the push of {rel.tag} reported an error, but the registry has it: keeping the release")
+    step = {"deploy": "the deploy", "push": f"the push of {rel.tag}"}.get(stage, f"pushing {rel.latest_ref}")
+    remaining = _remaining(rel, stage == "deploy")
+    if isinstance(exc, Exception):
+        raise _after_push_failure(rel, exc, step, remaining) from exc
+    console.warn(f"{rel.tag} is released (committed, tagged, pushed); to finish it run: " + " && ".join(remaining))
+    raise exc
 
 
 def _pushed(settings: Settings, tag: str, registry) -> str | None:
@@ -292,12 +376,12 @@ def _pushed(settings: Settings, tag: str, registry) -> str | None:
         return None
 
 
-def _raise_undone(rel: Release, exc: BaseException, left: list[str]):
+def _raise_undone(rel: Release, exc: BaseException, left: list[str], undo: _Undo | None = None):
     from . import console
 
     if left:
         console.error(f"could not undo everything; to put the repository back run: {' && '.join(left)}")
-    else:
+    elif undo is None or undo.changed:
         console.info(f"nothing released: version.txt is {rel.current} again, the commit and tag {rel.tag} are gone")
     if not isinstance(exc, Exception):
         raise exc  # Ctrl-C and friends: undone, now stop
@@ -340,28 +424,19 @@ def show_list(current: Version) -> None:
 def release(settings: Settings, bump: str | None = None, set_version: str | None = None, list_only: bool = False,
             allow_dirty: bool = False, deploy: bool = True, dry_run: bool = False, skip_host: bool = False) -> ReleaseResult | None:
     """`inv release`: returns the result (None for --list and --dry-run)."""
-    from . import console, plan as plans
+    from . import console
 
     current = read_version(settings.root)
     if list_only:
         show_list(current)
         return None
-    rel = Release(settings, current, target_version(current, bump, set_version), deploy, skip_host)
+    rel = Release(settings, current, target_version(current, bump, set_version), deploy, skip_host, allow_dirty)
     if rel.new.numbers < current.numbers:
         console.warn(f"{rel.new} is lower than the current {current}")
-    check(rel, allow_dirty=allow_dirty)
-    from .job import lock
-
+    plan = check(rel, dry_run=dry_run)  # the refusals, before any change (also of a dry run)
+    result = run(rel, plan, dry_run=dry_run)  # the whole release under the deploy lock when it deploys
     if dry_run:
-        if deploy:
-            lock.check_free(settings)
-        plans.show(make_plan(rel), dry_run=True)
         return None
-    if deploy:  # the whole release under the deploy lock: the bump, tag, push and deploy of one at a time
-        with lock.hold(settings, f"release {rel.tag}"):
-            result = run(rel)
-    else:
-        result = run(rel)
     summary(result, settings)
     console.done(f"released {rel.tag}" + ("" if deploy else " (not deployed)"))
     return result

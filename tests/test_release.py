@@ -210,7 +210,7 @@ def test_ignored_files_do_not_make_the_tree_dirty(repo, registry):
     git(repo, "commit", "--quiet", "-m", "ignore data")
     (repo / "data").mkdir()
     (repo / "data" / "mlflow.db").write_text("x")
-    rel.release(load(repo, registry), bump="minor", dry_run=True)  # no refusal
+    rel.release(load(repo, registry), bump="minor", deploy=False, dry_run=True)  # no refusal
 
 
 def test_an_existing_git_tag_is_refused(repo):
@@ -239,13 +239,18 @@ def test_not_a_git_repository_is_refused(repo):
 
 # --- dry run -------------------------------------------------------------------------------------
 def test_dry_run_prints_every_step_with_its_values_and_changes_nothing(repo, registry, capsys):
+    """Nomad does not answer: the release's own steps are shown, the deploy's job step says it cannot read its
+    part, and the dry run ends with that error (a real run would stop there)."""
     settings = load(repo, registry, nomad_addr="http://nomad.example:4646")
     before = snapshot(repo, registry, settings)
-    assert rel.release(settings, bump="minor", dry_run=True) is None
+    with pytest.raises(UserError) as caught:
+        rel.release(settings, bump="minor", dry_run=True, skip_host=True)
+    assert "nomad.example" in caught.value.message
     said = capsys.readouterr().err
     image = f"{registry.address}/{settings.image}"
     for value in ("0.99 → 0.100", "Release v0.100", f"{image}:v0.100", f"{image}:latest",
-                  settings.base_image, "http://nomad.example:4646", "http://mlflow.lan/", "nothing was changed"):
+                  settings.base_image, "http://nomad.example:4646", "http://mlflow.lan/", "nothing was changed",
+                  "job: would stop here"):
         assert value in said, value
     assert snapshot(repo, registry, settings) == before
 

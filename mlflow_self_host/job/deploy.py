@@ -1,25 +1,28 @@
 """`inv deploy`: configure the host, build and push v{version}, plan, register (check-and-set), follow.
 
-0. Unless skip_host: the MLflow store on the host is read (migrate/takeover.py); a setup the original
-   recipe left is taken over after the push and before the register (stop, kept copy, owners, artifact
-   locations), and a database that cannot be (corrupt, newer schema) is refused before any change.
-1. configure-host (unless skip_host), build and push (unless skip_build); the registry must have the tag.
-   The image is built for the clients' platform (image/platform.py), and refused (exit 10) before the
-   push, and again before the register, when no client the job can go to runs its architecture
-   (cluster.py); the job's constraint on ${attr.cpu.arch} gets the registry image's architectures.
-2. The agent parses the job file with the variables (/v1/jobs/parse) and plans it with a diff;
-   nothing changed: "already deployed", nothing registered. The service goes into the catalogue the
+0. Before any change: MSH_DATABASE_URL (store postgres), the MLflow store on the host (migrate/takeover.py:
+   a setup the original recipe left is taken over after the push and before the register; a database that
+   cannot be, corrupt or of a newer schema, is refused) and, with --skip-build, the registry's tag.
+1. host: configure-host's plan (host/configure.py), unless skip_host.
+2. image: build and push (image/publish.py's plan), unless skip_build; the registry must have the tag. The
+   image is built for the clients' platform (image/platform.py), and refused (exit 10) before the push,
+   and again before the register, when no client the job can go to runs its architecture (cluster.py);
+   the job's constraint on ${attr.cpu.arch} gets the registry image's architectures.
+3. takeover: the original recipe's setup taken over (stop, kept copy, owners, artifact locations).
+4. store: the agent parses the job file with the variables (/v1/jobs/parse) and plans it with a diff
+   (shown); from that plan: the database backed up (a running version changes), the PostgreSQL URL
+   written to the job's Nomad Variable (store postgres). The service goes into the catalogue the
    service_provider setting names, or the one the clients have (service_provider.py); a move is warned of.
-3. Register with EnforceIndex and the plan's JobModifyIndex: a change made meanwhile is refused.
-4. Follow the evaluation and deployment to their end (follow.py; exit codes 10, 11, 12).
-5. On failure the failing allocations' task events and stderr are shown (follow.py).
-6. The service must answer an MLflow API call through the deploy URL (http://{domain}/ by default).
+5. job: register with EnforceIndex and the plan's JobModifyIndex (a change made meanwhile is refused),
+   follow the evaluation and deployment to their end (follow.py; exit codes 10, 11, 12; on failure the
+   failing allocations' task events and stderr), check that the service answers an MLflow API call
+   through the deploy URL (deploy_url, http://{domain}/ by default). Nothing changed: "already deployed".
 
-Facts, then a plan, then its steps (deploy_plan.py: ``make_plan(settings, facts)`` is pure): the facts
-before any change give the host and image steps; Nomad's plan, read after them, gives the rest (back up,
-register, follow, check) or an empty job part with its reason. Each step shows its own plan as it runs
-(configure-host's, the image's, Nomad's diff); a dry run runs them in their dry form and shows the
-deploy's whole plan at the end.
+Each step is read, planned and applied in turn by the runner (runner.py), which holds the deploy lock for
+the whole sequence; the deploy's job part (deploy_plan.py's ``make_plan``, pure) is made once, from
+Nomad's plan, and split between the store and job steps. A dry run is every step in its dry form; a step
+that cannot read its part says so and the later steps are still shown. `inv release` runs the same steps
+after its own (``Deploy.steps``).
 """
 from __future__ import annotations
 
@@ -27,12 +30,16 @@ from dataclasses import dataclass, replace
 
 from .. import poll
 from ..errors import ExitCode, UserError, first_line
+from ..plan import QUIET, Plan
 from ..version import Version
 from ..image import platform as platform_mod
 from . import cluster
 from . import follow as follower
 from . import jobfile, nomad_api, plan_view
-from .deploy_plan import API_PATH, JOB, DeployFacts, JobFacts, deploy_url, make_plan
+from .deploy_plan import API_PATH, DeployFacts, JobFacts, deploy_url, make_plan
+
+STORE = ("backup", "variable")  # the store step's part of the deploy's plan
+JOB = ("register", "follow", "check")  # the job step's part
 
 
 @dataclass
@@ -51,122 +58,219 @@ def _version(version) -> Version:
 
 def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, skip_build: bool = False,
            backup: bool = True, migrate: bool = False) -> DeployResult:
-    """The whole deploy under the deploy lock (lock.py; a dry run only says who holds it).
+    """The whole deploy, its steps run by the runner under the deploy lock (a dry run only says who holds it).
 
     ``migrate``: `inv migrate`, where a store that cannot be taken over (no database) is an error;
     a deploy takes one over only when it finds one (migrate/takeover.py)."""
-    from . import lock
+    from .. import runner
 
     version = _version(version)
-    args = (settings, version, dry_run, skip_host, skip_build, backup, migrate)
-    if dry_run:
-        lock.check_free(settings)
-        return _deploy(*args)
-    with lock.hold(settings, f"{'migrate to' if migrate else 'deploy'} v{version.text}"):
-        return _deploy(*args)
+    what = f"{'migrate to' if migrate else 'deploy'} v{version.text}"
+    steps = Deploy(settings, version, dry_run=dry_run, skip_host=skip_host, skip_build=skip_build, backup=backup,
+                   migrate=migrate)
+    with steps:
+        runner.run(steps.steps(), dry_run=dry_run, lock=runner.Lock(settings, what))
+    return steps.result
 
 
-def _read_takeover(settings, n, dry_run: bool, migrate: bool):
-    """0. The store on the host and the registered job: a takeover to do, or None (refusals first)."""
-    from .. import console
-    from ..host import ssh
-    from ..migrate import takeover
+class Deploy:
+    """A deploy's steps (``steps()``, for the runner) and what one step hands the next: the SSH connection,
+    the takeover found, the client nodes, the image's platforms, Nomad's plan, the register's response.
 
-    from ..migrate.store import NoPython
+    ``pushed``: `inv release` pushed v{version} just before these steps (on a dry run: would have)."""
 
-    console.step(f"reading the MLflow store on {settings.host}")
-    host = ssh.connect(settings)
-    try:
-        found = takeover.read(settings, host, n, require=migrate)
-    except NoPython as exc:
-        if migrate:
-            raise
-        console.warn(f"{exc.message}: not checked for a setup to take over (`inv migrate` needs it)")
-        return host, None
-    if found.needed:
-        from ..plan import show
-
-        show(found.plan, dry_run=dry_run)
-    elif migrate:
-        console.done(f"nothing to migrate: {found.reason}")
-    return host, found
-
-
-def _warn_not_ours(settings, n) -> None:
-    """--skip-host does not read the store: say so when the running job looks like the original recipe's."""
-    from .. import console
-
-    current = jobfile.current(settings, n)
-    image = jobfile.image_of(current)
-    if current and not current.get("Stop") and image and jobfile.version_of(image) is None:
-        console.warn(f"job {settings.job_name} runs {image}, not a version of ours: `inv migrate` takes such a setup "
-                     "over (--skip-host skipped reading its store)")
-
-
-def _deploy(settings, version: Version, dry_run: bool, skip_host: bool, skip_build: bool, backup: bool,
-            migrate: bool = False) -> DeployResult:
-    from . import database_variable
-
-    database_variable.wanted(settings)  # store postgres: MSH_DATABASE_URL set and a PostgreSQL URL, before any change
-    n = nomad_api.client(settings)
-    store_host, found = (None, None) if skip_host else _read_takeover(settings, n, dry_run, migrate)
-    try:
-        if skip_host:
-            _warn_not_ours(settings, n)
-
-        # 1. the host, the image (with --skip-build the registry must have the tag: asked before any change)
-        pushed = _require_tag(settings, version, would_push=False) if skip_build else None
-        facts = DeployFacts(version.text, settings.image_ref(version.text), skip_host=skip_host, skip_build=skip_build,
-                            backup=backup, dry_run=dry_run, migrate=migrate,
-                            takeover=len(found.plan) if found is not None and found.needed else 0,
-                            registry_has_tag=True if skip_build else None)
-        run = Apply(settings, n, version, dry_run, store_host, found, pushed)
-        for change in make_plan(settings, facts):  # the host and image steps; the job's part is decided after them
-            if change.op.kind != "job":
-                run.apply_one(change)
-        run.image_checked()
-        try:
-            result = run.job(facts)
-        except UserError as exc:
-            if found is not None and found.backup_path and exc.code != ExitCode.SERVICE_UNREACHABLE:  # 13: the job is healthy
-                from ..migrate import takeover
-
-                hint = "; ".join(h for h in (exc.hint, takeover.restore_hint(found)) if h)
-                raise UserError(exc.message, hint=hint, code=exc.code) from None
-            raise
-        if found is not None and found.needed and not dry_run:
-            from ..migrate import takeover
-
-            takeover.verify(settings, store_host, found)
-        return result
-    finally:
-        if store_host is not None:  # the one SSH connection of this deploy (the store, the backup)
-            store_host.close()
-
-
-class Apply:
-    """One deploy's steps (``apply_one``: one change of the plan), and what a step hands the next: the client
-    nodes, the image's platforms, Nomad's plan and the register's response."""
-
-    def __init__(self, settings, n, version: Version, dry_run: bool, store_host, found, pushed):
-        self.settings, self.n, self.version, self.dry_run = settings, n, version, dry_run
-        self.image = settings.image_ref(version.text)
-        self.store_host, self.found, self.pushed = store_host, found, pushed
+    def __init__(self, settings, version, *, dry_run: bool = False, skip_host: bool = False,
+                 skip_build: bool = False, backup: bool = True, migrate: bool = False, pushed: bool = False):
+        self.settings, self.version, self.dry_run = settings, _version(version), dry_run
+        self.skip_host, self.skip_build, self.backup, self.migrate = skip_host, skip_build, backup, migrate
+        self.released = pushed
+        self.image = settings.image_ref(self.version.text)
+        self.n = None
+        self.host = None  # the one SSH connection of this deploy (configure-host, the store, the backup)
+        self.found = None  # migrate/takeover.py's Takeover, or None
+        self.early: dict[str, UserError] = {}  # a dry run: what a step could not read before any change
         self.local = None  # the built image's platform
+        self.pushed = None  # the registry image's platforms
         self.nodes = None
+        self.unreadable = ""  # a dry run: why the clients could not be read
         self._nodes_read = self._checked = False
+        self.image_apply = None
+        self.known: JobFacts | None = None
+        self.job_error: UserError | None = None  # reading Nomad's plan of the job failed (the job step says it)
+        self.refusal: UserError | None = None  # the job's plan refuses (the job step says it)
+        self.plan: Plan | None = None  # the deploy's plan made from Nomad's, once
         self.job_spec: dict | None = None
         self.response: dict | None = None
         self.outcome = None
         self.url = None
         self.variable = None  # store postgres: database_variable.VariableFacts
+        self.written = self.registered = self.taken_over = False
+        self.result = DeployResult("dry-run" if dry_run else "unchanged", self.image)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[1] is not None and isinstance(exc[1], UserError):
+            self._add_restore_hint(exc[1])
+        if self.host is not None and not isinstance(self.host, UserError):
+            self.host.close()
+            self.host = None
+
+    # --- the steps -------------------------------------------------------------------------------
+    def steps(self):
+        """host, image, takeover, store, job (runner.Step), each made when the ones before it ran."""
+        from ..runner import Step
+
+        self._read_early()
+        if not self.skip_host:
+            yield Step("host", read=self._read_host, plan=self._plan_host, apply_one=self._apply_host)
+        yield Step("image", read=self._read_image, plan=self._plan_image, apply_one=self._apply_image)
+        if (self.found is not None and self.found.needed) or "takeover" in self.early:
+            yield Step("takeover", read=self._read_takeover, plan=lambda found: found.plan,
+                       apply_one=self._apply_takeover, show=False)  # shown when read, before any change
+        yield Step("store", read=self._read_store, plan=self._plan_store, apply_one=self._apply_job_change)
+        yield Step("job", read=self._read_job, plan=self._plan_job, apply_one=self._apply_job_change)
+        self._finish()
+
+    def _early(self, step: str, read):
+        """A read before any change: its refusal stops a real deploy here; a dry run keeps it for ``step``."""
+        try:
+            return read()
+        except UserError as exc:
+            if not self.dry_run:
+                raise
+            self.early.setdefault(step, exc)
+            return None
+
+    def _raise_early(self, step: str) -> None:
+        if step in self.early:
+            raise self.early[step]
+
+    def _read_early(self) -> None:
+        from . import database_variable
+
+        settings = self.settings
+        self._early("store", lambda: database_variable.wanted(settings))  # MSH_DATABASE_URL, before any change
+        self.n = nomad_api.client(settings)
+        if not self.skip_host:
+            self.found = self._early("takeover", self._read_store_on_host)
+        else:
+            self._early("job", lambda: _warn_not_ours(settings, self.n))
+        if self.skip_build:  # the registry must have the tag: asked before any change
+            self.pushed = self._early("image", lambda: _require_tag(settings, self.version,
+                                                                    would_push=self.released and self.dry_run))
+
+    def _connection(self):
+        from ..host import ssh
+
+        if isinstance(self.host, UserError):  # a dry run: connecting failed already (said once per step)
+            raise self.host
+        if self.host is None:
+            try:
+                self.host = ssh.connect(self.settings)
+            except UserError as exc:
+                self.host = exc
+                raise
+        return self.host
+
+    def _read_store_on_host(self):
+        """The store on the host and the registered job: a takeover to do, or None (refusals first)."""
+        from .. import console
+        from ..migrate import takeover
+        from ..migrate.store import NoPython
+
+        settings = self.settings
+        console.step(f"reading the MLflow store on {settings.host}")
+        try:
+            found = takeover.read(settings, self._connection(), self.n, require=self.migrate)
+        except NoPython as exc:
+            if self.migrate:
+                raise
+            console.warn(f"{exc.message}: not checked for a setup to take over (`inv migrate` needs it)")
+            return None
+        if found.needed:  # said before any change: a refusal that follows (the registry's tag) comes after it
+            from ..plan import show
+
+            show(found.plan, dry_run=self.dry_run)
+        elif self.migrate:
+            console.done(f"nothing to migrate: {found.reason}")
+        return found
+
+    # host: configure-host's read_facts, make_plan and Apply over the deploy's connection
+    def _read_host(self):
+        from .. import console
+        from ..host import configure
+
+        settings = self.settings
+        configure.wanted_folders(settings)  # a bad image_user or folder_mode is refused before connecting
+        jobfile.read_source(settings)  # a missing job file: its one message
+        job_content = configure.job_source(settings).read_bytes()  # the bytes configure-host writes to the host
+        console.step(f"reading {settings.ssh_user}@{settings.host}:{settings.ssh_port}")
+        return configure.read_facts(self._connection(), settings), job_content
+
+    def _plan_host(self, read) -> Plan:
+        from ..host import configure
+
+        facts, job_content = read
+        return configure.make_plan(self.settings, facts, job_content, host=self.settings.host)
+
+    def _apply_host(self, change):
+        from ..host import configure
+
+        return configure.Apply(self._connection(), self.settings).apply_one(change)
+
+    # image: the build and push (image/publish.py), or with --skip-build the registry's tag
     def read_nodes(self):
-        """The client nodes, read once after configure-host (its restart changes what they offer)."""
+        """The client nodes, read once after configure-host (its restart changes what they offer); a dry run
+        that cannot read them goes on without (the platform is then this machine's)."""
         if not self._nodes_read:
-            self.nodes = _clients(self.settings, self.n)
+            try:
+                self.nodes = _clients(self.settings, self.n)
+            except UserError as exc:
+                if not self.dry_run:
+                    raise
+                self.unreadable = exc.message
             self._nodes_read = True
         return self.nodes
+
+    def _read_image(self):
+        from .. import console
+        from ..image import publish
+
+        self._raise_early("image")
+        if self.skip_build:
+            return None
+        settings, version = self.settings, self.version
+        nodes = self.read_nodes()
+        choice = platform_mod.wanted(settings, nodes=nodes, unreadable=self.unreadable)
+        facts = publish.read_facts(settings, version, version.tag, dry_run=self.dry_run)
+        for warning in publish.warnings(facts, facts.ref):
+            console.warn(warning)
+        return facts, choice
+
+    def _plan_image(self, read) -> Plan:
+        """The image's plan (built unless the engine has it for the wanted platform, pushed unless the registry's
+        tag already is this image); one no client the job can go to runs is refused before the push."""
+        from ..image import publish
+
+        if read is None:  # --skip-build
+            where = "pushed by the release" if self.released else "--skip-build: the registry has it"
+            return Plan(f"image {self.image}", reason=f"no build: {where}")
+        facts, choice = read
+        plan = publish.make_release_plan(self.settings, facts, self.version, choice, dry_run=self.dry_run)
+        self.local = publish.release_platform(facts, choice)
+        if self.nodes is not None:
+            _refuse_other_arch(self.settings, facts.ref, [self.local], self.nodes, self.dry_run,
+                               "refusing before the push; nothing was pushed or registered")
+        return plan
+
+    def _apply_image(self, change):
+        from ..image import publish
+
+        if self.image_apply is None:
+            self.image_apply = publish.Apply(self.settings, self.version)
+        return self.image_apply.apply_one(change)
 
     @property
     def platforms(self):
@@ -177,68 +281,74 @@ class Apply:
     def image_checked(self) -> None:
         """The registry's image against the clients, once, before the takeover and the register (an image
         just built was checked before its push)."""
-        self.read_nodes()
         if self._checked:
             return
         self._checked = True
+        if not self.skip_build:
+            self.pushed = _require_tag(self.settings, self.version, would_push=self.dry_run)
+        self.read_nodes()
         platforms, nodes = self.platforms, self.nodes
         if platforms and nodes is not None and platforms != [self.local]:
             _refuse_other_arch(self.settings, self.image, platforms, nodes, self.dry_run,
                                "refusing before the register; nothing was registered")
 
-    def apply_one(self, change) -> None:
+    # takeover: now that the image is in the registry (the job is stopped there)
+    def _read_takeover(self):
+        self._raise_early("takeover")
+        self.image_checked()
+        return self.found
+
+    def _apply_takeover(self, change):
+        from ..migrate import takeover
+
+        if not self.taken_over:  # takeover.apply makes the whole plan, saying each part
+            takeover.apply(self.settings, self.host, self.n, self.found)
+            self.taken_over = True
+        return QUIET
+
+    # store and job: Nomad's plan of the job, read once; the deploy's plan made from it once
+    def _read_store(self):
+        self._raise_early("store")
+        try:
+            self._read_nomad_plan()
+        except UserError as exc:
+            self.job_error = exc  # said by the job step (a real run stops there, before any change)
+        return self.plan
+
+    def _plan_store(self, plan: Plan | None) -> Plan:
+        from ..store import database
+
+        part = Plan("database" if database.kind(self.settings) == "sqlite" else f"database ({database.kind(self.settings)})")
+        if plan is None:
+            part.reason = "decided from Nomad's plan of the job (see the job step)"
+            return part
+        part.changes = [change for change in plan if change.op.kind in STORE]
+        part.reason = "no backup needed" + ("" if self.variable is None else ", the database URL is the Variable's")
+        return part
+
+    def _read_job(self):
+        self._raise_early("job")
+        if self.job_error is not None:
+            raise self.job_error
+        return self.plan
+
+    def _plan_job(self, plan: Plan) -> Plan:
+        if self.refusal is not None:
+            raise self.refusal
+        part = Plan(f"job {self.settings.job_name}", reason=plan.reason)
+        part.changes = [replace(change, diff="") for change in plan if change.op.kind in JOB]  # the diff: shown
+        return part
+
+    def _read_nomad_plan(self) -> None:
+        """Nomad's plan of the job as parsed now (its diff shown), and the deploy's plan made from it."""
         from .. import console
-
-        settings, version, op = self.settings, self.version, change.op
-        if op.kind == "configure_host":
-            from ..host import configure
-
-            configure.run(settings, dry_run=self.dry_run)
-        elif op.kind == "build":  # builds and pushes (the image's own plan)
-            self.local = _build_and_push(settings, version, self.dry_run, self.read_nodes())
-            self.pushed = _require_tag(settings, version, would_push=self.dry_run)
-        elif op.kind == "takeover":  # now that the image is in the registry (the job is stopped there)
-            self.image_checked()
-            if not self.dry_run:
-                from ..migrate import takeover
-
-                takeover.apply(settings, self.store_host, self.n, self.found)
-        elif op.kind == "variable":  # store postgres: the database's URL, for the job's template
-            from . import database_variable
-
-            console.step(change.describe())  # the URL with its password as ****
-            database_variable.write(settings, self.n, self.variable)
-        elif op.kind == "backup":  # before an image version change of a running job
-            running_version = op.from_version
-            from .. import backup as backups
-
-            backups.before_deploy(settings, running_version, version.text, remote=self.store_host)
-        elif op.kind == "register":  # check-and-set against the plan
-            console.step(f"registering job {settings.job_name} (check-and-set at index {op.modify_index})")
-            self.response = register(settings, self.n, self.job_spec, op.modify_index)
-        elif op.kind == "follow":
-            if op.deployment_id:
-                console.info(change.detail)
-                self.outcome = follower.follow(settings, self.n, op.deployment_id, f"v{version.text}",
-                                               poll.Deadline(int(settings.deploy_timeout)))
-            else:
-                self.outcome = follower.after_submit(settings, self.n, self.response, f"v{version.text}")
-        elif op.kind == "check":
-            self.url = check_service(settings)
-        else:
-            raise ValueError(f"unknown deploy step {op.kind}")
-
-    def job(self, facts: DeployFacts) -> DeployResult:
-        """2-6: Nomad's plan of the job (shown), then the deploy's plan made from it, and its job steps."""
-        from .. import console
-        from .. import plan as plans
-
-        settings, n, version, image = self.settings, self.n, self.version, self.image
-        console.step(f"planning job {settings.job_name} with {image} on {nomad_api.address(settings)}")
-        provider = _provider(settings, n, self.nodes)
-        platforms = self.platforms
         from . import database_variable
 
+        self.image_checked()
+        settings, n, version, image = self.settings, self.n, self.version, self.image
+        console.step(f"planning job {settings.job_name} with {image} on {nomad_api.address(settings)}")
+        provider = _provider(settings, n, self.nodes, self.unreadable)
+        platforms = self.platforms
         self.variable = database_variable.read(settings, n)  # store postgres: its revision is in the job
         self.job_spec = jobfile.parse(settings, n, version.text,
                                       arch=platform_mod.archs(platforms) if platforms else None,
@@ -269,29 +379,98 @@ class Apply:
                                                            n=n, job=self.job_spec)
                 if self.dry_run:
                     console.warn(known.placement.message)
-        plan = make_plan(settings, replace(facts, job=known,
-                                           takeover_copy=bool(self.found and self.found.backup_path)))
-        steps = [change for change in plan if change.op.kind in JOB]
-        if not steps:
-            console.done(plan.reason)
-            return DeployResult("unchanged", image, known.job_version, (known.latest or {}).get("ID"))
-        if self.dry_run:  # the whole deploy, Nomad's diff shown above
-            plans.show(plans.Plan(plan.title, [replace(change, diff="") for change in plan]), dry_run=True)
+        self.known = known
+        facts = DeployFacts(version.text, image, skip_host=self.skip_host, skip_build=self.skip_build,
+                            backup=self.backup, dry_run=self.dry_run, migrate=self.migrate,
+                            takeover=len(self.found.plan) if self.found is not None and self.found.needed else 0,
+                            takeover_copy=bool(self.found and self.found.backup_path),
+                            registry_has_tag=True if self.skip_build else None, job=known)
+        try:
+            self.plan = make_plan(self.settings, facts)
+        except UserError as exc:  # the job step refuses (a real run: before the store step changes anything)
+            self.refusal = exc
+            self.plan = Plan(f"deploy v{version.text}")
+
+    def _apply_job_change(self, change):
+        """One change of the store or job part: back up, write the URL, register, follow, check."""
+        try:
+            said = self.apply_one(change)
+        except UserError as exc:
+            if self.written:
+                _say_where_the_url_is(self.settings, self.n, self.variable, exc, self.registered)
+            raise
+        self.written = self.written or change.op.kind == "variable"
+        self.registered = self.registered or change.op.kind == "register"
+        return said
+
+    def apply_one(self, change):
+        from .. import console
+
+        settings, version, op = self.settings, self.version, change.op
+        if op.kind == "variable":  # store postgres: the database's URL, for the job's template
+            from . import database_variable
+
+            console.step(change.describe())  # the URL with its password as ****
+            database_variable.write(settings, self.n, self.variable)
+        elif op.kind == "backup":  # before an image version change of a running job
+            from .. import backup as backups
+
+            backups.before_deploy(settings, op.from_version, version.text, remote=self.host)
+        elif op.kind == "register":  # check-and-set against the plan
+            console.step(f"registering job {settings.job_name} (check-and-set at index {op.modify_index})")
+            self.response = register(settings, self.n, self.job_spec, op.modify_index)
+        elif op.kind == "follow":
+            if op.deployment_id:
+                console.info(change.detail)
+                self.outcome = follower.follow(settings, self.n, op.deployment_id, f"v{version.text}",
+                                               poll.Deadline(int(settings.deploy_timeout)))
+            else:
+                self.outcome = follower.after_submit(settings, self.n, self.response, f"v{version.text}")
+        elif op.kind == "check":
+            self.url = check_service(settings)
+        else:
+            raise ValueError(f"unknown deploy step {op.kind}")
+        return None
+
+    def _finish(self) -> None:
+        """After the job step: the takeover's schema verified, the result and the last line."""
+        from .. import console
+
+        known = self.known or JobFacts(job_version=None)
+        if self.dry_run:
             console.err.print("[dim]dry run: nothing was registered[/]")
-            return DeployResult("dry-run", image, known.job_version, None, diff=known.diff)
-        written = registered = False  # store postgres: the Variable's new URL written; the job registered
-        for change in steps:
-            try:
-                self.apply_one(change)
-            except UserError as exc:
-                if written:
-                    _say_where_the_url_is(settings, n, self.variable, exc, registered)
-                raise
-            written = written or change.op.kind == "variable"
-            registered = registered or change.op.kind == "register"
-        url, outcome = self.url, self.outcome
-        console.done(f"deployed v{version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
-        return DeployResult("deployed", image, outcome.job_version, outcome.deployment_id, url, known.diff)
+            self.result = DeployResult("dry-run", self.image, known.job_version, None, diff=known.diff)
+            return
+        if self.outcome is None:
+            self.result = DeployResult("unchanged", self.image, known.job_version, (known.latest or {}).get("ID"))
+            return
+        if self.found is not None and self.found.needed:
+            from ..migrate import takeover
+
+            takeover.verify(self.settings, self.host, self.found)
+        outcome, url = self.outcome, self.url
+        console.done(f"deployed v{self.version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
+        self.result = DeployResult("deployed", self.image, outcome.job_version, outcome.deployment_id, url, known.diff)
+
+    def _add_restore_hint(self, exc: UserError) -> None:
+        """After a takeover, a failure names the kept copy of the original database (13: the job is healthy)."""
+        found = self.found
+        if found is None or not found.backup_path or not self.taken_over or exc.code == ExitCode.SERVICE_UNREACHABLE:
+            return
+        from ..migrate import takeover
+
+        exc.hint = "; ".join(h for h in (exc.hint, takeover.restore_hint(found)) if h)
+
+
+def _warn_not_ours(settings, n) -> None:
+    """--skip-host does not read the store: say so when the running job looks like the original recipe's."""
+    from .. import console
+
+    current = jobfile.current(settings, n)
+    image = jobfile.image_of(current)
+    if current and not current.get("Stop") and image and jobfile.version_of(image) is None:
+        console.warn(f"job {settings.job_name} runs {image}, not a version of ours: `inv migrate` takes such a setup "
+                     "over (--skip-host skipped reading its store)")
 
 
 def _say_where_the_url_is(settings, n, variable, exc: UserError, registered: bool) -> None:
@@ -307,7 +486,7 @@ def _say_where_the_url_is(settings, n, variable, exc: UserError, registered: boo
             said = (f"the version Nomad went back to reads its own database URL (revision {back}) from "
                     f"{variable.path}; the new one stays there unused: fix MSH_DATABASE_URL and `inv deploy`")
         else:
-            said = (f"the version Nomad went back to reads the new database URL too: set MSH_DATABASE_URL to the "
+            said = ("the version Nomad went back to reads the new database URL too: set MSH_DATABASE_URL to the "
                     "old URL and `inv deploy`")
     elif not registered:
         said = (f"{variable.path} already holds the new database URL, which the job does not read yet: `inv "
@@ -332,14 +511,14 @@ def _clients(settings, n):
         return None
 
 
-def _provider(settings, n, nodes):
+def _provider(settings, n, nodes, unreadable: str = ""):
     """Where the service is registered (service_provider.py), said on every deploy: the user's proxy reads
     one catalogue only."""
     from .. import console
     from . import service_provider
 
     choice = service_provider.wanted(settings, nodes=nodes, n=n,
-                                     unreadable="" if nodes is not None else "the token lacks node:read")
+                                     unreadable="" if nodes is not None else unreadable or "the token lacks node:read")
     console.info(f"service provider: {choice.value} ({choice.source})")
     return choice
 
@@ -368,23 +547,6 @@ def _refuse_other_arch(settings, image: str, image_platforms, nodes, dry_run: bo
     if not dry_run:
         raise error
     console.warn(error.message)
-
-
-def _build_and_push(settings, version: Version, dry_run: bool, nodes):
-    """Build v{version} when the engine lacks it, or has it for another platform than the one wanted
-    (the platform setting, else the clients': image/platform.py); a version tag is a release, so `inv
-    build` rebuilds on purpose. Refuse before the build and push an image no client can run; push unless
-    the registry's tag already is this image: a re-run sends nothing (image/publish.py's plan; a dry run
-    shows it). Returns the image's platform."""
-    from ..image import publish
-
-    choice = platform_mod.wanted(settings, nodes=nodes)
-    facts, plan, platform = publish.release_image(settings, version, choice, dry_run=dry_run)
-    if nodes is not None:
-        _refuse_other_arch(settings, facts.ref, [platform], nodes, dry_run,
-                           "refusing before the push; nothing was pushed or registered")
-    publish.apply_release(settings, version, facts, plan, dry_run=dry_run)
-    return platform
 
 
 def _require_tag(settings, version: Version, would_push: bool):

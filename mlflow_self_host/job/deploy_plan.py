@@ -1,16 +1,15 @@
 """`inv deploy` as data: the facts deploy reads, and the pure plan made from them (no I/O here).
 
 A deploy is sequential: configure-host changes what Nomad can place, and the build decides the image's
-platform, which the job's constraint takes. So the facts come in two reads (deploy.py):
-
-1. before any change: the flags, the takeover found on the host, whether the registry has the tag
-   (--skip-build). ``make_plan`` with ``job=None`` gives the host and image steps, and one ``register``
-   change that says its part is decided after them;
-2. after the host and image steps: Nomad's plan of the job (its diff, its check-and-set index, a
-   placement failure), the registered job (its version, the running image's version) and, when the plan
-   changes nothing, the latest deployment. ``make_plan`` with ``job`` gives the whole deploy: the steps
-   done, then back up, register, follow, check (``--dry-run`` shows it), or an empty job part with its
-   reason ("already deployed: v0.99 ..."), or a refusal (its deployment failed: exit 11).
+platform, which the job's constraint takes. deploy.py runs it as steps (host, image, takeover, store, job,
+each with its own plan); this module decides the store and job steps, from Nomad's plan read after the
+host and image steps: the job (its diff, its check-and-set index, a placement failure), the registered job
+(its version, the running image's version) and, when the plan changes nothing, the latest deployment.
+``make_plan`` with ``job`` gives the whole deploy: the steps before it as one line each (their own plans
+are configure-host's, the image's, the takeover's), then back up and write the database URL (the store
+step), register, follow, check (the job step), or an empty job part with its reason ("already deployed:
+v0.99 ..."), or a refusal (its deployment failed: exit 11). It is made once per deploy; ``job=None`` (not
+read yet) gives the steps before it and one ``register`` line saying its part is decided after them.
 """
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ from ..errors import ExitCode, UserError
 from ..plan import Plan
 
 API_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
-JOB = ("variable", "backup", "register", "follow", "check")  # the steps decided from Nomad's plan (read after the others)
 
 
 @dataclass(frozen=True)

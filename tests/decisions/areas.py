@@ -167,25 +167,67 @@ def plan_image(settings, facts: dict, args: dict) -> Plan:
     """`inv push` / `inv pushlatest` (``"task"``, ``"dry_run"``) or deploy's image (``"task": "deploy"``,
     ``"platform"`` wanted) from image/publish.py's facts (``"built"``: the engine's platform, null: not
     built; ``"registry_error"``: {"message", "code"})."""
-    from mlflow_self_host.errors import UserError
     from mlflow_self_host.image import publish
     from mlflow_self_host.image.platform import Choice, Platform
     from mlflow_self_host.version import Version
 
     version = Version(args.get("version", "0.99"))
-    error = facts.get("registry_error")
-    image_facts = publish.ImageFacts(
-        settings.image_ref(version.text), engine_at="the local socket (/var/run/docker.sock)",
-        engine_failure=facts.get("engine_failure"),
-        built=Platform.parse(facts["built"]) if facts.get("built") else None,
-        local_digests=tuple(facts.get("local_digests", ())), remote_digest=facts.get("remote_digest"),
-        registry_error=UserError(error["message"], code=error.get("code", 1)) if error else None)
+    image_facts = _image_facts(settings, facts, version)
     task, dry_run = args.get("task", "push"), args.get("dry_run", False)
     if task == "deploy":
         choice = Choice([Platform.parse(args.get("platform", "linux/amd64"))], "the platform setting")
         return publish.make_release_plan(settings, image_facts, version, choice, dry_run=dry_run)
     tag = "latest" if task == "pushlatest" else version.tag
     return publish.make_push_plan(settings, image_facts, version, tag, dry_run=dry_run)
+
+
+def _image_facts(settings, facts: dict, version):
+    """image/publish.py's ImageFacts: ``built`` (the engine's platform, null: not built), ``local_digests``,
+    ``remote_digest``, ``engine_failure``, ``registry_error`` ({"message", "code"})."""
+    from mlflow_self_host.errors import UserError
+    from mlflow_self_host.image import publish
+    from mlflow_self_host.image.platform import Platform
+
+    error = facts.get("registry_error")
+    return publish.ImageFacts(
+        settings.image_ref(version.text), engine_at="the local socket (/var/run/docker.sock)",
+        engine_failure=facts.get("engine_failure"),
+        built=Platform.parse(facts["built"]) if facts.get("built") else None,
+        local_digests=tuple(facts.get("local_digests", ())), remote_digest=facts.get("remote_digest"),
+        registry_error=UserError(error["message"], code=error.get("code", 1)) if error else None)
+
+
+def _choice(args: dict):
+    from mlflow_self_host.image.platform import Choice, Platform
+
+    return Choice([Platform.parse(args.get("platform", "linux/amd64"))], "the platform setting")
+
+
+def plan_build(settings, facts: dict, args: dict) -> Plan:
+    """The release's image (release.image_plan): built unless the engine has v{version} for the platform
+    wanted (``"platform"`` in args), pushed unless the registry's tag is this image; facts as plan_image's."""
+    from mlflow_self_host import release
+    from mlflow_self_host.version import Version
+
+    version = Version(args.get("version", "0.100"))
+    return release.image_plan(settings, _image_facts(settings, facts, version), version, _choice(args),
+                              dry_run=args.get("dry_run", False))
+
+
+def plan_release(settings, facts: dict, args: dict) -> Plan:
+    """`inv release` from what it reads before any change: git's (``repository``, ``identity``, ``dirty``
+    porcelain lines, ``git_tag``: v{new} exists) and v{new}'s image as plan_image reads it (``image``).
+    args: ``current``, ``new``, ``deploy``, ``skip_host``, ``allow_dirty``, ``platform``, ``dry_run``."""
+    from mlflow_self_host import release
+    from mlflow_self_host.version import Version
+
+    new = Version(args.get("new", "0.100"))
+    rel = release.Release(settings, Version(args.get("current", "0.99")),
+                          new, args.get("deploy", True), args.get("skip_host", False), args.get("allow_dirty", False))
+    release_facts = release.ReleaseFacts(facts.get("repository", True), facts.get("identity", True),
+                                         facts.get("dirty", []), facts.get("git_tag", False),
+                                         _image_facts(settings, facts.get("image", {}), new), _choice(args))
+    return release.make_plan(rel, release_facts, dry_run=args.get("dry_run", False))
 
 
 def plan_store(settings, facts: dict, args: dict) -> Plan:
@@ -250,4 +292,5 @@ def plan_takeover(settings, facts: dict, args: dict) -> Plan:
 
 AREAS = {"host": plan_host, "backup": plan_backup, "restore": plan_restore, "dns": plan_dns,
          "deploy": plan_deploy, "rollback": plan_rollback,
-         "local": plan_local, "image": plan_image, "store": plan_store, "takeover": plan_takeover}
+         "local": plan_local, "image": plan_image, "store": plan_store, "takeover": plan_takeover,
+         "build": plan_build, "release": plan_release}

@@ -86,3 +86,38 @@ def test_release_deploys_with_skip_host_and_accept_host_key(nomad_double, ssh_se
         assert tags(repo) == ["v0.100", "v0.101", "v0.102"] and git(repo, "status", "--porcelain") == ""
     finally:
         remove_tags(docker_client, *(f"{image}:{tag}" for tag in ("v0.100", "v0.101", "v0.102", "latest")))
+
+
+def _dry_run_env(registry, **more) -> dict:
+    """Nomad at a closed port (nothing listens), no Docker engine, the test registry (which lacks the tag)."""
+    from tests.services import free_port
+
+    env = clean_env()
+    env.update(NOMAD_ADDR=f"http://127.0.0.1:{free_port()}", DOCKER_HOST=f"tcp://127.0.0.1:{free_port()}",
+               MSH_REGISTRY=registry.address, MSH_IMAGE=f"flags-release-{uuid.uuid4().hex[:8]}", **more)
+    return env
+
+
+def test_release_dry_run_without_a_reachable_nomad_shows_every_step_and_names_the_one_that_cannot_read(
+        tmp_path, registry):
+    repo = make_project(tmp_path / "project", docker=STUB_CONTEXT, repo=True)
+    env = _dry_run_env(registry)
+    dry = inv("release", "--bump", "minor", "--skip-host", "--dry-run", cwd=repo, env=env, expect=1)
+    lines = [line.split()[0] for line in dry.stderr.splitlines() if line.startswith("  ")]
+    assert lines[:7] == ["write", "commit", "tag", "build", "push", "push", "deploy"], dry.stderr
+    image = f"{registry.address}/{env['MSH_IMAGE']}"
+    assert f"{image}:v0.100" in dry.stderr and f"{image}:latest" in dry.stderr
+    assert "no build: pushed by the release" in dry.stderr  # the deploy's image step, in its dry form
+    (stop,) = [line for line in dry.stderr.splitlines() if "would stop here" in line]
+    assert stop.startswith("✗ job: would stop here:") and env["NOMAD_ADDR"] in dry.stderr
+    (line,) = errors(dry)  # the dry run ends with that step's error, its exit code
+    assert env["NOMAD_ADDR"].split("//")[1] in line
+    assert (repo / "version.txt").read_text() == "0.99\n" and tags(repo) == [] and registry.tags(env["MSH_IMAGE"]) == []
+
+
+def test_release_dry_run_checks_the_deploy_url(tmp_path, registry):
+    repo = make_project(tmp_path / "project", docker=STUB_CONTEXT, repo=True)
+    env = _dry_run_env(registry, MSH_DEPLOY_URL="https://tracking.example.org/mlflow")
+    dry = inv("release", "--set", "1.0", "--skip-host", "--dry-run", cwd=repo, env=env, expect=1)
+    (deploy,) = [line for line in dry.stderr.splitlines() if line.lstrip().startswith("deploy ")]
+    assert "then check https://tracking.example.org/mlflow/" in deploy and "mlflow.lan" not in dry.stderr

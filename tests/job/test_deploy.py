@@ -320,3 +320,22 @@ def test_non_ascii_stderr_reaches_the_user_intact(nomad_double, capsys):
     with pytest.raises(UserError):
         run(job_settings(nomad_double), "0.99")
     assert "Größe ≠ 0 ✗ échec" in capsys.readouterr().err
+
+
+def test_inv_deploy_dry_run_without_a_cluster_shows_each_step_and_names_the_one_that_cannot_read(tmp_path):
+    """Nothing answers (Nomad, the engine, the registry): the image step's dry plan is still shown, the job
+    step says it would stop there, and the dry run exits with that step's error (1: Nomad does not answer)."""
+    from tests.flags.conftest import errors, inv, make_project
+    from tests.services.mlflow_image import clean_env
+
+    project = make_project(tmp_path / "project")
+    env = clean_env()
+    env.update(NOMAD_ADDR=f"http://127.0.0.1:{free_port()}", DOCKER_HOST=f"tcp://127.0.0.1:{free_port()}",
+               MSH_REGISTRY=f"127.0.0.1:{free_port()}")
+    dry = inv("deploy", "--dry-run", "--skip-host", cwd=project, env=env, expect=1)
+    said = dry.stderr
+    assert "image " in said and "would change (2)" in said  # build and push, in their dry form
+    (stop,) = [line for line in said.splitlines() if "would stop here" in line]
+    assert stop.startswith("✗ job: would stop here:") and "dry run: nothing was registered" in said
+    (line,) = errors(dry)
+    assert line == f"error: cannot reach the Nomad agent at {env['NOMAD_ADDR']}: connection refused"
