@@ -9,7 +9,7 @@ from pathlib import Path
 from invoke import Task
 from invoke import task as _invoke_task
 
-from mlflow_self_host.taskrun import guarded
+from mlflow_self_host.core.taskrun import guarded
 
 # One short flag per meaning, the same in every task (`-d` is --dry-run wherever it exists); a flag not
 # named here has no short form. invoke would give each flag the first free letter of its name, task by task.
@@ -52,7 +52,7 @@ FLAG_NAMES = {"local_port": "--port", "ssh_user": "--user", "dns_backend": "--ba
 
 
 def _settings(**overrides):
-    from mlflow_self_host.settings import Settings
+    from mlflow_self_host.core.settings import Settings
 
     # The project is the folder of this tasks.py (`inv -r DIR` works on another checkout).
     return Settings.load(root=Path(__file__).resolve().parent, overrides=overrides, flag_names=FLAG_NAMES)
@@ -64,7 +64,7 @@ def _ssh_flags(accept_host_key=False, ask_sudo_pass=False) -> dict:
 
 
 def _version(settings):
-    from mlflow_self_host.version import read_version
+    from mlflow_self_host.core.version import read_version
 
     return read_version(settings.root)
 
@@ -78,7 +78,7 @@ ASK_SUDO_PASS = "prompt for the sudo password on the host (setting ask_sudo_pass
 @task
 def version(c):
     """Print the version in version.txt."""
-    from mlflow_self_host import console
+    from mlflow_self_host.core import console
 
     console.result(str(_version(_settings())))
 
@@ -86,7 +86,7 @@ def version(c):
 @task(help={"json": "print JSON (value and source of each setting) for scripts"})
 def config(c, json=False):
     """Show the effective settings and where each came from (secrets masked)."""
-    from mlflow_self_host import config_view
+    from mlflow_self_host.flows import config_view
 
     config_view.show(_settings(), as_json=json)
 
@@ -106,7 +106,7 @@ def build(c, base_image=None, platform=None, no_cache=False, dry_run=False):
     Exit codes: 0 built; 4 no Docker engine; 5 a build step failed (the step and its error shown, "exec
     format error" with what to install).
     """
-    from mlflow_self_host.image import build as image_build
+    from mlflow_self_host.steps.image import build as image_build
 
     settings = _settings(base_image=base_image, platform=platform)
     image_build.build(settings, _version(settings), no_cache=no_cache, dry_run=dry_run)
@@ -119,7 +119,7 @@ def push(c, dry_run=False):
     Exit codes: 0 pushed (or already there); 4 no Docker engine; 6 image not built yet; 7 registry
     unreachable; 8 the engine refuses a plain-HTTP registry; 9 unauthorized.
     """
-    from mlflow_self_host.image import push as image_push
+    from mlflow_self_host.steps.image import push as image_push
 
     settings = _settings()
     image_push.push(settings, _version(settings), dry_run=dry_run)
@@ -131,7 +131,7 @@ def pushlatest(c, dry_run=False):
 
     Builds v{version} first only if the engine lacks it. Exit codes as for push.
     """
-    from mlflow_self_host.image import push as image_push
+    from mlflow_self_host.steps.image import push as image_push
 
     settings = _settings()
     image_push.push_latest(settings, _version(settings), dry_run=dry_run)
@@ -151,7 +151,7 @@ def up(c, docker=False, port=None, base_image=None, dry_run=False):
     from a virtual environment created once under ~/.cache/mlflow-self-host (same MLflow, same ./data).
     Exit codes: 0 up (or already running); 4 --docker and no engine; 16 not healthy (10 until December 2026).
     """
-    from mlflow_self_host.local import up as local_up
+    from mlflow_self_host.steps.local import up as local_up
 
     settings = _settings(local_port=port, base_image=base_image)
     local_up(settings, _version(settings), require_docker=docker, dry_run=dry_run)
@@ -160,7 +160,7 @@ def up(c, docker=False, port=None, base_image=None, dry_run=False):
 @task(help={"dry_run": DRY_RUN})
 def down(c, dry_run=False):
     """Stop the local MLflow; ./data is kept."""
-    from mlflow_self_host.local import down as local_down
+    from mlflow_self_host.steps.local import down as local_down
 
     local_down(_settings(), dry_run=dry_run)
 
@@ -174,7 +174,7 @@ def smoke(c, url=None, host_header=None):
 
     Exit codes: 0 passed; 17 failed (no server, 403 Invalid Host header, a value not read back).
     """
-    from mlflow_self_host.smoke import smoke as run_smoke
+    from mlflow_self_host.steps.smoke import smoke as run_smoke
 
     run_smoke(_settings(), url=url, host_header=host_header)
 
@@ -195,7 +195,7 @@ def configure_host(c, dry_run=False, ansible=False, accept_host_key=False, ask_s
     The two volume folders are given to image_user (the uid:gid the image runs as, 1000:1000), job_dir
     to folder_owner:folder_group. A second run with nothing to change says so and restarts nothing.
     """
-    from mlflow_self_host.host import configure
+    from mlflow_self_host.steps.host import configure
 
     settings = _settings(host=host, ssh_user=user, **_ssh_flags(accept_host_key, ask_sudo_pass))
     configure.run(settings, dry_run=dry_run, use_ansible=ansible)
@@ -210,7 +210,7 @@ def deps(c, upgrade=False, dry_run=False, check=False):
     Shows what changed (+ added, - removed, ~ version); the image installs the lock with
     --require-hashes, so the same commit builds the same server.
     """
-    from mlflow_self_host.image import deps as image_deps
+    from mlflow_self_host.steps.image import deps as image_deps
 
     image_deps.run(_settings(), upgrade=upgrade, dry_run=dry_run, check=check)
 
@@ -249,7 +249,7 @@ def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False,
     A setup the original recipe left (artifact locations under /mnt/artifacts, files the image's user
     does not own, an older schema under a job that is not ours) is taken over first, as `inv migrate`.
     """
-    from mlflow_self_host.job import deploy as job_deploy
+    from mlflow_self_host.flows import deploy as job_deploy
 
     settings = _settings(**_ssh_flags(accept_host_key))
     job_deploy.deploy(settings, _version(settings), dry_run=dry_run, skip_host=skip_host,
@@ -274,7 +274,7 @@ def migrate(c, dry_run=False, skip_build=False, accept_host_key=False):
     Exit codes: deploy's (0, 2, 10-14); 15 the database cannot be taken over as it is (missing, fails
     PRAGMA integrity_check, not MLflow's, or written by a newer MLflow): nothing was changed.
     """
-    from mlflow_self_host.job import deploy as job_deploy
+    from mlflow_self_host.flows import deploy as job_deploy
 
     settings = _settings(**_ssh_flags(accept_host_key))
     job_deploy.deploy(settings, _version(settings), dry_run=dry_run, skip_build=skip_build, migrate=True)
@@ -298,7 +298,7 @@ def migrate_store(c, to=None, from_=None, dry_run=False, accept_host_key=False):
     store is not one MLflow can read: nothing changed; 1 any other error (the target unreachable, a table
     that differs: what this run created is dropped again).
     """
-    from mlflow_self_host.store import migrate as store_migrate
+    from mlflow_self_host.steps.store import migrate as store_migrate
 
     store_migrate.run(_settings(**_ssh_flags(accept_host_key)), to=to, from_path=from_, dry_run=dry_run)
 
@@ -306,7 +306,7 @@ def migrate_store(c, to=None, from_=None, dry_run=False, accept_host_key=False):
 @task(help={"json": "print JSON for scripts"})
 def status(c, json=False):
     """Job version and status, running image vs version.txt, allocations, latest deployment."""
-    from mlflow_self_host.job import status as job_status
+    from mlflow_self_host.steps.job import status as job_status
 
     settings = _settings()
     job_status.status(settings, _version(settings), as_json=json)
@@ -316,7 +316,7 @@ def status(c, json=False):
             "lines": "how many last lines to show (default 50)"})
 def logs(c, follow=False, stderr=False, lines=None):
     """The running allocation's task logs."""
-    from mlflow_self_host.job import logs as job_logs
+    from mlflow_self_host.steps.job import logs as job_logs
 
     job_logs.logs(_settings(), follow=follow, stderr=stderr, lines=job_logs.line_count(lines))
 
@@ -331,7 +331,7 @@ def rollback(c, to=None, dry_run=False):
     lock is held; 2 no such version, or a stopped copy of the job (what `nomad job stop` and `inv restore`
     leave).
     """
-    from mlflow_self_host.job import rollback as job_rollback
+    from mlflow_self_host.flows import rollback as job_rollback
 
     job_rollback.rollback(_settings(), to=to, dry_run=dry_run)
 
@@ -346,7 +346,7 @@ def lock(c, take=False, release=False, message=None):
     is refused at once (exit 14) with the holder named. It lives in Nomad (a Variable, path
     mlflow-self-host/lock/{job_name}); one older than lock_stale_after is called stale.
     """
-    from mlflow_self_host.job import lock as deploy_lock
+    from mlflow_self_host.adapters import lock as deploy_lock
 
     deploy_lock.command(_settings(), take=take, release_lock=release, message=message)
 
@@ -374,7 +374,7 @@ def dns(c, check=False, remove=False, dry_run=False, backend=None, insecure=Fals
     Exit codes: 0 the record is right (or no change); 1 a refusal, a failed check or restart, or a
     wrong answer at the deadline.
     """
-    from mlflow_self_host.dns import task as dns_task
+    from mlflow_self_host.steps.dns import task as dns_task
 
     settings = _settings(dns_backend=backend, pihole_insecure=insecure or None,
                          pihole_tls_server_name=tls_server_name, **_ssh_flags(accept_host_key, ask_sudo_pass))
@@ -402,7 +402,7 @@ def release(c, bump=None, set=None, list=False, allow_dirty=False, no_deploy=Fal
     Exit codes: 0 released; 2 a bad --bump/--set; 1 a refusal; 14 the deploy lock is held; else the
     failing step's (build, push, deploy).
     """
-    from mlflow_self_host import release as rel
+    from mlflow_self_host.flows import release as rel
 
     rel.release(_settings(**_ssh_flags(accept_host_key)), bump=bump, set_version=set, list_only=list,
                 allow_dirty=allow_dirty, deploy=not no_deploy, dry_run=dry_run, skip_host=skip_host)
@@ -416,7 +416,7 @@ def doctor(c, json=False):
     Each check has a deadline (setting doctor_timeout, seconds), so doctor never hangs.
     Exit codes: 0 every check passed; 1 at least one failed (the table says which and the fix).
     """
-    from mlflow_self_host import doctor as doc
+    from mlflow_self_host.flows import doctor as doc
 
     doc.doctor(_settings(), as_json=json)
 
@@ -426,7 +426,7 @@ def doctor(c, json=False):
             "dry_run": DRY_RUN, "accept_host_key": ACCEPT_HOST_KEY, "ask_sudo_pass": ASK_SUDO_PASS})
 def backup(c, download=False, local=False, dry_run=False, accept_host_key=False, ask_sudo_pass=False):
     """Consistent SQLite backup of the MLflow database (online backup, integrity-checked)."""
-    from mlflow_self_host import backup as bk
+    from mlflow_self_host.steps import backup as bk
 
     bk.backup(_settings(**_ssh_flags(accept_host_key, ask_sudo_pass)), download=download, local=local,
               dry_run=dry_run)
@@ -442,6 +442,6 @@ def restore(c, backup, local=False, dry_run=False, accept_host_key=False, ask_su
     healthy; 10/11/12 as deploy when the job does not come back healthy; 14 the deploy lock is held;
     1 any other error.
     """
-    from mlflow_self_host import backup as bk
+    from mlflow_self_host.steps import backup as bk
 
     bk.restore(_settings(**_ssh_flags(accept_host_key, ask_sudo_pass)), backup, local=local, dry_run=dry_run)

@@ -14,7 +14,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    from mlflow_self_host.image import build
+    from mlflow_self_host.steps.image import build
     from services import project_image
 
     os.environ.setdefault("MSH_QUIET", "1")

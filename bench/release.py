@@ -139,8 +139,8 @@ class Stack:
         min_healthy_time: the least a deploy of it can take."""
         import requests
 
-        from mlflow_self_host.job import jobfile
-        from mlflow_self_host.settings import Settings
+        from mlflow_self_host.steps.job import jobfile
+        from mlflow_self_host.core.settings import Settings
         from tests.doubles.nomad.client import SECOND
         from tests.doubles.nomad.jobspec import duration
         from tests.services import free_port

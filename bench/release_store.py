@@ -81,7 +81,7 @@ class Cluster:
 
     def __init__(self, label: str, root: Path, stack: contextlib.ExitStack, client, network: str, image,
                  store: str, count: int, database_url: str | None, timings: dict, proxy_poll: float):
-        from mlflow_self_host.settings import PROJECT_ROOT, Settings
+        from mlflow_self_host.core.settings import PROJECT_ROOT, Settings
         from tests.doubles.consul import ConsulDouble
         from tests.doubles.nomad import NomadDouble
         from tests.services import proxy as proxy_service
@@ -107,7 +107,7 @@ class Cluster:
         self.experiment = None
 
     def deploy(self, version: str) -> float:
-        from mlflow_self_host.job import deploy as job_deploy
+        from mlflow_self_host.flows import deploy as job_deploy
 
         start = time.monotonic()
         result = job_deploy.deploy(self.settings, version, skip_host=True, skip_build=True, backup=False)

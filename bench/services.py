@@ -62,9 +62,9 @@ def project_image(prefix: str, build: bool = True, base: str | None = None):
     import os
     import uuid
 
-    from mlflow_self_host.image import build as image_build
-    from mlflow_self_host.settings import Settings
-    from mlflow_self_host.version import Version
+    from mlflow_self_host.steps.image import build as image_build
+    from mlflow_self_host.core.settings import Settings
+    from mlflow_self_host.core.version import Version
 
     with engine() as eng:
         os.environ["DOCKER_HOST"] = eng.base_url  # the package finds the engine as users' tasks do

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from mlflow_self_host import doctor
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.settings import Settings
+from mlflow_self_host.flows import doctor
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.core.settings import Settings
 from tests.doubles.nomad import NomadDouble
 from tests.services import dns_server as dns_service
 from tests.services import free_port, mlflow_server
@@ -296,7 +296,7 @@ def _project_at(tmp_path, version: str) -> Path:
 
 
 def test_architecture_rows_name_the_clients_and_the_image(nomad_cluster, docker_client, tmp_path):
-    from mlflow_self_host.image.platform import this_machine
+    from mlflow_self_host.steps.image.platform import this_machine
 
     native, pi = this_machine().arch, "arm64" if this_machine().arch != "arm64" else "amd64"
     nomad_cluster.nomad.add_node("pi4", cpu_arch=pi)  # no host volumes: the job cannot go there
@@ -334,7 +334,7 @@ def _docker_rows(ssh_server, tmp_path, endpoint, registry, image="mlflow-stub", 
 
 def test_the_clients_docker_engine_reads_the_image_from_the_registry(ssh_server, stub_images,
                                                                      docker_engine_service, tmp_path):
-    from mlflow_self_host.image.platform import this_machine
+    from mlflow_self_host.steps.image.platform import this_machine
 
     stub_images.publish("0.99")
     rows = _docker_rows(ssh_server, tmp_path, docker_engine_service.base_url, stub_images.registry)
@@ -371,7 +371,7 @@ def test_a_plain_http_registry_the_clients_engine_does_not_list_as_insecure(ssh_
 
 
 def test_the_docker_plugin_block_of_client_hcl():
-    from mlflow_self_host.host.client_docker import docker_plugin
+    from mlflow_self_host.adapters.client_docker import docker_plugin
 
     text = ('client { enabled = true }\n# plugin "docker" { config { endpoint = "unix:///commented" } }\n'
             'plugin "raw_exec" { config { enabled = true } }\n'
@@ -398,7 +398,7 @@ def test_the_docker_plugin_block_of_client_hcl():
     ("nfs4 nas:/export/ml\\x20flow /mnt/ml\\x20data", 2, True, "from nas:/export/ml flow, mounted at /mnt/ml data"),
 ])
 def test_the_shared_artifacts_row_names_the_filesystem(answer, allocations, ok, says):
-    from mlflow_self_host.store import health
+    from mlflow_self_host.steps.store import health
 
     row = health.artifacts_row("/opt/nomad/data/mlflow/artifacts", "m700", health.parse_mount(answer), allocations)
     assert row.name == "shared artifacts" and row.ok is ok and says in row.found

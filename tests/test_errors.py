@@ -2,7 +2,7 @@
 import pytest
 import requests
 
-from mlflow_self_host.errors import connection_reason
+from mlflow_self_host.core.errors import connection_reason
 from tests.services import free_port
 
 
@@ -30,7 +30,7 @@ def test_the_readme_exit_code_table_is_the_enum():
     import re
     from pathlib import Path
 
-    from mlflow_self_host.errors import ExitCode
+    from mlflow_self_host.core.errors import ExitCode
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme.split("## Exit codes\n", 1)[1].split("\n## ", 1)[0]

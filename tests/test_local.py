@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from mlflow_self_host import local, smoke
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.version import Version
+from mlflow_self_host.steps import local, smoke
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.core.version import Version
 from tests.services.ports import reserved_port
 from tests.services.mlflow_image import PROJECT_ROOT, clean_env
 from tests.services.mlflow_load import logging_load
@@ -41,7 +41,7 @@ def container_settings(mlflow_image, tmp_path):
 @pytest.fixture
 def native_settings(tmp_path, monkeypatch):
     """No engine reachable: DOCKER_HOST names a socket nobody serves."""
-    from mlflow_self_host.settings import Settings
+    from mlflow_self_host.core.settings import Settings
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     settings = Settings.load(root=PROJECT_ROOT, env=clean_env(), overrides={

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from mlflow_self_host import release as rel
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.settings import Settings
-from mlflow_self_host.version import PARTS, Version
+from mlflow_self_host.flows import release as rel
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.core.settings import Settings
+from mlflow_self_host.core.version import PARTS, Version
 from tests.host.conftest import CLIENT_HCL, nomad_user  # noqa: F401 - the fixture
 from tests.services import free_port, project_repo
 from tests.services.nomad_cluster import MLFLOW_TIMINGS
@@ -447,7 +447,7 @@ def test_skip_host_releases_to_nomad_without_touching_the_host(repo, registry, b
 
 def test_a_release_while_the_deploy_lock_is_held_changes_nothing(repo, lock_nomad, registry):
     """The whole release runs under the deploy lock: the bump, the tag and the push of one at a time."""
-    from mlflow_self_host.job import lock
+    from mlflow_self_host.adapters import lock
 
     settings = load(repo, registry)
     lock.acquire(settings, "release v9.9 from another laptop")

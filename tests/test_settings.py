@@ -1,8 +1,8 @@
 """Settings: invoke.yaml defaults < standard variables < MSH_ variables < flags; secrets masked."""
 import pytest
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.settings import PROJECT_ROOT, Settings, read_defaults
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.core.settings import PROJECT_ROOT, Settings, read_defaults
 
 ORIGINAL_DEFAULTS = {
     "registry": "registry.lan:5000", "image": "mlflow", "host": "m700", "ssh_user": "ansible",
@@ -176,8 +176,8 @@ def test_urls_get_their_scheme_the_same_way_and_lists_are_lists():
 def test_the_job_and_doctor_read_the_datacenters_alike():
     """With DC0,DC1 the job goes to both (its datacenters list), and doctor and deploy count a client of DC1
     alike (doctor used to compare the whole string and say "no client in DC0,DC1")."""
-    from mlflow_self_host import doctor
-    from mlflow_self_host.job import cluster
+    from mlflow_self_host.flows import doctor
+    from mlflow_self_host.steps.job import cluster
 
     s = Settings.load(env={"MSH_DATACENTER": "DC0,DC1"})
     listed = [{"ID": "n1", "Name": "pi", "Datacenter": "DC1", "Status": "ready"},

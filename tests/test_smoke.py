@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from mlflow_self_host import smoke
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.settings import Settings
+from mlflow_self_host.steps import smoke
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.core.settings import Settings
 from tests.services import free_port
 from tests.services import mlflow_server as mlflow_server_service
 from tests.services.mlflow_image import PROJECT_ROOT, clean_env

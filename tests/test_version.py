@@ -4,8 +4,8 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.version import PARTS, Version, read_version, write_version
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.core.version import PARTS, Version, read_version, write_version
 
 numbers = st.integers(min_value=0, max_value=10**6)
 valid_texts = st.lists(numbers, min_size=1, max_size=4).map(lambda ns: ".".join(map(str, ns)))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_self_host.settings import Settings
+from mlflow_self_host.core.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ def cluster_settings(nomad_cluster, remote_settings):
 
 def deploy(settings, version: str, **kwargs):
     """`inv deploy --skip-host --skip-build` of a stub version the cluster's registry has."""
-    from mlflow_self_host.job import deploy as job_deploy
+    from mlflow_self_host.flows import deploy as job_deploy
 
     return job_deploy.deploy(settings, version, skip_host=True, skip_build=True, **kwargs)
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from mlflow_self_host import backup
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.host.local_shell import LocalShell
+from mlflow_self_host.steps import backup
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.adapters.local_shell import LocalShell
 from tests.backup.conftest import PROJECT_ROOT, count, deploy, integrity, make_db, stub_starts
 from tests.services import mlflow_server
 
@@ -136,7 +136,7 @@ def test_missing_database_is_one_clear_error(remote_settings):
 
 
 def test_local_mode_backs_up_data_folder(project):
-    from mlflow_self_host.settings import Settings
+    from mlflow_self_host.core.settings import Settings
 
     settings = Settings.load(root=project, env={})
     make_db(project / "data" / "backend" / "mlflow.db", 7)
@@ -166,7 +166,7 @@ def test_host_without_python3_or_sqlite3_is_named(tmp_path):
 
 def test_sqlite3_cli_fallback_takes_the_same_backup(tmp_path):
     """A host with the sqlite3 CLI but no python3: same checked, named copy."""
-    from mlflow_self_host.settings import Settings
+    from mlflow_self_host.core.settings import Settings
 
     class CliOnly(LocalShell):
         def run(self, cmd, sudo=False, check=True):

@@ -10,8 +10,8 @@ import os
 import pytest
 import requests
 
-from mlflow_self_host import backup
-from mlflow_self_host.errors import UserError
+from mlflow_self_host.steps import backup
+from mlflow_self_host.core.errors import UserError
 from tests.services import wait_for
 from tests.backup.conftest import count, deploy, integrity, make_db, stub_starts
 from tests.doubles.nomad import spec
@@ -139,9 +139,9 @@ def test_local_restore_stops_and_starts_local_mode(project, stub_images, docker_
     import time
     import uuid
 
-    from mlflow_self_host import local
-    from mlflow_self_host.settings import Settings
-    from mlflow_self_host.version import Version
+    from mlflow_self_host.steps import local
+    from mlflow_self_host.core.settings import Settings
+    from mlflow_self_host.core.version import Version
     from tests.services.ports import reserved_port
 
     stub_images.publish("0.99")  # tagged on the engine too: `inv up` runs it, builds nothing
@@ -216,7 +216,8 @@ def test_a_job_without_deployments_is_waited_for_until_running(settings, host_db
     """A job registered without any update strategy (Nomad makes no deployment; the CLI's parse gives a service
     job a job-level one, so this is a JSON job sent as it is): the restore waits for the restarted allocation
     to run."""
-    from mlflow_self_host.job import jobfile, nomad_api
+    from mlflow_self_host.steps.job import jobfile
+    from mlflow_self_host.adapters import nomad_api
 
     job = jobfile.parse(settings, nomad_api.client(settings), "0.99")
     job["Update"] = job["TaskGroups"][0]["Update"] = None

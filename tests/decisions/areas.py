@@ -1,7 +1,7 @@
 """Adapters from a case file's JSON to each area's pure ``make_plan``: facts in, plan out."""
 from __future__ import annotations
 
-from mlflow_self_host.plan import Plan
+from mlflow_self_host.core.plan import Plan
 
 
 def _bytes(value):
@@ -9,7 +9,7 @@ def _bytes(value):
 
 
 def plan_host(settings, facts: dict, args: dict) -> Plan:
-    from mlflow_self_host.host.configure import HostFacts, make_plan
+    from mlflow_self_host.steps.host.configure import HostFacts, make_plan
 
     host_facts = HostFacts(
         client_config=_bytes(facts.get("client_config")),
@@ -33,8 +33,8 @@ def _backup_target(settings, args: dict):
     """backup's Target: this machine with ``"local": true`` (paths from args), else the SSH host of the settings."""
     from pathlib import PurePosixPath
 
-    from mlflow_self_host.backup.take import Target
-    from mlflow_self_host.host.local_shell import LocalShell
+    from mlflow_self_host.steps.backup.take import Target
+    from mlflow_self_host.adapters.local_shell import LocalShell
 
     if args.get("local"):
         return Target(LocalShell(), args["db"], args["backups"], args.get("where", "local data"))
@@ -45,8 +45,8 @@ def _backup_target(settings, args: dict):
 def plan_backup(settings, facts: dict, args: dict) -> Plan:
     import datetime as dt
 
-    from mlflow_self_host.backup.names import backup_base_name
-    from mlflow_self_host.backup.take import BackupFacts, make_plan
+    from mlflow_self_host.steps.backup.names import backup_base_name
+    from mlflow_self_host.steps.backup.take import BackupFacts, make_plan
 
     now = dt.datetime.fromisoformat(args.get("now", "2026-11-30T12:00:00")).replace(tzinfo=dt.timezone.utc)
     backup_facts = BackupFacts(tool=facts.get("tool"), database=facts.get("database", True),
@@ -56,7 +56,7 @@ def plan_backup(settings, facts: dict, args: dict) -> Plan:
 
 
 def plan_restore(settings, facts: dict, args: dict) -> Plan:
-    from mlflow_self_host.backup.restore import RestoreFacts, make_plan
+    from mlflow_self_host.steps.backup.restore import RestoreFacts, make_plan
 
     target = _backup_target(settings, args)
     restore_facts = RestoreFacts(
@@ -72,8 +72,8 @@ def plan_dns(settings, facts: dict, args: dict) -> Plan:
     text (``"file"``, null: none); ``"remove"`` in args. An ``Edit`` op is compared as ``{"steps": [[...]]}``."""
     import dataclasses
 
-    from mlflow_self_host.dns.dnsmasq import Dnsmasq
-    from mlflow_self_host.dns.record import Edit, make_record_plan, wanted_cname
+    from mlflow_self_host.adapters.dns.dnsmasq import Dnsmasq
+    from mlflow_self_host.adapters.dns.record import Edit, make_record_plan, wanted_cname
 
     wanted, remove = wanted_cname(settings), args.get("remove", False)
     if "file" in facts:
@@ -88,8 +88,8 @@ def plan_dns(settings, facts: dict, args: dict) -> Plan:
 def plan_deploy(settings, facts: dict, args: dict) -> Plan:
     """facts: the flags and what deploy reads before any change; ``job``: Nomad's plan and the registered
     job, read after the host and image steps (absent: not read yet); ``placement``: Nomad's message."""
-    from mlflow_self_host.errors import ExitCode, UserError
-    from mlflow_self_host.job.deploy_plan import DeployFacts, JobFacts, make_plan
+    from mlflow_self_host.core.errors import ExitCode, UserError
+    from mlflow_self_host.flows.deploy_plan import DeployFacts, JobFacts, make_plan
 
     version = facts.get("version", "0.100")
     job = facts.get("job")
@@ -114,8 +114,8 @@ def _database_variable(settings, facts: dict | None):
     """store postgres: ``database``: ``wanted`` (the URL), ``current`` (the Variable's, null: none),
     ``exists``, ``modify_index``, ``revision`` (its item now), ``new_revision`` (a write's); the path is the
     job's (nomad/jobs/{job_name})."""
-    from mlflow_self_host.job.database_variable import VariableFacts
-    from mlflow_self_host.job.jobfile import database_variable
+    from mlflow_self_host.steps.job.database_variable import VariableFacts
+    from mlflow_self_host.steps.job.jobfile import database_variable
 
     if facts is None:
         return None
@@ -130,7 +130,7 @@ def plan_rollback(settings, facts: dict, args: dict) -> Plan:
     plan finds equal to the current one, and ``variable_items``: the names of the database Variable's items.
     The version to go back to is chosen from them and ``"to"`` in args as read_facts chooses it (``choose``:
     its refusals)."""
-    from mlflow_self_host.job.rollback import RollbackFacts, choose, make_plan
+    from mlflow_self_host.flows.rollback import RollbackFacts, choose, make_plan
 
     def job(v: dict) -> dict:
         image, revision = v.pop("image", None), v.pop("revision", None)
@@ -153,7 +153,7 @@ def plan_rollback(settings, facts: dict, args: dict) -> Plan:
 def plan_local(settings, facts: dict, args: dict) -> Plan:
     """`inv up` (``"task": "up"``, the default; ``"version"``, ``"require_docker"``) or `inv down` from
     local mode's facts (LocalFacts' fields; ``"container"`` as ContainerFacts', ``"ids"`` [euid, uid, gid])."""
-    from mlflow_self_host.local.facts import ContainerFacts, LocalFacts, make_down_plan, make_up_plan
+    from mlflow_self_host.steps.local.facts import ContainerFacts, LocalFacts, make_down_plan, make_up_plan
 
     container = facts.get("container")
     local_facts = LocalFacts(**{**facts, "container": ContainerFacts(**container) if container else None,
@@ -165,11 +165,11 @@ def plan_local(settings, facts: dict, args: dict) -> Plan:
 
 def plan_image(settings, facts: dict, args: dict) -> Plan:
     """`inv push` / `inv pushlatest` (``"task"``, ``"dry_run"``) or deploy's image (``"task": "deploy"``,
-    ``"platform"`` wanted) from image/publish.py's facts (``"built"``: the engine's platform, null: not
+    ``"platform"`` wanted) from steps/image/publish.py's facts (``"built"``: the engine's platform, null: not
     built; ``"registry_error"``: {"message", "code"})."""
-    from mlflow_self_host.image import publish
-    from mlflow_self_host.image.platform import Choice, Platform
-    from mlflow_self_host.version import Version
+    from mlflow_self_host.steps.image import publish
+    from mlflow_self_host.steps.image.platform import Choice, Platform
+    from mlflow_self_host.core.version import Version
 
     version = Version(args.get("version", "0.99"))
     image_facts = _image_facts(settings, facts, version)
@@ -182,11 +182,11 @@ def plan_image(settings, facts: dict, args: dict) -> Plan:
 
 
 def _image_facts(settings, facts: dict, version):
-    """image/publish.py's ImageFacts: ``built`` (the engine's platform, null: not built), ``local_digests``,
+    """steps/image/publish.py's ImageFacts: ``built`` (the engine's platform, null: not built), ``local_digests``,
     ``remote_digest``, ``engine_failure``, ``registry_error`` ({"message", "code"})."""
-    from mlflow_self_host.errors import UserError
-    from mlflow_self_host.image import publish
-    from mlflow_self_host.image.platform import Platform
+    from mlflow_self_host.core.errors import UserError
+    from mlflow_self_host.steps.image import publish
+    from mlflow_self_host.steps.image.platform import Platform
 
     error = facts.get("registry_error")
     return publish.ImageFacts(
@@ -198,7 +198,7 @@ def _image_facts(settings, facts: dict, version):
 
 
 def _choice(args: dict):
-    from mlflow_self_host.image.platform import Choice, Platform
+    from mlflow_self_host.steps.image.platform import Choice, Platform
 
     return Choice([Platform.parse(args.get("platform", "linux/amd64"))], "the platform setting")
 
@@ -206,8 +206,8 @@ def _choice(args: dict):
 def plan_build(settings, facts: dict, args: dict) -> Plan:
     """The release's image (release.image_plan): built unless the engine has v{version} for the platform
     wanted (``"platform"`` in args), pushed unless the registry's tag is this image; facts as plan_image's."""
-    from mlflow_self_host import release
-    from mlflow_self_host.version import Version
+    from mlflow_self_host.flows import release
+    from mlflow_self_host.core.version import Version
 
     version = Version(args.get("version", "0.100"))
     return release.image_plan(settings, _image_facts(settings, facts, version), version, _choice(args),
@@ -218,8 +218,8 @@ def plan_release(settings, facts: dict, args: dict) -> Plan:
     """`inv release` from what it reads before any change: git's (``repository``, ``identity``, ``dirty``
     porcelain lines, ``git_tag``: v{new} exists) and v{new}'s image as plan_image reads it (``image``).
     args: ``current``, ``new``, ``deploy``, ``skip_host``, ``allow_dirty``, ``platform``, ``dry_run``."""
-    from mlflow_self_host import release
-    from mlflow_self_host.version import Version
+    from mlflow_self_host.flows import release
+    from mlflow_self_host.core.version import Version
 
     new = Version(args.get("new", "0.100"))
     rel = release.Release(settings, Version(args.get("current", "0.99")),
@@ -237,10 +237,10 @@ def plan_store(settings, facts: dict, args: dict) -> Plan:
     (facts ``venv_ready``)."""
     from pathlib import Path
 
-    from mlflow_self_host.migrate import schema
-    from mlflow_self_host.store import database
-    from mlflow_self_host.store.migrate import (BackupFacts, Facts, Source, Target, make_backup_plan,
-                                                make_environment_plan, make_plan)
+    from mlflow_self_host.steps.migrate import schema
+    from mlflow_self_host.core import database
+    from mlflow_self_host.steps.store.migrate import (BackupFacts, Facts, Source, Target, make_backup_plan,
+                                                      make_environment_plan, make_plan)
 
     t, s = facts.get("target", {}), facts.get("source", {})
     target = Target(t.get("url", "postgresql://mlflow:secret@db.lan:5432/mlflow"), t.get("reachable", True),
@@ -265,7 +265,8 @@ def plan_takeover(settings, facts: dict, args: dict) -> Plan:
     ``integrity``; null: no database), ``backend``/``artifacts`` (``[total, wrong]``; null: no folder),
     ``backups`` and ``other_files``; ``revisions``: the image's chain, oldest first. ``require`` in args is
     `inv migrate` (refusals as read() makes them, then the plan)."""
-    from mlflow_self_host.migrate import schema, store, takeover
+    from mlflow_self_host.steps.migrate import schema, store
+    from mlflow_self_host.flows import takeover
 
     def job(image, stopped=False, name=None):
         return {"ID": name or settings.job_name, "Stop": stopped,

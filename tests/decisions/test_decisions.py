@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.settings import Settings
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.core.settings import Settings
 from tests.decisions.areas import AREAS
 
 HERE = Path(__file__).resolve().parent

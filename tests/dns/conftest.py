@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlflow_self_host.settings import Settings
+from mlflow_self_host.core.settings import Settings
 from tests.doubles.pihole import PiHoleDouble
 
 # A fast machine's FTL restart; tests about the restart itself pass their own, longer ones.

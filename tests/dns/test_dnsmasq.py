@@ -15,9 +15,9 @@ from pathlib import Path
 import dns.resolver
 import pytest
 
-from mlflow_self_host.dns import task
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.settings import Settings
+from mlflow_self_host.steps.dns import task
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.core.settings import Settings
 
 PIHOLE_V5_FILE = """\
 # Pi-hole v5 custom CNAMEs

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_self_host.dns import task
-from mlflow_self_host.errors import UserError
+from mlflow_self_host.steps.dns import task
+from mlflow_self_host.core.errors import UserError
 from tests.dns.conftest import pihole_settings
 from tests.services import free_port
 

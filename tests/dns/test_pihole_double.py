@@ -10,7 +10,7 @@ import dns.resolver
 import pytest
 import requests
 
-from mlflow_self_host.dns.pihole import PiHole
+from mlflow_self_host.adapters.dns.pihole import PiHole
 from tests.dns.conftest import pihole_settings
 from tests.services import wait_for
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from mlflow_self_host.dns.record import Record, make_record_plan, wanted_cname
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.settings import Settings
+from mlflow_self_host.adapters.dns.record import Record, make_record_plan, wanted_cname
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.core.settings import Settings
 
 WANTED = Record(("mlflow.lan",), "traefik.lan")
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mlflow_self_host import backup
-from mlflow_self_host.job import deploy as job_deploy
-from mlflow_self_host.settings import Settings
+from mlflow_self_host.steps import backup
+from mlflow_self_host.flows import deploy as job_deploy
+from mlflow_self_host.core.settings import Settings
 from tests.backup.conftest import count, make_db, stub_starts
 from tests.flags.conftest import (errors, inv, make_project, recorded, refused_as_unknown, set_version, unknown_key,
                                   without_host_volumes)

@@ -159,7 +159,7 @@ def stub_native_project(tmp_path: Path) -> tuple[Path, dict]:
     `inv up` without an engine starts it in a second, with the real code around it."""
     import hashlib
 
-    from mlflow_self_host.local import VENV_MARKER
+    from mlflow_self_host.steps.local import VENV_MARKER
 
     project = make_project(tmp_path / "project", docker=None)
     (project / "docker").mkdir()

@@ -12,7 +12,7 @@ import uuid
 import pytest
 import requests
 
-from mlflow_self_host.job import jobfile
+from mlflow_self_host.steps.job import jobfile
 from tests.flags.conftest import errors, inv, make_project, set_version, without_host_volumes
 from tests.services.mlflow_image import clean_env
 

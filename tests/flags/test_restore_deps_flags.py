@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from mlflow_self_host.image import deps
+from mlflow_self_host.steps.image import deps
 from tests.flags.conftest import errors, inv, make_project
 from tests.services.mlflow_image import clean_env
 

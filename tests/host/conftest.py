@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_self_host.settings import Settings
+from mlflow_self_host.core.settings import Settings
 from tests.services import accounts, need_binary, port_open, session_name, ssh_server as ssh_service
 from tests.services import stop_process, unavailable, wait_for
 

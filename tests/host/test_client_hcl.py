@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.host import client_hcl
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.steps.host import client_hcl
 
 BLOCK = client_hcl.client_config_block("/data/mlflow/backend", "/data/mlflow/artifacts")
 OTHER_BLOCK = client_hcl.client_config_block("/old/backend", "/old/artifacts")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.host import configure
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.steps.host import configure
 
 from .conftest import CLIENT_HCL, root_squashed, sftp_refusals
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.host import configure
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.steps.host import configure
 
 from .conftest import CLIENT_HCL, make_nomad_host, root_squashed
 from .test_configure import IMAGE_USER, attrs, expected_client_hcl, ids, snapshot

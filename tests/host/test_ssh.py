@@ -10,9 +10,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.host.ssh import connect
-from mlflow_self_host.settings import Settings
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.adapters.ssh import connect
+from mlflow_self_host.core.settings import Settings
 from tests.services import free_port
 
 from .conftest import PASSWORD, PASSWORD_USER, sftp_refusals
@@ -206,7 +206,7 @@ def test_a_failed_fallback_is_one_red_line_naming_the_sftp_subsystem(no_sftp_ser
     hint how to add SFTP; no traceback."""
     from invoke import Exit
 
-    from mlflow_self_host.taskrun import guarded
+    from mlflow_self_host.core.taskrun import guarded
 
     local = folder / "local.bin"
     local.write_bytes(b"\x00data")
@@ -240,12 +240,12 @@ def test_a_failed_fallback_is_one_red_line_naming_the_sftp_subsystem(no_sftp_ser
 
 
 def test_backup_download_and_restore_upload_on_a_host_without_sftp(no_sftp_server, folder, tmp_path, project_env):
-    """backup/ copies through host/ssh.py too: ``inv backup --download`` and the upload of a
+    """backup/ copies through adapters/ssh.py too: ``inv backup --download`` and the upload of a
     downloaded backup that ``inv restore`` makes first, byte for byte, with no SFTP on the host."""
     import sqlite3
 
-    from mlflow_self_host import backup
-    from mlflow_self_host.backup.restore import upload
+    from mlflow_self_host.steps import backup
+    from mlflow_self_host.steps.backup.restore import upload
 
     project = tmp_path / "project"
     project.mkdir()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mlflow_self_host.image import build as image_build
+from mlflow_self_host.steps.image import build as image_build
 from tests.services.mlflow_image import PROJECT_ROOT, clean_env
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ def test_the_image_runs_mlflow_pinned_as_uid_1000_without_compilers(mlflow_image
 
 
 def test_a_rebuild_uses_the_cache_and_keeps_every_layer(mlflow_image, docker_client):
-    from mlflow_self_host.version import Version
+    from mlflow_self_host.core.version import Version
 
     before = docker_client.images.get(mlflow_image.ref()).attrs["RootFS"]["Layers"]
     again = image_build.build(mlflow_image.settings(), Version("0.99"))
@@ -87,8 +87,8 @@ def test_a_failing_step_is_one_red_line_with_the_step_and_exit_5(broken_project,
 
 
 def test_a_base_image_the_engine_cannot_get_names_it(docker_engine_service, mlflow_image):
-    from mlflow_self_host.errors import UserError
-    from mlflow_self_host.version import Version
+    from mlflow_self_host.core.errors import UserError
+    from mlflow_self_host.core.version import Version
 
     missing = "127.0.0.1:9/no-such-base:1"  # nothing listens on port 9: the pull fails at once
     with pytest.raises(UserError) as caught:

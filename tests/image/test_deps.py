@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from mlflow_self_host.image import deps
+from mlflow_self_host.steps.image import deps
 from tests.services import project_repo
 from tests.services.mlflow_image import PROJECT_ROOT, clean_env
 

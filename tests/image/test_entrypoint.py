@@ -82,8 +82,8 @@ def test_two_servers_started_together_on_an_empty_postgresql_database(run, postg
     """A first deploy with count 2 starts both allocations at once: the entrypoint's `mlflow db upgrade` runs
     under a PostgreSQL advisory lock, so one creates MLflow's schema in the empty database and the other finds
     it at the head; both serve."""
-    from mlflow_self_host.migrate import schema
-    from mlflow_self_host.store.database import encoded, sqlalchemy_url
+    from mlflow_self_host.steps.migrate import schema
+    from mlflow_self_host.core.database import encoded, sqlalchemy_url
 
     name = f"entry_{uuid.uuid4().hex[:8]}"
     url = sqlalchemy_url(encoded(postgres_server.database(name)))  # as the job's Variable holds it

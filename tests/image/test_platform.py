@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from mlflow_self_host.image.platform import this_machine
+from mlflow_self_host.steps.image.platform import this_machine
 from tests.services import unavailable
 from tests.services.mlflow_image import PROJECT_ROOT, clean_env
 
@@ -199,7 +199,7 @@ def test_a_platform_that_is_not_one_is_a_red_line(tmp_path):
 
 
 def test_platform_names_and_which_client_runs_which_image():
-    from mlflow_self_host.image.platform import Platform
+    from mlflow_self_host.steps.image.platform import Platform
 
     assert [str(Platform.parse(p)) for p in ("amd64", "x86_64", "aarch64", "linux/arm64/v8", "armhf")] == \
         ["linux/amd64", "linux/amd64", "linux/arm64", "linux/arm64", "linux/arm/v7"]

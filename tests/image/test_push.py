@@ -5,10 +5,10 @@ import contextlib
 
 import pytest
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.image import push as image_push
-from mlflow_self_host.image import registry as reg
-from mlflow_self_host.version import Version
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.steps.image import push as image_push
+from mlflow_self_host.adapters import registry as reg
+from mlflow_self_host.core.version import Version
 from tests.doubles.fake_registry import FakeRegistry
 from tests.services import free_port, registry as registry_service
 
@@ -46,7 +46,7 @@ def test_pushing_again_sends_nothing(pushed, registry, capfd):
 
 
 def test_a_rebuilt_image_sends_no_layer_again(pushed, mlflow_image, capfd):
-    from mlflow_self_host.image import build as image_build
+    from mlflow_self_host.steps.image import build as image_build
 
     settings, digest = pushed
     image_build.build(settings, VERSION)  # new labels (created), the same layers

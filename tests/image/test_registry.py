@@ -1,11 +1,11 @@
-"""The registry's HTTP API client (image/registry.py): which failures end the HTTPS-then-HTTP tries."""
+"""The registry's HTTP API client (adapters/registry.py): which failures end the HTTPS-then-HTTP tries."""
 from __future__ import annotations
 
 import pytest
 
-from mlflow_self_host.errors import UserError, connection_reason
-from mlflow_self_host.image import registry as reg
-from mlflow_self_host.settings import Settings
+from mlflow_self_host.core.errors import UserError, connection_reason
+from mlflow_self_host.adapters import registry as reg
+from mlflow_self_host.core.settings import Settings
 from tests.services import free_port
 
 

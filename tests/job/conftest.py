@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlflow_self_host.image.platform import this_machine
-from mlflow_self_host.settings import PROJECT_ROOT, Settings
+from mlflow_self_host.steps.image.platform import this_machine
+from mlflow_self_host.core.settings import PROJECT_ROOT, Settings
 
 NATIVE_ARCH = this_machine().arch  # the stub images' and the double's first node's
 PI_ARCH = "arm64" if NATIVE_ARCH != "arm64" else "amd64"  # a client whose kernel cannot run the stubs

@@ -8,11 +8,11 @@ import time
 import pytest
 import requests
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.job import jobfile
-from mlflow_self_host.job import logs as job_logs
-from mlflow_self_host.job import rollback as job_rollback
-from mlflow_self_host.job import status as job_status
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.steps.job import jobfile
+from mlflow_self_host.steps.job import logs as job_logs
+from mlflow_self_host.flows import rollback as job_rollback
+from mlflow_self_host.steps.job import status as job_status
 from tests.job.conftest import job_settings
 from tests.job.test_deploy import run
 

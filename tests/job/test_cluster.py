@@ -12,12 +12,12 @@ import uuid
 
 import pytest
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.image import platform
-from mlflow_self_host.job import cluster
-from mlflow_self_host.job import deploy as job_deploy
-from mlflow_self_host.settings import PROJECT_ROOT
-from mlflow_self_host.version import read_version
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.steps.image import platform
+from mlflow_self_host.steps.job import cluster
+from mlflow_self_host.flows import deploy as job_deploy
+from mlflow_self_host.core.settings import PROJECT_ROOT
+from mlflow_self_host.core.version import read_version
 from tests.job.conftest import NATIVE_ARCH, PI_ARCH, job_settings
 from tests.services.mlflow_image import clean_env
 

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.job import deploy as job_deploy
-from mlflow_self_host.job import jobfile
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.flows import deploy as job_deploy
+from mlflow_self_host.steps.job import jobfile
 from tests.doubles.nomad import READ_CAPS
-from mlflow_self_host.settings import PROJECT_ROOT
+from mlflow_self_host.core.settings import PROJECT_ROOT
 from tests.job.conftest import job_settings
 from tests.services import free_port
 

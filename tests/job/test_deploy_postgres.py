@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from mlflow_self_host.job import deploy as job_deploy
+from mlflow_self_host.flows import deploy as job_deploy
 from tests.doubles.nomad.client import _epoch
 from tests.job.conftest import job_settings
 from tests.services import wait_for
@@ -186,8 +186,8 @@ def test_a_dry_run_shows_the_variable_masked_and_writes_nothing(nomad_double, ca
 def test_a_deploy_stopped_after_the_variable_write_says_so_and_the_next_one_rolls_it_out(nomad_double, monkeypatch):
     """The Variable is written before the register: when the register fails, the error says the new URL is
     already there, doctor calls it written but not rolled out, and the next deploy rolls it out."""
-    from mlflow_self_host import doctor
-    from mlflow_self_host.errors import UserError
+    from mlflow_self_host.flows import doctor
+    from mlflow_self_host.core.errors import UserError
 
     new_url = URL.replace("s3cret-pw", "n3w-pw")
 
@@ -225,7 +225,7 @@ def test_a_deploy_stopped_after_the_variable_write_says_so_and_the_next_one_roll
 def test_a_failed_url_is_reverted_with_its_job_version(nomad_double, capsys):
     """A URL the database refuses: the first replacement fails, Nomad's auto-revert brings the old job version
     back, and that version reads its own revision's item, the old URL: every allocation serves again with it."""
-    from mlflow_self_host.errors import UserError
+    from mlflow_self_host.core.errors import UserError
 
     settings = settings_for(nomad_double, restart_attempts=0)
     run(settings, "0.99")
@@ -249,7 +249,7 @@ def test_a_failed_url_is_reverted_with_its_job_version(nomad_double, capsys):
 
 
 def test_a_write_keeps_the_items_the_job_versions_read_and_drops_the_others():
-    from mlflow_self_host.job.database_variable import VariableFacts
+    from mlflow_self_host.steps.job.database_variable import VariableFacts
 
     facts = VariableFacts("nomad/jobs/mlflow", "url-c", "url-b", True,
                           {"database_url": "url-b", "revision": "R2", "database_url_R0": "url-0",

@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.job import jobfile
-from mlflow_self_host.settings import PROJECT_ROOT
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.steps.job import jobfile
+from mlflow_self_host.core.settings import PROJECT_ROOT
 from tests.doubles.nomad import engine
 from tests.job.conftest import job_settings
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from mlflow_self_host.settings import PROJECT_ROOT
+from mlflow_self_host.core.settings import PROJECT_ROOT
 from tests.services import wait_for
 from tests.services.mlflow_image import clean_env
 

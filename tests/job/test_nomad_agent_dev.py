@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from mlflow_self_host.job import deploy as job_deploy
+from mlflow_self_host.flows import deploy as job_deploy
 from tests.services import stop_process
 from tests.services.ports import reserved_port
 
@@ -77,7 +77,7 @@ plugin "docker" {{
 
 
 def test_first_deploy_to_nomad_agent_dev(nomad_dev_agent, mlflow_image, project_env):
-    from mlflow_self_host.image import push
+    from mlflow_self_host.steps.image import push
 
     settings = mlflow_image.settings(nomad_addr=nomad_dev_agent, datacenter="DC0", deploy_check=False,
                                      deploy_poll="0.5", deploy_timeout=300)
@@ -89,7 +89,7 @@ def test_first_deploy_to_nomad_agent_dev(nomad_dev_agent, mlflow_image, project_
 
 
 def mlflow_image_version(image):
-    from mlflow_self_host.version import Version
+    from mlflow_self_host.core.version import Version
 
     return Version(image.version)
 

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.job import nomad_api
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.adapters import nomad_api
 from tests.doubles.nomad import NomadDouble
 from tests.job.conftest import job_settings
 
@@ -103,7 +103,7 @@ def test_an_address_without_scheme_is_http(nomad_double):
 
 
 def test_nomads_multierror_is_said_by_its_reasons():
-    from mlflow_self_host.job.nomad_api import one_line
+    from mlflow_self_host.adapters.nomad_api import one_line
 
     assert one_line("1 error occurred:\n\t* Missing job task groups\n\n") == "Missing job task groups"
     assert one_line("2 errors occurred:\n\t* Task group svc validation failed\n\t* bad port\n\n") == \

@@ -10,8 +10,8 @@ import time
 import pytest
 import requests
 
-from mlflow_self_host.job import jobfile
-from mlflow_self_host.settings import PROJECT_ROOT
+from mlflow_self_host.steps.job import jobfile
+from mlflow_self_host.core.settings import PROJECT_ROOT
 from tests.job.conftest import NATIVE_ARCH, PI_ARCH, job_settings
 from tests.services import wait_for
 

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from mlflow_self_host.job import jobfile
-from mlflow_self_host.settings import PROJECT_ROOT
+from mlflow_self_host.steps.job import jobfile
+from mlflow_self_host.core.settings import PROJECT_ROOT
 from tests.doubles.nomad import engine
 from tests.doubles.nomad.jobspec import ParseError
 from tests.job.conftest import job_settings

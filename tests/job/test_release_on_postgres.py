@@ -13,8 +13,8 @@ import uuid
 import pytest
 import requests
 
-from mlflow_self_host.job import deploy as job_deploy
-from mlflow_self_host.settings import PROJECT_ROOT, Settings
+from mlflow_self_host.flows import deploy as job_deploy
+from mlflow_self_host.core.settings import PROJECT_ROOT, Settings
 from tests.services import proxy as proxy_service
 from tests.services import wait_for
 from tests.services.nomad_cluster import MLFLOW_TIMINGS, layout

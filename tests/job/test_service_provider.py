@@ -15,10 +15,10 @@ import uuid
 
 import pytest
 
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.job import service_provider
-from mlflow_self_host.settings import PROJECT_ROOT
-from mlflow_self_host.version import read_version
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.steps.job import service_provider
+from mlflow_self_host.core.settings import PROJECT_ROOT
+from mlflow_self_host.core.version import read_version
 from tests.job.conftest import job_settings
 from tests.services import proxy as proxy_service
 from tests.services import resolver
@@ -213,7 +213,7 @@ def test_doctor_shows_the_running_jobs_provider_and_consul_on_the_client(consul_
 
 
 def test_doctor_fails_consul_forced_on_a_client_without_it(nomad_double):
-    from mlflow_self_host import doctor
+    from mlflow_self_host.flows import doctor
 
     rows = {r.name: r for r in doctor.check_nomad(job_settings(nomad_double, service_provider="consul"), 10)}
     assert rows["service provider"].ok
@@ -239,7 +239,7 @@ def test_auto_follows_the_host_in_a_mixed_cluster_and_the_registered_job_without
         service_provider.wanted(settings.with_overrides({"service_provider": "traefik"}))
 
     nomad_double.cluster.publish("0.99")
-    from mlflow_self_host.job import deploy as job_deploy
+    from mlflow_self_host.flows import deploy as job_deploy
 
     job_deploy.deploy(settings.with_overrides({"service_provider": "consul"}), "0.99", skip_host=True,
                       skip_build=True, backup=False)

@@ -85,7 +85,7 @@ def test_the_image_and_this_package_know_the_same_migrations():
     """The laptop reads the schema chain from its mlflow-skinny; the image runs its own mlflow: one version."""
     import re
 
-    from mlflow_self_host.migrate import schema
+    from mlflow_self_host.steps.migrate import schema
 
     lock = (ROOT / "docker" / "requirements.lock").read_text()
     pinned = re.search(r"(?m)^mlflow==([0-9.]+)", lock).group(1)

@@ -7,12 +7,13 @@ import sqlite3
 
 import pytest
 
-from mlflow_self_host.errors import ExitCode
+from mlflow_self_host.core.errors import ExitCode
 
-from mlflow_self_host.host.local_shell import LocalShell
-from mlflow_self_host.errors import UserError
-from mlflow_self_host.migrate import schema, store, takeover
-from mlflow_self_host.settings import PROJECT_ROOT, Settings
+from mlflow_self_host.adapters.local_shell import LocalShell
+from mlflow_self_host.core.errors import UserError
+from mlflow_self_host.steps.migrate import schema, store
+from mlflow_self_host.flows import takeover
+from mlflow_self_host.core.settings import PROJECT_ROOT, Settings
 
 CASES = [  # stored location -> after the rewrite (root /mnt/artifacts)
     ("/mnt/artifacts", "mlflow-artifacts:/"),

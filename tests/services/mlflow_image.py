@@ -22,7 +22,7 @@ class MLflowImage:
     image_id: str
 
     def settings(self, **more):
-        from mlflow_self_host.settings import Settings
+        from mlflow_self_host.core.settings import Settings
 
         return Settings.load(root=PROJECT_ROOT, env=clean_env(), overrides={**self.settings_overrides, **more})
 
@@ -35,8 +35,8 @@ def clean_env() -> dict:
 
 
 def build(engine, registry, base_image: str) -> MLflowImage:
-    from mlflow_self_host.image import build as image_build
-    from mlflow_self_host.version import Version
+    from mlflow_self_host.steps.image import build as image_build
+    from mlflow_self_host.core.version import Version
 
     # The package finds the engine the way users do: DOCKER_HOST.
     os.environ["DOCKER_HOST"] = engine.base_url

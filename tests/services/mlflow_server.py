@@ -28,9 +28,9 @@ class MLflowServer:
 
 def server_python() -> str:
     """The native server venv's python (created on first use, about a minute)."""
-    from mlflow_self_host import local
-    from mlflow_self_host.errors import UserError
-    from mlflow_self_host.settings import PROJECT_ROOT, Settings
+    from mlflow_self_host.steps import local
+    from mlflow_self_host.core.errors import UserError
+    from mlflow_self_host.core.settings import PROJECT_ROOT, Settings
 
     try:
         return str(local.ensure_venv(Settings.load(root=PROJECT_ROOT, env={})) / "bin" / "python")

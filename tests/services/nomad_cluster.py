@@ -67,7 +67,7 @@ class Cluster:
 
 def layout(root: Path, uid: int = 1000, gid: int = 1000) -> None:
     """client.hcl with the MLflow host volumes and the two folders, as configure-host leaves them."""
-    from mlflow_self_host.host import client_hcl
+    from mlflow_self_host.steps.host import client_hcl
 
     (root / "nomad.d").mkdir(parents=True, exist_ok=True)
     backend, artifacts = root / "data" / "mlflow" / "backend", root / "data" / "mlflow" / "artifacts"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_self_host.store import database
+from mlflow_self_host.core import database
 from tests.flags.conftest import errors, inv, make_project
 from tests.services import free_port, stop_process, unavailable, wait_for
 from tests.services.mlflow_image import clean_env
@@ -234,8 +234,8 @@ def test_migrate_store_refusals_change_nothing(postgres_server, sqlite_store, pr
 
 
 def test_doctor_has_database_rows_only_for_the_postgres_store(project):  # and "shared artifacts": test_doctor.py
-    from mlflow_self_host import doctor
-    from mlflow_self_host.settings import Settings
+    from mlflow_self_host.flows import doctor
+    from mlflow_self_host.core.settings import Settings
 
     for store, rows in (("sqlite", False), ("postgres", True)):
         settings = Settings.load(root=project, env={"MSH_STORE": store})

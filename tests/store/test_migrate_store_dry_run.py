@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from mlflow_self_host.migrate import schema
+from mlflow_self_host.steps.migrate import schema
 from tests.flags.conftest import inv, make_project
 from tests.services.mlflow_image import clean_env
 

@@ -10,7 +10,7 @@ import os
 import shutil
 import uuid
 
-from mlflow_self_host.job import nomad_api
+from mlflow_self_host.adapters import nomad_api
 from tests.flags.conftest import ROOT, errors, inv
 from tests.flags.test_data_flags import IMAGE_UID, deploy, on_the_host
 from tests.services import wait_for

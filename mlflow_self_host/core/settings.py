@@ -1,0 +1,392 @@
+"""Settings: invoke.yaml defaults, overridden by the environment, then by task flags.
+
+Every setting is a flat key (``registry``, ``nomad_addr``...) grouped in sections in invoke.yaml only
+for reading. Precedence, lowest first:
+
+1. ``invoke.yaml`` at the project root (the defaults; every key lives there),
+2. the standard variable where one exists (``NOMAD_ADDR``, ``NOMAD_NAMESPACE``...),
+3. ``MSH_<KEY>`` (``MSH_REGISTRY``, ``MSH_NOMAD_ADDR``...), the project's own and most specific,
+4. a task flag (``inv build --base-image ...``).
+
+Each value is given its default's type and then checked once, whatever its source (``CHECKS``: a
+registry is host[:port], a port 1-65535, a URL gets its scheme from ``with_scheme``, datacenters are a
+list, durations Nomad's, choices one of theirs): a wrong one is one red line naming the setting and its
+source, exit 2, before any task asks a service. Derived values have accessors (``datacenters()``,
+``image_ref()``): the rest of the code never parses a setting again.
+
+Secrets are never read from a file: they come from the environment only, and ``Settings.masked``
+never shows them.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import ExitCode, UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+ENV_PREFIX = "MSH_"
+
+# Standard variables of the tools we drive; the project's MSH_ variable still wins over them.
+STANDARD_ENV = {
+    "nomad_addr": "NOMAD_ADDR",
+    "nomad_namespace": "NOMAD_NAMESPACE",
+    "nomad_region": "NOMAD_REGION",
+    "nomad_cacert": "NOMAD_CACERT",
+    "nomad_client_cert": "NOMAD_CLIENT_CERT",
+    "nomad_client_key": "NOMAD_CLIENT_KEY",
+    "nomad_skip_verify": "NOMAD_SKIP_VERIFY",
+}
+
+# Secrets: environment only, first variable found wins.
+SECRETS = {
+    "registry_password": ("MSH_REGISTRY_PASSWORD",),
+    "nomad_token": ("MSH_NOMAD_TOKEN", "NOMAD_TOKEN"),
+    "pihole_password": ("MSH_PIHOLE_PASSWORD", "PIHOLE_PASSWORD"),
+    "sudo_password": ("MSH_SUDO_PASSWORD",),
+    "database_url": ("MSH_DATABASE_URL",),  # postgresql://user:password@host:5432/mlflow (store: postgres)
+}
+
+# Nomad names Variables after the job: ``nomad/jobs/{job_name}`` (the database URL) and
+# ``mlflow-self-host/lock/{job_name}`` (the deploy lock). A Variable path must match ``^[a-zA-Z0-9-_~/]{1,128}$``
+# (nomad/structs/variables.go), stricter than a job ID (which may hold a ``.``: only a space or a null byte is
+# refused there): the job name is held to the Variable rule, without ``/`` (which would name another path).
+LOCK_VARIABLE_PREFIX = "mlflow-self-host/lock/"  # + job_name: the deploy lock's Variable (adapters/lock.py)
+_JOB_NAME_MAX = 128 - len(LOCK_VARIABLE_PREFIX)
+JOB_NAME = re.compile(r"[a-zA-Z0-9_~-]{1,%d}" % _JOB_NAME_MAX)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _coerce(key: str, raw: Any, like: Any, origin: str) -> Any:
+    """Give ``raw`` the type of the default ``like``; a bad value is the user's mistake (exit 2)."""
+    if isinstance(like, bool):
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise UserError(f"{origin}: {key} must be true or false, not {raw!r}", code=ExitCode.BAD_ARGUMENT)
+    if isinstance(like, int):
+        try:
+            return int(str(raw).strip())
+        except ValueError:
+            raise UserError(f"{origin}: {key} must be a whole number, not {raw!r}",
+                            code=ExitCode.BAD_ARGUMENT) from None
+    if isinstance(like, float):
+        try:
+            return float(str(raw).strip())
+        except ValueError:
+            raise UserError(f"{origin}: {key} must be a number, not {raw!r}", code=ExitCode.BAD_ARGUMENT) from None
+    return "" if raw is None else str(raw)
+
+
+# --- the typed checks: each takes (key, value, origin) and returns the value to keep, or refuses ---------
+def _refuse(origin: str, key: str, value: Any, why: str, hint: str | None = None) -> UserError:
+    return UserError(f"{origin}: {key} {value!r} {why}", hint=hint, code=ExitCode.BAD_ARGUMENT)
+
+
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
+REGISTRY = re.compile(_HOST + r"(?::(\d{1,5}))?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
+DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+")  # Nomad's (Go's) durations: 20s, 1m30s, 3m
+
+
+def _port_number(key: str, value: int, origin: str) -> int:
+    if not 1 <= value <= 65535:
+        raise _refuse(origin, key, value, "is not a TCP port", "use a port from 1 to 65535")
+    return value
+
+
+def _registry(key: str, value: str, origin: str) -> str:
+    """``host[:port]`` (an image reference's first part), no scheme, no trailing slash, no space."""
+    text = value.strip()
+    if "://" in text:
+        bare = text.split("://", 1)[1].rstrip("/")
+        raise _refuse(origin, key, value, "has a scheme; an image reference has none",
+                      f"write {bare} (the engine chooses https, or http for an insecure registry)")
+    if text.endswith("/"):
+        raise _refuse(origin, key, value, "ends with '/' (the image would be named {registry}//{image})",
+                      f"write {text.rstrip('/')}")
+    if not text or any(ch.isspace() for ch in value):
+        raise _refuse(origin, key, value, "is empty or holds a space",
+                      f"write the registry as host[:port], like {''.join(text.split()) or 'registry.lan:5000'}")
+    match = REGISTRY.fullmatch(text)
+    if not match:
+        raise _refuse(origin, key, value, "is not host[:port]", "write the registry as host[:port], like registry.lan:5000")
+    if match[1] and not 1 <= int(match[1]) <= 65535:
+        raise _refuse(origin, key, value, "has a port out of range", "use a port from 1 to 65535")
+    return text
+
+
+def with_scheme(url: str, default_scheme: str = "http") -> str:
+    """The one way a URL setting gets its scheme: ``m700:4646`` → ``http://m700:4646`` (the Nomad CLI's
+    default; Pi-hole's is https); a trailing slash removed. Refusals are ``url``'s, at load."""
+    text = url.strip().rstrip("/")
+    if text and "://" not in text:
+        text = f"{default_scheme}://{text}"
+    return text
+
+
+def _url(default_scheme: str, required: bool = False):
+    def check(key: str, value: str, origin: str) -> str:
+        from urllib.parse import urlsplit
+
+        if not value.strip():
+            if required:
+                raise _refuse(origin, key, value, "is empty", f"set it, like {default_scheme}://host:port")
+            return ""
+        if any(ch.isspace() for ch in value.strip()):
+            raise _refuse(origin, key, value, "holds a space", f"write it without, like {default_scheme}://host:port")
+        url = with_scheme(value, default_scheme)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError as exc:
+            raise _refuse(origin, key, value, f"is not a URL ({exc})", "write it as http(s)://host[:port]") from None
+        if parts.scheme not in ("http", "https"):
+            raise _refuse(origin, key, value, f"has scheme {parts.scheme}, not http or https",
+                          f"write http://{url.split('://', 1)[1]} or https://...")
+        if not parts.hostname:
+            raise _refuse(origin, key, value, "names no host", "write it as http(s)://host[:port]")
+        return url
+    return check
+
+
+def _datacenters(key: str, value: str, origin: str) -> str:
+    names = [dc.strip() for dc in value.split(",")]
+    if value.strip() and (not all(names) or any(" " in dc for dc in names)):
+        raise _refuse(origin, key, value, "is not a comma-separated list of datacenter names",
+                      f"write it like DC0 or DC0,DC1 (now: {','.join(dc.replace(' ', '') for dc in names if dc)})")
+    return ",".join(names) if value.strip() else ""
+
+
+def _duration(key: str, value: str, origin: str) -> str:
+    if not DURATION.fullmatch(value.strip()):
+        raise _refuse(origin, key, value, "is not a Nomad duration", "write it like 20s, 3m or 1m30s")
+    return value.strip()
+
+
+def _at_least(minimum: float):
+    def check(key: str, value, origin: str):
+        if value < minimum:
+            raise _refuse(origin, key, value, f"is less than {minimum}", f"use {minimum} or more")
+        return value
+    return check
+
+
+def _count(key: str, value: int, origin: str) -> int:
+    if value < 0:
+        raise UserError(f"{origin}: count must be 0 (by store) or more, not {value}", code=ExitCode.BAD_ARGUMENT)
+    return value
+
+
+def _positive(key: str, value, origin: str):
+    if value <= 0:
+        raise _refuse(origin, key, value, "must be more than 0", "use a positive number of seconds")
+    return value
+
+
+def _choice(*choices: str, empty: str = ""):
+    """One of ``choices`` (case and spaces aside); ``empty``: what an empty value means (none: refused)."""
+    named = ", ".join(choices[:-1]) + " or " + choices[-1]
+
+    def check(key: str, value: str, origin: str) -> str:
+        text = value.strip().lower() or empty
+        if text not in choices:
+            raise UserError(f"{origin}: {key} must be {named}, not {value!r}", hint=f"set {key} to one of them",
+                            code=ExitCode.BAD_ARGUMENT)
+        return text
+    return check
+
+
+def _job_name(key: str, value: str, origin: str) -> str:
+    if not JOB_NAME.fullmatch(value):
+        raise UserError(
+            f"{origin}: job_name {value!r} cannot name the job's Nomad Variables "
+            f"(nomad/jobs/{{job_name}}, {LOCK_VARIABLE_PREFIX}{{job_name}}): Nomad's Variable paths take only "
+            f"letters, digits, '-', '_' and '~', 128 characters at most "
+            f"({_JOB_NAME_MAX} for the name)",
+            hint="choose a job_name of those characters (mlflow-prod, not mlflow.prod)", code=ExitCode.BAD_ARGUMENT)
+    return value
+
+
+# Every setting whose value has a meaning beyond its type, with its check. The typed sections of invoke.yaml:
+# a value is read (coerced to its default's type) and checked here once, at Settings.load and with_overrides.
+CHECKS = {
+    "registry": _registry,
+    "workers": _at_least(1),
+    "ssh_port": _port_number, "dns_port": _port_number, "local_port": _port_number,
+    "nomad_addr": _url("http", required=True), "deploy_url": _url("http"), "pihole_url": _url("https"),
+    "datacenter": _datacenters,
+    "job_name": _job_name,
+    "cpu": _at_least(1), "memory": _at_least(1), "count": _count, "restart_attempts": _at_least(0),
+    "shutdown_delay": _duration, "check_interval": _duration, "min_healthy_time": _duration,
+    "healthy_deadline": _duration, "progress_deadline": _duration, "restart_delay": _duration,
+    "nomad_health_timeout": _positive, "deploy_timeout": _positive, "lock_stale_after": _positive,
+    "deploy_poll": _positive, "deploy_check_timeout": _positive, "dns_check_timeout": _positive,
+    "doctor_timeout": _positive, "dns_ttl": _at_least(0), "backup_keep": _at_least(1),
+    "store": _choice("sqlite", "postgres"), "dns_backend": _choice("pihole", "dnsmasq"),
+    "service_provider": _choice("auto", "consul", "nomad", empty="auto"),
+}
+
+
+def _read_yaml(path: Path) -> dict:
+    from invoke.util import yaml
+
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing", hint="run the task from the project folder") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
+    return data
+
+
+def read_defaults(root: Path = PROJECT_ROOT) -> tuple[dict, dict]:
+    """The ``mlflow:`` part of invoke.yaml as flat ``{key: value}`` and ``{key: section}``."""
+    path = Path(root) / "invoke.yaml"
+    data = _read_yaml(path).get("mlflow") or {}
+    values, sections = {}, {}
+    for section, keys in data.items():
+        if not isinstance(keys, Mapping):
+            raise UserError(f"{path}: mlflow.{section} must be a mapping of settings")
+        for key, value in keys.items():
+            if key in SECRETS:
+                raise UserError(
+                    f"{path}: {key} is a secret and is never read from a file",
+                    hint=f"remove it and export {SECRETS[key][0]} instead",
+                )
+            values[key] = value
+            sections[key] = section
+    return values, sections
+
+
+class Settings:
+    """The effective settings and where each came from (``sources[key]``)."""
+
+    def __init__(self, values: dict, sources: dict, sections: dict, root: Path = PROJECT_ROOT):
+        self._values = dict(values)
+        self.sources = dict(sources)
+        self.sections = dict(sections)
+        self.root = Path(root)
+
+    @classmethod
+    def load(
+        cls,
+        root: Path | str = PROJECT_ROOT,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        flag_names: Mapping[str, str] | None = None,
+    ) -> "Settings":
+        env = os.environ if env is None else env
+        defaults, sections = read_defaults(Path(root))
+        values, sources = {}, {}
+        for key, default in defaults.items():
+            value, source = default, "invoke.yaml"
+            candidates = [STANDARD_ENV.get(key), ENV_PREFIX + key.upper()]
+            for name in candidates:
+                if name and name in env:
+                    value, source = _coerce(key, env[name], default, f"env {name}"), f"env {name}"
+            values[key] = _coerce(key, value, default, "invoke.yaml") if source == "invoke.yaml" else value
+            sources[key] = source
+        for key, names in SECRETS.items():
+            values[key], sources[key] = "", "unset"
+            sections[key] = "secrets"
+            for name in names:
+                if env.get(name):
+                    values[key], sources[key] = env[name], f"env {name}"
+                    break
+        return cls(values, sources, sections, Path(root)).with_overrides(overrides or {}, flag_names)
+
+    def check(self) -> None:
+        """Refuse a wrong value (load and with_overrides already did: kept for callers of the old name)."""
+        self.checked(self._values, self.sources)
+
+    @staticmethod
+    def checked(values: dict, sources: dict) -> dict:
+        """``values`` with every setting of CHECKS checked (first bad one refused, naming its source) and
+        normalised (a URL's scheme added, a choice lower-cased)."""
+        out = dict(values)
+        for key, check in CHECKS.items():
+            if key in out:
+                out[key] = check(key, out[key], sources.get(key, "invoke.yaml"))
+        return out
+
+    def with_overrides(self, overrides: Mapping[str, Any], flag_names: Mapping[str, str] | None = None) -> "Settings":
+        """A copy with task flags applied; ``None`` means the flag was not given.
+
+        ``flag_names`` names the flag that set a key when it is not ``--{key}`` (``local_port``: ``--port``).
+        """
+        values, sources = dict(self._values), dict(self.sources)
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in values:
+                raise KeyError(f"unknown setting {key!r}")
+            flag = (flag_names or {}).get(key) or f"--{key.replace('_', '-')}"
+            values[key] = _coerce(key, value, self._values[key], f"flag {flag}")
+            sources[key] = f"flag {flag}"
+        return Settings(self.checked(values, sources), sources, self.sections, self.root)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def keys(self) -> Iterable[str]:
+        return self._values.keys()
+
+    def is_secret(self, key: str) -> bool:
+        return key in SECRETS
+
+    def masked(self, key: str) -> str:
+        value = self._values[key]
+        if self.is_secret(key):
+            return "****" if value else "(unset)"
+        return str(value)
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """(section, key, shown value, source) for every setting, secrets masked."""
+        return [(self.sections.get(k, ""), k, self.masked(k), self.sources[k]) for k in self._values]
+
+    # Derived values used by several tasks -------------------------------------------------------
+    def image_repo(self) -> str:
+        return f"{self.registry}/{self.image}"
+
+    def image_ref(self, version: str) -> str:
+        """``{registry}/{image}:v{version}``, exactly the Makefile's tag."""
+        return f"{self.image_repo()}:v{version}"
+
+    def image_user_ids(self) -> tuple[int, int]:
+        """``image_user`` ("1000:1000"): the uid and gid the image runs as, numbers."""
+        import re
+
+        value = str(self.image_user).strip()
+        match = re.fullmatch(r"(\d+):(\d+)", value)
+        if not match:
+            raise UserError(f"image_user must be the image's UID:GID as numbers, like 1000:1000, not {value!r}",
+                            hint="set image_user (invoke.yaml or MSH_IMAGE_USER) to the uid:gid of the "
+                                 "Dockerfile's USER")
+        return int(match[1]), int(match[2])
+
+    def datacenters(self) -> list[str]:
+        """``datacenter`` (``DC0`` or ``DC0,DC1``; globs as Nomad matches them) as the job's list; empty: all."""
+        return [dc for dc in str(self.datacenter).split(",") if dc] or ["*"]
+
+    def service_url(self) -> str:
+        return f"http://{self.domain}/"
+
+    def path(self, value: str) -> Path:
+        """A project-relative path setting (``job_file``, ``local_data_dir``) made absolute."""
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else self.root / p

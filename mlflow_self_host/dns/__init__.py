@@ -1,1 +1,0 @@
-"""DNS: the CNAME for the domain, on Pi-hole v6 or dnsmasq, and its check."""

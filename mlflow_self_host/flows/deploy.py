@@ -1,0 +1,605 @@
+"""`inv deploy`: configure the host, build and push v{version}, plan, register (check-and-set), follow.
+
+0. Before any change: MSH_DATABASE_URL (store postgres), the MLflow store on the host (flows/takeover.py:
+   a setup the original recipe left is taken over after the push and before the register; a database that
+   cannot be, corrupt or of a newer schema, is refused) and, with --skip-build, the registry's tag.
+1. host: configure-host's plan (steps/host/configure.py), unless skip_host.
+2. image: build and push (steps/image/publish.py's plan), unless skip_build; the registry must have the tag. The
+   image is built for the clients' platform (steps/image/platform.py), and refused (exit 10) before the push,
+   and again before the register, when no client the job can go to runs its architecture (cluster.py);
+   the job's constraint on ${attr.cpu.arch} gets the registry image's architectures.
+3. takeover: the original recipe's setup taken over (stop, kept copy, owners, artifact locations).
+4. store: the agent parses the job file with the variables (/v1/jobs/parse) and plans it with a diff
+   (shown); from that plan: the database backed up (a running version changes), the PostgreSQL URL
+   written to the job's Nomad Variable (store postgres). The service goes into the catalogue the
+   service_provider setting names, or the one the clients have (service_provider.py); a move is warned of.
+5. job: register with EnforceIndex and the plan's JobModifyIndex (a change made meanwhile is refused),
+   follow the evaluation and deployment to their end (follow.py; exit codes 10, 11, 12; on failure the
+   failing allocations' task events and stderr), check that the service answers an MLflow API call
+   through the deploy URL (deploy_url, http://{domain}/ by default). Nothing changed: "already deployed".
+
+Each step is read, planned and applied in turn by the runner (runner.py), which holds the deploy lock for
+the whole sequence; the deploy's job part (deploy_plan.py's ``make_plan``, pure) is made once, from
+Nomad's plan, and split between the store and job steps. A dry run is every step in its dry form; a step
+that cannot read its part says so and the later steps are still shown. `inv release` runs the same steps
+after its own (``Deploy.steps``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..core import poll
+from ..core.errors import ExitCode, UserError, first_line
+from ..core.plan import QUIET, Plan
+from ..core.version import Version
+from ..steps.image import platform as platform_mod
+from ..steps.job import cluster
+from ..steps.job import follow as follower
+from ..steps.job import jobfile, plan_view
+from ..adapters import nomad_api
+from .deploy_plan import API_PATH, DeployFacts, JobFacts, deploy_url, make_plan
+
+STORE = ("backup", "variable")  # the store step's part of the deploy's plan
+JOB = ("register", "follow", "check")  # the job step's part
+
+
+@dataclass
+class DeployResult:
+    status: str  # deployed, unchanged, dry-run
+    image: str
+    job_version: int | None = None
+    deployment_id: str | None = None
+    url: str | None = None
+    diff: str = ""
+
+
+def _version(version) -> Version:
+    return version if isinstance(version, Version) else Version.parse(str(version), origin="version")
+
+
+def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, skip_build: bool = False,
+           backup: bool = True, migrate: bool = False) -> DeployResult:
+    """The whole deploy, its steps run by the runner under the deploy lock (a dry run only says who holds it).
+
+    ``migrate``: `inv migrate`, where a store that cannot be taken over (no database) is an error;
+    a deploy takes one over only when it finds one (flows/takeover.py)."""
+    from ..steps import runner
+
+    version = _version(version)
+    what = f"{'migrate to' if migrate else 'deploy'} v{version.text}"
+    steps = Deploy(settings, version, dry_run=dry_run, skip_host=skip_host, skip_build=skip_build, backup=backup,
+                   migrate=migrate)
+    with steps:
+        runner.run(steps.steps(), dry_run=dry_run, lock=runner.Lock(settings, what))
+    return steps.result
+
+
+class Deploy:
+    """A deploy's steps (``steps()``, for the runner) and what one step hands the next: the SSH connection,
+    the takeover found, the client nodes, the image's platforms, Nomad's plan, the register's response.
+
+    ``pushed``: `inv release` pushed v{version} just before these steps (on a dry run: would have)."""
+
+    def __init__(self, settings, version, *, dry_run: bool = False, skip_host: bool = False,
+                 skip_build: bool = False, backup: bool = True, migrate: bool = False, pushed: bool = False):
+        self.settings, self.version, self.dry_run = settings, _version(version), dry_run
+        self.skip_host, self.skip_build, self.backup, self.migrate = skip_host, skip_build, backup, migrate
+        self.released = pushed
+        self.image = settings.image_ref(self.version.text)
+        self.n = None
+        self.host = None  # the one SSH connection of this deploy (configure-host, the store, the backup)
+        self.found = None  # flows/takeover.py's Takeover, or None
+        self.early: dict[str, UserError] = {}  # a dry run: what a step could not read before any change
+        self.local = None  # the built image's platform
+        self.pushed = None  # the registry image's platforms
+        self.nodes = None
+        self.unreadable = ""  # a dry run: why the clients could not be read
+        self._nodes_read = self._checked = False
+        self.image_apply = None
+        self.known: JobFacts | None = None
+        self.job_error: UserError | None = None  # reading Nomad's plan of the job failed (the job step says it)
+        self.refusal: UserError | None = None  # the job's plan refuses (the job step says it)
+        self.plan: Plan | None = None  # the deploy's plan made from Nomad's, once
+        self.job_spec: dict | None = None
+        self.response: dict | None = None
+        self.outcome = None
+        self.url = None
+        self.variable = None  # store postgres: database_variable.VariableFacts
+        self.written = self.registered = self.taken_over = False
+        self.result = DeployResult("dry-run" if dry_run else "unchanged", self.image)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[1] is not None and isinstance(exc[1], UserError):
+            self._add_restore_hint(exc[1])
+        if self.host is not None and not isinstance(self.host, UserError):
+            self.host.close()
+            self.host = None
+
+    # --- the steps -------------------------------------------------------------------------------
+    def steps(self):
+        """host, image, takeover, store, job (runner.Step), each made when the ones before it ran."""
+        from ..steps.runner import Step
+
+        self._read_early()
+        if not self.skip_host:
+            yield Step("host", read=self._read_host, plan=self._plan_host, apply_one=self._apply_host)
+        yield Step("image", read=self._read_image, plan=self._plan_image, apply_one=self._apply_image)
+        if (self.found is not None and self.found.needed) or "takeover" in self.early:
+            yield Step("takeover", read=self._read_takeover, plan=lambda found: found.plan,
+                       apply_one=self._apply_takeover, show=False)  # shown when read, before any change
+        yield Step("store", read=self._read_store, plan=self._plan_store, apply_one=self._apply_job_change)
+        yield Step("job", read=self._read_job, plan=self._plan_job, apply_one=self._apply_job_change)
+        self._finish()
+
+    def _early(self, step: str, read):
+        """A read before any change: its refusal stops a real deploy here; a dry run keeps it for ``step``."""
+        try:
+            return read()
+        except UserError as exc:
+            if not self.dry_run:
+                raise
+            self.early.setdefault(step, exc)
+            return None
+
+    def _raise_early(self, step: str) -> None:
+        if step in self.early:
+            raise self.early[step]
+
+    def _read_early(self) -> None:
+        from ..steps.job import database_variable
+
+        settings = self.settings
+        self._early("store", lambda: database_variable.wanted(settings))  # MSH_DATABASE_URL, before any change
+        self.n = nomad_api.client(settings)
+        if not self.skip_host:
+            self.found = self._early("takeover", self._read_store_on_host)
+        else:
+            self._early("job", lambda: _warn_not_ours(settings, self.n))
+        if self.skip_build:  # the registry must have the tag: asked before any change
+            self.pushed = self._early("image", lambda: _require_tag(settings, self.version,
+                                                                    would_push=self.released and self.dry_run))
+
+    def _connection(self):
+        from ..adapters import ssh
+
+        if isinstance(self.host, UserError):  # a dry run: connecting failed already (said once per step)
+            raise self.host
+        if self.host is None:
+            try:
+                self.host = ssh.connect(self.settings)
+            except UserError as exc:
+                self.host = exc
+                raise
+        return self.host
+
+    def _read_store_on_host(self):
+        """The store on the host and the registered job: a takeover to do, or None (refusals first)."""
+        from ..core import console
+        from . import takeover
+        from ..steps.migrate.store import NoPython
+
+        settings = self.settings
+        console.step(f"reading the MLflow store on {settings.host}")
+        try:
+            found = takeover.read(settings, self._connection(), self.n, require=self.migrate)
+        except NoPython as exc:
+            if self.migrate:
+                raise
+            console.warn(f"{exc.message}: not checked for a setup to take over (`inv migrate` needs it)")
+            return None
+        if found.needed:  # said before any change: a refusal that follows (the registry's tag) comes after it
+            from ..core.plan import show
+
+            show(found.plan, dry_run=self.dry_run)
+        elif self.migrate:
+            console.done(f"nothing to migrate: {found.reason}")
+        return found
+
+    # host: configure-host's read_facts, make_plan and Apply over the deploy's connection
+    def _read_host(self):
+        from ..core import console
+        from ..steps.host import configure
+
+        settings = self.settings
+        configure.wanted_folders(settings)  # a bad image_user or folder_mode is refused before connecting
+        jobfile.read_source(settings)  # a missing job file: its one message
+        job_content = configure.job_source(settings).read_bytes()  # the bytes configure-host writes to the host
+        console.step(f"reading {settings.ssh_user}@{settings.host}:{settings.ssh_port}")
+        return configure.read_facts(self._connection(), settings), job_content
+
+    def _plan_host(self, read) -> Plan:
+        from ..steps.host import configure
+
+        facts, job_content = read
+        return configure.make_plan(self.settings, facts, job_content, host=self.settings.host)
+
+    def _apply_host(self, change):
+        from ..steps.host import configure
+
+        return configure.Apply(self._connection(), self.settings).apply_one(change)
+
+    # image: the build and push (steps/image/publish.py), or with --skip-build the registry's tag
+    def read_nodes(self):
+        """The client nodes, read once after configure-host (its restart changes what they offer); a dry run
+        that cannot read them goes on without (the platform is then this machine's)."""
+        if not self._nodes_read:
+            try:
+                self.nodes = _clients(self.settings, self.n)
+            except UserError as exc:
+                if not self.dry_run:
+                    raise
+                self.unreadable = exc.message
+            self._nodes_read = True
+        return self.nodes
+
+    def _read_image(self):
+        from ..core import console
+        from ..steps.image import publish
+
+        self._raise_early("image")
+        if self.skip_build:
+            return None
+        settings, version = self.settings, self.version
+        nodes = self.read_nodes()
+        choice = platform_mod.wanted(settings, nodes=nodes, unreadable=self.unreadable)
+        facts = publish.read_facts(settings, version, version.tag, dry_run=self.dry_run)
+        for warning in publish.warnings(facts, facts.ref):
+            console.warn(warning)
+        return facts, choice
+
+    def _plan_image(self, read) -> Plan:
+        """The image's plan (built unless the engine has it for the wanted platform, pushed unless the registry's
+        tag already is this image); one no client the job can go to runs is refused before the push."""
+        from ..steps.image import publish
+
+        if read is None:  # --skip-build
+            where = "pushed by the release" if self.released else "--skip-build: the registry has it"
+            return Plan(f"image {self.image}", reason=f"no build: {where}")
+        facts, choice = read
+        plan = publish.make_release_plan(self.settings, facts, self.version, choice, dry_run=self.dry_run)
+        self.local = publish.release_platform(facts, choice)
+        if self.nodes is not None:
+            _refuse_other_arch(self.settings, facts.ref, [self.local], self.nodes, self.dry_run,
+                               "refusing before the push; nothing was pushed or registered")
+        return plan
+
+    def _apply_image(self, change):
+        from ..steps.image import publish
+
+        if self.image_apply is None:
+            self.image_apply = publish.Apply(self.settings, self.version)
+        return self.image_apply.apply_one(change)
+
+    @property
+    def platforms(self):
+        """What the registry holds (a dry run: what it would hold after the push)."""
+        local = self.local
+        return [local] if self.dry_run and local else self.pushed or ([local] if local else None)
+
+    def image_checked(self) -> None:
+        """The registry's image against the clients, once, before the takeover and the register (an image
+        just built was checked before its push)."""
+        if self._checked:
+            return
+        self._checked = True
+        if not self.skip_build:
+            self.pushed = _require_tag(self.settings, self.version, would_push=self.dry_run)
+        self.read_nodes()
+        platforms, nodes = self.platforms, self.nodes
+        if platforms and nodes is not None and platforms != [self.local]:
+            _refuse_other_arch(self.settings, self.image, platforms, nodes, self.dry_run,
+                               "refusing before the register; nothing was registered")
+
+    # takeover: now that the image is in the registry (the job is stopped there)
+    def _read_takeover(self):
+        self._raise_early("takeover")
+        self.image_checked()
+        return self.found
+
+    def _apply_takeover(self, change):
+        from . import takeover
+
+        if not self.taken_over:  # takeover.apply makes the whole plan, saying each part
+            takeover.apply(self.settings, self.host, self.n, self.found)
+            self.taken_over = True
+        return QUIET
+
+    # store and job: Nomad's plan of the job, read once; the deploy's plan made from it once
+    def _read_store(self):
+        self._raise_early("store")
+        try:
+            self._read_nomad_plan()
+        except UserError as exc:
+            self.job_error = exc  # said by the job step (a real run stops there, before any change)
+        return self.plan
+
+    def _plan_store(self, plan: Plan | None) -> Plan:
+        from ..core import database
+
+        part = Plan("database" if database.kind(self.settings) == "sqlite" else f"database ({database.kind(self.settings)})")
+        if plan is None:
+            part.reason = "decided from Nomad's plan of the job (see the job step)"
+            return part
+        part.changes = [change for change in plan if change.op.kind in STORE]
+        part.reason = "no backup needed" + ("" if self.variable is None else ", the database URL is the Variable's")
+        return part
+
+    def _read_job(self):
+        self._raise_early("job")
+        if self.job_error is not None:
+            raise self.job_error
+        return self.plan
+
+    def _plan_job(self, plan: Plan) -> Plan:
+        if self.refusal is not None:
+            raise self.refusal
+        part = Plan(f"job {self.settings.job_name}", reason=plan.reason)
+        part.changes = [replace(change, diff="") for change in plan if change.op.kind in JOB]  # the diff: shown
+        return part
+
+    def _read_nomad_plan(self) -> None:
+        """Nomad's plan of the job as parsed now (its diff shown), and the deploy's plan made from it."""
+        from ..core import console
+        from ..steps.job import database_variable
+
+        self.image_checked()
+        settings, n, version, image = self.settings, self.n, self.version, self.image
+        console.step(f"planning job {settings.job_name} with {image} on {nomad_api.address(settings)}")
+        provider = _provider(settings, n, self.nodes, self.unreadable)
+        platforms = self.platforms
+        self.variable = database_variable.read(settings, n)  # store postgres: its revision is in the job
+        self.job_spec = jobfile.parse(settings, n, version.text,
+                                      arch=platform_mod.archs(platforms) if platforms else None,
+                                      provider=provider.value,
+                                      database_revision=self.variable.job_revision if self.variable else None)
+        current = jobfile.current(settings, n)
+        _warn_provider_move(current, provider)
+        answer = nomad_api.call(settings, f"planning job {settings.job_name}", n.job.plan_job, settings.job_name,
+                                {"Job": self.job_spec}, diff=True)
+        diff = answer.get("Diff")
+        running = current and not current.get("Stop")
+        known = JobFacts(job_version=current.get("Version") if current else None,
+                         running_version=jobfile.version_of(jobfile.image_of(current)) if running else None,
+                         changed=bool(diff) and diff.get("Type") != "None",
+                         modify_index=answer.get("JobModifyIndex", 0))
+        known.database = self.variable
+        if self.variable is not None:
+            known.reads_revision = database_variable.registered_revision(self.job_spec)
+        if not known.changed:
+            known.latest = nomad_api.call(settings, "reading the latest deployment", n.job.get_deployment,
+                                          settings.job_name)
+        else:
+            known.diff = plan_view.text(diff)
+            console.err.print(f"[bold]job {settings.job_name}[/]: {'would change' if self.dry_run else 'changes'}")
+            plan_view.show(diff)
+            if answer.get("FailedTGAllocs"):
+                known.placement = follower.placement_error(settings, answer["FailedTGAllocs"], registered=False,
+                                                           n=n, job=self.job_spec)
+                if self.dry_run:
+                    console.warn(known.placement.message)
+        self.known = known
+        facts = DeployFacts(version.text, image, skip_host=self.skip_host, skip_build=self.skip_build,
+                            backup=self.backup, dry_run=self.dry_run, migrate=self.migrate,
+                            takeover=len(self.found.plan) if self.found is not None and self.found.needed else 0,
+                            takeover_copy=bool(self.found and self.found.backup_path),
+                            registry_has_tag=True if self.skip_build else None, job=known)
+        try:
+            self.plan = make_plan(self.settings, facts)
+        except UserError as exc:  # the job step refuses (a real run: before the store step changes anything)
+            self.refusal = exc
+            self.plan = Plan(f"deploy v{version.text}")
+
+    def _apply_job_change(self, change):
+        """One change of the store or job part: back up, write the URL, register, follow, check."""
+        try:
+            said = self.apply_one(change)
+        except UserError as exc:
+            if self.written:
+                _say_where_the_url_is(self.settings, self.n, self.variable, exc, self.registered)
+            raise
+        self.written = self.written or change.op.kind == "variable"
+        self.registered = self.registered or change.op.kind == "register"
+        return said
+
+    def apply_one(self, change):
+        from ..core import console
+
+        settings, version, op = self.settings, self.version, change.op
+        if op.kind == "variable":  # store postgres: the database's URL, for the job's template
+            from ..steps.job import database_variable
+
+            console.step(change.describe())  # the URL with its password as ****
+            database_variable.write(settings, self.n, self.variable)
+        elif op.kind == "backup":  # before an image version change of a running job
+            from ..steps import backup as backups
+
+            backups.before_deploy(settings, op.from_version, version.text, remote=self.host)
+        elif op.kind == "register":  # check-and-set against the plan
+            console.step(f"registering job {settings.job_name} (check-and-set at index {op.modify_index})")
+            self.response = register(settings, self.n, self.job_spec, op.modify_index)
+        elif op.kind == "follow":
+            if op.deployment_id:
+                console.info(change.detail)
+                self.outcome = follower.follow(settings, self.n, op.deployment_id, f"v{version.text}",
+                                               poll.Deadline(int(settings.deploy_timeout)))
+            else:
+                self.outcome = follower.after_submit(settings, self.n, self.response, f"v{version.text}")
+        elif op.kind == "check":
+            self.url = check_service(settings)
+        else:
+            raise ValueError(f"unknown deploy step {op.kind}")
+        return None
+
+    def _finish(self) -> None:
+        """After the job step: the takeover's schema verified, the result and the last line."""
+        from ..core import console
+
+        known = self.known or JobFacts(job_version=None)
+        if self.dry_run:
+            console.err.print("[dim]dry run: nothing was registered[/]")
+            self.result = DeployResult("dry-run", self.image, known.job_version, None, diff=known.diff)
+            return
+        if self.outcome is None:
+            self.result = DeployResult("unchanged", self.image, known.job_version, (known.latest or {}).get("ID"))
+            return
+        if self.found is not None and self.found.needed:
+            from . import takeover
+
+            takeover.verify(self.settings, self.host, self.found)
+        outcome, url = self.outcome, self.url
+        console.done(f"deployed v{self.version.text}: job version {outcome.job_version}" + (f", {url}" if url else ""))
+        self.result = DeployResult("deployed", self.image, outcome.job_version, outcome.deployment_id, url, known.diff)
+
+    def _add_restore_hint(self, exc: UserError) -> None:
+        """After a takeover, a failure names the kept copy of the original database (13: the job is healthy)."""
+        found = self.found
+        if found is None or not found.backup_path or not self.taken_over or exc.code == ExitCode.SERVICE_UNREACHABLE:
+            return
+        from . import takeover
+
+        exc.hint = "; ".join(h for h in (exc.hint, takeover.restore_hint(found)) if h)
+
+
+def _warn_not_ours(settings, n) -> None:
+    """--skip-host does not read the store: say so when the running job looks like the original recipe's."""
+    from ..core import console
+
+    current = jobfile.current(settings, n)
+    image = jobfile.image_of(current)
+    if current and not current.get("Stop") and image and jobfile.version_of(image) is None:
+        console.warn(f"job {settings.job_name} runs {image}, not a version of ours: `inv migrate` takes such a setup "
+                     "over (--skip-host skipped reading its store)")
+
+
+def _say_where_the_url_is(settings, n, variable, exc: UserError, registered: bool) -> None:
+    """A failure after deploy wrote a new database URL: add to the hint which URL the tasks read now."""
+    from ..steps.job import database_variable
+
+    if exc.code == ExitCode.REVERTED:  # the version Nomad went back to reads its own revision's item, if any
+        try:
+            back = database_variable.registered_revision(jobfile.current(settings, n))
+        except UserError:
+            back = None
+        if back and back != variable.new_revision and database_variable.item_for(back) in variable.items_to_write():
+            said = (f"the version Nomad went back to reads its own database URL (revision {back}) from "
+                    f"{variable.path}; the new one stays there unused: fix MSH_DATABASE_URL and `inv deploy`")
+        else:
+            said = ("the version Nomad went back to reads the new database URL too: set MSH_DATABASE_URL to the "
+                    "old URL and `inv deploy`")
+    elif not registered:
+        said = (f"{variable.path} already holds the new database URL, which the job does not read yet: `inv "
+                "deploy` again rolls it out; to go back, set MSH_DATABASE_URL to the old URL and `inv deploy`")
+    else:
+        return
+    exc.hint = ((exc.hint + "; ") if exc.hint else "") + said
+
+
+def _clients(settings, n):
+    """The client nodes of the job's datacenters (cluster.py); None when the token may not read them
+    (node:read): then only the job's constraint guards the architecture."""
+    from ..core import console
+
+    try:
+        return cluster.read(settings, n)
+    except UserError as exc:
+        if "token lacks permission" not in exc.message and "no token is set" not in exc.message:
+            raise
+        console.warn(f"cannot read the Nomad clients ({exc.message}): the image's architecture is checked by "
+                     "the job's constraint only (give the token node:read)")
+        return None
+
+
+def _provider(settings, n, nodes, unreadable: str = ""):
+    """Where the service is registered (service_provider.py), said on every deploy: the user's proxy reads
+    one catalogue only."""
+    from ..core import console
+    from ..steps.job import service_provider
+
+    choice = service_provider.wanted(settings, nodes=nodes, n=n,
+                                     unreadable="" if nodes is not None else unreadable or "the token lacks node:read")
+    console.info(f"service provider: {choice.value} ({choice.source})")
+    return choice
+
+
+def _warn_provider_move(current: dict | None, provider) -> None:
+    """A deploy that moves the service to the other catalogue takes it away from a proxy reading the old one
+    (Nomad still reports the job healthy): said before the plan."""
+    from ..core import console
+    from ..steps.job import service_provider
+
+    running = service_provider.provider_of(current) if current and not current.get("Stop") else ""
+    if running and running != provider.value:
+        console.warn(f"the running job's service is in {running}'s catalogue; this deploy moves it to "
+                     f"{provider.value}'s, where a proxy reading {running}'s (Traefik's "
+                     f"{'consulCatalog' if running == 'consul' else 'nomad'} provider) no longer finds it; "
+                     f"set service_provider={running} to keep it there")
+
+
+def _refuse_other_arch(settings, image: str, image_platforms, nodes, dry_run: bool, refusing: str) -> None:
+    """Exit 10 when no client the job can go to runs the image's platform (a dry run only warns)."""
+    from ..core import console
+
+    error = cluster.mismatch(image, image_platforms, nodes, settings, refusing)
+    if error is None:
+        return
+    if not dry_run:
+        raise error
+    console.warn(error.message)
+
+
+def _require_tag(settings, version: Version, would_push: bool):
+    """The platforms of the registry's v{version} (None when a dry run would push it first)."""
+    from ..steps.image import publish
+
+    return publish.registry_platforms(settings, version, would_push)
+
+
+def register(settings, n, job: dict, modify_index: int) -> dict:
+    """POST /v1/jobs with EnforceIndex: refused (not overwritten) when the job changed since the plan."""
+    import nomad.api.exceptions as nex
+
+    payload = {"Job": job, "EnforceIndex": True, "JobModifyIndex": int(modify_index or 0)}
+    try:
+        return n.jobs.register_job(payload)
+    except nex.BaseNomadException as exc:
+        code, text = nomad_api.status_and_text(exc)
+        if "Enforcing job modify index" in text:
+            raise UserError(f"job {settings.job_name} changed in Nomad after the plan ({text}); nothing was "
+                            "registered", hint="someone else deployed meanwhile: run `inv deploy` again to see "
+                                               "the new plan", code=ExitCode.FAILED) from None
+        raise nomad_api.to_user_error(exc, settings, f"registering job {settings.job_name}") from None
+
+
+def check_service(settings, timeout: float | None = None) -> str:
+    """GET an MLflow API path through the URL users use (the proxy checks the Host header, MLflow too)."""
+    import requests
+
+    from ..core import console
+
+    url = deploy_url(settings)
+    target = url + API_PATH
+    console.step(f"checking {target}")
+    last = ""
+
+    def answers() -> str | None:
+        nonlocal last
+        try:
+            response = requests.get(target, timeout=5)
+            if response.status_code == 200 and "experiments" in response.text:
+                return url
+            last = f"HTTP {response.status_code}: {response.text.strip()[:120]}"
+        except requests.RequestException as exc:
+            last = first_line(exc)
+        return None
+
+    def unreachable(_):
+        raise UserError(f"Nomad reports the job healthy, but {target} does not answer as MLflow ({last})",
+                        hint="check DNS (`inv dns --check`), the proxy's route for the domain, and "
+                             "MLFLOW_SERVER_ALLOWED_HOSTS; set deploy_url to check another URL, or "
+                             "deploy_check=false to skip", code=ExitCode.SERVICE_UNREACHABLE)
+
+    return poll.until(answers, timeout if timeout is not None else int(settings.deploy_check_timeout), interval=1,
+                      on_timeout=unreachable)

@@ -1,1 +1,0 @@
-"""The Nomad client host over SSH (Fabric): configure-host."""

@@ -1,1 +1,0 @@
-"""The MLflow image: build and push with the docker SDK."""

@@ -1,1 +1,0 @@
-"""The Nomad job: deploy, status, logs, rollback."""

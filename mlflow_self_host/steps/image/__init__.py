@@ -1,0 +1,1 @@
+"""The MLflow image: build and push with the docker SDK (the engine and the registry are adapters/)."""
