@@ -9,7 +9,7 @@ from pathlib import Path
 from invoke import Task
 from invoke import task as _invoke_task
 
-from mlflow_self_host.core.taskrun import guarded
+from mlflow_self_host.core.taskrun import bad_flags_exit_2, guarded
 
 # One short flag per meaning, the same in every task (`-d` is --dry-run wherever it exists); a flag not
 # named here has no short form. invoke would give each flag the first free letter of its name, task by task.
@@ -33,17 +33,25 @@ class _Task(Task):
         return opts
 
 
+def _task_names() -> set[str]:
+    return {value.name for value in globals().values() if isinstance(value, Task)}
+
+
 def task(*args, **kwargs):
     """``@task`` whose body fails with one red line and an exit code (traceback with --debug)."""
+    bare = len(args) == 1 and callable(args[0]) and not kwargs
     kwargs.update(klass=_Task, auto_shortflags=False)
 
-    if len(args) == 1 and callable(args[0]) and len(kwargs) == 2:  # bare @task
-        return _invoke_task(guarded(args[0]), **kwargs)
+    if bare:  # @task without arguments
+        return _invoke_task(guarded(args[0], _task_names), **kwargs)
 
     def decorate(body):
-        return _invoke_task(*args, **kwargs)(guarded(body))
+        return _invoke_task(*args, **kwargs)(guarded(body, _task_names))
 
     return decorate
+
+
+bad_flags_exit_2()  # an unknown flag or a missing value: exit 2, as a bad value
 
 
 # Flags whose name is not the setting's (`inv up --port` sets local_port): named so in errors and `inv config`.
@@ -298,7 +306,7 @@ def migrate_store(c, to=None, from_=None, dry_run=False, accept_host_key=False):
     store is not one MLflow can read: nothing changed; 1 any other error (the target unreachable, a table
     that differs: what this run created is dropped again).
     """
-    from mlflow_self_host.steps.store import migrate as store_migrate
+    from mlflow_self_host.steps.store import migrate_store as store_migrate
 
     store_migrate.run(_settings(**_ssh_flags(accept_host_key)), to=to, from_path=from_, dry_run=dry_run)
 

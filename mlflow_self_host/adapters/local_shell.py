@@ -2,7 +2,7 @@
 
 ``LocalShell`` runs the same shell commands as the SSH host does (``/bin/sh -c``) and returns the
 same ``Result``; ``sudo`` is accepted and ignored (local mode's files are the user's own), and
-``put``/``get`` are plain copies. Code that takes a shell (backup, steps/migrate/store.py) works on either.
+``put``/``get`` are plain copies. Code that takes a shell (backup, steps/migrate/host_store.py) works on either.
 """
 from __future__ import annotations
 

@@ -228,7 +228,7 @@ CHECKS = {
     "shutdown_delay": _duration, "check_interval": _duration, "min_healthy_time": _duration,
     "healthy_deadline": _duration, "progress_deadline": _duration, "restart_delay": _duration,
     "nomad_health_timeout": _positive, "deploy_timeout": _positive, "lock_stale_after": _positive,
-    "deploy_poll": _positive, "deploy_check_timeout": _positive, "dns_check_timeout": _positive,
+    "deploy_poll": _positive, "deploy_check_timeout": _at_least(0), "dns_check_timeout": _at_least(0),
     "doctor_timeout": _positive, "dns_ttl": _at_least(0), "backup_keep": _at_least(1),
     "store": _choice("sqlite", "postgres"), "dns_backend": _choice("pihole", "dnsmasq"),
     "service_provider": _choice("auto", "consul", "nomad", empty="auto"),
@@ -303,10 +303,6 @@ class Settings:
                     values[key], sources[key] = env[name], f"env {name}"
                     break
         return cls(values, sources, sections, Path(root)).with_overrides(overrides or {}, flag_names)
-
-    def check(self) -> None:
-        """Refuse a wrong value (load and with_overrides already did: kept for callers of the old name)."""
-        self.checked(self._values, self.sources)
 
     @staticmethod
     def checked(values: dict, sources: dict) -> dict:

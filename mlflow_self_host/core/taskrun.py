@@ -20,12 +20,80 @@ def debug_enabled() -> bool:
     )
 
 
-def guarded(body):
-    """Wrap a task body so that failures become one red line and an exit code."""
+# Short flags that meant another flag of the same task until December 2026, when each letter got one meaning
+# in every task (tasks.py's SHORT_FLAGS). Where the new meaning would quietly do something other than what the
+# old one asked for (a cron's `inv backup -d` would take no backup), the letter is refused for now; else said.
+MOVED_SHORT_FLAGS = {
+    ("backup", "d"): ("--download", "-x", True),
+    ("configure-host", "a"): ("--ansible", "--ansible", True),
+    ("up", "d"): ("--docker", "-D", False),
+    ("release", "a"): ("--allow-dirty", "-A", False),
+}
+
+
+def short_letters(task: str, argv: list[str], task_names: set[str]) -> set[str]:
+    """The one-letter flags given to ``task`` on this command line (``-dx`` is d and x)."""
+    letters: set[str] = set()
+    inside = False
+    for token in argv[1:]:
+        if token in task_names:
+            inside = token == task
+        elif inside and token.startswith("-") and not token.startswith("--") and len(token) > 1:
+            letters.update(token[1:])
+    return letters
+
+
+def check_moved_short_flags(task: str, argv: list[str], task_names: set[str]) -> None:
+    """Refuse (exit 2) or warn about a short flag whose meaning in ``task`` moved (MOVED_SHORT_FLAGS)."""
+    for letter in sorted(short_letters(task, argv, task_names)):
+        moved = MOVED_SHORT_FLAGS.get((task, letter))
+        if moved is None:
+            continue
+        old, now, refuse = moved
+        meaning = "--dry-run" if letter == "d" else "--accept-host-key"
+        was = f"{old} (now {now})" if now != old else f"{old} (now without a short form)"
+        said = f"-{letter} is {meaning} in every task since December 2026; in `inv {task}` it was {was}"
+        if refuse:
+            from .errors import ExitCode, UserError
+
+            raise UserError(said, hint=f"write {meaning} or {old}, so the command means one thing",
+                            code=ExitCode.BAD_ARGUMENT)
+        from . import console
+
+        console.warn(said)
+
+
+def bad_flags_exit_2() -> None:
+    """A task flag invoke cannot parse (unknown, a value missing) exits 2, as every bad flag value does (invoke
+    says 1). Patches invoke's parser once; tasks.py calls it at load, so it covers the tasks' flags."""
+    from invoke import parser
+
+    if getattr(parser.Parser.parse_argv, "_exit_2", False):
+        return
+    parse_argv = parser.Parser.parse_argv
+
+    @functools.wraps(parse_argv)
+    def parse(self, argv):
+        try:
+            return parse_argv(self, argv)
+        except parser.ParseError as exc:
+            raise Exit(message=str(exc), code=2) from None
+
+    parse._exit_2 = True
+    parser.Parser.parse_argv = parse
+
+
+def guarded(body, task_names=None):
+    """Wrap a task body so that failures become one red line and an exit code. ``task_names`` (a callable giving
+    the collection's task names) turns on the check of short flags whose meaning moved."""
 
     @functools.wraps(body)
     def wrapper(*args, **kwargs):
         try:
+            if task_names is not None:
+                import sys
+
+                check_moved_short_flags(body.__name__.replace("_", "-"), sys.argv, task_names())
             return body(*args, **kwargs)
         except Exit:
             raise

@@ -106,6 +106,7 @@ class Deploy:
         self.url = None
         self.variable = None  # store postgres: database_variable.VariableFacts
         self.written = self.registered = self.taken_over = False
+        self.takeover_apply = None  # takeover.Apply, made at the takeover's first change
         self.result = DeployResult("dry-run" if dry_run else "unchanged", self.image)
 
     def __enter__(self):
@@ -124,6 +125,9 @@ class Deploy:
         from ..steps.runner import Step
 
         self._read_early()
+        if self.early:  # a dry run: the first of them is where a real deploy stops, before any step
+            first = next(iter(self.early.values()))
+            yield Step("reads before any change", plan=lambda _: _raise(first))
         if not self.skip_host:
             yield Step("host", read=self._read_host, plan=self._plan_host, apply_one=self._apply_host)
         yield Step("image", read=self._read_image, plan=self._plan_image, apply_one=self._apply_image)
@@ -179,7 +183,7 @@ class Deploy:
         """The store on the host and the registered job: a takeover to do, or None (refusals first)."""
         from ..core import console
         from . import takeover
-        from ..steps.migrate.store import NoPython
+        from ..steps.migrate.host_store import NoPython
 
         settings = self.settings
         console.step(f"reading the MLflow store on {settings.host}")
@@ -300,11 +304,16 @@ class Deploy:
         return self.found
 
     def _apply_takeover(self, change):
+        """One change of the takeover's plan (its Apply carries out each change's op, in the plan's order)."""
+        from ..core import console
         from . import takeover
 
-        if not self.taken_over:  # takeover.apply makes the whole plan, saying each part
-            takeover.apply(self.settings, self.host, self.n, self.found)
-            self.taken_over = True
+        if self.takeover_apply is None:
+            self.takeover_apply = takeover.Apply(self.settings, self.host, self.n, self.found)
+        said = self.takeover_apply.apply_one(change)
+        self.taken_over = True
+        if said is not QUIET:  # the step's plan was shown when read: each change is said as it is made
+            console.done(said if isinstance(said, str) else change.describe())
         return QUIET
 
     # store and job: Nomad's plan of the job, read once; the deploy's plan made from it once
@@ -603,3 +612,7 @@ def check_service(settings, timeout: float | None = None) -> str:
 
     return poll.until(answers, timeout if timeout is not None else int(settings.deploy_check_timeout), interval=1,
                       on_timeout=unreachable)
+
+
+def _raise(error: UserError):
+    raise error

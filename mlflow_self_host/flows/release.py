@@ -89,6 +89,13 @@ UNDONE_ON_FAILURE = ("version", "commit", "tag", "build", "push")
 AFTER_PUSH = ("push_latest", "deploy")
 
 
+@dataclass(frozen=True)
+class Op:
+    """A release operation of its own (version, commit, tag, push_latest, deploy); the image's are publish.Op."""
+
+    kind: str
+
+
 def read_facts(rel: Release, dry_run: bool = False) -> ReleaseFacts:
     """Read-only: git, then (in a repository) the engine and the registry."""
     from ..steps.image import platform, publish
@@ -113,14 +120,20 @@ def read_facts(rel: Release, dry_run: bool = False) -> ReleaseFacts:
 
 
 def image_plan(settings, image, version: Version, choice, dry_run: bool = False) -> Plan:
-    """The release's image: steps/image/publish.py's plan (built unless the engine has v{new} for the platform,
-    pushed as a new tag), its build saying what it is built from. Pure."""
+    """The release's image: always built (from the release's commit: an image the engine already holds under
+    v{new}, left by a release that failed at its push, may be older than the tree), then pushed as a new tag
+    (a registry that has it was refused before). Pure."""
     from ..steps.image import publish
     from ..steps.image.build import DOCKER_DIR
 
-    plan = publish.make_release_plan(settings, image, version, choice, dry_run=dry_run)
-    plan.changes = [replace(change, detail=f"from {settings.base_image}, context {DOCKER_DIR}/, {change.detail}")
-                    if change.action == "build" else change for change in plan.changes]
+    target = publish.release_platform(image, choice)
+    plan = Plan(f"image {image.ref}")
+    why = "not built yet" if image.built is None else f"built here for {image.built}: built again from this commit"
+    plan.add("build", image.ref, f"from {settings.base_image}, context {DOCKER_DIR}/, for {target} ({choice.source}); {why}",
+             op=publish.Op("build", platform=str(target), source=choice.source, missing=image.built is None))
+    if image.registry_error is not None and not dry_run:
+        raise image.registry_error
+    plan.add("push", image.ref, "after the build; new tag in the registry", op=publish.Op("push", version.tag))
     return plan
 
 
@@ -154,19 +167,19 @@ def make_plan(rel: Release, facts: ReleaseFacts, dry_run: bool = False) -> Plan:
         raise UserError(f"the registry already has {rel.image_ref}",
                         hint="image tags are never overwritten: release another version (--bump or --set)")
     plan = Plan(f"release {rel.current} → {rel.new}")
-    plan.add("write", FILE_NAME, f"{rel.current} → {rel.new}", op="version")
-    plan.add("commit", FILE_NAME, f'"{rel.message}"', op="commit")
-    plan.add("tag", rel.tag, f'annotated, "{rel.message}"', op="tag")
+    plan.add("write", FILE_NAME, f"{rel.current} → {rel.new}", op=Op("version"))
+    plan.add("commit", FILE_NAME, f'"{rel.message}"', op=Op("commit"))
+    plan.add("tag", rel.tag, f'annotated, "{rel.message}"', op=Op("tag"))
     image = image_plan(s, facts.image, rel.new, facts.choice, dry_run=dry_run)
     plan.changes += image.changes
     plan.notes += image.notes
-    plan.add("push", rel.latest_ref, f"the same image as {rel.tag}, no second build", op="push_latest")
+    plan.add("push", rel.latest_ref, f"the same image as {rel.tag}, no second build", op=Op("push_latest"))
     if rel.deploy:
         from .deploy_plan import deploy_url
 
         plan.add("deploy", f"job {s.job_name}", f"image {rel.image_ref} on {s.nomad_addr} "
                  f"(namespace {s.nomad_namespace}, region {s.nomad_region}), then check {deploy_url(s)}: "
-                 "its steps follow", op="deploy")
+                 "its steps follow", op=Op("deploy"))
     return plan
 
 
@@ -278,10 +291,10 @@ class Apply:
 
     def apply_one(self, change):
         op = change.op
-        self.stage = op if isinstance(op, str) else op.kind
-        if isinstance(op, str):
-            return getattr(self, "_" + op)()
-        return self.image.apply_one(change)  # the image's build and push (steps/image/publish.py)
+        self.stage = op.kind
+        if op.kind in ("build", "push"):
+            return self.image.apply_one(change)  # the image's build and push (steps/image/publish.py)
+        return getattr(self, "_" + op.kind)()
 
     def _version(self) -> None:
         from ..core import console

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from ..core.errors import ExitCode, UserError
 from ..core.plan import QUIET, Plan
-from ..steps.migrate import schema, store
+from ..steps.migrate import host_store as store, schema
 
 BACKUP_PREFIX = store.BACKUP_PREFIX
 

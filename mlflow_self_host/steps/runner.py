@@ -49,10 +49,6 @@ class Outcome:
     plans: dict[str, Plan] = field(default_factory=dict)  # step name -> its plan (also on a dry run)
     refusals: list[tuple[str, UserError]] = field(default_factory=list)  # dry run: (step, error) in order
 
-    @property
-    def changed(self) -> bool:
-        return any(not plan.empty for plan in self.plans.values())
-
 
 def _held(lock: Lock | None, dry_run: bool):
     if lock is None:
@@ -75,8 +71,10 @@ def run(steps: Iterable[Step], *, dry_run: bool = False, lock: Lock | None = Non
             except UserError as exc:
                 if not dry_run:
                     raise
-                _would_stop(step, exc)
-                outcome.refusals.append((step.name, exc))
+                seen = any(exc is said for _, said in outcome.refusals)  # one refusal that stops two steps
+                _would_stop(step, exc, first=not outcome.refusals or exc is outcome.refusals[0][1])
+                if not seen:
+                    outcome.refusals.append((step.name, exc))
                 continue
             outcome.plans[step.name] = plan
             if step.show:
@@ -89,11 +87,13 @@ def run(steps: Iterable[Step], *, dry_run: bool = False, lock: Lock | None = Non
     return outcome
 
 
-def _would_stop(step: Step, exc: UserError) -> None:
+def _would_stop(step: Step, exc: UserError, first: bool) -> None:
+    """Where a dry run would stop. The first refusal is the task's one red line at the end (said once: here
+    only its step); a later step's refusal is not raised, so its message is said here."""
     from ..core import console
 
-    console.err.print(f"[bold red]✗[/] [red]{console.escape(step.name)}: would stop here: "
-                      f"{console.escape(exc.message)}[/]")
+    said = "would stop here (the error below)" if first else f"would stop here too: {exc.message}"
+    console.err.print(f"[yellow]✗ {console.escape(step.name)}: {console.escape(said)}[/]")
 
 
 def _nothing(change: Change) -> None:

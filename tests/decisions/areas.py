@@ -239,7 +239,7 @@ def plan_store(settings, facts: dict, args: dict) -> Plan:
 
     from mlflow_self_host.steps.migrate import schema
     from mlflow_self_host.core import database
-    from mlflow_self_host.steps.store.migrate import (BackupFacts, Facts, Source, Target, make_backup_plan,
+    from mlflow_self_host.steps.store.migrate_store import (BackupFacts, Facts, Source, Target, make_backup_plan,
                                                       make_environment_plan, make_plan)
 
     t, s = facts.get("target", {}), facts.get("source", {})
@@ -265,7 +265,7 @@ def plan_takeover(settings, facts: dict, args: dict) -> Plan:
     ``integrity``; null: no database), ``backend``/``artifacts`` (``[total, wrong]``; null: no folder),
     ``backups`` and ``other_files``; ``revisions``: the image's chain, oldest first. ``require`` in args is
     `inv migrate` (refusals as read() makes them, then the plan)."""
-    from mlflow_self_host.steps.migrate import schema, store
+    from mlflow_self_host.steps.migrate import host_store as store, schema
     from mlflow_self_host.flows import takeover
 
     def job(image, stopped=False, name=None):

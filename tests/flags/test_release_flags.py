@@ -108,8 +108,9 @@ def test_release_dry_run_without_a_reachable_nomad_shows_every_step_and_names_th
     image = f"{registry.address}/{env['MSH_IMAGE']}"
     assert f"{image}:v0.100" in dry.stderr and f"{image}:latest" in dry.stderr
     assert "no build: pushed by the release" in dry.stderr  # the deploy's image step, in its dry form
-    (stop,) = [line for line in dry.stderr.splitlines() if "would stop here" in line]
-    assert stop.startswith("✗ job: would stop here:") and env["NOMAD_ADDR"] in dry.stderr
+    stops = [line for line in dry.stderr.splitlines() if "would stop here" in line]
+    assert stops == ["✗ reads before any change: would stop here (the error below)",
+                     "✗ job: would stop here (the error below)"] and env["NOMAD_ADDR"] in dry.stderr
     (line,) = errors(dry)  # the dry run ends with that step's error, its exit code
     assert env["NOMAD_ADDR"].split("//")[1] in line
     assert (repo / "version.txt").read_text() == "0.99\n" and tags(repo) == [] and registry.tags(env["MSH_IMAGE"]) == []

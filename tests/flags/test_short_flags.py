@@ -54,3 +54,19 @@ def test_d_is_a_dry_run_through_inv(tmp_path):
     done = inv("up", "-d", "-p", str(port), cwd=project, env=env)
     assert "dry run: nothing was changed" in done.stderr and f"port {port}" in done.stderr
     assert not port_open(port) and not (project / "data" / "mlflow-server.pid").exists()
+
+
+def test_a_short_flag_whose_meaning_moved_where_the_new_one_would_quietly_do_less_is_refused_for_now(tmp_path):
+    """`inv backup -d` was --download: a cron line would now take no backup, so the letter is refused (exit 2),
+    saying both long flags; nothing is backed up or contacted."""
+    done = inv("backup", "-d", cwd=ROOT, expect=2)
+    assert "in `inv backup` it was --download (now -x)" in done.stderr and "--dry-run or --download" in done.stderr
+    done = inv("configure-host", "-a", cwd=ROOT, expect=2)
+    assert "it was --ansible" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_flag_invoke_cannot_parse_exits_2_like_a_bad_value():
+    missing = inv("up", "--port", cwd=ROOT, expect=2)
+    assert "needed value" in missing.stderr
+    unknown = inv("build", "--no-such-flag", cwd=ROOT, expect=2)
+    assert "--no-such-flag" in unknown.stderr

@@ -1,4 +1,4 @@
-"""host.ssh against the real sshd: host keys, auth, sudo, atomic writes, each failure's message."""
+"""adapters/ssh.py against the real sshd: host keys, auth, sudo, atomic writes, each failure's message."""
 from __future__ import annotations
 
 import os

@@ -335,7 +335,10 @@ def test_inv_deploy_dry_run_without_a_cluster_shows_each_step_and_names_the_one_
     dry = inv("deploy", "--dry-run", "--skip-host", cwd=project, env=env, expect=1)
     said = dry.stderr
     assert "image " in said and "would change (2)" in said  # build and push, in their dry form
-    (stop,) = [line for line in said.splitlines() if "would stop here" in line]
-    assert stop.startswith("✗ job: would stop here:") and "dry run: nothing was registered" in said
+    # the first read, before any step, is where a real deploy stops (Nomad: reading the registered job)
+    stops = [line for line in said.splitlines() if "would stop here" in line]
+    assert stops == ["✗ reads before any change: would stop here (the error below)",
+                     "✗ job: would stop here (the error below)"]
+    assert "dry run: nothing was registered" in said
     (line,) = errors(dry)
     assert line == f"error: cannot reach the Nomad agent at {env['NOMAD_ADDR']}: connection refused"

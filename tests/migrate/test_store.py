@@ -1,5 +1,5 @@
 """The takeover's decisions and its SQL, without sshd, Docker or Nomad: the host script runs on this
-machine (host.local_shell.LocalShell), the plan is computed from facts."""
+machine (adapters/local_shell.py's LocalShell), the plan is computed from facts."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ from mlflow_self_host.core.errors import ExitCode
 
 from mlflow_self_host.adapters.local_shell import LocalShell
 from mlflow_self_host.core.errors import UserError
-from mlflow_self_host.steps.migrate import schema, store
+from mlflow_self_host.steps.migrate import host_store as store, schema
 from mlflow_self_host.flows import takeover
 from mlflow_self_host.core.settings import PROJECT_ROOT, Settings
 

@@ -13,8 +13,8 @@ the backup in place with the original's owner and mode, starts the job and waits
 - ``commands.py``: the shell commands run on the host, as data;
 - ``take.py`` and ``restore.py``: facts, a pure plan, ``runner.run``.
 
-The commands run through the host's shell: ``host.ssh.Remote`` (SSH, under sudo) or its local twin
-``host.local_shell.LocalShell`` (./data in local mode): one code path for both.
+The commands run through the host's shell: ``adapters/ssh.py``'s ``Remote`` (SSH, under sudo) or its local twin
+``adapters/local_shell.py``'s ``LocalShell`` (./data in local mode): one code path for both.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from ...adapters.shell import quote
 TOOLS = ("python3", "sqlite3")
 
 # The one SQLite integrity check of the stdlib programs run on the host (``PROGRAM`` below, and
-# steps/migrate/store.py's): "ok", the first ``rows`` problems PRAGMA integrity_check found, or why the file
+# steps/migrate/host_store.py's): "ok", the first ``rows`` problems PRAGMA integrity_check found, or why the file
 # does not open as a database; ``read_only`` opens it with mode=ro. The program imports sqlite3.
 INTEGRITY_CHECK = r'''
 def integrity(path, read_only, rows):

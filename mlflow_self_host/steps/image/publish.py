@@ -215,22 +215,6 @@ def push_tag(settings, version, tag: str, dry_run: bool = False) -> str:
     return execute(settings, version, plan, facts, dry_run=dry_run)
 
 
-def release_image(settings, version, choice, dry_run: bool = False):
-    """Deploy's image: (facts, plan, platform) read and planned, nothing changed yet (``apply_release``
-    makes it, after the deploy has checked the platform against the clients)."""
-    from ...core import console
-
-    facts = read_facts(settings, version, version.tag, dry_run=dry_run)
-    plan = make_release_plan(settings, facts, version, choice, dry_run=dry_run)
-    for warning in warnings(facts, facts.ref):
-        console.warn(warning)
-    return facts, plan, release_platform(facts, choice)
-
-
-def apply_release(settings, version, facts: ImageFacts, plan: Plan, dry_run: bool = False) -> str:
-    return execute(settings, version, plan, facts, dry_run=dry_run)
-
-
 def registry_platforms(settings, version, would_push: bool):
     """The platforms of the registry's ``v{version}``; None when a dry run would push it first; a tag
     the registry lacks is refused (exit 2): Nomad could not pull it."""

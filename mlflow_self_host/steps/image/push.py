@@ -6,7 +6,6 @@ points at this image, nothing is pushed at all (publish.py: facts, plan, changes
 """
 from __future__ import annotations
 
-from ...adapters.engine_push import DAEMON_JSON, PushResult, engine_push  # noqa: F401 - push.X too
 from .publish import push_tag
 
 

@@ -83,10 +83,6 @@ class ClientNode:
         return ""
 
 
-def datacenters(settings) -> list[str]:
-    return settings.datacenters()
-
-
 def in_datacenters(settings, node: dict) -> bool:
     """Whether a node (as GET /v1/nodes lists it) is in the job's datacenters, globs matched as Nomad does:
     the one test deploy (``read``) and doctor make."""

@@ -5,7 +5,8 @@ secret ``database_url`` (``MSH_DATABASE_URL``, environment only), a SQLAlchemy U
 ``postgresql://mlflow:PASSWORD@db.lan:5432/mlflow``. Its password is never shown: ``shown_url``
 gives ``postgresql://mlflow:****@db.lan:5432/mlflow``, and ``hide`` takes it out of any text.
 
-- ``database.py``: the URL's checks and masks (no I/O);
-- ``migrate.py``: `inv migrate-store --to postgres` (facts, a pure plan, ``runner.run`` in three steps);
+- ``core/database.py`` (below every layer): the URL's checks and masks (no I/O);
+- ``migrate_store.py``: `inv migrate-store --to postgres` (facts, a pure plan, ``runner.run`` in three steps);
+- ``health.py``: doctor's store rows;
 - ``worker.py``: the program that talks to both databases, run by the MLflow environment's python.
 """

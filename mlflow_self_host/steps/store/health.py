@@ -16,7 +16,7 @@ def rows(settings, timeout: float):
     from ...core.doctor_row import Row
     from ...core.errors import UserError
     from ..migrate import schema
-    from . import migrate
+    from . import migrate_store as migrate
 
     try:
         url = database.url(settings)
