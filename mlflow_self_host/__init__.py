@@ -1,1 +1,1 @@
-"""mlflow-self-host: the logic behind tasks.py. Each module is one concern; see README.md."""
+"""mlflow-self-host: the logic behind tasks.py. Each module is one concern; see docs/how-it-is-built.md."""

@@ -19,3 +19,8 @@ def test_readme_opens_with_the_main_job_and_the_test_command():
 def test_ci_runs_the_readmes_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert _commands()[1] in ci.splitlines()
+
+
+def test_the_readme_stays_a_page_read_top_to_bottom():
+    """About 150-200 lines (issue 32): the rest lives in docs/ and CONTRIBUTING.md, which it links."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200

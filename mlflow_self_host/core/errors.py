@@ -1,6 +1,6 @@
 """The one error type for user-facing failures, and every exit code a task can end with.
 
-README's "Exit codes" table lists the same codes; tests/test_errors.py keeps the two identical.
+The "Exit codes" table in docs/troubleshooting.md lists the same codes; tests/test_errors.py keeps the two identical.
 """
 from __future__ import annotations
 

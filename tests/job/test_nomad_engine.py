@@ -118,9 +118,9 @@ def test_the_job_file_parses_for_each_store(store):
                                             f"MLFLOW_BACKEND_STORE_URI={{{{ .database_url_{REVISION} }}}}{{{{ end }}}}\n")
 
 
-@pytest.mark.parametrize("where", ["README.md", "nomad/mlflow.nomad.hcl"])
+@pytest.mark.parametrize("where", ["docs/deploying.md", "nomad/mlflow.nomad.hcl"])
 def test_the_hand_run_line_parses(where):
-    """The `nomad job run -var ... nomad/mlflow.nomad.hcl` line the README and the job file's header give, its
+    """The `nomad job run -var ... nomad/mlflow.nomad.hcl` line docs/deploying.md and the job file's header give, its
     -var values as the CLI hands them to the parser (jobspec2 ArgVars), through the same engine."""
     import shlex
 
