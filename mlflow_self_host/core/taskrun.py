@@ -9,6 +9,7 @@ import logging
 import os
 
 from invoke import Exit
+from invoke.exceptions import ParseError
 
 
 def debug_enabled() -> bool:
@@ -63,6 +64,14 @@ def check_moved_short_flags(task: str, argv: list[str], task_names: set[str]) ->
         console.warn(said)
 
 
+class BadFlag(ParseError, Exit):
+    """invoke's ParseError (printed as invoke prints it, caught as one by whoever parses) that exits 2 (an Exit)."""
+
+    def __init__(self, error: ParseError):
+        ParseError.__init__(self, str(error), error.context)
+        self.message, self._code = None, 2
+
+
 def bad_flags_exit_2() -> None:
     """A task flag invoke cannot parse (unknown, a value missing) exits 2, as every bad flag value does (invoke
     says 1). Patches invoke's parser once; tasks.py calls it at load, so it covers the tasks' flags."""
@@ -77,7 +86,7 @@ def bad_flags_exit_2() -> None:
         try:
             return parse_argv(self, argv)
         except parser.ParseError as exc:
-            raise Exit(message=str(exc), code=2) from None
+            raise BadFlag(exc) from None
 
     parse._exit_2 = True
     parser.Parser.parse_argv = parse

@@ -126,36 +126,56 @@ def _without(text: str, names: set[str]) -> str:
     return "\n".join(out)
 
 
-def run(settings, upgrade: bool = False, dry_run: bool = False, check: bool = False) -> list:
-    """`inv deps`: regenerate the lock, show what changed; ``dry_run``/``check`` write nothing
-    (``check`` fails when the lock is not what the inputs give)."""
-    from ...core import console
+def make_plan(old_text: str, new_text: str, check: bool = False):
+    """The lock file's change: none when it is what the inputs give (``check`` refuses a difference). Pure."""
+    from ...core.plan import Plan
 
-    path = lock_path(settings)
-    old_text = path.read_text() if path.exists() else ""
-    console.step(f"locking docker/{INPUT} and docker/{NODEPS} with uv{' (--upgrade)' if upgrade else ''}")
-    new_text = generate(settings, upgrade=upgrade)
     diff = changes(pins(old_text), pins(new_text))
-    for name, before, after in diff:
-        if not before:
-            console.info(f"+ {name}=={after}")
-        elif not after:
-            console.info(f"- {name}=={before}")
-        else:
-            console.info(f"~ {name} {before} → {after}")
+    plan = Plan(f"docker/{LOCK}")
     if new_text == old_text:
-        console.done(f"docker/{LOCK} is up to date ({len(pins(new_text))} packages): no change")
-        return diff
+        plan.reason = f"up to date ({len(pins(new_text))} packages): no change"
+        return plan
     if check:
         raise UserError(f"docker/{LOCK} is not what docker/{INPUT} and docker/{NODEPS} give now"
                         + (f" ({len(diff)} package{'s' if len(diff) != 1 else ''} differ)" if diff else
                            " (its hashes or layout differ)"),
                         hint="run `inv deps` and commit the lock")
+    plan.add("write", f"docker/{LOCK}", f"{len(pins(new_text))} packages, {len(diff)} changed", op=new_text)
+    return plan
+
+
+def run(settings, upgrade: bool = False, dry_run: bool = False, check: bool = False) -> list:
+    """`inv deps`: regenerate the lock (read: uv compiles into a temporary folder), show what changed, write
+    it (the runner's one step); ``dry_run``/``check`` write nothing (``check`` fails when the lock is not
+    what the inputs give)."""
+    from ...core import console
+    from .. import runner
+
+    path = lock_path(settings)
+    old_text = path.read_text() if path.exists() else ""
+    said: list = []
+
+    def read() -> str:
+        console.step(f"locking docker/{INPUT} and docker/{NODEPS} with uv{' (--upgrade)' if upgrade else ''}")
+        new_text = generate(settings, upgrade=upgrade)
+        said.extend(changes(pins(old_text), pins(new_text)))
+        for name, before, after in said:
+            if not before:
+                console.info(f"+ {name}=={after}")
+            elif not after:
+                console.info(f"- {name}=={before}")
+            else:
+                console.info(f"~ {name} {before} → {after}")
+        return new_text
+
+    def write(change) -> str:
+        tmp = path.with_suffix(".lock.tmp")
+        tmp.write_text(change.op)
+        tmp.replace(path)
+        return f"wrote docker/{LOCK}: {change.detail}"
+
+    runner.run([runner.Step("lock file", read=read, plan=lambda new_text: make_plan(old_text, new_text, check),
+                            apply_one=write)], dry_run=dry_run)
     if dry_run:
         console.info(f"dry run: docker/{LOCK} not written")
-        return diff
-    tmp = path.with_suffix(".lock.tmp")
-    tmp.write_text(new_text)
-    tmp.replace(path)
-    console.done(f"wrote docker/{LOCK}: {len(pins(new_text))} packages, {len(diff)} changed")
-    return diff
+    return said
