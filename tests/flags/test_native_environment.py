@@ -78,8 +78,8 @@ def test_first_up_shows_what_it_builds_where_and_the_packages_as_plain_lines(tmp
         assert first.stdout.strip() == f"http://127.0.0.1:{port}/" and healthy(f"http://127.0.0.1:{port}/")
         (venv,) = cache.glob("mlflow-server-*")
         lines = first.stderr.splitlines()
-        assert f"▸ creating the native MLflow environment (MLflow 9.9.9, 3 packages) in {venv}: once, about a minute" \
-            in lines
+        header = f"▸ creating the native MLflow environment (MLflow 9.9.9, 3 packages) in {venv}: once, about a minute"
+        assert header in lines
         start = lines.index(next(line for line in lines if "creating the native" in line)) + 1
         end = lines.index(next(line for line in lines if line.startswith("✓ created the native")))
         assert re.fullmatch(r"✓ created the native MLflow environment: 3 packages in \d+ s", lines[end])

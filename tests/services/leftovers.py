@@ -109,8 +109,8 @@ def left(before: Snapshot, temp_root: Path | None, tag: str = SESSION_TAG, user_
         then = {path: (size, mtime) for path, size, mtime in before.user_cache}
         now = {path: (size, mtime) for path, size, mtime in _cache_entries(user_caches())}
         for path in sorted(then.keys() | now.keys()):
-            what = "new" if path not in then else "gone" if path not in now else "changed" if now[path] != then[path] else ""
-            if what:
+            if then.get(path) != now.get(path):
+                what = "new" if path not in then else "gone" if path not in now else "changed"
                 found.append(f"in the user's cache: {what} {path}")
     return found
 

@@ -1,8 +1,9 @@
 """A real MLflow tracking server, run natively on a loopback port.
 
 It runs from the same virtual environment `inv up` creates for its native mode (local.ensure_venv:
-the image's pinned MLflow and requirements, made once and kept in the suite's own cache, TEST_CACHE), so the tests need no
-MLflow server in their own environment (the project depends on mlflow-skinny, the client, only).
+the image's pinned MLflow and requirements, made once in the suite's own cache_dir, under TEST_CACHE), so
+the tests need no MLflow server in their own environment (the project depends on mlflow-skinny, the
+client, only).
 
 SQLite store and artifacts in a folder laid out like local mode's ./data (backend/mlflow.db,
 artifacts/), so backup and restore can point at it.

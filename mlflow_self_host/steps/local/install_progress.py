@@ -2,9 +2,9 @@
 installs them, as a bar on a terminal and as plain lines without one (a log file, a pipe).
 
 - ``package_count``: how many packages the lock installs on this Python (its environment markers evaluated).
-- ``PipProgress``: pure; reads pip's own lines ("Collecting x==1" or "Processing x.whl", "Installing collected packages: a, b") into
-  the phase and the counts. While pip installs it prints nothing per package: the installed count is the
-  ``*.dist-info/RECORD`` files in the environment (pip writes a package's RECORD last).
+- ``PipProgress``: pure; reads pip's own lines ("Collecting x==1" or "Processing x.whl", "Installing collected
+  packages: a, b") into the phase and the counts. While pip installs it prints nothing per package: the
+  installed count is the ``*.dist-info/RECORD`` files in the environment (pip writes a package's RECORD last).
 - ``Display``: a rich bar on a terminal; else one line when a phase starts, then one when the count moved
   (at most every ``PLAIN_EVERY`` seconds) and at least every ``PLAIN_SILENCE`` seconds: never a spinner's
   residue in a log, never silent for long.
@@ -18,7 +18,7 @@ import queue
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...core import console
@@ -52,7 +52,6 @@ class PipProgress:
     phase: str = "creating the virtual environment"
     collected: int = 0
     installed: int = 0
-    names: list[str] = field(default_factory=list)
 
     def read(self, line: str) -> None:
         """One line of pip's output."""
@@ -62,8 +61,8 @@ class PipProgress:
             self.collected += 1
         elif text.startswith("Installing collected packages:"):
             self.phase = "installing"
-            self.names = [name.strip() for name in text.split(":", 1)[1].split(",") if name.strip()]
-            self.total = len(self.names) or self.total
+            names = [name for name in text.split(":", 1)[1].split(",") if name.strip()]
+            self.total = len(names) or self.total  # what pip installs, markers and all
         elif text.startswith("Successfully installed"):
             self.installed = self.total
 
