@@ -32,7 +32,7 @@ import pytest
 from tests.services import base_image as base_image_service
 from tests.services import dns_server as dns_service
 from tests.services import docker_engine, registry as registry_service, ssh_server as ssh_service
-from tests.services import session_name, unavailable
+from tests.services import clean_env, session_name, unavailable
 from tests.services.leftovers import pytest_configure, pytest_sessionfinish, pytest_sessionstart  # noqa: F401 - the hooks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -166,8 +166,11 @@ def nomad_cluster(tmp_path, docker_engine_service, nomad_network, stub_images):
 
 @pytest.fixture
 def project_env(monkeypatch):
-    """A clean environment: no MSH_/NOMAD_ settings leak in from the developer's shell."""
+    """A clean environment (``clean_env``): no MSH_/NOMAD_/PIHOLE_ settings leak in from the developer's shell,
+    and the suite's own cache_dir."""
+    wanted = clean_env()
     for key in list(os.environ):
-        if key.startswith(("MSH_", "NOMAD_", "PIHOLE_")):
+        if key not in wanted:
             monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MSH_CACHE_DIR", wanted["MSH_CACHE_DIR"])
     return monkeypatch

@@ -1,11 +1,12 @@
 """The `inv` command as users run it: the task list, clear errors, exit codes, no tracebacks."""
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.services import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ["build", "push", "pushlatest", "configure-host", "deploy", "dns", "release", "version", "config",
@@ -14,7 +15,7 @@ TASKS = ["build", "push", "pushlatest", "configure-host", "deploy", "dns", "rele
 
 
 def inv(*args, cwd=ROOT, env=None):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_"))}
+    full_env = clean_env()
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=120)

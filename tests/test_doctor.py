@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from mlflow_self_host.core.errors import UserError
 from mlflow_self_host.core.settings import Settings
 from tests.doubles.nomad import NomadDouble
 from tests.services import dns_server as dns_service
-from tests.services import free_port, mlflow_server
+from tests.services import clean_env, free_port, mlflow_server
 from tests.services import registry as registry_service
 from tests.services import ssh_server as ssh_service
 
@@ -53,7 +52,7 @@ class Services:
                     folder_owner=ssh_service.TEST_USER, datacenter="DC0", doctor_timeout=TIMEOUT)
 
     def env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_"))}
+        env = clean_env()
         env.update({f"MSH_{k.upper()}": str(v) for k, v in self.settings().items()})
         env["DOCKER_HOST"] = self.docker_url
         return env
@@ -96,11 +95,9 @@ def project(tmp_path):
 
 
 @pytest.fixture
-def run(project, monkeypatch):
+def run(project, project_env):
     """run(services, **setting overrides) -> (rows, exit code, seconds); the JSON goes to stdout."""
-    for key in list(os.environ):
-        if key.startswith(("MSH_", "NOMAD_")):
-            monkeypatch.delenv(key)
+    monkeypatch = project_env
 
     def go(services, **overrides):
         monkeypatch.setenv("DOCKER_HOST", services.docker_url)

@@ -1,6 +1,8 @@
 """The end-of-session check (tests/services/leftovers.py), on pytest sessions of its own in subprocesses:
 a clean one passes, one that leaves a user, a group, a sudoers file, a process (a child, and a daemon
-that went to init), a listening port, a network interface and a mount fails, naming each."""
+that went to init), a listening port, a network interface and a mount fails, naming each; so does one that
+adds, changes or removes something in the user's own cache folder (~/.cache/mlflow-self-host, under a HOME
+of the test's own)."""
 from __future__ import annotations
 
 import json
@@ -55,6 +57,11 @@ def test_plant(tmp_path):
             record["interface"] = session_name("mshx")
             subprocess.run(["ip", "link", "add", record["interface"], "type", "veth", "peer", "name",
                             session_name("mshy")], check=True)
+        if "cache" in plant:
+            cache = Path.home() / ".cache" / "mlflow-self-host"
+            (cache / "python-base-0123.tar").write_bytes(b"a base image")
+            (cache / "mlflow-server-0123" / ".msh-complete").write_text("mlflow==0.1 (rebuilt)\\n")
+            (cache / "old.txt").unlink()
         if "mount" in plant:
             record["mount"] = str(tmp_path / "mnt")
             (tmp_path / "mnt").mkdir()
@@ -64,12 +71,14 @@ def test_plant(tmp_path):
 '''
 
 
-def run_session(folder: Path, plant: str, *options: str) -> tuple[subprocess.CompletedProcess, dict]:
+def run_session(folder: Path, plant: str, *options: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess,
+                                                                                          dict]:
     folder.mkdir()
     (folder / "conftest.py").write_text(CONFTEST)
     (folder / "test_plant.py").write_text(PLANT)
     record = folder / "record.json"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PLANT": plant, "RECORD": str(record)}
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(PROJECT_ROOT), "PLANT": plant,
+           "RECORD": str(record)}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            f"--basetemp={folder / 'tmp'}", *options, str(folder)],
                           cwd=folder, env=env, capture_output=True, text=True, timeout=120)
@@ -120,3 +129,30 @@ def test_a_session_that_leaves_things_fails_naming_each(tmp_path, as_root, optio
         assert f"mount {record['mount']} (tmpfs none)" in lines
     finally:
         remove(record)
+
+
+@pytest.mark.parametrize("options", [(), ("-n", "1")], ids=["one process", "xdist worker"])
+def test_a_session_that_touches_the_users_cache_fails_naming_what_changed(tmp_path, options):
+    """The suite's caches live under its own folder: a new file, a rebuilt environment's marker or a removed file
+    in the user's ~/.cache/mlflow-self-host fails the run, each named once (by the worker under xdist)."""
+    home = tmp_path / "home"
+    cache = home / ".cache" / "mlflow-self-host"
+    (cache / "mlflow-server-0123").mkdir(parents=True)
+    (cache / "mlflow-server-0123" / ".msh-complete").write_text("mlflow==0.1\n")
+    (cache / "old.txt").write_text("the user's\n")
+    (cache / "kept.txt").write_text("the user's\n")
+    env = {key: value for key, value in os.environ.items() if key not in ("MSH_CACHE_DIR", "MSH_TEST_CACHE")}
+    env["HOME"] = str(home)
+
+    if not options:  # a session that leaves the user's cache as it found it passes
+        clean, _ = run_session(tmp_path / "clean", "", env=env)
+        assert clean.returncode == 0 and "left on the machine" not in clean.stdout, clean.stdout + clean.stderr
+
+    done, _ = run_session(tmp_path / "dirty", "cache", *options, env=env)
+    assert done.returncode == 1 and "1 passed" in done.stdout, done.stdout + done.stderr
+    report = done.stdout.split("left on the machine by this test session (3)", 1)[1].splitlines()
+    suffix = " (xdist worker gw0)" if options else ""
+    assert [line.strip() for line in report if "cache" in line] == [
+        f"in the user's cache: changed {cache}/mlflow-server-0123/.msh-complete{suffix}",
+        f"in the user's cache: gone {cache}/old.txt{suffix}",
+        f"in the user's cache: new {cache}/python-base-0123.tar{suffix}"]

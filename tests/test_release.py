@@ -24,7 +24,7 @@ from mlflow_self_host.core.errors import UserError
 from mlflow_self_host.core.settings import Settings
 from mlflow_self_host.core.version import PARTS, Version
 from tests.host.conftest import CLIENT_HCL, nomad_user  # noqa: F401 - the fixture
-from tests.services import free_port, project_repo
+from tests.services import clean_env, free_port, project_repo
 from tests.services.nomad_cluster import MLFLOW_TIMINGS
 from tests.services.project_repo import git
 
@@ -159,7 +159,7 @@ def test_a_bad_request_is_refused_before_anything(repo, bump, set_version, says)
 
 
 def inv(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_"))}
+    env = clean_env()
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=120)
 

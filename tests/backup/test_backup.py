@@ -13,7 +13,7 @@ from mlflow_self_host.steps import backup
 from mlflow_self_host.core.errors import UserError
 from mlflow_self_host.adapters.local_shell import LocalShell
 from tests.backup.conftest import PROJECT_ROOT, count, deploy, integrity, make_db, stub_starts
-from tests.services import mlflow_server
+from tests.services import clean_env, mlflow_server
 
 NAME = re.compile(r"^mlflow-\d{8}T\d{6}Z-v0\.99(-\d+)?\.db$")
 
@@ -194,7 +194,7 @@ def test_inv_backup_and_restore_from_the_command_line(ssh_server, nomad_cluster,
     (running,) = nomad_cluster.nomad.running_allocs()
     make_db(nomad_cluster.backend / "mlflow.db", 5)
     backups = nomad_cluster.root / "backups"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_"))}
+    env = clean_env()
     env.update(ssh_server.env(), **nomad_cluster.env(backups_path=backups))
     inv = [sys.executable, "-m", "invoke", "-r", str(PROJECT_ROOT)]
     done = subprocess.run(inv + ["backup"], env=env, capture_output=True, text=True, timeout=60)

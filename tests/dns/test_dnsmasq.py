@@ -7,7 +7,6 @@ host's does), and the CNAME is resolved with dnspython against it.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from mlflow_self_host.steps.dns import task
 from mlflow_self_host.core.errors import UserError
 from mlflow_self_host.core.settings import Settings
+from tests.services import clean_env
 
 PIHOLE_V5_FILE = """\
 # Pi-hole v5 custom CNAMEs
@@ -115,7 +115,7 @@ def test_check_reports_the_answer(dnsmasq_host, capsys):
 
 
 def inv_dns(server, ssh_server, *args, **more_env):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_", "PIHOLE_"))}
+    env = clean_env()
     env.update(ssh_server.env(), MSH_DNSMASQ_DIR=str(server.conf_dir),
                MSH_DNSMASQ_RESTART_COMMAND=server.restart_command, MSH_DNS_SERVER="127.0.0.1",
                MSH_DNS_PORT=str(server.port))

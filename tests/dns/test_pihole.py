@@ -1,7 +1,6 @@
 """`inv dns` on Pi-hole v6, against the API double (tests/doubles/pihole.py) and its DNS answers."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 from mlflow_self_host.steps.dns import task
 from mlflow_self_host.core.errors import UserError
 from tests.dns.conftest import pihole_settings
-from tests.services import free_port
+from tests.services import clean_env, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -198,7 +197,7 @@ def test_a_missing_ca_file_is_named(pihole, tmp_path):
 
 
 def inv_dns(double, *args, password=None, **more_env):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_", "PIHOLE_"))}
+    env = clean_env()
     env.update(PIHOLE_PASSWORD=double.password if password is None else password, MSH_PIHOLE_URL=double.url,
                MSH_DNS_SERVER="127.0.0.1", MSH_DNS_PORT=str(double.dns_port), MSH_DNS_CHECK_TIMEOUT="10")
     env.update(more_env)

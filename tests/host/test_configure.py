@@ -16,6 +16,7 @@ import pytest
 
 from mlflow_self_host.core.errors import UserError
 from mlflow_self_host.steps.host import configure
+from tests.services import clean_env
 
 from .conftest import CLIENT_HCL, root_squashed, sftp_refusals
 
@@ -69,7 +70,7 @@ def inv(*args, env: dict) -> subprocess.CompletedProcess:
 
 def inv_env(host, **more) -> dict:
     """The environment `inv` runs with: the host's settings as MSH_ variables, nothing from the shell."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_"))}
+    env = clean_env()
     env.update({f"MSH_{k.upper()}": str(host.settings[k]) for k in (
         "host", "ssh_port", "ssh_user", "ssh_key", "known_hosts", "nomad_client_config", "backend_path",
         "artifacts_path", "job_dir", "job_file", "folder_owner", "folder_group", "nomad_restart_command",
@@ -328,7 +329,7 @@ def test_a_refused_mkdir_names_the_folder_too():
 
 
 def test_task_error_is_one_red_line_with_the_fix(nomad_host):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_"))}
+    env = clean_env()
     env.update({"MSH_HOST": "127.0.0.1", "MSH_SSH_PORT": str(_closed_port()), "MSH_KNOWN_HOSTS": "/dev/null",
                 "MSH_JOB_FILE": str(nomad_host.job_source)})
 

@@ -24,9 +24,12 @@ import pytest
 SESSION_TAG = str(os.getpid() % 1_000_000)
 
 
-# What test sessions keep between runs on this machine (the Docker engines' data: images and build cache), apart
-# from the user's own ~/.cache/mlflow-self-host.
+# What test sessions keep between runs on this machine (the Docker engines' data: images and build cache; the base
+# image's tar; the native server's environment), apart from the user's own ~/.cache/mlflow-self-host, which the
+# suite never touches (leftovers.py fails the run if it changed).
 TEST_CACHE = Path(os.environ.get("MSH_TEST_CACHE") or Path.home() / ".cache" / "mlflow-self-host-tests")
+# The suite's ``cache_dir`` setting (MSH_CACHE_DIR: the native server's virtual environment), as ``clean_env`` sets it.
+CACHE_DIR = TEST_CACHE / "cache_dir"
 # Folders outside pytest's temp folder that this session alone uses (a kept engine data root it holds the lock
 # of): a mount left under one is the session's (leftovers.py).
 OWN_PATHS: list[Path] = []
@@ -40,6 +43,14 @@ def session_name(prefix: str) -> str:
 def is_session_name(name: str, tag: str = SESSION_TAG) -> bool:
     """A name ``session_name`` gave in the session tagged ``tag``: letters (and - or _), then the tag."""
     return re.fullmatch(rf"[a-z][a-z_-]*{re.escape(tag)}", name) is not None
+
+
+def clean_env() -> dict:
+    """The environment a test runs the project with: none of the developer's MSH_/NOMAD_/PIHOLE_ settings, and
+    the suite's own ``cache_dir`` (``CACHE_DIR``), so nothing it builds lands in the user's cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_", "PIHOLE_"))}
+    env["MSH_CACHE_DIR"] = str(CACHE_DIR)
+    return env
 
 
 def in_ci() -> bool:

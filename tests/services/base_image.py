@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from . import need_binary, unavailable
+from . import TEST_CACHE, need_binary, unavailable
 
 TAG = "mlflow-self-host/python-base:bookworm"
 SUITE = "bookworm"
@@ -26,7 +26,7 @@ CERT_ENV = {
     "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
     "REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
 }
-CACHE_DIR = Path(os.environ.get("MSH_CACHE_DIR", Path.home() / ".cache" / "mlflow-self-host"))
+CACHE_DIR = TEST_CACHE / "base-image"  # the suite's own (never the user's ~/.cache/mlflow-self-host)
 
 
 def _extra_certs() -> list[Path]:

@@ -15,12 +15,18 @@ make it fail:
   (/sys/class/net) new since the start with this session's names (``is_session_name``); and a shared
   user (``nomad``) a test session created, that no running test session holds any more (accounts.py);
 - mounts (/proc/self/mounts) new since the start, under pytest's temp folder or under a folder with
-  this session's name.
+  this session's name;
+- the user's own cache folder (``user_caches``: ~/.cache/mlflow-self-host, and MSH_CACHE_DIR as the shell set
+  it): an entry new, changed (size, mtime) or gone since the start, one level deep, and each environment's
+  completion marker. The suite keeps its caches under TEST_CACHE (tests/services/__init__.py) and never
+  writes here, so any change fails the run (a process other than the suite, the user's `inv up` meanwhile,
+  shows up too: the line names what changed).
 A container the session's engine runs is one of its processes (dockerd, containerd-shim); a network
 namespace the session makes would hold a process too.
 
 Under pytest-xdist each worker is a session of its own (its pid is its tag): it checks what it left itself
-and hands the lines to the controller (``workeroutput``), whose own check adds them and fails the run.
+and hands the lines to the controller (``workeroutput``), whose own check adds them and fails the run (the
+controller does not look at the user's cache again when workers did).
 """
 from __future__ import annotations
 
@@ -33,11 +39,12 @@ from pathlib import Path
 
 import pytest
 
-from . import OWN_PATHS, SESSION_TAG, accounts, is_session_name
+from . import OWN_PATHS, SESSION_TAG, TEST_CACHE, accounts, is_session_name
 
 ENV_MARKER = "MLFLOW_SELF_HOST_TEST_SESSION"  # = the pytest pid; not MSH_*, which project_env removes
 GRACE = 10.0  # seconds for what is ending anyway (a process after SIGTERM, ssh's ControlPersist master)
 _BEFORE = pytest.StashKey["Snapshot"]()
+VENV_MARKER = ".msh-complete"  # mlflow_self_host.steps.local.VENV_MARKER: not imported, the check loads nothing
 
 
 @dataclass(frozen=True)
@@ -48,16 +55,31 @@ class Snapshot:
     interfaces: frozenset[str]
     mounts: frozenset[tuple[str, str, str]]  # (device, mount point, type)
     own_sockets: frozenset[int]  # inodes of the listening sockets pytest itself holds
+    user_cache: frozenset[tuple[str, int, int]]  # (path, size, mtime in ns) in the user's cache folders
 
 
 def snapshot() -> Snapshot:
     return Snapshot(users=frozenset(_names("/etc/passwd")), groups=frozenset(_names("/etc/group")),
                     sudoers=frozenset(_entries(accounts.SUDOERS)), interfaces=frozenset(_entries("/sys/class/net")),
-                    mounts=frozenset(_mounts()), own_sockets=frozenset(_socket_inodes(os.getpid()) & set(_listening())))
+                    mounts=frozenset(_mounts()), own_sockets=frozenset(_socket_inodes(os.getpid()) & set(_listening())),
+                    user_cache=frozenset(_cache_entries(user_caches())))
 
 
-def left(before: Snapshot, temp_root: Path | None, tag: str = SESSION_TAG) -> list[str]:
-    """What this session has left, one line per thing ("user mshtest-123", "process 42 (sleep 300)")."""
+def user_caches() -> list[Path]:
+    """The user's own cache folders: the default cache_dir, and MSH_CACHE_DIR as the user's shell sets it (unless it
+    is the suite's own, under TEST_CACHE)."""
+    found = [Path.home() / ".cache" / "mlflow-self-host"]
+    own = os.environ.get("MSH_CACHE_DIR")
+    if own:
+        path = Path(os.path.expanduser(own))
+        if path not in found and TEST_CACHE not in (path, *path.parents):
+            found.append(path)
+    return found
+
+
+def left(before: Snapshot, temp_root: Path | None, tag: str = SESSION_TAG, user_cache: bool = True) -> list[str]:
+    """What this session has left, one line per thing ("user mshtest-123", "process 42 (sleep 300)"); with
+    ``user_cache``, what changed in the user's cache folder ("in the user's cache: new /root/.cache/...")."""
     me = os.getpid()
     found = []
     processes = session_processes()
@@ -83,15 +105,23 @@ def left(before: Snapshot, temp_root: Path | None, tag: str = SESSION_TAG) -> li
     for device, point, kind in sorted(set(_mounts()) - before.mounts):
         if _session_path(point, temp_root, tag):
             found.append(f"mount {point} ({kind} {device})")
+    if user_cache:
+        then = {path: (size, mtime) for path, size, mtime in before.user_cache}
+        now = {path: (size, mtime) for path, size, mtime in _cache_entries(user_caches())}
+        for path in sorted(then.keys() | now.keys()):
+            if then.get(path) != now.get(path):
+                what = "new" if path not in then else "gone" if path not in now else "changed"
+                found.append(f"in the user's cache: {what} {path}")
     return found
 
 
-def left_after_grace(before: Snapshot, temp_root: Path | None, grace: float | None = None) -> list[str]:
+def left_after_grace(before: Snapshot, temp_root: Path | None, grace: float | None = None,
+                     user_cache: bool = True) -> list[str]:
     """``left``, asked again for up to ``grace`` seconds while it finds something."""
     deadline = time.monotonic() + (GRACE if grace is None else grace)
     while True:
         gc.collect()  # a socket in a reference cycle is closed only when collected
-        found = left(before, temp_root)
+        found = left(before, temp_root, user_cache=user_cache)
         if not found or time.monotonic() >= deadline:
             return found
         time.sleep(0.5)
@@ -108,10 +138,12 @@ class WorkersLeftovers:
 
     def __init__(self):
         self.found: list[str] = []
+        self.workers = 0
 
     def pytest_testnodedown(self, node, error):
         output = getattr(node, "workeroutput", None) or {}
         self.found += output.get("leftovers", [])
+        self.workers += 1
 
 
 def pytest_configure(config):
@@ -125,13 +157,13 @@ def pytest_sessionfinish(session, exitstatus):
         return
     factory = getattr(session.config, "_tmp_path_factory", None)
     temp_root = getattr(factory, "_basetemp", None) or getattr(factory, "_given_basetemp", None)
-    found = left_after_grace(before, temp_root)
+    workers = session.config.pluginmanager.get_plugin("msh-workers-leftovers")
+    found = left_after_grace(before, temp_root, user_cache=workers is None or not workers.workers)  # else theirs
     worker_output = getattr(session.config, "workeroutput", None)
     if worker_output is not None:  # an xdist worker: the controller reports it and fails the run
         worker = session.config.workerinput.get("workerid", "?")
         worker_output["leftovers"] = [f"{line} (xdist worker {worker})" for line in found]
         return
-    workers = session.config.pluginmanager.get_plugin("msh-workers-leftovers")
     found += workers.found if workers is not None else []
     if not found:
         return
@@ -258,6 +290,20 @@ def _mounts() -> list[tuple[str, str, str]]:
         fields = line.split()
         if len(fields) >= 3:
             found.append((unescape(fields[0]), unescape(fields[1]), fields[2]))
+    return found
+
+
+def _cache_entries(folders: list[Path]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime in ns) of each entry of ``folders``, and of each folder's environment marker."""
+    found = []
+    for folder in folders:
+        for entry in _entries(folder):
+            for path in (folder / entry, folder / entry / VENV_MARKER):
+                try:
+                    stat = path.lstat()
+                except OSError:
+                    continue  # no marker (not an environment), or gone meanwhile
+                found.append((str(path), stat.st_size, stat.st_mtime_ns))
     return found
 
 

@@ -11,6 +11,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import clean_env  # noqa: F401 - the tests import it from here too
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 VERSION = "0.99"
 
@@ -28,10 +30,6 @@ class MLflowImage:
 
     def ref(self) -> str:
         return self.settings().image_ref(self.version)
-
-
-def clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_", "PIHOLE_"))}
 
 
 def build(engine, registry, base_image: str) -> MLflowImage:

@@ -1,8 +1,9 @@
 """A real MLflow tracking server, run natively on a loopback port.
 
 It runs from the same virtual environment `inv up` creates for its native mode (local.ensure_venv:
-the image's pinned MLflow and requirements, made once per machine and cached), so the tests need no
-MLflow server in their own environment (the project depends on mlflow-skinny, the client, only).
+the image's pinned MLflow and requirements, made once in the suite's own cache_dir, under TEST_CACHE), so
+the tests need no MLflow server in their own environment (the project depends on mlflow-skinny, the
+client, only).
 
 SQLite store and artifacts in a folder laid out like local mode's ./data (backend/mlflow.db,
 artifacts/), so backup and restore can point at it.
@@ -14,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import free_port, stop_process, unavailable, wait_for
+from . import clean_env, free_port, stop_process, unavailable, wait_for
 
 
 @dataclass
@@ -27,13 +28,13 @@ class MLflowServer:
 
 
 def server_python() -> str:
-    """The native server venv's python (created on first use, about a minute)."""
+    """The native server venv's python (created on first use, about a minute, under the suite's cache_dir)."""
     from mlflow_self_host.steps import local
     from mlflow_self_host.core.errors import UserError
     from mlflow_self_host.core.settings import PROJECT_ROOT, Settings
 
     try:
-        return str(local.ensure_venv(Settings.load(root=PROJECT_ROOT, env={})) / "bin" / "python")
+        return str(local.ensure_venv(Settings.load(root=PROJECT_ROOT, env=clean_env())) / "bin" / "python")
     except UserError as exc:
         unavailable(f"cannot make the MLflow server environment: {exc}")
 

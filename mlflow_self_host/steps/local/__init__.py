@@ -85,6 +85,7 @@ class Apply:
             container.remove(engine, op.target)
         elif op.kind == "venv":
             native.ensure_venv(settings)
+            return plans.QUIET  # it says what it created
         elif op.kind == "folder":
             container.prepare_folder(Path(op.target), op.chown)
         elif op.kind == "run-container":

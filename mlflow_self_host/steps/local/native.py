@@ -2,6 +2,7 @@
 locked requirements, created once under ``cache_dir``, in the background with a pid file in ./data."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -50,31 +51,71 @@ def venv_ready(venv: Path) -> bool:
 
 
 def ensure_venv(settings) -> Path:
-    """The native server's virtual environment, created once (same requirements as the image)."""
+    """The native server's virtual environment, created once (same requirements as the image). One process
+    creates it at a time (a lock on ``cache_dir``): another waits, then uses it."""
     venv = venv_dir(settings)
     if venv_ready(venv):
         return venv
-    import shutil
-
-    shutil.rmtree(venv, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
-    console.step(f"creating {venv} with {mlflow_pin(settings)} (once; about a minute)")
-    _run([sys.executable, "-m", "venv", str(venv)],
-         "cannot create a virtual environment", "install python3-venv (`apt-get install python3-venv`)")
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    hint = "check that pip can reach the package index (proxy, PIP_INDEX_URL)"
-    _run(pip + ["--require-hashes", "--no-deps", "-r", str(requirements_file(settings))],
-         f"installing {mlflow_pin(settings)} and its locked requirements failed", hint)
-    (venv / VENV_MARKER).write_text(mlflow_pin(settings) + "\n")
+    with _building(venv):
+        if not venv_ready(venv):
+            _create(settings, venv)
     return venv
 
 
-def _run(command: list[str], what: str, hint: str) -> None:
-    with console.err.status(f"[dim]{' '.join(command[-3:])}[/]"):
-        result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-        raise UserError(f"{what}: {lines[-1] if lines else 'exit ' + str(result.returncode)}", hint=hint)
+def shown(path: Path) -> str:
+    """``path`` with the home folder as ``~``."""
+    home = str(Path.home())
+    text = str(path)
+    return "~" + text[len(home):] if home != "/" and (text == home or text.startswith(home + "/")) else text
+
+
+def _create(settings, venv: Path) -> None:
+    import shutil
+
+    from .install_progress import Display, PipProgress, package_count, run_watched
+
+    shutil.rmtree(venv, ignore_errors=True)
+    lock = requirements_file(settings)
+    pin = mlflow_pin(settings)
+    progress = PipProgress(total=package_count(lock.read_text()))
+    console.step(f"creating the native MLflow environment (MLflow {pin.split('==', 1)[1]}, {progress.total} packages) "
+                 f"in {shown(venv)}: once, about a minute")
+    with Display() as display:
+        display.update(progress)
+        code, lines = run_watched([sys.executable, "-m", "venv", str(venv)], venv, progress, display)
+        if code != 0:
+            raise UserError(f"cannot create a virtual environment: {lines[-1] if lines else f'exit {code}'}",
+                            hint="install python3-venv (`apt-get install python3-venv`)")
+        progress.phase = "downloading"
+        display.update(progress)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+               "--no-color", "--progress-bar", "off", "--require-hashes", "--no-deps", "-r", str(lock)]
+        code, lines = run_watched(pip, venv, progress, display)
+    if code != 0:
+        errors = [line for line in lines if line.startswith("ERROR:")]
+        raise UserError(f"installing {pin} and its locked requirements failed: "
+                        f"{(errors or lines or ['exit ' + str(code)])[-1]}",
+                        hint="check that pip can reach the package index (proxy, PIP_INDEX_URL)")
+    (venv / VENV_MARKER).write_text(pin + "\n")
+    console.done(f"created the native MLflow environment: {progress.total} packages in {display.elapsed():.0f} s")
+
+
+@contextlib.contextmanager
+def _building(venv: Path):
+    """Held while ``venv`` is created: a flock on the cache folder (released when the process ends, however)."""
+    import fcntl
+
+    fd = os.open(venv.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.step(f"waiting for another process creating {shown(venv)}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def native_pid(folders: Folders) -> int | None:

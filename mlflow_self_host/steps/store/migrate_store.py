@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.errors import ExitCode, UserError
-from ...core.plan import Plan
+from ...core.plan import QUIET, Plan
 from ...core import database
 
 WORKER = Path(__file__).with_name("worker.py")
@@ -436,7 +436,7 @@ class Task:
         from .. import local
 
         local.ensure_venv(self.settings)
-        return None
+        return QUIET  # it says what it created
 
     # the backup of the Nomad client's store
     def read_backup(self) -> BackupFacts:
