@@ -117,3 +117,42 @@ def test_release_finds_a_committed_settings_yaml_clean_and_an_uncommitted_one_no
                            capture_output=True, text=True, timeout=120)
     assert "not clean" not in clean.stderr and "Traceback" not in clean.stderr
     assert "127.0.0.1:9" in clean.stderr  # it went on, to the registry settings.yaml names
+
+
+def test_init_on_a_terminal_shows_the_current_values_and_asks_again_after_a_bad_one(project):
+    """`inv init` on a terminal: each question shows the current value (settings.yaml's here), a bad answer is
+    one red line and the same question again; the input ending writes nothing (exit 1)."""
+    import pty
+    import threading
+    import time
+
+    (project / "settings.yaml").write_text("mlflow:\n  image:\n    registry: 10.0.0.5:5000\n")
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_", "PIHOLE_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "init"], cwd=project, env=env, stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(slave)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+
+    def wait_for(text: str, count: int = 1) -> None:
+        deadline = time.monotonic() + 60
+        while "".join(seen).count(text) < count:
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(seen)
+            time.sleep(0.05)
+
+    try:
+        wait_for("[10.0.0.5:5000]: ")  # the current value, as the answer Enter keeps
+        os.write(master, b"http://registry.lan:5000\n")
+        wait_for("[10.0.0.5:5000]: ", 2)  # refused, asked again
+        os.write(master, b"\n")
+        wait_for("Nomad HTTP API address [http://m700:4646]: ")
+    finally:
+        os.close(master)  # the input ends
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    text = "".join(seen)
+    assert "error: your answer: registry 'http://registry.lan:5000' has a scheme" in text
+    assert proc.returncode == 1 and "Traceback" not in text and "settings.yaml was not written" in text
+    assert (project / "settings.yaml").read_text() == "mlflow:\n  image:\n    registry: 10.0.0.5:5000\n"

@@ -216,14 +216,20 @@ def _typed(key: str, text: str) -> str:
 def terminal_session(accept_key: bool) -> Session:
     from ..core import console
 
+    def line() -> str:
+        try:
+            return input().strip()
+        except (EOFError, OSError):  # end of input, or the terminal hung up
+            raise UserError(f"the input ended before every value was answered: {USER_FILE} was not written",
+                            hint="run `inv init` again, or give the values as flags (`inv --help init`)") from None
+
     def ask(question: str, current: str) -> str:
         console.err.print(f"[bold]{console.escape(question)}[/] [dim]\\[{console.escape(current)}][/]: ", end="")
-        answer = input().strip()
-        return answer or current
+        return line() or current
 
     def confirm(question: str) -> bool:
         console.err.print(f"[bold yellow]{console.escape(question)}?[/] [dim]\\[y/N][/]: ", end="")
-        return input().strip().lower() in ("y", "yes")
+        return line().lower() in ("y", "yes")
 
     return Session(True, accept_key, ask, confirm)
 
@@ -266,7 +272,8 @@ def init(root: Path, flags: dict, *, yes: bool = False, dry_run: bool = False, i
                 if not session.interactive:
                     _refuse_all(exc, [k for k, _, _ in QUESTIONS], typed)
                 console.error(exc.message, exc.hint)
-                flags[key] = None  # a refused flag is asked again
+                flags[key] = None  # a refused flag is asked again, with the current value as the default
+                answers.pop(key)
         if key in env_settings.sources and env_settings.sources[key].startswith("env"):
             console.warn(f"{key}: {env_settings.sources[key]} ({env_settings[key]}) wins over {USER_FILE} "
                          "while it is set")
@@ -295,6 +302,7 @@ def init(root: Path, flags: dict, *, yes: bool = False, dry_run: bool = False, i
                             break
                         except UserError as bad:
                             console.error(bad.message, bad.hint)
+                            answers[key] = current[key]
                 settings = typed([k for k, _, _ in QUESTIONS])
     if failures:
         for failure in failures:
