@@ -326,7 +326,7 @@ def migrate_store(c, to=None, from_=None, dry_run=False, accept_host_key=False):
     The copy is taken consistently (SQLite's online backup; the Nomad client's store through `inv backup`,
     refused while the job runs: stop it first). MLflow's schema is made in PostgreSQL at the image's head,
     every table copied in foreign-key order and compared (row count and checksum, shown per table);
-    invoke.yaml says store: postgres only when all match. The SQLite store is kept as it was.
+    settings.yaml says store: postgres only when all match. The SQLite store is kept as it was.
     Exit codes: 0 copied and checked; 2 --to is not postgres; 15 the target is not empty, or the SQLite
     store is not one MLflow can read: nothing changed; 1 any other error (the target unreachable, a table
     that differs: what this run created is dropped again).
