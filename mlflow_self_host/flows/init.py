@@ -44,6 +44,7 @@ QUESTIONS = (
     ("store", "--store", "tracking store: sqlite or postgres"),
 )
 FLAGS = {key: flag for key, flag, _ in QUESTIONS}
+QUESTION = {key: question for key, _, question in QUESTIONS}
 
 
 @dataclass
@@ -259,8 +260,10 @@ def init(root: Path, flags: dict, *, yes: bool = False, dry_run: bool = False, i
     if session.interactive:
         console.info(f"inv init: the values of this homelab, written to {USER_FILE} (Enter keeps the value in "
                      "brackets)")
-    # 1. every answer's format, as it is given
-    for key, _, question in QUESTIONS:
+
+    def answer(key: str) -> None:
+        """``answers[key]``: the flag, the typed answer or the current value, once its format passes."""
+        question = QUESTION[key]
         while True:
             if session.interactive and flags.get(key) is None:
                 answers[key] = _typed(key, session.ask(question, _shown(key, answers.get(key, current[key]))))
@@ -270,40 +273,39 @@ def init(root: Path, flags: dict, *, yes: bool = False, dry_run: bool = False, i
                 break
             except UserError as exc:
                 if not session.interactive:
-                    _refuse_all(exc, [k for k, _, _ in QUESTIONS], typed)
+                    _refuse_all(exc, list(QUESTION), typed)
                 console.error(exc.message, exc.hint)
                 flags[key] = None  # a refused flag is asked again, with the current value as the default
                 answers.pop(key)
-        if key in env_settings.sources and env_settings.sources[key].startswith("env"):
+        if env_settings.sources.get(key, "").startswith("env"):
             console.warn(f"{key}: {env_settings.sources[key]} ({env_settings[key]}) wins over {USER_FILE} "
                          "while it is set")
-    # 2. what the answers name answers
-    settings = typed([k for k, _, _ in QUESTIONS])
+
+    # 1. without a terminal, every value's format first (exit 2 before any service is asked)
+    if not session.interactive:
+        for key in QUESTION:
+            answer(key)
+    # 2. each group's answers (on a terminal, asked now), then what they name answers
     failures: list[Failure] = []
     for keys, check in GROUPS:
+        if session.interactive:
+            for key in keys:
+                answer(key)
         if check is check_dns_target and any("dns_server" in f.keys for f in failures):
             continue  # the DNS server did not answer: it cannot tell the proxy's name either
         while True:
             try:
-                console.done(f"{', '.join(keys)}: {check(settings, session)}")
+                console.done(f"{', '.join(keys)}: {check(typed(list(answers)), session)}")
                 break
             except UserError as exc:
                 if not session.interactive:
                     failures.append(Failure(keys, exc))
                     break
                 console.error(exc.message, exc.hint)
-                for key in keys:
-                    question = next(q for k, _, q in QUESTIONS if k == key)
-                    while True:
-                        answers[key] = _typed(key, session.ask(question, _shown(key, answers[key])))
-                        flags[key] = None
-                        try:
-                            typed([key])
-                            break
-                        except UserError as bad:
-                            console.error(bad.message, bad.hint)
-                            answers[key] = current[key]
-                settings = typed([k for k, _, _ in QUESTIONS])
+                for key in keys:  # asked again, the answer that failed as the default
+                    flags[key] = None
+                    answer(key)
+    settings = typed(list(QUESTION))
     if failures:
         for failure in failures:
             console.error(failure.error.message, failure.error.hint)
