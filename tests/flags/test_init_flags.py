@@ -37,9 +37,10 @@ def init_env(ssh_server, dns_server, known_hosts: Path | None = None) -> dict:
     return env
 
 
-def flags(registry, ssh_server, nomad_agent, **more) -> list[str]:
-    values = {"registry": registry.address, "host": ssh_server.host, "ssh-user": ssh_server.user,
-              "nomad-addr": nomad_agent.address, "domain": "mlflow.lan", "dns-target": "traefik.lan",
+def flags(registry_, ssh_server_, nomad_agent_, **more) -> list[str]:
+    """init's flags for the test services; ``more`` replaces some (``registry="..."``, ``**{"dns-backend": ...}``)."""
+    values = {"registry": registry_.address, "host": ssh_server_.host, "ssh-user": ssh_server_.user,
+              "nomad-addr": nomad_agent_.address, "domain": "mlflow.lan", "dns-target": "traefik.lan",
               "dns-backend": "dnsmasq", "dns-server": "127.0.0.1", "store": "sqlite", **more}
     return [part for name, value in values.items() for part in (f"--{name}", str(value))]
 
