@@ -57,7 +57,9 @@ def test_a_fresh_clone_init_then_deploy(tmp_path, fresh_host, proxy, dns_server,
     env.pop("VIRTUAL_ENV", None)
     env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":") if not p.startswith(str(ROOT)))
     env.update({f"MSH_{key.upper()}": str(value) for key, value in host.settings._values.items() if key in HOST_LAYOUT})
-    env.update({f"MSH_{k.upper()}": str(v) for k, v in MLFLOW_TIMINGS.items()})
+    # shorter Nomad timings, but room for a first start on a busy machine (the real image migrates its database)
+    env.update({f"MSH_{k.upper()}": str(v) for k, v in
+                {**MLFLOW_TIMINGS, "healthy_deadline": "4m", "progress_deadline": "6m"}.items()})
     env.update(DOCKER_HOST=docker_engine_service.base_url, MSH_DNS_PORT=str(dns_server.port),
                MSH_DNSMASQ_DIR=str(dns_server.conf_dir), MSH_DNSMASQ_FILE="05-mlflow-newcomer.conf",
                MSH_DNSMASQ_RESTART_COMMAND=dns_server.restart_command, MSH_BASE_IMAGE=base_image,
