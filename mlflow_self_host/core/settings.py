@@ -14,9 +14,8 @@ for reading. Precedence, lowest first:
 
 Each value is given its default's type and then checked once, whatever its source (``CHECKS``: a
 registry is host[:port], host, domain, dns_target and dns_server host names, a port 1-65535, a URL gets its
-scheme from ``with_scheme``, datacenters are a
-list, durations Nomad's, choices one of theirs): a wrong one is one red line naming the setting and its
-source, exit 2, before any task asks a service. Derived values have accessors (``datacenters()``,
+scheme from ``with_scheme``, datacenters are a list, durations Nomad's, choices one of theirs): a wrong one
+is one red line naming the setting and its source, exit 2, before any task asks a service. Derived values have accessors (``datacenters()``,
 ``image_ref()``): the rest of the code never parses a setting again.
 
 Secrets are never read from a file (invoke.yaml or settings.yaml): they come from the environment
