@@ -2,7 +2,8 @@
 
 This file is the menu: each task parses its flags, reads settings and calls the package
 ``mlflow_self_host``. Nothing heavy is imported here; task bodies import what they need.
-Settings: invoke.yaml, overridden by MSH_<KEY> and the standard NOMAD_* variables (`inv config`).
+Settings: invoke.yaml (the defaults), then settings.yaml (yours: `inv init` writes it), overridden by
+the standard NOMAD_* variables and MSH_<KEY> (`inv config`).
 """
 from pathlib import Path
 
@@ -97,6 +98,38 @@ def config(c, json=False):
     from mlflow_self_host.flows import config_view
 
     config_view.show(_settings(), as_json=json)
+
+
+@task(help={
+    "registry": "Docker registry host:port the image is pushed to (setting registry)",
+    "host": "the Nomad client that runs MLflow, reached over SSH (setting host)",
+    "ssh_user": "the SSH user on it, with sudo (setting ssh_user)",
+    "nomad_addr": "Nomad's HTTP API, e.g. http://m700:4646 (setting nomad_addr)",
+    "domain": "the service's name: MLflow is http://DOMAIN/ (setting domain)",
+    "dns_target": "the proxy's (Traefik's) name, the CNAME target of DOMAIN (setting dns_target)",
+    "dns_backend": "pihole (v6 API) or dnsmasq (file over SSH) (setting dns_backend)",
+    "dns_server": "the DNS server that answers for your names; empty: the system's (setting dns_server)",
+    "store": "MLflow's tracking store: sqlite or postgres (setting store)",
+    "yes": "accept an unknown SSH host key (its fingerprint shown) without asking",
+    "dry_run": "show what settings.yaml would be, write nothing",
+})
+def init(c, registry=None, host=None, ssh_user=None, nomad_addr=None, domain=None, dns_target=None,
+         dns_backend=None, dns_server=None, store=None, yes=False, dry_run=False):
+    """Ask for this homelab's values (or take them as flags), check each, write settings.yaml, run doctor.
+
+    On a terminal each question shows the current value (Enter keeps it); without one, a value not given
+    as a flag keeps its current value. Each answer is checked as it comes: its format, then what it names
+    (the registry's /v2/, Nomad's leader, SSH to the host with its host key shown, the DNS server, the proxy's
+    name on it). settings.yaml gets only what differs from invoke.yaml's defaults: commit it.
+    Exit codes: 0 written (or no change; doctor's table follows, its failures as a warning); 2 a value of a
+    bad format; 7 the registry does not answer; 1 another check failed. Nothing is written on a failure.
+    """
+    from mlflow_self_host.flows import init as init_flow
+
+    init_flow.init(Path(__file__).resolve().parent,
+                   dict(registry=registry, host=host, ssh_user=ssh_user, nomad_addr=nomad_addr, domain=domain,
+                        dns_target=dns_target, dns_backend=dns_backend, dns_server=dns_server, store=store),
+                   yes=yes, dry_run=dry_run)
 
 
 # --- image ---------------------------------------------------------------------------------------
@@ -301,7 +334,7 @@ def migrate_store(c, to=None, from_=None, dry_run=False, accept_host_key=False):
     The copy is taken consistently (SQLite's online backup; the Nomad client's store through `inv backup`,
     refused while the job runs: stop it first). MLflow's schema is made in PostgreSQL at the image's head,
     every table copied in foreign-key order and compared (row count and checksum, shown per table);
-    invoke.yaml says store: postgres only when all match. The SQLite store is kept as it was.
+    settings.yaml says store: postgres only when all match. The SQLite store is kept as it was.
     Exit codes: 0 copied and checked; 2 --to is not postgres; 15 the target is not empty, or the SQLite
     store is not one MLflow can read: nothing changed; 1 any other error (the target unreachable, a table
     that differs: what this run created is dropped again).

@@ -11,7 +11,7 @@ from tests.services import clean_env
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ["build", "push", "pushlatest", "configure-host", "deploy", "dns", "release", "version", "config",
          "up", "down", "smoke", "status", "logs", "rollback", "doctor", "backup", "restore", "migrate", "migrate-store", "lock",
-         "deps"]
+         "deps", "init"]
 
 
 def inv(*args, cwd=ROOT, env=None):

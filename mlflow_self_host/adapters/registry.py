@@ -68,6 +68,19 @@ def platforms(settings, tag: str) -> list | None:
     return [Platform.of_image(blob.json())]
 
 
+def ping(settings) -> str:
+    """``GET /v2/``: what answered (``http://host:port/v2/: HTTP 200``), or UserError (7 when nothing
+    answers, or what answers is not a registry; 9 when credentials are set and refused)."""
+    response = _request(settings, "GET", "/v2/", {})
+    if response.status_code == 401 and settings.registry_username and settings.registry_password:
+        raise unauthorized(settings, "HTTP 401")
+    if response.status_code not in (200, 401):
+        raise UserError(f"registry {settings.registry} answered HTTP {response.status_code} for /v2/: not a "
+                        "Docker registry", hint="set registry to host:port of your registry",
+                        code=ExitCode.REGISTRY_UNREACHABLE)
+    return f"{response.url}: HTTP {response.status_code}"
+
+
 def _raise_for(settings, response) -> None:
     if response.status_code in (401, 403):
         raise unauthorized(settings, f"HTTP {response.status_code}")

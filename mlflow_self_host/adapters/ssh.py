@@ -59,6 +59,14 @@ class _StrictPolicy(paramiko.MissingHostKeyPolicy):
         self.accepted = f"{key.get_name()} {fingerprint(key)}"
 
 
+class UnknownHostKeyError(UserError):
+    """connect() refused an unknown host key (``accept_host_key`` off): ``key`` is ``type SHA256:...``."""
+
+    def __init__(self, message: str, hint: str, key: str):
+        super().__init__(message, hint=hint)
+        self.key = key
+
+
 def fingerprint(key: paramiko.PKey) -> str:
     """``SHA256:...`` as ``ssh-keygen -l`` and ``ssh`` print it."""
     import hashlib
@@ -136,10 +144,11 @@ def connect(settings) -> "Remote":
     try:
         conn.open()
     except _UnknownHostKey as exc:
-        raise UserError(
+        raise UnknownHostKeyError(
             f"SSH host key of {name} is unknown ({exc.key.get_name()} {fingerprint(exc.key)})",
             hint=f"if that fingerprint is the host's, run again with --accept-host-key, or add it with "
                  f"`ssh-keyscan -p {port} {host} >> {known_hosts}`",
+            key=f"{exc.key.get_name()} {fingerprint(exc.key)}",
         ) from None
     except paramiko.BadHostKeyException as exc:
         raise UserError(

@@ -17,7 +17,7 @@ def kind(settings) -> str:
     value = str(settings.store).strip().lower()
     if value not in KINDS:
         raise UserError(f"store must be sqlite or postgres, not {settings.store!r}",
-                        hint="set store in invoke.yaml (store: section) or MSH_STORE", code=ExitCode.BAD_ARGUMENT)
+                        hint="set store in settings.yaml (`inv init --store`) or MSH_STORE", code=ExitCode.BAD_ARGUMENT)
     return value
 
 

@@ -34,7 +34,7 @@ class Platform:
             parts = ["linux", parts[0]]
         if len(parts) not in (2, 3) or not all(parts):
             raise UserError(f"{origin}: {text!r} is not a platform like linux/amd64 or linux/arm64",
-                            hint="set platform (invoke.yaml, MSH_PLATFORM or --platform) to os/arch[/variant]")
+                            hint="set platform (settings.yaml, MSH_PLATFORM or --platform) to os/arch[/variant]")
         os_name, arch = parts[0], parts[1]
         variant = parts[2] if len(parts) == 3 else _ALIAS_VARIANT.get(arch, "")
         arch = _ARCH_ALIASES.get(arch, arch)

@@ -1,21 +1,25 @@
-"""Settings: invoke.yaml defaults, overridden by the environment, then by task flags.
+"""Settings: invoke.yaml defaults, the user's settings.yaml, the environment, then task flags.
 
 Every setting is a flat key (``registry``, ``nomad_addr``...) grouped in sections in invoke.yaml only
 for reading. Precedence, lowest first:
 
-1. ``invoke.yaml`` at the project root (the defaults; every key lives there),
-2. the standard variable where one exists (``NOMAD_ADDR``, ``NOMAD_NAMESPACE``...),
-3. ``MSH_<KEY>`` (``MSH_REGISTRY``, ``MSH_NOMAD_ADDR``...), the project's own and most specific,
-4. a task flag (``inv build --base-image ...``).
+1. ``invoke.yaml`` at the project root (the defaults, shipped with the code; every key lives there),
+2. ``settings.yaml`` at the project root (the user's own values, only what they set; written by
+   `inv init`, committed in their clone; the project never ships one). Same shape as invoke.yaml
+   (``mlflow:`` then sections then keys), or keys straight under ``mlflow:``; a key invoke.yaml does
+   not have is refused (exit 2),
+3. the standard variable where one exists (``NOMAD_ADDR``, ``NOMAD_NAMESPACE``...),
+4. ``MSH_<KEY>`` (``MSH_REGISTRY``, ``MSH_NOMAD_ADDR``...), the project's own and most specific,
+5. a task flag (``inv build --base-image ...``).
 
 Each value is given its default's type and then checked once, whatever its source (``CHECKS``: a
-registry is host[:port], a port 1-65535, a URL gets its scheme from ``with_scheme``, datacenters are a
-list, durations Nomad's, choices one of theirs): a wrong one is one red line naming the setting and its
-source, exit 2, before any task asks a service. Derived values have accessors (``datacenters()``,
+registry is host[:port], host, domain, dns_target and dns_server host names, a port 1-65535, a URL gets its
+scheme from ``with_scheme``, datacenters are a list, durations Nomad's, choices one of theirs): a wrong one
+is one red line naming the setting and its source, exit 2, before any task asks a service. Derived values have accessors (``datacenters()``,
 ``image_ref()``): the rest of the code never parses a setting again.
 
-Secrets are never read from a file: they come from the environment only, and ``Settings.masked``
-never shows them.
+Secrets are never read from a file (invoke.yaml or settings.yaml): they come from the environment
+only, and ``Settings.masked`` never shows them.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ from .errors import ExitCode, UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 ENV_PREFIX = "MSH_"
+DEFAULTS_FILE = "invoke.yaml"   # the project's defaults (tracked, shipped)
+USER_FILE = "settings.yaml"     # the user's own values (theirs to commit; never shipped)
 
 # Standard variables of the tools we drive; the project's MSH_ variable still wins over them.
 STANDARD_ENV = {
@@ -204,6 +210,38 @@ def _choice(*choices: str, empty: str = ""):
     return check
 
 
+def _host_name(required: bool = True):
+    """A DNS name or an IP address (``m700``, ``traefik.lan``, ``10.0.0.5``, ``::1``), no scheme, port or space."""
+    def check(key: str, value: str, origin: str) -> str:
+        import ipaddress
+
+        text = value.strip()
+        if not text:
+            if required:
+                raise _refuse(origin, key, value, "is empty", "set it to a host name or an IP address")
+            return ""
+        if "://" in text or "/" in text:
+            raise _refuse(origin, key, value, "is not a host name (it has a scheme or a path)",
+                          "write only the name, like m700 or m700.lan")
+        try:
+            ipaddress.ip_address(text.strip("[]"))
+            return text
+        except ValueError:
+            pass
+        name = text[:-1] if text.endswith(".") else text  # a fully qualified name may end with its dot
+        if not re.fullmatch(_HOST, name) or len(name) > 253:
+            raise _refuse(origin, key, value, "is not a host name",
+                          "write a name of letters, digits, '-' and '.', like m700.lan, or an IP address")
+        return text
+    return check
+
+
+def _user_name(key: str, value: str, origin: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?", value.strip()):
+        raise _refuse(origin, key, value, "is not a user name", "write the login name only, like ansible")
+    return value.strip()
+
+
 def _job_name(key: str, value: str, origin: str) -> str:
     if not JOB_NAME.fullmatch(value):
         raise UserError(
@@ -232,6 +270,8 @@ CHECKS = {
     "doctor_timeout": _positive, "dns_ttl": _at_least(0), "backup_keep": _at_least(1),
     "store": _choice("sqlite", "postgres"), "dns_backend": _choice("pihole", "dnsmasq"),
     "service_provider": _choice("auto", "consul", "nomad", empty="auto"),
+    "host": _host_name(), "ssh_user": _user_name, "domain": _host_name(), "dns_target": _host_name(),
+    "dns_server": _host_name(required=False),
 }
 
 
@@ -248,9 +288,14 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+def _secret_refused(path, key: str, code: int = ExitCode.FAILED) -> UserError:
+    return UserError(f"{path}: {key} is a secret and is never read from a file",
+                     hint=f"remove it and export {SECRETS[key][0]} instead", code=code)
+
+
 def read_defaults(root: Path = PROJECT_ROOT) -> tuple[dict, dict]:
     """The ``mlflow:`` part of invoke.yaml as flat ``{key: value}`` and ``{key: section}``."""
-    path = Path(root) / "invoke.yaml"
+    path = Path(root) / DEFAULTS_FILE
     data = _read_yaml(path).get("mlflow") or {}
     values, sections = {}, {}
     for section, keys in data.items():
@@ -258,13 +303,92 @@ def read_defaults(root: Path = PROJECT_ROOT) -> tuple[dict, dict]:
             raise UserError(f"{path}: mlflow.{section} must be a mapping of settings")
         for key, value in keys.items():
             if key in SECRETS:
-                raise UserError(
-                    f"{path}: {key} is a secret and is never read from a file",
-                    hint=f"remove it and export {SECRETS[key][0]} instead",
-                )
+                raise _secret_refused(path, key)
             values[key] = value
             sections[key] = section
     return values, sections
+
+
+def read_user(root: Path, sections: Mapping[str, str]) -> dict:
+    """The user's settings.yaml as flat ``{key: value}`` (empty when there is none).
+
+    ``sections`` (invoke.yaml's ``{key: section}``) names the keys that exist: under ``mlflow:`` a key is
+    either a section of invoke.yaml (a mapping of its keys) or a setting itself. A secret, a key invoke.yaml
+    does not have, or another shape is refused with one line naming the key and the file (exit 2)."""
+    path = Path(root) / USER_FILE
+    if not path.exists():
+        return {}
+    name = USER_FILE
+
+    def bad(message: str, hint: str) -> UserError:
+        return UserError(f"{name}: {message}", hint=hint, code=ExitCode.BAD_ARGUMENT)
+
+    try:
+        data = _read_yaml(path)
+    except UserError as exc:
+        raise UserError(exc.message.replace(str(path), name), hint=f"fix {path}", code=ExitCode.BAD_ARGUMENT) from None
+    if not isinstance(data, Mapping) or set(data) - {"mlflow"}:
+        others = ", ".join(str(k) for k in data) if isinstance(data, Mapping) else type(data).__name__
+        raise bad(f"everything goes under mlflow: (found {others})",
+                  "write it as invoke.yaml is: mlflow:, then a section (image, host, nomad...) and its keys")
+    top = data.get("mlflow") or {}
+    if not isinstance(top, Mapping):
+        raise bad("mlflow: must be a mapping of settings", "write mlflow:, then the settings under it, indented")
+    known_sections = set(sections.values())
+    values: dict = {}
+    for key, value in top.items():
+        if key in known_sections and (key not in sections or isinstance(value, Mapping)):  # a section
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise bad(f"mlflow.{key} must be a mapping of settings", f"write the {key} settings under it, indented")
+            items = list(value.items())
+        else:
+            items = [(key, value)]
+        for flat, item in items:
+            if flat in SECRETS:
+                raise _secret_refused(name, flat, code=ExitCode.BAD_ARGUMENT)
+            if flat not in sections:
+                raise bad(f"unknown setting {flat!r}",
+                          f"remove it or correct its name in {path} (`inv config` lists every setting)")
+            values[flat] = item
+    return values
+
+
+USER_FILE_HEADER = f"""\
+# {USER_FILE}: this homelab's own settings for mlflow-self-host (written by `inv init`; edit it freely).
+# Only what differs from the defaults in {DEFAULTS_FILE} (which ships with the project: leave that one as it is).
+# Commit this file in your clone (git add {USER_FILE} && git commit): `inv release` wants a clean tree,
+# and an update of the project never touches it. `inv config` shows every value and where it came from.
+# Secrets never go here: export MSH_REGISTRY_PASSWORD, NOMAD_TOKEN, PIHOLE_PASSWORD, MSH_SUDO_PASSWORD
+# or MSH_DATABASE_URL instead.
+"""
+
+
+def user_file_text(values: Mapping[str, Any], root: Path = PROJECT_ROOT) -> str:
+    """settings.yaml holding ``values`` ({key: value}): the header, then ``mlflow:``, invoke.yaml's sections
+    and keys in its order."""
+    from invoke.util import yaml
+
+    defaults, sections = read_defaults(Path(root))
+    grouped: dict[str, dict] = {}
+    for key in defaults:
+        if key in values:
+            grouped.setdefault(sections[key], {})[key] = values[key]
+    return USER_FILE_HEADER + yaml.safe_dump({"mlflow": grouped}, sort_keys=False, default_flow_style=False,
+                                             allow_unicode=True)
+
+
+def write_user_values(root: Path, changes: Mapping[str, Any]) -> Path:
+    """Set ``changes`` in settings.yaml (the file's other values kept; made when missing), atomically."""
+    _, sections = read_defaults(Path(root))
+    values = read_user(Path(root), sections)
+    values.update(changes)
+    path = Path(root) / USER_FILE
+    tmp = path.with_name(f".{path.name}.msh-tmp")
+    tmp.write_text(user_file_text(values, root))
+    os.replace(tmp, path)
+    return path
 
 
 class Settings:
@@ -283,17 +407,22 @@ class Settings:
         env: Mapping[str, str] | None = None,
         overrides: Mapping[str, Any] | None = None,
         flag_names: Mapping[str, str] | None = None,
+        user: Mapping[str, Any] | None = None,
     ) -> "Settings":
+        """``user``: the user's values instead of settings.yaml's (`inv init` weighing a new file)."""
         env = os.environ if env is None else env
         defaults, sections = read_defaults(Path(root))
+        user = read_user(Path(root), sections) if user is None else user
         values, sources = {}, {}
         for key, default in defaults.items():
-            value, source = default, "invoke.yaml"
+            value, source = default, DEFAULTS_FILE
+            if key in user:
+                value, source = _coerce(key, user[key], default, USER_FILE), USER_FILE
             candidates = [STANDARD_ENV.get(key), ENV_PREFIX + key.upper()]
             for name in candidates:
                 if name and name in env:
                     value, source = _coerce(key, env[name], default, f"env {name}"), f"env {name}"
-            values[key] = _coerce(key, value, default, "invoke.yaml") if source == "invoke.yaml" else value
+            values[key] = _coerce(key, value, default, DEFAULTS_FILE) if source == DEFAULTS_FILE else value
             sources[key] = source
         for key, names in SECRETS.items():
             values[key], sources[key] = "", "unset"
@@ -314,10 +443,12 @@ class Settings:
                 out[key] = check(key, out[key], sources.get(key, "invoke.yaml"))
         return out
 
-    def with_overrides(self, overrides: Mapping[str, Any], flag_names: Mapping[str, str] | None = None) -> "Settings":
+    def with_overrides(self, overrides: Mapping[str, Any], flag_names: Mapping[str, str] | None = None,
+                       source: str | None = None) -> "Settings":
         """A copy with task flags applied; ``None`` means the flag was not given.
 
-        ``flag_names`` names the flag that set a key when it is not ``--{key}`` (``local_port``: ``--port``).
+        ``flag_names`` names the flag that set a key when it is not ``--{key}`` (``local_port``: ``--port``);
+        ``source`` names where every value came from instead (`inv init`: "your answer").
         """
         values, sources = dict(self._values), dict(self.sources)
         for key, value in overrides.items():
@@ -326,8 +457,9 @@ class Settings:
             if key not in values:
                 raise KeyError(f"unknown setting {key!r}")
             flag = (flag_names or {}).get(key) or f"--{key.replace('_', '-')}"
-            values[key] = _coerce(key, value, self._values[key], f"flag {flag}")
-            sources[key] = f"flag {flag}"
+            origin = source or f"flag {flag}"
+            values[key] = _coerce(key, value, self._values[key], origin)
+            sources[key] = origin
         return Settings(self.checked(values, sources), sources, self.sections, self.root)
 
     def __getattr__(self, key: str) -> Any:
@@ -371,7 +503,7 @@ class Settings:
         match = re.fullmatch(r"(\d+):(\d+)", value)
         if not match:
             raise UserError(f"image_user must be the image's UID:GID as numbers, like 1000:1000, not {value!r}",
-                            hint="set image_user (invoke.yaml or MSH_IMAGE_USER) to the uid:gid of the "
+                            hint="set image_user (settings.yaml or MSH_IMAGE_USER) to the uid:gid of the "
                                  "Dockerfile's USER")
         return int(match[1]), int(match[2])
 

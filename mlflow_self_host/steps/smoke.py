@@ -75,7 +75,7 @@ def host_rejected(host_header: str) -> UserError:
     return UserError(
         f"MLflow rejected the Host header {host_header!r} (403 Invalid Host header)",
         hint=("the server's allowed hosts come from the domain setting: set MSH_DOMAIN (or domain in "
-              f"invoke.yaml) to {host_header} and redeploy / `inv down && inv up`, or add it to "
+              f"settings.yaml) to {host_header} and redeploy / `inv down && inv up`, or add it to "
               "MLFLOW_SERVER_ALLOWED_HOSTS in the job"),
         code=ExitCode.SMOKE_FAILED,
     )

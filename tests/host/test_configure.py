@@ -274,7 +274,7 @@ def test_task_refuses_a_bad_image_user_with_one_red_line(nomad_host, value, flag
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: image_user must be the image's UID:GID as numbers, like 1000:1000, not {value!r}"]
-    assert "→ set image_user (invoke.yaml or MSH_IMAGE_USER)" in result.stderr
+    assert "→ set image_user (settings.yaml or MSH_IMAGE_USER)" in result.stderr
     assert snapshot(nomad_host.root) == before and nomad_host.restarts() == 0
 
 

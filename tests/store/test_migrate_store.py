@@ -56,7 +56,10 @@ def sha256(path: Path) -> str:
 
 
 def store_line(project: Path) -> str:
-    return next(line for line in (project / "invoke.yaml").read_text().splitlines() if line.startswith("    store:"))
+    """``store: X`` as the user's settings.yaml says it (migrate-store switches it there, not in invoke.yaml)."""
+    from invoke.util import yaml
+
+    return f"store: {yaml.safe_load((project / 'settings.yaml').read_text())['mlflow']['store']['store']}"
 
 
 def assert_no_password(password: str, *runs) -> None:
@@ -144,12 +147,13 @@ def test_migrate_store_copies_everything_and_a_server_reads_it_back(postgres_ser
     assert "metrics" in dry.stdout and "267" in dry.stdout  # 7 runs: 25 steps of two keys, 3 odd values...
     assert "dry run: nothing was changed" in dry.stderr
     assert postgres_server.tables(name) == [], "a dry run created tables"
-    assert (project / "invoke.yaml").read_text() == yaml_before
+    assert (project / "invoke.yaml").read_text() == yaml_before and not (project / "settings.yaml").exists()
 
     done = inv("migrate-store", "--to", "postgres", "--from", str(sqlite_store), cwd=project, env=env)
     assert "every table checks out" in done.stderr
     assert "✗" not in done.stdout
     assert store_line(project).split()[1] == "postgres"
+    assert (project / "invoke.yaml").read_text() == yaml_before  # the defaults stay as shipped
     assert sha256(sqlite_store) == before, "the SQLite store was changed"
     assert postgres_server.count(name, "metrics") == 267
 

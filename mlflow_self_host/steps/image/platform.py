@@ -34,7 +34,7 @@ class Choice:
     def single(self) -> Platform:
         """The one platform to build for; a UserError when there is none, or several."""
         if self.problem:
-            raise UserError(self.problem, hint="set platform (invoke.yaml or MSH_PLATFORM, or `inv build "
+            raise UserError(self.problem, hint="set platform (settings.yaml or MSH_PLATFORM, or `inv build "
                                                "--platform linux/arm64`) to the one of the node that runs MLflow")
         if len(self.platforms) > 1:
             raise UserError(

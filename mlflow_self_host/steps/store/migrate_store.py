@@ -8,12 +8,12 @@
    read (before anything changes), else: the copy's schema upgraded to the image's head (on the copy),
    MLflow's schema created in the target at that head, every table copied in foreign-key order with
    the sequences reset, row counts and checksums compared per table, then ``store: postgres`` in
-   invoke.yaml;
+   settings.yaml (the user's file; invoke.yaml keeps the defaults);
 3. ``runner.run`` runs three steps, each read, planned and applied in turn: the worker's environment
    (created once), the backup of the Nomad client's store (without --from: `inv backup --download`'s
    code), the copy. ``--dry-run`` shows the three plans (with --from it lists the tables and row counts
    it would copy) and creates nothing, takes no backup; else each is applied change by change. A failure after the schema was created drops what
-   this run created (the target was empty), so the target is empty again; invoke.yaml is switched
+   this run created (the target was empty), so the target is empty again; settings.yaml is switched
    only when every table checks out.
 
 The copy must not lose writes: a Nomad job that still runs is refused (stop it first: `nomad job stop`),
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import subprocess
 import tempfile
@@ -39,7 +38,6 @@ from ...core.plan import QUIET, Plan
 from ...core import database
 
 WORKER = Path(__file__).with_name("worker.py")
-_STORE_LINE = re.compile(r"^([ \t]+store:[ \t]*)(\w+)(.*)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,7 @@ class Facts:
     revisions: tuple  # the image's MLflow's schema revisions, oldest first (steps/migrate/schema.py)
     mlflow_version: str
     store: str  # the store setting now
-    store_source: str  # where it came from (invoke.yaml, env MSH_STORE)
+    store_source: str  # where it came from (invoke.yaml, settings.yaml, env MSH_STORE)
     settings_file: Path
 
     @property
@@ -159,7 +157,9 @@ def read_target(python: Path, url: str, timeout: float = 60) -> Target:
 
 
 def settings_file(settings) -> Path:
-    return Path(settings.root) / "invoke.yaml"
+    from ...core.settings import USER_FILE
+
+    return Path(settings.root) / USER_FILE
 
 
 # --- the plan (pure) -----------------------------------------------------------------------------
@@ -328,21 +328,10 @@ def show_check(rows: list) -> None:
 
 
 def switch_store(path: Path) -> None:
-    """``store: postgres`` in invoke.yaml, the line's comment kept."""
-    text = path.read_text()
-    def postgres(match) -> str:
-        rest = match.group(3)
-        grow = len("postgres") - len(match.group(2))
-        if grow > 0 and rest.startswith(" " * (grow + 1)):
-            rest = rest[grow:]  # the comment stays in its column
-        return match.group(1) + "postgres" + rest
+    """``store: postgres`` in the user's settings.yaml at ``path`` (its other values kept; made when missing)."""
+    from ...core.settings import write_user_values
 
-    new, n = _STORE_LINE.subn(postgres, text, count=1)
-    if n != 1:
-        raise UserError(f"{path} has no `store:` line to switch", hint="add `store: postgres` under mlflow: store:")
-    tmp = path.with_name(f".{path.name}.msh-tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    write_user_values(path.parent, {"store": "postgres"})
 
 
 def show_tables(source: Source) -> None:
@@ -380,7 +369,7 @@ def run(settings, to: str, from_path: str | None = None, dry_run: bool = False) 
                 raise
             task.applying.undo()
             raise UserError(exc.message, hint=(exc.hint + "; " if exc.hint else "") +
-                            f"{task.origin()} is untouched and invoke.yaml unchanged", code=exc.code) from None
+                            f"{task.origin()} is untouched and settings.yaml unchanged", code=exc.code) from None
         except BaseException:  # Ctrl-C, a bug: the target is emptied all the same
             if task.applying is not None:
                 task.applying.undo()
@@ -391,7 +380,7 @@ def run(settings, to: str, from_path: str | None = None, dry_run: bool = False) 
     console.done(f"MLflow's store is in PostgreSQL now ({database.shown_url(url)}); {task.origin()} is kept as it was")
     if task.facts.store_source.startswith("env"):
         console.warn(f"store comes from {task.facts.store_source.split(' ', 1)[1]} here, which still wins over "
-                     "invoke.yaml: set it to postgres (or unset it)")
+                     "settings.yaml: set it to postgres (or unset it)")
     return plan
 
 
