@@ -13,15 +13,6 @@ from invoke.parser import Parser, ParseError
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
 
-# Tasks the docs show before tasks.py has them, with their long flags (the brief's contract for issue 32): None for a
-# flag that takes a value, False for an on/off one.
-# Until branch init lands: the coordinator removes this entry after merging it (test_documented_ahead_is_not_yet_real
-# fails as soon as tasks.py has the task, so the real flags are checked from then on).
-DOCUMENTED_AHEAD = {
-    "init": {"registry": None, "host": None, "ssh_user": None, "nomad_addr": None, "domain": None, "dns_target": None,
-             "dns_backend": None, "store": None, "yes": False, "dry_run": False},
-}
-
 FENCE = re.compile(r"^ *```.*?^ *```", re.S | re.M)
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 INV = re.compile(r"(?:^|(?<=[\s/(]))inv\s+[^`\n]+")
@@ -47,9 +38,6 @@ def _stub(name, flags):
 
 def _collection():
     collection = Collection.from_module(_tasks_module())
-    for name, flags in DOCUMENTED_AHEAD.items():
-        if name not in collection.task_names:
-            collection.add_task(_stub(name, flags))
     collection.add_task(_stub("TASK", {}))  # `inv --debug TASK`: any task
     return collection
 
@@ -171,9 +159,3 @@ def test_the_command_check_catches_what_it_is_for():
     assert _slug("Where the proxy finds the service") == "where-the-proxy-finds-the-service"
     assert _slug("`inv up`: port N is in use (exit 16)") == "inv-up-port-n-is-in-use-exit-16"
     assert _slug("Doctor, backup and restore") == "doctor-backup-and-restore"
-
-
-def test_documented_ahead_is_not_yet_real():
-    """Once tasks.py has a task the docs showed ahead, its entry must go: its real flags are checked then."""
-    real = Collection.from_module(_tasks_module()).task_names
-    assert not set(DOCUMENTED_AHEAD) & set(real), "remove these from DOCUMENTED_AHEAD: they exist now"
