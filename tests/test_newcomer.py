@@ -86,11 +86,18 @@ def test_a_fresh_clone_init_then_deploy(tmp_path, fresh_host, proxy, dns_server,
     assert mine["image"] == {"registry": registry.address} and mine["host"]["host"] == ssh_server.host
 
     # 3. the name, then the deploy (configure-host, build, push, register, healthy, answering through the name)
-    run(inv + ["dns"], clone, env, timeout=300)
-    deployed = run(inv + ["deploy"], clone, env, timeout=1200)
-    assert "deployed v" in deployed.stderr
-    (alloc,) = double.running_allocs()
-    assert double.container_of(alloc["ID"]).attrs["Config"]["Image"].startswith(f"{registry.address}/mlflow-newcomer-")
+    record = dns_server.conf_dir / env["MSH_DNSMASQ_FILE"]
+    try:
+        run(inv + ["dns"], clone, env, timeout=300)
+        deployed = run(inv + ["deploy"], clone, env, timeout=1200)
+        assert "deployed v" in deployed.stderr
+        (alloc,) = double.running_allocs()
+        assert double.container_of(alloc["ID"]).attrs["Config"]["Image"].startswith(
+            f"{registry.address}/mlflow-newcomer-")
+    finally:  # the session's dnsmasq serves the next test too (the whole user path names mlflow.lan in its own file)
+        if record.exists():
+            record.unlink()
+            subprocess.run(dns_server.restart_command, shell=True, check=True, timeout=60)
 
     # no other edit: the one new file is settings.yaml (the .venv and ./data are ignored)
     status = subprocess.run(["git", "-C", str(clone), "status", "--porcelain"], capture_output=True, text=True,
