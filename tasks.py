@@ -108,13 +108,14 @@ def config(c, json=False):
     "domain": "the service's name: MLflow is http://DOMAIN/ (setting domain)",
     "dns_target": "the proxy's (Traefik's) name, the CNAME target of DOMAIN (setting dns_target)",
     "dns_backend": "pihole (v6 API) or dnsmasq (file over SSH) (setting dns_backend)",
-    "dns_server": "the DNS server that answers for your names; empty: the system's (setting dns_server)",
+    "dns_server": "the DNS server that answers for your names; - or empty: the system's (setting dns_server)",
+    "pihole_url": "Pi-hole's web address, e.g. https://192.168.1.2 (dns_backend pihole; setting pihole_url)",
     "store": "MLflow's tracking store: sqlite or postgres (setting store)",
     "yes": "accept an unknown SSH host key (its fingerprint shown) without asking",
     "dry_run": "show what settings.yaml would be, write nothing",
 })
 def init(c, registry=None, host=None, ssh_user=None, nomad_addr=None, domain=None, dns_target=None,
-         dns_backend=None, dns_server=None, store=None, yes=False, dry_run=False):
+         dns_backend=None, dns_server=None, pihole_url=None, store=None, yes=False, dry_run=False):
     """Ask for this homelab's values (or take them as flags), check each, write settings.yaml, run doctor.
 
     On a terminal each question shows the current value (Enter keeps it); without one, a value not given
@@ -128,7 +129,8 @@ def init(c, registry=None, host=None, ssh_user=None, nomad_addr=None, domain=Non
 
     init_flow.init(Path(__file__).resolve().parent,
                    dict(registry=registry, host=host, ssh_user=ssh_user, nomad_addr=nomad_addr, domain=domain,
-                        dns_target=dns_target, dns_backend=dns_backend, dns_server=dns_server, store=store),
+                        dns_target=dns_target, dns_backend=dns_backend, dns_server=dns_server, pihole_url=pihole_url,
+                        store=store),
                    yes=yes, dry_run=dry_run)
 
 

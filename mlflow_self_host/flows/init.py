@@ -39,6 +39,7 @@ QUESTIONS = (
     ("ssh_user", "--ssh-user", "SSH user on it (with sudo)"),
     ("dns_backend", "--dns-backend", "DNS backend: pihole or dnsmasq"),
     ("dns_server", "--dns-server", "DNS server that answers for your names ('-': the system's resolver)"),
+    ("pihole_url", "--pihole-url", "Pi-hole's web address (https://IP or name)"),
     ("domain", "--domain", "the service's name (http://NAME/)"),
     ("dns_target", "--dns-target", "the proxy's name (Traefik), the name's CNAME target"),
     ("store", "--store", "tracking store: sqlite or postgres"),
@@ -61,6 +62,7 @@ class Session:
     accept_key: bool  # --yes: accept an unknown SSH host key without asking
     ask: Callable[[str, str], str] = field(default=lambda question, current: current)
     confirm: Callable[[str], bool] = field(default=lambda question: False)
+    dry_run: bool = False  # --dry-run: an accepted host key is not recorded either
 
 
 # --- the checks of what an answer names (each returns what it found, or raises UserError) ----------
@@ -112,6 +114,8 @@ def check_ssh(settings: Settings, session: Session) -> str:
                 f"{exc.message}: is that the host's fingerprint? Accept and record it in known_hosts"))):
             raise UserError(exc.message, hint="if that fingerprint is the host's, run again with --yes (or "
                             "answer y on a terminal)") from None
+        if session.dry_run:  # recording the key is a change: a dry run only says it would
+            return f"{exc.message}: would be accepted and recorded in known_hosts (dry run: not connected further)"
         remote = ssh.connect(settings.with_overrides({"accept_host_key": True}))
     try:
         remote.run("true", check=True)
@@ -134,7 +138,8 @@ def check_dns_server(settings: Settings, session: Session) -> str:
 
 
 def check_pihole(settings: Settings, session: Session) -> str:
-    """Pi-hole's API answers at pihole_url (any HTTP answer: the password is `inv dns`'s to check)."""
+    """Pi-hole's API answers at pihole_url, asked as `inv dns` asks it (the same TLS verification and
+    certificate name: adapters/dns/pihole.py); any HTTP answer will do (the password is `inv dns`'s to check)."""
     if settings.dns_backend != "pihole":
         return "dnsmasq: edited over SSH on the host"
     import requests
@@ -142,13 +147,19 @@ def check_pihole(settings: Settings, session: Session) -> str:
     from ..adapters.dns import pihole
     from ..core.errors import connection_reason
 
-    url = pihole.api_base(settings.pihole_url)
+    client = pihole.PiHole(settings)
+    url = client.base
     try:
-        requests.get(f"{url}/info/login", timeout=10, verify=pihole.tls_verify(settings))
+        client.http.get(f"{url}/info/login", timeout=10, verify=client.verify)
+    except requests.exceptions.SSLError as exc:
+        raise UserError(f"dns_backend pihole: {url} answers, but its TLS certificate is not trusted: "
+                        f"{connection_reason(exc)}",
+                        hint="set pihole_cafile to your Pi-hole's CA (/etc/pihole/tls_ca.crt on it), or "
+                             "pihole_tls_server_name to the name its certificate has (settings.yaml)") from None
     except requests.exceptions.RequestException as exc:
         raise UserError(f"dns_backend pihole: the Pi-hole API at {url} does not answer: {connection_reason(exc)}",
-                        hint="set pihole_url in settings.yaml (MSH_PIHOLE_URL) to your Pi-hole's address, or "
-                             "use --dns-backend dnsmasq") from None
+                        hint="give your Pi-hole's address (--pihole-url https://192.168.1.2), or use "
+                             "--dns-backend dnsmasq") from None
     return f"Pi-hole API answers at {url}"
 
 
@@ -176,7 +187,7 @@ GROUPS: tuple[tuple[tuple[str, ...], Callable[[Settings, Session], str]], ...] =
     (("registry",), check_registry),
     (("nomad_addr",), check_nomad),
     (("host", "ssh_user"), check_ssh),
-    (("dns_backend",), check_pihole),
+    (("dns_backend", "pihole_url"), check_pihole),
     (("dns_server",), check_dns_server),
     (("domain",), lambda settings, session: settings.domain),
     (("dns_target",), check_dns_target),
@@ -245,9 +256,10 @@ def init(root: Path, flags: dict, *, yes: bool = False, dry_run: bool = False, i
     if interactive is None:
         interactive = sys.stdin.isatty()
     session = session or (terminal_session(yes) if interactive else Session(False, yes))
+    session.dry_run = dry_run
     env_settings = Settings.load(root)  # what the tasks use now: the files, the environment
     current = Settings.load(root, env={})  # the files alone: invoke.yaml < settings.yaml
-    answers: dict[str, str] = {key: value for key, value in flags.items() if value is not None}
+    answers: dict[str, str] = {key: _typed(key, value) for key, value in flags.items() if value is not None}
 
     def typed(keys) -> Settings:
         """The settings with the answers for ``keys`` (format-checked: exit 2 names the answer's source)."""
@@ -264,8 +276,9 @@ def init(root: Path, flags: dict, *, yes: bool = False, dry_run: bool = False, i
     def answer(key: str) -> None:
         """``answers[key]``: the flag, the typed answer or the current value, once its format passes."""
         question = QUESTION[key]
+        pihole_unused = key == "pihole_url" and answers.get("dns_backend", current["dns_backend"]) != "pihole"
         while True:
-            if session.interactive and flags.get(key) is None:
+            if session.interactive and flags.get(key) is None and not pihole_unused:
                 answers[key] = _typed(key, session.ask(question, _shown(key, answers.get(key, current[key]))))
             answers.setdefault(key, current[key])
             try:
@@ -338,7 +351,7 @@ def init(root: Path, flags: dict, *, yes: bool = False, dry_run: bool = False, i
     try:
         doctor.doctor(Settings.load(root))
     except UserError as exc:
-        console.warn(f"{exc.message}: {USER_FILE} is written; the fix column says what is left to do")
+        console.warn(f"{exc.message}: the fix column says what is left to do")
 
 
 # Flags whose name is not --{key}: none today (tasks.py names each flag after its setting).

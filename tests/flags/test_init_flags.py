@@ -111,6 +111,9 @@ def test_an_unknown_host_key_is_shown_and_accepted_only_with_yes(project, tmp_pa
     (line, summary) = errors(refused)
     assert "host key" in line and "unknown" in line and "SHA256:" in line and "--yes" in refused.stderr
     assert not known_hosts.exists() and not (project / "settings.yaml").exists()
+    dry = inv("init", "--yes", "--dry-run", *flags(registry, ssh_server, nomad_agent), cwd=project, env=env)
+    assert "would be accepted and recorded" in dry.stderr  # a dry run records no host key either
+    assert not known_hosts.exists() and not (project / "settings.yaml").exists()
     inv("init", "--yes", *flags(registry, ssh_server, nomad_agent), cwd=project, env=env)
     assert ssh_server.host_public_key.split()[1] in known_hosts.read_text()
     assert (project / "settings.yaml").exists()
