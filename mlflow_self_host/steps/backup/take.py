@@ -17,84 +17,8 @@ from ...core import plan as plans
 from ...core.errors import UserError
 from ...core.plan import Plan
 from . import commands
-from .names import DB_NAME, LOCAL_DOWNLOADS, backup_base_name, file_name, human_size, to_remove
-
-
-class NoDatabase(UserError):
-    """There is no database to back up (MLflow has not run there yet)."""
-
-
-@dataclass
-class BackupResult:
-    path: str  # on the host (or this machine with --local)
-    size: int
-    version: str
-    where: str  # "host m700" or "local ./data"
-    removed: list
-    downloaded: str | None = None
-
-
-# --- where the data is ----------------------------------------------------------------------------
-@dataclass
-class Target:
-    """One MLflow store: the shell that reaches it (``ssh.Remote`` or ``LocalShell``), its database, its
-    backups folder and how the user knows it ("host m700", "local ./data")."""
-
-    shell: object
-    db: str
-    backups: str
-    where: str
-
-    @property
-    def label(self) -> str:
-        return self.shell.label
-
-    @property
-    def local(self) -> bool:
-        from ...adapters.local_shell import LocalShell
-
-        return isinstance(self.shell, LocalShell)
-
-    def __enter__(self) -> "Target":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shell.close()
-
-    @classmethod
-    def remote(cls, settings, remote=None) -> "Target":
-        if remote is None:
-            from ...adapters import ssh
-
-            remote = ssh.connect(settings)
-        return cls(remote, str(PurePosixPath(settings.backend_path) / DB_NAME), settings.backups_path,
-                   f"host {settings.host}")
-
-    @classmethod
-    def on_this_machine(cls, settings) -> "Target":
-        from ...adapters.local_shell import LocalShell
-
-        data = settings.path(settings.local_data_dir)
-        return cls(LocalShell(), str(data / "backend" / DB_NAME), str(data / "backups"),
-                   f"local {settings.local_data_dir}")
-
-
-def run(target: Target, command: str):
-    """A command on the target, under sudo on the SSH host (its files are root's or the image user's)."""
-    return target.shell.run(command, sudo=True, check=False)
-
-
-def must(target: Target, command: str, what: str) -> str:
-    result = run(target, command)
-    if not result.ok:
-        raise UserError(f"{what} failed on {target.label}: "
-                        f"{(result.stderr or result.stdout).strip()[-400:] or f'exit {result.exited}'}")
-    return result.stdout
-
-
-def no_tool(label: str) -> UserError:
-    return UserError(f"{label} has neither python3 nor the sqlite3 CLI: no way to take an online SQLite backup",
-                     hint="install one on the host: `sudo apt-get install sqlite3` (or python3)")
+from .names import LOCAL_DOWNLOADS, backup_base_name, file_name, human_size, to_remove
+from .target import BackupResult, NoDatabase, Target, must, no_tool, run  # noqa: F401 - their home before
 
 
 # --- facts ----------------------------------------------------------------------------------------
@@ -266,8 +190,33 @@ def _said_result(result: BackupResult) -> None:
     console.result(result.downloaded or result.path)
 
 
+def _is_postgres(settings) -> bool:
+    from ...core import database
+
+    return database.kind(settings) == "postgres"
+
+
+def _take(settings, target: Target, version: str, download: bool = False, dry_run: bool = False):
+    """The store's backup into ``target``'s backups folder: SQLite's online backup on the host, or with
+    store: postgres a pg_dump made here and uploaded there (steps/backup/postgres.py)."""
+    if not target.local and _is_postgres(settings):
+        from . import postgres
+
+        return postgres.take(settings, target, version, download=download, dry_run=dry_run)
+    return take(settings, target, version, download=download, dry_run=dry_run)
+
+
+def _what(settings, target: Target) -> str:
+    if not target.local and _is_postgres(settings):
+        from ...core import database
+
+        return f"{database.shown_url(database.url(settings))} (PostgreSQL) to {target.where}"
+    return f"{target.db} ({target.where})"
+
+
 def backup(settings, download: bool = False, local: bool = False, dry_run: bool = False, version=None):
-    """`inv backup`: one integrity-checked backup of the Nomad client's (or ./data's) database."""
+    """`inv backup`: one checked backup of the store: the Nomad client's (or ./data's) SQLite database, or with
+    store: postgres the database at MSH_DATABASE_URL (a pg_dump kept on the Nomad client)."""
     from ...core import console
     from ...core.version import read_version
 
@@ -285,23 +234,24 @@ def backup(settings, download: bool = False, local: bool = False, dry_run: bool 
                              "(version.txt)")
     with target:
         if dry_run:
-            return take(settings, target, version, download=download, dry_run=True)
-        console.step(f"backing up {target.db} ({target.where})")
-        result = take(settings, target, version, download=download)
+            return _take(settings, target, version, download=download, dry_run=True)
+        console.step(f"backing up {_what(settings, target)}")
+        result = _take(settings, target, version, download=download)
     _said_result(result)
     return result
 
 
 def before_deploy(settings, running_version, new_version, remote=None):
-    """Called by deploy before an image version change: a remote backup labelled with the running
-    version (an MLflow upgrade may migrate the schema), over deploy's own SSH connection when it has
-    one (``remote``). Returns the ``BackupResult``, or None (with a warning) when there is no database
-    yet; any other failure is a UserError that stops the deploy."""
+    """Called by deploy before an image version change: a backup of the store (SQLite's on the host, or
+    with store: postgres a pg_dump kept there) labelled with the running version (an MLflow upgrade may
+    migrate the schema), over deploy's own SSH connection when it has one (``remote``). Returns the
+    ``BackupResult`` (``.name``: what `inv restore` and ``restore_now`` take; ``.path`` on the host), or None
+    (with a warning) when there is no database yet; any other failure is a UserError that stops the deploy."""
     from ...core import console
 
     console.step(f"backing up the database before v{running_version} → v{new_version}")
     try:
-        result = take(settings, Target.remote(settings, remote), str(running_version))
+        result = _take(settings, Target.remote(settings, remote), str(running_version))
     except NoDatabase as exc:
         console.warn(f"{exc.message}: nothing to back up")
         return None
