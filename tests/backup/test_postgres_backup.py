@@ -182,6 +182,10 @@ def test_before_deploy_dumps_and_restore_now_puts_it_back(postgres_server, remot
     backup.restore_now(settings, result.name)
     assert snapshot(pg, name) == at_backup and "webhooks" not in pg.tables(name)
 
+    again = backup.backup(settings, download=True, version="3.17.2")  # --download: a copy in ./backups
+    assert open(again.downloaded, "rb").read() == open(again.path, "rb").read()
+    assert again.downloaded == str(settings.root / "backups" / again.name)
+
 
 def test_before_deploy_with_an_empty_database_takes_none(postgres_server, remote_settings, capsys):
     url = postgres_server.database(f"empty_{uuid.uuid4().hex[:8]}")
@@ -194,6 +198,28 @@ def _changes(double):
 
 
 @pytest.fixture
+def cluster_env(ssh_server, nomad_cluster, tmp_path):
+    """`inv`'s environment for store: postgres at ``url``, the job on the Nomad double, the SSH host."""
+
+    def make(url: str) -> dict:
+        env = clean_env()
+        env.update(ssh_server.env(), **nomad_cluster.env(backups_path=tmp_path / "backups"), MSH_STORE="postgres",
+                   MSH_DATABASE_URL=url)
+        return env
+
+    return make
+
+
+def backed_up(pg, cluster_env) -> tuple[str, dict, str]:
+    """A new database with rows, and `inv backup` of it: (database, inv's environment, the dump's name)."""
+    name, url = make_store(pg)
+    env = cluster_env(url)
+    taken = inv(env, "backup")
+    assert taken.returncode == 0, taken.stderr
+    return name, env, os.path.basename(taken.stdout.strip())
+
+
+@pytest.fixture
 def running_job(nomad_cluster, cluster_settings):
     """The job running on the Nomad double (deployed as the stub registers it); its request log starts after."""
     deploy(cluster_settings(), "0.99", backup=False)
@@ -203,23 +229,16 @@ def running_job(nomad_cluster, cluster_settings):
     return double
 
 
-def test_inv_restore_dry_run_then_restore_puts_the_rows_back(postgres_server, ssh_server, nomad_cluster, running_job,
-                                                             tmp_path):
+def test_inv_restore_dry_run_then_restore_puts_the_rows_back(postgres_server, cluster_env, running_job):
     pg = postgres_server
-    name, url = make_store(pg)
-    env = clean_env()
-    env.update(ssh_server.env(), **nomad_cluster.env(backups_path=tmp_path / "backups"), MSH_STORE="postgres",
-               MSH_DATABASE_URL=url)
-    taken = inv(env, "backup")
-    assert taken.returncode == 0, taken.stderr
-    dump = os.path.basename(taken.stdout.strip())
+    name, env, dump = backed_up(pg, cluster_env)
     at_backup = snapshot(pg, name)
     more_work(pg, name)
     before = snapshot(pg, name)
 
     plan = inv(env, "restore", dump, "--dry-run")
     assert plan.returncode == 0, plan.stderr
-    assert "runs: 35 rows now, 20 in the backup" in plan.stderr
+    assert "runs: 35 rows now, 20 rows in the backup" in plan.stderr
     assert "- webhooks: 1 row now, not in the backup: dropped" in plan.stderr
     assert "stop" in plan.stderr and "dry run: nothing was changed" in plan.stderr
     assert snapshot(pg, name) == before and _changes(running_job) == []
@@ -235,21 +254,15 @@ def test_inv_restore_dry_run_then_restore_puts_the_rows_back(postgres_server, ss
         assert secret not in plan.stderr + done.stderr + done.stdout
 
 
-def test_a_failed_restore_leaves_the_database_as_it_was_and_starts_the_job(postgres_server, ssh_server, nomad_cluster,
-                                                                          running_job, tmp_path):
+def test_a_failed_restore_leaves_the_database_as_it_was_and_starts_the_job(postgres_server, cluster_env, running_job):
     pg = postgres_server
-    name, url = make_store(pg)
-    env = clean_env()
-    env.update(ssh_server.env(), **nomad_cluster.env(backups_path=tmp_path / "backups"), MSH_STORE="postgres",
-               MSH_DATABASE_URL=url)
-    taken = inv(env, "backup")
-    assert taken.returncode == 0, taken.stderr
+    name, env, dump = backed_up(pg, cluster_env)
     more_work(pg, name)
     # the role may read and write it, not drop it: the restore fails midway
     pg.psql("ALTER TABLE runs OWNER TO postgres; GRANT ALL ON runs TO mlflow", database=name)
     before = snapshot(pg, name)
 
-    failed = inv(env, "restore", os.path.basename(taken.stdout.strip()), timeout=240)
+    failed = inv(env, "restore", dump, timeout=240)
     assert failed.returncode == 1, failed.stderr
     (first,) = [line for line in failed.stderr.splitlines() if line.startswith("error:")]  # one red line
     assert "must be owner of table runs" in first
@@ -267,3 +280,61 @@ def test_a_sqlite_backup_is_refused_with_store_postgres(postgres_server, inv_env
     (folder / "mlflow-20200101T000000Z-v0.1.db").write_bytes(b"SQLite format 3\0")
     refused = inv(inv_env(url), "restore", "mlflow-20200101T000000Z-v0.1.db", "--dry-run")
     assert refused.returncode == 1 and "backup of the SQLite store" in refused.stderr.splitlines()[0]
+
+
+def test_doctor_shows_the_pg_dump_row_green_or_red_against_the_server(postgres_server, tmp_path):
+    from mlflow_self_host.core.settings import Settings
+    from mlflow_self_host.flows import doctor
+
+    pg = postgres_server
+    url = pg.url("postgres")
+    server_major = pg.psql("SHOW server_version_num")[:-4]
+
+    def row(**more):
+        settings = Settings.load(root=PROJECT_ROOT, env={}, overrides=dict(store="postgres", database_url=url, **more))
+        assert doctor.check_pg_dump in [c.run for c in doctor._checks(settings)]
+        (found,) = doctor.check_pg_dump(settings, 10)
+        return found
+
+    green = row(pg_bin_dir=str(pg.bin_dir))
+    assert green.name == "pg_dump" and green.ok and f"dumps the server's PostgreSQL {server_major}." in green.found
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "pg_dump").write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.22'\n")
+    (old / "pg_dump").chmod(0o755)
+    red = row(pg_bin_dir=str(old))
+    assert not red.ok and "pg_dump 12.22" in red.found and f"postgresql-client-{server_major}" in red.fix
+    assert doctor.check_pg_dump not in [c.run for c in doctor._checks(Settings.load(root=PROJECT_ROOT, env={}))]
+
+
+def test_the_passfile_holds_the_password_escaped_and_the_url_none():
+    """libpq's passfile escapes ':' and '\\'; the URL given on the command line keeps the user, not the password."""
+    from mlflow_self_host.adapters import postgres
+
+    url = "postgresql://ml%40flow:a%3Ab%5Cc%40d@db.lan:5433/mlflow?sslmode=require"
+    assert postgres.libpq_url(url) == "postgresql://ml%40flow@db.lan:5433/mlflow?sslmode=require"
+    with postgres.environment(url) as env:
+        path = env["PGPASSFILE"]
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+        assert open(path).read() == "*:*:*:*:a\\:b\\\\c@d\n"
+        assert "PGPASSWORD" not in env
+    assert not os.path.exists(path)  # removed after
+
+
+def test_a_restore_drops_only_what_the_dump_lacks_and_lists_rows():
+    contents = pg_backup.parse_list(
+        ";\n; Archive created at 2026-12-07\n;\n"
+        "215; 1259 16385 TABLE public runs mlflow\n"
+        "216; 1259 16384 SEQUENCE public runs_run_id_seq mlflow\n"
+        "3345; 0 16384 SEQUENCE OWNED BY public runs_run_id_seq mlflow\n"
+        "3346; 0 16385 TABLE DATA public runs mlflow\n"
+        "3347; 0 0 SEQUENCE SET public runs_run_id_seq mlflow\n")
+    assert contents.tables == ["runs"] and contents.data == ("runs",) and contents.entries == 5
+    drops = pg_backup.drop_extras([("TABLE", "public", "runs"), ("SEQUENCE", "public", "runs_run_id_seq"),
+                                   ("SEQUENCE", "public", "webhooks_id_seq"), ("TABLE", "public", "webhooks"),
+                                   ("TYPE", "public", "status")], contents)
+    assert drops.splitlines() == ['DROP TABLE IF EXISTS "public"."webhooks" CASCADE;',
+                                  'DROP SEQUENCE IF EXISTS "public"."webhooks_id_seq" CASCADE;',
+                                  'DROP TYPE IF EXISTS "public"."status" CASCADE;']
+    counted = pg_backup.count_rows('SET x = 1;\nCOPY public.runs (run_id, note) FROM stdin;\n1\ta\\nb\n2\tc\n\\.\n')
+    assert counted == {"runs": 2}

@@ -30,8 +30,8 @@ from ...core import plan as plans
 from ...core.errors import UserError
 from ...core.plan import Plan
 from . import commands
-from .names import EXTENSIONS, LOCAL_DOWNLOADS, file_name, human_size, store_of, to_remove
-from .target import BackupResult, NoDatabase, Target, job_state, must, run
+from .names import EXTENSIONS, LOCAL_DOWNLOADS, human_size, store_of
+from .target import BackupResult, NoDatabase, Target, Taking, backup_plan, job_state, must, run
 
 EXT = EXTENSIONS["postgres"]
 RESTORE_FLAGS = ("--clean", "--if-exists", "--no-owner", "--no-privileges")
@@ -181,23 +181,10 @@ def read_facts(settings, target: Target) -> DumpFacts:
 
 
 @dataclass(frozen=True)
-class MakeFolder:
-    path: str
-    kind: str = "folder"
-
-
-@dataclass(frozen=True)
 class Dump:
     folder: str
     base: str  # the name without .dump (the host adds -N when it is taken)
     kind: str = "dump"
-
-
-@dataclass(frozen=True)
-class Prune:
-    folder: str
-    names: tuple
-    kind: str = "prune"
 
 
 @dataclass(frozen=True)
@@ -213,53 +200,28 @@ def make_plan(settings, target: Target, facts: DumpFacts, base: str, download: b
     if not db.tables:
         raise NoDatabase(f"no table in the database {db.shown}: nothing to back up",
                          hint="has MLflow run on it yet? check MSH_DATABASE_URL")
-    plan = Plan(f"backup of {db.shown} (PostgreSQL {db.server}) to {target.where}")
-    if not facts.folder:
-        plan.add("create", target.backups, "backups folder", op=MakeFolder(target.backups))
-    name = file_name(base, facts.names, EXT)
-    plan.add("run", f"{target.backups}/{name}",
-             f"{db.client} -Fc on this machine ({len(db.tables)} tables), checked with pg_restore --list, "
-             "uploaded over SSH", op=Dump(target.backups, base))
-    plan.add("delete", f"{target.backups}/mlflow-*{EXT}", f"all but the newest {settings.backup_keep}",
-             op=Prune(target.backups, tuple(to_remove([*facts.names, name], settings.backup_keep))))
-    if download:
-        plan.add("create", f"./{LOCAL_DOWNLOADS}/", "a copy on this machine", op=Download(LOCAL_DOWNLOADS))
-    return plan
+    return backup_plan(settings, target, f"backup of {db.shown} (PostgreSQL {db.server}) to {target.where}",
+                       facts.folder, facts.names, base, EXT,
+                       f"{db.client} -Fc on this machine ({len(db.tables)} tables), checked with pg_restore --list, "
+                       "uploaded over SSH", Dump(target.backups, base), Download(LOCAL_DOWNLOADS) if download else None)
 
 
 @dataclass
-class Apply:
+class Apply(Taking):
     """One dump's changes; the dump is made in a temporary folder here, removed by ``close``."""
 
-    settings: object
-    target: Target
     db: Database | None = None
-    path: str = ""
-    size: int = 0
     tables: int = 0
-    removed: list = field(default_factory=list)
-    downloaded: str | None = None
     local: Path | None = None
 
     def apply_one(self, change):
         op = change.op
-        if op.kind == "folder":
-            must(self.target, commands.make_folder(op.path), f"creating {op.path}")
-            return None
+        if op.kind in ("folder", "prune"):
+            return self.shared(op)
         if op.kind == "dump":
             self._dump(op)
             return (f"backup {self.path} ({human_size(self.size)}, {self.tables} tables checked with pg_restore "
                     f"--list, {self.target.where})")
-        if op.kind == "prune":
-            if op.names:
-                must(self.target, commands.remove([f"{op.folder}/{name}" for name in op.names]),
-                     "removing old backups")
-            from ...core import console
-
-            for name in op.names:
-                console.info(f"removed old backup {name}")
-            self.removed = list(op.names)
-            return plans.QUIET
         if op.kind == "download":
             folder = self.settings.root / op.folder
             folder.mkdir(parents=True, exist_ok=True)

@@ -10,15 +10,15 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ...core import plan as plans
 from ...core.errors import UserError
 from ...core.plan import Plan
 from . import commands
-from .names import LOCAL_DOWNLOADS, backup_base_name, file_name, human_size, to_remove
-from .target import BackupResult, NoDatabase, Target, must, no_tool, run  # noqa: F401 - their home before
+from .names import LOCAL_DOWNLOADS, backup_base_name, human_size
+from .target import (BackupResult, MakeFolder, NoDatabase, Prune, Target, Taking, backup_plan, must,  # noqa: F401
+                     no_tool, run)
 
 
 # --- facts ----------------------------------------------------------------------------------------
@@ -39,25 +39,12 @@ def read_facts(target: Target) -> BackupFacts:
 
 # --- the plan -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class MakeFolder:
-    path: str
-    kind: str = "folder"
-
-
-@dataclass(frozen=True)
 class TakeBackup:
     tool: str
     db: str
     folder: str
     base: str  # the name without .db; the host adds -N when it is taken
     kind: str = "backup"
-
-
-@dataclass(frozen=True)
-class Prune:
-    folder: str
-    names: tuple  # the backups retention removes, oldest last
-    kind: str = "prune"
 
 
 @dataclass(frozen=True)
@@ -74,51 +61,24 @@ def make_plan(settings, target: Target, facts: BackupFacts, base: str, download:
     if not facts.database:
         raise NoDatabase(f"no MLflow database at {target.db} ({target.where})",
                          hint="has MLflow run there yet? check backend_path / local_data_dir")
-    plan = Plan(f"backup of {target.db} ({target.where})")
-    if not facts.folder:
-        plan.add("create", target.backups, "backups folder", op=MakeFolder(target.backups))
-    name = file_name(base, facts.names)
-    plan.add("run", f"{target.backups}/{name}", "SQLite online backup, then PRAGMA integrity_check",
-             op=TakeBackup(facts.tool, target.db, target.backups, base))
-    plan.add("delete", f"{target.backups}/mlflow-*.db", f"all but the newest {settings.backup_keep}",
-             op=Prune(target.backups, tuple(to_remove([*facts.names, name], settings.backup_keep))))
-    if download:
-        plan.add("create", f"./{LOCAL_DOWNLOADS}/", "a copy on this machine",
-                 op=Download(LOCAL_DOWNLOADS, via_tmp=not target.local))
-    return plan
+    return backup_plan(settings, target, f"backup of {target.db} ({target.where})", facts.folder, facts.names, base,
+                       ".db", "SQLite online backup, then PRAGMA integrity_check",
+                       TakeBackup(facts.tool, target.db, target.backups, base),
+                       Download(LOCAL_DOWNLOADS, via_tmp=not target.local) if download else None)
 
 
 # --- applying it ----------------------------------------------------------------------------------
 @dataclass
-class Apply:
-    """Makes one backup's changes on ``target``; what they gave (the path, size, removed, download) is kept
-    for ``result``."""
-
-    settings: object
-    target: Target
-    path: str = ""
-    size: int = 0
-    removed: list = field(default_factory=list)
-    downloaded: str | None = None
+class Apply(Taking):
+    """Makes one SQLite backup's changes on ``target``; what they gave is kept for ``result``."""
 
     def apply_one(self, change):
         op = change.op
-        if op.kind == "folder":
-            must(self.target, commands.make_folder(op.path), f"creating {op.path}")
-            return None
+        if op.kind in ("folder", "prune"):
+            return self.shared(op)
         if op.kind == "backup":
             self._backup(op)
             return f"backup {self.path} ({human_size(self.size)}, integrity ok, {self.target.where})"
-        if op.kind == "prune":
-            if op.names:
-                must(self.target, commands.remove([f"{op.folder}/{name}" for name in op.names]),
-                     "removing old backups")
-            from ...core import console
-
-            for name in op.names:
-                console.info(f"removed old backup {name}")
-            self.removed = list(op.names)
-            return plans.QUIET
         if op.kind == "download":
             self.downloaded = str(self._download(op))
             return f"downloaded to {self.downloaded}"

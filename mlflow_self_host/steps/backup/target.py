@@ -2,7 +2,7 @@
 commands run there, what a backup gives back, and the job's state (restore stops a running job only)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from ...core.errors import UserError
@@ -105,3 +105,65 @@ def job_state(settings) -> tuple[bool, str | None]:
     if not job:
         return False, None
     return bool(job.get("Stop")), jobfile.version_of(jobfile.image_of(job))
+
+
+# --- the plan's changes both stores' backups share -----------------------------------------------------------
+@dataclass(frozen=True)
+class MakeFolder:
+    path: str
+    kind: str = "folder"
+
+
+@dataclass(frozen=True)
+class Prune:
+    folder: str
+    names: tuple  # the backups retention removes, oldest last
+    kind: str = "prune"
+
+
+def backup_plan(settings, target: Target, title: str, folder_there: bool, names, base: str, ext: str,
+                detail: str, make_op, download_op=None):
+    """A backup's plan (pure): the folder when missing, the backup (``make_op``), retention of the newest
+    ``backup_keep`` of the store's backups, the download when asked (``download_op``)."""
+    from ...core.plan import Plan
+    from .names import LOCAL_DOWNLOADS, file_name, to_remove
+
+    plan = Plan(title)
+    if not folder_there:
+        plan.add("create", target.backups, "backups folder", op=MakeFolder(target.backups))
+    name = file_name(base, names, ext)
+    plan.add("run", f"{target.backups}/{name}", detail, op=make_op)
+    plan.add("delete", f"{target.backups}/mlflow-*{ext}", f"all but the newest {settings.backup_keep}",
+             op=Prune(target.backups, tuple(to_remove([*names, name], settings.backup_keep))))
+    if download_op is not None:
+        plan.add("create", f"./{LOCAL_DOWNLOADS}/", "a copy on this machine", op=download_op)
+    return plan
+
+
+@dataclass
+class Taking:
+    """Applies one backup's changes on ``target`` (each store's ``Apply`` adds its own): what they gave (the
+    path, size, removed, download) is kept for the result."""
+
+    settings: object
+    target: Target
+    path: str = ""
+    size: int = 0
+    removed: list = field(default_factory=list)
+    downloaded: str | None = None
+
+    def shared(self, op):
+        """Apply a ``MakeFolder`` (None: reported as planned) or a ``Prune`` (QUIET: each removal said)."""
+        from . import commands
+        from ...core import console
+        from ...core.plan import QUIET
+
+        if op.kind == "folder":
+            must(self.target, commands.make_folder(op.path), f"creating {op.path}")
+            return None
+        if op.names:
+            must(self.target, commands.remove([f"{op.folder}/{name}" for name in op.names]), "removing old backups")
+        for name in op.names:
+            console.info(f"removed old backup {name}")
+        self.removed = list(op.names)
+        return QUIET
