@@ -56,14 +56,15 @@ def store_of(name: str) -> str | None:
     return STORES[match["ext"]] if match else None
 
 
-def to_remove(names, keep: int) -> list[str]:
-    """The backups retention removes: all but the newest ``keep`` of each store's (other files are never
-    touched), so the last SQLite backups stay after a switch to PostgreSQL."""
+def to_remove(names, keep: int, ext: str | None = None) -> list[str]:
+    """The backups retention removes: all but the newest ``keep`` of each store's (of the store whose
+    extension ``ext`` is, ``.db`` or ``.dump``, when given); other files are never touched, and the last
+    SQLite backups stay after a switch to PostgreSQL."""
     if keep <= 0:
         return []
     removed = []
-    for ext in STORES:
-        ours = sorted((n for n in names if is_backup_name(n) and NAME.match(n)["ext"] == ext),
+    for kind in [ext.lstrip(".")] if ext else STORES:
+        ours = sorted((n for n in names if is_backup_name(n) and NAME.match(n)["ext"] == kind),
                       key=backup_sort_key, reverse=True)
         removed += ours[int(keep):]
     return sorted(removed, key=backup_sort_key, reverse=True)

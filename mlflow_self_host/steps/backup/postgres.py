@@ -511,8 +511,8 @@ def restore_now(settings, name: str, remote=None) -> str:
     """The database replaced by the dump ``name`` now, without the runner or the lock (the caller holds it) and
     without touching the job (the caller stopped it); the backup's path. A failure changes nothing."""
     folder = Path(tempfile.mkdtemp(prefix="msh-restore-"))
+    target = Target.remote(settings, remote)
     try:
-        target = Target.remote(settings, remote)
         facts = read_restore_facts(settings, target, name, folder, job=(True, None))
         plan = make_restore_plan(settings, facts, stop_start=False)
         (change,) = plan.changes
@@ -520,6 +520,8 @@ def restore_now(settings, name: str, remote=None) -> str:
         return facts.path
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        if remote is None:  # our own connection; the caller's stays open
+            target.shell.close()
 
 
 # --- doctor ------------------------------------------------------------------------------------------------------

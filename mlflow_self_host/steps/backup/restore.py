@@ -313,15 +313,18 @@ def restore_now(settings, name: str, remote=None) -> str:
         postgres.restore_now(settings, name, remote=remote)
         return ""
     target = Target.remote(settings, remote)
-    values, _ = commands.parse_facts(run(target, commands.restore_facts(target.db, target.backups)).stdout)
-    tool = values.get("tool") if values.get("tool") in commands.TOOLS else None
-    path = name if "/" in name else f"{target.backups}/{name}"
-    facts = RestoreFacts(tool, path, integrity=_check_on_target(target, commands.SQLite(tool), path) if tool else None,
-                         database=values.get("db") == "yes", job_stopped=True)
-    aside = f"{target.db}.before-restore-{utc_stamp()}"
-    plan = make_plan(settings, target, facts, aside)
-    applying = Apply(settings, target, aside)
-    for change in plan:
-        if change.op.kind in ("keep aside", "put in place"):
-            applying.apply_one(change)
-    return aside
+    try:
+        values, _ = commands.parse_facts(run(target, commands.restore_facts(target.db, target.backups)).stdout)
+        tool = values.get("tool") if values.get("tool") in commands.TOOLS else None
+        path = name if "/" in name else f"{target.backups}/{name}"
+        integrity = _check_on_target(target, commands.SQLite(tool), path) if tool else None
+        facts = RestoreFacts(tool, path, integrity=integrity, database=values.get("db") == "yes", job_stopped=True)
+        aside = f"{target.db}.before-restore-{utc_stamp()}"
+        applying = Apply(settings, target, aside)
+        for change in make_plan(settings, target, facts, aside):
+            if change.op.kind in ("keep aside", "put in place"):
+                applying.apply_one(change)
+        return aside
+    finally:
+        if remote is None:  # our own connection; the caller's stays open
+            target.shell.close()

@@ -134,7 +134,7 @@ def backup_plan(settings, target: Target, title: str, folder_there: bool, names,
     name = file_name(base, names, ext)
     plan.add("run", f"{target.backups}/{name}", detail, op=make_op)
     plan.add("delete", f"{target.backups}/mlflow-*{ext}", f"all but the newest {settings.backup_keep}",
-             op=Prune(target.backups, tuple(to_remove([*names, name], settings.backup_keep))))
+             op=Prune(target.backups, tuple(to_remove([*names, name], settings.backup_keep, ext))))
     if download_op is not None:
         plan.add("create", f"./{LOCAL_DOWNLOADS}/", "a copy on this machine", op=download_op)
     return plan
