@@ -474,7 +474,8 @@ def backup(c, download=False, local=False, list=False, dry_run=False, accept_hos
     store sqlite: SQLite's online backup on the Nomad client, PRAGMA integrity_check, mlflow-{UTC}-v{version}.db.
     store postgres: pg_dump -Fc here (its major version >= the server's; setting pg_bin_dir), checked with
     pg_restore --list, uploaded as mlflow-{UTC}-v{version}.dump. Both keep the newest backup_keep.
-    Exit codes: 0 backed up (or listed); 1 any error (no database, no pg_dump or one too old, unreachable).
+    Exit codes: 0 backed up (or listed); 2 a bad setting (pg_bin_dir without pg_dump); 1 any other error (no
+    database, no pg_dump or one older than the server, an unreachable host or database).
     """
     from mlflow_self_host.steps import backup as bk
 
