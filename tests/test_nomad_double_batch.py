@@ -189,3 +189,96 @@ def test_batch_job_registration_rules(no_docker_double):
     changed = requests.post(url + "/v1/jobs", json={"Job": service}, timeout=5)
     assert (changed.status_code, changed.text) == (500, 'cannot update job from type "batch" to "service"')
 
+
+# --- periodic jobs --------------------------------------------------------------------------------------
+def periodic_hcl(image: str, cron: str, overlap: bool, body: str = "", name: str = "nightly") -> str:
+    return batch_hcl(image, name=name, body=body, policies=NO_RETRY).replace(
+        'type = "batch"', f'''type = "batch"
+  periodic {{
+    crons            = ["{cron}"]
+    prohibit_overlap = {str(overlap).lower()}
+    time_zone        = "Europe/Paris"
+  }}''', 1)
+
+
+def children(n, parent: str) -> list[dict]:
+    return sorted((j for j in n.jobs.get_jobs(prefix=f"{parent}/periodic-") if j["ParentID"] == parent),
+                  key=lambda j: j["ID"])
+
+
+def test_a_periodic_job_is_forced_and_its_child_runs_like_a_batch_job(nomad_cluster):
+    double, n = nomad_cluster.nomad, client(nomad_cluster.nomad)
+    image = nomad_cluster.publish("1.0")
+    hcl = periodic_hcl(image, "0 3 * * *", overlap=True, body=script("print('backed up')"))
+    parsed = n.jobs.parse(hcl, canonicalize=True)
+    assert {k: parsed["Periodic"][k] for k in ("Enabled", "Specs", "SpecType", "ProhibitOverlap", "TimeZone")} == \
+        {"Enabled": True, "Specs": ["0 3 * * *"], "SpecType": "cron", "ProhibitOverlap": True,
+         "TimeZone": "Europe/Paris"}
+    plan = n.job.plan_job("nightly", {"Job": parsed})
+    assert plan["NextPeriodicLaunch"][10:] in ("T03:00:00+01:00", "T03:00:00+02:00")  # in the block's zone
+    created = n.job.register_job("nightly", {"Job": parsed})
+    assert (created["EvalID"], created["EvalCreateIndex"]) == ("", 0)  # a periodic parent gets no evaluation
+    double.wait_idle()
+    assert n.job.get_job("nightly")["Status"] == "running" and n.job.get_allocations("nightly") == []
+    assert children(n, "nightly") == []
+
+    before = int(time.time())
+    forced = n.job.periodic_job("nightly")
+    assert set(forced) == {"EvalID", "EvalCreateIndex", "Index"} and forced["Index"] == forced["EvalCreateIndex"]
+    [child] = children(n, "nightly")
+    launched_at = int(child["ID"].rsplit("-", 1)[1])
+    assert child["ID"] == f"nightly/periodic-{launched_at}" and before <= launched_at <= time.time()
+    assert (child["Type"], child["Periodic"], child["ParentID"]) == ("batch", False, "nightly")
+    evaluation = n.evaluation.get_evaluation(forced["EvalID"])
+    assert (evaluation["JobID"], evaluation["TriggeredBy"], evaluation["Type"]) == (child["ID"], "periodic-job", "batch")
+    [alloc] = finished(n, child["ID"])  # a slash in the ID: the endpoint is found by its suffix, as Nomad does
+    assert alloc["ClientStatus"] == "complete" and logs(n, alloc["ID"], "stdout") == "backed up\n"
+    assert n.job.get_job(child["ID"])["Status"] == "dead" and n.job.get_job(child["ID"])["Periodic"] is None
+    assert n.job.get_summary("nightly")["Children"] == {"Pending": 0, "Running": 0, "Dead": 1}
+    assert n.job.get_job("nightly")["Status"] == "running" and n.job.get_allocations("nightly") == []
+
+    with pytest.raises(Exception) as refused:
+        n.job.periodic_job(child["ID"])
+    assert nomad_api.status_and_text(refused.value) == (500, "can't force launch non-periodic job")
+
+
+def test_prohibit_overlap_skips_a_launch_while_a_child_runs_but_a_force_launches(nomad_cluster):
+    double, n = nomad_cluster.nomad, client(nomad_cluster.nomad)
+    image = nomad_cluster.publish("1.0")
+    every_second = "* * * * * * *"  # cronexpr's seven fields: seconds first
+    long_task = script("import time; time.sleep(60)")
+    register(n, periodic_hcl(image, every_second, overlap=True, body=long_task))
+    first = wait_for(lambda: children(n, "nightly") or None, 20, "the first launch", interval=0.1)
+    wait_for(lambda: n.job.get_job(first[0]["ID"])["Status"] == "running", 30, "the child running", interval=0.1)
+    time.sleep(3)  # three launch times pass while the child runs: each skipped
+    assert [c["ID"] for c in children(n, "nightly")] == [first[0]["ID"]]
+    assert n.job.get_summary("nightly")["Children"]["Running"] == 1
+
+    n.job.periodic_job("nightly")  # a force launches even so (periodic.go ForceEval, python-nomad says so too)
+    assert len(children(n, "nightly")) == 2
+
+    register(n, periodic_hcl(image, every_second, overlap=False, body=long_task, name="hourly"))
+    wait_for(lambda: len(children(n, "hourly")) >= 3, 20, "three overlapping launches", interval=0.1)
+    n.job.deregister_job("hourly")  # a stopped parent launches no more
+    time.sleep(1.2)
+    count = len(children(n, "hourly"))
+    time.sleep(2)
+    assert len(children(n, "hourly")) == count and n.job.get_job("hourly")["Status"] == "dead"
+    with pytest.raises(Exception) as refused:
+        n.job.periodic_job("hourly")
+    assert nomad_api.status_and_text(refused.value) == (
+        500, 'force launch for job "hourly" failed: can\'t force run non-tracked job "hourly" (default)')
+
+
+def test_periodic_registration_rules(no_docker_double):
+    url = no_docker_double.address
+    service = requests.post(url + "/v1/jobs/parse", json={"JobHCL": periodic_hcl("x:1", "0 3 * * *", False).replace(
+        '"batch"', '"service"'), "Canonicalize": True}, timeout=5).json()
+    refused = requests.post(url + "/v1/jobs", json={"Job": service}, timeout=5)
+    assert refused.status_code == 500 and 'Periodic can only be used with "batch" or "sysbatch" scheduler' in refused.text
+    bad = requests.post(url + "/v1/jobs/parse", json={"JobHCL": periodic_hcl("x:1", "61 * * * *", False),
+                                                      "Canonicalize": True}, timeout=5).json()
+    refused = requests.post(url + "/v1/jobs", json={"Job": bad}, timeout=5)
+    assert refused.status_code == 500 and 'Invalid cron spec "61 * * * *"' in refused.text
+    missing = requests.post(url + "/v1/job/nothing/periodic/force", timeout=5)
+    assert (missing.status_code, missing.text) == (500, "job not found")

@@ -38,6 +38,13 @@ What it does over time, as Nomad does (BEHAVIOUR.md; the source files are named 
   while an allocation runs, ``pending`` while an evaluation is, then ``dead`` (state_store.go
   getJobStatus); ``/allocations`` lists those of the job's CreateIndex unless ``all=true``; the summary
   counts allocations by client status and the children of a periodic job; a job's type cannot change;
+- periodic jobs (a batch job with ``periodic { crons, prohibit_overlap, time_zone }``): the parent is
+  ``running`` until stopped and gets no evaluation; the launcher (nomad/periodic.go) registers a child
+  ``<parent>/periodic-<launch Unix seconds>`` (ParentID set, no periodic block, evaluation triggered by
+  ``periodic-job``) at each cron instant (hashicorp/cronexpr in the Go engine, in the block's time zone),
+  skipping a launch while a child still runs with ``prohibit_overlap``; ``POST /v1/job/<id>/periodic/force``
+  launches one now whatever prohibit_overlap says, answering {EvalID, EvalCreateIndex, Index};
+  ``/v1/job/`` paths are split by their endpoint's suffix, so a child's ID keeps its slash;
 - ``POST /_double/agent/restart`` is the test's ``systemctl restart nomad``: the API goes away for
   ``restart_seconds`` and the client reads its client.hcl again (running allocations keep running);
   a client.hcl it cannot read keeps the agent down, as Nomad refuses to start.
@@ -48,8 +55,8 @@ a Consul service (``provider = "consul"``, Nomad's default) gets the implicit co
 provider's own), so a node without Consul filters the group, and it is registered in Consul's catalogue
 instead of Nomad's, with its checks run as the Consul agent runs them.
 
-Left out (our jobs do not use them, or one test machine cannot have them): node drain and lost nodes, canaries and promotion, Consul Connect and Consul's own ACLs, CSI volumes, preemption, the periodic launcher,
-parameterized (dispatch) and sysbatch jobs,
+Left out (our jobs do not use them, or one test machine cannot have them): node drain and lost nodes, canaries and promotion, Consul Connect and Consul's own ACLs, CSI volumes, preemption, parameterized
+(dispatch) and sysbatch jobs, a periodic job's launches missed while the double was down,
 a task's own ``shutdown_delay`` (the group's is modelled: services deregistered, then the wait, then the kill), the eval broker's queueing and its nack/retry, template functions other than ``nomadVar``
 (``key``, ``secret``, ``env``...: a task whose template uses one is killed with "Template failed" here;
 templates are rendered by the Go engine, text/template with consul-template's ``nomadVar``).
@@ -140,6 +147,7 @@ class NomadDouble:
         self.services: dict[str, dict] = {}  # registration ID -> registration
         self.variables: dict[tuple[str, str], dict] = {}  # (namespace, path) -> Nomad Variable
         self.purged_children: dict[tuple[str, str], int] = {}  # (namespace, parent ID) -> children purged
+        self.periodic: dict[tuple[str, str], int | None] = {}  # tracked periodic jobs -> next launch (Unix s)
         self.timeline: list[tuple[float, object]] = []
         self.requests: list[tuple[str, str, dict, object]] = []  # (method, path, query, body)
         self.after_plan = None  # a test's hook: called (outside the lock) after a plan is answered
@@ -312,6 +320,7 @@ class NomadDouble:
                         action()
                     self._bump()
                 self._progress_deadlines()
+                self._periodic_launches()
 
     def alloc_changed(self, alloc: dict):
         """The client changed an allocation (events, states): a new index for blocking queries."""
@@ -370,11 +379,72 @@ class NomadDouble:
                            StatusDescription="Cancelled because job is stopped" if job.get("Stop")
                            else "Cancelled due to newer version of job")
         if periodic:
+            self._track(job)
             return {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": index, "Warnings": "",
                     "Index": index, "LastContact": 0, "KnownLeader": True}
         eval_id = self._eval(namespace, job["ID"], index, "job-deregister" if job.get("Stop") else triggered)
         return {"EvalID": eval_id, "EvalCreateIndex": index, "JobModifyIndex": index, "Warnings": "",
                 "Index": index, "LastContact": 0, "KnownLeader": True}
+
+    # -- the periodic launcher (nomad/periodic.go PeriodicDispatch) ---------------------------------
+    def _track(self, job: dict):
+        """PeriodicDispatch.Add: an active periodic job (enabled, not stopped) is tracked with its next
+        launch after now, in its time zone; any other version of it stops the tracking."""
+        key = (job["Namespace"], job["ID"])
+        periodic = job.get("Periodic")
+        if periodic is None or not periodic.get("Enabled", True) or job.get("Stop"):
+            self.periodic.pop(key, None)
+            return
+        try:
+            self.periodic[key] = engine.cron_next(periodic, time.time())
+        except engine.CronError:
+            self.periodic[key] = None  # validated at register: cannot happen
+
+    def _periodic_launches(self):
+        """PeriodicDispatch.run/dispatch: each tracked job whose launch time has come is launched, and its
+        next launch is the next instant after that one; with ``prohibit_overlap`` a launch is skipped while
+        a child still runs (Server.RunningChildren)."""
+        now = time.time()
+        for key, at in list(self.periodic.items()):
+            if at is None or at > now:
+                continue
+            job = self._current(*key)
+            if job is None:
+                self.periodic.pop(key, None)
+                continue
+            try:
+                self.periodic[key] = engine.cron_next(job["Periodic"], at)
+            except engine.CronError:
+                self.periodic[key] = None
+            if job["Periodic"].get("ProhibitOverlap") and self._running_children(job):
+                continue  # "skipping launch of periodic job because job prohibits overlap"
+            self._launch(job, at)
+
+    def _running_children(self, job: dict) -> bool:
+        """Server.RunningChildren: a child (ID ``<parent>/periodic-...``, ParentID the parent) with an
+        evaluation not terminal, or an allocation not terminal (desired run, client pending or running)."""
+        prefix = job["ID"] + "/periodic-"
+        for (namespace, child_id), versions in self.jobs.items():
+            if namespace != job["Namespace"] or not child_id.startswith(prefix) \
+                    or versions[-1].get("ParentID") != job["ID"]:
+                continue
+            if any(e["JobID"] == child_id and e["Namespace"] == namespace and e["Status"] in ("pending", "blocked")
+                   for e in self.evals.values()):
+                return True
+            if any(a["JobID"] == child_id and a["Namespace"] == namespace and a["DesiredStatus"] == "run"
+                   and a["ClientStatus"] in ("pending", "running") for a in self.allocs.values()):
+                return True
+        return False
+
+    def _launch(self, parent: dict, at: int) -> dict:
+        """PeriodicDispatch.createEval/deriveJob + Server.DispatchJob: the child job (a copy of the parent
+        named ``<parent>/periodic-<launch Unix seconds>``, ParentID set, no periodic block) registered with
+        an evaluation triggered by ``periodic-job``. Returns the register answer."""
+        child = copy.deepcopy(spec(parent))
+        child_id = f"{parent['ID']}/periodic-{int(at)}"
+        child.update(ID=child_id, Name=child_id, ParentID=parent["ID"], Periodic=None, Status="",
+                     StatusDescription="", Stop=False)
+        return self._register(parent["Namespace"], child, triggered="periodic-job")
 
     # -- evaluations and the scheduler -------------------------------------------------------------
     def _eval(self, namespace, job_id, job_index, triggered, status="pending", previous="") -> str:
@@ -1144,6 +1214,38 @@ class NomadDouble:
         while self.index <= index and time.monotonic() < deadline:
             self.changed.wait(0.05)
 
+    def _force(self, method, job_id, namespace, token):
+        """POST /v1/job/:id/periodic/force (nomad/periodic_endpoint.go Force, PeriodicDispatch.ForceEval): a
+        child launched now, whatever ``prohibit_overlap`` says; {EvalID, EvalCreateIndex, Index}. Errors
+        are uncoded (HTTP 500): "job not found", "can't force launch non-periodic job", a stopped or
+        disabled one is not tracked."""
+        if method not in ("POST", "PUT"):
+            raise HTTPError(405, "Invalid method")
+        try:  # dispatch-job, submit-job or force-periodic-job
+            self._check_acl(token, namespace, "submit-job")
+        except HTTPError as exc:
+            if exc.text != "Permission denied":
+                raise
+            for capability in ("dispatch-job", "force-periodic-job"):
+                try:
+                    self._check_acl(token, namespace, capability)
+                    break
+                except HTTPError:
+                    continue
+            else:
+                raise
+        current = self._current(namespace, job_id)
+        if current is None:
+            raise HTTPError(500, "job not found")
+        if current.get("Periodic") is None:
+            raise HTTPError(500, "can't force launch non-periodic job")
+        if (namespace, job_id) not in self.periodic:
+            raise HTTPError(500, f"force launch for job \"{job_id}\" failed: can't force run non-tracked job "
+                                 f"\"{job_id}\" ({namespace})")
+        launched = self._launch(current, int(time.time()))
+        return 200, {"EvalID": launched["EvalID"], "EvalCreateIndex": launched["EvalCreateIndex"],
+                     "Index": launched["EvalCreateIndex"]}, None
+
     def _summary(self, job: dict) -> dict:
         """The job summary (state_store.go): per task group the count of its allocations by client status
         (those of this job's CreateIndex: a purge deletes the summary), and the children of a periodic job
@@ -1326,11 +1428,16 @@ class NomadDouble:
                                    "Place": int(changed and current is None), "Ignore": int(not changed),
                                    "Canary": 0, "Preemptions": 0}
                        for g in new.get("TaskGroups") or []}
-            return 200, {"Index": self.index, "NextPeriodicLaunch": "0001-01-01T00:00:00Z", "Warnings": "",
+            launch = "0001-01-01T00:00:00Z"  # job_endpoint.go Plan: the next launch of an enabled periodic job
+            if (new.get("Periodic") or {}).get("Enabled"):
+                launch = engine.cron_next_time(new["Periodic"], time.time()) or launch
+            return 200, {"Index": self.index, "NextPeriodicLaunch": launch, "Warnings": "",
                          "Diff": diff if (body or {}).get("Diff") else None, "CreatedEvals": None,
                          "JobModifyIndex": current["JobModifyIndex"] if current else 0,
                          "FailedTGAllocs": failed or None, "Annotations": {"DesiredTGUpdates": desired,
                                                                            "PreemptedAllocs": None}}, None
+        if rest == ["periodic", "force"]:
+            return self._force(method, job_id, namespace, token)
         self._check_acl(token, namespace, "submit-job" if method in ("POST", "PUT", "DELETE") else "read-job")
         if rest == ["revert"] and method in ("POST", "PUT"):
             if current is None:
@@ -1361,6 +1468,7 @@ class NomadDouble:
         if rest == [] and method == "DELETE":
             if query.get("purge") in ("true", "True", "1"):
                 del self.jobs[(namespace, job_id)]
+                self.periodic.pop((namespace, job_id), None)
                 if current.get("ParentID"):  # state_store.go DeleteJob: the parent's summary counts it dead
                     key = (namespace, current["ParentID"])
                     self.purged_children[key] = self.purged_children.get(key, 0) + 1
