@@ -39,7 +39,7 @@ from ..steps.job import jobfile, plan_view
 from ..adapters import nomad_api
 from .deploy_plan import API_PATH, DeployFacts, JobFacts, deploy_url, make_plan
 
-STORE = ("backup", "variable")  # the store step's part of the deploy's plan
+STORE = ("backup", "variable", "stop", "migrate")  # the store step's part of the deploy's plan
 JOB = ("register", "follow", "check")  # the job step's part
 
 
@@ -108,6 +108,9 @@ class Deploy:
         self.written = self.registered = self.taken_over = False
         self.takeover_apply = None  # takeover.Apply, made at the takeover's first change
         self.result = DeployResult("dry-run" if dry_run else "unchanged", self.image)
+        self.backup_result = None  # the backup deploy took before the change (BackupResult: its path)
+        self.stopped_job: dict | None = None  # a schema upgrade: the job as it was before the stop, to start again
+        self.migrated = False  # the migration job ran and succeeded: going back needs the backup
 
     def __enter__(self):
         return self
@@ -402,12 +405,14 @@ class Deploy:
             self.plan = Plan(f"deploy v{version.text}")
 
     def _apply_job_change(self, change):
-        """One change of the store or job part: back up, write the URL, register, follow, check."""
+        """One change of the store or job part: back up, write the URL, stop, migrate, register, follow, check."""
         try:
             said = self.apply_one(change)
         except UserError as exc:
             if self.written:
                 _say_where_the_url_is(self.settings, self.n, self.variable, exc, self.registered)
+            if self.migrated:
+                self._say_how_to_go_back(exc)
             raise
         self.written = self.written or change.op.kind == "variable"
         self.registered = self.registered or change.op.kind == "register"
@@ -425,10 +430,21 @@ class Deploy:
         elif op.kind == "backup":  # before an image version change of a running job
             from ..steps import backup as backups
 
-            backups.before_deploy(settings, op.from_version, version.text, remote=self.host)
-        elif op.kind == "register":  # check-and-set against the plan
-            console.step(f"registering job {settings.job_name} (check-and-set at index {op.modify_index})")
-            self.response = register(settings, self.n, self.job_spec, op.modify_index)
+            self.backup_result = backups.before_deploy(settings, op.from_version, version.text, remote=self.host)
+        elif op.kind == "stop":  # a schema upgrade: no MLflow serves the database while it migrates
+            from ..steps.job import lifecycle
+
+            _unchanged_since_the_plan(settings, self.n, self.plan)
+            console.step(f"stopping job {settings.job_name} (no MLflow serves the database while it migrates)")
+            self.stopped_job = lifecycle.stop(settings, self.n)
+        elif op.kind == "migrate":
+            self._migrate(op)
+        elif op.kind == "register":  # check-and-set against the plan (after a stop: against the stopped job)
+            index = op.modify_index if self.stopped_job is None else _modify_index_now(settings, self.n)
+            spec = self.job_spec if op.auto_revert else without_auto_revert(self.job_spec)
+            console.step(f"registering job {settings.job_name} (check-and-set at index {index})"
+                         + ("" if op.auto_revert else ", no automatic revert"))
+            self.response = register(settings, self.n, spec, index)
         elif op.kind == "follow":
             if op.deployment_id:
                 console.info(change.detail)
@@ -441,6 +457,102 @@ class Deploy:
         else:
             raise ValueError(f"unknown deploy step {op.kind}")
         return None
+
+    # a schema upgrade: the migration as its own batch job; its failure puts the backup back
+    def _migrate(self, op) -> str:
+        from ..core import console
+        from ..steps.job import batch, database_variable
+
+        settings = self.settings
+        schema = f"schema {op.schema_from} → {op.schema_to}" if op.schema_from or op.schema_to else "the schema"
+        try:
+            result = batch.run(settings, self.n, self.job_spec, self.image, url=database_variable.wanted(settings))
+        except UserError as exc:  # it could not run to its end (placement, the deadline)
+            raise self._after_failed_migration(f"the migration of {schema} did not finish: {exc.message}",
+                                               exc) from None
+        if not result.ok:
+            said = f"exit code {result.exit_code}" if result.exit_code is not None else "it never started"
+            last = next((line for line in reversed(result.lines) if line.strip()), "")
+            raise self._after_failed_migration(
+                f"the migration of {schema} failed ({said}{': ' + last if last else ''})", None)
+        self.migrated = True
+        console.done(f"migrated {schema} (batch job {batch.job_id(settings)})")
+        return "migrated"
+
+    def _after_failed_migration(self, what: str, cause: UserError | None) -> UserError:
+        """The database put back from the backup just taken, the old version started again; the error (exit 12)."""
+        from ..core import console
+
+        settings = self.settings
+        try:
+            put_back, restored = self._put_back_the_backup()
+        except UserError as exc:
+            put_back, restored = f"putting the backup back failed ({exc.message}): the old version was not started", False
+        started = ""
+        if self.stopped_job is not None and restored:
+            from ..steps.job import lifecycle
+
+            old = jobfile.version_of(jobfile.image_of(self.stopped_job)) or "the previous version"
+            console.step(f"starting job {settings.job_name} again with v{old}")
+            try:
+                response = lifecycle.start(settings, self.n, self.stopped_job)
+                outcome = follower.after_submit(settings, self.n, response, f"v{old}")
+                if outcome.status != "successful":  # no update block: no deployment to follow
+                    lifecycle.wait_running(settings, self.n, outcome.job_version)
+                started = f"; v{old} runs again"
+            except UserError as exc:
+                started = f"; starting v{old} again failed too: {exc.message}"
+        return UserError(f"{what}; {put_back}{started}",
+                         hint=(cause.hint + "; " if cause is not None and cause.hint else "")
+                         + f"`nomad alloc logs -stderr` of the batch job {settings.job_name}-migrate shows the "
+                           "migration's output; nothing of the new version was registered",
+                         code=ExitCode.REVERTED)
+
+    def _put_back_the_backup(self) -> tuple[str, bool]:
+        """The database as the backup before the migration holds it: what was done, said in one clause, and
+        whether the database is now as before the migration."""
+        from ..core import console, database
+
+        backup = self.backup_result
+        if backup is None or not getattr(backup, "path", ""):
+            return "no backup was taken (no database before the migration): nothing put back", True
+        name = backup.path.rsplit("/", 1)[-1]
+        if database.kind(self.settings) == "postgres":
+            from ..steps import backup as backups
+
+            restore_now = getattr(backups, "restore_now", None)
+            if restore_now is None:  # TODO(pgbackup): restore_now, once PostgreSQL backups are merged
+                return (f"the PostgreSQL database was NOT put back (no PostgreSQL restore here yet): restore "
+                        f"{name} by hand before serving it; the old version was not started"), False
+            restore_now(self.settings, backup, remote=self.host)
+            return f"the database is as the backup {name} left it", True
+        from ..steps.backup import restore as restores
+        from ..steps.backup.names import utc_stamp
+        from ..steps.backup.take import Target, must
+        from ..steps.backup import commands
+
+        target = Target.remote(self.settings, self._connection())
+        aside = f"{target.db}.failed-migration-{utc_stamp()}"
+        console.step(f"putting the backup {name} back in place of {target.db} (the migrated one kept as "
+                     f"{aside.rsplit('/', 1)[-1]})")
+        integrity = restores._check_on_target(target, commands.SQLite(_sqlite_tool(target)), backup.path)
+        if integrity != "ok":
+            return (f"the backup {name} failed its check ({integrity}): the database was NOT put back, the old "
+                    "version not started"), False
+        must(target, commands.keep_aside(target.db, aside), "keeping the migrated database aside")
+        must(target, commands.put_in_place(backup.path, target.db, aside), "putting the backup in place")
+        return f"the database is as the backup {name} left it (the migrated one is kept as {aside})", True
+
+    def _say_how_to_go_back(self, exc: UserError) -> None:
+        """A failure after the migration: the old version cannot read the new schema; the way back."""
+        backup = self.backup_result
+        name = backup.path.rsplit("/", 1)[-1] if backup is not None and getattr(backup, "path", "") else "NAME"
+        back = (self.known.job_version if self.known is not None else None)
+        to = str(back) if back is not None else "N"
+        said = (f"the database was migrated: an older version cannot read it. To go back, `inv rollback --restore` "
+                f"does both (the job stopped, the backup {name} restored, job version {to} registered); by hand: "
+                f"`inv restore --backup {name}` and `inv rollback --to {to}`")
+        exc.hint = "; ".join(h for h in (exc.hint, said) if h)
 
     def _finish(self) -> None:
         """After the job step: the takeover's schema verified, the result and the last line."""
@@ -564,6 +676,44 @@ def _require_tag(settings, version: Version, would_push: bool):
     from ..steps.image import publish
 
     return publish.registry_platforms(settings, version, would_push)
+
+
+def without_auto_revert(job: dict) -> dict:
+    """The job with its update blocks' AutoRevert false (a release after a migration: Nomad must not go back
+    to a version that cannot read the new schema)."""
+    import copy
+
+    job = copy.deepcopy(job)
+    if job.get("Update"):
+        job["Update"]["AutoRevert"] = False
+    for group in job.get("TaskGroups") or []:
+        if group.get("Update"):
+            group["Update"]["AutoRevert"] = False
+    return job
+
+
+def _unchanged_since_the_plan(settings, n, plan) -> None:
+    """Before deploy's own stop: the job as Nomad planned it (the register's check-and-set, done by hand, since
+    the stop changes the job's index)."""
+    planned = next((c.op.modify_index for c in plan or [] if getattr(c.op, "kind", "") == "register"), None)
+    if planned is not None and _modify_index_now(settings, n) != int(planned or 0):
+        raise UserError(f"job {settings.job_name} changed in Nomad after the plan; nothing was stopped or migrated",
+                        hint="someone else deployed meanwhile: run `inv deploy` again to see the new plan",
+                        code=ExitCode.FAILED)
+
+
+def _modify_index_now(settings, n) -> int:
+    """The job's JobModifyIndex now (after deploy's own stop: the register's check-and-set is against it)."""
+    current = jobfile.current(settings, n) or {}
+    return int(current.get("JobModifyIndex") or 0)
+
+
+def _sqlite_tool(target) -> str:
+    from ..steps.backup import commands
+    from ..steps.backup.take import read_facts
+
+    tool = read_facts(target).tool
+    return tool if tool in commands.TOOLS else "python3"
 
 
 def register(settings, n, job: dict, modify_index: int) -> dict:

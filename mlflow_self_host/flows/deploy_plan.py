@@ -25,11 +25,14 @@ API_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
 class Step:
     """One step of a deploy, as data (deploy.py's ``apply_one`` performs it)."""
 
-    kind: str  # configure_host, build, takeover, job, backup, register, follow, check
+    kind: str  # configure_host, build, takeover, job, backup, variable, stop, migrate, register, follow, check
     from_version: str = ""  # backup: the running version
     to_version: str = ""  # backup: the version deployed
     modify_index: int = 0  # register: check-and-set against Nomad's plan
     deployment_id: str = ""  # follow: a deployment already running (else the one the register starts)
+    schema_from: str = ""  # backup: the database's schema revision (recorded beside it); migrate: from
+    schema_to: str = ""  # migrate: the image's head
+    auto_revert: bool = True  # register: False after a migration (no revert onto a version that cannot read it)
 
 
 @dataclass
