@@ -438,13 +438,16 @@ class Deploy:
             console.step(f"stopping job {settings.job_name} (no MLflow serves the database while it migrates)")
             self.stopped_job = lifecycle.stop(settings, self.n)
         elif op.kind == "migrate":
-            self._migrate(op)
+            return self._migrate(op)
         elif op.kind == "register":  # check-and-set against the plan (after a stop: against the stopped job)
             index = op.modify_index if self.stopped_job is None else _modify_index_now(settings, self.n)
             spec = self.job_spec if op.auto_revert else without_auto_revert(self.job_spec)
             console.step(f"registering job {settings.job_name} (check-and-set at index {index})"
                          + ("" if op.auto_revert else ", no automatic revert"))
             self.response = register(settings, self.n, spec, index)
+            if self.stopped_job is not None:  # the plan's job version was before deploy's own stop
+                return f"register job {settings.job_name}: check-and-set at index {index}, no automatic revert" \
+                    if not op.auto_revert else f"register job {settings.job_name}: check-and-set at index {index}"
         elif op.kind == "follow":
             if op.deployment_id:
                 console.info(change.detail)
@@ -460,7 +463,6 @@ class Deploy:
 
     # a schema upgrade: the migration as its own batch job; its failure puts the backup back
     def _migrate(self, op) -> str:
-        from ..core import console
         from ..steps.job import batch, database_variable
 
         settings = self.settings
@@ -476,8 +478,7 @@ class Deploy:
             raise self._after_failed_migration(
                 f"the migration of {schema} failed ({said}{': ' + last if last else ''})", None)
         self.migrated = True
-        console.done(f"migrated {schema} (batch job {batch.job_id(settings)})")
-        return "migrated"
+        return f"migrated {schema} (batch job {batch.job_id(settings)})"
 
     def _after_failed_migration(self, what: str, cause: UserError | None) -> UserError:
         """The database put back from the backup just taken, the old version started again; the error (exit 12)."""
@@ -526,8 +527,8 @@ class Deploy:
                         f"{name} by hand before serving it; the old version was not started"), False
             restore_now(self.settings, backup, remote=self.host)
             return f"the database is as the backup {name} left it", True
-        from ..steps.backup import restore as restores
         from ..steps.backup.names import utc_stamp
+        from ..steps.backup.restore import _check_on_target as integrity_of
         from ..steps.backup.take import Target, must
         from ..steps.backup import commands
 
@@ -535,7 +536,7 @@ class Deploy:
         aside = f"{target.db}.failed-migration-{utc_stamp()}"
         console.step(f"putting the backup {name} back in place of {target.db} (the migrated one kept as "
                      f"{aside.rsplit('/', 1)[-1]})")
-        integrity = restores._check_on_target(target, commands.SQLite(_sqlite_tool(target)), backup.path)
+        integrity = integrity_of(target, commands.SQLite(_sqlite_tool(target)), backup.path)
         if integrity != "ok":
             return (f"the backup {name} failed its check ({integrity}): the database was NOT put back, the old "
                     "version not started"), False

@@ -144,10 +144,12 @@ def test_a_schema_upgrade_backs_up_stops_migrates_once_then_registers_without_re
     (backup,) = _backups(settings)
     assert older_schema.revision(backup) == older_schema.BEFORE_HEAD  # taken before the migration
     err = capsys.readouterr().err
-    order = [err.index(said) for said in ("backing up the database", "stopping job mlflow",
-                                          "running the migration: batch job mlflow-migrate",
-                                          f"Running upgrade {older_schema.BEFORE_HEAD} -> {older_schema.HEAD}",
-                                          "registering job mlflow", f"deployed v{NEW_VERSION}")]
+    said = ("backing up the database", "stopping job mlflow", "running the migration: batch job mlflow-migrate",
+            "  | mlflow-entrypoint: mlflow db upgrade", "  | mlflow-entrypoint: schema upgraded; not serving",
+            f"migrated schema {older_schema.BEFORE_HEAD} → {older_schema.HEAD}", "registering job mlflow",
+            f"deployed v{NEW_VERSION}")
+    assert all(line in err for line in said), err
+    order = [err.index(line) for line in said]
     assert order == sorted(order), err  # the migration's own output shown, in that order
     assert "no automatic revert" in err
     double = nomad_cluster.nomad
