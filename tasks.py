@@ -365,22 +365,18 @@ def logs(c, follow=False, stderr=False, lines=None):
 
 
 @task(help={"to": "job version to go back to (default: the newest stable one before the current, never a "
-                  "stopped copy)", "dry_run": DRY_RUN,
-            "restore": "also put back the backup taken under that version (the database as it was before a "
-                       "migration went past it): the job stopped, the backup restored, the version registered"})
-def rollback(c, to=None, dry_run=False, restore=False):
+                  "stopped copy)", "dry_run": DRY_RUN})
+def rollback(c, to=None, dry_run=False):
     """Revert the job to an earlier version (check-and-set) and follow the deployment.
 
     A version with the current specification registers nothing ("nothing to roll back", exit 0).
-    --restore: the job stopped, the newest backup taken under that version put back, then the revert (after
-    a release that migrated the schema: the older version cannot read the migrated database).
     Exit codes as deploy: 0 healthy; 10 placement failed; 11 failed; 12 failed and reverted; 14 the deploy
     lock is held; 2 no such version, or a stopped copy of the job (what `nomad job stop` and `inv restore`
     leave).
     """
     from mlflow_self_host.flows import rollback as job_rollback
 
-    job_rollback.rollback(_settings(), to=to, dry_run=dry_run, restore=restore)
+    job_rollback.rollback(_settings(), to=to, dry_run=dry_run)
 
 
 @task(help={"take": "take the lock by hand (maintenance): deploys are refused until --release",

@@ -113,75 +113,15 @@ def make_plan(settings, facts: RollbackFacts) -> Plan:
     return plan
 
 
-@dataclass(frozen=True)
-class StopJob:
-    """--restore: stop the job (no MLflow serves the database while it is replaced)."""
-
-    kind: str = "stop"
-
-
-@dataclass(frozen=True)
-class RestoreBackup:
-    """--restore: put the backup ``name`` (in backups_path) in place of the database."""
-
-    name: str
-    kind: str = "restore"
-
-
-def newest_backup_of(names, version: str | None) -> str | None:
-    """The newest backup taken under ``version`` (deploy labels its backup with the version that ran before
-    the change: the one taken before the migration that went past it). Pure."""
-    from ..steps.backup.names import backup_sort_key, version_of
-
-    ours = [name for name in names if version is not None and version_of(name) == version]
-    return max(ours, key=backup_sort_key) if ours else None
-
-
-def with_restore(settings, plan: Plan, backup: str | None, target: dict) -> Plan:
-    """--restore: the revert preceded by the job's stop and the backup put in place. Pure."""
-    revert = [change for change in plan if isinstance(change.op, Revert)]
-    if not revert:
-        return plan
-    if backup is None:
-        version = jobfile.version_of(jobfile.image_of(target))
-        raise UserError(f"no backup taken under v{version} (the version of job version {target['Version']}) in "
-                        f"{settings.backups_path}: nothing to restore; nothing was changed",
-                        hint="`inv backup` lists none such; `inv restore BACKUP` puts one of your choice back, "
-                             "then `inv rollback --to N`", code=ExitCode.BAD_ARGUMENT)
-    out = Plan(plan.title, notes=list(plan.notes))
-    out.add("stop", f"job {settings.job_name}", "and wait until its allocations stopped", op=StopJob())
-    out.add("restore", f"database from {backup}", "the current one kept aside (mlflow.db.before-restore-*)",
-            op=RestoreBackup(backup))
-    out.changes += revert
-    return out
-
-
-def _backup_names(settings) -> list:
-    from ..steps.backup.take import Target, read_facts
-
-    with Target.remote(settings) as target:
-        return list(read_facts(target).names)
-
-
-def rollback(settings, to=None, dry_run: bool = False, restore: bool = False):
+def rollback(settings, to=None, dry_run: bool = False):
     """`inv rollback` through the runner, under the deploy lock (a dry run only says who holds it): the
-    plan on a dry run; None when there is nothing to roll back; else the followed outcome.
-
-    ``restore``: the job stopped, the backup taken under the target version put back, then the revert."""
+    plan on a dry run; None when there is nothing to roll back; else the followed outcome."""
     from ..steps import runner
 
     n = nomad_api.client(settings)
     applying = Apply(settings, n)
-
-    def plan(facts):
-        made = make_plan(settings, facts)
-        if not restore or made.empty:
-            return made
-        target = facts.target
-        return with_restore(settings, made, newest_backup_of(_backup_names(settings),
-                                                             jobfile.version_of(jobfile.image_of(target))), target)
-
-    step = runner.Step("rollback", read=lambda: read_facts(settings, n, to), plan=plan, apply_one=applying.apply_one)
+    step = runner.Step("rollback", read=lambda: read_facts(settings, n, to), plan=lambda facts: make_plan(settings, facts),
+                       apply_one=applying.apply_one)
     outcome = runner.run([step], dry_run=dry_run,
                          lock=runner.Lock(settings, f"rollback{' --to ' + str(to) if to is not None else ''}"))
     plan = outcome.plans["rollback"]
@@ -196,21 +136,14 @@ class Apply:
     def __init__(self, settings, n):
         self.settings, self.n = settings, n
         self.outcome = None
-        self.stopped: int | None = None  # --restore: the job's version after the stop (the revert's prior)
 
     def apply_one(self, change) -> str:
-        """--restore: stop, restore; then revert (check-and-set on the current version) and follow the
-        deployment it starts."""
+        """Revert (check-and-set on the current version), then follow the deployment it starts."""
         import nomad.api.exceptions as nex
 
         settings, n, op = self.settings, self.n, change.op
-        if isinstance(op, StopJob):
-            return self._stop()
-        if isinstance(op, RestoreBackup):
-            return self._restore(op)
-        prior = op.prior if self.stopped is None else self.stopped
         try:
-            response = n.job.revert_job(settings.job_name, op.version, enforce_prior_version=prior)
+            response = n.job.revert_job(settings.job_name, op.version, enforce_prior_version=op.prior)
         except nex.BaseNomadException as exc:
             code, text = nomad_api.status_and_text(exc)
             if "enforcing version" in text:
@@ -220,34 +153,3 @@ class Apply:
         outcome = self.outcome = follower.after_submit(settings, n, response, f"job version {op.version}")
         return (f"rolled back to job version {op.version} ({outcome.image}); now job version "
                 f"{outcome.job_version}")
-
-    def _stop(self) -> str:
-        from ..steps.job import lifecycle
-
-        lifecycle.stop(self.settings, self.n)
-        self.stopped = (jobfile.current(self.settings, self.n) or {}).get("Version")
-        return f"stopped job {self.settings.job_name}"
-
-    def _restore(self, op: RestoreBackup) -> str:
-        """The backup in place of the database (the current one kept aside), over SSH; PostgreSQL: the
-        backups' own restore (steps/backup)."""
-        from ..core import database
-        from ..steps import backup as backups
-        from ..steps.backup import commands
-        from ..steps.backup.names import utc_stamp
-        from ..steps.backup.take import Target, must
-
-        settings = self.settings
-        with Target.remote(settings) as target:
-            path = f"{target.backups}/{op.name}"
-            if database.kind(settings) == "postgres":
-                restore_now = getattr(backups, "restore_now", None)
-                if restore_now is None:  # TODO(pgbackup): restore_now, once PostgreSQL backups are merged
-                    raise UserError("--restore with store postgres needs PostgreSQL restores (not here yet); the job "
-                                    "is stopped", hint=f"restore {op.name} by hand, then `inv rollback --to N`")
-                restore_now(settings, backups.BackupResult(path, 0, "", target.where, []), remote=target.shell)
-                return f"restored {op.name}"
-            aside = f"{target.db}.before-restore-{utc_stamp()}"
-            must(target, commands.keep_aside(target.db, aside), "keeping the database aside")
-            must(target, commands.put_in_place(path, target.db, aside), "putting the backup in place")
-        return f"restored {op.name}; the database before it is kept as {aside}"

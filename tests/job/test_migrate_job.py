@@ -179,21 +179,3 @@ def test_a_failed_migration_puts_the_backup_back_and_starts_the_old_version(upgr
     assert jobfile.image_of(double.job()).endswith(":v0.99")  # nothing of the new version registered
     assert nomad_cluster.backend.joinpath("stub-starts.log").read_text().splitlines() == ["v0.99 uid=1000"] * 2
 
-
-def test_rollback_restore_stops_restores_the_backup_of_that_version_then_reverts():
-    from mlflow_self_host.flows import rollback
-
-    settings = job_settings("http://127.0.0.1:1")
-    names = ["mlflow-20261201T100000Z-v1.0.db", "mlflow-20261203T100000Z-v1.0.db", "mlflow-20261204T100000Z-v1.1.db",
-             "notes.txt", "mlflow-20261202T100000Z-v1.0-1.db"]
-    assert rollback.newest_backup_of(names, "1.0") == "mlflow-20261203T100000Z-v1.0.db"
-    assert rollback.newest_backup_of(names, "0.9") is None
-    target = {"Version": 3, "TaskGroups": [{"Tasks": [{"Config": {"image": "r:5000/mlflow:v1.0"}}]}]}
-    plan = Plan("rollback job mlflow")
-    plan.add("revert", "job mlflow", "version 5 → version 3", op=rollback.Revert(3, 5))
-    done = rollback.with_restore(settings, plan, rollback.newest_backup_of(names, "1.0"), target)
-    assert [type(op).__name__ for op in done.ops] == ["StopJob", "RestoreBackup", "Revert"]
-    assert done.ops[1].name == "mlflow-20261203T100000Z-v1.0.db"
-    with pytest.raises(UserError) as caught:
-        rollback.with_restore(settings, plan, None, target)
-    assert caught.value.code == 2 and "no backup taken under v1.0" in caught.value.message
