@@ -483,6 +483,10 @@ class Deploy:
             if self.written:
                 _say_where_the_url_is(self.settings, self.n, self.variable, exc, self.registered)
             raise
+        if change.op.kind == "backup" and change.op.schema_from and getattr(self.backup_result, "path", ""):
+            from ..steps.store import revision as revisions  # for `inv rollback --restore` (backup/names.py)
+
+            revisions.record_backup_schema(self._connection(), self.backup_result.path, change.op.schema_from)
         self.written = self.written or change.op.kind == "variable"
         self.registered = self.registered or change.op.kind == "register"
         return said
@@ -499,7 +503,7 @@ class Deploy:
         elif op.kind == "backup":  # before an image version change of a running job
             from ..steps import backup as backups
 
-            backups.before_deploy(settings, op.from_version, version.text, remote=self.host)
+            self.backup_result = backups.before_deploy(settings, op.from_version, version.text, remote=self.host)
         elif op.kind == "register":  # check-and-set against the plan
             console.step(f"registering job {settings.job_name} (check-and-set at index {op.modify_index})")
             self.response = register(settings, self.n, self.job_spec, op.modify_index)

@@ -140,8 +140,9 @@ def _database_variable(settings, facts: dict | None):
 def plan_rollback(settings, facts: dict, args: dict) -> Plan:
     """facts: ``current`` (the job, or null), ``versions`` (Version, Stable, Stop, the image, and with store
     postgres the ``revision`` whose URL item its template reads), ``same_specification``: the versions Nomad's
-    plan finds equal to the current one, and ``variable_items``: the names of the database Variable's items.
-    The version to go back to is chosen from them and ``"to"`` in args as read_facts chooses it (``choose``:
+    plan finds equal to the current one, and ``variable_items``: the names of the database Variable's items;
+    ``schema``: the database against the target's image (as deploy's), ``backups``: {backup name: its recorded
+    schema revision}, ``"restore"`` in args: --restore. The version to go back to is chosen from them and ``"to"`` in args as read_facts chooses it (``choose``:
     its refusals)."""
     from mlflow_self_host.flows.rollback import RollbackFacts, choose, make_plan
 
@@ -160,7 +161,9 @@ def plan_rollback(settings, facts: dict, args: dict) -> Plan:
     versions = [job(dict(v)) for v in facts.get("versions", [])]
     target = choose(current, versions, args.get("to")) if current else None
     return make_plan(settings, RollbackFacts(current, versions, set(facts.get("same_specification", [])), target,
-                                             frozenset(facts.get("variable_items", []))))
+                                             frozenset(facts.get("variable_items", [])),
+                                             schema=_schema(facts.get("schema")), restore=args.get("restore", False),
+                                             backups=facts.get("backups", {})))
 
 
 def plan_local(settings, facts: dict, args: dict) -> Plan:

@@ -58,3 +58,36 @@ def _postgres_revision(settings, timeout: float, make_env: bool) -> DbRevision:
     if not target.reachable:
         return DbRevision(unreadable=f"{database.shown_url(url)}: {target.reason}")
     return DbRevision(target.revision)
+
+
+# --- the schema revision recorded beside each backup deploy takes (steps/backup/names.py: {backup}.schema) ---
+def record_backup_schema(host, backup_path: str, revision: str) -> None:
+    """Write ``{backup_path}.schema`` (root's, like the backup) holding ``revision``."""
+    from ...adapters.shell import quote
+    from ..backup.names import schema_file
+
+    path = schema_file(backup_path)
+    result = host.run(f"printf '%s\\n' {quote(revision)} > {quote(path)} && chmod 640 {quote(path)}", sudo=True,
+                      check=False)
+    if result.exited != 0:
+        from ...core.errors import UserError
+
+        raise UserError(f"cannot record the backup's schema revision in {path} on {host.label}: "
+                        f"{(result.stderr or result.stdout or '').strip()[:160]}")
+
+
+def backup_schemas(host, folder: str) -> dict:
+    """{backup name: schema revision} of the backups in ``folder`` that have one recorded (``host``: the SSH
+    connection). A folder that is not there: {}."""
+    from ...adapters.shell import quote
+    from ..backup.names import SCHEMA_SUFFIX, is_backup_name
+
+    command = (f"cd {quote(folder)} 2>/dev/null || exit 0; for f in *{SCHEMA_SUFFIX}; do "
+               f"[ -f \"$f\" ] && printf '%s %s\\n' \"${{f%{SCHEMA_SUFFIX}}}\" \"$(head -c 80 \"$f\")\"; done; true")
+    result = host.run(command, sudo=True, check=False)
+    out = {}
+    for line in (result.stdout or "").splitlines():
+        name, _, revision = line.strip().partition(" ")
+        if is_backup_name(name) and revision.strip():
+            out[name] = revision.strip()
+    return out
