@@ -105,10 +105,12 @@ class Deploy:
         self.outcome = None
         self.url = None
         self.variable = None  # store postgres: database_variable.VariableFacts
+        self.db_revision = None  # steps/store/revision.DbRevision: the database's, read before any change
+        self.schema = None  # steps/migrate/schema.SchemaFacts: the database against the registry's image
+        self.backup_result = None  # the backup deploy took (its path: the schema revision is recorded beside it)
         self.written = self.registered = self.taken_over = False
         self.takeover_apply = None  # takeover.Apply, made at the takeover's first change
         self.result = DeployResult("dry-run" if dry_run else "unchanged", self.image)
-        self.backup_result = None  # the backup deploy took before the change (BackupResult: its path)
         self.stopped_job: dict | None = None  # a schema upgrade: the job as it was before the stop, to start again
         self.migrated = False  # the migration job ran and succeeded: going back needs the backup
 
@@ -168,6 +170,72 @@ class Deploy:
         if self.skip_build:  # the registry must have the tag: asked before any change
             self.pushed = self._early("image", lambda: _require_tag(settings, self.version,
                                                                     would_push=self.released and self.dry_run))
+        self._early("schema", self._read_schema_early)
+
+    # the schema: the database's revision against the image's chain (steps/migrate/schema.py)
+    def _image_chain(self):
+        """The image's chain from its labels: the registry's tag, else the engine's image, else (not built
+        yet) this package's MLflow, which pins the same version as the image's lock. None: no labels."""
+        from ..steps.image import publish
+
+        return publish.image_schema(self.settings, self.version)
+
+    def _read_db_revision(self):
+        """The database's revision, read once (SQLite: the takeover's quick look, or over SSH; PostgreSQL:
+        from here). A real deploy that cannot read it stops: it could not tell a migration from none."""
+        from ..steps.store import revision as revisions
+
+        if self.db_revision is None:
+            host = store_facts = None
+            if self.found is not None:
+                store_facts = self.found.facts
+            else:
+                try:
+                    host = self._connection()
+                except UserError as exc:
+                    self.db_revision = revisions.DbRevision(unreadable=exc.message)
+                    host = False
+            if host is not False:
+                self.db_revision = revisions.read_db_revision(self.settings, host=host, store_facts=store_facts,
+                                                           make_env=not self.dry_run)
+        read = self.db_revision
+        if read.unreadable and read.blocking and not self.dry_run:
+            raise UserError(f"cannot read the database's schema revision: {read.unreadable}; nothing was changed",
+                            hint="deploy compares it with the image's MLflow before any change (a migration is "
+                                 "backed up and run once): make the database reachable from here and deploy again")
+        return read
+
+    def _read_schema_early(self):
+        """A database the image cannot serve (newer) or --no-backup with a migration: refused before any change
+        (the image's chain as known now: the registry's or the engine's, else this package's MLflow)."""
+        from ..steps.migrate import schema
+        from .deploy_plan import refuse_schema
+
+        if self.found is not None and self.found.needed:
+            return None  # the takeover upgrades the store its own way (its kept copy, the entrypoint)
+        chain = self._image_chain()
+        if chain is None:
+            return None  # an image without labels: unknown, said with the plan
+        read = self._read_db_revision()
+        refuse_schema(self.version.text, schema.facts(read.revision, chain, read.unreadable), self.backup)
+        return None
+
+    def _read_schema(self, job_changed: bool):
+        """SchemaFacts for the plan, from the registry's image (after the push) and the database's revision."""
+        from ..core import console
+        from ..steps.migrate import schema
+
+        if self.found is not None and self.found.needed:
+            return None
+        chain = self._image_chain()
+        facts = schema.facts(None, None) if chain is None else None
+        if facts is None:
+            read = self._read_db_revision()
+            facts = schema.facts(read.revision, chain, read.unreadable)
+        if facts.kind == schema.UNKNOWN and job_changed:
+            console.warn(f"schema unknown: {facts.why}; deploying as before (the image migrates the database when "
+                         "it starts)")
+        return facts
 
     def _connection(self):
         from ..adapters import ssh
@@ -336,6 +404,8 @@ class Deploy:
             part.reason = "decided from Nomad's plan of the job (see the job step)"
             return part
         part.changes = [change for change in plan if change.op.kind in STORE]
+        if plan.notes:  # a schema upgrade: its line heads the database's part
+            part.title += ": " + "; ".join(plan.notes)
         part.reason = "no backup needed" + ("" if self.variable is None else ", the database URL is the Variable's")
         return part
 
@@ -375,6 +445,8 @@ class Deploy:
         running = current and not current.get("Stop")
         known = JobFacts(job_version=current.get("Version") if current else None,
                          running_version=jobfile.version_of(jobfile.image_of(current)) if running else None,
+                         stopped_version=jobfile.version_of(jobfile.image_of(current)) if current and not running
+                         else None,
                          changed=bool(diff) and diff.get("Type") != "None",
                          modify_index=answer.get("JobModifyIndex", 0))
         known.database = self.variable
@@ -393,11 +465,12 @@ class Deploy:
                 if self.dry_run:
                     console.warn(known.placement.message)
         self.known = known
+        self.schema = self._read_schema(known.changed)
         facts = DeployFacts(version.text, image, skip_host=self.skip_host, skip_build=self.skip_build,
                             backup=self.backup, dry_run=self.dry_run, migrate=self.migrate,
                             takeover=len(self.found.plan) if self.found is not None and self.found.needed else 0,
                             takeover_copy=bool(self.found and self.found.backup_path),
-                            registry_has_tag=True if self.skip_build else None, job=known)
+                            registry_has_tag=True if self.skip_build else None, job=known, schema=self.schema)
         try:
             self.plan = make_plan(self.settings, facts)
         except UserError as exc:  # the job step refuses (a real run: before the store step changes anything)
@@ -414,6 +487,10 @@ class Deploy:
             if self.migrated:
                 self._say_how_to_go_back(exc)
             raise
+        if change.op.kind == "backup" and change.op.schema_from and getattr(self.backup_result, "path", ""):
+            from ..steps.store import revision as revisions  # for `inv rollback --restore` (backup/names.py)
+
+            revisions.record_backup_schema(self._connection(), self.backup_result.path, change.op.schema_from)
         self.written = self.written or change.op.kind == "variable"
         self.registered = self.registered or change.op.kind == "register"
         return said
