@@ -551,7 +551,7 @@ class Deploy:
                                                exc) from None
         if not result.ok:
             said = f"exit code {result.exit_code}" if result.exit_code is not None else "it never started"
-            last = next((line for line in reversed(result.lines) if line.strip()), "")
+            last = batch.failure_line(result.lines)
             raise self._after_failed_migration(
                 f"the migration of {schema} failed ({said}{': ' + last if last else ''})", None)
         self.migrated = True
@@ -629,7 +629,8 @@ class Deploy:
         to = str(back) if back is not None else "N"
         said = (f"the database was migrated: an older version cannot read it. To go back, `inv rollback --restore` "
                 f"does both (the job stopped, the backup {name} restored, job version {to} registered); by hand: "
-                f"`inv restore --backup {name}` and `inv rollback --to {to}`")
+                f"`nomad job stop {self.settings.job_name}`, `inv restore --backup {name}` (a stopped job stays "
+                f"stopped), `inv rollback --to {to}`")
         exc.hint = "; ".join(h for h in (exc.hint, said) if h)
 
     def _finish(self) -> None:

@@ -38,6 +38,8 @@ def test_the_migration_job_is_the_service_task_once_with_the_new_image_and_no_se
     (task,) = group["Tasks"]
     old = before["Tasks"][0]
     assert task["Config"] == {"image": NEW}  # no port: the group has no network
+    assert old["RestartPolicy"]["Attempts"] == 2  # the task's own, which Nomad uses: never run twice
+    assert task["RestartPolicy"]["Attempts"] == 0 and task["RestartPolicy"]["Mode"] == "fail"
     assert task["Env"] == {**old["Env"], "MLFLOW_DB_UPGRADE": "only"}
     assert task["VolumeMounts"] == old["VolumeMounts"] and task["Constraints"] == old["Constraints"]
     assert task["User"] == old["User"] and task["Resources"] == old["Resources"] and not task.get("Services")
@@ -65,26 +67,26 @@ def test_the_register_after_a_migration_has_no_automatic_revert():
         {k: v for k, v in service["TaskGroups"][0]["Update"].items() if k != "AutoRevert"}
 
 
-# --- against the Nomad double, the real image migrating a real database (SSH host: this machine) -------------
-from dataclasses import replace as _replace  # noqa: E402
+# --- through `inv deploy`, against the Nomad double: the real image migrating a real database --------------------
+# (the SSH host is this machine: the host's database is the one in the cluster's backend folder)
+import os  # noqa: E402
 
 import pytest  # noqa: E402
 
-from mlflow_self_host.core.errors import UserError  # noqa: E402
+from mlflow_self_host.core.settings import Settings  # noqa: E402
 from mlflow_self_host.flows import deploy as job_deploy  # noqa: E402
-from mlflow_self_host.flows.deploy_plan import Step  # noqa: E402
-from mlflow_self_host.core.plan import Plan  # noqa: E402
-from tests.backup.conftest import cluster_settings, project, remote_settings  # noqa: E402,F401 - the fixtures
+from tests.flags.conftest import errors, inv, make_project, set_version  # noqa: E402
 from tests.job import older_schema  # noqa: E402
+from tests.services import clean_env  # noqa: E402
 from tests.services.nomad_cluster import MLFLOW_TIMINGS  # noqa: E402
 
-NEW_VERSION = "1.1"  # the real MLflow image, published in the cluster's registry under this tag
+NEW_VERSION = "1.1"  # the real MLflow image (labelled by `inv build`'s code), in the cluster's registry as v1.1
 
 
 @pytest.fixture
-def upgrade(nomad_cluster, cluster_settings, mlflow_image, docker_client):
-    """The cluster running the stub v0.99 on a database one migration behind the image's head; the real
-    image published as v1.1. Returns (settings, the database file)."""
+def upgrade(tmp_path, ssh_server, nomad_cluster, mlflow_image, docker_client):
+    """(project, env, database): the cluster running the stub v0.99 on a database one migration behind the
+    real image's head; the real image published as v1.1; version.txt at 1.1."""
     image = docker_client.images.get(mlflow_image.ref())
     repo = f"{nomad_cluster.images.registry}/{nomad_cluster.images.repository}"
     image.tag(repo, f"v{NEW_VERSION}")
@@ -98,52 +100,36 @@ def upgrade(nomad_cluster, cluster_settings, mlflow_image, docker_client):
         made.remove(force=True)
     db = nomad_cluster.backend / "mlflow.db"
     older_schema.one_behind(db)
-    settings = cluster_settings(**MLFLOW_TIMINGS, deploy_timeout=240, migrate_timeout=180)
-    job_deploy.deploy(settings, "0.99", skip_host=True, skip_build=True, backup=False)
-    yield settings, db
+    project = make_project(tmp_path / "project", docker=None)
+    values = dict(ssh_server.settings(), **nomad_cluster.overrides(backups_path=str(tmp_path / "host-backups"),
+                                                                   **{**MLFLOW_TIMINGS, "healthy_deadline": "4m",
+                                                                      "progress_deadline": "5m"},
+                                                                   deploy_timeout=400, migrate_timeout=300))
+    job_deploy.deploy(Settings.load(root=project, env={}, overrides=values), "0.99", skip_host=True, skip_build=True,
+                      backup=False)
+    set_version(project, NEW_VERSION)
+    env = clean_env()
+    env.update({f"MSH_{k.upper()}": str(v) for k, v in values.items()})
+    yield project, env, db
     docker_client.images.remove(f"{repo}:v{NEW_VERSION}", noprune=True)
 
 
-def _as_a_schema_upgrade(monkeypatch):
-    """The plan helper "schema" makes for a database behind the image's head (its detection reads the image's
-    labels): back up, stop, migrate, register without auto-revert. Until it is merged, made here from today's."""
-    made = job_deploy.make_plan
-
-    def make_plan(settings, facts):
-        plan = made(settings, facts)
-        if facts.version != NEW_VERSION or facts.job is None:
-            return plan
-        out = Plan(plan.title, reason=plan.reason)
-        for change in plan:
-            if change.op.kind == "register":
-                out.changes.append(_replace(change, op=_replace(change.op, auto_revert=False)))
-                continue
-            out.changes.append(change)
-            if change.op.kind == "backup":
-                out.add("stop", "job mlflow", "", op=Step("stop"))
-                out.add("migrate", "database", "", op=Step("migrate", schema_from=older_schema.BEFORE_HEAD,
-                                                            schema_to=older_schema.HEAD))
-        return out
-
-    monkeypatch.setattr(job_deploy, "make_plan", make_plan)
+def _backups(env):
+    folder = env["MSH_BACKUPS_PATH"]
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".db"))
 
 
-def _backups(settings):
-    import os
-
-    return sorted(os.path.join(settings.backups_path, name) for name in os.listdir(settings.backups_path))
-
-
-def test_a_schema_upgrade_backs_up_stops_migrates_once_then_registers_without_revert(upgrade, nomad_cluster,
-                                                                                    monkeypatch, capsys):
-    settings, db = upgrade
-    _as_a_schema_upgrade(monkeypatch)
-    result = job_deploy.deploy(settings, NEW_VERSION, skip_host=True, skip_build=True)
-    assert result.status == "deployed"
+def test_inv_deploy_of_a_schema_upgrade_backs_up_stops_migrates_once_then_registers_without_revert(upgrade,
+                                                                                                  nomad_cluster):
+    project, env, db = upgrade
+    dry = inv("deploy", "--skip-host", "--skip-build", "--dry-run", cwd=project, env=env)
+    assert f"schema upgrade {older_schema.BEFORE_HEAD} -> {older_schema.HEAD}" in dry.stderr, dry.stderr
+    assert older_schema.revision(db) == older_schema.BEFORE_HEAD
+    done = inv("deploy", "--skip-host", "--skip-build", cwd=project, env=env, timeout=600)
+    err = done.stderr
     assert older_schema.revision(db) == older_schema.HEAD and "job_locks" in older_schema.tables(db)
-    (backup,) = _backups(settings)
+    (backup,) = _backups(env)
     assert older_schema.revision(backup) == older_schema.BEFORE_HEAD  # taken before the migration
-    err = capsys.readouterr().err
     said = ("backing up the database", "stopping job mlflow", "running the migration: batch job mlflow-migrate",
             "  | mlflow-entrypoint: mlflow db upgrade", "  | mlflow-entrypoint: schema upgraded; not serving",
             f"migrated schema {older_schema.BEFORE_HEAD} → {older_schema.HEAD}", "registering job mlflow",
@@ -151,26 +137,27 @@ def test_a_schema_upgrade_backs_up_stops_migrates_once_then_registers_without_re
     assert all(line in err for line in said), err
     order = [err.index(line) for line in said]
     assert order == sorted(order), err  # the migration's own output shown, in that order
-    assert "no automatic revert" in err
+    assert "no automatic revert" in err and err.count("  | mlflow-entrypoint: mlflow db upgrade") == 1  # once
     double = nomad_cluster.nomad
     (alloc,) = double.running_allocs()
     assert double.container_of(alloc["ID"]).attrs["Config"]["Image"].endswith(f":v{NEW_VERSION}")
     assert double.job()["TaskGroups"][0]["Update"]["AutoRevert"] is False
     migration = double.job("mlflow-migrate")
     assert migration["Type"] == "batch" and migration["Status"] == "dead"
+    again = inv("deploy", "--skip-host", "--skip-build", cwd=project, env=env)  # nothing left to do
+    assert "already deployed" in again.stderr and "migration" not in again.stderr
 
 
-def test_a_failed_migration_puts_the_backup_back_and_starts_the_old_version(upgrade, nomad_cluster, monkeypatch):
-    settings, db = upgrade
+def test_inv_deploy_whose_migration_fails_puts_the_backup_back_and_starts_the_old_version(upgrade, nomad_cluster):
+    project, env, db = upgrade
     older_schema.break_for_the_head_migration(db)
-    _as_a_schema_upgrade(monkeypatch)
-    with pytest.raises(UserError) as caught:
-        job_deploy.deploy(settings, NEW_VERSION, skip_host=True, skip_build=True)
-    error = caught.value
-    assert error.code == 12
-    assert "the migration of schema" in error.message and "failed (exit code" in error.message, error.message
-    assert "the database is as the backup" in error.message and "v0.99 runs again" in error.message
-    (backup,) = _backups(settings)
+    done = inv("deploy", "--skip-host", "--skip-build", cwd=project, env=env, expect=12, timeout=600)
+    (line,) = errors(done)
+    assert "the migration of schema" in line and "failed (exit code 1: " in line, done.stderr
+    assert "no such table: jobs" in line and "a Python traceback" in done.stderr  # its last line, said
+    assert done.stderr.count("  | mlflow-entrypoint: mlflow db upgrade") == 1  # run once, never restarted
+    assert "the database is as the backup" in line and "v0.99 runs again" in line, line
+    (backup,) = _backups(env)
     assert db.read_bytes() == open(backup, "rb").read()  # exactly as the backup holds it
     assert older_schema.revision(db) == older_schema.BEFORE_HEAD
     double = nomad_cluster.nomad
@@ -178,4 +165,3 @@ def test_a_failed_migration_puts_the_backup_back_and_starts_the_old_version(upgr
     assert double.container_of(alloc["ID"]).attrs["Config"]["Image"].endswith(":v0.99")
     assert jobfile.image_of(double.job()).endswith(":v0.99")  # nothing of the new version registered
     assert nomad_cluster.backend.joinpath("stub-starts.log").read_text().splitlines() == ["v0.99 uid=1000"] * 2
-

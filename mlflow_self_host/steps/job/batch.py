@@ -81,6 +81,8 @@ def spec(service_job: dict, image: str, migrate_id: str, variable: str | None = 
     group["ReschedulePolicy"] = {**(group.get("ReschedulePolicy") or {}), "Attempts": 0, "Unlimited": False}
     task = next(t for t in group.get("Tasks") or [] if (t.get("Config") or {}).get("image"))
     task = {key: value for key, value in task.items() if key != "Services"}
+    if task.get("RestartPolicy") is not None:  # a task's own (Canonicalize copies the group's) overrides the group's
+        task["RestartPolicy"] = {**task["RestartPolicy"], "Attempts": 0, "Mode": "fail"}
     config = {key: value for key, value in (task.get("Config") or {}).items() if key != "ports"}
     config["image"] = image
     task["Config"] = config
@@ -206,7 +208,8 @@ def _follow(settings, n, migrate_id: str, alloc: dict, task: str, deadline: Dead
 
 
 def _read_new(settings, n, alloc_id: str, task: str, seen: dict) -> list[str]:
-    """What stdout and stderr gained since the last read, shown (on stderr, as progress); its lines."""
+    """What stdout and stderr gained since the last read, shown (on stderr, as progress); its lines. A Python
+    traceback in it is shown as its last line (the exception) and where to read it whole."""
     from ...core import console
 
     out = []
@@ -220,11 +223,35 @@ def _read_new(settings, n, alloc_id: str, task: str, seen: dict) -> list[str]:
         if not data:
             continue
         seen[kind] += len(data)
-        text = data.decode("utf-8", errors="replace")
-        for line in text.splitlines():
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            if _in_traceback(seen, kind, line, alloc_id):
+                continue
             console.info(f"  | {line}")
-        out += text.splitlines()
+            out.append(line)
     return out
+
+
+def _in_traceback(seen: dict, kind: str, line: str, alloc_id: str) -> bool:
+    """Whether ``line`` belongs to a Python traceback's frames (left out of what is shown)."""
+    from ...core import console
+
+    key = f"{kind}-traceback"
+    if line.startswith("Traceback (most recent call last):"):
+        seen[key] = True
+        console.info(f"  | (a Python traceback: `nomad alloc logs -{kind} {alloc_id[:8]}` shows it whole)")
+        return True
+    if seen.get(key) and (line.startswith((" ", "\t")) or not line.strip()):
+        return True
+    seen[key] = False
+    return False
+
+
+def failure_line(lines: list[str]) -> str:
+    """The line that says why the migration failed: the last exception or error line, else the last one."""
+    said = [line.strip() for line in lines if line.strip()]
+    errors = [line for line in said if re.match(r"^[\w.]+(Error|Exception)\b", line) or "error" in line.lower()
+              and not line.startswith("(Background on this error")]
+    return (errors or said or [""])[-1]
 
 
 def _exit_code(state: dict) -> int | None:
