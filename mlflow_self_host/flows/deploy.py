@@ -439,6 +439,7 @@ class Deploy:
                                       database_revision=self.variable.job_revision if self.variable else None)
         current = jobfile.current(settings, n)
         _warn_provider_move(current, provider)
+        self.job_spec = keep_revert_off(current, self.job_spec)
         answer = nomad_api.call(settings, f"planning job {settings.job_name}", n.job.plan_job, settings.job_name,
                                 {"Job": self.job_spec}, diff=True)
         diff = answer.get("Diff")
@@ -768,6 +769,17 @@ def without_auto_revert(job: dict) -> dict:
     for group in job.get("TaskGroups") or []:
         if group.get("Update"):
             group["Update"]["AutoRevert"] = False
+    return job
+
+
+def keep_revert_off(current: dict | None, job: dict) -> dict:
+    """The parsed ``job`` with auto-revert off when the registered job runs the same image with it off (the
+    release that migrated the schema registered it so): deploying the same version again changes nothing.
+    The next image's register has it on again."""
+    groups = (current or {}).get("TaskGroups") or []
+    off = groups and all((group.get("Update") or {}).get("AutoRevert") is False for group in groups)
+    if off and jobfile.image_of(current) == jobfile.image_of(job):
+        return without_auto_revert(job)
     return job
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mlflow_self_host.flows.deploy import without_auto_revert
+from mlflow_self_host.flows.deploy import keep_revert_off, without_auto_revert
 from mlflow_self_host.steps.job import batch, jobfile
 from mlflow_self_host.core.settings import PROJECT_ROOT
 from tests.doubles.nomad import engine
@@ -65,6 +65,16 @@ def test_the_register_after_a_migration_has_no_automatic_revert():
     assert service["TaskGroups"][0]["Update"]["AutoRevert"] is True  # the plan's job is unchanged
     assert {k: v for k, v in registered["TaskGroups"][0]["Update"].items() if k != "AutoRevert"} == \
         {k: v for k, v in service["TaskGroups"][0]["Update"].items() if k != "AutoRevert"}
+
+
+def test_the_same_version_again_keeps_the_revert_off_and_the_next_one_has_it_on():
+    registered = without_auto_revert(service_job())
+    again = keep_revert_off(registered, service_job())
+    assert again["TaskGroups"][0]["Update"]["AutoRevert"] is False  # no diff: "already deployed"
+    s = job_settings("http://127.0.0.1:1")
+    values = jobfile.variables(s, "1.1", "amd64,arm64", "nomad", None)
+    nxt = engine.parse(HCL, jobfile.var_file(values), canonicalize=True)
+    assert keep_revert_off(registered, nxt)["TaskGroups"][0]["Update"]["AutoRevert"] is True
 
 
 # --- through `inv deploy`, against the Nomad double: the real image migrating a real database --------------------
