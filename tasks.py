@@ -470,13 +470,24 @@ def doctor(c, json=False):
 
 @task(help={"download": "also copy the backup to ./backups on this machine",
             "local": "back up the local mode's ./data instead of the Nomad client",
+            "list": "list the backups in backups_path (store, when, version, size) and take none",
             "dry_run": DRY_RUN, "accept_host_key": ACCEPT_HOST_KEY, "ask_sudo_pass": ASK_SUDO_PASS})
-def backup(c, download=False, local=False, dry_run=False, accept_host_key=False, ask_sudo_pass=False):
-    """Consistent SQLite backup of the MLflow database (online backup, integrity-checked)."""
+def backup(c, download=False, local=False, list=False, dry_run=False, accept_host_key=False, ask_sudo_pass=False):
+    """Consistent backup of the MLflow store (SQLite's online backup, or pg_dump), checked, kept on the host.
+
+    store sqlite: SQLite's online backup on the Nomad client, PRAGMA integrity_check, mlflow-{UTC}-v{version}.db.
+    store postgres: pg_dump -Fc here (its major version >= the server's; setting pg_bin_dir), checked with
+    pg_restore --list, uploaded as mlflow-{UTC}-v{version}.dump. Both keep the newest backup_keep.
+    Exit codes: 0 backed up (or listed); 2 a bad setting (pg_bin_dir without pg_dump); 1 any other error (no
+    database, no pg_dump or one older than the server, an unreachable host or database).
+    """
     from mlflow_self_host.steps import backup as bk
 
-    bk.backup(_settings(**_ssh_flags(accept_host_key, ask_sudo_pass)), download=download, local=local,
-              dry_run=dry_run)
+    settings = _settings(**_ssh_flags(accept_host_key, ask_sudo_pass))
+    if list:
+        bk.list_backups(settings, local=local)
+        return
+    bk.backup(settings, download=download, local=local, dry_run=dry_run)
 
 
 @task(help={"backup": "backup file name or path to restore", "local": "restore into ./data",
@@ -484,10 +495,12 @@ def backup(c, download=False, local=False, dry_run=False, accept_host_key=False,
 def restore(c, backup, local=False, dry_run=False, accept_host_key=False, ask_sudo_pass=False):
     """Stop the job, put a backup in place (current database kept aside), start, wait healthy.
 
-    BACKUP: a name in backups_path, a path on the host, or a local file (uploaded first). A backup
-    failing PRAGMA integrity_check is refused before anything stops. Exit codes: 0 restored and
-    healthy; 10/11/12 as deploy when the job does not come back healthy; 14 the deploy lock is held;
-    1 any other error.
+    BACKUP: a name in backups_path (`inv backup --list`), a path on the host, or a local file (uploaded
+    first). A backup failing PRAGMA integrity_check is refused before anything stops. With store postgres
+    (a .dump): the job stopped, pg_restore --clean --if-exists --no-owner --no-privileges in one
+    transaction (a failure changes nothing), the job started; --dry-run lists the tables, rows now and in
+    the backup. Exit codes: 0 restored and healthy; 10/11/12 as deploy when the job does not come back
+    healthy; 14 the deploy lock is held; 1 any other error.
     """
     from mlflow_self_host.steps import backup as bk
 

@@ -242,6 +242,23 @@ def _user_name(key: str, value: str, origin: str) -> str:
     return value.strip()
 
 
+def _bin_dir(program: str):
+    """Empty, or a folder holding the executable ``program`` (``~`` expanded)."""
+    def check(key: str, value: str, origin: str) -> str:
+        text = value.strip()
+        if not text:
+            return ""
+        folder = Path(text).expanduser()
+        if not folder.is_dir():
+            raise _refuse(origin, key, value, "is not a folder", f"set it to the folder that holds {program}, "
+                          "like /usr/lib/postgresql/17/bin, or leave it empty")
+        if not os.access(folder / program, os.X_OK):
+            raise _refuse(origin, key, value, f"has no {program} in it",
+                          f"set it to the folder that holds {program}, like /usr/lib/postgresql/17/bin")
+        return str(folder)
+    return check
+
+
 def _job_name(key: str, value: str, origin: str) -> str:
     if not JOB_NAME.fullmatch(value):
         raise UserError(
@@ -272,6 +289,7 @@ CHECKS = {
     "service_provider": _choice("auto", "consul", "nomad", empty="auto"),
     "host": _host_name(), "ssh_user": _user_name, "domain": _host_name(), "dns_target": _host_name(),
     "dns_server": _host_name(required=False),
+    "pg_bin_dir": _bin_dir("pg_dump"),
 }
 
 

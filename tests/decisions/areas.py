@@ -66,6 +66,44 @@ def plan_restore(settings, facts: dict, args: dict) -> Plan:
     return make_plan(settings, target, restore_facts, args.get("aside", f"{target.db}.before-restore-20261130T120000Z"))
 
 
+def _pg_database(facts: dict):
+    """store: postgres: the database and the pg_dump found here, as ``postgres.read_database`` reads them."""
+    from pathlib import Path
+
+    from mlflow_self_host.adapters.postgres import Client
+    from mlflow_self_host.steps.backup.postgres import Database
+
+    client = facts.get("client")
+    return Database(facts.get("url", "postgresql://mlflow:secret@db.lan:5432/mlflow"),
+                    Client(Path(client["path"]), client["version"], client["major"]) if client else None,
+                    "the PATH, /usr/lib/postgresql/*/bin, Homebrew's libpq", facts.get("server", "17.2"),
+                    facts.get("server_major", 17), facts.get("tables", {}))
+
+
+def plan_pg_backup(settings, facts: dict, args: dict) -> Plan:
+    import datetime as dt
+
+    from mlflow_self_host.steps.backup.names import backup_base_name
+    from mlflow_self_host.steps.backup.postgres import DumpFacts, make_plan
+
+    now = dt.datetime.fromisoformat(args.get("now", "2026-11-30T12:00:00")).replace(tzinfo=dt.timezone.utc)
+    dump_facts = DumpFacts(_pg_database(facts), facts.get("folder", True), tuple(facts.get("names", [])))
+    return make_plan(settings, _backup_target(settings, args), dump_facts,
+                     backup_base_name(args.get("version", "0.99"), now), download=args.get("download", False))
+
+
+def plan_pg_restore(settings, facts: dict, args: dict) -> Plan:
+    from mlflow_self_host.steps.backup.postgres import Contents, RestoreFacts, make_restore_plan
+
+    dump = facts.get("dump")
+    contents = None
+    if dump is not None:
+        contents = Contents(len(dump["tables"]) * 2, frozenset(("TABLE", t) for t in dump["tables"]),
+                            tuple(dump.get("data", dump["tables"])), dump.get("counts"))
+    restore_facts = RestoreFacts(_pg_database(facts), facts["path"], facts.get("local"), contents,
+                                 facts.get("job_stopped", False), facts.get("running"))
+    return make_restore_plan(settings, restore_facts, stop_start=args.get("stop_start", True))
+
 
 def plan_dns(settings, facts: dict, args: dict) -> Plan:
     """The record the settings ask for, against Pi-hole's entries (``"entries"``) or a dnsmasq file's
@@ -307,7 +345,8 @@ def plan_takeover(settings, facts: dict, args: dict) -> Plan:
     return takeover.make_plan(settings, found, current, chain, args.get("backup_name", "copy.db"), others).plan
 
 
-AREAS = {"host": plan_host, "backup": plan_backup, "restore": plan_restore, "dns": plan_dns,
+AREAS = {"host": plan_host, "backup": plan_backup, "restore": plan_restore, "pg_backup": plan_pg_backup,
+         "pg_restore": plan_pg_restore, "dns": plan_dns,
          "deploy": plan_deploy, "rollback": plan_rollback,
          "local": plan_local, "image": plan_image, "store": plan_store, "takeover": plan_takeover,
          "build": plan_build, "release": plan_release}
