@@ -588,39 +588,19 @@ class Deploy:
                          code=ExitCode.REVERTED)
 
     def _put_back_the_backup(self) -> tuple[str, bool]:
-        """The database as the backup before the migration holds it: what was done, said in one clause, and
-        whether the database is now as before the migration."""
-        from ..core import console, database
+        """The database as the backup before the migration holds it (steps/backup's restore_now, both stores):
+        what was done, said in one clause, and whether the database is now as before the migration."""
+        from ..core import console
+        from ..steps import backup as backups
 
         backup = self.backup_result
         if backup is None or not getattr(backup, "path", ""):
             return "no backup was taken (no database before the migration): nothing put back", True
         name = backup.path.rsplit("/", 1)[-1]
-        if database.kind(self.settings) == "postgres":
-            from ..steps import backup as backups
-
-            restore_now = getattr(backups, "restore_now", None)
-            if restore_now is None:  # TODO(pgbackup): restore_now, once PostgreSQL backups are merged
-                return (f"the PostgreSQL database was NOT put back (no PostgreSQL restore here yet): restore "
-                        f"{name} by hand before serving it; the old version was not started"), False
-            restore_now(self.settings, backup, remote=self.host)
-            return f"the database is as the backup {name} left it", True
-        from ..steps.backup.names import utc_stamp
-        from ..steps.backup.restore import _check_on_target as integrity_of
-        from ..steps.backup.take import Target, must
-        from ..steps.backup import commands
-
-        target = Target.remote(self.settings, self._connection())
-        aside = f"{target.db}.failed-migration-{utc_stamp()}"
-        console.step(f"putting the backup {name} back in place of {target.db} (the migrated one kept as "
-                     f"{aside.rsplit('/', 1)[-1]})")
-        integrity = integrity_of(target, commands.SQLite(_sqlite_tool(target)), backup.path)
-        if integrity != "ok":
-            return (f"the backup {name} failed its check ({integrity}): the database was NOT put back, the old "
-                    "version not started"), False
-        must(target, commands.keep_aside(target.db, aside), "keeping the migrated database aside")
-        must(target, commands.put_in_place(backup.path, target.db, aside), "putting the backup in place")
-        return f"the database is as the backup {name} left it (the migrated one is kept as {aside})", True
+        console.step(f"putting the backup {name} back in place of the migrated database")
+        aside = backups.restore_now(self.settings, backup.path, remote=self._connection())
+        kept = f" (the migrated one is kept as {aside.rsplit('/', 1)[-1]})" if aside else ""
+        return f"the database is as the backup {name} left it{kept}", True
 
     def _say_how_to_go_back(self, exc: UserError) -> None:
         """A failure after the migration: the old version cannot read the new schema; the way back."""
@@ -797,14 +777,6 @@ def _modify_index_now(settings, n) -> int:
     """The job's JobModifyIndex now (after deploy's own stop: the register's check-and-set is against it)."""
     current = jobfile.current(settings, n) or {}
     return int(current.get("JobModifyIndex") or 0)
-
-
-def _sqlite_tool(target) -> str:
-    from ..steps.backup import commands
-    from ..steps.backup.take import read_facts
-
-    tool = read_facts(target).tool
-    return tool if tool in commands.TOOLS else "python3"
 
 
 def register(settings, n, job: dict, modify_index: int) -> dict:

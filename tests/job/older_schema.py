@@ -13,11 +13,9 @@ _ADDED_TO_JOBS = ("executor_backend", "lease_expires_at", "status_message", "pro
 
 
 def revision(db: Path) -> str:
-    con = sqlite3.connect(db)
-    try:
-        return con.execute("SELECT version_num FROM alembic_version").fetchone()[0]
-    finally:
-        con.close()
+    from tests.job.test_schema_release import revision_of
+
+    return revision_of(db)
 
 
 def tables(db: Path) -> set:
