@@ -608,7 +608,8 @@ class Deploy:
         name = backup.path.rsplit("/", 1)[-1] if backup is not None and getattr(backup, "path", "") else "NAME"
         back = (self.known.job_version if self.known is not None else None)
         to = str(back) if back is not None else "N"
-        said = (f"the database was migrated: an older version cannot read it. To go back, `inv rollback --restore` "
+        said = (f"the database was migrated: an older version cannot read it. To go back, `inv rollback --to {to} "
+                "--restore` "
                 f"does both (the job stopped, the backup {name} restored, job version {to} registered); by hand: "
                 f"`nomad job stop {self.settings.job_name}`, `inv restore --backup {name}` (a stopped job stays "
                 f"stopped), `inv rollback --to {to}`")

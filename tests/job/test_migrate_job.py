@@ -175,3 +175,33 @@ def test_inv_deploy_whose_migration_fails_puts_the_backup_back_and_starts_the_ol
     assert double.container_of(alloc["ID"]).attrs["Config"]["Image"].endswith(":v0.99")
     assert jobfile.image_of(double.job()).endswith(":v0.99")  # nothing of the new version registered
     assert nomad_cluster.backend.joinpath("stub-starts.log").read_text().splitlines() == ["v0.99 uid=1000"] * 2
+
+
+def test_inv_deploy_failing_after_its_migration_names_the_way_back_and_rollback_restore_takes_it(
+        upgrade, nomad_cluster, docker_client):
+    """The migration succeeds, then the new version never serves (a server flag it refuses): exit 11, no revert
+    onto v0.99 (which cannot read the migrated database); the hint names the commands that go back, and
+    `inv rollback --to 0 --restore` puts back the backup taken before the migration and runs v0.99 again."""
+    import io
+
+    project, env, db = upgrade
+    repo = f"{nomad_cluster.images.registry}/{nomad_cluster.images.repository}"
+    broken = f"FROM {repo}:v{NEW_VERSION}\nENV MLFLOW_SERVER_EXTRA_ARGS=--no-such-flag\n"  # the labels are kept
+    docker_client.images.build(fileobj=io.BytesIO(broken.encode()), tag=f"{repo}:v1.2", rm=True, network_mode="host")
+    docker_client.images.push(repo, tag="v1.2")
+    set_version(project, "1.2")
+    failed = inv("deploy", "--skip-host", "--skip-build", cwd=project, env=env, expect=11, timeout=600)
+    (backup,) = _backups(env)
+    name = os.path.basename(backup)
+    assert older_schema.revision(db) == older_schema.HEAD  # migrated, and left so
+    assert "the database was migrated: an older version cannot read it" in failed.stderr
+    hint = " ".join(failed.stderr.split())
+    assert f"`inv rollback --to 0 --restore` does both" in hint and f"`inv restore --backup {name}`" in hint, hint
+    assert "`inv rollback --to 0`" in hint
+    assert jobfile.image_of(nomad_cluster.nomad.job()).endswith(":v1.2")  # no automatic revert
+    back = inv("rollback", "--to", "0", "--restore", cwd=project, env=env, timeout=600)
+    assert "rolled back to job version 0" in back.stderr
+    assert older_schema.revision(db) == older_schema.BEFORE_HEAD and db.read_bytes() == open(backup, "rb").read()
+    (alloc,) = nomad_cluster.nomad.running_allocs()
+    assert nomad_cluster.nomad.container_of(alloc["ID"]).attrs["Config"]["Image"].endswith(":v0.99")
+    docker_client.images.remove(f"{repo}:v1.2", noprune=True)
