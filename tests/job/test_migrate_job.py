@@ -199,6 +199,11 @@ def test_inv_deploy_failing_after_its_migration_names_the_way_back_and_rollback_
     assert f"`inv rollback --to 0 --restore` does both" in hint and f"`inv restore --backup {name}`" in hint, hint
     assert "`inv rollback --to 0`" in hint
     assert jobfile.image_of(nomad_cluster.nomad.job()).endswith(":v1.2")  # no automatic revert
+    from mlflow_self_host.core.schema_chain import chain
+    from tests.job.test_schema_release import publish_labelled
+
+    # v0.99 as `inv build` would have labelled it: an MLflow whose head is the revision before 3.17.2's
+    publish_labelled(nomad_cluster, "0.99", chain().order[:-1], "3.17.1")
     back = inv("rollback", "--to", "0", "--restore", cwd=project, env=env, timeout=600)
     assert "rolled back to job version 0" in back.stderr
     assert older_schema.revision(db) == older_schema.BEFORE_HEAD and db.read_bytes() == open(backup, "rb").read()
