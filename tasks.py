@@ -20,7 +20,7 @@ SHORT_FLAGS = {
     "host_header": "H", "insecure": "i", "json": "j", "skip_build": "k", "skip_host": "K", "lines": "l",
     "list": "L", "message": "m", "no_deploy": "n", "no_backup": "N", "local": "o", "port": "p", "platform": "P",
     "remove": "r", "release": "R", "ask_sudo_pass": "s", "set": "S", "to": "t", "take": "T", "user": "u",
-    "upgrade": "U", "url": "w", "download": "x",
+    "upgrade": "U", "url": "w", "download": "x", "restore": "O",
 }
 
 
@@ -365,18 +365,22 @@ def logs(c, follow=False, stderr=False, lines=None):
 
 
 @task(help={"to": "job version to go back to (default: the newest stable one before the current, never a "
-                  "stopped copy)", "dry_run": DRY_RUN})
-def rollback(c, to=None, dry_run=False):
+                  "stopped copy)", "dry_run": DRY_RUN,
+            "restore": "going back past an MLflow upgrade: stop the job, put back the newest backup whose "
+                       "schema that version's MLflow serves (the one taken before the migration), register it"})
+def rollback(c, to=None, dry_run=False, restore=False):
     """Revert the job to an earlier version (check-and-set) and follow the deployment.
 
-    A version with the current specification registers nothing ("nothing to roll back", exit 0).
-    Exit codes as deploy: 0 healthy; 10 placement failed; 11 failed; 12 failed and reverted; 14 the deploy
-    lock is held; 2 no such version, or a stopped copy of the job (what `nomad job stop` and `inv restore`
-    leave).
+    A version with the current specification registers nothing ("nothing to roll back", exit 0). A
+    version whose MLflow is older than the database's schema (a release migrated it since) is refused
+    unless --restore. Exit codes as deploy: 0 healthy; 10 placement failed; 11 failed; 12 failed and
+    reverted; 14 the deploy lock is held; 15 that version's MLflow cannot serve the database (--restore),
+    or --restore finds no backup it can; 2 no such version, or a stopped copy of the job (what `nomad job
+    stop` and `inv restore` leave), or --restore with nothing to restore.
     """
     from mlflow_self_host.flows import rollback as job_rollback
 
-    job_rollback.rollback(_settings(), to=to, dry_run=dry_run)
+    job_rollback.rollback(_settings(), to=to, dry_run=dry_run, restore=restore)
 
 
 @task(help={"take": "take the lock by hand (maintenance): deploys are refused until --release",

@@ -282,7 +282,7 @@ CHECKS = {
     "cpu": _at_least(1), "memory": _at_least(1), "count": _count, "restart_attempts": _at_least(0),
     "shutdown_delay": _duration, "check_interval": _duration, "min_healthy_time": _duration,
     "healthy_deadline": _duration, "progress_deadline": _duration, "restart_delay": _duration,
-    "nomad_health_timeout": _positive, "deploy_timeout": _positive, "lock_stale_after": _positive,
+    "nomad_health_timeout": _positive, "deploy_timeout": _positive, "migrate_timeout": _positive, "lock_stale_after": _positive,
     "deploy_poll": _positive, "deploy_check_timeout": _at_least(0), "dns_check_timeout": _at_least(0),
     "doctor_timeout": _positive, "dns_ttl": _at_least(0), "backup_keep": _at_least(1),
     "store": _choice("sqlite", "postgres"), "dns_backend": _choice("pihole", "dnsmasq"),

@@ -134,6 +134,7 @@ def plan_deploy(settings, facts: dict, args: dict) -> Plan:
     if job is not None:
         placement = job.get("placement")
         job = JobFacts(job_version=job.get("job_version"), running_version=job.get("running_version"),
+                       stopped_version=job.get("stopped_version"),
                        changed=job.get("changed", True), diff=job.get("diff", ""),
                        modify_index=job.get("modify_index", 0), latest=job.get("latest"),
                        placement=UserError(placement, code=ExitCode.PLACEMENT) if placement else None,
@@ -145,7 +146,19 @@ def plan_deploy(settings, facts: dict, args: dict) -> Plan:
         skip_build=facts.get("skip_build", False), backup=facts.get("backup", True),
         dry_run=facts.get("dry_run", False), migrate=facts.get("migrate", False),
         takeover=facts.get("takeover", 0), takeover_copy=facts.get("takeover_copy", False),
-        registry_has_tag=facts.get("registry_has_tag"), job=job))
+        registry_has_tag=facts.get("registry_has_tag"), job=job, schema=_schema(facts.get("schema"))))
+
+
+def _schema(facts: dict | None):
+    """``schema``: the database's revision against the image's chain: ``db_revision``, ``chain`` (the image's
+    revisions, oldest first; absent: an image without labels), ``image_mlflow``; ``unreadable``: why the
+    database was not read. The kind is compare's (steps/migrate/schema.py)."""
+    from mlflow_self_host.steps.migrate import schema
+
+    if facts is None:
+        return None
+    chain = schema.Chain(facts.get("image_mlflow", "3.17.2"), tuple(facts["chain"])) if facts.get("chain") else None
+    return schema.facts(facts.get("db_revision"), chain, facts.get("unreadable", ""))
 
 
 def _database_variable(settings, facts: dict | None):
@@ -165,8 +178,9 @@ def _database_variable(settings, facts: dict | None):
 def plan_rollback(settings, facts: dict, args: dict) -> Plan:
     """facts: ``current`` (the job, or null), ``versions`` (Version, Stable, Stop, the image, and with store
     postgres the ``revision`` whose URL item its template reads), ``same_specification``: the versions Nomad's
-    plan finds equal to the current one, and ``variable_items``: the names of the database Variable's items.
-    The version to go back to is chosen from them and ``"to"`` in args as read_facts chooses it (``choose``:
+    plan finds equal to the current one, and ``variable_items``: the names of the database Variable's items;
+    ``schema``: the database against the target's image (as deploy's), ``backups``: {backup name: its recorded
+    schema revision}, ``"restore"`` in args: --restore. The version to go back to is chosen from them and ``"to"`` in args as read_facts chooses it (``choose``:
     its refusals)."""
     from mlflow_self_host.flows.rollback import RollbackFacts, choose, make_plan
 
@@ -185,7 +199,9 @@ def plan_rollback(settings, facts: dict, args: dict) -> Plan:
     versions = [job(dict(v)) for v in facts.get("versions", [])]
     target = choose(current, versions, args.get("to")) if current else None
     return make_plan(settings, RollbackFacts(current, versions, set(facts.get("same_specification", [])), target,
-                                             frozenset(facts.get("variable_items", []))))
+                                             frozenset(facts.get("variable_items", [])),
+                                             schema=_schema(facts.get("schema")), restore=args.get("restore", False),
+                                             backups=facts.get("backups", {})))
 
 
 def plan_local(settings, facts: dict, args: dict) -> Plan:

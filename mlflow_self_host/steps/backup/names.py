@@ -3,6 +3,10 @@
 A backup is ``mlflow-{UTC YYYYmmddTHHMMSSZ}-v{running version}.db`` (SQLite's store) or ``.dump``
 (PostgreSQL's: ``pg_dump -Fc``), or ``...-N.db`` for a second one within the same second; retention keeps
 the newest ``backup_keep`` of each store's, by time (never by version), and never touches another file.
+
+Deploy records the database's schema revision of each backup it takes beside it, in ``{backup}.schema``
+(one line, the alembic revision; steps/store/revision.py writes and lists them), so `inv rollback --restore`
+can pick the newest backup an older MLflow can serve. Not a backup name: listings and retention skip it.
 """
 from __future__ import annotations
 
@@ -14,6 +18,13 @@ LOCAL_DOWNLOADS = "backups"  # ./backups on this machine, for --download
 NAME = re.compile(r"^mlflow-(?P<stamp>\d{8}T\d{6}Z)-v(?P<version>[0-9A-Za-z.]+?)(?:-(?P<n>\d+))?\.(?P<ext>db|dump)$")
 EXTENSIONS = {"sqlite": ".db", "postgres": ".dump"}  # the store -> its backups' extension
 STORES = {ext.lstrip("."): store for store, ext in EXTENSIONS.items()}
+
+
+SCHEMA_SUFFIX = ".schema"  # {backup}.schema: the schema revision of the database the backup holds
+
+
+def schema_file(backup_name: str) -> str:
+    return backup_name + SCHEMA_SUFFIX
 
 
 def utc_stamp(now: _dt.datetime | None = None) -> str:
