@@ -228,8 +228,8 @@ def _refuse_schema(settings, facts: RollbackFacts):
     if not fits:
         raise UserError(f"--restore: no backup in {settings.backups_path} records a schema revision {mlflow} of job "
                         f"version {number} can serve (schema head {schema.image_head}); nothing was changed",
-                        hint="`inv backups` lists them (deploy records each backup's schema revision in "
-                             "{backup}.schema); `inv restore --backup NAME` then `inv rollback --to "
+                        hint="deploy records each backup's schema revision in {backup}.schema beside it "
+                             "(backups_path); `inv restore --backup NAME` then `inv rollback --to "
                              f"{number}` does it by hand", code=ExitCode.STORE_REFUSED)
     name = max(fits, key=backup_sort_key)
     return name, facts.backups[name]
