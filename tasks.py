@@ -286,8 +286,9 @@ def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False,
     stable version (the message says if that one is a stopped copy: the job is stopped then);
     13 healthy in Nomad but the service URL (deploy_url, default http://{domain}/) does not answer;
     14 another release, deploy, rollback or restore holds the deploy lock (`inv lock`);
-    15 the database on the host cannot be taken over (see `inv migrate`): nothing changed;
-    2 the registry lacks the tag; 1 any other error (e.g. the job changed between plan and register).
+    15 the database on the host cannot be taken over (see `inv migrate`), or its schema is newer than the
+    image's MLflow knows: nothing changed; 2 the registry lacks the tag, or --no-backup with a release that
+    migrates the schema; 1 any other error (e.g. the job changed between plan and register).
 
     A setup the original recipe left (artifact locations under /mnt/artifacts, files the image's user
     does not own, an older schema under a job that is not ours) is taken over first, as `inv migrate`.

@@ -182,7 +182,7 @@ def refuse_schema(version: str, schema, backup: bool) -> None:
                         f"{schema.image_mlflow or '?'} of v{version} (schema head {schema.image_head}) does not know: "
                         f"a newer MLflow wrote it{written}; nothing was changed",
                         hint="deploy a version whose MLflow knows that revision (`inv deps --upgrade`, then `inv "
-                             "release`), or put back a backup taken before that MLflow migrated it (`inv backups`, "
+                             "release`), or put back a backup taken before that MLflow migrated it (in backups_path: "
                              "`inv restore --backup NAME`)", code=ExitCode.STORE_REFUSED)
     if schema.kind == "upgrade" and not backup:
         raise UserError(f"--no-backup refused: v{version} migrates the database (schema {schema.db_revision} -> "

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ..core import database
 from ..core.errors import ExitCode, UserError
 from ..core.plan import Plan
+from ..steps.backup.restore import Stop  # noqa: F401 - --restore's stop: inv restore's (local=False)
 from ..steps.job import follow as follower
 from ..steps.job import database_variable, jobfile
 from ..adapters import nomad_api
@@ -32,30 +33,22 @@ class Revert:
 
 
 @dataclass(frozen=True)
-class Stop:
-    """--restore: stop the job (lifecycle.stop: no allocation serves the database while it is replaced)."""
-
-    job: str
-    kind: str = "stop"
-
-
-@dataclass(frozen=True)
 class Restore:
-    """--restore: put the backup ``name`` (``path`` on the host, schema ``revision``) in the database's place."""
+    """--restore: put the backup ``name`` (in backups_path: ``path``) of schema ``revision`` in the database's place."""
 
     name: str
-    path: str
     revision: str
     kind: str = "restore"
 
+    def path(self, settings) -> str:
+        return f"{settings.backups_path.rstrip('/')}/{self.name}"
+
 
 @dataclass(frozen=True)
-class Register:
-    """--restore: revert the (stopped) job to ``version``; ``prior`` is the current version before the stop
+class Register(Revert):
+    """--restore: the revert of the stopped job to ``version``; ``prior`` is the current version before the stop
     (the stop adds one: the revert is checked against the job as the stop left it)."""
 
-    version: int
-    prior: int
     kind: str = "register"
 
 
@@ -187,10 +180,9 @@ def make_plan(settings, facts: RollbackFacts) -> Plan:
         name, backup_revision = restoring
         plan.title += f": schema {facts.schema.db_revision} -> {backup_revision} (restore the backup taken before the migration)"
         plan.add("stop", f"job {settings.job_name}", f"version {current['Version']} ({jobfile.image_of(current)}): "
-                 "nothing serves the database while it is replaced", op=Stop(settings.job_name))
-        path = f"{settings.backups_path.rstrip('/')}/{name}"
+                 "nothing serves the database while it is replaced", op=Stop(local=False))
         plan.add("restore", f"backup {name}", f"schema {backup_revision}, in place of the database at "
-                 f"{facts.schema.db_revision} (kept aside)", op=Restore(name, path, backup_revision))
+                 f"{facts.schema.db_revision} (kept aside)", op=Restore(name, backup_revision))
         plan.add("register", f"job {settings.job_name}", detail,
                  op=Register(target["Version"], current["Version"]))
         return plan
@@ -228,8 +220,8 @@ def _refuse_schema(settings, facts: RollbackFacts):
     if not fits:
         raise UserError(f"--restore: no backup in {settings.backups_path} records a schema revision {mlflow} of job "
                         f"version {number} can serve (schema head {schema.image_head}); nothing was changed",
-                        hint="`inv backups` lists them (deploy records each backup's schema revision in "
-                             "{backup}.schema); `inv restore --backup NAME` then `inv rollback --to "
+                        hint="deploy records each backup's schema revision in {backup}.schema beside it "
+                             "(backups_path); `inv restore --backup NAME` then `inv rollback --to "
                              f"{number}` does it by hand", code=ExitCode.STORE_REFUSED)
     name = max(fits, key=backup_sort_key)
     return name, facts.backups[name]
@@ -290,9 +282,10 @@ class Apply:
                                  "chose)")
         with Target.remote(settings) as target:
             aside = f"{target.db}.before-restore-{utc_stamp()}"
-            must(target, commands.is_file(op.path), f"finding {op.path}")
+            path = op.path(settings)
+            must(target, commands.is_file(path), f"finding {path}")
             must(target, commands.keep_aside(target.db, aside), "keeping the database aside")
-            must(target, commands.put_in_place(op.path, target.db, aside), "putting the backup in place")
+            must(target, commands.put_in_place(path, target.db, aside), "putting the backup in place")
         return f"restored {op.name} (schema {op.revision}); the database it replaced is kept as {aside}"
 
     def _revert(self, op: Revert) -> str:

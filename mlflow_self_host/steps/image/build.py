@@ -124,7 +124,7 @@ def build_image(settings, version, target, source: str, no_cache: bool = False) 
     if has_venv_stage(context / "Dockerfile"):  # built first: its MLflow's schema becomes the final stage's labels
         venv_id = _follow(engine.api.build(target=VENV_STAGE, buildargs=build_args(settings, version),
                                            nocache=no_cache, **common), settings, target, native)
-        schema_args = read_schema(engine, venv_id)
+        schema_args = read_schema_once(settings, engine, venv_id)
     # --no-cache: the venv stage just built is the only cache the final build may use (not built twice)
     cache = {"cache_from": [venv_id]} if no_cache and venv_id else {"nocache": no_cache}
     events = engine.api.build(tag=ref, buildargs=build_args(settings, version, schema_args), **cache, **common)
@@ -150,6 +150,27 @@ def has_venv_stage(dockerfile: Path) -> bool:
 
     return bool(re.search(rf"^\s*FROM\s+\S+\s+AS\s+{VENV_STAGE}\s*$", dockerfile.read_text(encoding="utf-8"),
                           re.M | re.I))
+
+
+def read_schema_once(settings, engine, image_id: str) -> dict:
+    """read_schema, kept in cache_dir by the venv stage's image id (content-addressed: the same id is the
+    same files), so a rebuild with an unchanged venv does not create a container again."""
+    import json
+    import os
+
+    path = Path(os.path.expanduser(settings.cache_dir)) / "image-schema" / f"{image_id.split(':')[-1]}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    found = read_schema(engine, image_id)
+    if found:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(found), encoding="utf-8")
+        except OSError:
+            pass  # not kept: read again next time
+    return found
 
 
 def read_schema(engine, image_id: str) -> dict:
