@@ -477,6 +477,14 @@ def check_pg_dump(settings, timeout):
     yield from postgres.doctor_rows(settings, timeout)
 
 
+def check_backups(settings, timeout):
+    """The age of the newest backup and of the last restore drill, red past backup_max_age_hours and
+    drill_max_age_days (mlflow_self_host/steps/backup/drill.py)."""
+    from ..steps.backup import drill
+
+    yield from drill.doctor_rows(settings, timeout)
+
+
 class Check(NamedTuple):
     names: list  # the rows it may give, in order ({folder_owner} and the like: settings)
     run: object  # the generator of rows
@@ -495,6 +503,7 @@ CHECKS = [
            "image architecture", "service provider", "Consul on the client"], check_nomad),
     Check(["DNS server", "DNS {domain}"], check_dns),
     Check(["service URL"], check_service),
+    Check(["last backup", "last restore drill"], check_backups),
     Check(["database", "database schema"], check_database, store="postgres"),
     Check(["database variable"], check_database_variable, store="postgres"),
     Check(["shared artifacts"], check_artifacts, store="postgres"),
