@@ -446,6 +446,45 @@ def check_service(settings, timeout):
     yield Row("service URL", True, f"{url} (MLflow {resp.text.strip()[:40]})")
 
 
+def request_total(text: str) -> int | None:
+    """The requests the server counted: the sum of ``mlflow_http_request_total`` in a /metrics page (None: not
+    there)."""
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if line.startswith("mlflow_http_request_total"):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+                seen = True
+            except (IndexError, ValueError):
+                continue
+    return int(total) if seen else None
+
+
+def check_metrics(settings, timeout):
+    """The Prometheus endpoint (setting metrics), read through the URL deploy checks."""
+    import requests
+
+    from .deploy import deploy_url
+
+    if not settings.metrics:
+        yield Row("metrics", True, "off (setting metrics: false)")
+        return
+    url = deploy_url(settings) + "metrics"
+    try:
+        resp = requests.get(url, timeout=_inner(timeout))
+    except requests.exceptions.RequestException as exc:
+        yield _fail("metrics", f"{url}: {connection_reason(exc)}", "see the service URL row")
+        return
+    total = request_total(resp.text) if resp.status_code == 200 else None
+    if total is None:
+        yield _fail("metrics", f"{url} answered HTTP {resp.status_code}" + (" without MLflow's request count"
+                                                                             if resp.status_code == 200 else ""),
+                    "`inv deploy` (an image from before metrics, or MLFLOW_EXPOSE_PROMETHEUS off in the job); "
+                    "or set metrics: false")
+        return
+    yield Row("metrics", True, f"{url}: {total} requests counted")
+
+
 def check_database(settings, timeout):
     """The PostgreSQL store's rows (only with store: postgres): mlflow_self_host/steps/store/health.py."""
     from ..steps.store import health
@@ -503,6 +542,7 @@ CHECKS = [
            "image architecture", "service provider", "Consul on the client"], check_nomad),
     Check(["DNS server", "DNS {domain}"], check_dns),
     Check(["service URL"], check_service),
+    Check(["metrics"], check_metrics),
     Check(["last backup", "last restore drill"], check_backups),
     Check(["database", "database schema"], check_database, store="postgres"),
     Check(["database variable"], check_database_variable, store="postgres"),
