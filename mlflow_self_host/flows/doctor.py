@@ -446,9 +446,10 @@ def check_service(settings, timeout):
     yield Row("service URL", True, f"{url} (MLflow {resp.text.strip()[:40]})")
 
 
-def request_total(text: str) -> int | None:
-    """The requests the server counted: the sum of ``mlflow_http_request_total`` in a /metrics page (None: not
-    there)."""
+def request_total(text: str, content_type: str = "") -> int | None:
+    """The requests the server counted: the sum of ``mlflow_http_request_total`` in a /metrics page; 0 on a
+    Prometheus page without it yet (a new server: its multiprocess registry shows a metric once it has a sample);
+    None: not a Prometheus page."""
     total, seen = 0.0, False
     for line in text.splitlines():
         if line.startswith("mlflow_http_request_total"):
@@ -457,7 +458,10 @@ def request_total(text: str) -> int | None:
                 seen = True
             except (IndexError, ValueError):
                 continue
-    return int(total) if seen else None
+    if seen:
+        return int(total)
+    prometheus = "version=0.0.4" in content_type or any(line.startswith("mlflow_") for line in text.splitlines())
+    return 0 if prometheus else None
 
 
 def check_metrics(settings, timeout):
@@ -475,9 +479,9 @@ def check_metrics(settings, timeout):
     except requests.exceptions.RequestException as exc:
         yield _fail("metrics", f"{url}: {connection_reason(exc)}", "see the service URL row")
         return
-    total = request_total(resp.text) if resp.status_code == 200 else None
+    total = request_total(resp.text, resp.headers.get("Content-Type", "")) if resp.status_code == 200 else None
     if total is None:
-        yield _fail("metrics", f"{url} answered HTTP {resp.status_code}" + (" without MLflow's request count"
+        yield _fail("metrics", f"{url} answered HTTP {resp.status_code}" + (" with no Prometheus metrics"
                                                                              if resp.status_code == 200 else ""),
                     "`inv deploy` (an image from before metrics, or MLFLOW_EXPOSE_PROMETHEUS off in the job); "
                     "or set metrics: false")
