@@ -38,6 +38,8 @@ def name(dns_server):
 def cluster(tmp_path, mlflow_image, docker_engine_service, nomad_network):
     from tests.doubles.nomad import NomadDouble
 
+    repo, tag = mlflow_image.ref().rsplit(":", 1)
+    docker_engine_service.client().images.push(repo, tag=tag)  # built once per session; deploy pulls it
     root = tmp_path / "host"
     layout(root)
     double = NomadDouble(engine=docker_engine_service.client(), network=nomad_network,
