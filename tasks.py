@@ -10,7 +10,7 @@ from pathlib import Path
 from invoke import Task
 from invoke import task as _invoke_task
 
-from mlflow_self_host.core.taskrun import bad_flags_exit_2, guarded
+from mlflow_self_host.core.taskrun import bad_flags_exit_2, guarded, optional_positionals
 
 # One short flag per meaning, the same in every task (`-d` is --dry-run wherever it exists); a flag not
 # named here has no short form. invoke would give each flag the first free letter of its name, task by task.
@@ -53,6 +53,7 @@ def task(*args, **kwargs):
 
 
 bad_flags_exit_2()  # an unknown flag or a missing value: exit 2, as a bad value
+optional_positionals()  # `inv restore --verify` without a BACKUP
 
 
 # Flags whose name is not the setting's (`inv up --port` sets local_port): named so in errors and `inv config`.
@@ -491,9 +492,12 @@ def backup(c, download=False, local=False, list=False, dry_run=False, accept_hos
     bk.backup(settings, download=download, local=local, dry_run=dry_run)
 
 
-@task(help={"backup": "backup file name or path to restore", "local": "restore into ./data",
+@task(help={"backup": "backup file name or path to restore (with --verify: to drill; default the newest)",
+            "local": "restore into ./data",
+            "verify": "a restore drill: the backup into a scratch database beside the live one, checked and counted "
+                      "against the live store; the live store is only read",
             "dry_run": DRY_RUN, "accept_host_key": ACCEPT_HOST_KEY, "ask_sudo_pass": ASK_SUDO_PASS})
-def restore(c, backup, local=False, dry_run=False, accept_host_key=False, ask_sudo_pass=False):
+def restore(c, backup, local=False, verify=False, dry_run=False, accept_host_key=False, ask_sudo_pass=False):
     """Stop the job, put a backup in place (current database kept aside), start, wait healthy.
 
     BACKUP: a name in backups_path (`inv backup --list`), a path on the host, or a local file (uploaded
@@ -502,7 +506,27 @@ def restore(c, backup, local=False, dry_run=False, accept_host_key=False, ask_su
     transaction (a failure changes nothing), the job started; --dry-run lists the tables, rows now and in
     the backup. Exit codes: 0 restored and healthy; 10/11/12 as deploy when the job does not come back
     healthy; 14 the deploy lock is held; 1 any other error.
+
+    --verify [BACKUP] (default: the newest backup of the store's): a restore drill. SQLite: a copy in a scratch
+    folder on the host, PRAGMA integrity_check; PostgreSQL: pg_restore into a scratch database {db}_verify (the
+    role needs CREATEDB). Experiments, runs, metrics, params and the runs' artifacts counted in both, a table
+    shown, the scratch removed, the result kept for doctor (backups_path/.last-drill.json). No deploy lock (it
+    changes nothing of the live store). Exit codes: 0 the drill passed; 1 it failed (a failed check, or fewer
+    live rows than the backup); 2 no BACKUP without --verify, or --verify with --local; 14 a restore runs.
     """
+    from mlflow_self_host.core.errors import ExitCode, UserError
     from mlflow_self_host.steps import backup as bk
 
-    bk.restore(_settings(**_ssh_flags(accept_host_key, ask_sudo_pass)), backup, local=local, dry_run=dry_run)
+    settings = _settings(**_ssh_flags(accept_host_key, ask_sudo_pass))
+    if verify:
+        if local:
+            raise UserError("--verify drills the store on the host; --local is not drilled",
+                            hint="leave out --local", code=ExitCode.BAD_ARGUMENT)
+        from mlflow_self_host.steps.backup import drill
+
+        drill.verify(settings, backup or None, dry_run=dry_run)
+        return
+    if not backup:
+        raise UserError("restore needs BACKUP: `inv restore NAME` (`inv backup --list` names them)",
+                        hint="or `inv restore --verify` to drill the newest backup", code=ExitCode.BAD_ARGUMENT)
+    bk.restore(settings, backup, local=local, dry_run=dry_run)

@@ -24,6 +24,10 @@
 #   MLFLOW_DB_UPGRADE             true             run `mlflow db upgrade` (schema migration) first;
 #                                 only: run it, then exit with its exit code without serving (a
 #                                 release's migration, the batch job {job}-migrate); anything else: skip it
+#   MLFLOW_EXPOSE_PROMETHEUS      true             the Prometheus endpoint /metrics (`--expose-prometheus`,
+#                                 its multiprocess folder MLFLOW_PROMETHEUS_DIR, /tmp/mlflow-prometheus, emptied
+#                                 at start); false: none. (MLflow itself reads this variable as the folder: a
+#                                 path here is passed as it is.)
 #   MLFLOW_SERVER_EXTRA_ARGS      (empty)          more `mlflow server` options, split on spaces
 #
 # Every value is passed to the server as a `mlflow server` flag. The server is
@@ -43,6 +47,8 @@ set -eu
 : "${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:=false}"
 : "${MLFLOW_DB_UPGRADE:=true}"
 : "${MLFLOW_SERVER_EXTRA_ARGS:=}"
+: "${MLFLOW_EXPOSE_PROMETHEUS:=true}"
+: "${MLFLOW_PROMETHEUS_DIR:=/tmp/mlflow-prometheus}"
 export MLFLOW_SERVER_ALLOWED_HOSTS MLFLOW_SERVER_CORS_ALLOWED_ORIGINS MLFLOW_SERVER_ENABLE_JOB_EXECUTION
 
 case "$MLFLOW_BACKEND_STORE_URI" in
@@ -92,6 +98,26 @@ if [ "$MLFLOW_DB_UPGRADE" = "only" ]; then
   exit 0
 fi
 
+# MLflow reads MLFLOW_EXPOSE_PROMETHEUS as the exporter's folder: ours says true/false, so it becomes the flag.
+metrics_dir=""
+case "$MLFLOW_EXPOSE_PROMETHEUS" in
+  true) metrics_dir=$MLFLOW_PROMETHEUS_DIR ;;
+  false|"") ;;
+  /*) metrics_dir=$MLFLOW_EXPOSE_PROMETHEUS ;;
+  *)
+    echo "mlflow-entrypoint: MLFLOW_EXPOSE_PROMETHEUS must be true, false or a folder, not '$MLFLOW_EXPOSE_PROMETHEUS'" >&2
+    exit 78
+    ;;
+esac
+unset MLFLOW_EXPOSE_PROMETHEUS
+if [ -n "$metrics_dir" ]; then
+  # a restarted server must not count the requests of the process before it (multiprocess mode's files)
+  mkdir -p "$metrics_dir" && rm -f "$metrics_dir"/*.db
+  set -- --expose-prometheus "$metrics_dir"
+else
+  set --
+fi
+
 # mlflow-serve.py is `mlflow server` that execs the web server instead of waiting for it (one
 # process; in bench/memory.py the container's idle RSS is 155 MiB instead of 309 MiB); it sits beside
 # this script in the image and in docker/.
@@ -106,4 +132,5 @@ exec python "$serve" \
   --workers "$MLFLOW_WORKERS" \
   --allowed-hosts "$MLFLOW_SERVER_ALLOWED_HOSTS" \
   --cors-allowed-origins "$MLFLOW_SERVER_CORS_ALLOWED_ORIGINS" \
+  "$@" \
   $MLFLOW_SERVER_EXTRA_ARGS

@@ -113,6 +113,12 @@ variable "memory" {
   default     = 512
 }
 
+variable "metrics" {
+  type        = bool
+  description = "The server's Prometheus endpoint /metrics (mlflow server --expose-prometheus), and the service's prometheus.io/scrape=true and prometheus.io/path=/metrics tags a Prometheus reading the catalogue (nomad_sd_configs, consul_sd_configs) keeps by. inv deploy passes the metrics setting."
+  default     = true
+}
+
 variable "workers" {
   type        = number
   description = "MLflow server workers (uvicorn)."
@@ -235,6 +241,8 @@ job "mlflow" {
         "traefik.enable=true",
         "traefik.http.routers.mlflow.rule=Host(`${var.domain}`)",
         var.traefik_entrypoints == "" ? "" : "traefik.http.routers.mlflow.entrypoints=${var.traefik_entrypoints}",
+        var.metrics ? "prometheus.io/scrape=true" : "",
+        var.metrics ? "prometheus.io/path=/metrics" : "",
       ])
 
       # /health is exempt from MLflow's Host header check, so the agent can ask it by IP.
@@ -297,6 +305,7 @@ job "mlflow" {
         MLFLOW_ARTIFACTS_DESTINATION       = "/mnt/artifacts"
         MLFLOW_PORT                        = "5000"
         MLFLOW_WORKERS                     = "${var.workers}"
+        MLFLOW_EXPOSE_PROMETHEUS           = var.metrics ? "true" : "false"
         MLFLOW_DOMAIN                      = var.domain
         MLFLOW_SERVER_ALLOWED_HOSTS        = "${var.domain},${var.domain}:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*,[::1]:*"
         MLFLOW_SERVER_CORS_ALLOWED_ORIGINS = "http://${var.domain},https://${var.domain},http://localhost,http://localhost:*,http://127.0.0.1,http://127.0.0.1:*"

@@ -37,7 +37,7 @@ class Services:
         (self.dns.conf_dir / "05-mlflow.conf").write_text(f"cname=mlflow.lan,{dns_service.PROXY_NAME}\n")
         subprocess.run([self.dns.restart_command], check=True, capture_output=True)
         self.nomad = NomadDouble()  # doctor places nothing: a client without the docker driver will do
-        self.mlflow = mlflow_server.start(root / "mlflow-data")
+        self.mlflow = mlflow_server.start(root / "mlflow-data", metrics=True)
         self.client_hcl = root / "nomad.d" / "client.hcl"
         self.client_hcl.parent.mkdir()
         # the client's docker driver uses the test engine (the docker plugin's endpoint, as on a host
@@ -123,7 +123,10 @@ def test_all_green_then_each_service_stopped_in_turn(own_services, run, capsys):
     rows, code, _ = run(services)
     got = _rows(capsys)
     assert code == 0, {n: r["found"] for n, r in got.items() if not r["ok"]}
-    assert all(r["ok"] for r in got.values()) and len(got) == 22
+    assert all(r["ok"] for r in got.values()) and len(got) == 25
+    assert got["metrics"]["found"].endswith("requests counted")
+    assert got["last backup"]["found"] == "none yet (no database to back up yet)"
+    assert got["last restore drill"]["found"] == "none yet (no backup to drill)"
     assert got["service provider"]["found"].startswith("no job registered; deploy registers it in nomad (auto: ")
     assert got["Consul on the client"]["found"].startswith("no (Nomad found no Consul agent")
     assert "3.17.2" in got["service URL"]["found"]
@@ -149,11 +152,14 @@ def test_all_green_then_each_service_stopped_in_turn(own_services, run, capsys):
                                "image architecture", "service provider", "Consul on the client"}}
     # rows of other checks that need the stopped service: not checked either (they name why)
     needs = {"SSH": {"Docker on 127.0.0.1", "pull on 127.0.0.1"}}
+    # rows of other checks that read the stopped service themselves: red too (the metrics read MLflow; the backup
+    # rows the host over SSH)
+    reads = {"service URL": {"metrics"}, "SSH": {"last backup", "last restore drill"}}
     for name, stop, words in steps:
         stop()
         rows, code, took = run(services)
         got = _rows(capsys)
-        red |= {name} | follows.get(name, set()) | needs.get(name, set())
+        red |= {name} | follows.get(name, set()) | needs.get(name, set()) | reads.get(name, set())
         assert code == 1, name
         assert took < TIMEOUT + 3, f"{name}: doctor took {took:.1f}s"
         assert not got[name]["ok"] and words in got[name]["found"] and got[name]["fix"], got[name]

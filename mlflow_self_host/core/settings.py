@@ -197,6 +197,15 @@ def _positive(key: str, value, origin: str):
     return value
 
 
+def _positive_of(unit: str):
+    """More than 0, counted in ``unit`` (hours, days)."""
+    def check(key: str, value, origin: str):
+        if value <= 0:
+            raise _refuse(origin, key, value, "must be more than 0", f"use a positive number of {unit}")
+        return value
+    return check
+
+
 def _choice(*choices: str, empty: str = ""):
     """One of ``choices`` (case and spaces aside); ``empty``: what an empty value means (none: refused)."""
     named = ", ".join(choices[:-1]) + " or " + choices[-1]
@@ -285,6 +294,7 @@ CHECKS = {
     "nomad_health_timeout": _positive, "deploy_timeout": _positive, "migrate_timeout": _positive, "lock_stale_after": _positive,
     "deploy_poll": _positive, "deploy_check_timeout": _at_least(0), "dns_check_timeout": _at_least(0),
     "doctor_timeout": _positive, "dns_ttl": _at_least(0), "backup_keep": _at_least(1),
+    "backup_max_age_hours": _positive_of("hours"), "drill_max_age_days": _positive_of("days"),
     "store": _choice("sqlite", "postgres"), "dns_backend": _choice("pihole", "dnsmasq"),
     "service_provider": _choice("auto", "consul", "nomad", empty="auto"),
     "host": _host_name(), "ssh_user": _user_name, "domain": _host_name(), "dns_target": _host_name(),

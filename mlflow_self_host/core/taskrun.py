@@ -92,6 +92,32 @@ def bad_flags_exit_2() -> None:
     parser.Parser.parse_argv = parse
 
 
+# Positional arguments a task may be given without (invoke requires every positional one): an absent one is "".
+OPTIONAL_POSITIONALS = {"restore": {"backup"}}  # `inv restore --verify` drills the newest backup
+
+
+def optional_positionals() -> None:
+    """Let the positional arguments of OPTIONAL_POSITIONALS be left out (their value then ""). Patches invoke's
+    parser once; tasks.py calls it at load."""
+    from invoke import parser
+
+    if getattr(parser.ParseMachine.complete_context, "_optional", False):
+        return
+    complete_context = parser.ParseMachine.complete_context
+
+    @functools.wraps(complete_context)
+    def complete(self):
+        context = self.context
+        if context is not None:
+            for arg in context.missing_positional_args:
+                if arg.name in OPTIONAL_POSITIONALS.get(context.name, ()):
+                    arg.set_value("")
+        return complete_context(self)
+
+    complete._optional = True
+    parser.ParseMachine.complete_context = complete
+
+
 def guarded(body, task_names=None):
     """Wrap a task body so that failures become one red line and an exit code. ``task_names`` (a callable giving
     the collection's task names) turns on the check of short flags whose meaning moved."""

@@ -446,6 +446,49 @@ def check_service(settings, timeout):
     yield Row("service URL", True, f"{url} (MLflow {resp.text.strip()[:40]})")
 
 
+def request_total(text: str, content_type: str = "") -> int | None:
+    """The requests the server counted: the sum of ``mlflow_http_request_total`` in a /metrics page; 0 on a
+    Prometheus page without it yet (a new server: its multiprocess registry shows a metric once it has a sample);
+    None: not a Prometheus page."""
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if line.startswith("mlflow_http_request_total"):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+                seen = True
+            except (IndexError, ValueError):
+                continue
+    if seen:
+        return int(total)
+    prometheus = "version=0.0.4" in content_type or any(line.startswith("mlflow_") for line in text.splitlines())
+    return 0 if prometheus else None
+
+
+def check_metrics(settings, timeout):
+    """The Prometheus endpoint (setting metrics), read through the URL deploy checks."""
+    import requests
+
+    from .deploy import deploy_url
+
+    if not settings.metrics:
+        yield Row("metrics", True, "off (setting metrics: false)")
+        return
+    url = deploy_url(settings) + "metrics"
+    try:
+        resp = requests.get(url, timeout=_inner(timeout))
+    except requests.exceptions.RequestException as exc:
+        yield _fail("metrics", f"{url}: {connection_reason(exc)}", "see the service URL row")
+        return
+    total = request_total(resp.text, resp.headers.get("Content-Type", "")) if resp.status_code == 200 else None
+    if total is None:
+        yield _fail("metrics", f"{url} answered HTTP {resp.status_code}" + (" with no Prometheus metrics"
+                                                                             if resp.status_code == 200 else ""),
+                    "`inv deploy` (an image from before metrics, or MLFLOW_EXPOSE_PROMETHEUS off in the job); "
+                    "or set metrics: false")
+        return
+    yield Row("metrics", True, f"{url}: {total} requests counted")
+
+
 def check_database(settings, timeout):
     """The PostgreSQL store's rows (only with store: postgres): mlflow_self_host/steps/store/health.py."""
     from ..steps.store import health
@@ -477,6 +520,14 @@ def check_pg_dump(settings, timeout):
     yield from postgres.doctor_rows(settings, timeout)
 
 
+def check_backups(settings, timeout):
+    """The age of the newest backup and of the last restore drill, red past backup_max_age_hours and
+    drill_max_age_days (mlflow_self_host/steps/backup/drill.py)."""
+    from ..steps.backup import drill
+
+    yield from drill.doctor_rows(settings, timeout)
+
+
 class Check(NamedTuple):
     names: list  # the rows it may give, in order ({folder_owner} and the like: settings)
     run: object  # the generator of rows
@@ -495,6 +546,8 @@ CHECKS = [
            "image architecture", "service provider", "Consul on the client"], check_nomad),
     Check(["DNS server", "DNS {domain}"], check_dns),
     Check(["service URL"], check_service),
+    Check(["metrics"], check_metrics),
+    Check(["last backup", "last restore drill"], check_backups),
     Check(["database", "database schema"], check_database, store="postgres"),
     Check(["database variable"], check_database_variable, store="postgres"),
     Check(["shared artifacts"], check_artifacts, store="postgres"),

@@ -37,10 +37,19 @@ def render(provider="nomad", database_revision=None, **settings) -> dict:
 def test_sqlite_renders_the_job_of_before_byte_for_byte(case):
     overrides, provider = CASES[case]
     before = json.loads(BEFORE.read_text())[case]
-    assert json.dumps(render(provider, **overrides), sort_keys=True) == json.dumps(before, sort_keys=True)
-    assert json.dumps(render(provider, store="sqlite", count=1, **overrides), sort_keys=True) == \
-        json.dumps(before, sort_keys=True)
+    # metrics: false is the job of before but for the entrypoint told so (the metrics setting came after it, issue 30)
+    for job in (render(provider, metrics=False, **overrides),
+                render(provider, store="sqlite", count=1, metrics=False, **overrides)):
+        assert job["TaskGroups"][0]["Tasks"][0]["Env"].pop("MLFLOW_EXPOSE_PROMETHEUS") == "false"
+        assert json.dumps(job, sort_keys=True) == json.dumps(before, sort_keys=True)
     assert before["TaskGroups"][0]["ShutdownDelay"] == 0
+    # metrics on (the default): the same job with the two Prometheus tags, and the entrypoint told to serve /metrics
+    now = render(provider, **overrides)
+    service, task = now["TaskGroups"][0]["Services"][0], now["TaskGroups"][0]["Tasks"][0]
+    assert service["Tags"][-2:] == ["prometheus.io/scrape=true", "prometheus.io/path=/metrics"]
+    assert task["Env"].pop("MLFLOW_EXPOSE_PROMETHEUS") == "true"
+    del service["Tags"][-2:]
+    assert json.dumps(now, sort_keys=True) == json.dumps(before, sort_keys=True)
 
 
 def test_postgres_renders_count_allocations_and_the_url_from_the_variable():

@@ -39,7 +39,9 @@ def server_python() -> str:
         unavailable(f"cannot make the MLflow server environment: {exc}")
 
 
-def start(data: Path, timeout: float = 120) -> MLflowServer:
+def start(data: Path, timeout: float = 120, store_uri: str | None = None, metrics: bool = False) -> MLflowServer:
+    """``store_uri``: another store than ``data``'s SQLite (a PostgreSQL URL); ``metrics``: --expose-prometheus
+    (its multiprocess folder in ``data``)."""
     (data / "backend").mkdir(parents=True, exist_ok=True)
     (data / "artifacts").mkdir(parents=True, exist_ok=True)
     db = data / "backend" / "mlflow.db"
@@ -47,9 +49,9 @@ def start(data: Path, timeout: float = 120) -> MLflowServer:
     log = data / "mlflow-server.log"
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     proc = subprocess.Popen(
-        [server_python(), "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+        [server_python(), "-m", "mlflow", "server", "--backend-store-uri", store_uri or f"sqlite:///{db}",
          "--artifacts-destination", str(data / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
+         "--workers", "1", *(["--expose-prometheus", str(data / "prometheus")] if metrics else [])],
         stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

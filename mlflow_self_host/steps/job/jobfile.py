@@ -40,6 +40,7 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
         "cpu": int(settings.cpu),
         "memory": int(settings.memory),
         "workers": int(settings.workers),
+        "metrics": bool(settings.metrics),
         "user": "{}:{}".format(*settings.image_user_ids()),
         "check_interval": settings.check_interval,
         "min_healthy_time": settings.min_healthy_time,
