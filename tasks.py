@@ -186,8 +186,10 @@ def pushlatest(c, dry_run=False):
     "port": "local port (default: setting local_port, 5000)",
     "base_image": "base image if the image must be built first",
     "dry_run": DRY_RUN,
+    "auth": "require logins (MLflow's auth app; admin password from MSH_MLFLOW_ADMIN_PASSWORD); default: open on "
+            "127.0.0.1",
 })
-def up(c, docker=False, port=None, base_image=None, dry_run=False):
+def up(c, docker=False, port=None, base_image=None, dry_run=False, auth=False):
     """Run MLflow locally with ./data mounted, wait until healthy, print the URL.
 
     In a container on the Docker engine (built first if needed); with no engine reachable, natively
@@ -197,7 +199,7 @@ def up(c, docker=False, port=None, base_image=None, dry_run=False):
     from mlflow_self_host.steps.local import up as local_up
 
     settings = _settings(local_port=port, base_image=base_image)
-    local_up(settings, _version(settings), require_docker=docker, dry_run=dry_run)
+    local_up(settings, _version(settings), require_docker=docker, dry_run=dry_run, auth=auth)
 
 
 @task(help={"dry_run": DRY_RUN})
@@ -392,6 +394,31 @@ def lock(c, take=False, release=False, message=None):
     from mlflow_self_host.adapters import lock as deploy_lock
 
     deploy_lock.command(_settings(), take=take, release_lock=release, message=message)
+
+
+@task(positional=["action", "name"], help={
+    "action": "list (default), add, remove, password, grant or revoke",
+    "name": "the user (all but list)",
+    "experiment": "grant/revoke: the experiment, by name or ID",
+    "model": "grant/revoke: the registered model, by name",
+    "permission": "grant: READ, USE, EDIT, MANAGE or NO_PERMISSIONS",
+    "url": "MLflow's URL (default: deploy_url, else http://{domain}/; http://127.0.0.1:5000/ for `inv up --auth`)",
+    "dry_run": DRY_RUN,
+})
+def users(c, action="list", name=None, experiment=None, model=None, permission=None, url=None, dry_run=False):
+    """MLflow's users and permissions (auth: basic), through its auth API as the admin (MSH_MLFLOW_ADMIN_PASSWORD).
+
+    inv users; inv users add alice; inv users password alice; inv users remove alice;
+    inv users grant alice --experiment first --permission EDIT; inv users revoke alice --model churn.
+    A new password is asked twice on the terminal, or read from MSH_USER_PASSWORD (never a flag).
+    A user can read every experiment and model (MLflow's default permission READ) until granted more.
+    Exit codes: 0 done; 2 an unknown user, experiment or model, a user that exists, a bad permission;
+    9 MLflow refused the admin's password; 13 no MLflow answers.
+    """
+    from mlflow_self_host.steps import users as mlflow_users
+
+    mlflow_users.run(_settings(), action, name, experiment=experiment, model=model, permission=permission, url=url,
+                     dry_run=dry_run)
 
 
 # --- DNS -----------------------------------------------------------------------------------------

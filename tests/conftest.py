@@ -173,4 +173,5 @@ def project_env(monkeypatch):
         if key not in wanted:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MSH_CACHE_DIR", wanted["MSH_CACHE_DIR"])
+    monkeypatch.setenv("MSH_MLFLOW_ADMIN_PASSWORD", wanted["MSH_MLFLOW_ADMIN_PASSWORD"])
     return monkeypatch

@@ -446,6 +446,45 @@ def check_service(settings, timeout):
     yield Row("service URL", True, f"{url} (MLflow {resp.text.strip()[:40]})")
 
 
+def check_auth(settings, timeout):
+    """auth on or off, and, on, the admin logging in through the service URL (core/auth.py)."""
+    import requests
+
+    from ..core import auth
+    from .deploy import deploy_url
+    from .deploy_plan import API_PATH
+
+    url = deploy_url(settings)
+    if not auth.enabled(settings):
+        yield Row("auth", True, f"off (auth: none): anyone who reaches {url} may read, change and delete everything",
+                  "set auth: basic and export MSH_MLFLOW_ADMIN_PASSWORD, then `inv deploy`")
+        return
+    try:
+        auth.admin_password(settings)
+    except UserError as exc:
+        yield _fail("auth", exc.message, exc.hint or "")
+        return
+    try:
+        open_ = requests.get(url + API_PATH, timeout=_inner(timeout))
+        logged = requests.get(url + API_PATH, timeout=_inner(timeout), auth=auth.basic(settings))
+    except requests.exceptions.RequestException as exc:
+        yield _fail("auth", f"on; not checked: {url}: {connection_reason(exc)}", "see the service URL row")
+        return
+    if logged.status_code == 401:
+        yield _fail("auth", f"on; the admin {settings.admin_username} cannot log in (HTTP 401)",
+                    "MSH_MLFLOW_ADMIN_PASSWORD is not the admin's password: export the right one, or change it "
+                    "with `inv users password " + str(settings.admin_username) + "`")
+    elif logged.status_code != 200:
+        yield _fail("auth", f"on; {url}{API_PATH} answered HTTP {logged.status_code} to the admin",
+                    "see `inv logs --stderr`")
+    elif open_.status_code == 200:
+        yield _fail("auth", f"{url} answers without credentials: the server runs without auth",
+                    "`inv deploy` turns it on (auth: basic)")
+    else:
+        yield Row("auth", True, f"on; the admin {settings.admin_username} logs in, no credentials get HTTP "
+                                f"{open_.status_code}")
+
+
 def check_database(settings, timeout):
     """The PostgreSQL store's rows (only with store: postgres): mlflow_self_host/steps/store/health.py."""
     from ..steps.store import health
@@ -487,6 +526,7 @@ CHECKS = [
            "image architecture", "service provider", "Consul on the client"], check_nomad),
     Check(["DNS server", "DNS {domain}"], check_dns),
     Check(["service URL"], check_service),
+    Check(["auth"], check_auth),
     Check(["database", "database schema"], check_database, store="postgres"),
     Check(["database variable"], check_database_variable, store="postgres"),
     Check(["shared artifacts"], check_artifacts, store="postgres"),
