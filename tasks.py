@@ -396,27 +396,39 @@ def lock(c, take=False, release=False, message=None):
     deploy_lock.command(_settings(), take=take, release_lock=release, message=message)
 
 
-@task(positional=["action", "name"], help={
-    "action": "list (default), add, remove, password, grant or revoke",
-    "name": "the user (all but list)",
-    "experiment": "grant/revoke: the experiment, by name or ID",
-    "model": "grant/revoke: the registered model, by name",
-    "permission": "grant: READ, USE, EDIT, MANAGE or NO_PERMISSIONS",
+@task(help={
+    "add": "add this user (the password asked twice, or MSH_USER_PASSWORD)",
+    "remove": "remove this user and its permissions",
+    "set_password": "set this user's password (asked twice, or MSH_USER_PASSWORD)",
+    "grant": "grant this user --permission on --experiment or --model",
+    "revoke": "revoke this user's permission on --experiment or --model (back to the default, READ)",
+    "experiment": "--grant/--revoke: the experiment, by name or ID",
+    "model": "--grant/--revoke: the registered model, by name",
+    "permission": "--grant: READ, USE, EDIT, MANAGE or NO_PERMISSIONS",
     "url": "MLflow's URL (default: deploy_url, else http://{domain}/; http://127.0.0.1:5000/ for `inv up --auth`)",
     "dry_run": DRY_RUN,
 })
-def users(c, action="list", name=None, experiment=None, model=None, permission=None, url=None, dry_run=False):
-    """MLflow's users and permissions (auth: basic), through its auth API as the admin (MSH_MLFLOW_ADMIN_PASSWORD).
+def users(c, add=None, remove=None, set_password=None, grant=None, revoke=None, experiment=None, model=None,
+          permission=None, url=None, dry_run=False):
+    """List MLflow's users, or add, remove one, set its password, grant or revoke a permission (auth: basic).
 
-    inv users; inv users add alice; inv users password alice; inv users remove alice;
-    inv users grant alice --experiment first --permission EDIT; inv users revoke alice --model churn.
-    A new password is asked twice on the terminal, or read from MSH_USER_PASSWORD (never a flag).
-    A user can read every experiment and model (MLflow's default permission READ) until granted more.
+    Through MLflow's auth API as the admin (MSH_MLFLOW_ADMIN_PASSWORD). inv users; inv users --add alice;
+    inv users --set-password alice; inv users --grant alice --experiment first --permission EDIT;
+    inv users --revoke alice --model churn; inv users --remove alice. A new password is asked twice on the
+    terminal, or read from MSH_USER_PASSWORD (never a flag's value). A user reads every experiment and model
+    (MLflow's default permission READ) until granted more.
     Exit codes: 0 done; 2 an unknown user, experiment or model, a user that exists, a bad permission;
     9 MLflow refused the admin's password; 13 no MLflow answers.
     """
+    from mlflow_self_host.core.errors import ExitCode, UserError
     from mlflow_self_host.steps import users as mlflow_users
 
+    given = {action: who for action, who in (("add", add), ("remove", remove), ("password", set_password),
+                                              ("grant", grant), ("revoke", revoke)) if who}
+    if len(given) > 1:
+        raise UserError("one of --add, --remove, --set-password, --grant, --revoke at a time",
+                        code=ExitCode.BAD_ARGUMENT)
+    action, name = next(iter(given.items()), ("list", None))
     mlflow_users.run(_settings(), action, name, experiment=experiment, model=model, permission=permission, url=url,
                      dry_run=dry_run)
 

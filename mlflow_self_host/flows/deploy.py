@@ -64,7 +64,11 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
     ``migrate``: `inv migrate`, where a store that cannot be taken over (no database) is an error;
     a deploy takes one over only when it finds one (flows/takeover.py)."""
     from ..steps import runner
+    from ..steps.job import database_variable
 
+    if not dry_run:  # a missing admin password (auth: basic): refused before the lock and any change
+        database_variable.wanted_auth(settings)
+    _warn_auth_off(settings)
     version = _version(version)
     what = f"{'migrate to' if migrate else 'deploy'} v{version.text}"
     steps = Deploy(settings, version, dry_run=dry_run, skip_host=skip_host, skip_build=skip_build, backup=backup,
@@ -158,7 +162,6 @@ class Deploy:
         settings = self.settings
         self._early("store", lambda: database_variable.wanted(settings))  # MSH_DATABASE_URL, before any change
         self._early("store", lambda: database_variable.wanted_auth(settings))  # MSH_MLFLOW_ADMIN_PASSWORD, too
-        _warn_auth_off(settings)
         self.n = nomad_api.client(settings)
         if not self.skip_host:
             self.found = self._early("takeover", self._read_store_on_host)
@@ -616,7 +619,7 @@ def check_service(settings, timeout: float | None = None) -> str:
             last = f"HTTP {response.status_code}: {response.text.strip()[:120]}"
             if response.status_code == 401:
                 last += (f" (MLflow refuses the admin {settings.admin_username}'s credentials: is "
-                         "MSH_MLFLOW_ADMIN_PASSWORD the admin's password now? `inv users password` changes it)"
+                         "MSH_MLFLOW_ADMIN_PASSWORD the admin's password now? `inv users --set-password` changes it)"
                          if creds else " (MLflow asks for credentials: export MSH_MLFLOW_ADMIN_PASSWORD)")
         except requests.RequestException as exc:
             last = first_line(exc)

@@ -152,7 +152,7 @@ def _variable(plan: Plan, job: JobFacts) -> None:
              op=Step("variable", modify_index=variable.modify_index))
     if variable.auth_turns_on and job.job_version is not None:
         plan.add("turn on", "authentication", "MLflow's logins: clients now need credentials "
-                 "(MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; `inv users add NAME` makes them)",
+                 "(MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; `inv users --add NAME` makes them)",
                  op=Step("auth"))
 
 

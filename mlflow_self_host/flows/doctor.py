@@ -473,7 +473,7 @@ def check_auth(settings, timeout):
     if logged.status_code == 401:
         yield _fail("auth", f"on; the admin {settings.admin_username} cannot log in (HTTP 401)",
                     "MSH_MLFLOW_ADMIN_PASSWORD is not the admin's password: export the right one, or change it "
-                    "with `inv users password " + str(settings.admin_username) + "`")
+                    "with `inv users --set-password " + str(settings.admin_username) + "`")
     elif logged.status_code != 200:
         yield _fail("auth", f"on; {url}{API_PATH} answered HTTP {logged.status_code} to the admin",
                     "see `inv logs --stderr`")

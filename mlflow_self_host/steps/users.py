@@ -1,8 +1,8 @@
 """`inv users`: MLflow's users and their permissions, through the auth app's own REST API, as the admin.
 
-Actions: ``list``; ``add NAME``, ``remove NAME``, ``password NAME`` (the password prompted twice, or from
-MSH_USER_PASSWORD: never a flag's value, which would stay in the shell's history); ``grant NAME`` and
-``revoke NAME`` with ``--experiment`` (a name or an ID) or ``--model`` (a registered model's name) and, to grant,
+Actions (tasks.py's flags): ``list``; ``add``, ``remove``, ``password`` (--set-password) of a user (the password
+prompted twice, or from MSH_USER_PASSWORD: never a flag's value, which would stay in the shell's history);
+``grant`` and ``revoke`` with ``--experiment`` (a name or an ID) or ``--model`` (a registered model's name) and, to grant,
 ``--permission`` (READ, USE, EDIT, MANAGE or NO_PERMISSIONS). Each change reads first (the user, the
 experiment or model), plans, and applies through the runner; ``--dry-run`` shows the plan only. One red line
 for a wrong admin password (exit 9), an unknown user, experiment or model, or a user that exists already
@@ -47,7 +47,7 @@ class Api:
         if response.status_code == 401:
             raise UserError(f"{what}: MLflow refused the admin {self.user}'s credentials (HTTP 401)",
                             hint="export MSH_MLFLOW_ADMIN_PASSWORD with the admin's password (the one of the "
-                                 "server's first start, or the last set with `inv users password`)",
+                                 "server's first start, or the last set with `inv users --set-password`)",
                             code=ExitCode.UNAUTHORIZED)
         if response.status_code == 404 and "RESOURCE_DOES_NOT_EXIST" not in response.text:
             raise UserError(f"{what}: {self.url} has no user API (HTTP 404): the server runs without auth",
@@ -136,14 +136,14 @@ def make_plan(action: str, name: str, facts: Facts, permission: str = "") -> Pla
     exists = name in facts.users
     if action == "add":
         if exists:
-            raise UserError(f"user {name} exists already", hint=f"`inv users password {name}` sets its password",
+            raise UserError(f"user {name} exists already", hint=f"`inv users --set-password {name}` sets its password",
                             code=ExitCode.BAD_ARGUMENT)
         plan.add("add", f"user {name}", "password ****; reads every experiment and model (MLflow's default "
                                         "permission READ) until granted more", op=("add",))
         return plan
     if not exists:
         raise UserError(f"no user {name} in MLflow ({len(facts.users)} users: {', '.join(sorted(facts.users))})",
-                        hint="`inv users add NAME` makes one", code=ExitCode.BAD_ARGUMENT)
+                        hint="`inv users --add NAME` makes one", code=ExitCode.BAD_ARGUMENT)
     if action == "remove":
         plan.add("remove", f"user {name}", "and its permissions", op=("remove",))
     elif action == "password":
@@ -174,7 +174,7 @@ def run(settings, action: str, name: str | None = None, experiment: str | None =
             console.result(f"{user['username']}{'  (admin)' if user.get('is_admin') else ''}")
         return users
     if not name:
-        raise UserError(f"`inv users {action}` needs a user name: inv users {action} NAME", code=ExitCode.BAD_ARGUMENT)
+        raise UserError(f"{action} needs a user name", code=ExitCode.BAD_ARGUMENT)
     permission = (permission or "").strip().upper()
     if action == "grant" and not permission:
         raise UserError("grant needs --permission (READ, USE, EDIT, MANAGE or NO_PERMISSIONS)",

@@ -17,7 +17,8 @@ from ...core import plan as plans
 from ...core.errors import UserError
 from ...core.plan import Plan
 from . import commands
-from .names import DB_NAME, LOCAL_DOWNLOADS, backup_base_name, file_name, human_size, to_remove
+from .names import (AUTH_DB_NAME, AUTH_PREFIX, DB_NAME, LOCAL_DOWNLOADS, backup_base_name, file_name, human_size,
+                    to_remove)
 
 
 class NoDatabase(UserError):
@@ -186,9 +187,9 @@ class Apply:
             self._backup(op)
             return f"backup {self.path} ({human_size(self.size)}, integrity ok, {self.target.where})"
         if op.kind == "prune":
-            if op.names:
-                must(self.target, commands.remove([f"{op.folder}/{name}" for name in op.names]),
-                     "removing old backups")
+            if op.names:  # each with its copy of MLflow's users (auth: basic), if any
+                must(self.target, commands.remove([f"{op.folder}/{prefix}{name}" for name in op.names
+                                                   for prefix in ("", AUTH_PREFIX)]), "removing old backups")
             from ...core import console
 
             for name in op.names:
@@ -213,6 +214,14 @@ class Apply:
             raise UserError(f"backup failed on {self.target.label}: "
                             f"{(result.stderr or result.stdout).strip()[-400:] or f'exit {result.exited}'}")
         self.path, self.size = data["path"], int(data["size"])
+        # auth: basic: MLflow's users (basic_auth.db beside mlflow.db) copied the same way, as auth-{the backup's name}
+        auth_db = str(PurePosixPath(op.db).with_name(AUTH_DB_NAME))
+        if run(self.target, commands.is_file(auth_db)).ok:
+            name = PurePosixPath(self.path).name
+            copied = run(self.target, commands.SQLite(op.tool).backup(auth_db, op.folder, AUTH_PREFIX + name[:-3]))
+            if not copied.ok or "path" not in commands.parse_json(copied.stdout):
+                raise UserError(f"backup {self.path} taken, but copying MLflow's users ({auth_db}) failed: "
+                                f"{(copied.stderr or copied.stdout).strip()[-300:] or f'exit {copied.exited}'}")
 
     def _download(self, op: Download) -> Path:
         local_dir = self.settings.root / op.folder
