@@ -499,9 +499,12 @@ def _warn_not_ours(settings, n) -> None:
 
 
 def _say_where_the_url_is(settings, n, variable, exc: UserError, registered: bool) -> None:
-    """A failure after deploy wrote a new database URL: add to the hint which URL the tasks read now."""
+    """A failure after deploy wrote a new database URL: add to the hint which URL the tasks read now (nothing with
+    SQLite: the Variable's auth secrets go back with the job version that reads them)."""
     from ..steps.job import database_variable
 
+    if variable is None or variable.wanted is None:
+        return
     if exc.code == ExitCode.REVERTED:  # the version Nomad went back to reads its own revision's item, if any
         try:
             back = database_variable.registered_revision(jobfile.current(settings, n))

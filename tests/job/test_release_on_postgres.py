@@ -18,6 +18,7 @@ from mlflow_self_host.core.settings import PROJECT_ROOT, Settings
 from tests.services import proxy as proxy_service
 from tests.services import wait_for
 from tests.services.nomad_cluster import MLFLOW_TIMINGS, layout
+from tests.services import ADMIN_PASSWORD  # auth: basic by default
 
 pytestmark = pytest.mark.slow
 DOMAIN = "mlflow.lan"
@@ -91,7 +92,8 @@ def cluster(tmp_path, mlflow_image, postgres_server, docker_engine_service, noma
     double = NomadDouble(engine=client, network=nomad_network, client_config=root / "nomad.d" / "client.hcl",
                          consul=consul)
     proxy = proxy_service.start(tmp_path / "proxy", consul.address, poll=0.5, provider="consulCatalog")
-    settings = Settings.load(root=PROJECT_ROOT, env={"MSH_DATABASE_URL": url}, overrides={
+    settings = Settings.load(root=PROJECT_ROOT, env={"MSH_DATABASE_URL": url, "MSH_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD},
+                             overrides={
         **mlflow_image.settings_overrides, "nomad_addr": double.address, "store": "postgres",
         "service_provider": "consul", "deploy_check": False, "deploy_poll": "0.2", "deploy_timeout": 240,
         "backend_path": str(root / "data" / "mlflow" / "backend"),

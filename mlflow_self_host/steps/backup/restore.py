@@ -19,7 +19,7 @@ from ...core import plan as plans
 from ...core.errors import UserError
 from ...core.plan import Plan
 from . import commands
-from .names import AUTH_PREFIX, utc_stamp, version_of
+from .names import utc_stamp, version_of
 from .take import Target, must, no_tool, run
 
 _REFUSED_HINT = "refusing to restore it; pick another backup"
@@ -176,8 +176,7 @@ def make_plan(settings, target: Target, facts: RestoreFacts, aside: str) -> Plan
     detail = (f"kept aside as {PurePosixPath(aside).name}" if facts.database
               else f"none there now; any left (or its -wal/-shm/-journal) kept aside as {PurePosixPath(aside).name}")
     plan.add("move", target.db, detail, op=KeepAside(target.db, aside))
-    plan.add("create", target.db, f"copy of {PurePosixPath(facts.path).name}, owner and mode as the original (and "
-                                  f"MLflow's users, {AUTH_PREFIX}{PurePosixPath(facts.path).name}, when it has them)",
+    plan.add("create", target.db, f"copy of {PurePosixPath(facts.path).name}, owner and mode as the original",
              op=PutInPlace(facts.path, target.db, aside))
     if local:
         plan.add("start", "local MLflow", "inv up, wait healthy", op=Start(local=True))
@@ -229,6 +228,7 @@ class Apply:
             return plans.QUIET
         if op.kind == "put in place":
             must(self.target, commands.put_in_place(op.backup, op.db, op.aside), "putting the backup in place")
+            # auth: basic: MLflow's users (basic_auth.db) from the backup's copy beside it, when it has one
             must(self.target, commands.with_auth_copy(op.backup, op.db, op.aside), "putting MLflow's users in place")
             return plans.QUIET
         if op.kind == "start":
