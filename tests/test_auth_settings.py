@@ -65,3 +65,19 @@ def test_users_mistakes_are_one_line_and_exit_2():
     assert "no MLflow answers at http://127.0.0.1:1/" in inv("users", expect=13).stderr
     # no terminal and no MSH_USER_PASSWORD: refused before any change (the list is read first: 13 here)
     assert inv("users", "--add", "alice", "--dry-run", expect=13).returncode == 13
+
+
+def test_up_stays_open_unless_auth_is_asked_and_then_wants_the_admin_password():
+    done = inv("up", "--auth", "--dry-run", expect=2, MSH_MLFLOW_ADMIN_PASSWORD=None)
+    assert "MSH_MLFLOW_ADMIN_PASSWORD is not set" in done.stderr
+
+
+def test_the_local_server_gets_logins_only_with_auth():
+    from mlflow_self_host.steps.local.server import server_env
+    from tests.job.conftest import job_settings
+
+    settings = job_settings("http://127.0.0.1:1")
+    assert "MLFLOW_AUTH" not in server_env(settings, "sqlite:///x", "/a", "127.0.0.1")
+    env = server_env(settings.with_overrides({"local_auth": True}), "sqlite:///x", "/a", "127.0.0.1")
+    assert env["MLFLOW_AUTH"] == "basic" and bytes.fromhex(env["MLFLOW_AUTH_ADMIN_PASSWORD_HEX"]).decode() == \
+        settings.admin_password

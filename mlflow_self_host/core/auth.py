@@ -25,8 +25,8 @@ def mode(settings) -> str:
     """The ``auth`` setting, checked: basic or none."""
     value = str(settings.auth).strip().lower()
     if value not in MODES:
-        raise UserError(f"auth must be basic or none, not {settings.auth!r}", hint="set auth in settings.yaml or MSH_AUTH",
-                        code=ExitCode.BAD_ARGUMENT)
+        raise UserError(f"auth must be basic or none, not {settings.auth!r}",
+                        hint="set auth in settings.yaml or MSH_AUTH", code=ExitCode.BAD_ARGUMENT)
     return value
 
 

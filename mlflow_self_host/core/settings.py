@@ -270,9 +270,10 @@ CHECKS = {
     "nomad_health_timeout": _positive, "deploy_timeout": _positive, "lock_stale_after": _positive,
     "deploy_poll": _positive, "deploy_check_timeout": _at_least(0), "dns_check_timeout": _at_least(0),
     "doctor_timeout": _positive, "dns_ttl": _at_least(0), "backup_keep": _at_least(1),
-    "store": _choice("sqlite", "postgres"), "auth": _choice("basic", "none"), "dns_backend": _choice("pihole", "dnsmasq"),
+    "store": _choice("sqlite", "postgres"), "dns_backend": _choice("pihole", "dnsmasq"),
+    "auth": _choice("basic", "none"), "admin_username": _user_name,
     "service_provider": _choice("auto", "consul", "nomad", empty="auto"),
-    "host": _host_name(), "ssh_user": _user_name, "admin_username": _user_name, "domain": _host_name(), "dns_target": _host_name(),
+    "host": _host_name(), "ssh_user": _user_name, "domain": _host_name(), "dns_target": _host_name(),
     "dns_server": _host_name(required=False),
 }
 

@@ -71,8 +71,8 @@ def _check_host_header(url: str, host_header: str, creds: tuple | None = None) -
         raise host_rejected(host_header)
     if response.status_code == 401:
         raise UserError(f"{url} asks for credentials (HTTP 401)" + (" and refuses the admin's" if creds else ""),
-                        hint=("MSH_MLFLOW_ADMIN_PASSWORD must be the admin's password (`inv users --set-password` changes "
-                              "it)") if creds else "export MSH_MLFLOW_ADMIN_PASSWORD (the admin's password)",
+                        hint=("MSH_MLFLOW_ADMIN_PASSWORD must be the admin's password (`inv users --set-password` "
+                              "changes it)") if creds else "export MSH_MLFLOW_ADMIN_PASSWORD (the admin's password)",
                         code=ExitCode.SMOKE_FAILED)
     if response.status_code != 200:
         raise UserError(f"GET /{API_PATH} with Host {host_header} answered HTTP {response.status_code}",

@@ -2,8 +2,8 @@
 
 Actions (tasks.py's flags): ``list``; ``add``, ``remove``, ``password`` (--set-password) of a user (the password
 prompted twice, or from MSH_USER_PASSWORD: never a flag's value, which would stay in the shell's history);
-``grant`` and ``revoke`` with ``--experiment`` (a name or an ID) or ``--model`` (a registered model's name) and, to grant,
-``--permission`` (READ, USE, EDIT, MANAGE or NO_PERMISSIONS). Each change reads first (the user, the
+``grant`` and ``revoke`` with ``--experiment`` (a name or an ID) or ``--model`` (a registered model's name)
+and, to grant, ``--permission`` (READ, USE, EDIT, MANAGE or NO_PERMISSIONS). Each change reads first (the user, the
 experiment or model), plans, and applies through the runner; ``--dry-run`` shows the plan only. One red line
 for a wrong admin password (exit 9), an unknown user, experiment or model, or a user that exists already
 (exit 2), an unreachable server (exit 13).

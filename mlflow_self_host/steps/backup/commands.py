@@ -170,7 +170,8 @@ def with_auth_copy(backup: str, db: str, aside: str) -> str:
 
     copy = str(PurePosixPath(backup).with_name(AUTH_PREFIX + PurePosixPath(backup).name))
     auth_db = str(PurePosixPath(db).with_name(AUTH_DB_NAME))
-    auth_aside = str(PurePosixPath(aside).with_name(AUTH_DB_NAME + PurePosixPath(aside).name[len(PurePosixPath(db).name):]))
+    suffix = PurePosixPath(aside).name[len(PurePosixPath(db).name):]  # .before-restore-{UTC}
+    auth_aside = str(PurePosixPath(aside).with_name(AUTH_DB_NAME + suffix))
     return (f"if [ -f {quote(copy)} ]; then {keep_aside(auth_db, auth_aside)}; "
             f"{put_in_place(copy, auth_db, auth_aside)}; fi")
 

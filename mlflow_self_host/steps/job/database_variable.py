@@ -53,7 +53,7 @@ def hex_of(secret: str) -> str:
 @dataclass
 class VariableFacts:
     path: str
-    wanted: str | None = field(repr=False)  # the URL the job must get (None: SQLite; shown only through database.shown_url)
+    wanted: str | None = field(repr=False)  # the URL the job must get (None: SQLite; shown only via database.shown_url)
     current: str | None = field(default=None, repr=False)  # the Variable's database_url now (None: none)
     exists: bool = False  # the Variable is there (with or without the item)
     items: dict = field(default_factory=dict, repr=False)  # its items now (kept on a write)
