@@ -45,6 +45,11 @@ def item_for(revision: str, name: str = ITEM) -> str:
     return f"{name}_{revision}"
 
 
+def holds_revision(items, revision: str) -> bool:
+    """The Variable's items (names) hold what a job reading ``revision`` reads (its URL, or its auth secrets)."""
+    return any(item_for(revision, name) in items for name in PER_REVISION)
+
+
 def hex_of(secret: str) -> str:
     """How an auth secret is held in the Variable (and rendered into the task's env file)."""
     return secret.encode().hex()
