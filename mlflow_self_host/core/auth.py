@@ -15,23 +15,18 @@ import os
 
 from .errors import ExitCode, UserError
 
-MODES = ("basic", "none")
 MIN_PASSWORD = 12  # MLflow's own rule (mlflow.utils.validation._validate_password)
 PASSWORD_ENV = "MSH_MLFLOW_ADMIN_PASSWORD"
 SECRET_KEY_ENV = "MSH_MLFLOW_SECRET_KEY"
 
 
-def mode(settings) -> str:
-    """The ``auth`` setting, checked: basic or none."""
-    value = str(settings.auth).strip().lower()
-    if value not in MODES:
-        raise UserError(f"auth must be basic or none, not {settings.auth!r}",
-                        hint="set auth in settings.yaml or MSH_AUTH", code=ExitCode.BAD_ARGUMENT)
-    return value
-
-
 def enabled(settings) -> bool:
-    return mode(settings) == "basic"
+    """The ``auth`` setting (checked at load: basic or none) is basic."""
+    return str(settings.auth).strip().lower() == "basic"
+
+
+def mode(settings) -> str:
+    return "basic" if enabled(settings) else "none"
 
 
 def missing_password(settings) -> UserError:
