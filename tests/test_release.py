@@ -386,7 +386,8 @@ def running_mlflow(nomad) -> tuple[str, str]:
     (alloc,) = nomad.running_allocs()
     port = alloc["AllocatedResources"]["Shared"]["Ports"][0]["Value"]
     image = nomad.container_of(alloc["ID"]).attrs["Config"]["Image"]
-    return image, requests.get(f"http://127.0.0.1:{port}/version", timeout=10).text
+    # auth: basic (the default): /version too asks for credentials
+    return image, requests.get(f"http://127.0.0.1:{port}/version", timeout=10, auth=("admin", ADMIN_PASSWORD)).text
 
 
 @pytest.mark.slow

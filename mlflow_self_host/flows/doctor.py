@@ -426,11 +426,12 @@ def check_dns(settings, timeout):
 def check_service(settings, timeout):
     import requests
 
+    from ..core import auth
     from .deploy import deploy_url
 
     url = deploy_url(settings)  # the URL deploy checks: deploy_url, else http://{domain}/
-    try:
-        resp = requests.get(url + "version", timeout=_inner(timeout))
+    try:  # as the admin when its password is set: with auth on, /version asks for credentials too
+        resp = requests.get(url + "version", timeout=_inner(timeout), auth=auth.basic(settings))
     except requests.exceptions.RequestException as exc:
         yield _fail("service URL", f"{url}: {connection_reason(exc)}",
                     "is the job healthy (`inv status`)? does the domain resolve here (see the DNS rows)?")
