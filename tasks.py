@@ -187,8 +187,10 @@ def pushlatest(c, dry_run=False):
     "port": "local port (default: setting local_port, 5000)",
     "base_image": "base image if the image must be built first",
     "dry_run": DRY_RUN,
+    "auth": "require logins (MLflow's auth app; admin password from MSH_MLFLOW_ADMIN_PASSWORD); default: open on "
+            "127.0.0.1",
 })
-def up(c, docker=False, port=None, base_image=None, dry_run=False):
+def up(c, docker=False, port=None, base_image=None, dry_run=False, auth=False):
     """Run MLflow locally with ./data mounted, wait until healthy, print the URL.
 
     In a container on the Docker engine (built first if needed); with no engine reachable, natively
@@ -198,7 +200,7 @@ def up(c, docker=False, port=None, base_image=None, dry_run=False):
     from mlflow_self_host.steps.local import up as local_up
 
     settings = _settings(local_port=port, base_image=base_image)
-    local_up(settings, _version(settings), require_docker=docker, dry_run=dry_run)
+    local_up(settings, _version(settings), require_docker=docker, dry_run=dry_run, auth=auth)
 
 
 @task(help={"dry_run": DRY_RUN})
@@ -398,6 +400,43 @@ def lock(c, take=False, release=False, message=None):
     from mlflow_self_host.adapters import lock as deploy_lock
 
     deploy_lock.command(_settings(), take=take, release_lock=release, message=message)
+
+
+@task(help={
+    "add": "add this user (the password asked twice, or MSH_USER_PASSWORD)",
+    "remove": "remove this user and its permissions",
+    "set_password": "set this user's password (asked twice, or MSH_USER_PASSWORD)",
+    "grant": "grant this user --permission on --experiment or --model",
+    "revoke": "revoke this user's permission on --experiment or --model (back to the default, READ)",
+    "experiment": "--grant/--revoke: the experiment, by name or ID",
+    "model": "--grant/--revoke: the registered model, by name",
+    "permission": "--grant: READ, USE, EDIT, MANAGE or NO_PERMISSIONS",
+    "url": "MLflow's URL (default: deploy_url, else http://{domain}/; http://127.0.0.1:5000/ for `inv up --auth`)",
+    "dry_run": DRY_RUN,
+})
+def users(c, add=None, remove=None, set_password=None, grant=None, revoke=None, experiment=None, model=None,
+          permission=None, url=None, dry_run=False):
+    """List MLflow's users, or add, remove one, set its password, grant or revoke a permission (auth: basic).
+
+    Through MLflow's auth API as the admin (MSH_MLFLOW_ADMIN_PASSWORD). inv users; inv users --add alice;
+    inv users --set-password alice; inv users --grant alice --experiment first --permission EDIT;
+    inv users --revoke alice --model churn; inv users --remove alice. A new password is asked twice on the
+    terminal, or read from MSH_USER_PASSWORD (never a flag's value). A user reads every experiment and model
+    (MLflow's default permission READ) until granted more.
+    Exit codes: 0 done; 2 an unknown user, experiment or model, a user that exists, a bad permission;
+    9 MLflow refused the admin's password; 13 no MLflow answers.
+    """
+    from mlflow_self_host.core.errors import ExitCode, UserError
+    from mlflow_self_host.steps import users as mlflow_users
+
+    given = {action: who for action, who in (("add", add), ("remove", remove), ("password", set_password),
+                                              ("grant", grant), ("revoke", revoke)) if who}
+    if len(given) > 1:
+        raise UserError("one of --add, --remove, --set-password, --grant, --revoke at a time",
+                        code=ExitCode.BAD_ARGUMENT)
+    action, name = next(iter(given.items()), ("list", None))
+    mlflow_users.run(_settings(), action, name, experiment=experiment, model=model, permission=permission, url=url,
+                     dry_run=dry_run)
 
 
 # --- DNS -----------------------------------------------------------------------------------------

@@ -140,3 +140,14 @@ def process_rss(container) -> list[tuple[float, str]]:
         rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
         found.append((rss / 1024, cmdline.strip()))
     return found
+
+
+# MLflow's admin of the benches that deploy (auth: basic, the cluster's default since issue 29): deploy gets the
+# password as MSH_MLFLOW_ADMIN_PASSWORD, the benches' clients log in with it.
+ADMIN = ("admin", "bench-admin-password")
+
+
+def log_in_as_admin() -> dict:
+    """MLflow's client credentials (MLFLOW_TRACKING_*) set in this process; the variables for `inv` returned."""
+    os.environ.update({"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]})
+    return {"MSH_MLFLOW_ADMIN_PASSWORD": ADMIN[1]}

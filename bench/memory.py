@@ -7,7 +7,9 @@ and runs it, with host networking on a free port, for:
   `mlflow server` CLI stays resident as uvicorn's parent (what the exec saves);
 - 2 workers;
 - MLflow's job runner on (`MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true`, MLflow's default), under the limit
-  and without one (what it needs).
+  and without one (what it needs);
+- ours with MLflow's auth app (`MLFLOW_AUTH=basic`, the cluster's default since issue 29; the load logs in as
+  the admin): what authentication adds.
 Reports the RSS of all the container's processes (the memory cgroup's rss, page cache not counted) idle
 (10 s after /health answers) and after a fixed logging load, each as a share of the 512 MB the seed's
 Nomad job allows (targets for ours: idle under 60%, loaded under 80%), the peak RSS sampled every 0.1 s
@@ -31,6 +33,9 @@ from pathlib import Path
 from common import ContainerMemory, process_rss, write_section  # (sets sys.path)
 
 JOBS_ON = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}
+ADMIN = ("admin", "bench-admin-password")
+AUTH_ON = {"MLFLOW_AUTH": "basic", "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0], "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "bench-secret-key"}
 # The image's entrypoint, its last line running `mlflow server` where it runs mlflow-serve.py (the grep
 # fails the container if that line ever changes, rather than measuring ours twice).
 CLI_PARENT = ["sh", "-c", "sed 's|^exec python \"$serve\" |exec mlflow server |' /usr/local/bin/mlflow-entrypoint "
@@ -57,6 +62,7 @@ CONFIGS = [
     Config("2 workers, job execution off", {"MLFLOW_WORKERS": "2"}),
     Config("1 worker, job execution on (MLflow's default)", {"MLFLOW_WORKERS": "1", **JOBS_ON}),
     Config("1 worker, job execution on, no memory limit", {"MLFLOW_WORKERS": "1", **JOBS_ON}, limit=None),
+    Config("ours with auth (MLflow's auth app, basic_auth.db)", {"MLFLOW_WORKERS": "1", **AUTH_ON}),
 ]
 
 
@@ -101,6 +107,8 @@ def measure(engine, ref: str, config: Config, runs: int) -> dict:
         result["idle_rss"] = memory.now()
         result["processes"] = process_rss(container)
         try:
+            if config.env.get("MLFLOW_AUTH") == "basic":  # the client logs in as the admin
+                os.environ.update({"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]})
             logging_load(url, runs=runs, threads=4)
         except Exception as exc:  # noqa: BLE001 - an OOM kill shows up as a failed load
             result["error"] = f"load failed: {type(exc).__name__}"
@@ -116,6 +124,8 @@ def measure(engine, ref: str, config: Config, runs: int) -> dict:
             result["error"] = f"exited ({container.attrs['State']['ExitCode']})"
         container.remove(force=True)
         shutil.rmtree(data, ignore_errors=True)
+        os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
+        os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)
     return result
 
 
@@ -159,7 +169,7 @@ def report(args, results) -> str:
                     f"{share(r.get('idle_rss'))} | {mib(r.get('peak'))} | {share(r.get('load_rss'))} | {state} |")
     sources = ", ".join(sorted({r["source"] for _, r in results if r.get("source")}))
     by = {config.name: r for config, r in results}
-    ours, cli, two, jobs, jobs_free = (by[c.name] for c in CONFIGS)
+    ours, cli, two, jobs, jobs_free, auth = (by[c.name] for c in CONFIGS)
     ok = lambda r: r.get("idle_rss") and not r["oom"] and not r["error"]  # noqa: E731
     verdict = ("met" if ok(ours) and ours["idle_rss"] < 0.6 * 512 and ours["load_rss"] < 0.8 * 512 else "MISSED")
     lines = [f"Targets for ours (idle under 60% of 512 MB, loaded under 80%): {verdict}."]
@@ -175,6 +185,10 @@ def report(args, results) -> str:
                      f"({jobs_free['idle_rss'] - ours['idle_rss']:.0f} MiB more than off), peak "
                      f"{jobs_free['peak']:.0f} MiB; under 512m: "
                      f"{'OOM-killed' if jobs['oom'] else (jobs['error'] or 'survived')}.")
+    if ok(ours) and ok(auth):
+        lines.append(f"- MLflow's auth app (auth: basic) adds {auth['idle_rss'] - ours['idle_rss']:.0f} MiB idle and "
+                     f"{auth['load_rss'] - ours['load_rss']:.0f} MiB after the load ({auth['load_rss'] / 512:.0%} of "
+                     "512 MB loaded).")
     return "\n".join([
         "## Memory of the MLflow container",
         "",

@@ -84,7 +84,10 @@ class Stack:
     def _env(self, base: str) -> dict:
         from tests.services import resolver
 
+        from common import log_in_as_admin
+
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_", "PIHOLE_"))}
+        env.update(log_in_as_admin())  # auth: basic: deploy's check and the bench's client log in
         keys = ("host", "ssh_port", "ssh_user", "ssh_key", "known_hosts", "nomad_client_config", "backend_path",
                 "artifacts_path", "job_dir", "folder_owner", "folder_group", "nomad_restart_command",
                 "nomad_health_timeout")

@@ -49,7 +49,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import ROOT, median, write_section
+from common import ADMIN, ROOT, median, write_section
 
 DOMAIN = "mlflow.lan"
 FIRST = "0.99"
@@ -98,7 +98,9 @@ class Cluster:
         self.proxy = proxy_service.start(root / "proxy", self.consul.address, poll=proxy_poll,
                                          provider="consulCatalog")
         stack.callback(proxy_service.stop, self.proxy)
-        env = {"MSH_DATABASE_URL": database_url} if database_url else {}
+        from common import log_in_as_admin
+
+        env = {**({"MSH_DATABASE_URL": database_url} if database_url else {}), **log_in_as_admin()}
         self.settings = Settings.load(root=PROJECT_ROOT, env=env, overrides={
             **image.settings_overrides, "nomad_addr": self.double.address, "store": store, "count": count,
             "service_provider": "consul", "deploy_check": False, "deploy_poll": "0.2", "deploy_timeout": 600,
@@ -131,16 +133,16 @@ class Cluster:
         headers = {"Host": DOMAIN}
         if self.experiment is None:
             self.experiment = requests.post(self.url("experiments/create"), json={"name": "bench"},
-                                            headers=headers, timeout=30).json()["experiment_id"]
+                                            headers=headers, timeout=30, auth=ADMIN).json()["experiment_id"]
         answer = requests.post(self.url("runs/create"), json={"experiment_id": self.experiment}, headers=headers,
-                               timeout=30)
+                               auth=ADMIN, timeout=30)
         answer.raise_for_status()
         return answer.json()["run"]["info"]["run_id"]
 
     def history(self, run_id: str, key: str) -> list[int]:
         import requests
 
-        answer = requests.get(self.url("metrics/get-history"), headers={"Host": DOMAIN}, timeout=60,
+        answer = requests.get(self.url("metrics/get-history"), headers={"Host": DOMAIN}, timeout=60, auth=ADMIN,
                               params={"run_id": run_id, "metric_key": key, "max_results": 1000000})
         answer.raise_for_status()
         return [m["step"] for m in answer.json().get("metrics", [])]
@@ -161,6 +163,7 @@ class StepLogger(threading.Thread):
         import requests
 
         session, url, step = requests.Session(), self.cluster.url("runs/log-metric"), 0
+        session.auth = ADMIN
         while not self.halt.is_set():
             body = {"run_id": self.run_id, "key": "loss", "value": 1.0 / (step + 1), "step": step,
                     "timestamp": int(time.time() * 1000)}
@@ -218,6 +221,7 @@ def throughput_round(cluster: Cluster, threads: int, seconds: float) -> dict:
 
     def work(index: int) -> None:
         session, url, latencies, errors, step = requests.Session(), cluster.url("runs/log-metric"), [], 0, 0
+        session.auth = ADMIN
         barrier.wait()
         while True:
             start = time.monotonic()

@@ -28,6 +28,16 @@
 #                                 its multiprocess folder MLFLOW_PROMETHEUS_DIR, /tmp/mlflow-prometheus, emptied
 #                                 at start); false: none. (MLflow itself reads this variable as the folder: a
 #                                 path here is passed as it is.)
+#   MLFLOW_AUTH                   none             basic: MLflow's auth app (`--app-name basic-auth`): every
+#                                 request needs a user's HTTP Basic credentials (setting `auth`)
+#   MLFLOW_AUTH_ADMIN_USERNAME    admin            auth basic: the admin, made at the first start with
+#   MLFLOW_AUTH_ADMIN_PASSWORD                     this password (or MLFLOW_AUTH_ADMIN_PASSWORD_HEX, hex-encoded,
+#                                                  as the Nomad job's template renders it)
+#   MLFLOW_FLASK_SERVER_SECRET_KEY                 auth basic: the server's CSRF key (or ..._HEX)
+#   MLFLOW_AUTH_DATABASE_URI      basic_auth.db beside a SQLite store's mlflow.db; the store's own URL for
+#                                 PostgreSQL (its tables beside MLflow's). Written, with the admin's name,
+#                                 into an ini file of this container only (MLFLOW_AUTH_CONFIG_PATH), never
+#                                 in the process list.
 #   MLFLOW_SERVER_EXTRA_ARGS      (empty)          more `mlflow server` options, split on spaces
 #
 # Every value is passed to the server as a `mlflow server` flag. The server is
@@ -118,11 +128,49 @@ else
   set --
 fi
 
+app_args=""
+if [ "${MLFLOW_AUTH:-none}" = "basic" ]; then
+  # Secrets hex-encoded by the Nomad job's template: decoded into the environment (never onto a command line).
+  for name in MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY; do
+    if [ -n "$(printenv "${name}_HEX" || true)" ]; then
+      value=$(python -c 'import os, sys; sys.stdout.write(bytes.fromhex(os.environ[sys.argv[1]]).decode())' "${name}_HEX")
+      export "$name=$value"
+    fi
+    unset "${name}_HEX"
+  done
+  if [ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]; then
+    echo "mlflow-entrypoint: MLFLOW_AUTH=basic needs MLFLOW_FLASK_SERVER_SECRET_KEY (inv deploy writes it into the" \
+         "job's Nomad Variable)" >&2
+    exit 78
+  fi
+  if [ -z "${MLFLOW_AUTH_DATABASE_URI:-}" ]; then
+    case "$MLFLOW_BACKEND_STORE_URI" in
+      sqlite:///*) MLFLOW_AUTH_DATABASE_URI="sqlite:///$(dirname "${MLFLOW_BACKEND_STORE_URI#sqlite:///}")/basic_auth.db" ;;
+      *) MLFLOW_AUTH_DATABASE_URI=$MLFLOW_BACKEND_STORE_URI ;;
+    esac
+  fi
+  # The ini in a folder only this user reads (the PostgreSQL URL holds a password); configparser's % doubled.
+  auth_dir=$(mktemp -d "${TMPDIR:-/tmp}/mlflow-auth.XXXXXX")
+  umask 077
+  {
+    echo "[mlflow]"
+    echo "default_permission = READ"
+    printf 'database_uri = %s\n' "$(printf '%s' "$MLFLOW_AUTH_DATABASE_URI" | sed 's/%/%%/g')"
+    printf 'admin_username = %s\n' "${MLFLOW_AUTH_ADMIN_USERNAME:-admin}"
+    echo "authorization_function = mlflow.server.auth:authenticate_request_basic_auth"
+  } > "$auth_dir/basic_auth.ini"
+  umask 022
+  unset MLFLOW_AUTH_DATABASE_URI MLFLOW_AUTH_ADMIN_USERNAME
+  export MLFLOW_AUTH_CONFIG_PATH="$auth_dir/basic_auth.ini"
+  app_args="--app-name basic-auth"
+  echo "mlflow-entrypoint: auth basic (MLflow's users and permissions)" >&2
+fi
+
 # mlflow-serve.py is `mlflow server` that execs the web server instead of waiting for it (one
 # process; in bench/memory.py the container's idle RSS is 155 MiB instead of 309 MiB); it sits beside
 # this script in the image and in docker/.
 serve="$(dirname "$0")/mlflow-serve.py"
-# shellcheck disable=SC2086 # MLFLOW_SERVER_EXTRA_ARGS is split on purpose
+# shellcheck disable=SC2086 # MLFLOW_SERVER_EXTRA_ARGS and app_args are split on purpose
 exec python "$serve" \
   --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
   --serve-artifacts \
@@ -133,4 +181,5 @@ exec python "$serve" \
   --allowed-hosts "$MLFLOW_SERVER_ALLOWED_HOSTS" \
   --cors-allowed-origins "$MLFLOW_SERVER_CORS_ALLOWED_ORIGINS" \
   "$@" \
+  $app_args \
   $MLFLOW_SERVER_EXTRA_ARGS

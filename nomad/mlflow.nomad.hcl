@@ -85,8 +85,25 @@ variable "database_variable" {
 
 variable "database_revision" {
   type        = string
-  description = "store = postgres: the revision of the database's URL in the Variable (when inv deploy wrote it): the template reads its item database_url_<revision>, so a new URL changes the job and Nomad replaces the allocations one at a time, and an older job version reads its own URL."
+  description = "store = postgres or auth = basic: the revision of the database's URL and the auth secrets in the Variable (when inv deploy wrote them): the templates read its items database_url_<revision>, admin_password_<revision> and secret_key_<revision>, so a new value changes the job and Nomad replaces the allocations one at a time, and an older job version reads its own."
   default     = ""
+}
+
+variable "auth" {
+  type        = string
+  description = "basic: MLflow's auth app (users and permissions in basic_auth.db beside mlflow.db, or in the PostgreSQL store's database), its admin's password and secret key read from the Variable database_variable; none: no logins."
+  default     = "basic"
+
+  validation {
+    condition     = contains(["basic", "none"], var.auth)
+    error_message = "The auth must be basic or none."
+  }
+}
+
+variable "admin_username" {
+  type        = string
+  description = "auth = basic: MLflow's admin, made at the first start with the password from the Variable."
+  default     = "admin"
 }
 
 variable "allocations" {
@@ -294,6 +311,19 @@ job "mlflow" {
         content {
           data        = "{{ with nomadVar \"${template.value}\" }}MLFLOW_BACKEND_STORE_URI={{ .database_url_${var.database_revision} }}{{ end }}\n"
           destination = "secrets/database.env"
+          env         = true
+          change_mode = "noop"
+        }
+      }
+
+      # auth = basic: MLflow's auth app (MLFLOW_AUTH=basic), the admin's password and the server's secret key
+      # from the same Variable, at the same revision (hex-encoded: the env file carries any character; the
+      # entrypoint decodes them), never in the job's text. auth = none: no template, the job of before.
+      dynamic "template" {
+        for_each = var.auth == "basic" ? [var.database_variable] : []
+        content {
+          data        = "MLFLOW_AUTH=basic\nMLFLOW_AUTH_ADMIN_USERNAME=${var.admin_username}\n{{ with nomadVar \"${template.value}\" }}MLFLOW_AUTH_ADMIN_PASSWORD_HEX={{ .admin_password_${var.database_revision} }}\nMLFLOW_FLASK_SERVER_SECRET_KEY_HEX={{ .secret_key_${var.database_revision} }}{{ end }}\n"
+          destination = "secrets/auth.env"
           env         = true
           change_mode = "noop"
         }

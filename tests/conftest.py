@@ -172,6 +172,32 @@ def nomad_cluster(tmp_path, docker_engine_service, nomad_network, stub_images):
     cluster.nomad.stop()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _suite_cache_dir():
+    """Settings the tests load in-process with their own ``env`` (often ``{}``) get the suite's cache_dir too, as
+    ``clean_env`` gives the tasks they run: an image build keeps its schema read there, the native server its
+    environment, never in the user's ~/.cache/mlflow-self-host (the leftover check compares it)."""
+    from mlflow_self_host.core.settings import Settings
+    from tests.services import CACHE_DIR
+
+    import inspect
+
+    original = Settings.load.__func__
+    signature = inspect.signature(original)
+
+    def load(cls, *args, **kwargs):
+        bound = signature.bind(cls, *args, **kwargs)
+        env = bound.arguments.get("env")
+        env = os.environ if env is None else env
+        if "MSH_CACHE_DIR" not in env:
+            bound.arguments["env"] = {**env, "MSH_CACHE_DIR": str(CACHE_DIR)}
+        return original(*bound.args, **bound.kwargs)
+
+    Settings.load = classmethod(load)
+    yield
+    Settings.load = classmethod(original)
+
+
 @pytest.fixture
 def project_env(monkeypatch):
     """A clean environment (``clean_env``): no MSH_/NOMAD_/PIHOLE_ settings leak in from the developer's shell,
@@ -181,4 +207,5 @@ def project_env(monkeypatch):
         if key not in wanted:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MSH_CACHE_DIR", wanted["MSH_CACHE_DIR"])
+    monkeypatch.setenv("MSH_MLFLOW_ADMIN_PASSWORD", wanted["MSH_MLFLOW_ADMIN_PASSWORD"])
     return monkeypatch

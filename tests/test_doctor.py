@@ -49,7 +49,8 @@ class Services:
         return dict(self.ssh.settings(), registry=self.registry.address, nomad_addr=self.nomad.address,
                     dns_server="127.0.0.1", dns_port=self.dns.port, domain="mlflow.lan",
                     deploy_url=self.mlflow.url, nomad_client_config=str(self.client_hcl),
-                    folder_owner=ssh_service.TEST_USER, datacenter="DC0", doctor_timeout=TIMEOUT)
+                    folder_owner=ssh_service.TEST_USER, datacenter="DC0", doctor_timeout=TIMEOUT,
+                    auth="none")  # the MLflow service here runs without logins (test_auth.py has them)
 
     def env(self) -> dict:
         env = clean_env()
@@ -123,7 +124,7 @@ def test_all_green_then_each_service_stopped_in_turn(own_services, run, capsys):
     rows, code, _ = run(services)
     got = _rows(capsys)
     assert code == 0, {n: r["found"] for n, r in got.items() if not r["ok"]}
-    assert all(r["ok"] for r in got.values()) and len(got) == 25
+    assert all(r["ok"] for r in got.values()) and len(got) == 26
     assert got["metrics"]["found"].endswith("requests counted")
     assert got["last backup"]["found"] == "none yet (no database to back up yet)"
     assert got["last restore drill"]["found"] == "none yet (no backup to drill)"

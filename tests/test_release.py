@@ -27,6 +27,7 @@ from tests.host.conftest import CLIENT_HCL, nomad_user  # noqa: F401 - the fixtu
 from tests.services import clean_env, free_port, project_repo
 from tests.services.nomad_cluster import MLFLOW_TIMINGS
 from tests.services.project_repo import git
+from tests.services import ADMIN_PASSWORD  # auth: basic by default
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("tasks.py", "invoke.yaml", "version.txt", "docker", "nomad")
@@ -74,7 +75,7 @@ def load(repo: Path, registry=None, **overrides) -> Settings:
     if registry is not None:
         values["registry"] = getattr(registry, "address", registry)  # the fixture, or an address
     values.update(overrides)
-    settings = Settings.load(root=repo, env={}, overrides=values)
+    settings = Settings.load(root=repo, env={"MSH_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD}, overrides=values)
     _IMAGES.append(settings.image_repo())
     return settings
 
@@ -385,7 +386,8 @@ def running_mlflow(nomad) -> tuple[str, str]:
     (alloc,) = nomad.running_allocs()
     port = alloc["AllocatedResources"]["Shared"]["Ports"][0]["Value"]
     image = nomad.container_of(alloc["ID"]).attrs["Config"]["Image"]
-    return image, requests.get(f"http://127.0.0.1:{port}/version", timeout=10).text
+    # auth: basic (the default): /version too asks for credentials
+    return image, requests.get(f"http://127.0.0.1:{port}/version", timeout=10, auth=("admin", ADMIN_PASSWORD)).text
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from tests.services.mlflow_image import clean_env
 from tests.services.mlflow_load import SteadyLogger
 from tests.services.nomad_cluster import MLFLOW_TIMINGS
 from tests.services.project_repo import git
+from tests.services import ADMIN_PASSWORD  # auth: basic by default
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = "mlflow.lan"
@@ -136,6 +137,8 @@ def test_the_whole_user_path(tmp_path, fresh_host, proxy, dns_server, registry, 
         # 5. a user logs through the name and the proxy
         monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")  # auth: basic, the default: the admin logs
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
         with resolver.use_dns(dns_server.port):
             from mlflow.tracking import MlflowClient
 
@@ -187,7 +190,8 @@ def test_the_whole_user_path(tmp_path, fresh_host, proxy, dns_server, registry, 
             assert double.container_of(alloc["ID"]).attrs["Config"]["Image"].endswith(f"/{image}:v0.100")
             port = alloc["AllocatedResources"]["Shared"]["Ports"][0]["Value"]
             proxy.wait_for_route(DOMAIN, timeout=10, upstreams=[f"127.0.0.1:{port}"])
-            answer = requests.get(url + "api/2.0/mlflow/experiments/search?max_results=5", timeout=10)
+            answer = requests.get(url + "api/2.0/mlflow/experiments/search?max_results=5", timeout=10,
+                                  auth=("admin", ADMIN_PASSWORD))
             assert answer.status_code == 200 and "path" in answer.text
             assert {m.step for m in client.get_metric_history(run, "load")} >= set(logger.acknowledged)
 

@@ -18,7 +18,7 @@ class ExitCode(IntEnum):
     NOT_BUILT = 6              # push: the image is not built yet
     REGISTRY_UNREACHABLE = 7   # the registry does not answer
     INSECURE_REFUSED = 8       # the engine refuses a plain-HTTP registry (insecure-registries)
-    UNAUTHORIZED = 9           # the registry refused the login or the push
+    UNAUTHORIZED = 9           # the registry refused the login or the push (or MLflow the admin's: inv users)
     PLACEMENT = 10             # Nomad cannot place the job (or no client of the image's architecture)
     DEPLOY_FAILED = 11         # the deployment failed and was not reverted (or the revert failed too)
     REVERTED = 12              # the deployment failed and Nomad reverted to the last stable version

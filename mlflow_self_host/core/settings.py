@@ -53,6 +53,8 @@ SECRETS = {
     "pihole_password": ("MSH_PIHOLE_PASSWORD", "PIHOLE_PASSWORD"),
     "sudo_password": ("MSH_SUDO_PASSWORD",),
     "database_url": ("MSH_DATABASE_URL",),  # postgresql://user:password@host:5432/mlflow (store: postgres)
+    "admin_password": ("MSH_MLFLOW_ADMIN_PASSWORD",),  # auth: basic, MLflow's admin (core/auth.py)
+    "secret_key": ("MSH_MLFLOW_SECRET_KEY",),  # auth: basic, the server's CSRF key (unset: deploy makes one)
 }
 
 # Nomad names Variables after the job: ``nomad/jobs/{job_name}`` (the database URL) and
@@ -296,6 +298,7 @@ CHECKS = {
     "doctor_timeout": _positive, "dns_ttl": _at_least(0), "backup_keep": _at_least(1),
     "backup_max_age_hours": _positive_of("hours"), "drill_max_age_days": _positive_of("days"),
     "store": _choice("sqlite", "postgres"), "dns_backend": _choice("pihole", "dnsmasq"),
+    "auth": _choice("basic", "none"), "admin_username": _user_name,
     "service_provider": _choice("auto", "consul", "nomad", empty="auto"),
     "host": _host_name(), "ssh_user": _user_name, "domain": _host_name(), "dns_target": _host_name(),
     "dns_server": _host_name(required=False),
@@ -388,8 +391,8 @@ USER_FILE_HEADER = f"""\
 # Only what differs from the defaults in {DEFAULTS_FILE} (which ships with the project: leave that one as it is).
 # Commit this file in your clone (git add {USER_FILE} && git commit): `inv release` wants a clean tree,
 # and an update of the project never touches it. `inv config` shows every value and where it came from.
-# Secrets never go here: export MSH_REGISTRY_PASSWORD, NOMAD_TOKEN, PIHOLE_PASSWORD, MSH_SUDO_PASSWORD
-# or MSH_DATABASE_URL instead.
+# Secrets never go here: export MSH_REGISTRY_PASSWORD, NOMAD_TOKEN, PIHOLE_PASSWORD, MSH_SUDO_PASSWORD,
+# MSH_DATABASE_URL or MSH_MLFLOW_ADMIN_PASSWORD instead.
 """
 
 

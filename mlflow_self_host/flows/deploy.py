@@ -39,7 +39,7 @@ from ..steps.job import jobfile, plan_view
 from ..adapters import nomad_api
 from .deploy_plan import API_PATH, DeployFacts, JobFacts, deploy_url, make_plan
 
-STORE = ("backup", "variable", "stop", "migrate")  # the store step's part of the deploy's plan
+STORE = ("backup", "variable", "auth", "stop", "migrate")  # the store step's part of the deploy's plan
 JOB = ("register", "follow", "check")  # the job step's part
 
 
@@ -64,7 +64,11 @@ def deploy(settings, version, dry_run: bool = False, skip_host: bool = False, sk
     ``migrate``: `inv migrate`, where a store that cannot be taken over (no database) is an error;
     a deploy takes one over only when it finds one (flows/takeover.py)."""
     from ..steps import runner
+    from ..steps.job import database_variable
 
+    if not dry_run:  # a missing admin password (auth: basic): refused before the lock and any change
+        database_variable.wanted_auth(settings)
+    _warn_auth_off(settings)
     version = _version(version)
     what = f"{'migrate to' if migrate else 'deploy'} v{version.text}"
     steps = Deploy(settings, version, dry_run=dry_run, skip_host=skip_host, skip_build=skip_build, backup=backup,
@@ -162,6 +166,7 @@ class Deploy:
 
         settings = self.settings
         self._early("store", lambda: database_variable.wanted(settings))  # MSH_DATABASE_URL, before any change
+        self._early("store", lambda: database_variable.wanted_auth(settings))  # MSH_MLFLOW_ADMIN_PASSWORD, too
         self.n = nomad_api.client(settings)
         if not self.skip_host:
             self.found = self._early("takeover", self._read_store_on_host)
@@ -505,6 +510,8 @@ class Deploy:
 
             console.step(change.describe())  # the URL with its password as ****
             database_variable.write(settings, self.n, self.variable)
+        elif op.kind == "auth":  # said: the Variable's write and the register turn it on
+            console.warn(change.detail)
         elif op.kind == "backup":  # before an image version change of a running job
             from ..steps import backup as backups
 
@@ -645,6 +652,14 @@ class Deploy:
         exc.hint = "; ".join(h for h in (exc.hint, takeover.restore_hint(found)) if h)
 
 
+def _warn_auth_off(settings) -> None:
+    from ..core import auth, console
+
+    if not auth.enabled(settings):
+        console.warn(f"auth is none: anyone who reaches {deploy_url(settings)} may read, change and delete every "
+                     "experiment and model (set auth: basic and export MSH_MLFLOW_ADMIN_PASSWORD to require logins)")
+
+
 def _warn_not_ours(settings, n) -> None:
     """--skip-host does not read the store: say so when the running job looks like the original recipe's."""
     from ..core import console
@@ -657,9 +672,12 @@ def _warn_not_ours(settings, n) -> None:
 
 
 def _say_where_the_url_is(settings, n, variable, exc: UserError, registered: bool) -> None:
-    """A failure after deploy wrote a new database URL: add to the hint which URL the tasks read now."""
+    """A failure after deploy wrote a new database URL: add to the hint which URL the tasks read now (nothing with
+    SQLite: the Variable's auth secrets go back with the job version that reads them)."""
     from ..steps.job import database_variable
 
+    if variable is None or variable.wanted is None:
+        return
     if exc.code == ExitCode.REVERTED:  # the version Nomad went back to reads its own revision's item, if any
         try:
             back = database_variable.registered_revision(jobfile.current(settings, n))
@@ -797,23 +815,29 @@ def register(settings, n, job: dict, modify_index: int) -> dict:
 
 
 def check_service(settings, timeout: float | None = None) -> str:
-    """GET an MLflow API path through the URL users use (the proxy checks the Host header, MLflow too)."""
+    """GET an MLflow API path through the URL users use (the proxy checks the Host header, MLflow too), as the
+    admin when auth is on (core/auth.py)."""
     import requests
 
-    from ..core import console
+    from ..core import auth, console
 
     url = deploy_url(settings)
     target = url + API_PATH
     console.step(f"checking {target}")
     last = ""
+    creds = auth.basic(settings)
 
     def answers() -> str | None:
         nonlocal last
         try:
-            response = requests.get(target, timeout=5)
+            response = requests.get(target, timeout=5, auth=creds)
             if response.status_code == 200 and "experiments" in response.text:
                 return url
             last = f"HTTP {response.status_code}: {response.text.strip()[:120]}"
+            if response.status_code == 401:
+                last += (f" (MLflow refuses the admin {settings.admin_username}'s credentials: is "
+                         "MSH_MLFLOW_ADMIN_PASSWORD the admin's password now? `inv users --set-password` changes it)"
+                         if creds else " (MLflow asks for credentials: export MSH_MLFLOW_ADMIN_PASSWORD)")
         except requests.RequestException as exc:
             last = first_line(exc)
         return None

@@ -25,7 +25,7 @@ API_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
 class Step:
     """One step of a deploy, as data (deploy.py's ``apply_one`` performs it)."""
 
-    kind: str  # configure_host, build, takeover, job, backup, variable, stop, migrate, register, follow, check
+    kind: str  # configure_host, build, takeover, job, backup, variable, auth, stop, migrate, register, follow, check
     from_version: str = ""  # backup: the running version
     to_version: str = ""  # backup: the version deployed
     modify_index: int = 0  # register: check-and-set against Nomad's plan
@@ -47,8 +47,8 @@ class JobFacts:
     modify_index: int = 0  # the plan's JobModifyIndex
     placement: UserError | None = None  # Nomad cannot place the job (exit 10)
     latest: dict | None = None  # the latest deployment (ID, JobVersion, Status, StatusDescription): read when unchanged
-    database: object = None  # store postgres: database_variable.VariableFacts (None: sqlite, nothing to write)
-    reads_revision: str | None = None  # store postgres: the revision whose URL item the parsed job reads
+    database: object = None  # store postgres or auth basic: database_variable.VariableFacts (None: nothing to write)
+    reads_revision: str | None = None  # the revision whose items the parsed job reads (its Variable's)
 
 
 @dataclass
@@ -103,9 +103,10 @@ def make_plan(settings, facts: DeployFacts) -> Plan:
 
     if job.database is not None and job.reads_revision != job.database.job_revision:
         raise UserError(f"the job file {settings.job_file} does not read the database's URL at its revision (the "
-                        f"item database_url_${{var.database_revision}} of {job.database.path}), so a new URL would "
-                        "not reach the tasks and a revert would not bring the old one back; nothing was changed",
-                        hint="take the template block of nomad/mlflow.nomad.hcl into your job file",
+                        f"items database_url_, admin_password_, secret_key_${{var.database_revision}} of "
+                        f"{job.database.path}), so a new value would not reach the tasks and a revert would not "
+                        "bring the old one back; nothing was changed",
+                        hint="take the template blocks of nomad/mlflow.nomad.hcl into your job file",
                         code=ExitCode.BAD_ARGUMENT)
     if not job.changed:
         latest = job.latest or {}
@@ -191,16 +192,22 @@ def refuse_schema(version: str, schema, backup: bool) -> None:
 
 
 def _variable(plan: Plan, job: JobFacts) -> None:
-    """Write the database's URL into the job's Nomad Variable when it differs (store postgres). Its new
-    revision is in the job's template, so the job differs too: the register replaces the allocations."""
+    """Write the database's URL and the auth secrets into the job's Nomad Variable when they differ (store
+    postgres, auth basic). Its new revision is in the job's template, so the job differs too: the register
+    replaces the allocations."""
     from ..core import database
 
     variable = job.database
     if variable is None or not variable.differs:
         return
-    detail = f"database_url = {database.shown_url(variable.wanted)}"
-    plan.add("update" if variable.exists else "create", f"variable {variable.path}", detail,
+    shown = [f"database_url = {database.shown_url(variable.wanted)}"] if variable.wanted is not None else []
+    shown += [f"{name} = ****" for name in variable.auth]
+    plan.add("update" if variable.exists else "create", f"variable {variable.path}", ", ".join(shown),
              op=Step("variable", modify_index=variable.modify_index))
+    if variable.auth_turns_on and job.job_version is not None:
+        plan.add("turn on", "authentication", "MLflow's logins: clients now need credentials "
+                 "(MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; `inv users --add NAME` makes them)",
+                 op=Step("auth"))
 
 
 def _check(settings, plan: Plan) -> None:

@@ -426,11 +426,12 @@ def check_dns(settings, timeout):
 def check_service(settings, timeout):
     import requests
 
+    from ..core import auth
     from .deploy import deploy_url
 
     url = deploy_url(settings)  # the URL deploy checks: deploy_url, else http://{domain}/
-    try:
-        resp = requests.get(url + "version", timeout=_inner(timeout))
+    try:  # as the admin when its password is set: with auth on, /version asks for credentials too
+        resp = requests.get(url + "version", timeout=_inner(timeout), auth=auth.basic(settings))
     except requests.exceptions.RequestException as exc:
         yield _fail("service URL", f"{url}: {connection_reason(exc)}",
                     "is the job healthy (`inv status`)? does the domain resolve here (see the DNS rows)?")
@@ -487,6 +488,45 @@ def check_metrics(settings, timeout):
                     "or set metrics: false")
         return
     yield Row("metrics", True, f"{url}: {total} requests counted")
+
+
+def check_auth(settings, timeout):
+    """auth on or off, and, on, the admin logging in through the service URL (core/auth.py)."""
+    import requests
+
+    from ..core import auth
+    from .deploy import deploy_url
+    from .deploy_plan import API_PATH
+
+    url = deploy_url(settings)
+    if not auth.enabled(settings):
+        yield Row("auth", True, f"off (auth: none): anyone who reaches {url} may read, change and delete everything",
+                  "set auth: basic and export MSH_MLFLOW_ADMIN_PASSWORD, then `inv deploy`")
+        return
+    try:
+        auth.admin_password(settings)
+    except UserError as exc:
+        yield _fail("auth", exc.message, exc.hint or "")
+        return
+    try:
+        open_ = requests.get(url + API_PATH, timeout=_inner(timeout))
+        logged = requests.get(url + API_PATH, timeout=_inner(timeout), auth=auth.basic(settings))
+    except requests.exceptions.RequestException as exc:
+        yield _fail("auth", f"on; not checked: {url}: {connection_reason(exc)}", "see the service URL row")
+        return
+    if logged.status_code == 401:
+        yield _fail("auth", f"on; the admin {settings.admin_username} cannot log in (HTTP 401)",
+                    "MSH_MLFLOW_ADMIN_PASSWORD is not the admin's password: export the right one, or change it "
+                    "with `inv users --set-password " + str(settings.admin_username) + "`")
+    elif logged.status_code != 200:
+        yield _fail("auth", f"on; {url}{API_PATH} answered HTTP {logged.status_code} to the admin",
+                    "see `inv logs --stderr`")
+    elif open_.status_code == 200:
+        yield _fail("auth", f"{url} answers without credentials: the server runs without auth",
+                    "`inv deploy` turns it on (auth: basic)")
+    else:
+        yield Row("auth", True, f"on; the admin {settings.admin_username} logs in, no credentials get HTTP "
+                                f"{open_.status_code}")
 
 
 def check_database(settings, timeout):
@@ -548,6 +588,7 @@ CHECKS = [
     Check(["service URL"], check_service),
     Check(["metrics"], check_metrics),
     Check(["last backup", "last restore drill"], check_backups),
+    Check(["auth"], check_auth),
     Check(["database", "database schema"], check_database, store="postgres"),
     Check(["database variable"], check_database_variable, store="postgres"),
     Check(["shared artifacts"], check_artifacts, store="postgres"),

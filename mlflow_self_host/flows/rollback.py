@@ -169,13 +169,15 @@ def make_plan(settings, facts: RollbackFacts) -> Plan:
               f"({jobfile.image_of(target)})")
     revision, now = database_variable.registered_revision(target), database_variable.registered_revision(current)
     restoring = _refuse_schema(settings, facts)
-    if revision and database_variable.item_for(revision) not in facts.variable_items:
+    if revision and not database_variable.holds_revision(facts.variable_items, revision):
         raise UserError(f"job version {target['Version']} reads its database URL at revision {revision}, which "
                         f"{jobfile.database_variable(settings)} no longer holds: its tasks would stop at start; "
                         "nothing was reverted",
                         hint="go back to a newer version (`inv rollback --to N`), or `inv deploy` the image you want")
     if revision and revision != now:
-        detail += f", with the database URL it ran with (revision {revision})"
+        detail += (f", with the database URL it ran with (revision {revision})"
+                   if database_variable.item_for(revision) in facts.variable_items
+                   else f", with the admin password and secret key it ran with (revision {revision})")
     if restoring is not None:
         name, backup_revision = restoring
         plan.title += f": schema {facts.schema.db_revision} -> {backup_revision} (restore the backup taken before the migration)"

@@ -34,18 +34,22 @@ def smoke(settings, url: str | None = None, host_header: str | None = None) -> S
     url = (url or f"http://127.0.0.1:{settings.local_port}/").rstrip("/") + "/"
     host_header = host_header or settings.domain
     console.step(f"smoke test of {url}")
+    from ..core import auth
+
+    creds = auth.basic(settings)
     _check_health(url)
-    _check_host_header(url, host_header)
-    result = _round_trip(url, host_header)
+    _check_host_header(url, host_header, creds)
+    with auth.client_env(settings):
+        result = _round_trip(url, host_header)
     console.done(f"smoke test passed: {url} (run {result.run_id})")
     return result
 
 
-def _get(url: str, headers: dict | None = None):
+def _get(url: str, headers: dict | None = None, creds: tuple | None = None):
     import requests
 
     try:
-        return requests.get(url, headers=headers or {}, timeout=15)
+        return requests.get(url, headers=headers or {}, timeout=15, auth=creds)
     except requests.exceptions.RequestException as exc:
         raise UserError(f"no MLflow answers at {url}: {connection_reason(exc)}",
                         hint="start it with `inv up`, or pass --url of a running server",
@@ -61,10 +65,15 @@ def _check_health(url: str) -> None:
     console.done(f"{url}health: {response.text.strip()[:20]}")
 
 
-def _check_host_header(url: str, host_header: str) -> None:
-    response = _get(url + API_PATH, headers={"Host": host_header})
+def _check_host_header(url: str, host_header: str, creds: tuple | None = None) -> None:
+    response = _get(url + API_PATH, headers={"Host": host_header}, creds=creds)
     if response.status_code == 403 and "invalid host header" in response.text.lower():
         raise host_rejected(host_header)
+    if response.status_code == 401:
+        raise UserError(f"{url} asks for credentials (HTTP 401)" + (" and refuses the admin's" if creds else ""),
+                        hint=("MSH_MLFLOW_ADMIN_PASSWORD must be the admin's password (`inv users --set-password` "
+                              "changes it)") if creds else "export MSH_MLFLOW_ADMIN_PASSWORD (the admin's password)",
+                        code=ExitCode.SMOKE_FAILED)
     if response.status_code != 200:
         raise UserError(f"GET /{API_PATH} with Host {host_header} answered HTTP {response.status_code}",
                         code=ExitCode.SMOKE_FAILED)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_self_host.core.settings import Settings
+from tests.services import ADMIN_PASSWORD  # auth: basic by default
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +34,7 @@ def remote_settings(project, ssh_server, tmp_path):
         values = dict(ssh_server.settings(), backend_path=str(tmp_path / "host" / "backend"),
                       backups_path=str(tmp_path / "host" / "backups"), nomad_addr="http://127.0.0.1:1")
         values.update(overrides)
-        return Settings.load(root=project, env={}, overrides=values)
+        return Settings.load(root=project, env={"MSH_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD}, overrides=values)
 
     return make
 

@@ -42,4 +42,7 @@ def job_settings(double_or_addr, env=None, **overrides) -> Settings:
         values = {"nomad_addr": address, "registry": "127.0.0.1:5999", "image": "mlflow", "deploy_poll": "0.03",
                   "deploy_timeout": 30, "deploy_check": False}
     values.update(overrides)
-    return Settings.load(root=PROJECT_ROOT, env=env or {}, overrides=values)
+    from tests.services import ADMIN_PASSWORD  # auth: basic by default, as clean_env has it
+
+    return Settings.load(root=PROJECT_ROOT, env={"MSH_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})},
+                         overrides=values)

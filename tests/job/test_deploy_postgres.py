@@ -21,7 +21,8 @@ DRIVER_URL = "postgresql+psycopg2://mlflow:s3cret-pw@db.lan:5432/mlflow"
 
 def settings_for(double, url=URL, **more):
     more.setdefault("shutdown_delay", "1s")  # the test proxy reads the catalogue every 0.5 s
-    return job_settings(double, env={"MSH_DATABASE_URL": url}, store="postgres", **more)
+    # the database URL alone in the Variable (test_auth_variable.py: the auth secrets beside it)
+    return job_settings(double, env={"MSH_DATABASE_URL": url}, store="postgres", **{"auth": "none", **more})
 
 
 def run(settings, version, **kwargs):

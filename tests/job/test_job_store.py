@@ -36,6 +36,7 @@ def render(provider="nomad", database_revision=None, **settings) -> dict:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_sqlite_renders_the_job_of_before_byte_for_byte(case):
     overrides, provider = CASES[case]
+    overrides = {**overrides, "auth": "none"}  # the job of before had no logins (auth: basic adds its template)
     before = json.loads(BEFORE.read_text())[case]
     # metrics: false is the job of before but for the entrypoint told so (the metrics setting came after it, issue 30)
     for job in (render(provider, metrics=False, **overrides),
@@ -59,7 +60,8 @@ def test_postgres_renders_count_allocations_and_the_url_from_the_variable():
     assert group["Count"] == 2
     assert group["ShutdownDelay"] == 20 * 10**9  # a stopped allocation serves until the proxy dropped it
     assert group["Update"]["MaxParallel"] == 1 and group["Update"]["AutoRevert"] is True
-    (template,) = task["Templates"]
+    template, auth_template = task["Templates"]
+    assert auth_template["DestPath"] == "secrets/auth.env"  # auth: basic (the default): test_auth.py
     # a new URL comes at a new revision, whose item the template reads: the job changes, a rolling update, not
     # every task restarted; an older job version reads its own revision's item
     assert template["Envvars"] is True and template["ChangeMode"] == "noop"

@@ -50,8 +50,9 @@ def test_the_migration_job_is_the_service_task_once_with_the_new_image_and_no_se
 def test_on_postgres_the_migration_reads_the_url_from_its_own_variable_at_the_same_item():
     service = service_job(store="postgres", database_revision="20261207T180000000000Z")
     job = batch.spec(service, NEW, "mlflow-migrate", variable=batch.variable_path(job_settings("http://127.0.0.1:1")))
-    (template,) = job["TaskGroups"][0]["Tasks"][0]["Templates"]
-    (before,) = service["TaskGroups"][0]["Tasks"][0]["Templates"]
+    (template,) = job["TaskGroups"][0]["Tasks"][0]["Templates"]  # the URL's only: not auth's secrets
+    before, auth = service["TaskGroups"][0]["Tasks"][0]["Templates"]
+    assert ".database_url_" in before["EmbeddedTmpl"] and ".database_url_" not in auth["EmbeddedTmpl"]
     assert template["EmbeddedTmpl"] == before["EmbeddedTmpl"].replace('"nomad/jobs/mlflow"', '"nomad/jobs/mlflow-migrate"')
     assert template["Envvars"] is True and template["DestPath"] == before["DestPath"]
     assert batch.template_items(service) == ["database_url_20261207T180000000000Z"]

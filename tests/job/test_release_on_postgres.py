@@ -18,6 +18,9 @@ from mlflow_self_host.core.settings import PROJECT_ROOT, Settings
 from tests.services import proxy as proxy_service
 from tests.services import wait_for
 from tests.services.nomad_cluster import MLFLOW_TIMINGS, layout
+from tests.services import ADMIN_PASSWORD  # auth: basic by default
+
+ADMIN = ("admin", ADMIN_PASSWORD)
 
 pytestmark = pytest.mark.slow
 DOMAIN = "mlflow.lan"
@@ -91,7 +94,9 @@ def cluster(tmp_path, mlflow_image, postgres_server, docker_engine_service, noma
     double = NomadDouble(engine=client, network=nomad_network, client_config=root / "nomad.d" / "client.hcl",
                          consul=consul)
     proxy = proxy_service.start(tmp_path / "proxy", consul.address, poll=0.5, provider="consulCatalog")
-    settings = Settings.load(root=PROJECT_ROOT, env={"MSH_DATABASE_URL": url}, overrides={
+    settings = Settings.load(root=PROJECT_ROOT, env={"MSH_DATABASE_URL": url,
+                                                     "MSH_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD},
+                             overrides={
         **mlflow_image.settings_overrides, "nomad_addr": double.address, "store": "postgres",
         "service_provider": "consul", "deploy_check": False, "deploy_poll": "0.2", "deploy_timeout": 240,
         "backend_path": str(root / "data" / "mlflow" / "backend"),
@@ -125,6 +130,7 @@ class MetricLogger(threading.Thread):
         self.logged, self.failed = [], []
         self.stop = threading.Event()
         self.session = requests.Session()
+        self.session.auth = ADMIN  # auth: basic (the default): the admin logs the metrics
 
     def run(self):
         step = 0
@@ -143,8 +149,8 @@ class MetricLogger(threading.Thread):
 
 
 def history(proxy, run_id) -> list[int]:
-    response = requests.get(api(proxy, "metrics/get-history"), params={"run_id": run_id, "metric_key": "loss",
-                                                                      "max_results": 100000},
+    response = requests.get(api(proxy, "metrics/get-history"), auth=ADMIN,
+                            params={"run_id": run_id, "metric_key": "loss", "max_results": 100000},
                             headers={"Host": DOMAIN}, timeout=30)
     response.raise_for_status()
     return sorted(m["step"] for m in response.json().get("metrics", []))
@@ -158,9 +164,9 @@ def test_a_release_and_a_killed_allocation_fail_no_request(cluster):
     proxy.wait_for_route(DOMAIN, timeout=30)
     wait_for(lambda: len(proxy.routes().get(DOMAIN, [])) == 2, 30, "both allocations behind the proxy")
     headers = {"Host": DOMAIN}
-    experiment = requests.post(api(proxy, "experiments/create"), json={"name": "release"}, headers=headers,
+    experiment = requests.post(api(proxy, "experiments/create"), json={"name": "release"}, headers=headers, auth=ADMIN,
                                timeout=10).json()["experiment_id"]
-    run_id = requests.post(api(proxy, "runs/create"), json={"experiment_id": experiment}, headers=headers,
+    run_id = requests.post(api(proxy, "runs/create"), json={"experiment_id": experiment}, headers=headers, auth=ADMIN,
                            timeout=10).json()["run"]["info"]["run_id"]
 
     # 1. a release while the client logs: no failed request, nothing lost
@@ -189,8 +195,9 @@ def test_a_release_and_a_killed_allocation_fail_no_request(cluster):
     deadline = time.monotonic() + 6
     while time.monotonic() < deadline:
         direct.append(requests.get(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1",
+                                   auth=ADMIN,
                                    headers=headers, timeout=5).status_code)
-        through.append(requests.get(api(proxy, "experiments/search?max_results=1"), headers=headers,
+        through.append(requests.get(api(proxy, "experiments/search?max_results=1"), headers=headers, auth=ADMIN,
                                     timeout=5).status_code)
         time.sleep(0.05)
     assert set(direct) == {200}

@@ -18,6 +18,7 @@ from tests.host.conftest import make_nomad_host, nomad_user  # noqa: F401 - the 
 from tests.migrate import legacy
 from tests.services.mlflow_image import clean_env
 from tests.services.nomad_cluster import MLFLOW_TIMINGS
+from tests.services import ADMIN_PASSWORD  # auth: basic by default
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD_OF_3_17_2 = "dc11669786a5"  # the last script in mlflow 3.17.2's db_migrations/versions
@@ -167,6 +168,8 @@ def test_migrate_takes_over_the_original_setup_losing_nothing(tmp_path, original
 
     # every run, param, metric step, tag and artifact reads back through the server
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")  # auth: basic, the default
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=url)

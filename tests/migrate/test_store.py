@@ -14,6 +14,7 @@ from mlflow_self_host.core.errors import UserError
 from mlflow_self_host.steps.migrate import host_store as store, schema
 from mlflow_self_host.flows import takeover
 from mlflow_self_host.core.settings import PROJECT_ROOT, Settings
+from tests.services import ADMIN_PASSWORD  # auth: basic by default
 
 CASES = [  # stored location -> after the rewrite (root /mnt/artifacts)
     ("/mnt/artifacts", "mlflow-artifacts:/"),
@@ -45,7 +46,7 @@ def _settings(tmp_path, **more) -> Settings:
     values = {"backend_path": str(tmp_path / "backend"), "artifacts_path": str(tmp_path / "artifacts"),
               "backups_path": str(tmp_path / "backups"), "image_user": f"{os.getuid()}:{os.getgid()}"}
     values.update(more)
-    return Settings.load(root=PROJECT_ROOT, env={}, overrides=values)
+    return Settings.load(root=PROJECT_ROOT, env={"MSH_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD}, overrides=values)
 
 
 @pytest.fixture

@@ -45,11 +45,17 @@ def is_session_name(name: str, tag: str = SESSION_TAG) -> bool:
     return re.fullmatch(rf"[a-z][a-z_-]*{re.escape(tag)}", name) is not None
 
 
+# MLflow's admin password of the suite (auth: basic is the default): in ``clean_env``. Tests look for it in outputs.
+ADMIN_PASSWORD = "suite-admin-" + "pw-7f3a9c1e"
+
+
 def clean_env() -> dict:
-    """The environment a test runs the project with: none of the developer's MSH_/NOMAD_/PIHOLE_ settings, and
-    the suite's own ``cache_dir`` (``CACHE_DIR``), so nothing it builds lands in the user's cache."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_", "PIHOLE_"))}
+    """The environment a test runs the project with: none of the developer's MSH_/NOMAD_/PIHOLE_ settings, the
+    suite's own ``cache_dir`` (``CACHE_DIR``), so nothing it builds lands in the user's cache, and the suite's
+    MLflow admin password (``ADMIN_PASSWORD``: auth is on by default)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSH_", "NOMAD_", "PIHOLE_", "MLFLOW_TRACKING_"))}
     env["MSH_CACHE_DIR"] = str(CACHE_DIR)
+    env["MSH_MLFLOW_ADMIN_PASSWORD"] = ADMIN_PASSWORD
     return env
 
 

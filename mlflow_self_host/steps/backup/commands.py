@@ -163,6 +163,19 @@ def remove(paths) -> str:
     return "rm -f -- " + " ".join(quote(p) for p in paths)
 
 
+def with_auth_copy(backup: str, db: str, aside: str) -> str:
+    """auth: basic: put the backup's copy of basic_auth.db (names.AUTH_PREFIX + its name, beside it) in place of the
+    one beside ``db`` (that one kept aside too), when the backup has one."""
+    from .names import AUTH_DB_NAME, AUTH_PREFIX
+
+    copy = str(PurePosixPath(backup).with_name(AUTH_PREFIX + PurePosixPath(backup).name))
+    auth_db = str(PurePosixPath(db).with_name(AUTH_DB_NAME))
+    suffix = PurePosixPath(aside).name[len(PurePosixPath(db).name):]  # .before-restore-{UTC}
+    auth_aside = str(PurePosixPath(aside).with_name(AUTH_DB_NAME + suffix))
+    return (f"if [ -f {quote(copy)} ]; then {keep_aside(auth_db, auth_aside)}; "
+            f"{put_in_place(copy, auth_db, auth_aside)}; fi")
+
+
 def keep_aside(db: str, aside: str) -> str:
     """Move the current database and its -wal/-shm/-journal aside (each only when it is there)."""
     return (f"set -e; if [ -e {quote(db)} ]; then mv {quote(db)} {quote(aside)}; fi; "

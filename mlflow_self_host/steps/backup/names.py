@@ -14,6 +14,8 @@ import datetime as _dt
 import re
 
 DB_NAME = "mlflow.db"  # the image's store: sqlite:////mnt/backend_store/mlflow.db
+AUTH_DB_NAME = "basic_auth.db"  # auth: basic, MLflow's users beside it (docker/entrypoint.sh)
+AUTH_PREFIX = "auth-"  # its copy beside a backup: auth-{backup's name}, taken, pruned and restored with it
 LOCAL_DOWNLOADS = "backups"  # ./backups on this machine, for --download
 NAME = re.compile(r"^mlflow-(?P<stamp>\d{8}T\d{6}Z)-v(?P<version>[0-9A-Za-z.]+?)(?:-(?P<n>\d+))?\.(?P<ext>db|dump)$")
 EXTENSIONS = {"sqlite": ".db", "postgres": ".dump"}  # the store -> its backups' extension

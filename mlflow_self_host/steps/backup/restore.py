@@ -216,6 +216,8 @@ class Apply:
             return plans.QUIET
         if op.kind == "put in place":
             must(self.target, commands.put_in_place(op.backup, op.db, op.aside), "putting the backup in place")
+            # auth: basic: MLflow's users (basic_auth.db) from the backup's copy beside it, when it has one
+            must(self.target, commands.with_auth_copy(op.backup, op.db, op.aside), "putting MLflow's users in place")
             return plans.QUIET
         if op.kind == "start":
             self._start(op)

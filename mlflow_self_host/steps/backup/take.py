@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from ...core.errors import UserError
 from ...core.plan import Plan
 from . import commands
-from .names import LOCAL_DOWNLOADS, backup_base_name, human_size
+from .names import AUTH_DB_NAME, AUTH_PREFIX, LOCAL_DOWNLOADS, backup_base_name, human_size
 from .target import (BackupResult, MakeFolder, NoDatabase, Prune, Target, Taking, backup_plan, must,  # noqa: F401
                      no_tool, run)
 
@@ -97,6 +97,14 @@ class Apply(Taking):
             raise UserError(f"backup failed on {self.target.label}: "
                             f"{(result.stderr or result.stdout).strip()[-400:] or f'exit {result.exited}'}")
         self.path, self.size = data["path"], int(data["size"])
+        # auth: basic: MLflow's users (basic_auth.db beside mlflow.db) copied the same way, as auth-{the backup's name}
+        auth_db = str(PurePosixPath(op.db).with_name(AUTH_DB_NAME))
+        if run(self.target, commands.is_file(auth_db)).ok:
+            name = PurePosixPath(self.path).name
+            copied = run(self.target, commands.SQLite(op.tool).backup(auth_db, op.folder, AUTH_PREFIX + name[:-3]))
+            if not copied.ok or "path" not in commands.parse_json(copied.stdout):
+                raise UserError(f"backup {self.path} taken, but copying MLflow's users ({auth_db}) failed: "
+                                f"{(copied.stderr or copied.stdout).strip()[-300:] or f'exit {copied.exited}'}")
 
     def _download(self, op: Download) -> Path:
         local_dir = self.settings.root / op.folder

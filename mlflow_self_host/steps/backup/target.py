@@ -161,8 +161,12 @@ class Taking:
         if op.kind == "folder":
             must(self.target, commands.make_folder(op.path), f"creating {op.path}")
             return None
-        if op.names:
-            must(self.target, commands.remove([f"{op.folder}/{name}" for name in op.names]), "removing old backups")
+        if op.names:  # each with what lives beside it: MLflow's users (auth-{name}) and its schema ({name}.schema)
+            from .names import AUTH_PREFIX, schema_file
+
+            paths = [path for name in op.names for path in (f"{op.folder}/{name}", f"{op.folder}/{AUTH_PREFIX}{name}",
+                                                            f"{op.folder}/{schema_file(name)}")]
+            must(self.target, commands.remove(paths), "removing old backups")
         for name in op.names:
             console.info(f"removed old backup {name}")
         self.removed = list(op.names)

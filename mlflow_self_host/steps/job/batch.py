@@ -87,8 +87,9 @@ def spec(service_job: dict, image: str, migrate_id: str, variable: str | None = 
     config["image"] = image
     task["Config"] = config
     task["Env"] = {**(task.get("Env") or {}), ENV: ONLY}
-    if variable is not None:
-        task["Templates"] = [_read_from(t, variable) for t in task.get("Templates") or []]
+    # Only the database URL's template: the migration needs no other secret (auth's admin password and key), and
+    # a task may read only its own job's Variables (store postgres: ``variable``, written for it).
+    task["Templates"] = [_read_from(t, variable) for t in _database_templates(task) if variable is not None]
     group["Tasks"] = [task]
     group["Name"] = group.get("Name") or "migrate"
     job["TaskGroups"] = [group]
@@ -100,12 +101,16 @@ def _read_from(template: dict, variable: str) -> dict:
     return {**template, "EmbeddedTmpl": _VAR_IN_TEMPLATE.sub(f'nomadVar "{variable}"', text)}
 
 
+def _database_templates(task: dict) -> list[dict]:
+    return [t for t in task.get("Templates") or [] if ".database_url" in (t.get("EmbeddedTmpl") or "")]
+
+
 def template_items(service_job: dict) -> list[str]:
-    """The Variable items the service's template reads (``database_url_<revision>``)."""
+    """The Variable items the service's database template reads (``database_url_<revision>``)."""
     group = _service_group(service_job)
     names = []
     for task in group.get("Tasks") or []:
-        for template in task.get("Templates") or []:
+        for template in _database_templates(task):
             names += re.findall(r"\.([A-Za-z0-9_]+)", template.get("EmbeddedTmpl") or "")
     return names
 

@@ -16,6 +16,12 @@ item ``database_url_<revision>``, the same URL: that item is what the job's temp
 - an older job version reads its own URL: Nomad's auto-revert and `inv rollback` bring the old URL back
   with the old version. A write keeps the items of the revisions the job's versions name (and the one
   there now), and drops the others.
+
+With ``auth: basic`` (core/auth.py; any store) the same Variable carries the auth app's secrets the same way,
+per revision: ``admin_password_<revision>`` (MSH_MLFLOW_ADMIN_PASSWORD) and ``secret_key_<revision>``
+(MSH_MLFLOW_SECRET_KEY, else the one of the revision there now, else one made at the first write), hex-encoded
+(the task's env file then carries any character as it is; the entrypoint decodes them). With SQLite and auth the
+Variable holds only those (no ``database_url``).
 """
 from __future__ import annotations
 
@@ -29,18 +35,30 @@ ITEM = "database_url"
 REVISION = "revision"  # not secret: when deploy last wrote ITEM
 # What deploy writes as REVISION. Anything else (a hand edit) is written anew: it names an item in the template.
 REVISION_FORMAT = re.compile(r"\d{8}T\d{12}Z")
-_IN_TEMPLATE = re.compile(r"\.database_url_(\w*)")
+PASSWORD, SECRET_KEY = "admin_password", "secret_key"  # auth: basic (hex-encoded values)
+PER_REVISION = (ITEM, PASSWORD, SECRET_KEY)
+_IN_TEMPLATE = re.compile(r"\.(?:database_url|admin_password|secret_key)_(\w*)")
 
 
-def item_for(revision: str) -> str:
-    """The item the job's template reads at ``revision``."""
-    return f"{ITEM}_{revision}"
+def item_for(revision: str, name: str = ITEM) -> str:
+    """The item the job's template reads at ``revision`` (the database URL's, or ``name``'s)."""
+    return f"{name}_{revision}"
+
+
+def holds_revision(items, revision: str) -> bool:
+    """The Variable's items (names) hold what a job reading ``revision`` reads (its URL, or its auth secrets)."""
+    return any(item_for(revision, name) in items for name in PER_REVISION)
+
+
+def hex_of(secret: str) -> str:
+    """How an auth secret is held in the Variable (and rendered into the task's env file)."""
+    return secret.encode().hex()
 
 
 @dataclass
 class VariableFacts:
     path: str
-    wanted: str = field(repr=False)  # the URL the job must get (the secret: shown only through database.shown_url)
+    wanted: str | None = field(repr=False)  # the URL the job must get (None: SQLite; shown only via database.shown_url)
     current: str | None = field(default=None, repr=False)  # the Variable's database_url now (None: none)
     exists: bool = False  # the Variable is there (with or without the item)
     items: dict = field(default_factory=dict, repr=False)  # its items now (kept on a write)
@@ -48,28 +66,52 @@ class VariableFacts:
     revision: str = ""  # the item REVISION now ("" before the first write of this version of deploy)
     new_revision: str = ""  # the one a write sets (when it was read)
     named: frozenset = frozenset()  # the revisions the job's registered versions read (their items are kept)
+    auth: dict = field(default_factory=dict, repr=False)  # auth basic: {PASSWORD: hex, SECRET_KEY: hex} wanted
 
     @property
     def holds_wanted(self) -> bool:
         """The Variable's URL is the wanted one (as written before its user and password were percent-encoded too:
-        the same URL, which the task read)."""
+        the same URL, which the task read); with SQLite, no URL is wanted."""
+        if self.wanted is None:
+            return True
         return self.current is not None and database.encoded(self.current) == self.wanted
+
+    def wanted_items(self) -> dict:
+        """{name: value} of what each revision holds: the URL (postgres), the auth secrets (auth basic)."""
+        return {**({ITEM: self.wanted} if self.wanted is not None else {}), **self.auth}
 
     @property
     def differs(self) -> bool:
-        """Deploy writes it: another URL, or no revision of deploy's making with its item."""
-        item = self.items.get(item_for(self.revision))
-        return (not self.holds_wanted or not REVISION_FORMAT.fullmatch(self.revision)
-                or item is None or database.encoded(item) != self.wanted)
+        """Deploy writes it: another URL or secret, or no revision of deploy's making with its items."""
+        if not self.holds_wanted or not REVISION_FORMAT.fullmatch(self.revision):
+            return True
+        for name, value in self.wanted_items().items():
+            item = self.items.get(item_for(self.revision, name))
+            if item is None or (database.encoded(item) if name == ITEM else item) != value:
+                return True
+        return False
+
+    @property
+    def auth_turns_on(self) -> bool:
+        """Auth is wanted and the revision there now has none: clients need credentials from now on."""
+        return bool(self.auth) and item_for(self.revision, PASSWORD) not in self.items
 
     def items_to_write(self) -> dict:
-        """The Variable's items after a write: the URL at a new revision; the items of other revisions only
-        where a job version (or the revision there now) reads them; other items kept."""
+        """The Variable's items after a write: the URL and secrets at a new revision; the items of other
+        revisions only where a job version (or the revision there now) reads them; other items kept."""
         keep = set(self.named) | {self.revision}
-        prefix = ITEM + "_"
-        items = {key: value for key, value in self.items.items()
-                 if not key.startswith(prefix) or key[len(prefix):] in keep}
-        return {**items, ITEM: self.wanted, REVISION: self.new_revision, item_for(self.new_revision): self.wanted}
+        prefixes = tuple(name + "_" for name in PER_REVISION)
+
+        def kept(key: str) -> bool:
+            prefix = next((p for p in prefixes if key.startswith(p)), None)
+            return prefix is None or key[len(prefix):] in keep
+
+        items = {key: value for key, value in self.items.items() if kept(key)}
+        if self.wanted is not None:
+            items[ITEM] = self.wanted
+        items[REVISION] = self.new_revision
+        items.update({item_for(self.new_revision, name): value for name, value in self.wanted_items().items()})
+        return items
 
     @property
     def job_revision(self) -> str:
@@ -89,10 +131,34 @@ def registered_revision(job: dict | None) -> str | None:
 
 
 def wanted(settings) -> str | None:
-    """The URL the job gets, or None when the store is SQLite (nothing is written then)."""
+    """The URL the job gets, or None when the store is SQLite (no URL is written then)."""
     if database.kind(settings) != "postgres":
         return None
     return database.sqlalchemy_url(database.url(settings))
+
+
+def used(settings) -> bool:
+    """The job reads the Variable: store postgres, or auth basic (core/auth.py)."""
+    from ...core import auth
+
+    return database.kind(settings) == "postgres" or auth.enabled(settings)
+
+
+def wanted_auth(settings, items: dict | None = None, revision: str = "") -> dict:
+    """auth basic: {PASSWORD: hex, SECRET_KEY: hex} the job gets (a missing admin password refused with the
+    command that sets it); the secret key is MSH_MLFLOW_SECRET_KEY, else the revision's now, else a new one.
+    {} with auth none."""
+    import secrets
+
+    from ...core import auth
+
+    if not auth.enabled(settings):
+        return {}
+    password = auth.admin_password(settings)
+    key = str(settings.secret_key or "")
+    kept = (items or {}).get(item_for(revision, SECRET_KEY)) if revision else None
+    return {PASSWORD: hex_of(password),
+            SECRET_KEY: hex_of(key) if key else (kept or hex_of(secrets.token_urlsafe(32)))}
 
 
 def _namespace(settings) -> str:
@@ -100,23 +166,24 @@ def _namespace(settings) -> str:
 
 
 def read(settings, n) -> VariableFacts | None:
-    """The Variable as it is, against the URL wanted; None with store sqlite."""
+    """The Variable as it is, against the URL and secrets wanted; None when the job reads none (sqlite, no auth)."""
     import datetime as dt
 
     from . import jobfile
 
-    url = wanted(settings)
-    if url is None:
+    if not used(settings):
         return None
+    url = wanted(settings)
     path = jobfile.database_variable(settings)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     variable = fetch(settings, n)
     if variable is None:
-        return VariableFacts(path, url, new_revision=stamp)
+        return VariableFacts(path, url, new_revision=stamp, auth=wanted_auth(settings))
     items = dict(variable.get("Items") or {})
+    revision = str(items.get(REVISION) or "")
     return VariableFacts(path, url, items.get(ITEM), True, items, int(variable.get("ModifyIndex") or 0),
-                         revision=str(items.get(REVISION) or ""), new_revision=stamp,
-                         named=_named_by_versions(settings, n))
+                         revision=revision, new_revision=stamp, named=_named_by_versions(settings, n),
+                         auth=wanted_auth(settings, items, revision))
 
 
 def fetch(settings, n) -> dict | None:

@@ -17,8 +17,8 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
     constraint places it by; deploy reads them from the registry. Without it: the platform setting's,
     else this machine's (what `inv build` makes when it cannot ask Nomad). ``provider``: where the
     service is registered (service_provider.py decides it from the setting and the clients when not given).
-    ``database_revision``: store postgres, the database Variable's revision (database_variable.py); a new
-    one changes the job, so Nomad replaces the allocations one at a time. Not passed with sqlite."""
+    ``database_revision``: store postgres or auth basic, the job Variable's revision (database_variable.py); a
+    new one changes the job, so Nomad replaces the allocations one at a time. Not passed otherwise."""
     if not arch:
         from ...core import platforms as platform
 
@@ -28,7 +28,7 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
         from . import service_provider
 
         provider = service_provider.wanted(settings).value
-    from ...core import database
+    from ...core import auth, database
 
     store_kind = database.kind(settings)
     values = {
@@ -54,8 +54,10 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
         "database_variable": database_variable(settings),
         "allocations": allocations(settings, store_kind),
         "shutdown_delay": settings.shutdown_delay,
+        "auth": auth.mode(settings),
+        "admin_username": str(settings.admin_username),
     }
-    if store_kind == "postgres" and database_revision is not None:
+    if database_revision is not None:  # store postgres or auth basic: the Variable's revision (database_variable.py)
         values["database_revision"] = database_revision
     return values
 

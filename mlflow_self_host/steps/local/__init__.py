@@ -24,12 +24,17 @@ __all__ = ["up", "down", "Apply", "read_facts", "make_up_plan", "make_down_plan"
            "VENV_MARKER", "HEALTH_TIMEOUT", "LOG_FILE", "PID_FILE", "SERVER_UID"]
 
 
-def up(settings, version, require_docker: bool = False, dry_run: bool = False) -> str:
-    """Start the local MLflow (container, or natively without an engine); returns its URL."""
+def up(settings, version, require_docker: bool = False, dry_run: bool = False, auth: bool = False) -> str:
+    """Start the local MLflow (container, or natively without an engine); returns its URL. ``auth``: with
+    MLflow's logins (the admin's password checked first); without, open on 127.0.0.1."""
     from ...adapters import engine as engine_mod
+    from ...core import auth as auth_mod
 
     from .. import runner
 
+    if auth:
+        settings = settings.with_overrides({"local_auth": True})
+        auth_mod.admin_password(settings)  # refused before anything starts
     engine = engine_mod.client(required=False)
 
     def plan(facts) -> plans.Plan:

@@ -37,8 +37,10 @@ def url(settings) -> str:
 
 
 def server_env(settings, backend_uri: str, artifacts: str, host: str) -> dict:
-    """The entrypoint's environment (docker/entrypoint.sh documents it), the same for both modes."""
-    return {
+    """The entrypoint's environment (docker/entrypoint.sh documents it), the same for both modes. With
+    ``local_auth`` (`inv up --auth`): MLflow's auth app, the admin's password from MSH_MLFLOW_ADMIN_PASSWORD
+    (hex-encoded, as the Nomad job hands it), the secret key MSH_MLFLOW_SECRET_KEY or a new one."""
+    env = {
         "MLFLOW_BACKEND_STORE_URI": backend_uri,
         "MLFLOW_ARTIFACTS_DESTINATION": artifacts,
         "MLFLOW_HOST": host,
@@ -46,6 +48,16 @@ def server_env(settings, backend_uri: str, artifacts: str, host: str) -> dict:
         "MLFLOW_WORKERS": str(settings.workers),
         "MLFLOW_DOMAIN": settings.domain,
     }
+    if settings.local_auth:
+        import secrets
+
+        from ...core import auth
+
+        env.update({"MLFLOW_AUTH": "basic", "MLFLOW_AUTH_ADMIN_USERNAME": str(settings.admin_username),
+                    "MLFLOW_AUTH_ADMIN_PASSWORD_HEX": auth.admin_password(settings).encode().hex(),
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY_HEX": str(settings.secret_key or secrets.token_urlsafe(32))
+                    .encode().hex()})
+    return env
 
 
 def port_taken(settings) -> bool:

@@ -4,9 +4,12 @@
              write a marker in the store
 - exit       print STUB_MESSAGE on stderr and exit STUB_EXIT_CODE at once
 - unhealthy  run, but answer /health with 503 forever
+With MLFLOW_AUTH=basic (the job's template hands it the admin's password, hex-encoded) its API answers only the
+admin's HTTP Basic credentials (401 otherwise), as MLflow's auth app does for an unknown user.
 Like the real entrypoint it refuses a store folder it cannot write and an empty MLFLOW_BACKEND_STORE_URI (exit 78),
 and like the real server it stops when the database refuses it: here, a store URI with the password "refused".
 """
+import base64
 import json
 import os
 import signal
@@ -36,6 +39,18 @@ with open(os.path.join(store, "stub-starts.log"), "a") as fh:
     fh.write(f"{label or behaviour} uid={os.getuid()}\n")
 
 
+def _admin_header():
+    if os.environ.get("MLFLOW_AUTH") != "basic":
+        return None
+    hexed = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD_HEX", "")
+    password = bytes.fromhex(hexed).decode() if hexed else os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+    user = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "admin")
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+ADMIN = _admin_header()
+
+
 class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         sys.stderr.write("INFO:     %s - \"%s\"\n" % (self.address_string(), fmt % args))
@@ -55,6 +70,8 @@ class Handler(BaseHTTPRequestHandler):
             if os.environ.get("STUB_MESSAGE"):
                 print(os.environ["STUB_MESSAGE"], flush=True)  # a serving stub says its message on stdout
             return self._send(200, label or "stub", "text/plain")
+        if self.path.startswith("/api/") and ADMIN is not None and self.headers.get("Authorization") != ADMIN:
+            return self._send(401, "You are not authenticated.", "text/plain")
         if self.path.startswith("/api/2.0/mlflow/experiments/search"):
             return self._send(200, json.dumps({"experiments": [], "stub": label}))
         return self._send(404, "Not Found", "text/plain")
