@@ -237,6 +237,29 @@ def test_a_failed_migration_whose_backup_cannot_be_put_back_is_exit_11_with_the_
     assert "then `inv rollback --to 4` starts the old version again" in error.hint
 
 
+def test_on_postgres_the_migration_job_gets_the_url_from_its_own_variable_which_is_removed_after(nomad_cluster):
+    """store: postgres against the Nomad double: the batch job's template renders the URL from
+    nomad/jobs/mlflow-migrate (the stub fails as MLflow does on a refused password: so the URL did reach it),
+    the failure's exit code and line come back, and neither the job's text nor anything left keeps the URL."""
+    from mlflow_self_host.adapters import nomad_api
+    from mlflow_self_host.steps.job import database_variable
+
+    url = "postgresql://mlflow:refused@db.lan:5432/mlflow"
+    s = Settings.load(root=PROJECT_ROOT, env={"MSH_DATABASE_URL": url},
+                      overrides=nomad_cluster.overrides(store="postgres"))
+    revision = "20261207T180000000000Z"
+    values = jobfile.variables(s, "0.99", "amd64,arm64", "nomad", revision)
+    service = engine.parse(HCL, jobfile.var_file(values), canonicalize=True)
+    image = nomad_cluster.publish("0.99")
+    result = batch.run(s, nomad_api.client(s), service, image, url=database_variable.wanted(s), timeout=120)
+    assert result.exit_code == 1, result
+    assert "password authentication failed" in batch.failure_line(result.lines)
+    double = nomad_cluster.nomad
+    assert not [key for key in double.variables if key[1] == "nomad/jobs/mlflow-migrate"]  # removed after
+    registered = json.dumps(double.job("mlflow-migrate"))
+    assert "refused" not in registered and 'nomadVar \\"nomad/jobs/mlflow-migrate\\"' in registered
+
+
 def test_a_failure_after_migrating_a_stopped_job_names_no_rollback_to_its_stopped_copy():
     """The job was stopped before the deploy (e.g. left so by `inv restore`): its registered version is the stopped
     copy, which `inv rollback --to` refuses (exit 2); the way back is the stop and the restore alone."""
