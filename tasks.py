@@ -286,7 +286,8 @@ def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False,
     Exit codes: 0 healthy (or already deployed); 10 placement failed (or no client of the image's
     architecture); 11 deployment failed (and Nomad
     did not revert, or the revert failed too); 12 deployment failed and Nomad reverted to the last
-    stable version (the message says if that one is a stopped copy: the job is stopped then);
+    stable version (the message says if that one is a stopped copy: the job is stopped then), or a
+    schema migration failed: the backup put back, the old version started again (11 when that failed);
     13 healthy in Nomad but the service URL (deploy_url, default http://{domain}/) does not answer;
     14 another release, deploy, rollback or restore holds the deploy lock (`inv lock`);
     15 the database on the host cannot be taken over (see `inv migrate`), or its schema is newer than the

@@ -566,7 +566,8 @@ class Deploy:
         return f"migrated {schema} (batch job {batch.job_id(settings)})"
 
     def _after_failed_migration(self, what: str, cause: UserError | None) -> UserError:
-        """The database put back from the backup just taken, the old version started again; the error (exit 12)."""
+        """The database put back from the backup just taken, the old version started again; the error: exit 12
+        when both were done, else 11 (as "the revert failed too") with the commands that finish it by hand."""
         from ..core import console
 
         settings = self.settings
@@ -574,11 +575,12 @@ class Deploy:
             put_back, restored = self._put_back_the_backup()
         except UserError as exc:
             put_back, restored = f"putting the backup back failed ({exc.message}): the old version was not started", False
-        started = ""
+        started, back = "", restored
+        old = jobfile.version_of(jobfile.image_of(self.stopped_job)) if self.stopped_job is not None else None
         if self.stopped_job is not None and restored:
             from ..steps.job import lifecycle
 
-            old = jobfile.version_of(jobfile.image_of(self.stopped_job)) or "the previous version"
+            old = old or "the previous version"
             console.step(f"starting job {settings.job_name} again with v{old}")
             try:
                 response = lifecycle.start(settings, self.n, self.stopped_job)
@@ -587,12 +589,25 @@ class Deploy:
                     lifecycle.wait_running(settings, self.n, outcome.job_version)
                 started = f"; v{old} runs again"
             except UserError as exc:
-                started = f"; starting v{old} again failed too: {exc.message}"
-        return UserError(f"{what}; {put_back}{started}",
-                         hint=(cause.hint + "; " if cause is not None and cause.hint else "")
-                         + f"`nomad alloc logs -stderr` of the batch job {settings.job_name}-migrate shows the "
-                           "migration's output; nothing of the new version was registered",
-                         code=ExitCode.REVERTED)
+                started, back = f"; starting v{old} again failed too: {exc.message}", False
+        hint = (cause.hint + "; " if cause is not None and cause.hint else "") \
+            + f"`nomad alloc logs -stderr` of the batch job {settings.job_name}-migrate shows the migration's " \
+              "output; nothing of the new version was registered"
+        if not back:
+            hint += "; " + self._by_hand(restored)
+        return UserError(f"{what}; {put_back}{started}", hint=hint,
+                         code=ExitCode.REVERTED if back else ExitCode.DEPLOY_FAILED)
+
+    def _by_hand(self, restored: bool) -> str:
+        """After a failed migration that could not be undone whole: the commands that finish it."""
+        backup = self.backup_result
+        name = backup.path.rsplit("/", 1)[-1] if backup is not None and getattr(backup, "path", "") else "NAME"
+        back = self.known.job_version if self.known is not None else None
+        steps = [] if restored else [f"`inv restore --backup {name}` puts the database back (a stopped job stays "
+                                     "stopped)"]
+        if self.stopped_job is not None:
+            steps.append(f"`inv rollback --to {back if back is not None else 'N'}` starts the old version again")
+        return "to finish by hand: " + ", then ".join(steps)
 
     def _put_back_the_backup(self) -> tuple[str, bool]:
         """The database as the backup before the migration holds it (steps/backup's restore_now, both stores):
@@ -613,6 +628,12 @@ class Deploy:
         """A failure after the migration: the old version cannot read the new schema; the way back."""
         backup = self.backup_result
         name = backup.path.rsplit("/", 1)[-1] if backup is not None and getattr(backup, "path", "") else "NAME"
+        if self.stopped_job is None:  # it was not running before this deploy (stopped, or none): nothing to revert to
+            said = (f"the database was migrated: an older version cannot read it. To go back as it was before this "
+                    f"deploy: `nomad job stop {self.settings.job_name}`, then `inv restore --backup {name}` (a stopped "
+                    "job stays stopped)")
+            exc.hint = "; ".join(h for h in (exc.hint, said) if h)
+            return
         back = (self.known.job_version if self.known is not None else None)
         to = str(back) if back is not None else "N"
         said = (f"the database was migrated: an older version cannot read it. To go back, `inv rollback --to {to} "

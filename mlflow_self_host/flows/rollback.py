@@ -34,14 +34,11 @@ class Revert:
 
 @dataclass(frozen=True)
 class Restore:
-    """--restore: put the backup ``name`` (in backups_path: ``path``) of schema ``revision`` in the database's place."""
+    """--restore: put the backup ``name`` (in backups_path) of schema ``revision`` in the database's place."""
 
     name: str
     revision: str
     kind: str = "restore"
-
-    def path(self, settings) -> str:
-        return f"{settings.backups_path.rstrip('/')}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -184,7 +181,9 @@ def make_plan(settings, facts: RollbackFacts) -> Plan:
         plan.add("stop", f"job {settings.job_name}", f"version {current['Version']} ({jobfile.image_of(current)}): "
                  "nothing serves the database while it is replaced", op=Stop(local=False))
         plan.add("restore", f"backup {name}", f"schema {backup_revision}, in place of the database at "
-                 f"{facts.schema.db_revision} (kept aside)", op=Restore(name, backup_revision))
+                 f"{facts.schema.db_revision} ("
+                 + ("in one transaction" if database.kind(settings) == "postgres" else "kept aside") + ")",
+                 op=Restore(name, backup_revision))
         plan.add("register", f"job {settings.job_name}", detail,
                  op=Register(target["Version"], current["Version"]))
         return plan
@@ -270,25 +269,14 @@ class Apply:
         return self._revert(change.op)
 
     def _restore(self, op: Restore) -> str:
-        """The backup in the database's place (SQLite on the host: the current file kept aside, as `inv
-        restore` does); the job stays stopped until the register."""
-        from ..steps.backup import commands
-        from ..steps.backup.names import utc_stamp
-        from ..steps.backup.take import Target, must
+        """The backup in the database's place, both stores (steps/backup's restore_now, as deploy's failed
+        migration does: SQLite's current file kept aside, PostgreSQL's dump restored in one transaction); the job
+        stays stopped until the register."""
+        from ..steps import backup as backups
 
-        settings = self.settings
-        if database.kind(settings) != "sqlite":
-            raise UserError(f"--restore with store {database.kind(settings)} is not done by rollback yet; the job "
-                            "is stopped, the database untouched",
-                            hint=f"`inv restore --backup {op.name}`, then `inv rollback --to N` (the version you "
-                                 "chose)")
-        with Target.remote(settings) as target:
-            aside = f"{target.db}.before-restore-{utc_stamp()}"
-            path = op.path(settings)
-            must(target, commands.is_file(path), f"finding {path}")
-            must(target, commands.keep_aside(target.db, aside), "keeping the database aside")
-            must(target, commands.put_in_place(path, target.db, aside), "putting the backup in place")
-        return f"restored {op.name} (schema {op.revision}); the database it replaced is kept as {aside}"
+        aside = backups.restore_now(self.settings, op.name)
+        kept = f"; the database it replaced is kept as {aside}" if aside else " (in one transaction)"
+        return f"restored {op.name} (schema {op.revision}){kept}"
 
     def _revert(self, op: Revert) -> str:
         import nomad.api.exceptions as nex

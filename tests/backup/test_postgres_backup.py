@@ -187,6 +187,27 @@ def test_before_deploy_dumps_and_restore_now_puts_it_back(postgres_server, remot
     assert again.downloaded == str(settings.root / "backups" / again.name)
 
 
+def test_rollback_restore_puts_the_dump_back_with_store_postgres(postgres_server, remote_settings):
+    """`inv rollback --to N --restore`'s restore (the change after its stop) with store: postgres: the dump deploy
+    took before the migration replaces the migrated database (it once stopped there: "not done by rollback yet",
+    the job left stopped, while deploy's own hint after a failed release names this very command)."""
+    from mlflow_self_host.core.plan import Plan
+    from mlflow_self_host.flows import rollback
+
+    pg = postgres_server
+    name, url = make_store(pg)
+    settings = remote_settings(store="postgres", database_url=url)
+    at_backup = snapshot(pg, name)
+    taken = backup.before_deploy(settings, "3.16.1", "3.17.2")
+    more_work(pg, name)  # the migration's table and revision, and rows logged since
+    plan = Plan("rollback")
+    plan.add("restore", f"backup {taken.name}", "", op=rollback.Restore(taken.name, "b7e2c1a4d9f3"))
+    (change,) = plan.changes
+    said = rollback.Apply(settings, None).apply_one(change)
+    assert said.startswith(f"restored {taken.name} (schema b7e2c1a4d9f3)"), said
+    assert snapshot(pg, name) == at_backup and "webhooks" not in pg.tables(name)
+
+
 def test_before_deploy_with_an_empty_database_takes_none(postgres_server, remote_settings, capsys):
     url = postgres_server.database(f"empty_{uuid.uuid4().hex[:8]}")
     assert backup.before_deploy(remote_settings(store="postgres", database_url=url), "0.98", "0.99") is None

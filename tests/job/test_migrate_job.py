@@ -211,3 +211,68 @@ def test_inv_deploy_failing_after_its_migration_names_the_way_back_and_rollback_
     (alloc,) = nomad_cluster.nomad.running_allocs()
     assert nomad_cluster.nomad.container_of(alloc["ID"]).attrs["Config"]["Image"].endswith(":v0.99")
     docker_client.images.remove(f"{repo}:v1.2", noprune=True)
+
+
+def test_a_failed_migration_whose_backup_cannot_be_put_back_is_exit_11_with_the_commands_that_finish_it(
+        monkeypatch):
+    """Exit 12 says the database is as the backup left it and the old version runs: when the put-back fails,
+    neither is true; the error is 11 ("the revert failed too") and its hint names the restore and the rollback."""
+    from mlflow_self_host.core.errors import ExitCode, UserError
+    from mlflow_self_host.flows.deploy_plan import JobFacts
+    from mlflow_self_host.steps.backup import BackupResult
+
+    steps = job_deploy.Deploy(job_settings("http://127.0.0.1:1"), "1.1")
+    steps.stopped_job = {"TaskGroups": [{"Tasks": [{"Config": {"image": "registry.lan:5000/mlflow:v0.99"}}]}]}
+    steps.known = JobFacts(job_version=4)
+    steps.backup_result = BackupResult("/var/backups/mlflow/mlflow-20261207T180000Z-v0.99.db", 1000, "0.99",
+                                       "host m700", [])
+
+    def fails():
+        raise UserError("cp: cannot stat the backup")
+
+    monkeypatch.setattr(steps, "_put_back_the_backup", fails)
+    error = steps._after_failed_migration("the migration of schema a → b failed (exit code 1)", None)
+    assert error.code == ExitCode.DEPLOY_FAILED == 11
+    assert "putting the backup back failed (cp: cannot stat the backup)" in error.message
+    assert "`inv restore --backup mlflow-20261207T180000Z-v0.99.db`" in error.hint
+    assert "then `inv rollback --to 4` starts the old version again" in error.hint
+
+
+def test_on_postgres_the_migration_job_gets_the_url_from_its_own_variable_which_is_removed_after(nomad_cluster):
+    """store: postgres against the Nomad double: the batch job's template renders the URL from
+    nomad/jobs/mlflow-migrate (the stub fails as MLflow does on a refused password: so the URL did reach it),
+    the failure's exit code and line come back, and neither the job's text nor anything left keeps the URL."""
+    from mlflow_self_host.adapters import nomad_api
+    from mlflow_self_host.steps.job import database_variable
+
+    url = "postgresql://mlflow:refused@db.lan:5432/mlflow"
+    s = Settings.load(root=PROJECT_ROOT, env={"MSH_DATABASE_URL": url},
+                      overrides=nomad_cluster.overrides(store="postgres"))
+    revision = "20261207T180000000000Z"
+    values = jobfile.variables(s, "0.99", "amd64,arm64", "nomad", revision)
+    service = engine.parse(HCL, jobfile.var_file(values), canonicalize=True)
+    image = nomad_cluster.publish("0.99")
+    result = batch.run(s, nomad_api.client(s), service, image, url=database_variable.wanted(s), timeout=120)
+    assert result.exit_code == 1, result
+    assert "password authentication failed" in batch.failure_line(result.lines)
+    double = nomad_cluster.nomad
+    assert not [key for key in double.variables if key[1] == "nomad/jobs/mlflow-migrate"]  # removed after
+    registered = json.dumps(double.job("mlflow-migrate"))
+    assert "refused" not in registered and 'nomadVar \\"nomad/jobs/mlflow-migrate\\"' in registered
+
+
+def test_a_failure_after_migrating_a_stopped_job_names_no_rollback_to_its_stopped_copy():
+    """The job was stopped before the deploy (e.g. left so by `inv restore`): its registered version is the stopped
+    copy, which `inv rollback --to` refuses (exit 2); the way back is the stop and the restore alone."""
+    from mlflow_self_host.core.errors import UserError
+    from mlflow_self_host.flows.deploy_plan import JobFacts
+    from mlflow_self_host.steps.backup import BackupResult
+
+    steps = job_deploy.Deploy(job_settings("http://127.0.0.1:1"), "1.1")
+    steps.known = JobFacts(job_version=5, stopped_version="0.99")  # no stop by deploy: stopped_job stays None
+    steps.backup_result = BackupResult("/var/backups/mlflow/mlflow-20261207T180000Z-v0.99.db", 1000, "0.99",
+                                       "host m700", [])
+    error = UserError("job mlflow: deployment failed", code=11)
+    steps._say_how_to_go_back(error)
+    assert "rollback --to 5" not in error.hint, error.hint
+    assert "`nomad job stop mlflow`, then `inv restore --backup mlflow-20261207T180000Z-v0.99.db`" in error.hint

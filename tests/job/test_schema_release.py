@@ -118,3 +118,16 @@ def test_rollback_to_an_older_schema_is_refused_and_restore_puts_back_the_backup
     assert revision_of(db) == OLD_HEAD
     (alloc,) = double.running_allocs()
     assert double.container_of(alloc["ID"]).attrs["Config"]["Image"] == nomad_cluster.images.ref("0.98")
+
+
+def test_rollback_restore_never_picks_a_backup_retention_removed(tmp_path):
+    """Retention removes a backup and leaves its {backup}.schema: that backup is no candidate for `inv rollback
+    --restore` (it would stop the job, then fail to find it), the one still there is."""
+    from mlflow_self_host.adapters.local_shell import LocalShell
+    from mlflow_self_host.steps.store.revision import backup_schemas
+
+    gone, kept = "mlflow-20261207T110000Z-v0.98.db", "mlflow-20261207T120000Z-v0.99.db"
+    (tmp_path / (gone + ".schema")).write_text(OLD_HEAD + "\n")  # its backup removed by backup_keep
+    (tmp_path / kept).write_bytes(b"SQLite format 3\0")
+    (tmp_path / (kept + ".schema")).write_text(HEAD + "\n")
+    assert backup_schemas(LocalShell(), str(tmp_path)) == {kept: HEAD}

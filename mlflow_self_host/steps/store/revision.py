@@ -78,12 +78,14 @@ def record_backup_schema(host, backup_path: str, revision: str) -> None:
 
 def backup_schemas(host, folder: str) -> dict:
     """{backup name: schema revision} of the backups in ``folder`` that have one recorded (``host``: the SSH
-    connection). A folder that is not there: {}."""
+    connection). A folder that is not there: {}. A ``.schema`` whose backup retention removed is left out
+    (retention removes the backup alone): `inv rollback --restore` must not pick a backup that is gone."""
     from ...adapters.shell import quote
     from ..backup.names import SCHEMA_SUFFIX, is_backup_name
 
     command = (f"cd {quote(folder)} 2>/dev/null || exit 0; for f in *{SCHEMA_SUFFIX}; do "
-               f"[ -f \"$f\" ] && printf '%s %s\\n' \"${{f%{SCHEMA_SUFFIX}}}\" \"$(head -c 80 \"$f\")\"; done; true")
+               f"b=\"${{f%{SCHEMA_SUFFIX}}}\"; [ -f \"$f\" ] && [ -f \"$b\" ] && "
+               f"printf '%s %s\\n' \"$b\" \"$(head -c 80 \"$f\")\"; done; true")
     result = host.run(command, sudo=True, check=False)
     out = {}
     for line in (result.stdout or "").splitlines():
