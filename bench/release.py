@@ -169,8 +169,6 @@ class Stack:
     def floor(self) -> float:
         """The version being released next, started as the double's client starts it, to /health, plus
         min_healthy_time: the least a deploy of it can take."""
-        import requests
-
         from mlflow_self_host.steps.job import jobfile
         from mlflow_self_host.core.settings import Settings
         from tests.doubles.nomad.client import SECOND
@@ -191,21 +189,7 @@ class Stack:
             folder = self.root / "floor" / name
             folder.mkdir(parents=True, exist_ok=True)
             os.chown(folder, 1000, 1000)
-        start = time.perf_counter()
-        container.start()
-        try:
-            while True:
-                try:
-                    if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if time.perf_counter() - start > 300:
-                    raise SystemExit("the floor container never answered /health")
-                time.sleep(0.1)
-            ready = time.perf_counter() - start
-        finally:
-            container.remove(force=True)
+        ready = to_health(container, port)
         return ready + duration(job["min_healthy_time"], "min_healthy_time") / SECOND
 
     def __exit__(self, *exc):
@@ -221,6 +205,27 @@ class Stack:
                 self.client.images.remove(tag, noprune=True)
         docker_engine.remove_network(self.engine, self.network)
         self._engine_cm.__exit__(*exc)
+
+
+def to_health(container, port: int) -> float:
+    """Seconds from starting ``container`` (created, its 5000 published on ``port``) until /health answers; it is
+    removed afterwards."""
+    import requests
+
+    start = time.perf_counter()
+    container.start()
+    try:
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    return time.perf_counter() - start
+            except requests.RequestException:
+                pass
+            if time.perf_counter() - start > 300:
+                raise SystemExit("the floor's server never answered /health")
+            time.sleep(0.1)
+    finally:
+        container.remove(force=True)
 
 
 def report(args, variants, rows) -> None:
