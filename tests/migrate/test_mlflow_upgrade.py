@@ -18,7 +18,6 @@ before the migration, and the rollback stops the new one before the restore.
 from __future__ import annotations
 
 import ipaddress
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -32,15 +31,15 @@ import pytest
 import requests
 
 from tests.services import mlflow_old_image as old_release
-from tests.services import project_repo, resolver
-from tests.services.mlflow_image import PROJECT_ROOT, clean_env
+from tests.services import project_repo, resolver, user_path
+from tests.services.mlflow_image import PROJECT_ROOT
 from tests.services.mlflow_load import SteadyLogger
-from tests.services.nomad_cluster import MLFLOW_TIMINGS
 from tests.services.project_repo import git
+from tests.host.conftest import nomad_user  # noqa: F401 - the fixture fresh_host uses
 from tests.test_user_path import fresh_host, proxy  # noqa: F401 - the fixtures
 
 pytestmark = pytest.mark.slow
-DOMAIN = "mlflow.lan"
+DOMAIN = user_path.DOMAIN
 BROKEN_SERVE = ("echo 'mlflow-entrypoint: serving broken on purpose (/health answers 404)' >&2\n"
                 'exec python -m http.server "$MLFLOW_PORT"\n')
 
@@ -127,29 +126,12 @@ def test_an_mlflow_upgrade_backs_up_migrates_once_and_goes_back_whole(
     image = f"mlflow-upgrade-{uuid.uuid4().hex[:8]}"
     url = f"http://{DOMAIN}:{proxy.port}/"
     backups = tmp_path / "host" / "data" / "backups"
-    env = clean_env()
-    env.update({f"MSH_{key.upper()}": str(value) for key, value in host.settings._values.items()
-                if key in ("host", "ssh_port", "ssh_user", "ssh_key", "known_hosts", "nomad_client_config",
-                           "backend_path", "artifacts_path", "job_dir", "folder_owner", "folder_group",
-                           "nomad_restart_command", "nomad_health_timeout")})
-    env.update({f"MSH_{k.upper()}": str(v) for k, v in MLFLOW_TIMINGS.items()})  # shorter waits, same rules
-    env.update(DOCKER_HOST=docker_engine_service.base_url, NOMAD_ADDR=double.address,
-               MSH_REGISTRY=registry.address, MSH_IMAGE=image, MSH_BASE_IMAGE=base_image,
-               MSH_BACKUPS_PATH=str(backups), MSH_DOMAIN=DOMAIN, MSH_DNS_BACKEND="dnsmasq",
-               MSH_DNSMASQ_DIR=str(dns_server.conf_dir), MSH_DNSMASQ_FILE="05-mlflow-upgrade.conf",
-               MSH_DNSMASQ_RESTART_COMMAND=dns_server.restart_command, MSH_DNS_SERVER="127.0.0.1",
-               MSH_DNS_PORT=str(dns_server.port), MSH_DEPLOY_URL=url, MSH_DEPLOY_POLL="0.2",
-               MSH_DEPLOY_TIMEOUT="400", MSH_DEPLOY_CHECK_TIMEOUT="60")
+    env = user_path.env(host, double, docker_engine_service, registry, image, base_image, dns_server, url, backups,
+                        "05-mlflow-upgrade.conf", deploy_timeout=400)
     if store_kind == "postgres":
         env.update(MSH_STORE="postgres", MSH_DATABASE_URL=pg[2])
-    env.update(resolver.env_for_subprocess(dns_server.port))
 
-    def inv(*args, expect=0):
-        done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=repo, env=env, capture_output=True,
-                              text=True, timeout=900)
-        assert done.returncode == expect, f"inv {' '.join(args)} → {done.returncode}\n{done.stderr[-5000:]}"
-        assert "Traceback" not in done.stderr
-        return done
+    inv = user_path.runner(repo, env)
 
     def served_version() -> str:
         return requests.get(url + "version", timeout=10).text.strip()
@@ -184,6 +166,9 @@ def test_an_mlflow_upgrade_backs_up_migrates_once_and_goes_back_whole(
         assert at_backup, "the release took no backup before the migration\n" + release.stderr[-3000:]
         return release, logger, at_backup[0], took
 
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    undo_dns = resolver.install(dns_server.port)  # mlflow.lan for this process (the client, /version)
     try:
         inv("configure-host")
         inv("dns")
@@ -193,87 +178,78 @@ def test_an_mlflow_upgrade_backs_up_migrates_once_and_goes_back_whole(
         assert revision() == old_release.SCHEMA_HEAD
 
         # a user's work under 3.16.1, through the name and the proxy
-        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-        with resolver.use_dns(dns_server.port):
-            from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient
 
-            client = MlflowClient(tracking_uri=url)
-            experiment = client.create_experiment("upgrade")
-            run = client.create_run(experiment).info.run_id
-            client.log_param(run, "lr", "0.01")
-            for step in range(10):
-                client.log_metric(run, "loss", 1.0 / (step + 1), step=step)
-            artifact = tmp_path / "model.txt"
-            artifact.write_text("weights\n" * 1000)
-            client.log_artifact(run, str(artifact))
+        client = MlflowClient(tracking_uri=url)
+        experiment, run, artifact = user_path.log_work(client, "upgrade", tmp_path)
 
-            def everything_is_there():
-                assert client.get_run(run).data.params == {"lr": "0.01"}
-                assert [m.step for m in client.get_metric_history(run, "loss")] == list(range(10))
-                got = Path(client.download_artifacts(run, "model.txt", str(tmp_path / f"read-{uuid.uuid4().hex}")))
-                assert got.read_text() == artifact.read_text()
+        def everything_is_there():
+            assert client.get_run(run).data.params == {"lr": "0.01"}
+            assert [m.step for m in client.get_metric_history(run, "loss")] == list(range(10))
+            got = Path(client.download_artifacts(run, "model.txt", str(tmp_path / f"read-{uuid.uuid4().hex}")))
+            assert got.read_text() == artifact.read_text()
 
-            everything_is_there()
+        everything_is_there()
 
-            # 1. 3.17.2 with a broken serve step: the migration runs, the new server fails its check
-            for name in ("requirements.txt", "requirements-nodeps.txt", "requirements.lock", "entrypoint.sh"):
-                shutil.copy(PROJECT_ROOT / "docker" / name, repo / "docker" / name)
-            entrypoint = repo / "docker" / "entrypoint.sh"
-            text = entrypoint.read_text()
-            assert '\nserve="$(dirname "$0")/mlflow-serve.py"\n' in text
-            entrypoint.write_text(text.replace('\nserve="$(dirname "$0")/mlflow-serve.py"\n',
-                                               "\n" + BROKEN_SERVE + 'serve="$(dirname "$0")/mlflow-serve.py"\n', 1))
-            git(repo, "commit", "--quiet", "--all", "--message", "MLflow 3.17.2, serving broken")
-            env.update(MSH_HEALTHY_DEADLINE="30s")  # the broken server's check fails until then
-            logged = client.create_run(experiment).info.run_id
-            release, logger, at_backup, _ = while_logging(client, logged, "release", "--bump", "minor", expect=11)
-            said = release.stderr
-            assert f"schema upgrade {old_release.SCHEMA_HEAD}" in said and "no automatic revert" in said
-            assert "serving broken on purpose" in said
-            assert "`inv rollback --restore`" in said and "inv restore --backup mlflow-" in said
-            (backup,) = [p for p in backups.iterdir() if p.name.startswith("mlflow-") and
-                         p.suffix in (".db", ".dump")]
-            assert "v1.0" in backup.name and backup.name in said
-            assert revision() == old_release.NEW_SCHEMA_HEAD  # migrated, then the server failed
-            env.pop("MSH_HEALTHY_DEADLINE")
+        # 1. 3.17.2 with a broken serve step: the migration runs, the new server fails its check
+        for name in ("requirements.txt", "requirements-nodeps.txt", "requirements.lock", "entrypoint.sh"):
+            shutil.copy(PROJECT_ROOT / "docker" / name, repo / "docker" / name)
+        entrypoint = repo / "docker" / "entrypoint.sh"
+        text = entrypoint.read_text()
+        assert '\nserve="$(dirname "$0")/mlflow-serve.py"\n' in text
+        entrypoint.write_text(text.replace('\nserve="$(dirname "$0")/mlflow-serve.py"\n',
+                                           "\n" + BROKEN_SERVE + 'serve="$(dirname "$0")/mlflow-serve.py"\n', 1))
+        git(repo, "commit", "--quiet", "--all", "--message", "MLflow 3.17.2, serving broken")
+        env.update(MSH_HEALTHY_DEADLINE="30s")  # the broken server's check fails until then
+        logged = client.create_run(experiment).info.run_id
+        release, logger, at_backup, _ = while_logging(client, logged, "release", "--bump", "minor", expect=11)
+        said = release.stderr
+        assert f"schema upgrade {old_release.SCHEMA_HEAD}" in said and "no automatic revert" in said
+        assert "serving broken on purpose" in said
+        assert "`inv rollback --restore`" in said and "inv restore --backup mlflow-" in said
+        (backup,) = [p for p in backups.iterdir() if p.name.startswith("mlflow-") and
+                     p.suffix in (".db", ".dump")]
+        assert "v1.0" in backup.name and backup.name in said
+        assert revision() == old_release.NEW_SCHEMA_HEAD  # migrated, then the server failed
+        env.pop("MSH_HEALTHY_DEADLINE")
 
-            # 2. the commands deploy said: back on 3.16.1 with the data of the backup
-            inv("rollback", "--restore")
-            assert served_version() == old_release.MLFLOW_VERSION
-            assert revision() == old_release.SCHEMA_HEAD
-            if store_kind == "sqlite":
-                assert rows("sqlite", database()) == rows("sqlite", backup)
-            else:
-                server, name = pg[0], f"{pg[1]}_backup"
-                server.database(name)
-                restored = pg_restore(server, name, backup)
-                assert restored.returncode == 0, restored.stderr
-                assert rows("postgres", database()) == rows("postgres", (server, name))
-            everything_is_there()
-            kept = {m.step for m in client.get_metric_history(logged, "load")}
-            assert set(logger.acknowledged[:at_backup]) <= kept, "a step acknowledged before the backup was lost"
+        # 2. the commands deploy said: back on 3.16.1 with the data of the backup
+        inv("rollback", "--restore")
+        assert served_version() == old_release.MLFLOW_VERSION
+        assert revision() == old_release.SCHEMA_HEAD
+        if store_kind == "sqlite":
+            assert rows("sqlite", database()) == rows("sqlite", backup)
+        else:
+            server, name = pg[0], f"{pg[1]}_backup"
+            server.database(name)
+            restored = pg_restore(server, name, backup)
+            assert restored.returncode == 0, restored.stderr
+            assert rows("postgres", database()) == rows("postgres", (server, name))
+        everything_is_there()
+        kept = {m.step for m in client.get_metric_history(logged, "load")}
+        assert set(logger.acknowledged[:at_backup]) <= kept, "a step acknowledged before the backup was lost"
 
-            # 3. the real upgrade, while a training job logs
-            shutil.copy(PROJECT_ROOT / "docker" / "entrypoint.sh", entrypoint)
-            git(repo, "commit", "--quiet", "--all", "--message", "MLflow 3.17.2")
-            logged = client.create_run(experiment).info.run_id
-            release, logger, _, took = while_logging(client, logged, "release", "--bump", "minor")
-            assert "deployed v1.2" in release.stderr
-            assert served_version() == old_release.NEW_MLFLOW_VERSION
-            assert revision() == old_release.NEW_SCHEMA_HEAD
-            everything_is_there()
-            stored = {m.step for m in client.get_metric_history(logged, "load")}
-            assert logger.acknowledged and set(logger.acknowledged) <= stored, "an acknowledged step was lost"
-            with capsys.disabled():
-                print(f"\n{store_kind}: release 3.16.1 -> 3.17.2 {took:.1f}s; the logging client saw the service "
-                      f"away for {logger.longest_gap:.1f}s at most ({logger.failures} failed calls)")
+        # 3. the real upgrade, while a training job logs
+        shutil.copy(PROJECT_ROOT / "docker" / "entrypoint.sh", entrypoint)
+        git(repo, "commit", "--quiet", "--all", "--message", "MLflow 3.17.2")
+        logged = client.create_run(experiment).info.run_id
+        release, logger, _, took = while_logging(client, logged, "release", "--bump", "minor")
+        assert "deployed v1.2" in release.stderr
+        assert served_version() == old_release.NEW_MLFLOW_VERSION
+        assert revision() == old_release.NEW_SCHEMA_HEAD
+        everything_is_there()
+        stored = {m.step for m in client.get_metric_history(logged, "load")}
+        assert logger.acknowledged and set(logger.acknowledged) <= stored, "an acknowledged step was lost"
+        with capsys.disabled():
+            print(f"\n{store_kind}: release 3.16.1 -> 3.17.2 {took:.1f}s; the logging client saw the service "
+                  f"away for {logger.longest_gap:.1f}s at most ({logger.failures} failed calls)")
 
         # going back past the migration without the backup: refused, nothing changed
         refused = inv("rollback", expect=15)
         assert "--restore" in refused.stderr
         assert served_version() == old_release.NEW_MLFLOW_VERSION
     finally:
+        undo_dns()
         double.stop()
         engine = docker_engine_service.client()
         for tagged in engine.images.list(name=f"{registry.address}/{image}"):
