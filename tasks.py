@@ -20,7 +20,7 @@ SHORT_FLAGS = {
     "host_header": "H", "insecure": "i", "json": "j", "skip_build": "k", "skip_host": "K", "lines": "l",
     "list": "L", "message": "m", "no_deploy": "n", "no_backup": "N", "local": "o", "port": "p", "platform": "P",
     "remove": "r", "release": "R", "ask_sudo_pass": "s", "set": "S", "to": "t", "take": "T", "user": "u",
-    "upgrade": "U", "url": "w", "download": "x",
+    "upgrade": "U", "url": "w", "download": "x", "restore": "O",
 }
 
 
@@ -286,8 +286,9 @@ def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False,
     stable version (the message says if that one is a stopped copy: the job is stopped then);
     13 healthy in Nomad but the service URL (deploy_url, default http://{domain}/) does not answer;
     14 another release, deploy, rollback or restore holds the deploy lock (`inv lock`);
-    15 the database on the host cannot be taken over (see `inv migrate`): nothing changed;
-    2 the registry lacks the tag; 1 any other error (e.g. the job changed between plan and register).
+    15 the database on the host cannot be taken over (see `inv migrate`), or its schema is newer than the
+    image's MLflow knows: nothing changed; 2 the registry lacks the tag, or --no-backup with a release that
+    migrates the schema; 1 any other error (e.g. the job changed between plan and register).
 
     A setup the original recipe left (artifact locations under /mnt/artifacts, files the image's user
     does not own, an older schema under a job that is not ours) is taken over first, as `inv migrate`.
@@ -365,18 +366,22 @@ def logs(c, follow=False, stderr=False, lines=None):
 
 
 @task(help={"to": "job version to go back to (default: the newest stable one before the current, never a "
-                  "stopped copy)", "dry_run": DRY_RUN})
-def rollback(c, to=None, dry_run=False):
+                  "stopped copy)", "dry_run": DRY_RUN,
+            "restore": "going back past an MLflow upgrade: stop the job, put back the newest backup whose "
+                       "schema that version's MLflow serves (the one taken before the migration), register it"})
+def rollback(c, to=None, dry_run=False, restore=False):
     """Revert the job to an earlier version (check-and-set) and follow the deployment.
 
-    A version with the current specification registers nothing ("nothing to roll back", exit 0).
-    Exit codes as deploy: 0 healthy; 10 placement failed; 11 failed; 12 failed and reverted; 14 the deploy
-    lock is held; 2 no such version, or a stopped copy of the job (what `nomad job stop` and `inv restore`
-    leave).
+    A version with the current specification registers nothing ("nothing to roll back", exit 0). A
+    version whose MLflow is older than the database's schema (a release migrated it since) is refused
+    unless --restore. Exit codes as deploy: 0 healthy; 10 placement failed; 11 failed; 12 failed and
+    reverted; 14 the deploy lock is held; 15 that version's MLflow cannot serve the database (--restore),
+    or --restore finds no backup it can; 2 no such version, or a stopped copy of the job (what `nomad job
+    stop` and `inv restore` leave), or --restore with nothing to restore.
     """
     from mlflow_self_host.flows import rollback as job_rollback
 
-    job_rollback.rollback(_settings(), to=to, dry_run=dry_run)
+    job_rollback.rollback(_settings(), to=to, dry_run=dry_run, restore=restore)
 
 
 @task(help={"take": "take the lock by hand (maintenance): deploys are refused until --release",
@@ -466,13 +471,24 @@ def doctor(c, json=False):
 
 @task(help={"download": "also copy the backup to ./backups on this machine",
             "local": "back up the local mode's ./data instead of the Nomad client",
+            "list": "list the backups in backups_path (store, when, version, size) and take none",
             "dry_run": DRY_RUN, "accept_host_key": ACCEPT_HOST_KEY, "ask_sudo_pass": ASK_SUDO_PASS})
-def backup(c, download=False, local=False, dry_run=False, accept_host_key=False, ask_sudo_pass=False):
-    """Consistent SQLite backup of the MLflow database (online backup, integrity-checked)."""
+def backup(c, download=False, local=False, list=False, dry_run=False, accept_host_key=False, ask_sudo_pass=False):
+    """Consistent backup of the MLflow store (SQLite's online backup, or pg_dump), checked, kept on the host.
+
+    store sqlite: SQLite's online backup on the Nomad client, PRAGMA integrity_check, mlflow-{UTC}-v{version}.db.
+    store postgres: pg_dump -Fc here (its major version >= the server's; setting pg_bin_dir), checked with
+    pg_restore --list, uploaded as mlflow-{UTC}-v{version}.dump. Both keep the newest backup_keep.
+    Exit codes: 0 backed up (or listed); 2 a bad setting (pg_bin_dir without pg_dump); 1 any other error (no
+    database, no pg_dump or one older than the server, an unreachable host or database).
+    """
     from mlflow_self_host.steps import backup as bk
 
-    bk.backup(_settings(**_ssh_flags(accept_host_key, ask_sudo_pass)), download=download, local=local,
-              dry_run=dry_run)
+    settings = _settings(**_ssh_flags(accept_host_key, ask_sudo_pass))
+    if list:
+        bk.list_backups(settings, local=local)
+        return
+    bk.backup(settings, download=download, local=local, dry_run=dry_run)
 
 
 @task(help={"backup": "backup file name or path to restore", "local": "restore into ./data",
@@ -480,10 +496,12 @@ def backup(c, download=False, local=False, dry_run=False, accept_host_key=False,
 def restore(c, backup, local=False, dry_run=False, accept_host_key=False, ask_sudo_pass=False):
     """Stop the job, put a backup in place (current database kept aside), start, wait healthy.
 
-    BACKUP: a name in backups_path, a path on the host, or a local file (uploaded first). A backup
-    failing PRAGMA integrity_check is refused before anything stops. Exit codes: 0 restored and
-    healthy; 10/11/12 as deploy when the job does not come back healthy; 14 the deploy lock is held;
-    1 any other error.
+    BACKUP: a name in backups_path (`inv backup --list`), a path on the host, or a local file (uploaded
+    first). A backup failing PRAGMA integrity_check is refused before anything stops. With store postgres
+    (a .dump): the job stopped, pg_restore --clean --if-exists --no-owner --no-privileges in one
+    transaction (a failure changes nothing), the job started; --dry-run lists the tables, rows now and in
+    the backup. Exit codes: 0 restored and healthy; 10/11/12 as deploy when the job does not come back
+    healthy; 14 the deploy lock is held; 1 any other error.
     """
     from mlflow_self_host.steps import backup as bk
 

@@ -21,7 +21,9 @@
 #   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  false      MLflow 3.x's job runner; true turns it back on (in
 #                                 bench/memory.py: 1228 MiB more idle RSS with its worker processes,
 #                                 OOM-killed under 512m)
-#   MLFLOW_DB_UPGRADE             true             run `mlflow db upgrade` (schema migration) first
+#   MLFLOW_DB_UPGRADE             true             run `mlflow db upgrade` (schema migration) first;
+#                                 only: run it, then exit with its exit code without serving (a
+#                                 release's migration, the batch job {job}-migrate); anything else: skip it
 #   MLFLOW_SERVER_EXTRA_ARGS      (empty)          more `mlflow server` options, split on spaces
 #
 # Every value is passed to the server as a `mlflow server` flag. The server is
@@ -70,7 +72,7 @@ if [ -d "$MLFLOW_ARTIFACTS_DESTINATION" ] && ! [ -w "$MLFLOW_ARTIFACTS_DESTINATI
   exit 78
 fi
 
-if [ "$MLFLOW_DB_UPGRADE" = "true" ]; then
+if [ "$MLFLOW_DB_UPGRADE" = "true" ] || [ "$MLFLOW_DB_UPGRADE" = "only" ]; then
   case "$MLFLOW_BACKEND_STORE_URI" in
     postgresql*|postgres:*)
       # Several allocations start together: one at a time, under a PostgreSQL advisory lock (it creates
@@ -83,6 +85,11 @@ if [ "$MLFLOW_DB_UPGRADE" = "true" ]; then
       mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"
       ;;
   esac
+fi
+if [ "$MLFLOW_DB_UPGRADE" = "only" ]; then
+  # set -e: a failed upgrade exited above with its code; here it succeeded
+  echo "mlflow-entrypoint: schema upgraded; not serving (MLFLOW_DB_UPGRADE=only)" >&2
+  exit 0
 fi
 
 # mlflow-serve.py is `mlflow server` that execs the web server instead of waiting for it (one

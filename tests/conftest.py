@@ -30,6 +30,14 @@ from pathlib import Path
 
 import pytest
 
+try:  # property tests check logic, not speed: a loaded machine (xdist workers, builds) must not fail them
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("msh", deadline=None)
+    _hypothesis_settings.load_profile("msh")
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    pass
+
 from tests.services import base_image as base_image_service
 from tests.services import dns_server as dns_service
 from tests.services import docker_engine, registry as registry_service, ssh_server as ssh_service

@@ -68,6 +68,31 @@ def platforms(settings, tag: str) -> list | None:
     return [Platform.of_image(blob.json())]
 
 
+def labels(settings, tag: str) -> dict | None:
+    """The labels of ``{image}:{tag}`` in the registry (its image config's ``config.Labels``; a manifest list's
+    first image's: the platforms of one build carry the same labels), None if it lacks the tag."""
+    response = _request(settings, "GET", f"/v2/{settings.image}/manifests/{tag}", {"Accept": MANIFEST_TYPES})
+    if response.status_code == 404:
+        return None
+    _raise_for(settings, response)
+    manifest = response.json()
+    if "manifests" in manifest:
+        entry = next((m for m in manifest["manifests"]
+                      if ((m.get("platform") or {}).get("architecture") or "unknown") != "unknown"), None)
+        if entry is None:
+            return {}
+        response = _request(settings, "GET", f"/v2/{settings.image}/manifests/{entry['digest']}",
+                            {"Accept": MANIFEST_TYPES})
+        _raise_for(settings, response)
+        manifest = response.json()
+    digest = (manifest.get("config") or {}).get("digest")
+    if not digest:
+        return {}
+    blob = _request(settings, "GET", f"/v2/{settings.image}/blobs/{digest}", {})
+    _raise_for(settings, blob)
+    return (blob.json().get("config") or {}).get("Labels") or {}
+
+
 def ping(settings) -> str:
     """``GET /v2/``: what answered (``http://host:port/v2/: HTTP 200``), or UserError (7 when nothing
     answers, or what answers is not a registry; 9 when credentials are set and refused)."""

@@ -242,6 +242,23 @@ def _user_name(key: str, value: str, origin: str) -> str:
     return value.strip()
 
 
+def _bin_dir(program: str):
+    """Empty, or a folder holding the executable ``program`` (``~`` expanded)."""
+    def check(key: str, value: str, origin: str) -> str:
+        text = value.strip()
+        if not text:
+            return ""
+        folder = Path(text).expanduser()
+        if not folder.is_dir():
+            raise _refuse(origin, key, value, "is not a folder", f"set it to the folder that holds {program}, "
+                          "like /usr/lib/postgresql/17/bin, or leave it empty")
+        if not os.access(folder / program, os.X_OK):
+            raise _refuse(origin, key, value, f"has no {program} in it",
+                          f"set it to the folder that holds {program}, like /usr/lib/postgresql/17/bin")
+        return str(folder)
+    return check
+
+
 def _job_name(key: str, value: str, origin: str) -> str:
     if not JOB_NAME.fullmatch(value):
         raise UserError(
@@ -265,13 +282,14 @@ CHECKS = {
     "cpu": _at_least(1), "memory": _at_least(1), "count": _count, "restart_attempts": _at_least(0),
     "shutdown_delay": _duration, "check_interval": _duration, "min_healthy_time": _duration,
     "healthy_deadline": _duration, "progress_deadline": _duration, "restart_delay": _duration,
-    "nomad_health_timeout": _positive, "deploy_timeout": _positive, "lock_stale_after": _positive,
+    "nomad_health_timeout": _positive, "deploy_timeout": _positive, "migrate_timeout": _positive, "lock_stale_after": _positive,
     "deploy_poll": _positive, "deploy_check_timeout": _at_least(0), "dns_check_timeout": _at_least(0),
     "doctor_timeout": _positive, "dns_ttl": _at_least(0), "backup_keep": _at_least(1),
     "store": _choice("sqlite", "postgres"), "dns_backend": _choice("pihole", "dnsmasq"),
     "service_provider": _choice("auto", "consul", "nomad", empty="auto"),
     "host": _host_name(), "ssh_user": _user_name, "domain": _host_name(), "dns_target": _host_name(),
     "dns_server": _host_name(required=False),
+    "pg_bin_dir": _bin_dir("pg_dump"),
 }
 
 

@@ -39,7 +39,7 @@ from ..steps.job import jobfile, plan_view
 from ..adapters import nomad_api
 from .deploy_plan import API_PATH, DeployFacts, JobFacts, deploy_url, make_plan
 
-STORE = ("backup", "variable")  # the store step's part of the deploy's plan
+STORE = ("backup", "variable", "stop", "migrate")  # the store step's part of the deploy's plan
 JOB = ("register", "follow", "check")  # the job step's part
 
 
@@ -105,9 +105,14 @@ class Deploy:
         self.outcome = None
         self.url = None
         self.variable = None  # store postgres: database_variable.VariableFacts
+        self.db_revision = None  # steps/store/revision.DbRevision: the database's, read before any change
+        self.schema = None  # steps/migrate/schema.SchemaFacts: the database against the registry's image
+        self.backup_result = None  # the backup deploy took (its path: the schema revision is recorded beside it)
         self.written = self.registered = self.taken_over = False
         self.takeover_apply = None  # takeover.Apply, made at the takeover's first change
         self.result = DeployResult("dry-run" if dry_run else "unchanged", self.image)
+        self.stopped_job: dict | None = None  # a schema upgrade: the job as it was before the stop, to start again
+        self.migrated = False  # the migration job ran and succeeded: going back needs the backup
 
     def __enter__(self):
         return self
@@ -165,6 +170,72 @@ class Deploy:
         if self.skip_build:  # the registry must have the tag: asked before any change
             self.pushed = self._early("image", lambda: _require_tag(settings, self.version,
                                                                     would_push=self.released and self.dry_run))
+        self._early("schema", self._read_schema_early)
+
+    # the schema: the database's revision against the image's chain (steps/migrate/schema.py)
+    def _image_chain(self):
+        """The image's chain from its labels: the registry's tag, else the engine's image, else (not built
+        yet) this package's MLflow, which pins the same version as the image's lock. None: no labels."""
+        from ..steps.image import publish
+
+        return publish.image_schema(self.settings, self.version)
+
+    def _read_db_revision(self):
+        """The database's revision, read once (SQLite: the takeover's quick look, or over SSH; PostgreSQL:
+        from here). A real deploy that cannot read it stops: it could not tell a migration from none."""
+        from ..steps.store import revision as revisions
+
+        if self.db_revision is None:
+            host = store_facts = None
+            if self.found is not None:
+                store_facts = self.found.facts
+            else:
+                try:
+                    host = self._connection()
+                except UserError as exc:
+                    self.db_revision = revisions.DbRevision(unreadable=exc.message)
+                    host = False
+            if host is not False:
+                self.db_revision = revisions.read_db_revision(self.settings, host=host, store_facts=store_facts,
+                                                           make_env=not self.dry_run)
+        read = self.db_revision
+        if read.unreadable and read.blocking and not self.dry_run:
+            raise UserError(f"cannot read the database's schema revision: {read.unreadable}; nothing was changed",
+                            hint="deploy compares it with the image's MLflow before any change (a migration is "
+                                 "backed up and run once): make the database reachable from here and deploy again")
+        return read
+
+    def _read_schema_early(self):
+        """A database the image cannot serve (newer) or --no-backup with a migration: refused before any change
+        (the image's chain as known now: the registry's or the engine's, else this package's MLflow)."""
+        from ..steps.migrate import schema
+        from .deploy_plan import refuse_schema
+
+        if self.found is not None and self.found.needed:
+            return None  # the takeover upgrades the store its own way (its kept copy, the entrypoint)
+        chain = self._image_chain()
+        if chain is None:
+            return None  # an image without labels: unknown, said with the plan
+        read = self._read_db_revision()
+        refuse_schema(self.version.text, schema.facts(read.revision, chain, read.unreadable), self.backup)
+        return None
+
+    def _read_schema(self, job_changed: bool):
+        """SchemaFacts for the plan, from the registry's image (after the push) and the database's revision."""
+        from ..core import console
+        from ..steps.migrate import schema
+
+        if self.found is not None and self.found.needed:
+            return None
+        chain = self._image_chain()
+        facts = schema.facts(None, None) if chain is None else None
+        if facts is None:
+            read = self._read_db_revision()
+            facts = schema.facts(read.revision, chain, read.unreadable)
+        if facts.kind == schema.UNKNOWN and job_changed:
+            console.warn(f"schema unknown: {facts.why}; deploying as before (the image migrates the database when "
+                         "it starts)")
+        return facts
 
     def _connection(self):
         from ..adapters import ssh
@@ -333,6 +404,8 @@ class Deploy:
             part.reason = "decided from Nomad's plan of the job (see the job step)"
             return part
         part.changes = [change for change in plan if change.op.kind in STORE]
+        if plan.notes:  # a schema upgrade: its line heads the database's part
+            part.title += ": " + "; ".join(plan.notes)
         part.reason = "no backup needed" + ("" if self.variable is None else ", the database URL is the Variable's")
         return part
 
@@ -366,12 +439,15 @@ class Deploy:
                                       database_revision=self.variable.job_revision if self.variable else None)
         current = jobfile.current(settings, n)
         _warn_provider_move(current, provider)
+        self.job_spec = keep_revert_off(current, self.job_spec)
         answer = nomad_api.call(settings, f"planning job {settings.job_name}", n.job.plan_job, settings.job_name,
                                 {"Job": self.job_spec}, diff=True)
         diff = answer.get("Diff")
         running = current and not current.get("Stop")
         known = JobFacts(job_version=current.get("Version") if current else None,
                          running_version=jobfile.version_of(jobfile.image_of(current)) if running else None,
+                         stopped_version=jobfile.version_of(jobfile.image_of(current)) if current and not running
+                         else None,
                          changed=bool(diff) and diff.get("Type") != "None",
                          modify_index=answer.get("JobModifyIndex", 0))
         known.database = self.variable
@@ -390,11 +466,12 @@ class Deploy:
                 if self.dry_run:
                     console.warn(known.placement.message)
         self.known = known
+        self.schema = self._read_schema(known.changed)
         facts = DeployFacts(version.text, image, skip_host=self.skip_host, skip_build=self.skip_build,
                             backup=self.backup, dry_run=self.dry_run, migrate=self.migrate,
                             takeover=len(self.found.plan) if self.found is not None and self.found.needed else 0,
                             takeover_copy=bool(self.found and self.found.backup_path),
-                            registry_has_tag=True if self.skip_build else None, job=known)
+                            registry_has_tag=True if self.skip_build else None, job=known, schema=self.schema)
         try:
             self.plan = make_plan(self.settings, facts)
         except UserError as exc:  # the job step refuses (a real run: before the store step changes anything)
@@ -402,13 +479,19 @@ class Deploy:
             self.plan = Plan(f"deploy v{version.text}")
 
     def _apply_job_change(self, change):
-        """One change of the store or job part: back up, write the URL, register, follow, check."""
+        """One change of the store or job part: back up, write the URL, stop, migrate, register, follow, check."""
         try:
             said = self.apply_one(change)
         except UserError as exc:
             if self.written:
                 _say_where_the_url_is(self.settings, self.n, self.variable, exc, self.registered)
+            if self.migrated:
+                self._say_how_to_go_back(exc)
             raise
+        if change.op.kind == "backup" and change.op.schema_from and getattr(self.backup_result, "path", ""):
+            from ..steps.store import revision as revisions  # for `inv rollback --restore` (backup/names.py)
+
+            revisions.record_backup_schema(self._connection(), self.backup_result.path, change.op.schema_from)
         self.written = self.written or change.op.kind == "variable"
         self.registered = self.registered or change.op.kind == "register"
         return said
@@ -425,10 +508,24 @@ class Deploy:
         elif op.kind == "backup":  # before an image version change of a running job
             from ..steps import backup as backups
 
-            backups.before_deploy(settings, op.from_version, version.text, remote=self.host)
-        elif op.kind == "register":  # check-and-set against the plan
-            console.step(f"registering job {settings.job_name} (check-and-set at index {op.modify_index})")
-            self.response = register(settings, self.n, self.job_spec, op.modify_index)
+            self.backup_result = backups.before_deploy(settings, op.from_version, version.text, remote=self.host)
+        elif op.kind == "stop":  # a schema upgrade: no MLflow serves the database while it migrates
+            from ..steps.job import lifecycle
+
+            _unchanged_since_the_plan(settings, self.n, self.plan)
+            console.step(f"stopping job {settings.job_name} (no MLflow serves the database while it migrates)")
+            self.stopped_job = lifecycle.stop(settings, self.n)
+        elif op.kind == "migrate":
+            return self._migrate(op)
+        elif op.kind == "register":  # check-and-set against the plan (after a stop: against the stopped job)
+            index = op.modify_index if self.stopped_job is None else _modify_index_now(settings, self.n)
+            spec = self.job_spec if op.auto_revert else without_auto_revert(self.job_spec)
+            console.step(f"registering job {settings.job_name} (check-and-set at index {index})"
+                         + ("" if op.auto_revert else ", no automatic revert"))
+            self.response = register(settings, self.n, spec, index)
+            if self.stopped_job is not None:  # the plan's job version was before deploy's own stop
+                return f"register job {settings.job_name}: check-and-set at index {index}, no automatic revert" \
+                    if not op.auto_revert else f"register job {settings.job_name}: check-and-set at index {index}"
         elif op.kind == "follow":
             if op.deployment_id:
                 console.info(change.detail)
@@ -441,6 +538,82 @@ class Deploy:
         else:
             raise ValueError(f"unknown deploy step {op.kind}")
         return None
+
+    # a schema upgrade: the migration as its own batch job; its failure puts the backup back
+    def _migrate(self, op) -> str:
+        from ..steps.job import batch, database_variable
+
+        settings = self.settings
+        schema = f"schema {op.schema_from} → {op.schema_to}" if op.schema_from or op.schema_to else "the schema"
+        try:
+            result = batch.run(settings, self.n, self.job_spec, self.image, url=database_variable.wanted(settings))
+        except UserError as exc:  # it could not run to its end (placement, the deadline)
+            raise self._after_failed_migration(f"the migration of {schema} did not finish: {exc.message}",
+                                               exc) from None
+        if not result.ok:
+            said = f"exit code {result.exit_code}" if result.exit_code is not None else "it never started"
+            last = batch.failure_line(result.lines)
+            raise self._after_failed_migration(
+                f"the migration of {schema} failed ({said}{': ' + last if last else ''})", None)
+        self.migrated = True
+        return f"migrated {schema} (batch job {batch.job_id(settings)})"
+
+    def _after_failed_migration(self, what: str, cause: UserError | None) -> UserError:
+        """The database put back from the backup just taken, the old version started again; the error (exit 12)."""
+        from ..core import console
+
+        settings = self.settings
+        try:
+            put_back, restored = self._put_back_the_backup()
+        except UserError as exc:
+            put_back, restored = f"putting the backup back failed ({exc.message}): the old version was not started", False
+        started = ""
+        if self.stopped_job is not None and restored:
+            from ..steps.job import lifecycle
+
+            old = jobfile.version_of(jobfile.image_of(self.stopped_job)) or "the previous version"
+            console.step(f"starting job {settings.job_name} again with v{old}")
+            try:
+                response = lifecycle.start(settings, self.n, self.stopped_job)
+                outcome = follower.after_submit(settings, self.n, response, f"v{old}")
+                if outcome.status != "successful":  # no update block: no deployment to follow
+                    lifecycle.wait_running(settings, self.n, outcome.job_version)
+                started = f"; v{old} runs again"
+            except UserError as exc:
+                started = f"; starting v{old} again failed too: {exc.message}"
+        return UserError(f"{what}; {put_back}{started}",
+                         hint=(cause.hint + "; " if cause is not None and cause.hint else "")
+                         + f"`nomad alloc logs -stderr` of the batch job {settings.job_name}-migrate shows the "
+                           "migration's output; nothing of the new version was registered",
+                         code=ExitCode.REVERTED)
+
+    def _put_back_the_backup(self) -> tuple[str, bool]:
+        """The database as the backup before the migration holds it (steps/backup's restore_now, both stores):
+        what was done, said in one clause, and whether the database is now as before the migration."""
+        from ..core import console
+        from ..steps import backup as backups
+
+        backup = self.backup_result
+        if backup is None or not getattr(backup, "path", ""):
+            return "no backup was taken (no database before the migration): nothing put back", True
+        name = backup.path.rsplit("/", 1)[-1]
+        console.step(f"putting the backup {name} back in place of the migrated database")
+        aside = backups.restore_now(self.settings, backup.path, remote=self._connection())
+        kept = f" (the migrated one is kept as {aside.rsplit('/', 1)[-1]})" if aside else ""
+        return f"the database is as the backup {name} left it{kept}", True
+
+    def _say_how_to_go_back(self, exc: UserError) -> None:
+        """A failure after the migration: the old version cannot read the new schema; the way back."""
+        backup = self.backup_result
+        name = backup.path.rsplit("/", 1)[-1] if backup is not None and getattr(backup, "path", "") else "NAME"
+        back = (self.known.job_version if self.known is not None else None)
+        to = str(back) if back is not None else "N"
+        said = (f"the database was migrated: an older version cannot read it. To go back, `inv rollback --to {to} "
+                "--restore` "
+                f"does both (the job stopped, the backup {name} restored, job version {to} registered); by hand: "
+                f"`nomad job stop {self.settings.job_name}`, `inv restore --backup {name}` (a stopped job stays "
+                f"stopped), `inv rollback --to {to}`")
+        exc.hint = "; ".join(h for h in (exc.hint, said) if h)
 
     def _finish(self) -> None:
         """After the job step: the takeover's schema verified, the result and the last line."""
@@ -564,6 +737,47 @@ def _require_tag(settings, version: Version, would_push: bool):
     from ..steps.image import publish
 
     return publish.registry_platforms(settings, version, would_push)
+
+
+def without_auto_revert(job: dict) -> dict:
+    """The job with its update blocks' AutoRevert false (a release after a migration: Nomad must not go back
+    to a version that cannot read the new schema)."""
+    import copy
+
+    job = copy.deepcopy(job)
+    if job.get("Update"):
+        job["Update"]["AutoRevert"] = False
+    for group in job.get("TaskGroups") or []:
+        if group.get("Update"):
+            group["Update"]["AutoRevert"] = False
+    return job
+
+
+def keep_revert_off(current: dict | None, job: dict) -> dict:
+    """The parsed ``job`` with auto-revert off when the registered job runs the same image with it off (the
+    release that migrated the schema registered it so): deploying the same version again changes nothing.
+    The next image's register has it on again."""
+    groups = (current or {}).get("TaskGroups") or []
+    off = groups and all((group.get("Update") or {}).get("AutoRevert") is False for group in groups)
+    if off and jobfile.image_of(current) == jobfile.image_of(job):
+        return without_auto_revert(job)
+    return job
+
+
+def _unchanged_since_the_plan(settings, n, plan) -> None:
+    """Before deploy's own stop: the job as Nomad planned it (the register's check-and-set, done by hand, since
+    the stop changes the job's index)."""
+    planned = next((c.op.modify_index for c in plan or [] if getattr(c.op, "kind", "") == "register"), None)
+    if planned is not None and _modify_index_now(settings, n) != int(planned or 0):
+        raise UserError(f"job {settings.job_name} changed in Nomad after the plan; nothing was stopped or migrated",
+                        hint="someone else deployed meanwhile: run `inv deploy` again to see the new plan",
+                        code=ExitCode.FAILED)
+
+
+def _modify_index_now(settings, n) -> int:
+    """The job's JobModifyIndex now (after deploy's own stop: the register's check-and-set is against it)."""
+    current = jobfile.current(settings, n) or {}
+    return int(current.get("JobModifyIndex") or 0)
 
 
 def register(settings, n, job: dict, modify_index: int) -> dict:

@@ -25,11 +25,14 @@ API_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
 class Step:
     """One step of a deploy, as data (deploy.py's ``apply_one`` performs it)."""
 
-    kind: str  # configure_host, build, takeover, job, backup, register, follow, check
+    kind: str  # configure_host, build, takeover, job, backup, variable, stop, migrate, register, follow, check
     from_version: str = ""  # backup: the running version
     to_version: str = ""  # backup: the version deployed
     modify_index: int = 0  # register: check-and-set against Nomad's plan
     deployment_id: str = ""  # follow: a deployment already running (else the one the register starts)
+    schema_from: str = ""  # backup: the database's schema revision (recorded beside it); migrate: from
+    schema_to: str = ""  # migrate: the image's head
+    auto_revert: bool = True  # register: False after a migration (no revert onto a version that cannot read it)
 
 
 @dataclass
@@ -38,6 +41,7 @@ class JobFacts:
 
     job_version: int | None = None  # the registered job's version (None: not registered)
     running_version: str | None = None  # v{version} of the running job's image (None: stopped, none, not ours)
+    stopped_version: str | None = None  # v{version} of a registered but stopped job's image
     changed: bool = True  # Nomad's plan has a diff
     diff: str = ""  # the diff as text (plan_view.text)
     modify_index: int = 0  # the plan's JobModifyIndex
@@ -60,6 +64,7 @@ class DeployFacts:
     takeover_copy: bool = False  # the takeover keeps a copy of the database: deploy's own backup is not needed
     registry_has_tag: bool | None = None  # None: not asked (the build pushes it first)
     job: JobFacts | None = None  # None: read after the host and image steps
+    schema: object = None  # steps/migrate/schema.SchemaFacts: the database against the image (None: not read)
 
 
 def deploy_url(settings) -> str:
@@ -121,19 +126,68 @@ def make_plan(settings, facts: DeployFacts) -> Plan:
 
     if job.placement is not None and not facts.dry_run:
         raise job.placement
-    if facts.backup and not facts.takeover_copy and job.running_version and job.running_version != v:
+    schema = _schema_change(settings, facts)
+    revision = (facts.schema.db_revision or "") if facts.schema is not None and facts.schema.kind != "unknown" else ""
+    if schema is not None:
+        plan.notes.append(schema.line)
+        label = job.running_version or (job.stopped_version or "")
+        plan.add("back up", "database", f"schema {schema.db_revision}"
+                 + (f", v{label}" if label else "") + f" → v{v}: checked, kept for `inv rollback --restore`",
+                 op=Step("backup", from_version=label or v, to_version=v, schema_from=revision))
+        if job.running_version:
+            plan.add("stop", f"job {name}", f"v{job.running_version}: no MLflow serves the database while it "
+                                            "migrates (kept as it is, to start again on a failure)",
+                     op=Step("stop"))
+    elif facts.backup and not facts.takeover_copy and job.running_version and job.running_version != v:
         plan.add("back up", "database", f"running v{job.running_version} → v{v}",
-                 op=Step("backup", from_version=job.running_version, to_version=v))
+                 op=Step("backup", from_version=job.running_version, to_version=v, schema_from=revision))
     _variable(plan, job)
+    if schema is not None:
+        plan.add("migrate", "database", f"schema {schema.db_revision} → {schema.image_head} ({schema.behind} "
+                                        f"migration{'s' if schema.behind != 1 else ''} of MLflow "
+                                        f"{schema.image_mlflow or '?'}), once, as the batch job {name}-migrate",
+                 op=Step("migrate", schema_from=schema.db_revision, schema_to=schema.image_head))
     number = 0 if job.job_version is None else job.job_version + 1
     detail = f"job version {number} (check-and-set at index {job.modify_index})"
     if database.kind(settings) == "postgres":
         detail += f", {count} allocation{'s' if count != 1 else ''} replaced one at a time"
-    plan.add("register", f"job {name}", detail,
-             diff=job.diff, op=Step("register", modify_index=job.modify_index))
+    if schema is not None:
+        detail += ", no automatic revert"
+    plan.add("register", f"job {name}", detail, diff=job.diff,
+             op=Step("register", modify_index=job.modify_index, auto_revert=schema is None))
     plan.add("follow", f"job {name}", "its evaluation and deployment, to healthy", op=Step("follow"))
     _check(settings, plan)
     return plan
+
+
+def _schema_change(settings, facts: DeployFacts):
+    """The SchemaFacts of a release that migrates the database (kind upgrade), None when the plan is as before
+    (same, empty, unknown; a takeover upgrades on its own: its kept copy, the entrypoint). ``refuse_schema``'s
+    refusals first."""
+    schema = facts.schema
+    if schema is None or facts.takeover:
+        return None
+    refuse_schema(facts.version, schema, facts.backup)
+    return schema if schema.kind == "upgrade" else None
+
+
+def refuse_schema(version: str, schema, backup: bool) -> None:
+    """A database the image cannot serve (kind newer: exit 15), or --no-backup with a migration (exit 2). Pure;
+    deploy asks it before any change too, with the image's chain as known then."""
+    if schema is None:
+        return
+    if schema.kind == "newer":
+        written = f" ({schema.why})" if schema.why else ""
+        raise UserError(f"the database is at schema revision {schema.db_revision}, which MLflow "
+                        f"{schema.image_mlflow or '?'} of v{version} (schema head {schema.image_head}) does not know: "
+                        f"a newer MLflow wrote it{written}; nothing was changed",
+                        hint="deploy a version whose MLflow knows that revision (`inv deps --upgrade`, then `inv "
+                             "release`), or put back a backup taken before that MLflow migrated it (in backups_path: "
+                             "`inv restore --backup NAME`)", code=ExitCode.STORE_REFUSED)
+    if schema.kind == "upgrade" and not backup:
+        raise UserError(f"--no-backup refused: v{version} migrates the database (schema {schema.db_revision} -> "
+                        f"{schema.image_head}), and the backup taken before is the only way back to the older MLflow; "
+                        "nothing was changed", hint="deploy without --no-backup", code=ExitCode.BAD_ARGUMENT)
 
 
 def _variable(plan: Plan, job: JobFacts) -> None:

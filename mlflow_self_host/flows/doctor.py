@@ -469,6 +469,14 @@ def check_artifacts(settings, timeout):
     yield from health.artifacts_rows(settings, timeout)
 
 
+def check_pg_dump(settings, timeout):
+    """store: postgres only: the pg_dump the backups run here, of the server's major version or newer
+    (mlflow_self_host/steps/backup/postgres.py)."""
+    from ..steps.backup import postgres
+
+    yield from postgres.doctor_rows(settings, timeout)
+
+
 class Check(NamedTuple):
     names: list  # the rows it may give, in order ({folder_owner} and the like: settings)
     run: object  # the generator of rows
@@ -490,6 +498,7 @@ CHECKS = [
     Check(["database", "database schema"], check_database, store="postgres"),
     Check(["database variable"], check_database_variable, store="postgres"),
     Check(["shared artifacts"], check_artifacts, store="postgres"),
+    Check(["pg_dump"], check_pg_dump, store="postgres"),
 ]
 
 

@@ -1,17 +1,24 @@
-"""`inv rollback [--to VERSION]`: revert the job (check-and-set on its version), follow the deployment.
+"""`inv rollback [--to VERSION] [--restore]`: revert the job (check-and-set on its version), follow the deployment.
 
 Facts (``read_facts``: the registered job, its versions, the version to go back to (``choose``),
-Nomad's answer whether it has the current specification, and with store postgres the names of the database
-Variable's items) → ``make_plan`` (pure: one ``revert`` change to that version, or an empty plan with its
-reason; refused when that version's database URL item is gone) → ``runner.run`` (the revert, then the
-deployment followed).
+Nomad's answer whether it has the current specification, with store postgres the names of the database
+Variable's items, and the schema: the target image's labels from the registry against the database's
+revision) → ``make_plan`` (pure: one ``revert`` change to that version, or an empty plan with its
+reason; refused when that version's database URL item is gone, or when its MLflow cannot serve the
+database: a newer one migrated it) → ``runner.run`` (the revert, then the deployment followed).
+
+``--restore`` goes back past a migration: stop the job, put back the newest backup whose recorded schema
+revision (``{backup}.schema``, written by deploy) the target's MLflow can serve, register the target
+version (ops ``Stop``, ``Restore``, ``Register``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..core import database
 from ..core.errors import ExitCode, UserError
 from ..core.plan import Plan
+from ..steps.backup.restore import Stop  # noqa: F401 - --restore's stop: inv restore's (local=False)
 from ..steps.job import follow as follower
 from ..steps.job import database_variable, jobfile
 from ..adapters import nomad_api
@@ -25,6 +32,26 @@ class Revert:
     prior: int
 
 
+@dataclass(frozen=True)
+class Restore:
+    """--restore: put the backup ``name`` (in backups_path: ``path``) of schema ``revision`` in the database's place."""
+
+    name: str
+    revision: str
+    kind: str = "restore"
+
+    def path(self, settings) -> str:
+        return f"{settings.backups_path.rstrip('/')}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Register(Revert):
+    """--restore: the revert of the stopped job to ``version``; ``prior`` is the current version before the stop
+    (the stop adds one: the revert is checked against the job as the stop left it)."""
+
+    kind: str = "register"
+
+
 @dataclass
 class RollbackFacts:
     current: dict | None  # the registered job (None: not registered)
@@ -32,6 +59,9 @@ class RollbackFacts:
     same_specification: set = field(default_factory=set)  # versions Nomad's plan finds equal to the current
     target: dict | None = None  # the version to go back to (``choose``; None: no job)
     variable_items: frozenset = frozenset()  # store postgres: the names of the database Variable's items
+    schema: object = None  # steps/migrate/schema.SchemaFacts: the database against the target's image (None: not read)
+    restore: bool = False  # --restore
+    backups: dict = field(default_factory=dict)  # --restore: {backup name: its recorded schema revision}
 
 
 def choose(current: dict, versions: list[dict], to) -> dict:
@@ -70,21 +100,57 @@ def _same_specification(settings, n, target: dict) -> bool:
     return (plan.get("Diff") or {}).get("Type") == "None"
 
 
-def read_facts(settings, n, to=None) -> RollbackFacts:
+def read_facts(settings, n, to=None, restore: bool = False, dry_run: bool = False) -> RollbackFacts:
     """The job, its versions, the version to go back to (``to``, or the one chosen) and whether it has
     the current specification (Nomad plans only that one: the choice is refused first when it cannot
-    be made)."""
+    be made); the schema of the target's image against the database's, and with ``restore`` the
+    backups' recorded schema revisions."""
     current = jobfile.current(settings, n)
     if current is None:
-        return RollbackFacts(None)
+        return RollbackFacts(None, restore=restore)
     versions = nomad_api.call(settings, "listing job versions", n.job.get_versions, settings.job_name)
-    facts = RollbackFacts(current, (versions or {}).get("Versions") or [])
+    facts = RollbackFacts(current, (versions or {}).get("Versions") or [], restore=restore)
     target = facts.target = choose(current, facts.versions, to)
     if _same_specification(settings, n, target):
         facts.same_specification.add(target["Version"])
+        return facts
     if database_variable.registered_revision(target):  # it reads its database URL from the Variable
         facts.variable_items = frozenset((database_variable.fetch(settings, n) or {}).get("Items") or {})
+    _read_schema(settings, facts, dry_run)
     return facts
+
+
+def _read_schema(settings, facts: RollbackFacts, dry_run: bool) -> None:
+    """The target image's chain (its registry labels) against the database's revision; the backups'
+    recorded revisions with --restore. What cannot be read is said and rollback goes on as before."""
+    from ..adapters import registry, ssh
+    from ..core import console
+    from ..core.schema_chain import chain_of_labels
+    from ..steps.migrate import schema
+    from ..steps.store import revision as revisions
+
+    version = jobfile.version_of(jobfile.image_of(facts.target))
+    chain = None
+    if version is not None:
+        try:
+            chain = chain_of_labels(registry.labels(settings, f"v{version}"))
+        except UserError as exc:
+            console.warn(f"cannot read the labels of v{version} ({exc.message}): its schema is not compared")
+    if chain is None and not facts.restore:
+        return  # an image without labels (or not ours): rollback as before
+    host = None
+    try:
+        if database.kind(settings) == "sqlite" or facts.restore:
+            host = ssh.connect(settings)
+        read = revisions.read_db_revision(settings, host=host, make_env=not dry_run)
+        facts.schema = schema.facts(read.revision, chain, read.unreadable)
+        if facts.schema.kind == schema.UNKNOWN and chain is not None:
+            console.warn(f"schema not compared: {facts.schema.why}")
+        if facts.restore:
+            facts.backups = revisions.backup_schemas(host, settings.backups_path)
+    finally:
+        if host is not None:
+            host.close()
 
 
 def make_plan(settings, facts: RollbackFacts) -> Plan:
@@ -102,6 +168,7 @@ def make_plan(settings, facts: RollbackFacts) -> Plan:
     detail = (f"version {current['Version']} ({jobfile.image_of(current)}) → version {target['Version']} "
               f"({jobfile.image_of(target)})")
     revision, now = database_variable.registered_revision(target), database_variable.registered_revision(current)
+    restoring = _refuse_schema(settings, facts)
     if revision and database_variable.item_for(revision) not in facts.variable_items:
         raise UserError(f"job version {target['Version']} reads its database URL at revision {revision}, which "
                         f"{jobfile.database_variable(settings)} no longer holds: its tasks would stop at start; "
@@ -109,21 +176,68 @@ def make_plan(settings, facts: RollbackFacts) -> Plan:
                         hint="go back to a newer version (`inv rollback --to N`), or `inv deploy` the image you want")
     if revision and revision != now:
         detail += f", with the database URL it ran with (revision {revision})"
+    if restoring is not None:
+        name, backup_revision = restoring
+        plan.title += f": schema {facts.schema.db_revision} -> {backup_revision} (restore the backup taken before the migration)"
+        plan.add("stop", f"job {settings.job_name}", f"version {current['Version']} ({jobfile.image_of(current)}): "
+                 "nothing serves the database while it is replaced", op=Stop(local=False))
+        plan.add("restore", f"backup {name}", f"schema {backup_revision}, in place of the database at "
+                 f"{facts.schema.db_revision} (kept aside)", op=Restore(name, backup_revision))
+        plan.add("register", f"job {settings.job_name}", detail,
+                 op=Register(target["Version"], current["Version"]))
+        return plan
     plan.add("revert", f"job {settings.job_name}", detail, op=Revert(target["Version"], current["Version"]))
     return plan
 
 
-def rollback(settings, to=None, dry_run: bool = False):
+def _refuse_schema(settings, facts: RollbackFacts):
+    """(backup name, its revision) to restore with --restore; None: a plain revert. A target whose MLflow cannot
+    serve the database (its chain lacks the database's revision: a newer MLflow migrated it) is refused
+    unless --restore, and --restore without such a target or without a backup it can serve. Pure."""
+    from ..steps.backup.names import backup_sort_key
+    from ..steps.migrate import schema as schemas
+
+    schema, target = facts.schema, facts.target
+    number = target["Version"]
+    older = schema is not None and schema.kind == schemas.NEWER
+    if not older:
+        if facts.restore:
+            now = f"at schema {schema.db_revision}" if schema is not None and schema.db_revision else "as it is"
+            why = ("its image has no schema labels" if schema is None or schema.image_head is None
+                   else f"its MLflow {schema.image_mlflow} serves the database {now}")
+            raise UserError(f"--restore: job version {number} needs no restore ({why}); nothing was changed",
+                            hint=f"`inv rollback --to {number}` reverts the job alone; `inv restore --backup NAME` "
+                                 "puts back a backup", code=ExitCode.BAD_ARGUMENT)
+        return None
+    mlflow = f"MLflow {schema.image_mlflow}" if schema.image_mlflow else "its MLflow"
+    if not facts.restore:
+        raise UserError(f"job version {number} runs {jobfile.image_of(target)} ({mlflow}, schema head "
+                        f"{schema.image_head}), which cannot serve the database at schema revision "
+                        f"{schema.db_revision} (a newer MLflow migrated it); nothing was changed",
+                        hint=f"`inv rollback --to {number} --restore` stops the job, puts back the backup taken "
+                             f"before the migration and registers version {number}", code=ExitCode.STORE_REFUSED)
+    fits = [name for name, revision in facts.backups.items() if revision in schema.chain and backup_sort_key(name)]
+    if not fits:
+        raise UserError(f"--restore: no backup in {settings.backups_path} records a schema revision {mlflow} of job "
+                        f"version {number} can serve (schema head {schema.image_head}); nothing was changed",
+                        hint="deploy records each backup's schema revision in {backup}.schema beside it "
+                             "(backups_path); `inv restore --backup NAME` then `inv rollback --to "
+                             f"{number}` does it by hand", code=ExitCode.STORE_REFUSED)
+    name = max(fits, key=backup_sort_key)
+    return name, facts.backups[name]
+
+
+def rollback(settings, to=None, dry_run: bool = False, restore: bool = False):
     """`inv rollback` through the runner, under the deploy lock (a dry run only says who holds it): the
     plan on a dry run; None when there is nothing to roll back; else the followed outcome."""
     from ..steps import runner
 
     n = nomad_api.client(settings)
     applying = Apply(settings, n)
-    step = runner.Step("rollback", read=lambda: read_facts(settings, n, to), plan=lambda facts: make_plan(settings, facts),
-                       apply_one=applying.apply_one)
-    outcome = runner.run([step], dry_run=dry_run,
-                         lock=runner.Lock(settings, f"rollback{' --to ' + str(to) if to is not None else ''}"))
+    step = runner.Step("rollback", read=lambda: read_facts(settings, n, to, restore=restore, dry_run=dry_run),
+                       plan=lambda facts: make_plan(settings, facts), apply_one=applying.apply_one)
+    what = f"rollback{' --to ' + str(to) if to is not None else ''}{' --restore' if restore else ''}"
+    outcome = runner.run([step], dry_run=dry_run, lock=runner.Lock(settings, what))
     plan = outcome.plans["rollback"]
     if plan.empty:
         return None
@@ -138,10 +252,46 @@ class Apply:
         self.outcome = None
 
     def apply_one(self, change) -> str:
-        """Revert (check-and-set on the current version), then follow the deployment it starts."""
+        """Revert (check-and-set on the current version), then follow the deployment it starts; with
+        --restore: stop, restore, register (the revert of the stopped job)."""
+        kind = getattr(change.op, "kind", "revert")
+        if kind == "stop":
+            from ..steps.job import lifecycle
+
+            lifecycle.stop(self.settings, self.n)
+            return f"stopped job {self.settings.job_name}"
+        if kind == "restore":
+            return self._restore(change.op)
+        if kind == "register":
+            stopped = jobfile.current(self.settings, self.n)
+            return self._revert(Revert(change.op.version, stopped["Version"] if stopped else change.op.prior))
+        return self._revert(change.op)
+
+    def _restore(self, op: Restore) -> str:
+        """The backup in the database's place (SQLite on the host: the current file kept aside, as `inv
+        restore` does); the job stays stopped until the register."""
+        from ..steps.backup import commands
+        from ..steps.backup.names import utc_stamp
+        from ..steps.backup.take import Target, must
+
+        settings = self.settings
+        if database.kind(settings) != "sqlite":
+            raise UserError(f"--restore with store {database.kind(settings)} is not done by rollback yet; the job "
+                            "is stopped, the database untouched",
+                            hint=f"`inv restore --backup {op.name}`, then `inv rollback --to N` (the version you "
+                                 "chose)")
+        with Target.remote(settings) as target:
+            aside = f"{target.db}.before-restore-{utc_stamp()}"
+            path = op.path(settings)
+            must(target, commands.is_file(path), f"finding {path}")
+            must(target, commands.keep_aside(target.db, aside), "keeping the database aside")
+            must(target, commands.put_in_place(path, target.db, aside), "putting the backup in place")
+        return f"restored {op.name} (schema {op.revision}); the database it replaced is kept as {aside}"
+
+    def _revert(self, op: Revert) -> str:
         import nomad.api.exceptions as nex
 
-        settings, n, op = self.settings, self.n, change.op
+        settings, n = self.settings, self.n
         try:
             response = n.job.revert_job(settings.job_name, op.version, enforce_prior_version=op.prior)
         except nex.BaseNomadException as exc:

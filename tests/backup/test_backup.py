@@ -153,6 +153,22 @@ def test_before_deploy_labels_the_running_version(remote_settings, tmp_path):
     assert result.version == "0.98"
 
 
+def test_restore_now_puts_the_backup_back_without_the_job_or_the_lock(remote_settings, tmp_path):
+    """Deploy's interface (its apply holds the lock and has stopped the job): the database kept aside, the backup
+    in place; a corrupt backup is refused with nothing changed."""
+    settings = remote_settings()
+    db = make_db(tmp_path / "host" / "backend" / "mlflow.db", 10)
+    taken = backup.before_deploy(settings, "0.98", "0.99")
+    make_db(db, 15)
+    aside = backup.restore_now(settings, taken.name)
+    assert count(db) == 10 and count(aside) == 25 and integrity(db) == "ok"
+    open(os.path.join(settings.backups_path, "cut.db"), "wb").write(open(taken.path, "rb").read()[:2000])
+    with pytest.raises(UserError, match="fails the SQLite integrity check"):
+        backup.restore_now(settings, "cut.db")
+    assert count(db) == 10 and sorted(n for n in os.listdir(db.parent) if n.startswith("mlflow.db")) == \
+        ["mlflow.db", os.path.basename(aside)]
+
+
 def test_host_without_python3_or_sqlite3_is_named(tmp_path):
     class BareHost(LocalShell):
         def run(self, cmd, sudo=False, check=True):

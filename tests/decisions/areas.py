@@ -66,6 +66,44 @@ def plan_restore(settings, facts: dict, args: dict) -> Plan:
     return make_plan(settings, target, restore_facts, args.get("aside", f"{target.db}.before-restore-20261130T120000Z"))
 
 
+def _pg_database(facts: dict):
+    """store: postgres: the database and the pg_dump found here, as ``postgres.read_database`` reads them."""
+    from pathlib import Path
+
+    from mlflow_self_host.adapters.postgres import Client
+    from mlflow_self_host.steps.backup.postgres import Database
+
+    client = facts.get("client")
+    return Database(facts.get("url", "postgresql://mlflow:secret@db.lan:5432/mlflow"),
+                    Client(Path(client["path"]), client["version"], client["major"]) if client else None,
+                    "the PATH, /usr/lib/postgresql/*/bin, Homebrew's libpq", facts.get("server", "17.2"),
+                    facts.get("server_major", 17), facts.get("tables", {}))
+
+
+def plan_pg_backup(settings, facts: dict, args: dict) -> Plan:
+    import datetime as dt
+
+    from mlflow_self_host.steps.backup.names import backup_base_name
+    from mlflow_self_host.steps.backup.postgres import DumpFacts, make_plan
+
+    now = dt.datetime.fromisoformat(args.get("now", "2026-11-30T12:00:00")).replace(tzinfo=dt.timezone.utc)
+    dump_facts = DumpFacts(_pg_database(facts), facts.get("folder", True), tuple(facts.get("names", [])))
+    return make_plan(settings, _backup_target(settings, args), dump_facts,
+                     backup_base_name(args.get("version", "0.99"), now), download=args.get("download", False))
+
+
+def plan_pg_restore(settings, facts: dict, args: dict) -> Plan:
+    from mlflow_self_host.steps.backup.postgres import Contents, RestoreFacts, make_restore_plan
+
+    dump = facts.get("dump")
+    contents = None
+    if dump is not None:
+        contents = Contents(len(dump["tables"]) * 2, frozenset(("TABLE", t) for t in dump["tables"]),
+                            tuple(dump.get("data", dump["tables"])), dump.get("counts"))
+    restore_facts = RestoreFacts(_pg_database(facts), facts["path"], facts.get("local"), contents,
+                                 facts.get("job_stopped", False), facts.get("running"))
+    return make_restore_plan(settings, restore_facts, stop_start=args.get("stop_start", True))
+
 
 def plan_dns(settings, facts: dict, args: dict) -> Plan:
     """The record the settings ask for, against Pi-hole's entries (``"entries"``) or a dnsmasq file's
@@ -96,6 +134,7 @@ def plan_deploy(settings, facts: dict, args: dict) -> Plan:
     if job is not None:
         placement = job.get("placement")
         job = JobFacts(job_version=job.get("job_version"), running_version=job.get("running_version"),
+                       stopped_version=job.get("stopped_version"),
                        changed=job.get("changed", True), diff=job.get("diff", ""),
                        modify_index=job.get("modify_index", 0), latest=job.get("latest"),
                        placement=UserError(placement, code=ExitCode.PLACEMENT) if placement else None,
@@ -107,7 +146,19 @@ def plan_deploy(settings, facts: dict, args: dict) -> Plan:
         skip_build=facts.get("skip_build", False), backup=facts.get("backup", True),
         dry_run=facts.get("dry_run", False), migrate=facts.get("migrate", False),
         takeover=facts.get("takeover", 0), takeover_copy=facts.get("takeover_copy", False),
-        registry_has_tag=facts.get("registry_has_tag"), job=job))
+        registry_has_tag=facts.get("registry_has_tag"), job=job, schema=_schema(facts.get("schema"))))
+
+
+def _schema(facts: dict | None):
+    """``schema``: the database's revision against the image's chain: ``db_revision``, ``chain`` (the image's
+    revisions, oldest first; absent: an image without labels), ``image_mlflow``; ``unreadable``: why the
+    database was not read. The kind is compare's (steps/migrate/schema.py)."""
+    from mlflow_self_host.steps.migrate import schema
+
+    if facts is None:
+        return None
+    chain = schema.Chain(facts.get("image_mlflow", "3.17.2"), tuple(facts["chain"])) if facts.get("chain") else None
+    return schema.facts(facts.get("db_revision"), chain, facts.get("unreadable", ""))
 
 
 def _database_variable(settings, facts: dict | None):
@@ -127,8 +178,9 @@ def _database_variable(settings, facts: dict | None):
 def plan_rollback(settings, facts: dict, args: dict) -> Plan:
     """facts: ``current`` (the job, or null), ``versions`` (Version, Stable, Stop, the image, and with store
     postgres the ``revision`` whose URL item its template reads), ``same_specification``: the versions Nomad's
-    plan finds equal to the current one, and ``variable_items``: the names of the database Variable's items.
-    The version to go back to is chosen from them and ``"to"`` in args as read_facts chooses it (``choose``:
+    plan finds equal to the current one, and ``variable_items``: the names of the database Variable's items;
+    ``schema``: the database against the target's image (as deploy's), ``backups``: {backup name: its recorded
+    schema revision}, ``"restore"`` in args: --restore. The version to go back to is chosen from them and ``"to"`` in args as read_facts chooses it (``choose``:
     its refusals)."""
     from mlflow_self_host.flows.rollback import RollbackFacts, choose, make_plan
 
@@ -147,7 +199,9 @@ def plan_rollback(settings, facts: dict, args: dict) -> Plan:
     versions = [job(dict(v)) for v in facts.get("versions", [])]
     target = choose(current, versions, args.get("to")) if current else None
     return make_plan(settings, RollbackFacts(current, versions, set(facts.get("same_specification", [])), target,
-                                             frozenset(facts.get("variable_items", []))))
+                                             frozenset(facts.get("variable_items", [])),
+                                             schema=_schema(facts.get("schema")), restore=args.get("restore", False),
+                                             backups=facts.get("backups", {})))
 
 
 def plan_local(settings, facts: dict, args: dict) -> Plan:
@@ -291,7 +345,8 @@ def plan_takeover(settings, facts: dict, args: dict) -> Plan:
     return takeover.make_plan(settings, found, current, chain, args.get("backup_name", "copy.db"), others).plan
 
 
-AREAS = {"host": plan_host, "backup": plan_backup, "restore": plan_restore, "dns": plan_dns,
+AREAS = {"host": plan_host, "backup": plan_backup, "restore": plan_restore, "pg_backup": plan_pg_backup,
+         "pg_restore": plan_pg_restore, "dns": plan_dns,
          "deploy": plan_deploy, "rollback": plan_rollback,
          "local": plan_local, "image": plan_image, "store": plan_store, "takeover": plan_takeover,
          "build": plan_build, "release": plan_release}

@@ -110,3 +110,35 @@ def test_dry_run_builds_nothing(docker_engine_service, docker_client):
     assert result.returncode == 0, result.stderr
     assert "would change" in result.stderr and "dry-run-only:v" in result.stderr
     assert not [t for i in docker_client.images.list() for t in i.tags if "dry-run-only" in t]
+
+
+def test_inv_build_labels_the_image_with_its_mlflow_schema_read_back_from_the_registry(
+        mlflow_image, docker_engine_service, registry, base_image, docker_client):
+    """The labels come from the image's own MLflow (its venv stage, read without starting it); a rebuild
+    with nothing changed reuses that stage (its pip install is not run again)."""
+    import time
+
+    from mlflow_self_host.core.version import Version
+    from mlflow_self_host.steps.image import publish
+
+    settings = mlflow_image.settings()
+    version = (PROJECT_ROOT / "version.txt").read_text().strip()
+    env = {"DOCKER_HOST": docker_engine_service.base_url, "MSH_REGISTRY": registry.address,
+           "MSH_IMAGE": settings.image, "MSH_BASE_IMAGE": base_image}
+    started = time.monotonic()
+    result = inv("build", "push", env=env)
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    labels = docker_client.images.get(f"{settings.registry}/{settings.image}:v{version}").labels
+    chain = labels["io.mlflow-self-host.schema-chain"].split()
+    assert labels["io.mlflow-self-host.mlflow-version"] == "3.17.2"
+    assert labels["io.mlflow-self-host.schema-head"] == "dc11669786a5" == chain[-1]
+    assert len(chain) == 67 and len(set(chain)) == 67
+    # the venv stage's pip install came from the cache, in the venv build and in the final build
+    installs = [i for i, line in enumerate(result.stderr.splitlines()) if "RUN python3 -m venv /opt/mlflow" in line]
+    assert len(installs) == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert all("Using cache" in lines[i + 1] for i in installs), result.stderr
+    print(f"no-change `inv build push`: {took:.1f} s")
+    read = publish.image_schema(settings, Version(version))
+    assert (read.mlflow_version, read.head, len(read.order)) == ("3.17.2", "dc11669786a5", 67)

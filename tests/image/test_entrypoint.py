@@ -100,3 +100,26 @@ def test_two_servers_started_together_on_an_empty_postgresql_database(run, postg
     assert "experiments" in postgres_server.tables(name) and "alembic_version" in postgres_server.tables(name)
     revision = postgres_server.psql("SELECT version_num FROM alembic_version", database=name).strip()
     assert revision == schema.chain().head
+
+
+def test_upgrade_only_migrates_and_exits_without_serving(run, tmp_path):
+    """MLFLOW_DB_UPGRADE=only (a release's migration job): `mlflow db upgrade`, then exit with its code, never
+    serving; a database the upgrade fails on is its non-zero exit."""
+    from tests.job import older_schema
+
+    port = reserved_port()
+    made = run({"MLFLOW_PORT": str(port), "MLFLOW_DB_UPGRADE": "only"})  # an empty folder: MLflow's tables made
+    assert made.wait(timeout=120)["StatusCode"] == 0, made.logs().decode(errors="replace")
+    db = tmp_path / "backend" / "mlflow.db"
+    older_schema.one_behind(db)
+    migrated = run({"MLFLOW_PORT": str(port), "MLFLOW_DB_UPGRADE": "only"})
+    assert migrated.wait(timeout=120)["StatusCode"] == 0
+    logs = migrated.logs().decode(errors="replace")
+    assert "not serving (MLFLOW_DB_UPGRADE=only)" in logs and "Uvicorn" not in logs and "uvicorn" not in logs, logs
+    assert older_schema.revision(db) == older_schema.HEAD and "job_locks" in older_schema.tables(db)
+    older_schema.one_behind(db)
+    older_schema.break_for_the_head_migration(db)
+    failed = run({"MLFLOW_PORT": str(port), "MLFLOW_DB_UPGRADE": "only"})
+    assert failed.wait(timeout=120)["StatusCode"] not in (0, None)
+    assert "not serving" not in failed.logs().decode(errors="replace")
+    assert older_schema.revision(db) == older_schema.BEFORE_HEAD

@@ -185,3 +185,24 @@ def put_in_place(backup: str, db: str, aside: str) -> str:
 def copy_for_download(path: str, tmp: str, user: str) -> str:
     """A copy the SSH user may read (the backup is root's), to download without sudo."""
     return f"install -m 600 -o {quote(user)} {quote(path)} {quote(tmp)}"
+
+
+# --- PostgreSQL's dumps (made on this machine) and the listing -------------------------------------
+def folder_facts(folder: str) -> str:
+    """``folder=yes|no``, then the folder's entries."""
+    return "; ".join([_is("-d", folder, "folder"), f"if [ -d {quote(folder)} ]; then ls -1A {quote(folder)}; fi"])
+
+
+def publish(partial: str, folder: str, base: str, ext: str) -> str:
+    """Give an uploaded ``partial`` its backup name (``{base}{ext}``, or ``{base}-N{ext}`` when taken: never
+    overwriting one); prints the name given."""
+    return (f"f={quote(folder + '/' + base + ext)}; n=1; "
+            f"while ! ln {quote(partial)} \"$f\" 2>/dev/null; do f={quote(folder + '/' + base)}-$n{quote(ext)}; "
+            f"n=$((n+1)); [ $n -lt 100 ] || exit 3; done; rm -f {quote(partial)}; printf '%s\\n' \"$f\"")
+
+
+def listing(folder: str) -> str:
+    """``missing``, or one ``SIZE NAME`` line per file named ``mlflow-*`` in the folder (POSIX sh)."""
+    return (f"if [ ! -d {quote(folder)} ]; then echo missing; exit 0; fi; "
+            f"for f in {quote(folder)}/mlflow-*; do if [ -f \"$f\" ]; then "
+            f"printf '%s %s\\n' \"$(wc -c < \"$f\" | tr -d ' ')\" \"${{f##*/}}\"; fi; done")

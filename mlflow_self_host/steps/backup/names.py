@@ -1,8 +1,12 @@
 """What backups are called and which ones retention removes (no I/O).
 
-A backup is ``mlflow-{UTC YYYYmmddTHHMMSSZ}-v{running version}.db``, or ``...-N.db`` for a second one
-within the same second; retention keeps the newest ``backup_keep`` of them, by time (never by version),
-and never touches another file.
+A backup is ``mlflow-{UTC YYYYmmddTHHMMSSZ}-v{running version}.db`` (SQLite's store) or ``.dump``
+(PostgreSQL's: ``pg_dump -Fc``), or ``...-N.db`` for a second one within the same second; retention keeps
+the newest ``backup_keep`` of each store's, by time (never by version), and never touches another file.
+
+Deploy records the database's schema revision of each backup it takes beside it, in ``{backup}.schema``
+(one line, the alembic revision; steps/store/revision.py writes and lists them), so `inv rollback --restore`
+can pick the newest backup an older MLflow can serve. Not a backup name: listings and retention skip it.
 """
 from __future__ import annotations
 
@@ -11,7 +15,16 @@ import re
 
 DB_NAME = "mlflow.db"  # the image's store: sqlite:////mnt/backend_store/mlflow.db
 LOCAL_DOWNLOADS = "backups"  # ./backups on this machine, for --download
-NAME = re.compile(r"^mlflow-(?P<stamp>\d{8}T\d{6}Z)-v(?P<version>[0-9A-Za-z.]+?)(?:-(?P<n>\d+))?\.db$")
+NAME = re.compile(r"^mlflow-(?P<stamp>\d{8}T\d{6}Z)-v(?P<version>[0-9A-Za-z.]+?)(?:-(?P<n>\d+))?\.(?P<ext>db|dump)$")
+EXTENSIONS = {"sqlite": ".db", "postgres": ".dump"}  # the store -> its backups' extension
+STORES = {ext.lstrip("."): store for store, ext in EXTENSIONS.items()}
+
+
+SCHEMA_SUFFIX = ".schema"  # {backup}.schema: the schema revision of the database the backup holds
+
+
+def schema_file(backup_name: str) -> str:
+    return backup_name + SCHEMA_SUFFIX
 
 
 def utc_stamp(now: _dt.datetime | None = None) -> str:
@@ -23,11 +36,12 @@ def backup_base_name(version: str, now: _dt.datetime | None = None) -> str:
     return f"mlflow-{utc_stamp(now)}-v{str(version).lstrip('v')}"
 
 
-def file_name(base: str, existing) -> str:
-    """The name the host gives a new backup: ``{base}.db``, or the first free ``{base}-N.db``."""
+def file_name(base: str, existing, ext: str = ".db") -> str:
+    """The name the host gives a new backup: ``{base}.db``, or the first free ``{base}-N.db`` (``ext``:
+    ``.dump`` for PostgreSQL's)."""
     taken = set(existing)
     n = 0
-    while (name := f"{base}{f'-{n}' if n else ''}.db") in taken:
+    while (name := f"{base}{f'-{n}' if n else ''}{ext}") in taken:
         n += 1
     return name
 
@@ -47,10 +61,33 @@ def version_of(name: str) -> str | None:
     return match["version"] if match else None
 
 
-def to_remove(names, keep: int) -> list[str]:
-    """The backups retention removes: all but the newest ``keep`` (other files are never touched)."""
-    ours = sorted((n for n in names if is_backup_name(n)), key=backup_sort_key, reverse=True)
-    return ours[max(int(keep), 0):] if keep > 0 else []
+def store_of(name: str) -> str | None:
+    """The store a backup is of (sqlite for ``.db``, postgres for ``.dump``), None for a file not ours."""
+    match = NAME.match(name)
+    return STORES[match["ext"]] if match else None
+
+
+def to_remove(names, keep: int, ext: str | None = None) -> list[str]:
+    """The backups retention removes: all but the newest ``keep`` of each store's (of the store whose
+    extension ``ext`` is, ``.db`` or ``.dump``, when given); other files are never touched, and the last
+    SQLite backups stay after a switch to PostgreSQL."""
+    if keep <= 0:
+        return []
+    removed = []
+    for kind in [ext.lstrip(".")] if ext else STORES:
+        ours = sorted((n for n in names if is_backup_name(n) and NAME.match(n)["ext"] == kind),
+                      key=backup_sort_key, reverse=True)
+        removed += ours[int(keep):]
+    return sorted(removed, key=backup_sort_key, reverse=True)
+
+
+def taken_at(name: str) -> str:
+    """When a backup was taken, from its name: ``2026-11-26 23:37:00 UTC`` ("" for a file not ours)."""
+    match = NAME.match(name)
+    if not match:
+        return ""
+    when = _dt.datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ")
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def human_size(n: int) -> str:

@@ -19,8 +19,8 @@ from ...core import plan as plans
 from ...core.errors import UserError
 from ...core.plan import Plan
 from . import commands
-from .names import utc_stamp, version_of
-from .take import Target, must, no_tool, run
+from .names import store_of, utc_stamp, version_of
+from .target import Target, job_state, must, no_tool, run
 
 _REFUSED_HINT = "refusing to restore it; pick another backup"
 
@@ -53,7 +53,7 @@ def read_facts(settings, target: Target, backup_arg: str) -> RestoreFacts:
 
         running = str(read_version(settings.root))
     else:
-        job_stopped, running = _job(settings)
+        job_stopped, running = job_state(settings)
     return RestoreFacts(tool, path, str(upload) if upload else None, integrity, values.get("db") == "yes",
                         values.get("folder") == "yes", job_stopped, running)
 
@@ -100,21 +100,6 @@ def check_local_file(path) -> str:
     return "ok" if rows == ["ok"] else "; ".join(str(r) for r in rows[:5])
 
 
-def _job(settings) -> tuple[bool, str | None]:
-    """(stopped, running version) of the registered job; (False, None) when Nomad does not say (the
-    stop then says why)."""
-    from ..job import jobfile
-    from ...adapters import nomad_api
-
-    try:
-        job = jobfile.current(settings, nomad_api.client(settings))
-    except UserError:
-        return False, None
-    if not job:
-        return False, None
-    return bool(job.get("Stop")), jobfile.version_of(jobfile.image_of(job))
-
-
 # --- the plan -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Upload:
@@ -156,6 +141,9 @@ def make_plan(settings, target: Target, facts: RestoreFacts, aside: str) -> Plan
     if facts.tool is None:
         raise no_tool(target.label)
     shown = facts.upload or facts.path
+    if store_of(PurePosixPath(shown).name) == "postgres":
+        raise UserError(f"{shown} is a backup of the PostgreSQL store (a pg_dump), and the store here is SQLite",
+                        hint="pick a .db backup (`inv backup --list`), or set store: postgres to restore it there")
     if facts.integrity is None:
         raise UserError(f"no backup at {facts.path} on {target.label}",
                         hint="`inv backup` lists where backups go; give a file name in backups_path, a path on "
@@ -265,11 +253,18 @@ def upload(target: Target, local, path: str, make_folder: str | None = None) -> 
 
 def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = False, version=None):
     """`inv restore BACKUP` through the runner, under the deploy lock on the host (a dry run only checks it
-    is free): refuse a backup failing integrity_check; else stop, swap, start, wait."""
+    is free): refuse a backup failing integrity_check; else stop, swap, start, wait. With store: postgres
+    (not --local), steps/backup/postgres.py's restore: stop, replace in one transaction, start."""
     import dataclasses
 
     from ...core import console
+    from ...core import database
     from .. import runner
+
+    if not local and database.kind(settings) == "postgres":
+        from . import postgres
+
+        return postgres.restore(settings, backup_arg, dry_run=dry_run)
 
     target = Target.on_this_machine(settings) if local else Target.remote(settings)
     with target:
@@ -286,7 +281,7 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
             """Whether the job is stopped, asked again under the lock: the start depends on it."""
             now = facts
             if not local and not dry_run:
-                job_stopped, running = _job(settings)
+                job_stopped, running = job_state(settings)
                 now = dataclasses.replace(facts, job_stopped=job_stopped, running=running)
             read.append(now)
             return now
@@ -301,3 +296,35 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
         console.warn(f"job {settings.job_name} was stopped before the restore: left stopped")
     console.done(f"restored {read[0].path}; the previous database is kept as {aside}")
     return aside
+
+
+def restore_now(settings, name: str, remote=None) -> str:
+    """Put the backup ``name`` (a name in backups_path, or a path on the host) back as the store's database now:
+    the changes of `inv restore` without the runner, the deploy lock (the caller holds it: deploy's apply) or
+    the job's stop and start (the caller stopped it and starts what it wants). SQLite: the database kept aside
+    (returned: its path) and the backup put in place, over ``remote`` (deploy's SSH connection) when given;
+    PostgreSQL: the dump restored in one transaction (a failure leaves the database as it was; returns "").
+    A missing or failing backup is a UserError before anything changes."""
+    from ...core import database
+
+    if database.kind(settings) == "postgres":
+        from . import postgres
+
+        postgres.restore_now(settings, name, remote=remote)
+        return ""
+    target = Target.remote(settings, remote)
+    try:
+        values, _ = commands.parse_facts(run(target, commands.restore_facts(target.db, target.backups)).stdout)
+        tool = values.get("tool") if values.get("tool") in commands.TOOLS else None
+        path = name if "/" in name else f"{target.backups}/{name}"
+        integrity = _check_on_target(target, commands.SQLite(tool), path) if tool else None
+        facts = RestoreFacts(tool, path, integrity=integrity, database=values.get("db") == "yes", job_stopped=True)
+        aside = f"{target.db}.before-restore-{utc_stamp()}"
+        applying = Apply(settings, target, aside)
+        for change in make_plan(settings, target, facts, aside):
+            if change.op.kind in ("keep aside", "put in place"):
+                applying.apply_one(change)
+        return aside
+    finally:
+        if remote is None:  # our own connection; the caller's stays open
+            target.shell.close()

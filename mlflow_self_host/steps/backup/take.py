@@ -10,91 +10,15 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ...core import plan as plans
 from ...core.errors import UserError
 from ...core.plan import Plan
 from . import commands
-from .names import DB_NAME, LOCAL_DOWNLOADS, backup_base_name, file_name, human_size, to_remove
-
-
-class NoDatabase(UserError):
-    """There is no database to back up (MLflow has not run there yet)."""
-
-
-@dataclass
-class BackupResult:
-    path: str  # on the host (or this machine with --local)
-    size: int
-    version: str
-    where: str  # "host m700" or "local ./data"
-    removed: list
-    downloaded: str | None = None
-
-
-# --- where the data is ----------------------------------------------------------------------------
-@dataclass
-class Target:
-    """One MLflow store: the shell that reaches it (``ssh.Remote`` or ``LocalShell``), its database, its
-    backups folder and how the user knows it ("host m700", "local ./data")."""
-
-    shell: object
-    db: str
-    backups: str
-    where: str
-
-    @property
-    def label(self) -> str:
-        return self.shell.label
-
-    @property
-    def local(self) -> bool:
-        from ...adapters.local_shell import LocalShell
-
-        return isinstance(self.shell, LocalShell)
-
-    def __enter__(self) -> "Target":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shell.close()
-
-    @classmethod
-    def remote(cls, settings, remote=None) -> "Target":
-        if remote is None:
-            from ...adapters import ssh
-
-            remote = ssh.connect(settings)
-        return cls(remote, str(PurePosixPath(settings.backend_path) / DB_NAME), settings.backups_path,
-                   f"host {settings.host}")
-
-    @classmethod
-    def on_this_machine(cls, settings) -> "Target":
-        from ...adapters.local_shell import LocalShell
-
-        data = settings.path(settings.local_data_dir)
-        return cls(LocalShell(), str(data / "backend" / DB_NAME), str(data / "backups"),
-                   f"local {settings.local_data_dir}")
-
-
-def run(target: Target, command: str):
-    """A command on the target, under sudo on the SSH host (its files are root's or the image user's)."""
-    return target.shell.run(command, sudo=True, check=False)
-
-
-def must(target: Target, command: str, what: str) -> str:
-    result = run(target, command)
-    if not result.ok:
-        raise UserError(f"{what} failed on {target.label}: "
-                        f"{(result.stderr or result.stdout).strip()[-400:] or f'exit {result.exited}'}")
-    return result.stdout
-
-
-def no_tool(label: str) -> UserError:
-    return UserError(f"{label} has neither python3 nor the sqlite3 CLI: no way to take an online SQLite backup",
-                     hint="install one on the host: `sudo apt-get install sqlite3` (or python3)")
+from .names import LOCAL_DOWNLOADS, backup_base_name, human_size
+from .target import (BackupResult, MakeFolder, NoDatabase, Prune, Target, Taking, backup_plan, must,  # noqa: F401
+                     no_tool, run)
 
 
 # --- facts ----------------------------------------------------------------------------------------
@@ -115,25 +39,12 @@ def read_facts(target: Target) -> BackupFacts:
 
 # --- the plan -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class MakeFolder:
-    path: str
-    kind: str = "folder"
-
-
-@dataclass(frozen=True)
 class TakeBackup:
     tool: str
     db: str
     folder: str
     base: str  # the name without .db; the host adds -N when it is taken
     kind: str = "backup"
-
-
-@dataclass(frozen=True)
-class Prune:
-    folder: str
-    names: tuple  # the backups retention removes, oldest last
-    kind: str = "prune"
 
 
 @dataclass(frozen=True)
@@ -150,51 +61,24 @@ def make_plan(settings, target: Target, facts: BackupFacts, base: str, download:
     if not facts.database:
         raise NoDatabase(f"no MLflow database at {target.db} ({target.where})",
                          hint="has MLflow run there yet? check backend_path / local_data_dir")
-    plan = Plan(f"backup of {target.db} ({target.where})")
-    if not facts.folder:
-        plan.add("create", target.backups, "backups folder", op=MakeFolder(target.backups))
-    name = file_name(base, facts.names)
-    plan.add("run", f"{target.backups}/{name}", "SQLite online backup, then PRAGMA integrity_check",
-             op=TakeBackup(facts.tool, target.db, target.backups, base))
-    plan.add("delete", f"{target.backups}/mlflow-*.db", f"all but the newest {settings.backup_keep}",
-             op=Prune(target.backups, tuple(to_remove([*facts.names, name], settings.backup_keep))))
-    if download:
-        plan.add("create", f"./{LOCAL_DOWNLOADS}/", "a copy on this machine",
-                 op=Download(LOCAL_DOWNLOADS, via_tmp=not target.local))
-    return plan
+    return backup_plan(settings, target, f"backup of {target.db} ({target.where})", facts.folder, facts.names, base,
+                       ".db", "SQLite online backup, then PRAGMA integrity_check",
+                       TakeBackup(facts.tool, target.db, target.backups, base),
+                       Download(LOCAL_DOWNLOADS, via_tmp=not target.local) if download else None)
 
 
 # --- applying it ----------------------------------------------------------------------------------
 @dataclass
-class Apply:
-    """Makes one backup's changes on ``target``; what they gave (the path, size, removed, download) is kept
-    for ``result``."""
-
-    settings: object
-    target: Target
-    path: str = ""
-    size: int = 0
-    removed: list = field(default_factory=list)
-    downloaded: str | None = None
+class Apply(Taking):
+    """Makes one SQLite backup's changes on ``target``; what they gave is kept for ``result``."""
 
     def apply_one(self, change):
         op = change.op
-        if op.kind == "folder":
-            must(self.target, commands.make_folder(op.path), f"creating {op.path}")
-            return None
+        if op.kind in ("folder", "prune"):
+            return self.shared(op)
         if op.kind == "backup":
             self._backup(op)
             return f"backup {self.path} ({human_size(self.size)}, integrity ok, {self.target.where})"
-        if op.kind == "prune":
-            if op.names:
-                must(self.target, commands.remove([f"{op.folder}/{name}" for name in op.names]),
-                     "removing old backups")
-            from ...core import console
-
-            for name in op.names:
-                console.info(f"removed old backup {name}")
-            self.removed = list(op.names)
-            return plans.QUIET
         if op.kind == "download":
             self.downloaded = str(self._download(op))
             return f"downloaded to {self.downloaded}"
@@ -266,8 +150,33 @@ def _said_result(result: BackupResult) -> None:
     console.result(result.downloaded or result.path)
 
 
+def _is_postgres(settings) -> bool:
+    from ...core import database
+
+    return database.kind(settings) == "postgres"
+
+
+def _take(settings, target: Target, version: str, download: bool = False, dry_run: bool = False):
+    """The store's backup into ``target``'s backups folder: SQLite's online backup on the host, or with
+    store: postgres a pg_dump made here and uploaded there (steps/backup/postgres.py)."""
+    if not target.local and _is_postgres(settings):
+        from . import postgres
+
+        return postgres.take(settings, target, version, download=download, dry_run=dry_run)
+    return take(settings, target, version, download=download, dry_run=dry_run)
+
+
+def _what(settings, target: Target) -> str:
+    if not target.local and _is_postgres(settings):
+        from ...core import database
+
+        return f"{database.shown_url(database.url(settings))} (PostgreSQL) to {target.where}"
+    return f"{target.db} ({target.where})"
+
+
 def backup(settings, download: bool = False, local: bool = False, dry_run: bool = False, version=None):
-    """`inv backup`: one integrity-checked backup of the Nomad client's (or ./data's) database."""
+    """`inv backup`: one checked backup of the store: the Nomad client's (or ./data's) SQLite database, or with
+    store: postgres the database at MSH_DATABASE_URL (a pg_dump kept on the Nomad client)."""
     from ...core import console
     from ...core.version import read_version
 
@@ -285,23 +194,24 @@ def backup(settings, download: bool = False, local: bool = False, dry_run: bool 
                              "(version.txt)")
     with target:
         if dry_run:
-            return take(settings, target, version, download=download, dry_run=True)
-        console.step(f"backing up {target.db} ({target.where})")
-        result = take(settings, target, version, download=download)
+            return _take(settings, target, version, download=download, dry_run=True)
+        console.step(f"backing up {_what(settings, target)}")
+        result = _take(settings, target, version, download=download)
     _said_result(result)
     return result
 
 
 def before_deploy(settings, running_version, new_version, remote=None):
-    """Called by deploy before an image version change: a remote backup labelled with the running
-    version (an MLflow upgrade may migrate the schema), over deploy's own SSH connection when it has
-    one (``remote``). Returns the ``BackupResult``, or None (with a warning) when there is no database
-    yet; any other failure is a UserError that stops the deploy."""
+    """Called by deploy before an image version change: a backup of the store (SQLite's on the host, or
+    with store: postgres a pg_dump kept there) labelled with the running version (an MLflow upgrade may
+    migrate the schema), over deploy's own SSH connection when it has one (``remote``). Returns the
+    ``BackupResult`` (``.name``: what `inv restore` and ``restore_now`` take; ``.path`` on the host), or None
+    (with a warning) when there is no database yet; any other failure is a UserError that stops the deploy."""
     from ...core import console
 
     console.step(f"backing up the database before v{running_version} → v{new_version}")
     try:
-        result = take(settings, Target.remote(settings, remote), str(running_version))
+        result = _take(settings, Target.remote(settings, remote), str(running_version))
     except NoDatabase as exc:
         console.warn(f"{exc.message}: nothing to back up")
         return None

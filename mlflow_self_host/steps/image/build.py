@@ -41,9 +41,10 @@ class Op:
     no_cache: bool = False
 
 
-def build_args(settings, version) -> dict:
-    """The Dockerfile's ARGs: the base image and the OCI label values."""
-    return {
+def build_args(settings, version, schema_args: dict | None = None) -> dict:
+    """The Dockerfile's ARGs: the base image, the OCI label values and the schema labels' (``schema_args``:
+    schema.build_args of the venv stage's MLflow; absent: the Dockerfile's defaults, no schema)."""
+    return {**(schema_args or {}), 
         "BASE_IMAGE": settings.base_image,
         "VERSION": version.text,
         "REVISION": git.output(settings.root, "rev-parse", "HEAD") or "unknown",
@@ -117,11 +118,16 @@ def build_image(settings, version, target, source: str, no_cache: bool = False) 
     if not target.same(native):
         console.info(f"  {target} is not the engine's own platform ({native}): its RUN steps run under QEMU "
                      "emulation on the engine's host (slower)")
-    events = engine.api.build(
-        path=str(context), dockerfile="Dockerfile", tag=ref, buildargs=build_args(settings, version),
-        network_mode="host", forcerm=True, rm=True, nocache=no_cache, pull=False, decode=True,
-        platform=str(target),
-    )
+    common = dict(path=str(context), dockerfile="Dockerfile", network_mode="host", forcerm=True, rm=True,
+                  pull=False, decode=True, platform=str(target))
+    schema_args, venv_id = {}, ""
+    if has_venv_stage(context / "Dockerfile"):  # built first: its MLflow's schema becomes the final stage's labels
+        venv_id = _follow(engine.api.build(target=VENV_STAGE, buildargs=build_args(settings, version),
+                                           nocache=no_cache, **common), settings, target, native)
+        schema_args = read_schema_once(settings, engine, venv_id)
+    # --no-cache: the venv stage just built is the only cache the final build may use (not built twice)
+    cache = {"cache_from": [venv_id]} if no_cache and venv_id else {"nocache": no_cache}
+    events = engine.api.build(tag=ref, buildargs=build_args(settings, version, schema_args), **cache, **common)
     image_id = _follow(events, settings, target, native)
     if not image_id:
         image_id = engine.images.get(ref).id
@@ -133,6 +139,81 @@ def build_image(settings, version, target, source: str, no_cache: bool = False) 
                         code=ExitCode.BUILD_FAILED)
     console.done(f"built {ref} for {target} ({image_id.removeprefix('sha256:')[:12]})")
     return image_id
+
+
+VENV_STAGE = "venv"  # docker/Dockerfile's stage that installs MLflow into /opt/mlflow
+VENV_DIR = "/opt/mlflow"
+
+
+def has_venv_stage(dockerfile: Path) -> bool:
+    import re
+
+    return bool(re.search(rf"^\s*FROM\s+\S+\s+AS\s+{VENV_STAGE}\s*$", dockerfile.read_text(encoding="utf-8"),
+                          re.M | re.I))
+
+
+def read_schema_once(settings, engine, image_id: str) -> dict:
+    """read_schema, kept in cache_dir by the venv stage's image id (content-addressed: the same id is the
+    same files), so a rebuild with an unchanged venv does not create a container again."""
+    import json
+    import os
+
+    path = Path(os.path.expanduser(settings.cache_dir)) / "image-schema" / f"{image_id.split(':')[-1]}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    found = read_schema(engine, image_id)
+    if found:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(found), encoding="utf-8")
+        except OSError:
+            pass  # not kept: read again next time
+    return found
+
+
+def read_schema(engine, image_id: str) -> dict:
+    """schema.build_args of the MLflow in ``image_id``'s venv: its migration scripts and its version read
+    from a created container's files (``get_archive``; never started, so a foreign platform is read as
+    well). {} when the image has no MLflow there (labels left empty: "unknown" for deploy)."""
+    import docker
+
+    from ...core import schema_chain as schema
+
+    if not image_id:
+        return {}
+    container = engine.api.create_container(image_id, command=["true"], entrypoint=[])
+    try:
+        config = _files(engine, container, f"{VENV_DIR}/pyvenv.cfg").get("pyvenv.cfg", "")
+        python = next((line.split("=", 1)[1].strip() for line in config.splitlines()
+                       if line.split("=", 1)[0].strip() in ("version", "version_info")), "")
+        site = f"{VENV_DIR}/lib/python{'.'.join(python.split('.')[:2])}/site-packages"
+        scripts = _files(engine, container, f"{site}/mlflow/store/db_migrations/versions")
+        meta = _files(engine, container, f"{site}/mlflow/version.py").get("version.py", "")
+    except docker.errors.NotFound:
+        return {}
+    finally:
+        engine.api.remove_container(container, force=True)
+    import re
+
+    found = re.search(r"""^VERSION\s*=\s*["']([^"']+)["']""", meta, re.M)
+    order = schema.parse_scripts(text for name, text in scripts.items() if name.endswith(".py"))
+    return schema.build_args(found.group(1) if found else "unknown", order) if order else {}
+
+
+def _files(engine, container, path: str) -> dict:
+    """{base name: text} of the files at ``path`` (a file or a folder, not below) in ``container``."""
+    import io
+    import tarfile
+
+    stream, _ = engine.api.get_archive(container, path)
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream)), mode="r") as tar:
+        for member in tar:
+            if member.isfile() and member.name.count("/") <= 1:
+                out[member.name.rsplit("/", 1)[-1]] = tar.extractfile(member).read().decode("utf-8", "replace")
+    return out
 
 
 def _base_for(engine, settings, target) -> None:

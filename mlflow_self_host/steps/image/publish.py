@@ -215,6 +215,27 @@ def push_tag(settings, version, tag: str, dry_run: bool = False) -> str:
     return execute(settings, version, plan, facts, dry_run=dry_run)
 
 
+def image_schema(settings, version):
+    """The schema chain (steps/migrate/schema.Chain) of ``v{version}`` from its labels: the registry's tag (the
+    image Nomad pulls), else the engine's image, else, built nowhere yet, this package's MLflow (the same
+    pin as the image's lock: what the build will carry). None: an image without schema labels."""
+    from ...adapters import engine as engine_mod
+    from ...adapters import registry
+    from ...core import schema_chain as schema
+
+    try:
+        labels = registry.labels(settings, version.tag)
+    except UserError:
+        labels = None  # unreachable: the engine's, or the package's (the image step says the registry's failure)
+    if labels is not None:
+        return schema.chain_of_labels(labels)
+    engine = engine_mod.client(required=False)
+    ref = settings.image_ref(version.text)
+    if engine is not None and engine_mod.has_image(engine, ref):
+        return schema.chain_of_labels(engine.images.get(ref).labels)
+    return schema.chain()
+
+
 def registry_platforms(settings, version, would_push: bool):
     """The platforms of the registry's ``v{version}``; None when a dry run would push it first; a tag
     the registry lacks is refused (exit 2): Nomad could not pull it."""

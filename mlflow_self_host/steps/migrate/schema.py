@@ -1,65 +1,85 @@
-"""MLflow's SQLite schema revisions, as the MLflow of the image knows them.
+"""MLflow's schema revisions: as this package's MLflow knows them, as an image records them, and the
+database's against the image's (``compare``: same, empty, upgrade, newer, unknown).
 
 The image pins mlflow==3.17.2 (docker/requirements.lock) and this package depends on the same
 mlflow-skinny, which carries the alembic scripts (``mlflow/store/db_migrations/versions``). Their
 ``revision``/``down_revision`` lines give the chain without importing alembic or SQLAlchemy, so the
 laptop can tell, before anything changes, whether the image can upgrade a database: a revision in the
 chain can be upgraded, the head is current, any other one was written by a newer MLflow.
+
+`inv build` reads the same scripts from the built image's own MLflow (``parse_scripts``) and labels the
+image with them (``LABELS``): its MLflow version, its head and its whole chain, oldest first. Deploy and
+rollback read those labels from the registry (``chain_of_labels``) and the database's revision
+(steps/store/revision.py), and ``compare`` says what the image would do to that database.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
-_LINE = re.compile(r"""^(revision|down_revision)\s*(?::\s*[^=]+)?=\s*(?:['"]([0-9a-f]+)['"]|None)""", re.M)
+from ...core.schema_chain import (BUILD_ARGS, LABEL_CHAIN, LABEL_HEAD, LABEL_VERSION, Chain,  # noqa: F401
+                                  build_args, chain, chain_of_labels, parse_scripts)
+
+
+# --- the database against the image ----------------------------------------------------------------
+SAME, EMPTY, UPGRADE, NEWER, UNKNOWN = "same", "empty", "upgrade", "newer", "unknown"
 
 
 @dataclass(frozen=True)
-class Chain:
-    mlflow_version: str
-    order: tuple  # revisions, oldest first
+class SchemaFacts:
+    """The database's revision against the image's chain (``kind``: ``compare``'s, or unknown)."""
+
+    db_revision: str | None  # None: no MLflow tables (or not read: see kind)
+    image_head: str | None  # None: the image has no schema labels
+    chain: tuple = ()  # the image's revisions, oldest first
+    kind: str = UNKNOWN  # same, empty, upgrade, newer, unknown
+    image_mlflow: str = ""  # the image's MLflow version (its label)
+    why: str = ""  # unknown: why (no labels, the database not read); newer: which MLflow wrote it, if known
 
     @property
-    def head(self) -> str:
-        return self.order[-1]
+    def behind(self) -> int:
+        """Migrations the image runs (upgrade)."""
+        return len(self.chain) - 1 - self.chain.index(self.db_revision) if self.kind == UPGRADE else 0
 
-    def knows(self, revision: str) -> bool:
-        return revision in self.order
-
-    def behind(self, revision: str) -> int:
-        """How many migrations the image runs on a database at ``revision``."""
-        return len(self.order) - 1 - self.order.index(revision)
-
-
-@lru_cache(maxsize=1)
-def chain() -> Chain:
-    import importlib.metadata
-    import importlib.util
-
-    spec = importlib.util.find_spec("mlflow")  # found, not imported: importing mlflow takes seconds
-    folder = Path(list(spec.submodule_search_locations)[0]) / "store" / "db_migrations" / "versions"
-    return Chain(importlib.metadata.version("mlflow-skinny"), tuple(_order(_links(folder))))
+    @property
+    def line(self) -> str:
+        """The plan's header line of a schema upgrade."""
+        return f"schema upgrade {self.db_revision} -> {self.image_head}: backup, migrate once, no automatic revert"
 
 
-def _links(folder: Path) -> dict:
-    """revision -> down_revision of every script in ``folder``."""
-    links = {}
-    for script in folder.glob("*.py"):
-        found = dict((k, v) for k, v in _LINE.findall(script.read_text(encoding="utf-8")))
-        if found.get("revision"):
-            links[found["revision"]] = found.get("down_revision") or None
-    return links
+def compare(db_revision: str | None, chain) -> str:
+    """What the image of ``chain`` (its revisions, oldest first; empty: unknown) does to a database at
+    ``db_revision`` (None: no MLflow tables). Pure."""
+    order = tuple(chain or ())
+    if not order:
+        return UNKNOWN
+    if db_revision is None:
+        return EMPTY
+    if db_revision == order[-1]:
+        return SAME
+    if db_revision in order:
+        return UPGRADE
+    return NEWER
 
 
-def _order(links: dict) -> list[str]:
-    children = {down: rev for rev, down in links.items()}
-    base = [rev for rev, down in links.items() if down is None]
-    if len(base) != 1 or len(children) != len(links):
-        raise RuntimeError("MLflow's migration scripts do not form one chain")  # a broken install
-    order, at = [], base[0]
-    while at is not None:
-        order.append(at)
-        at = children.get(at)
-    return order
+def facts(db_revision: str | None, image: Chain | None, unreadable: str = "") -> SchemaFacts:
+    """SchemaFacts of a database (``unreadable``: why its revision could not be read) and an image's chain."""
+    if image is None:
+        return SchemaFacts(db_revision, None, (), UNKNOWN, why="the image has no schema labels (built before "
+                                                                 "they existed)")
+    if unreadable:
+        return SchemaFacts(None, image.head, image.order, UNKNOWN, image.mlflow_version,
+                           why=f"the database's revision was not read: {unreadable}")
+    kind = compare(db_revision, image.order)
+    why = written_by(db_revision) if kind == NEWER else ""
+    return SchemaFacts(db_revision, image.head, image.order, kind, image.mlflow_version, why)
+
+
+def written_by(revision: str | None) -> str:
+    """Which MLflow wrote a revision, when this package's MLflow knows it ("" else)."""
+    try:
+        own = chain()
+    except Exception:  # noqa: BLE001 - a broken install: not known
+        return ""
+    if revision and own.knows(revision):
+        return f"revision {revision} is in the schema of MLflow {own.mlflow_version} (this package's)"
+    return ""

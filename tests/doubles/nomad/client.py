@@ -455,7 +455,7 @@ class AllocRunner(threading.Thread):
                 raise DriverError("killed while the image was pulled", recoverable=False)
             return driver.start(self.alloc["ID"], self.task, image, env, self._ports(),
                                 self._binds(), (self.spec.get("Resources") or {}).get("MemoryMB") or 300,
-                                self.spec.get("User") or ""), None
+                                self.spec.get("User") or "", self.spec.get("Config") or {}), None
         except DriverError as exc:
             return None, exc
         except Exception as exc:  # noqa: BLE001 - the engine went away, a timeout: still the driver's

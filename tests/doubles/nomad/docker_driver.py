@@ -9,6 +9,8 @@ From hashicorp/nomad drivers/docker (driver.go, coordinator.go, handle.go) and
   (``to`` inside the container, a dynamic host port outside); each ``volume_mount`` is a bind mount of the
   client's host volume path, owner and mode unchanged; ``resources.memory`` is the hard limit (swap
   equal to it); the task's ``user`` replaces the image's USER; ``env`` is the task's environment;
+- the task's ``entrypoint`` replaces the image's, ``command`` and ``args`` make the container's Cmd
+  (driver.go createContainerConfig);
 - a kill is ``docker stop`` with the task's kill_timeout (the image's stop signal, then SIGKILL);
 - the pull sets no platform (coordinator.go ImagePull without one): a tag holding one image of another
   architecture is pulled as it is, and its container, started on a node without emulation, exits 1
@@ -80,8 +82,10 @@ class DockerDriver:
             raise DriverError(_pull_error(image, str(exc))) from None
 
     def start(self, alloc_id: str, task: str, image: str, env: dict, ports: list[tuple[int, int]],
-              binds: list[tuple[str, str, bool]], memory_mb: int, user: str = "") -> Running:
-        """``ports``: (host port, container port); ``binds``: (host path, destination, read only)."""
+              binds: list[tuple[str, str, bool]], memory_mb: int, user: str = "", config: dict | None = None) -> Running:
+        """``ports``: (host port, container port); ``binds``: (host path, destination, read only); ``config``:
+        the task's docker config, of which ``entrypoint`` (replaces the image's), ``command`` and ``args``
+        (the container's Cmd: command then args, or args alone) are used as Nomad's driver uses them."""
         import docker
 
         name = f"{task.replace('/', '_')}-{alloc_id}"
@@ -89,9 +93,12 @@ class DockerDriver:
             raise DriverError("the client is shutting down", recoverable=False)
         self.remove(name)  # a restart reuses the name (the previous run's container is gone in Nomad)
         memory = int(memory_mb) * 1024 * 1024
+        config = config or {}
+        command = ([config["command"]] if config.get("command") else []) + list(config.get("args") or [])
         try:
             container = self.client.containers.create(
-                image, name=name, environment=env or {}, user=user or None,
+                image, command=command or None, entrypoint=config.get("entrypoint") or None,
+                name=name, environment=env or {}, user=user or None,
                 ports={f"{to}/tcp": (self.address, host) for host, to in ports},
                 volumes={host: {"bind": dest, "mode": "ro" if ro else "rw"} for host, dest, ro in binds},
                 mem_limit=memory, memswap_limit=memory, network=self.network,

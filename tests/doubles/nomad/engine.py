@@ -5,7 +5,8 @@ go.mod and go.sum pin hashicorp/hcl/v2 as Nomad builds it, go-cty, go-cty-funcs,
 - ``parse``: /v1/jobs/parse (jobspec2 with Nomad's HCL function table, variable types and validations,
   dynamic blocks, locals, durations, the api structs' schema, then api.Job.Canonicalize);
 - ``render``: a template block as Nomad's template hook renders it (text/template with consul-template's
-  ``nomadVar``, missingkey=zero), and an env template read with go-envparse.
+  ``nomadVar``, missingkey=zero), and an env template read with go-envparse;
+- ``cron``: a periodic block's next launch (hashicorp/cronexpr, the library Nomad uses), in its time zone.
 
 The binary is built once per test session, into a cache keyed by the sha256 of the engine's sources, go.mod,
 go.sum and ``go version`` (``TEST_CACHE/nomad-engine/<key>/``: tests/services/__init__.py), so a later
@@ -152,3 +153,28 @@ def render(template: str, variables: dict, where: str = "default", envvars: bool
     env = (answer.get("Env") or {}) if envvars and "Text" in answer and not answer.get("Error") else None
     return Rendered(text=answer.get("Text"), env=env,
                     missing=answer.get("Missing"), error=answer.get("Error"), unsupported=answer.get("Unsupported"))
+
+
+# --- cron ----------------------------------------------------------------------------------------------
+class CronError(ValueError):
+    """A periodic block Nomad refuses: the text of its validation error ("Invalid cron spec ...")."""
+
+
+def cron_next(periodic: dict, after: float) -> int | None:
+    """The first launch of a job's ``Periodic`` (Spec, Specs, TimeZone) strictly after ``after`` (epoch
+    seconds), as Unix seconds; None when no instant matches. CronError when the block is invalid."""
+    answer = _call("cron", {"Spec": periodic.get("Spec") or "", "Specs": list(periodic.get("Specs") or []),
+                            "TimeZone": periodic.get("TimeZone") or "UTC", "From": int(after)})
+    if answer.get("Error"):
+        raise CronError(answer["Error"])
+    return answer.get("Next") or None
+
+
+def cron_next_time(periodic: dict, after: float) -> str | None:
+    """The same launch as Go's JSON writes a time.Time in the block's time zone ("2026-12-08T03:00:00+01:00"),
+    as the plan's NextPeriodicLaunch carries it."""
+    answer = _call("cron", {"Spec": periodic.get("Spec") or "", "Specs": list(periodic.get("Specs") or []),
+                            "TimeZone": periodic.get("TimeZone") or "UTC", "From": int(after)})
+    if answer.get("Error"):
+        raise CronError(answer["Error"])
+    return answer.get("Time") or None

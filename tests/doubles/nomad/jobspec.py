@@ -4,7 +4,8 @@ HCL2 job files are parsed by the engine (engine.py ``parse``, on Nomad's own lib
 - ``ParseError``: a job the agent refuses; its text is the 400's;
 - ``duration``: a Go duration string in nanoseconds (the ``?wait=`` of blocking queries);
 - ``canonical``: the defaults the server fills in at register and plan of a JSON job (api/jobs.go
-  Canonicalize, the parts our jobs use; the server's structs.Job.Canonicalize differs in details).
+  Canonicalize, the parts our jobs use; the server's structs.Job.Canonicalize differs in details): the
+  restart and reschedule defaults of the job's type (service or batch), the periodic block's.
 """
 from __future__ import annotations
 
@@ -45,6 +46,14 @@ SERVICE_RESTART = {"Attempts": 2, "Interval": 1800 * SECOND, "Delay": 15 * SECON
                    "RenderTemplates": False}
 SERVICE_RESCHEDULE = {"Attempts": 0, "Interval": 0, "Delay": 30 * SECOND, "DelayFunction": "exponential",
                       "MaxDelay": 3600 * SECOND, "Unlimited": True}  # api/tasks.go, service jobs
+# batch jobs (api/tasks.go defaultBatchJobRestartPolicy, NewDefaultReschedulePolicy("batch"); the same values as
+# structs.go DefaultBatchJobRestartPolicy / DefaultBatchJobReschedulePolicy)
+BATCH_RESTART = {"Attempts": 3, "Interval": 24 * 3600 * SECOND, "Delay": 15 * SECOND, "Mode": "fail",
+                 "RenderTemplates": False}
+BATCH_RESCHEDULE = {"Attempts": 1, "Interval": 24 * 3600 * SECOND, "Delay": 5 * SECOND, "DelayFunction": "constant",
+                    "MaxDelay": 0, "Unlimited": False}
+PERIODIC_DEFAULTS = {"Enabled": True, "Spec": "", "Specs": [], "SpecType": "cron", "ProhibitOverlap": False,
+                     "TimeZone": "UTC"}  # api/jobs.go PeriodicConfig.Canonicalize
 DEFAULT_UPDATE = {"Stagger": 30 * SECOND, "MaxParallel": 1, "HealthCheck": "checks", "MinHealthyTime": 10 * SECOND,
                   "HealthyDeadline": 300 * SECOND, "ProgressDeadline": 600 * SECOND, "Canary": 0,
                   "AutoRevert": False, "AutoPromote": False}
@@ -67,15 +76,20 @@ def canonical(job: dict) -> dict:
     job_update = job.get("Update")
     if job_update is not None:
         job["Update"] = _fill(job_update, {k: DEFAULT_UPDATE[k] for k in ("Stagger", "MaxParallel")})
+    if job.get("Periodic") is not None:
+        job["Periodic"] = _fill(job["Periodic"], PERIODIC_DEFAULTS)
+        job["Periodic"]["TimeZone"] = job["Periodic"]["TimeZone"] or "UTC"
+    batch = job["Type"] == "batch"
     for group in job.get("TaskGroups") or []:
         group["Count"] = 1 if group.get("Count") is None else group["Count"]
-        group["RestartPolicy"] = _fill(group.get("RestartPolicy"), SERVICE_RESTART)
+        group["RestartPolicy"] = _fill(group.get("RestartPolicy"), BATCH_RESTART if batch else SERVICE_RESTART)
         group["EphemeralDisk"] = _fill(group.get("EphemeralDisk"), {"Sticky": False, "Migrate": False, "SizeMB": 300})
         group["ReschedulePolicy"] = _fill(group.get("ReschedulePolicy") or job.get("Reschedule"),
-                                          SERVICE_RESCHEDULE)
-        group["Migrate"] = _fill(group.get("Migrate"), {"MaxParallel": 1, "HealthCheck": "checks",
-                                                        "MinHealthyTime": 10 * SECOND,
-                                                        "HealthyDeadline": 300 * SECOND})
+                                          BATCH_RESCHEDULE if batch else SERVICE_RESCHEDULE)
+        if not batch or group.get("Migrate") is not None:  # api TaskGroup.Canonicalize: a default for service only
+            group["Migrate"] = _fill(group.get("Migrate"), {"MaxParallel": 1, "HealthCheck": "checks",
+                                                            "MinHealthyTime": 10 * SECOND,
+                                                            "HealthyDeadline": 300 * SECOND})
         if group.get("Update") is not None or job_update is not None:
             merged = dict(job_update or {})
             merged.update({k: v for k, v in (group.get("Update") or {}).items() if v is not None})

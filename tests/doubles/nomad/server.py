@@ -30,6 +30,21 @@ What it does over time, as Nomad does (BEHAVIOUR.md; the source files are named 
   deadline), and with ``auto_revert`` registers the latest stable version again; a deployment whose
   allocations are all healthy succeeds and marks its job version stable;
 - failed allocations are rescheduled by the group's reschedule policy (delay, exponential);
+- batch jobs (``type = "batch"``): the batch restart and reschedule defaults (api/tasks.go), no update
+  block (refused, as structs.go TaskGroup.Validate does) and no deployment; a task runs to its end, exit 0
+  ``complete``, else failed by its restart policy; a finished allocation of the current version counts
+  toward the group's count (reconciler filters.go), so it is not replaced, while those of an older version
+  (or of a purged job of the same ID) are ignored, so a changed job runs again; the job is ``running``
+  while an allocation runs, ``pending`` while an evaluation is, then ``dead`` (state_store.go
+  getJobStatus); ``/allocations`` lists those of the job's CreateIndex unless ``all=true``; the summary
+  counts allocations by client status and the children of a periodic job; a job's type cannot change;
+- periodic jobs (a batch job with ``periodic { crons, prohibit_overlap, time_zone }``): the parent is
+  ``running`` until stopped and gets no evaluation; the launcher (nomad/periodic.go) registers a child
+  ``<parent>/periodic-<launch Unix seconds>`` (ParentID set, no periodic block, evaluation triggered by
+  ``periodic-job``) at each cron instant (hashicorp/cronexpr in the Go engine, in the block's time zone),
+  skipping a launch while a child still runs with ``prohibit_overlap``; ``POST /v1/job/<id>/periodic/force``
+  launches one now whatever prohibit_overlap says, answering {EvalID, EvalCreateIndex, Index};
+  ``/v1/job/`` paths are split by their endpoint's suffix, so a child's ID keeps its slash;
 - ``POST /_double/agent/restart`` is the test's ``systemctl restart nomad``: the API goes away for
   ``restart_seconds`` and the client reads its client.hcl again (running allocations keep running);
   a client.hcl it cannot read keeps the agent down, as Nomad refuses to start.
@@ -40,7 +55,8 @@ a Consul service (``provider = "consul"``, Nomad's default) gets the implicit co
 provider's own), so a node without Consul filters the group, and it is registered in Consul's catalogue
 instead of Nomad's, with its checks run as the Consul agent runs them.
 
-Left out (our jobs do not use them, or one test machine cannot have them): node drain and lost nodes, canaries and promotion, Consul Connect and Consul's own ACLs, CSI volumes, preemption, periodic and batch jobs,
+Left out (our jobs do not use them, or one test machine cannot have them): node drain and lost nodes, canaries and promotion, Consul Connect and Consul's own ACLs, CSI volumes, preemption, parameterized
+(dispatch) and sysbatch jobs, a periodic job's launches missed while the double was down,
 a task's own ``shutdown_delay`` (the group's is modelled: services deregistered, then the wait, then the kill), the eval broker's queueing and its nack/retry, template functions other than ``nomadVar``
 (``key``, ``secret``, ``env``...: a task whose template uses one is killed with "Template failed" here;
 templates are rendered by the Go engine, text/template with consul-template's ``nomadVar``).
@@ -130,6 +146,8 @@ class NomadDouble:
         self.allocs: dict[str, dict] = {}
         self.services: dict[str, dict] = {}  # registration ID -> registration
         self.variables: dict[tuple[str, str], dict] = {}  # (namespace, path) -> Nomad Variable
+        self.purged_children: dict[tuple[str, str], int] = {}  # (namespace, parent ID) -> children purged
+        self.periodic: dict[tuple[str, str], int | None] = {}  # tracked periodic jobs -> next launch (Unix s)
         self.timeline: list[tuple[float, object]] = []
         self.requests: list[tuple[str, str, dict, object]] = []  # (method, path, query, body)
         self.after_plan = None  # a test's hook: called (outside the lock) after a plan is answered
@@ -302,6 +320,7 @@ class NomadDouble:
                         action()
                     self._bump()
                 self._progress_deadlines()
+                self._periodic_launches()
 
     def alloc_changed(self, alloc: dict):
         """The client changed an allocation (events, states): a new index for blocking queries."""
@@ -319,9 +338,16 @@ class NomadDouble:
         return out
 
     def _job_status(self, job: dict) -> str:
+        """state_store.go getJobStatus: a periodic parent runs until stopped; then non-terminal allocations
+        (running), a pending evaluation (pending), terminal allocations (dead)."""
+        if job.get("Periodic") is not None:
+            return "dead" if job.get("Stop") else "running"
         allocs = [a for a in self.allocs.values() if a["JobID"] == job["ID"] and a["Namespace"] == job["Namespace"]]
         if any(a["ClientStatus"] in ("pending", "running") and a["DesiredStatus"] == "run" for a in allocs):
             return "running"
+        if not job.get("Stop") and any(e["Status"] == "pending" and e["JobID"] == job["ID"]
+                                       and e["Namespace"] == job["Namespace"] for e in self.evals.values()):
+            return "pending"
         if job.get("Stop") or (allocs and all(a["ClientStatus"] in ("complete", "failed", "lost") for a in allocs)
                                and not any(self._awaiting_reschedule(a) for a in allocs)):
             return "dead"
@@ -334,7 +360,11 @@ class NomadDouble:
         versions = self.jobs.setdefault(key, [])
         current = versions[-1] if versions else None
         index = self._bump()
+        periodic = job.get("Periodic") is not None  # job_endpoint.go Register: no evaluation for a periodic job
         if current is not None and spec(current) == spec(job):
+            if periodic:
+                return {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": current["JobModifyIndex"],
+                        "Warnings": "", "Index": current["ModifyIndex"], "LastContact": 0, "KnownLeader": True}
             eval_id = self._eval(namespace, job["ID"], current["JobModifyIndex"], triggered)
             return {"EvalID": eval_id, "EvalCreateIndex": index, "JobModifyIndex": current["JobModifyIndex"],
                     "Warnings": "", "Index": index, "LastContact": 0, "KnownLeader": True}
@@ -348,15 +378,81 @@ class NomadDouble:
                 dep.update(Status="cancelled", ModifyIndex=index,
                            StatusDescription="Cancelled because job is stopped" if job.get("Stop")
                            else "Cancelled due to newer version of job")
+        if periodic:
+            self._track(job)
+            return {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": index, "Warnings": "",
+                    "Index": index, "LastContact": 0, "KnownLeader": True}
         eval_id = self._eval(namespace, job["ID"], index, "job-deregister" if job.get("Stop") else triggered)
         return {"EvalID": eval_id, "EvalCreateIndex": index, "JobModifyIndex": index, "Warnings": "",
                 "Index": index, "LastContact": 0, "KnownLeader": True}
 
+    # -- the periodic launcher (nomad/periodic.go PeriodicDispatch) ---------------------------------
+    def _track(self, job: dict):
+        """PeriodicDispatch.Add: an active periodic job (enabled, not stopped) is tracked with its next
+        launch after now, in its time zone; any other version of it stops the tracking."""
+        key = (job["Namespace"], job["ID"])
+        periodic = job.get("Periodic")
+        if periodic is None or not periodic.get("Enabled", True) or job.get("Stop"):
+            self.periodic.pop(key, None)
+            return
+        try:
+            self.periodic[key] = engine.cron_next(periodic, time.time())
+        except engine.CronError:
+            self.periodic[key] = None  # validated at register: cannot happen
+
+    def _periodic_launches(self):
+        """PeriodicDispatch.run/dispatch: each tracked job whose launch time has come is launched, and its
+        next launch is the next instant after that one; with ``prohibit_overlap`` a launch is skipped while
+        a child still runs (Server.RunningChildren)."""
+        now = time.time()
+        for key, at in list(self.periodic.items()):
+            if at is None or at > now:
+                continue
+            job = self._current(*key)
+            if job is None:
+                self.periodic.pop(key, None)
+                continue
+            try:
+                self.periodic[key] = engine.cron_next(job["Periodic"], at)
+            except engine.CronError:
+                self.periodic[key] = None
+            if job["Periodic"].get("ProhibitOverlap") and self._running_children(job):
+                continue  # "skipping launch of periodic job because job prohibits overlap"
+            self._launch(job, at)
+
+    def _running_children(self, job: dict) -> bool:
+        """Server.RunningChildren: a child (ID ``<parent>/periodic-...``, ParentID the parent) with an
+        evaluation not terminal, or an allocation not terminal (desired run, client pending or running)."""
+        prefix = job["ID"] + "/periodic-"
+        for (namespace, child_id), versions in self.jobs.items():
+            if namespace != job["Namespace"] or not child_id.startswith(prefix) \
+                    or versions[-1].get("ParentID") != job["ID"]:
+                continue
+            if any(e["JobID"] == child_id and e["Namespace"] == namespace and e["Status"] in ("pending", "blocked")
+                   for e in self.evals.values()):
+                return True
+            if any(a["JobID"] == child_id and a["Namespace"] == namespace and a["DesiredStatus"] == "run"
+                   and a["ClientStatus"] in ("pending", "running") for a in self.allocs.values()):
+                return True
+        return False
+
+    def _launch(self, parent: dict, at: int) -> dict:
+        """PeriodicDispatch.createEval/deriveJob + Server.DispatchJob: the child job (a copy of the parent
+        named ``<parent>/periodic-<launch Unix seconds>``, ParentID set, no periodic block) registered with
+        an evaluation triggered by ``periodic-job``. Returns the register answer."""
+        child = copy.deepcopy(spec(parent))
+        child_id = f"{parent['ID']}/periodic-{int(at)}"
+        child.update(ID=child_id, Name=child_id, ParentID=parent["ID"], Periodic=None, Status="",
+                     StatusDescription="", Stop=False)
+        return self._register(parent["Namespace"], child, triggered="periodic-job")
+
     # -- evaluations and the scheduler -------------------------------------------------------------
     def _eval(self, namespace, job_id, job_index, triggered, status="pending", previous="") -> str:
         eval_id = str(uuid.uuid4())
-        self.evals[eval_id] = {
-            "ID": eval_id, "Namespace": namespace, "Priority": 50, "Type": "service", "TriggeredBy": triggered,
+        job = self._current(namespace, job_id) or {}
+        self.evals[eval_id] = {  # job_endpoint.go Register: the eval has the job's type and priority
+            "ID": eval_id, "Namespace": namespace, "Priority": job.get("Priority", 50),
+            "Type": job.get("Type", "service"), "TriggeredBy": triggered,
             "JobID": job_id, "JobModifyIndex": job_index, "NodeID": "", "NodeModifyIndex": 0,
             "DeploymentID": "", "Status": status, "StatusDescription": "", "Wait": 0,
             "NextEval": "", "PreviousEval": previous, "BlockedEval": "", "FailedTGAllocs": None,
@@ -403,9 +499,11 @@ class NomadDouble:
             return {}, None
         dep = self._deployment_for(job)
         failed = {}
+        batch = job.get("Type") == "batch"
         for group in job.get("TaskGroups") or []:
             name = group["Name"]
             live = self._live(job_id, namespace, name)
+            finished = self._batch_finished(job, name) if batch else []
             same = [a for a in live if _group_spec(a["_job"], name) == group]
             for alloc in same:  # an unchanged group is updated in place
                 if alloc["JobVersion"] != job["Version"]:
@@ -415,7 +513,7 @@ class NomadDouble:
                         dep["TaskGroups"][name]["PlacedAllocs"] += 1
                     alloc["DeploymentID"] = dep["ID"] if dep else alloc["DeploymentID"]
             old = [a for a in live if a not in same]
-            count = group.get("Count", 1)
+            count = max(0, group.get("Count", 1) - len(finished))
             for extra in same[count:]:
                 self._stop_alloc(extra, ALLOC_NOT_NEEDED)
             same = same[:count]
@@ -440,6 +538,25 @@ class NomadDouble:
                 self._place(job, group, dep, previous, node=node)
         self._maybe_complete(dep)
         return failed, dep
+
+    def _batch_finished(self, job: dict, group: str) -> list[dict]:
+        """The terminal allocations of a batch job's group that count toward its count (scheduler/reconciler
+        filters.go: filterOldTerminalAllocs, shouldFilter with isBatch): a complete one is never replaced,
+        a failed one is left to its reschedule policy; those of an older version (or of a purged job of the
+        same ID: an older CreateIndex) are ignored, so a changed job runs again."""
+        out = []
+        for alloc in self.allocs.values():
+            if alloc["JobID"] != job["ID"] or alloc["Namespace"] != job["Namespace"] or alloc["TaskGroup"] != group \
+                    or alloc["ClientStatus"] not in ("complete", "failed", "lost"):
+                continue
+            if alloc["JobVersion"] < job["Version"] or alloc["_job"]["CreateIndex"] < job["CreateIndex"]:
+                continue  # filterOldTerminalAllocs
+            if alloc["NextAllocation"]:
+                continue  # rescheduled already
+            if alloc["DesiredStatus"] != "run" and alloc["ClientStatus"] != "complete":
+                continue  # stopped before it ran successfully: ignored
+            out.append(alloc)
+        return out
 
     def _deployment_for(self, job: dict) -> dict | None:
         if not any((g.get("Update") or {}).get("MaxParallel") for g in job.get("TaskGroups") or []):
@@ -934,11 +1051,12 @@ class NomadDouble:
                         send_chunk(frame(chunk, len(data)))
                     while not double._stopping.is_set():
                         time.sleep(0.1)
+                        ended = alloc["ClientStatus"] in ("complete", "failed", "lost")  # before the read: all of it
                         now = double._node(alloc["NodeID"]).output(alloc_id, task, kind)
                         if len(now) > sent:
                             send_chunk(frame(now[sent:], len(now)))
                             sent = len(now)
-                        elif alloc["ClientStatus"] in ("complete", "failed", "lost"):
+                        elif ended:
                             break  # the task is gone: the stream ends
                     self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
@@ -1013,7 +1131,8 @@ class NomadDouble:
             if parts[:1] == ["jobs"]:
                 return self._jobs(method, parts[1:], namespace, query, body, token)
             if parts[:1] == ["job"] and len(parts) >= 2:
-                return self._job(method, parts[1], parts[2:], namespace, query, body, token)
+                job_id, rest = _job_path(path)
+                return self._job(method, job_id, rest, namespace, query, body, token)
             if parts[:1] == ["deployment"] and len(parts) >= 2:
                 if parts[1] == "allocations" and len(parts) == 3:
                     dep = self._dep(parts[2], token, namespace)
@@ -1095,6 +1214,60 @@ class NomadDouble:
         while self.index <= index and time.monotonic() < deadline:
             self.changed.wait(0.05)
 
+    def _force(self, method, job_id, namespace, token):
+        """POST /v1/job/:id/periodic/force (nomad/periodic_endpoint.go Force, PeriodicDispatch.ForceEval): a
+        child launched now, whatever ``prohibit_overlap`` says; {EvalID, EvalCreateIndex, Index}. Errors
+        are uncoded (HTTP 500): "job not found", "can't force launch non-periodic job", a stopped or
+        disabled one is not tracked."""
+        if method not in ("POST", "PUT"):
+            raise HTTPError(405, "Invalid method")
+        try:  # dispatch-job, submit-job or force-periodic-job
+            self._check_acl(token, namespace, "submit-job")
+        except HTTPError as exc:
+            if exc.text != "Permission denied":
+                raise
+            for capability in ("dispatch-job", "force-periodic-job"):
+                try:
+                    self._check_acl(token, namespace, capability)
+                    break
+                except HTTPError:
+                    continue
+            else:
+                raise
+        current = self._current(namespace, job_id)
+        if current is None:
+            raise HTTPError(500, "job not found")
+        if current.get("Periodic") is None:
+            raise HTTPError(500, "can't force launch non-periodic job")
+        if (namespace, job_id) not in self.periodic:
+            raise HTTPError(500, f"force launch for job \"{job_id}\" failed: can't force run non-tracked job "
+                                 f"\"{job_id}\" ({namespace})")
+        launched = self._launch(current, int(time.time()))
+        return 200, {"EvalID": launched["EvalID"], "EvalCreateIndex": launched["EvalCreateIndex"],
+                     "Index": launched["EvalCreateIndex"]}, None
+
+    def _summary(self, job: dict) -> dict:
+        """The job summary (state_store.go): per task group the count of its allocations by client status
+        (those of this job's CreateIndex: a purge deletes the summary), and the children of a periodic job
+        by their status (a purged child counts as dead)."""
+        namespace, job_id = job["Namespace"], job["ID"]
+        summary = {g["Name"]: {k: 0 for k in ("Queued", "Complete", "Failed", "Running", "Starting", "Lost", "Unknown")}
+                   for g in job.get("TaskGroups") or []}
+        for alloc in self.allocs.values():
+            if alloc["JobID"] == job_id and alloc["Namespace"] == namespace \
+                    and alloc["_job"]["CreateIndex"] == job["CreateIndex"]:
+                counts = summary.setdefault(alloc["TaskGroup"], {k: 0 for k in (
+                    "Queued", "Complete", "Failed", "Running", "Starting", "Lost", "Unknown")})
+                key = {"pending": "Starting", "running": "Running", "complete": "Complete",
+                       "failed": "Failed", "lost": "Lost"}.get(alloc["ClientStatus"], "Unknown")
+                counts[key] += 1
+        children = {"Pending": 0, "Running": 0, "Dead": self.purged_children.get((namespace, job_id), 0)}
+        for (ns, _), versions in self.jobs.items():
+            if ns == namespace and versions[-1].get("ParentID") == job_id:
+                children[self._job_status(versions[-1]).capitalize()] += 1
+        return {"JobID": job_id, "Namespace": namespace, "Summary": summary, "Children": children,
+                "CreateIndex": job["CreateIndex"], "ModifyIndex": job["ModifyIndex"]}
+
     def _public(self, obj):
         return {k: copy.deepcopy(v) for k, v in obj.items() if not k.startswith("_")}
 
@@ -1117,6 +1290,8 @@ class NomadDouble:
         for group in job.get("TaskGroups") or []:
             update = group.get("Update") or {}
             problems = []
+            if group.get("Update") is not None and job.get("Type", "service") not in ("service", "system"):
+                problems.append(f"Job type \"{job.get('Type')}\" does not allow update block")
             if update:
                 mht, hd, pd = (update.get("MinHealthyTime") or 0, update.get("HealthyDeadline") or 0,
                                update.get("ProgressDeadline") or 0)
@@ -1137,8 +1312,21 @@ class NomadDouble:
                 inner = "".join(f"\n\t* {p}" for p in problems)
                 errors.append(f"Task group {group['Name']} validation failed: {len(problems)} error"
                               f"{'s' if len(problems) != 1 else ''} occurred:{inner}\n\n")
+        periodic = job.get("Periodic")
+        if periodic is not None and periodic.get("Enabled", True):  # structs.go Job.Validate, PeriodicConfig.Validate
+            if job.get("Type") not in ("batch", "sysbatch"):
+                errors.append('Periodic can only be used with "batch" or "sysbatch" scheduler')
+            if periodic.get("Spec") and periodic.get("Specs"):
+                errors.append("Only cron or crons may be used")
+            try:
+                engine.cron_next(periodic, time.time())
+            except engine.CronError as exc:
+                errors.append(str(exc))
         if errors:
-            raise HTTPError(500, f"{len(errors)} error occurred:\n" + "".join(f"\t* {e}" for e in errors))
+            if all(e.endswith("\n\n") for e in errors):  # task group errors only (as before)
+                raise HTTPError(500, f"{len(errors)} error occurred:\n" + "".join(f"\t* {e}" for e in errors))
+            points = "\n\t".join(f"* {e}" for e in errors)  # go-multierror's ListFormatFunc
+            raise HTTPError(500, f"{len(errors)} error{'s' if len(errors) != 1 else ''} occurred:\n\t{points}\n\n")
 
     def _jobs(self, method, rest, namespace, query, body, token):
         if rest == ["parse"] and method in ("POST", "PUT"):
@@ -1161,11 +1349,15 @@ class NomadDouble:
             out = []
             for (ns, job_id), versions in self.jobs.items():
                 if namespace in ("*", ns) and job_id.startswith(query.get("prefix", "")):
-                    job = self._public_job(versions[-1])
-                    out.append({k: job.get(k) for k in ("ID", "Name", "Namespace", "Type", "Priority", "Status",
-                                                        "StatusDescription", "Stop", "Version", "Datacenters",
-                                                        "CreateIndex", "ModifyIndex", "JobModifyIndex",
-                                                        "SubmitTime")})
+                    job = self._public_job(versions[-1])  # structs.go Job.Stub
+                    stub = {k: job.get(k) for k in ("ID", "ParentID", "Name", "Namespace", "Datacenters", "NodePool",
+                                                    "Type", "Priority", "Stop", "Status", "StatusDescription",
+                                                    "Version", "CreateIndex", "ModifyIndex", "JobModifyIndex",
+                                                    "SubmitTime")}
+                    stub.update(Periodic=job.get("Periodic") is not None,
+                                ParameterizedJob=job.get("ParameterizedJob") is not None,
+                                JobSummary=self._summary(versions[-1]))
+                    out.append(stub)
             return 200, out, self.index
         if rest == [] and method in ("POST", "PUT"):
             job = (body or {}).get("Job")
@@ -1187,6 +1379,14 @@ class NomadDouble:
             raise HTTPError(500, "1 error occurred:\n\t* Missing job task groups\n\n")
         self._validate(jobspec.canonical(job))
         current = self._current(namespace, job["ID"])
+        if current is not None:  # job_endpoint.go validateJobUpdate: no change of type, nor to/from periodic
+            new_type = job.get("Type") or "service"
+            if current["Type"] != new_type:
+                raise HTTPError(500, f"cannot update job from type \"{current['Type']}\" to \"{new_type}\"")
+            if current.get("Periodic") is not None and job.get("Periodic") is None:
+                raise HTTPError(500, "cannot update periodic job to being non-periodic")
+            if current.get("Periodic") is None and job.get("Periodic") is not None:
+                raise HTTPError(500, "cannot update non-periodic job to being periodic")
         if body.get("EnforceIndex"):
             wanted = int(body.get("JobModifyIndex") or 0)
             prefix = f"Enforcing job modify index {wanted}"
@@ -1228,11 +1428,16 @@ class NomadDouble:
                                    "Place": int(changed and current is None), "Ignore": int(not changed),
                                    "Canary": 0, "Preemptions": 0}
                        for g in new.get("TaskGroups") or []}
-            return 200, {"Index": self.index, "NextPeriodicLaunch": "0001-01-01T00:00:00Z", "Warnings": "",
+            launch = "0001-01-01T00:00:00Z"  # job_endpoint.go Plan: the next launch of an enabled periodic job
+            if (new.get("Periodic") or {}).get("Enabled"):
+                launch = engine.cron_next_time(new["Periodic"], time.time()) or launch
+            return 200, {"Index": self.index, "NextPeriodicLaunch": launch, "Warnings": "",
                          "Diff": diff if (body or {}).get("Diff") else None, "CreatedEvals": None,
                          "JobModifyIndex": current["JobModifyIndex"] if current else 0,
                          "FailedTGAllocs": failed or None, "Annotations": {"DesiredTGUpdates": desired,
                                                                            "PreemptedAllocs": None}}, None
+        if rest == ["periodic", "force"]:
+            return self._force(method, job_id, namespace, token)
         self._check_acl(token, namespace, "submit-job" if method in ("POST", "PUT", "DELETE") else "read-job")
         if rest == ["revert"] and method in ("POST", "PUT"):
             if current is None:
@@ -1263,6 +1468,10 @@ class NomadDouble:
         if rest == [] and method == "DELETE":
             if query.get("purge") in ("true", "True", "1"):
                 del self.jobs[(namespace, job_id)]
+                self.periodic.pop((namespace, job_id), None)
+                if current.get("ParentID"):  # state_store.go DeleteJob: the parent's summary counts it dead
+                    key = (namespace, current["ParentID"])
+                    self.purged_children[key] = self.purged_children.get(key, 0) + 1
                 for alloc in self.allocs.values():
                     if alloc["JobID"] == job_id and alloc["Namespace"] == namespace:
                         self._stop_alloc(alloc, ALLOC_NOT_NEEDED)
@@ -1278,9 +1487,11 @@ class NomadDouble:
                 diffs = [job_diff(versions[i + 1], versions[i]) for i in range(len(versions) - 1)]
             return 200, {"Versions": versions, "Diffs": diffs, "Index": self.index, "KnownLeader": True,
                          "LastContact": 0}, self.index
-        if rest == ["allocations"]:
+        if rest == ["allocations"]:  # state_store.go AllocsByJob: those of this job's CreateIndex unless all=true
+            every = query.get("all", "false").lower() in ("1", "t", "true")
             return 200, [self._public(a) for a in sorted(self.allocs.values(), key=lambda a: a["CreateIndex"])
-                         if a["JobID"] == job_id and a["Namespace"] == namespace], self.index
+                         if a["JobID"] == job_id and a["Namespace"] == namespace
+                         and (every or a["_job"]["CreateIndex"] == current["CreateIndex"])], self.index
         if rest == ["evaluations"]:
             return 200, [copy.deepcopy(e) for e in self.evals.values()
                          if e["JobID"] == job_id and e["Namespace"] == namespace], self.index
@@ -1291,17 +1502,23 @@ class NomadDouble:
         if rest == ["deployment"]:
             return 200, self._public(deps[0]) if deps else None, self.index
         if rest == ["summary"]:
-            summary = {}
-            for alloc in self.allocs.values():
-                if alloc["JobID"] == job_id and alloc["Namespace"] == namespace:
-                    counts = summary.setdefault(alloc["TaskGroup"], {k: 0 for k in (
-                        "Queued", "Complete", "Failed", "Running", "Starting", "Lost", "Unknown")})
-                    key = {"pending": "Starting", "running": "Running", "complete": "Complete",
-                           "failed": "Failed", "lost": "Lost"}.get(alloc["ClientStatus"], "Unknown")
-                    counts[key] += 1
-            return 200, {"JobID": job_id, "Namespace": namespace, "Summary": summary, "Children": None,
-                         "CreateIndex": current["CreateIndex"], "ModifyIndex": current["ModifyIndex"]}, self.index
+            return 200, self._summary(current), self.index
         raise HTTPError(404, "Invalid URL")
+
+
+JOB_SUFFIXES = ("evaluate", "allocations", "evaluations", "periodic/force", "plan", "summary", "dispatch",
+                "dispatch/payload", "versions", "revert", "deployments", "deployment", "stable", "scale", "services",
+                "submission", "actions", "action")
+
+
+def _job_path(path: str) -> tuple[str, list[str]]:
+    """(job ID, the endpoint's parts) of a /v1/job/ path as command/agent/job_endpoint.go JobSpecificRequest
+    splits it: by the endpoint's suffix, so a child job's ID (``backup/periodic-1700000000``) keeps its slash."""
+    rest = path[len("/v1/job/"):].rstrip("/") if path.startswith("/v1/job/") else path
+    for suffix in JOB_SUFFIXES:
+        if rest.endswith("/" + suffix):
+            return rest[:-len(suffix) - 1], suffix.split("/")
+    return rest, []
 
 
 def _constraint_text(constraint: dict) -> str:

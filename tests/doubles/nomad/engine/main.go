@@ -16,6 +16,7 @@
 //	                       -> {"Text", "Env"} | {"Missing"} | {"Error"} | {"Text", "Error"} |
 //	                          {"Error", "Unsupported"}
 //	nomadengine functions  {} -> {"Functions": [names of the job parser's HCL functions]}
+//	nomadengine cron       {"Spec", "Specs", "TimeZone", "From"} -> {"Next"} | {"Error"}
 package main
 
 import (
@@ -27,7 +28,7 @@ import (
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: nomadengine parse|render|functions < request.json")
+		fmt.Fprintln(os.Stderr, "usage: nomadengine parse|render|functions|cron < request.json")
 		os.Exit(2)
 	}
 	raw, err := io.ReadAll(os.Stdin)
@@ -38,23 +39,15 @@ func main() {
 	var out any
 	switch os.Args[1] {
 	case "parse":
-		var in ParseInput
-		if err := json.Unmarshal(raw, &in); err != nil {
-			fmt.Fprintln(os.Stderr, "parse: the input is not a JSON request:", err)
-			os.Exit(1)
-		}
-		out = Parse(in)
+		out = Parse(request[ParseInput](raw, "parse"))
 	case "render":
-		var in RenderInput
-		if err := json.Unmarshal(raw, &in); err != nil {
-			fmt.Fprintln(os.Stderr, "render: the input is not a JSON request:", err)
-			os.Exit(1)
-		}
-		out = Render(in)
+		out = Render(request[RenderInput](raw, "render"))
+	case "cron":
+		out = Cron(request[CronInput](raw, "cron"))
 	case "functions":
 		out = map[string][]string{"Functions": FunctionNames()}
 	default:
-		fmt.Fprintf(os.Stderr, "unknown sub-command %q: parse, render or functions\n", os.Args[1])
+		fmt.Fprintf(os.Stderr, "unknown sub-command %q: parse, render, functions or cron\n", os.Args[1])
 		os.Exit(2)
 	}
 	enc := json.NewEncoder(os.Stdout)
@@ -63,4 +56,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "writing the answer:", err)
 		os.Exit(1)
 	}
+}
+
+// request decodes a sub-command's JSON request; input that is not one ends the program (exit 1).
+func request[T any](raw []byte, command string) T {
+	var in T
+	if err := json.Unmarshal(raw, &in); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: the input is not a JSON request: %v\n", command, err)
+		os.Exit(1)
+	}
+	return in
 }
