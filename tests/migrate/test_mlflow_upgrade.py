@@ -6,8 +6,8 @@ The project is on MLflow 3.16.1 (tests/services/mlflow_3_16's lock, schema head 
 user logs runs, metrics and an artifact through the name and the proxy. Then the lock of 3.17.2 (the project's
 docker/requirements.lock, head dc11669786a5: two migrations more) is committed with an entrypoint whose serve
 step is broken (the migration works, the server never passes its check), and `inv release` while a client
-logs: it backs up, stops, migrates, registers without revert, fails, and says how to go back; `inv rollback
---restore` puts the old version back on the pre-migration data, compared with the backup table by table; every
+logs: it backs up, stops, migrates, registers without revert, fails, and says how to go back; the command it
+names, `inv rollback --to N --restore`, puts the old version back on the pre-migration data, compared with the backup table by table; every
 step the client had acknowledged before the backup is there. Last the real upgrade, `inv release` with the
 working entrypoint while the client logs: everything read back through the proxy, nothing acknowledged lost,
 the database at 3.17.2's head, and a rollback to 3.16.1 without --restore refused (15).
@@ -18,6 +18,7 @@ before the migration, and the rollback stops the new one before the restore.
 from __future__ import annotations
 
 import ipaddress
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -205,7 +206,8 @@ def test_an_mlflow_upgrade_backs_up_migrates_once_and_goes_back_whole(
         release, logger, at_backup, _ = while_logging(client, logged, "release", "--bump", "minor", expect=11)
         said = release.stderr
         assert f"schema upgrade {old_release.SCHEMA_HEAD}" in said and "no automatic revert" in said, said
-        assert "`inv rollback --restore`" in said and "inv restore --backup mlflow-" in said, said
+        back = re.search(r"`inv rollback --to (\d+) --restore`", said)  # the one command back deploy says
+        assert back and "`inv restore --backup mlflow-" in said, said
         (backup,) = [p for p in backups.iterdir() if p.name.startswith("mlflow-") and
                      p.suffix in (".db", ".dump")]
         assert "v1.0" in backup.name and backup.name in said
@@ -213,7 +215,7 @@ def test_an_mlflow_upgrade_backs_up_migrates_once_and_goes_back_whole(
         env.pop("MSH_HEALTHY_DEADLINE")
 
         # 2. the commands deploy said: back on 3.16.1 with the data of the backup
-        inv("rollback", "--restore")
+        inv("rollback", "--to", back.group(1), "--restore")
         assert served_version() == old_release.MLFLOW_VERSION
         assert revision() == old_release.SCHEMA_HEAD
         if store_kind == "sqlite":
