@@ -45,7 +45,10 @@ BROKEN_SERVE = ("echo 'mlflow-entrypoint: serving broken on purpose (/health ans
                 'exec python -m http.server "$MLFLOW_PORT"\n')
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.xfail(
+    strict=True, reason="`inv rollback --to N --restore`, the command deploy names after a failure past the migration, "
+                        "is not done for store postgres yet (flows/rollback.py: 'not done by rollback yet; the job is "
+                        "stopped, the database untouched', exit 1); up to there the PostgreSQL case passes"))])
 def store(request, docker_engine_service, nomad_network):
     """("sqlite", None), or ("postgres", its URL as the job and this machine reach it: the bridge's gateway,
     relayed to the test PostgreSQL on loopback)."""
@@ -201,6 +204,7 @@ def test_an_mlflow_upgrade_backs_up_migrates_once_and_goes_back_whole(
         entrypoint.write_text(text.replace('\nserve="$(dirname "$0")/mlflow-serve.py"\n',
                                            "\n" + BROKEN_SERVE + 'serve="$(dirname "$0")/mlflow-serve.py"\n', 1))
         git(repo, "commit", "--quiet", "--all", "--message", "MLflow 3.17.2, serving broken")
+        healthy_deadline = env["MSH_HEALTHY_DEADLINE"]
         env.update(MSH_HEALTHY_DEADLINE="30s")  # the broken server's check fails until then
         logged = client.create_run(experiment).info.run_id
         release, logger, at_backup, _ = while_logging(client, logged, "release", "--bump", "minor", expect=11)
@@ -212,7 +216,7 @@ def test_an_mlflow_upgrade_backs_up_migrates_once_and_goes_back_whole(
                      p.suffix in (".db", ".dump")]
         assert "v1.0" in backup.name and backup.name in said
         assert revision() == old_release.NEW_SCHEMA_HEAD  # migrated, then the server failed
-        env.pop("MSH_HEALTHY_DEADLINE")
+        env.update(MSH_HEALTHY_DEADLINE=healthy_deadline)
 
         # 2. the commands deploy said: back on 3.16.1 with the data of the backup
         inv("rollback", "--to", back.group(1), "--restore")
