@@ -12,7 +12,13 @@ is released once (cold, not measured), then ``--rounds`` times with ``--bump pat
 - outage: a client logging one metric step every 0.1 s through the name and the proxy during the
   release; the longest time between two acknowledged steps, and whether an acknowledged step was lost.
 
-Run: python3 bench/release.py [--rounds N]   (root; ignores DOCKER_HOST: it starts its own dockerd)
+``--timings`` compares job timings side by side in one run (each round releases once with each, in turn):
+``NAME=check_interval/min_healthy_time``, by default the defaults before issue 28 (``10s/10s``) against
+invoke.yaml's. ``--trace`` prints each release's output lines with the seconds since it started (where the
+time goes).
+
+Run: python3 bench/release.py [--rounds N] [--timings A=10s/10s,B=2s/10s] [--trace]
+(root; ignores DOCKER_HOST: it starts its own dockerd)
 """
 import argparse
 import os
@@ -31,26 +37,43 @@ DOMAIN = "mlflow.lan"
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timings", default=f"before=10s/10s,now={_default('check_interval')}/"
+                                             f"{_default('min_healthy_time')}")
+    parser.add_argument("--trace", action="store_true")
     args = parser.parse_args()
+    variants = [(name, *value.split("/")) for name, value in (v.split("=") for v in args.timings.split(","))]
     os.environ.pop("DOCKER_HOST", None)
-    rows = []
+    rows = {name: [] for name, *_ in variants}
     from services import nomad_user
 
     with tempfile.TemporaryDirectory(prefix="msh-bench-release-") as tmp, nomad_user():
-        with Stack(Path(tmp)) as stack:
+        with Stack(Path(tmp), trace=args.trace) as stack:
             stack.release("minor")  # the first deploy: cold, not measured
             for _ in range(args.rounds):
-                floor = stack.floor()
-                took, gap, failures, lost = stack.release_under_load("patch")
-                rows.append((took, floor, gap, failures, lost))
-    report(args, rows)
+                for name, interval, min_healthy in variants:
+                    stack.timings(interval, min_healthy)
+                    floor = stack.floor()
+                    took, gap, failures, lost = stack.release_under_load("patch")
+                    rows[name].append((took, floor, gap, failures, lost))
+                    print(f"{name}: release {took:.1f}s, floor {floor:.1f}s, gap {gap:.1f}s", flush=True)
+    report(args, variants, rows)
+
+
+def _default(key: str) -> str:
+    from mlflow_self_host.core.settings import Settings
+
+    return str(Settings.load(root=ROOT, env={})[key])
 
 
 class Stack:
     """Every service of the user's path, started for the benchmark and stopped after it."""
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, root: Path, trace: bool = False):
+        self.root, self.trace = root, trace
+
+    def timings(self, check_interval: str, min_healthy_time: str) -> None:
+        """The job's check interval and min_healthy_time for the next releases (settings, as a user sets them)."""
+        self.env.update(MSH_CHECK_INTERVAL=check_interval, MSH_MIN_HEALTHY_TIME=min_healthy_time)
 
     def __enter__(self):
         from services import engine
@@ -102,12 +125,21 @@ class Stack:
         return env
 
     def inv(self, *args) -> float:
+        """Wall seconds of `inv ARGS`; with ``trace``, each line of its output with the seconds it came at."""
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.repo, env=self.env,
-                              capture_output=True, text=True, timeout=1200)
-        if done.returncode != 0:
-            raise SystemExit(f"inv {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        return time.perf_counter() - start
+        proc = subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=self.repo, env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in proc.stdout:
+            lines.append(f"{time.perf_counter() - start:6.1f}s {line.rstrip()}")
+        code = proc.wait(timeout=1200)
+        took = time.perf_counter() - start
+        if code != 0:
+            raise SystemExit(f"inv {' '.join(args)} failed ({code}):\n" + "\n".join(lines[-60:]))
+        if self.trace:
+            print(f"--- inv {' '.join(args)} ({self.env.get('MSH_CHECK_INTERVAL', '')}/"
+                  f"{self.env.get('MSH_MIN_HEALTHY_TIME', '')}): {took:.1f}s", *lines, sep="\n", flush=True)
+        return took
 
     def release(self, bump: str) -> float:
         if not (self.dns.conf_dir / "05-pihole-custom-cname.conf").exists():
@@ -140,8 +172,6 @@ class Stack:
     def floor(self) -> float:
         """The version being released next, started as the double's client starts it, to /health, plus
         min_healthy_time: the least a deploy of it can take."""
-        import requests
-
         from mlflow_self_host.steps.job import jobfile
         from mlflow_self_host.core.settings import Settings
         from tests.doubles.nomad.client import SECOND
@@ -162,21 +192,7 @@ class Stack:
             folder = self.root / "floor" / name
             folder.mkdir(parents=True, exist_ok=True)
             os.chown(folder, 1000, 1000)
-        start = time.perf_counter()
-        container.start()
-        try:
-            while True:
-                try:
-                    if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if time.perf_counter() - start > 300:
-                    raise SystemExit("the floor container never answered /health")
-                time.sleep(0.1)
-            ready = time.perf_counter() - start
-        finally:
-            container.remove(force=True)
+        ready = to_health(container, port)
         return ready + duration(job["min_healthy_time"], "min_healthy_time") / SECOND
 
     def __exit__(self, *exc):
@@ -194,28 +210,52 @@ class Stack:
         self._engine_cm.__exit__(*exc)
 
 
-def report(args, rows) -> None:
-    took, floor = median([r[0] for r in rows]), median([r[1] for r in rows])
-    gaps = [r[2] for r in rows]
-    lost = sum(r[4] for r in rows)
+def to_health(container, port: int) -> float:
+    """Seconds from starting ``container`` (created, its 5000 published on ``port``) until /health answers; it is
+    removed afterwards."""
+    import requests
+
+    start = time.perf_counter()
+    container.start()
+    try:
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    return time.perf_counter() - start
+            except requests.RequestException:
+                pass
+            if time.perf_counter() - start > 300:
+                raise SystemExit("the floor's server never answered /health")
+            time.sleep(0.1)
+    finally:
+        container.remove(force=True)
+
+
+def report(args, variants, rows) -> None:
+    table, outage = [], []
+    for name, interval, min_healthy in variants:
+        took, floor = median([r[0] for r in rows[name]]), median([r[1] for r in rows[name]])
+        gaps, lost = [r[2] for r in rows[name]], sum(r[4] for r in rows[name])
+        table.append(f"| {name}: check every {interval}, min_healthy_time {min_healthy} | {floor:.1f} s | "
+                     f"{took:.1f} s | {took / floor:.2f}x |")
+        outage.append(f"{name}: the service did not answer for {median(gaps):.1f} s (median; longest "
+                      f"{max(gaps):.1f} s), {sum(r[3] for r in rows[name])} calls failed and were retried, {lost} "
+                      f"acknowledged step{'s were' if lost != 1 else ' was'} lost")
     body = f"""## Release to healthy, and the outage a client sees
 
-Command: `python3 bench/release.py --rounds {args.rounds}` (real engine, registry, sshd, dnsmasq, nginx for
-Traefik; the Nomad double runs the real MLflow image; the job's default timings: check every 10 s,
-min_healthy_time 10 s)
+Command: `python3 bench/release.py --rounds {args.rounds} --timings {args.timings}` (real engine, registry, sshd,
+dnsmasq, nginx for Traefik; the Nomad double runs the real MLflow image; each round releases once with each
+job timing, in turn; medians of {args.rounds} rounds)
 
-| what | median | ratio to the floor |
-| --- | --- | --- |
-| floor: the new image started to `/health`, plus min_healthy_time | {floor:.1f} s | 1.00x |
-| `inv release --bump patch` to healthy (warm caches) | {took:.1f} s | {took / floor:.2f}x |
+| job timings | floor: the new image started to `/health`, plus min_healthy_time | `inv release --bump patch` to healthy (warm caches) | ratio to the floor |
+| --- | --- | --- | --- |
+{chr(10).join(table)}
 
-A client logging one metric step every 0.1 s through the name and the proxy during each release: the
-service did not answer for {median(gaps):.1f} s (median; longest {max(gaps):.1f} s), {sum(r[3] for r in rows)} calls
-failed and were retried, and {lost} acknowledged step{'s were' if lost != 1 else ' was'} lost, over {args.rounds} releases.
+A client logging one metric step every 0.1 s through the name and the proxy during each release:
+{'; '.join(outage)}.
 One allocation and one SQLite file: the replacement starts once the old server has stopped (Nomad waits
 for the previous allocation on the node), so the outage is the new server's start plus the proxy's next
-refresh (0.5 s here; Traefik's default is 15 s). What the release adds to the floor: its own steps (bump,
-commit, tag, build of the label layer, push, latest, backup, plan) and the check's 10 s granularity.
+refresh (0.5 s here; Traefik's default is 15 s).
 """
     write_section("release", body)
 

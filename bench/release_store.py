@@ -27,7 +27,7 @@ Three clusters, each with its own Nomad, Consul, proxy and host folders, run at 
 
 Job timings (``--timings``): ``test`` (default) is the tests' MLFLOW_TIMINGS (check every 1 s,
 min_healthy_time 2 s) with shutdown_delay 2 s and the proxy reading the catalogue every ``--proxy-poll``
-(0.5 s) s; ``job`` keeps invoke.yaml's (check every 10 s, min_healthy_time 10 s, shutdown_delay 20 s).
+(0.5 s) s; ``job`` keeps invoke.yaml's (check every 2 s, min_healthy_time 10 s, shutdown_delay 20 s).
 
 Run: .venv/bin/python bench/release_store.py [--rounds N] [--tp-rounds N] [--threads N] [--seconds S]
 (root: initdb runs as the postgres user; needs docker.io, docker-registry, nginx, postgresql; the engine
@@ -396,7 +396,7 @@ def report(args, releases, tp, context, wall) -> None:
                f"| {sum(r['errors'] for r in tp[label])} |" for label, m in tpm.items()]
     timings = (f"check every {context['timings']['check_interval']}, min_healthy_time "
                f"{context['timings']['min_healthy_time']}, shutdown_delay {context['timings']['shutdown_delay']}"
-               if context["timings"] else "invoke.yaml's: check every 10s, min_healthy_time 10s, shutdown_delay 20s")
+               if context["timings"] else "invoke.yaml's: check every 2s, min_healthy_time 10s, shutdown_delay 20s")
     command = (f"python3 bench/release_store.py --rounds {args.rounds} --tp-rounds {args.tp_rounds} "
                f"--threads {args.threads} --seconds {args.seconds:g}"
                + (" --timings job" if args.timings == "job" else "")

@@ -5,6 +5,7 @@
 - ``ssh_server``: openssh-server on a loopback port, key auth, a test user with passwordless sudo.
 - ``dns_server``: dnsmasq on a loopback port with a config folder and a restart command.
 - ``base_image``: the local stand-in for python:*-slim (debootstrap + docker import, cached).
+- ``mlflow_old_image``: the same image with MLflow 3.16.1's lock (tests/services/mlflow_3_16/), for upgrades.
 - ``nomad_network``: a bridge network on the engine for the tasks the Nomad double runs (ports on 127.0.0.1).
 - ``stub_images``: stub MLflow images (tests/services/stub_image) pushed to the registry by version.
 - ``nomad_cluster``: the Nomad double with a client running tasks on the engine, its client.hcl and
@@ -137,6 +138,19 @@ def mlflow_image(docker_engine_service, registry, base_image):
     from tests.services import mlflow_image as mlflow_image_service
 
     image = mlflow_image_service.build(docker_engine_service, registry, base_image)
+    yield image
+    mlflow_image_service.remove(docker_engine_service, image)
+
+
+@pytest.fixture(scope="session")
+def mlflow_old_image(tmp_path_factory, docker_engine_service, registry, base_image):
+    """The previous MLflow release's image (3.16.1, tests/services/mlflow_old_image.py), built as
+    ``mlflow_image`` is (a warm build takes seconds); ``.root`` is the settings root it was built from."""
+    from tests.services import mlflow_image as mlflow_image_service
+    from tests.services import mlflow_old_image as old_image_service
+
+    image = old_image_service.build(docker_engine_service, registry, base_image,
+                                    tmp_path_factory.mktemp("mlflow-3.16"))
     yield image
     mlflow_image_service.remove(docker_engine_service, image)
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -28,10 +26,8 @@ import requests
 from tests.host.conftest import make_nomad_host, nomad_user  # noqa: F401 - the fixture
 from tests.services import project_repo
 from tests.services import proxy as proxy_service
-from tests.services import resolver
-from tests.services.mlflow_image import clean_env
+from tests.services import resolver, user_path
 from tests.services.mlflow_load import SteadyLogger
-from tests.services.nomad_cluster import MLFLOW_TIMINGS
 from tests.services.project_repo import git
 from tests.services import ADMIN_PASSWORD  # auth: basic by default
 
@@ -75,27 +71,10 @@ def test_the_whole_user_path(tmp_path, fresh_host, proxy, dns_server, registry, 
     repo = project_repo.make(tmp_path / "project")
     image = f"mlflow-path-{uuid.uuid4().hex[:8]}"
     url = f"http://{DOMAIN}:{proxy.port}/"
-    env = clean_env()
-    env.update({f"MSH_{key.upper()}": str(value) for key, value in host.settings._values.items()
-                if key in ("host", "ssh_port", "ssh_user", "ssh_key", "known_hosts", "nomad_client_config",
-                           "backend_path", "artifacts_path", "job_dir", "folder_owner", "folder_group",
-                           "nomad_restart_command", "nomad_health_timeout")})
-    env.update({f"MSH_{k.upper()}": str(v) for k, v in MLFLOW_TIMINGS.items()})  # shorter waits, same rules
-    env.update(DOCKER_HOST=docker_engine_service.base_url, NOMAD_ADDR=double.address,
-               MSH_REGISTRY=registry.address, MSH_IMAGE=image, MSH_BASE_IMAGE=base_image,
-               MSH_BACKUPS_PATH=str(tmp_path / "host" / "data" / "backups"), MSH_DOMAIN=DOMAIN,
-               MSH_DNS_BACKEND="dnsmasq", MSH_DNSMASQ_DIR=str(dns_server.conf_dir),
-               MSH_DNSMASQ_FILE="05-mlflow-path.conf", MSH_DNSMASQ_RESTART_COMMAND=dns_server.restart_command,
-               MSH_DNS_SERVER="127.0.0.1", MSH_DNS_PORT=str(dns_server.port), MSH_DEPLOY_URL=url,
-               MSH_DEPLOY_POLL="0.2", MSH_DEPLOY_TIMEOUT="300", MSH_DEPLOY_CHECK_TIMEOUT="60")
-    env.update(resolver.env_for_subprocess(dns_server.port))
+    env = user_path.env(host, double, docker_engine_service, registry, image, base_image, dns_server, url,
+                        tmp_path / "host" / "data" / "backups", "05-mlflow-path.conf")
 
-    def inv(*args, expect=0):
-        done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=repo, env=env, capture_output=True,
-                              text=True, timeout=900)
-        assert done.returncode == expect, f"inv {' '.join(args)} → {done.returncode}\n{done.stderr[-4000:]}"
-        assert "Traceback" not in done.stderr
-        return done
+    inv = user_path.runner(repo, env)
 
     try:
         # 0. what would happen: nothing on the host, the registry or Nomad
@@ -143,14 +122,7 @@ def test_the_whole_user_path(tmp_path, fresh_host, proxy, dns_server, registry, 
             from mlflow.tracking import MlflowClient
 
             client = MlflowClient(tracking_uri=url)
-            experiment = client.create_experiment("path")
-            run = client.create_run(experiment).info.run_id
-            client.log_param(run, "lr", "0.01")
-            for step in range(10):
-                client.log_metric(run, "loss", 1.0 / (step + 1), step=step)
-            artifact = tmp_path / "model.txt"
-            artifact.write_text("weights\n" * 1000)
-            client.log_artifact(run, str(artifact))
+            _, run, artifact = user_path.log_work(client, "path", tmp_path)
             assert [m.step for m in client.get_metric_history(run, "loss")] == list(range(10))
             assert [f.path for f in client.list_artifacts(run)] == ["model.txt"]
             stored = list(host.artifacts.rglob("model.txt"))  # served artifacts: on the host, not here

@@ -20,10 +20,12 @@ from tests.job.conftest import job_settings
 
 HCL = (PROJECT_ROOT / "nomad" / "mlflow.nomad.hcl").read_text()
 BEFORE = PROJECT_ROOT / "tests" / "job" / "sqlite_job_before_postgres.json"
-# The settings each rendering of BEFORE was made with (from the job file as it was before the store setting).
-CASES = {"defaults": ({}, "nomad"), "consul_and_entrypoints": ({"traefik_entrypoints": "web,websecure"}, "consul"),
+# The settings each rendering of BEFORE was made with (from the job file as it was before the store setting);
+# check_interval was 10s by default then (2s since issue 28's P7).
+CASES = {"defaults": ({"check_interval": "10s"}, "nomad"),
+         "consul_and_entrypoints": ({"traefik_entrypoints": "web,websecure", "check_interval": "10s"}, "consul"),
          "other_sizes_and_timings": ({"memory": 300, "cpu": 500, "workers": 2, "datacenter": "DC0,DC1",
-                                      "min_healthy_time": "2s"}, "nomad")}
+                                      "min_healthy_time": "2s", "check_interval": "10s"}, "nomad")}
 URL = "postgresql://mlflow:s3cret-pw@db.lan:5432/mlflow"
 
 
