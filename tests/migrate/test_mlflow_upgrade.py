@@ -34,6 +34,7 @@ import requests
 from tests.services import mlflow_old_image as old_release
 from tests.services import project_repo, resolver, user_path
 from tests.services.mlflow_image import PROJECT_ROOT
+from tests.services import ADMIN_PASSWORD  # auth: basic by default
 from tests.services.mlflow_load import SteadyLogger
 from tests.services.project_repo import git
 from tests.host.conftest import nomad_user  # noqa: F401 - the fixture fresh_host uses
@@ -45,10 +46,7 @@ BROKEN_SERVE = ("echo 'mlflow-entrypoint: serving broken on purpose (/health ans
                 'exec python -m http.server "$MLFLOW_PORT"\n')
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.xfail(
-    strict=True, reason="`inv rollback --to N --restore`, the command deploy names after a failure past the migration, "
-                        "is not done for store postgres yet (flows/rollback.py: 'not done by rollback yet; the job is "
-                        "stopped, the database untouched', exit 1); up to there the PostgreSQL case passes"))])
+@pytest.fixture(params=["sqlite", "postgres"])
 def store(request, docker_engine_service, nomad_network):
     """("sqlite", None), or ("postgres", its URL as the job and this machine reach it: the bridge's gateway,
     relayed to the test PostgreSQL on loopback)."""
@@ -138,7 +136,7 @@ def test_an_mlflow_upgrade_backs_up_migrates_once_and_goes_back_whole(
     inv = user_path.runner(repo, env)
 
     def served_version() -> str:
-        return requests.get(url + "version", timeout=10).text.strip()
+        return requests.get(url + "version", timeout=10, auth=("admin", ADMIN_PASSWORD)).text.strip()
 
     def database():
         return host.backend / "mlflow.db" if store_kind == "sqlite" else (pg[0], pg[1])
@@ -172,6 +170,8 @@ def test_an_mlflow_upgrade_backs_up_migrates_once_and_goes_back_whole(
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")  # auth: basic, the default: the client logs in
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
     undo_dns = resolver.install(dns_server.port)  # mlflow.lan for this process (the client, /version)
     try:
         inv("configure-host")
