@@ -227,7 +227,7 @@ class Deploy:
 
     def _read_schema(self, job_changed: bool):
         """SchemaFacts for the plan, from the registry's image (after the push) and the database's revision."""
-        from ..core import console
+        from ..core import console, database
         from ..steps.migrate import schema
 
         if self.found is not None and self.found.needed:
@@ -238,8 +238,14 @@ class Deploy:
             read = self._read_db_revision()
             facts = schema.facts(read.revision, chain, read.unreadable)
         if facts.kind == schema.UNKNOWN and job_changed:
-            console.warn(f"schema unknown: {facts.why}; deploying as before (the image migrates the database when "
-                         "it starts)")
+            if self.dry_run and chain is not None and database.kind(self.settings) == "postgres":
+                # unread only because a dry run makes nothing (the laptop's MLflow environment): the real run reads it
+                console.warn(f"schema unknown: {facts.why}; this dry run shows the deploy as before, but the real "
+                             "deploy reads the schema (making that environment first) and may then plan a backup, "
+                             "a stop and a migration")
+            else:
+                console.warn(f"schema unknown: {facts.why}; deploying as before (the image migrates the database "
+                             "when it starts)")
         return facts
 
     def _connection(self):

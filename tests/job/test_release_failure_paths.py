@@ -1,0 +1,83 @@
+"""Failure paths of a schema-changing release that must not leave the service down without a way back
+(flows/deploy.py's stop and migrate, steps/job/batch.py's stop of the migration), driven with a fake Nomad:
+each would take minutes against the double (a migration that outlives its deadline, a stop that hangs, Ctrl-C)."""
+from __future__ import annotations
+
+import pytest
+
+from mlflow_self_host.core.errors import ExitCode, UserError
+from mlflow_self_host.core.plan import Change
+from mlflow_self_host.flows import deploy as job_deploy
+from mlflow_self_host.flows.deploy_plan import JobFacts, Step
+from mlflow_self_host.steps.backup import BackupResult
+from mlflow_self_host.steps.job import batch, follow, lifecycle
+from tests.job.conftest import job_settings
+
+OLD_JOB = {"ID": "mlflow", "Version": 4, "Stable": True,
+           "TaskGroups": [{"Tasks": [{"Name": "mlflow", "KillTimeout": 1_000_000_000,
+                                      "Config": {"image": "registry.lan:5000/mlflow:v0.99"}}]}]}
+BACKUP = "/var/backups/mlflow/mlflow-20261207T180000Z-v0.99.db"
+
+
+class FakeNomad:
+    """Just what lifecycle and batch call: jobs, their allocations (each status a list, the last one kept), and
+    what was done, in order, in ``events``."""
+
+    def __init__(self, statuses: dict):
+        self.statuses = statuses  # job id -> the ClientStatus of its one allocation, read after read
+        self.events: list = []
+        self.job = self
+        self.jobs = self
+
+    def get_job(self, job_id):
+        stopped = any(e == ("stop", job_id) for e in self.events)
+        return {**OLD_JOB, "ID": job_id, "Stop": stopped, "Stable": not stopped, "Version": 5 if stopped else 4}
+
+    def deregister_job(self, job_id, purge=False):
+        self.events.append(("stop", job_id))
+
+    def get_allocations(self, job_id):
+        seq = self.statuses[job_id]
+        status = seq.pop(0) if len(seq) > 1 else seq[0]
+        self.events.append(("read", job_id, status))
+        return [{"ID": f"{job_id}-alloc-0001", "ClientStatus": status, "JobVersion": 4}]
+
+    def register_job(self, job_id, body):
+        self.events.append(("start", job_id, body["Job"]["Stop"]))
+        return {"EvalID": "e1"}
+
+
+def _deploy(n, **overrides) -> job_deploy.Deploy:
+    steps = job_deploy.Deploy(job_settings("http://127.0.0.1:1", **overrides), "1.1")
+    steps.n = n
+    steps.known = JobFacts(job_version=4)
+    steps.job_spec = OLD_JOB
+    steps.backup_result = BackupResult(BACKUP, 1000, "0.99", "host m700", [])
+    return steps
+
+
+def _started_fine(monkeypatch, n):
+    monkeypatch.setattr(follow, "after_submit", lambda *a, **k: follow.Outcome("successful", 6, "d1"))
+
+
+MIGRATE = Change("run", "migration", op=Step("migrate", schema_from="a", schema_to="b"))
+
+
+def test_a_postgres_dry_run_with_the_schema_unread_says_the_real_deploy_may_plan_a_migration(monkeypatch):
+    from mlflow_self_host.core import console
+    from mlflow_self_host.core.schema_chain import Chain
+    from mlflow_self_host.steps.store.revision import DbRevision
+
+    steps = job_deploy.Deploy(job_settings("http://127.0.0.1:1", store="postgres",
+                                           env={"MSH_DATABASE_URL": "postgresql://u:p@db.lan/mlflow"}), "1.1",
+                              dry_run=True)
+    monkeypatch.setattr(steps, "_image_chain", lambda: Chain("3.17.2", ("a", "b")))
+    monkeypatch.setattr(steps, "_read_db_revision", lambda: DbRevision(
+        unreadable="the MLflow environment that reads PostgreSQL from here is not made yet", blocking=False))
+    said = []
+    monkeypatch.setattr(console, "warn", said.append)
+    steps._read_schema(job_changed=True)
+    (line,) = said
+    assert "schema unknown: the database's revision was not read: the MLflow environment" in line
+    assert "the real deploy reads the schema (making that environment first) and may then plan a backup" in line
+    assert "deploying as before" not in line
