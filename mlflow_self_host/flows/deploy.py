@@ -527,7 +527,10 @@ class Deploy:
 
             _unchanged_since_the_plan(settings, self.n, self.plan)
             console.step(f"stopping job {settings.job_name} (no MLflow serves the database while it migrates)")
-            self.stopped_job = lifecycle.stop(settings, self.n)
+            try:
+                self.stopped_job = lifecycle.stop(settings, self.n)
+            except lifecycle.StillRunning as exc:  # nothing migrated: the job started again as it was
+                raise self._start_again_after_the_stop(exc) from None
         elif op.kind == "migrate":
             return self._migrate(op)
         elif op.kind == "register":  # check-and-set against the plan (after a stop: against the stopped job)
@@ -551,6 +554,30 @@ class Deploy:
         else:
             raise ValueError(f"unknown deploy step {op.kind}")
         return None
+
+    def _start_again_after_the_stop(self, exc) -> UserError:
+        """The stop before a migration timed out (an allocation still running): nothing was migrated; the job
+        started again as it was before the stop (steps/job/lifecycle.start); exit 1 saying both."""
+        from ..core import console
+        from ..steps.job import lifecycle
+
+        settings = self.settings
+        old = jobfile.version_of(jobfile.image_of(exc.job)) or "the previous version"
+        what = f"{exc.message} (deploy_timeout {settings.deploy_timeout}s); nothing was migrated nor registered"
+        console.step(f"starting job {settings.job_name} again with v{old}")
+        try:
+            response = lifecycle.start(settings, self.n, exc.job)
+            outcome = follower.after_submit(settings, self.n, response, f"v{old}")
+            if outcome.status != "successful":  # no update block: no deployment to follow
+                lifecycle.wait_running(settings, self.n, outcome.job_version)
+        except UserError as again:
+            return UserError(f"{what}; starting v{old} again failed too: {again.message}",
+                             hint=f"check `nomad job status {settings.job_name}` (an allocation that does not stop: "
+                                  f"its node, the task's kill timeout), then `inv rollback --to {exc.job.get('Version', 'N')}` "
+                                  "starts the job again as it was", code=ExitCode.FAILED)
+        return UserError(f"{what}; the job was started again as it was (v{old} runs)",
+                         hint=f"check `nomad job status {settings.job_name}` (an allocation that does not stop: its "
+                              "node, the task's kill timeout), then deploy again", code=ExitCode.FAILED)
 
     # a schema upgrade: the migration as its own batch job; its failure puts the backup back
     def _migrate(self, op) -> str:

@@ -63,6 +63,22 @@ def _started_fine(monkeypatch, n):
 MIGRATE = Change("run", "migration", op=Step("migrate", schema_from="a", schema_to="b"))
 
 
+def test_a_stop_that_times_out_before_the_migration_starts_the_job_again_as_it_was(monkeypatch):
+    n = FakeNomad({"mlflow": ["running"]})
+    steps = _deploy(n, deploy_timeout=1)
+    monkeypatch.setattr(job_deploy, "_unchanged_since_the_plan", lambda *a: None)
+    monkeypatch.setattr(job_deploy.nomad_api, "set_stable", lambda *a: None)
+    _started_fine(monkeypatch, n)
+    with pytest.raises(UserError) as caught:
+        steps.apply_one(Change("stop", "job mlflow", op=Step("stop")))
+    error = caught.value
+    assert error.code == ExitCode.FAILED == 1
+    assert "still has running allocations after the stop" in error.message
+    assert "nothing was migrated" in error.message and "started again as it was (v0.99 runs)" in error.message
+    assert "`nomad job status mlflow`" in error.hint
+    assert n.events[-1] == ("start", "mlflow", False) and steps.stopped_job is None
+
+
 def test_a_postgres_dry_run_with_the_schema_unread_says_the_real_deploy_may_plan_a_migration(monkeypatch):
     from mlflow_self_host.core import console
     from mlflow_self_host.core.schema_chain import Chain
