@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..core import poll
-from ..core.errors import ExitCode, UserError, first_line
+from ..core.errors import INTERRUPTED, ExitCode, UserError, first_line
 from ..core.plan import QUIET, Plan
 from ..core.version import Version
 from ..steps.image import platform as platform_mod
@@ -587,9 +587,15 @@ class Deploy:
         schema = f"schema {op.schema_from} → {op.schema_to}" if op.schema_from or op.schema_to else "the schema"
         try:
             result = batch.run(settings, self.n, self.job_spec, self.image, url=database_variable.wanted(settings))
+        except batch.StillRunning as exc:  # stopped, but not ended: putting the backup back could be overwritten
+            exc.message = f"the migration of {schema} did not finish: {exc.message}"
+            exc.hint = f"{exc.hint}: {self._by_hand(False)}"
+            raise exc from None
         except UserError as exc:  # it could not run to its end (placement, the deadline)
             raise self._after_failed_migration(f"the migration of {schema} did not finish: {exc.message}",
                                                exc) from None
+        except KeyboardInterrupt:  # Ctrl-C: undone as a failed migration is, then said as an interruption
+            raise self._after_interrupted_migration(schema) from None
         if not result.ok:
             said = f"exit code {result.exit_code}" if result.exit_code is not None else "it never started"
             last = batch.failure_line(result.lines)
@@ -597,6 +603,23 @@ class Deploy:
                 f"the migration of {schema} failed ({said}{': ' + last if last else ''})", None)
         self.migrated = True
         return f"migrated {schema} (batch job {batch.job_id(settings)})"
+
+    def _after_interrupted_migration(self, schema: str) -> UserError:
+        """Ctrl-C during the migration: its job stopped and waited for, the backup put back, the old version started;
+        exit 130 (as core/taskrun's "interrupted"), the line saying what was done."""
+        from ..core import console
+        from ..steps.job import batch
+
+        settings = self.settings
+        console.warn(f"interrupted: stopping the migration job {batch.job_id(settings)}, then putting the backup back")
+        try:
+            batch.stop_and_wait(settings, self.n, batch.job_id(settings), batch.kill_timeout(self.job_spec))
+        except batch.StillRunning as exc:
+            return UserError(f"interrupted during the migration of {schema}; {exc.message}",
+                             hint=f"{exc.hint}: {self._by_hand(False)}", code=INTERRUPTED)
+        error = self._after_failed_migration(f"interrupted during the migration of {schema}", None)
+        error.code = INTERRUPTED
+        return error
 
     def _after_failed_migration(self, what: str, cause: UserError | None) -> UserError:
         """The database put back from the backup just taken, the old version started again; the error: exit 12

@@ -63,6 +63,51 @@ def _started_fine(monkeypatch, n):
 MIGRATE = Change("run", "migration", op=Step("migrate", schema_from="a", schema_to="b"))
 
 
+def test_a_migration_past_its_deadline_is_waited_for_before_the_backup_goes_back(monkeypatch):
+    """migrate_timeout: the batch job stopped, then its allocation read until it ended, only then the put-back."""
+    n = FakeNomad({"mlflow-migrate": ["running", "running", "complete"]})
+    steps = _deploy(n)
+    steps.stopped_job = OLD_JOB
+    put_back = []
+    monkeypatch.setattr(steps, "_put_back_the_backup", lambda: put_back.append(list(n.events)) or ("put back", True))
+    _started_fine(monkeypatch, n)
+
+    def times_out(settings, nomad, *a, **k):  # batch.run's follow, reaching its deadline
+        return batch._follow(settings, nomad, "mlflow-migrate", {"ID": "mlflow-migrate-alloc-0001"}, "mlflow",
+                             batch.Deadline(0), 1.0)
+
+    monkeypatch.setattr(batch, "run", times_out)
+    n.allocation = n
+    n.get_allocation = lambda alloc_id: {"ClientStatus": "running", "TaskStates": {}}
+    with pytest.raises(UserError) as caught:
+        steps.apply_one(MIGRATE)
+    assert caught.value.code == ExitCode.REVERTED == 12, caught.value
+    (before,) = put_back
+    stop = before.index(("stop", "mlflow-migrate"))
+    assert ("read", "mlflow-migrate", "complete") in before[stop:]  # ended before the put-back
+
+
+def test_a_migration_that_does_not_end_after_its_stop_is_not_put_back_and_says_the_commands(monkeypatch):
+    n = FakeNomad({"mlflow-migrate": ["running"]})
+    steps = _deploy(n)
+    steps.stopped_job = OLD_JOB
+    monkeypatch.setattr(batch, "STOP_MARGIN", 0.2)
+    monkeypatch.setattr(steps, "_put_back_the_backup", lambda: pytest.fail("put back under a running migration"))
+    monkeypatch.setattr(lifecycle, "start", lambda *a: pytest.fail("started on a database being written"))
+
+    def times_out(settings, nomad, *a, **k):
+        batch.stop_and_wait(settings, nomad, "mlflow-migrate", 0.1)
+
+    monkeypatch.setattr(batch, "run", times_out)
+    with pytest.raises(UserError) as caught:
+        steps.apply_one(MIGRATE)
+    error = caught.value
+    assert error.code == ExitCode.DEPLOY_FAILED == 11
+    assert "allocation mlflow-m had not ended" in error.message and "the backup was not put back" in error.message
+    assert "`inv restore --backup mlflow-20261207T180000Z-v0.99.db`" in error.hint
+    assert "`inv rollback --to 4` starts the old version again" in error.hint
+
+
 def test_a_stop_that_times_out_before_the_migration_starts_the_job_again_as_it_was(monkeypatch):
     n = FakeNomad({"mlflow": ["running"]})
     steps = _deploy(n, deploy_timeout=1)
@@ -77,6 +122,30 @@ def test_a_stop_that_times_out_before_the_migration_starts_the_job_again_as_it_w
     assert "nothing was migrated" in error.message and "started again as it was (v0.99 runs)" in error.message
     assert "`nomad job status mlflow`" in error.hint
     assert n.events[-1] == ("start", "mlflow", False) and steps.stopped_job is None
+
+
+def test_ctrl_c_during_the_migration_stops_it_waits_puts_the_backup_back_and_starts_the_old_version(monkeypatch):
+    n = FakeNomad({"mlflow-migrate": ["running", "complete"], "mlflow": ["running"]})
+    steps = _deploy(n)
+    steps.stopped_job = OLD_JOB
+    put_back = []
+    monkeypatch.setattr(steps, "_put_back_the_backup",
+                        lambda: put_back.append(list(n.events)) or ("the database is as the backup left it", True))
+    _started_fine(monkeypatch, n)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "run", interrupted)
+    with pytest.raises(UserError) as caught:
+        steps.apply_one(MIGRATE)
+    error = caught.value
+    assert error.code == 130
+    assert error.message.startswith("interrupted during the migration of schema a → b")
+    assert "the database is as the backup left it" in error.message and "v0.99 runs again" in error.message
+    (before,) = put_back
+    assert before[:1] == [("stop", "mlflow-migrate")] and ("read", "mlflow-migrate", "complete") in before
+    assert n.events[-1] == ("start", "mlflow", False)
 
 
 def test_a_postgres_dry_run_with_the_schema_unread_says_the_real_deploy_may_plan_a_migration(monkeypatch):
