@@ -573,8 +573,9 @@ class Deploy:
         except UserError as again:
             return UserError(f"{what}; starting v{old} again failed too: {again.message}",
                              hint=f"check `nomad job status {settings.job_name}` (an allocation that does not stop: "
-                                  f"its node, the task's kill timeout), then `inv rollback --to {exc.job.get('Version', 'N')}` "
-                                  "starts the job again as it was", code=ExitCode.FAILED)
+                                  "its node, the task's kill timeout), then "
+                                  f"`inv rollback --to {exc.job.get('Version', 'N')}` starts the job again as it was",
+                             code=ExitCode.FAILED)
         return UserError(f"{what}; the job was started again as it was (v{old} runs)",
                          hint=f"check `nomad job status {settings.job_name}` (an allocation that does not stop: its "
                               "node, the task's kill timeout), then deploy again", code=ExitCode.FAILED)

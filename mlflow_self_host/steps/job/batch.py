@@ -293,7 +293,8 @@ def stop_and_wait(settings, n, migrate_id: str, kill_timeout: float = _DEFAULT_K
     live: list = [{"ID": "?"}]  # not known to have ended until read
     while True:
         try:
-            live = [a for a in n.job.get_allocations(migrate_id) or [] if a.get("ClientStatus") in ("pending", "running")]
+            allocs = n.job.get_allocations(migrate_id) or []
+            live = [a for a in allocs if a.get("ClientStatus") in ("pending", "running")]
         except Exception:  # noqa: BLE001 - unreadable now: read again until the deadline
             pass
         else:
