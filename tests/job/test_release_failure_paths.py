@@ -166,3 +166,97 @@ def test_a_postgres_dry_run_with_the_schema_unread_says_the_real_deploy_may_plan
     assert "schema unknown: the database's revision was not read: the MLflow environment" in line
     assert "the real deploy reads the schema (making that environment first) and may then plan a backup" in line
     assert "deploying as before" not in line
+
+
+# --- `inv rollback --restore`: the backup checked before the stop; a failed restore starts the job again -------
+def _rollback_restore(monkeypatch, n):
+    from mlflow_self_host.core.plan import Plan
+    from mlflow_self_host.flows import rollback
+    from mlflow_self_host.steps.backup.restore import Stop
+
+    applying = rollback.Apply(job_settings("http://127.0.0.1:1", deploy_timeout=1), n)
+    applying.plan = Plan("rollback job mlflow")
+    applying.plan.add("stop", "job mlflow", "", op=Stop(local=False))
+    applying.plan.add("restore", "backup b.db", "", op=rollback.Restore("mlflow-20261207T180000Z-v0.99.db", "a"))
+    applying.plan.add("register", "job mlflow", "", op=rollback.Register(3, 4))
+    monkeypatch.setattr(job_deploy.nomad_api, "set_stable", lambda *a: None)
+    _started_fine(monkeypatch, n)
+    return applying
+
+
+def _apply_all(applying):
+    for change in applying.plan.changes:
+        applying.apply_one(change)
+
+
+def test_rollback_restore_refuses_a_corrupt_backup_before_the_stop(monkeypatch):
+    from mlflow_self_host.steps import backup as backups
+
+    n = FakeNomad({"mlflow": ["complete"]})
+    applying = _rollback_restore(monkeypatch, n)
+
+    def corrupt(settings, name, remote=None):
+        raise UserError(f"{name} fails the SQLite integrity check: database disk image is malformed")
+
+    monkeypatch.setattr(backups, "check_now", corrupt)
+    with pytest.raises(UserError, match="fails the SQLite integrity check"):
+        _apply_all(applying)
+    assert n.events == []  # not stopped
+
+
+def test_rollback_restore_failing_after_the_stop_starts_the_job_again_and_says_both(monkeypatch):
+    from mlflow_self_host.steps import backup as backups
+
+    n = FakeNomad({"mlflow": ["complete"]})
+    applying = _rollback_restore(monkeypatch, n)
+    monkeypatch.setattr(backups, "check_now", lambda *a, **k: None)
+
+    def fails(settings, name, remote=None):
+        raise UserError("pg_restore: error: could not execute query: connection to server lost")
+
+    monkeypatch.setattr(backups, "restore_now", fails)
+    with pytest.raises(UserError) as caught:
+        _apply_all(applying)
+    error = caught.value
+    assert error.message.startswith("restoring mlflow-20261207T180000Z-v0.99.db failed: pg_restore: error")
+    assert "the job was started again as it was (v0.99 runs)" in error.message
+    assert n.events[0] == ("stop", "mlflow") and n.events[-1] == ("start", "mlflow", False)
+
+
+def test_rollback_restore_whose_sqlite_swap_left_the_database_changed_keeps_the_job_stopped(monkeypatch):
+    from mlflow_self_host.steps import backup as backups
+
+    n = FakeNomad({"mlflow": ["complete"]})
+    applying = _rollback_restore(monkeypatch, n)
+    monkeypatch.setattr(backups, "check_now", lambda *a, **k: None)
+
+    def half_done(settings, name, remote=None):
+        error = UserError("putting MLflow's users in place failed: Connection reset by peer")
+        error.database_unchanged = False
+        raise error
+
+    monkeypatch.setattr(backups, "restore_now", half_done)
+    monkeypatch.setattr(lifecycle, "start", lambda *a: pytest.fail("started on a half-restored database"))
+    with pytest.raises(UserError) as caught:
+        _apply_all(applying)
+    error = caught.value
+    assert error.code == ExitCode.DEPLOY_FAILED == 11
+    assert "the job stays stopped: the database is not as it was" in error.message
+    assert "`inv restore --backup mlflow-20261207T180000Z-v0.99.db`" in error.hint
+    assert "`inv rollback --to 3`" in error.hint
+
+
+def test_a_failed_swap_moves_the_sqlite_database_back(tmp_path):
+    import subprocess
+
+    from mlflow_self_host.steps.backup import commands
+
+    db, aside = tmp_path / "mlflow.db", tmp_path / "mlflow.db.before-restore-1"
+    aside.write_text("the database")
+    (tmp_path / "mlflow.db.before-restore-1-wal").write_text("its wal")
+    said = subprocess.run(["sh", "-c", commands.undo_keep_aside(str(db), str(aside))], capture_output=True, text=True)
+    assert said.stdout.strip() == "unchanged" and db.read_text() == "the database" and not aside.exists()
+    assert (tmp_path / "mlflow.db-wal").read_text() == "its wal"
+    aside.write_text("kept aside")  # the backup is in place already: not as it was
+    said = subprocess.run(["sh", "-c", commands.undo_keep_aside(str(db), str(aside))], capture_output=True, text=True)
+    assert said.stdout.strip() == "replaced" and db.read_text() == "the database"
