@@ -566,10 +566,7 @@ class Deploy:
         what = f"{exc.message} (deploy_timeout {settings.deploy_timeout}s); nothing was migrated nor registered"
         console.step(f"starting job {settings.job_name} again with v{old}")
         try:
-            response = lifecycle.start(settings, self.n, exc.job)
-            outcome = follower.after_submit(settings, self.n, response, f"v{old}")
-            if outcome.status != "successful":  # no update block: no deployment to follow
-                lifecycle.wait_running(settings, self.n, outcome.job_version)
+            lifecycle.start_running(settings, self.n, exc.job, f"v{old}")
         except UserError as again:
             return UserError(f"{what}; starting v{old} again failed too: {again.message}",
                              hint=f"check `nomad job status {settings.job_name}` (an allocation that does not stop: "
@@ -640,10 +637,7 @@ class Deploy:
             old = old or "the previous version"
             console.step(f"starting job {settings.job_name} again with v{old}")
             try:
-                response = lifecycle.start(settings, self.n, self.stopped_job)
-                outcome = follower.after_submit(settings, self.n, response, f"v{old}")
-                if outcome.status != "successful":  # no update block: no deployment to follow
-                    lifecycle.wait_running(settings, self.n, outcome.job_version)
+                lifecycle.start_running(settings, self.n, self.stopped_job, f"v{old}")
                 started = f"; v{old} runs again"
             except UserError as exc:
                 started, back = f"; starting v{old} again failed too: {exc.message}", False

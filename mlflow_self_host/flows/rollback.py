@@ -308,10 +308,7 @@ class Apply:
                              code=ExitCode.DEPLOY_FAILED)
         console.step(f"starting job {settings.job_name} again with v{old}")
         try:
-            response = lifecycle.start(settings, self.n, job)
-            outcome = follower.after_submit(settings, self.n, response, f"v{old}")
-            if outcome.status != "successful":  # no update block: no deployment to follow
-                lifecycle.wait_running(settings, self.n, outcome.job_version)
+            lifecycle.start_running(settings, self.n, job, f"v{old}")
         except UserError as again:
             return UserError(f"{what}; the job was stopped, and starting v{old} again failed too: {again.message}",
                              hint=f"{cause.hint + '; ' if cause.hint else ''}`inv rollback --to {job.get('Version')}` "

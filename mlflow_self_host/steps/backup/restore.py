@@ -300,6 +300,15 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
     return aside
 
 
+def _facts_now(target: Target, name: str) -> RestoreFacts:
+    """The backup ``name`` (in backups_path, or a path on the host) and its integrity, with the job stopped."""
+    values, _ = commands.parse_facts(run(target, commands.restore_facts(target.db, target.backups)).stdout)
+    tool = values.get("tool") if values.get("tool") in commands.TOOLS else None
+    path = name if "/" in name else f"{target.backups}/{name}"
+    integrity = _check_on_target(target, commands.SQLite(tool), path) if tool else None
+    return RestoreFacts(tool, path, integrity=integrity, database=values.get("db") == "yes", job_stopped=True)
+
+
 def check_now(settings, name: str, remote=None) -> None:
     """What ``restore_now`` refuses, refused before the caller stops the job (as `inv restore` checks before its
     stop): SQLite, the backup's ``PRAGMA integrity_check`` on the host; PostgreSQL, the dump's ``pg_restore
@@ -313,12 +322,7 @@ def check_now(settings, name: str, remote=None) -> None:
         return
     target = Target.remote(settings, remote)
     try:
-        values, _ = commands.parse_facts(run(target, commands.restore_facts(target.db, target.backups)).stdout)
-        tool = values.get("tool") if values.get("tool") in commands.TOOLS else None
-        path = name if "/" in name else f"{target.backups}/{name}"
-        integrity = _check_on_target(target, commands.SQLite(tool), path) if tool else None
-        facts = RestoreFacts(tool, path, integrity=integrity, database=values.get("db") == "yes", job_stopped=True)
-        make_plan(settings, target, facts, f"{target.db}.before-restore-check")
+        make_plan(settings, target, _facts_now(target, name), f"{target.db}.before-restore-check")
     finally:
         if remote is None:  # our own connection; the caller's stays open
             target.shell.close()
@@ -342,11 +346,7 @@ def restore_now(settings, name: str, remote=None) -> str:
         return ""
     target = Target.remote(settings, remote)
     try:
-        values, _ = commands.parse_facts(run(target, commands.restore_facts(target.db, target.backups)).stdout)
-        tool = values.get("tool") if values.get("tool") in commands.TOOLS else None
-        path = name if "/" in name else f"{target.backups}/{name}"
-        integrity = _check_on_target(target, commands.SQLite(tool), path) if tool else None
-        facts = RestoreFacts(tool, path, integrity=integrity, database=values.get("db") == "yes", job_stopped=True)
+        facts = _facts_now(target, name)
         aside = f"{target.db}.before-restore-{utc_stamp()}"
         applying = Apply(settings, target, aside)
         for change in make_plan(settings, target, facts, aside):

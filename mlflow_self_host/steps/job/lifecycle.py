@@ -1,7 +1,8 @@
 """Stop and start the Nomad job around work on its data (restore, the takeover of a recipe's setup).
 
 - ``stop``: like `nomad job stop` (no purge), then wait until no allocation is pending or running;
-- ``start``: register the stopped job's last definition again, like `nomad job start`;
+- ``start``: register the stopped job's last definition again, like `nomad job start` (``start_running``: and
+  follow it until it runs);
 - ``wait_running``: for a job Nomad makes no deployment for, wait until an allocation of a version runs.
 """
 from __future__ import annotations
@@ -55,6 +56,18 @@ def start(settings, n, job: dict) -> dict:
     job["Stop"] = False
     return nomad_api.call(settings, f"starting job {settings.job_name}", n.job.register_job, settings.job_name,
                           {"Job": job})
+
+
+def start_running(settings, n, job: dict, label: str):
+    """``start`` the stopped ``job``, then follow it until it runs (its deployment, or with no update block an
+    allocation of its version); follow's Outcome. A failure is a UserError."""
+    from . import follow
+
+    response = start(settings, n, job)
+    outcome = follow.after_submit(settings, n, response, label)
+    if outcome.status != "successful":  # no update block: no deployment to follow
+        wait_running(settings, n, outcome.job_version)
+    return outcome
 
 
 def wait_running(settings, n, job_version, timeout: float | None = None) -> dict:
