@@ -260,3 +260,19 @@ def test_a_failed_swap_moves_the_sqlite_database_back(tmp_path):
     aside.write_text("kept aside")  # the backup is in place already: not as it was
     said = subprocess.run(["sh", "-c", commands.undo_keep_aside(str(db), str(aside))], capture_output=True, text=True)
     assert said.stdout.strip() == "replaced" and db.read_text() == "the database"
+
+
+def test_ctrl_c_before_the_migration_job_is_registered_does_not_wait_for_it(monkeypatch):
+    import time
+
+    import nomad.api.exceptions as nex
+
+    n = FakeNomad({})
+
+    def no_such_job(job_id):
+        raise nex.URLNotFoundNomadException(None)
+
+    n.get_allocations = no_such_job
+    started = time.monotonic()
+    batch.stop_and_wait(job_settings("http://127.0.0.1:1"), n, "mlflow-migrate", 5.0)
+    assert time.monotonic() - started < 1  # not the kill timeout + 30 s

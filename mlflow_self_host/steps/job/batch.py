@@ -288,6 +288,8 @@ def stop_and_wait(settings, n, migrate_id: str, kill_timeout: float = _DEFAULT_K
     """Stop the migration job and wait until none of its allocations is pending or running (at most its kill
     timeout plus ``STOP_MARGIN``): before the backup is put back, nothing may still write to the database (a
     dying SQLite writer leaves a journal beside the restored file). One that does not end: ``StillRunning``."""
+    import nomad.api.exceptions as nex
+
     _stop(settings, n, migrate_id)
     deadline = Deadline(kill_timeout + STOP_MARGIN)
     live: list = [{"ID": "?"}]  # not known to have ended until read
@@ -295,6 +297,8 @@ def stop_and_wait(settings, n, migrate_id: str, kill_timeout: float = _DEFAULT_K
         try:
             allocs = n.job.get_allocations(migrate_id) or []
             live = [a for a in allocs if a.get("ClientStatus") in ("pending", "running")]
+        except nex.URLNotFoundNomadException:  # never registered (Ctrl-C before it): nothing runs
+            return
         except Exception:  # noqa: BLE001 - unreadable now: read again until the deadline
             pass
         else:
