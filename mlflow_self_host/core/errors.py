@@ -29,6 +29,8 @@ class ExitCode(IntEnum):
     SMOKE_FAILED = 17          # the smoke test failed: no server, Host header refused, a value not read back
 
 
+INTERRUPTED = 130  # Ctrl-C (SIGINT), by the shell's convention: core/taskrun's "interrupted", a deploy's migration
+
 
 class UserError(Exception):
     """A failure the user can act on: shown as one red line (plus a hint), never a traceback.

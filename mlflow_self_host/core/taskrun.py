@@ -135,8 +135,10 @@ def guarded(body, task_names=None):
         except KeyboardInterrupt:
             from . import console
 
+            from .errors import INTERRUPTED
+
             console.error("interrupted")
-            raise Exit(code=130)
+            raise Exit(code=INTERRUPTED)
         except Exception as exc:  # noqa: BLE001 - the whole point: no traceback for users
             if debug_enabled():
                 raise

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..core import poll
-from ..core.errors import ExitCode, UserError, first_line
+from ..core.errors import INTERRUPTED, ExitCode, UserError, first_line
 from ..core.plan import QUIET, Plan
 from ..core.version import Version
 from ..steps.image import platform as platform_mod
@@ -227,7 +227,7 @@ class Deploy:
 
     def _read_schema(self, job_changed: bool):
         """SchemaFacts for the plan, from the registry's image (after the push) and the database's revision."""
-        from ..core import console
+        from ..core import console, database
         from ..steps.migrate import schema
 
         if self.found is not None and self.found.needed:
@@ -238,8 +238,14 @@ class Deploy:
             read = self._read_db_revision()
             facts = schema.facts(read.revision, chain, read.unreadable)
         if facts.kind == schema.UNKNOWN and job_changed:
-            console.warn(f"schema unknown: {facts.why}; deploying as before (the image migrates the database when "
-                         "it starts)")
+            if self.dry_run and chain is not None and database.kind(self.settings) == "postgres":
+                # unread only because a dry run makes nothing (the laptop's MLflow environment): the real run reads it
+                console.warn(f"schema unknown: {facts.why}; this dry run shows the deploy as before, but the real "
+                             "deploy reads the schema (making that environment first) and may then plan a backup, "
+                             "a stop and a migration")
+            else:
+                console.warn(f"schema unknown: {facts.why}; deploying as before (the image migrates the database "
+                             "when it starts)")
         return facts
 
     def _connection(self):
@@ -521,7 +527,10 @@ class Deploy:
 
             _unchanged_since_the_plan(settings, self.n, self.plan)
             console.step(f"stopping job {settings.job_name} (no MLflow serves the database while it migrates)")
-            self.stopped_job = lifecycle.stop(settings, self.n)
+            try:
+                self.stopped_job = lifecycle.stop(settings, self.n)
+            except lifecycle.StillRunning as exc:  # nothing migrated: the job started again as it was
+                raise self._start_again_after_the_stop(exc) from None
         elif op.kind == "migrate":
             return self._migrate(op)
         elif op.kind == "register":  # check-and-set against the plan (after a stop: against the stopped job)
@@ -546,6 +555,28 @@ class Deploy:
             raise ValueError(f"unknown deploy step {op.kind}")
         return None
 
+    def _start_again_after_the_stop(self, exc) -> UserError:
+        """The stop before a migration timed out (an allocation still running): nothing was migrated; the job
+        started again as it was before the stop (steps/job/lifecycle.start); exit 1 saying both."""
+        from ..core import console
+        from ..steps.job import lifecycle
+
+        settings = self.settings
+        old = jobfile.version_of(jobfile.image_of(exc.job)) or "the previous version"
+        what = f"{exc.message} (deploy_timeout {settings.deploy_timeout}s); nothing was migrated nor registered"
+        console.step(f"starting job {settings.job_name} again with v{old}")
+        try:
+            lifecycle.start_running(settings, self.n, exc.job, f"v{old}")
+        except UserError as again:
+            return UserError(f"{what}; starting v{old} again failed too: {again.message}",
+                             hint=f"check `nomad job status {settings.job_name}` (an allocation that does not stop: "
+                                  "its node, the task's kill timeout), then "
+                                  f"`inv rollback --to {exc.job.get('Version', 'N')}` starts the job again as it was",
+                             code=ExitCode.FAILED)
+        return UserError(f"{what}; the job was started again as it was (v{old} runs)",
+                         hint=f"check `nomad job status {settings.job_name}` (an allocation that does not stop: its "
+                              "node, the task's kill timeout), then deploy again", code=ExitCode.FAILED)
+
     # a schema upgrade: the migration as its own batch job; its failure puts the backup back
     def _migrate(self, op) -> str:
         from ..steps.job import batch, database_variable
@@ -554,9 +585,15 @@ class Deploy:
         schema = f"schema {op.schema_from} → {op.schema_to}" if op.schema_from or op.schema_to else "the schema"
         try:
             result = batch.run(settings, self.n, self.job_spec, self.image, url=database_variable.wanted(settings))
+        except batch.StillRunning as exc:  # stopped, but not ended: putting the backup back could be overwritten
+            exc.message = f"the migration of {schema} did not finish: {exc.message}"
+            exc.hint = f"{exc.hint}: {self._by_hand(False)}"
+            raise exc from None
         except UserError as exc:  # it could not run to its end (placement, the deadline)
             raise self._after_failed_migration(f"the migration of {schema} did not finish: {exc.message}",
                                                exc) from None
+        except KeyboardInterrupt:  # Ctrl-C: undone as a failed migration is, then said as an interruption
+            raise self._after_interrupted_migration(schema) from None
         if not result.ok:
             said = f"exit code {result.exit_code}" if result.exit_code is not None else "it never started"
             last = batch.failure_line(result.lines)
@@ -564,6 +601,23 @@ class Deploy:
                 f"the migration of {schema} failed ({said}{': ' + last if last else ''})", None)
         self.migrated = True
         return f"migrated {schema} (batch job {batch.job_id(settings)})"
+
+    def _after_interrupted_migration(self, schema: str) -> UserError:
+        """Ctrl-C during the migration: its job stopped and waited for, the backup put back, the old version started;
+        exit 130 (as core/taskrun's "interrupted"), the line saying what was done."""
+        from ..core import console
+        from ..steps.job import batch
+
+        settings = self.settings
+        console.warn(f"interrupted: stopping the migration job {batch.job_id(settings)}, then putting the backup back")
+        try:
+            batch.stop_and_wait(settings, self.n, batch.job_id(settings), batch.kill_timeout(self.job_spec))
+        except batch.StillRunning as exc:
+            return UserError(f"interrupted during the migration of {schema}; {exc.message}",
+                             hint=f"{exc.hint}: {self._by_hand(False)}", code=INTERRUPTED)
+        error = self._after_failed_migration(f"interrupted during the migration of {schema}", None)
+        error.code = INTERRUPTED
+        return error
 
     def _after_failed_migration(self, what: str, cause: UserError | None) -> UserError:
         """The database put back from the backup just taken, the old version started again; the error: exit 12
@@ -583,10 +637,7 @@ class Deploy:
             old = old or "the previous version"
             console.step(f"starting job {settings.job_name} again with v{old}")
             try:
-                response = lifecycle.start(settings, self.n, self.stopped_job)
-                outcome = follower.after_submit(settings, self.n, response, f"v{old}")
-                if outcome.status != "successful":  # no update block: no deployment to follow
-                    lifecycle.wait_running(settings, self.n, outcome.job_version)
+                lifecycle.start_running(settings, self.n, self.stopped_job, f"v{old}")
                 started = f"; v{old} runs again"
             except UserError as exc:
                 started, back = f"; starting v{old} again failed too: {exc.message}", False

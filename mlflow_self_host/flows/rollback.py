@@ -235,8 +235,12 @@ def rollback(settings, to=None, dry_run: bool = False, restore: bool = False):
 
     n = nomad_api.client(settings)
     applying = Apply(settings, n)
+    def planned(facts):
+        applying.plan = make_plan(settings, facts)  # --restore: the backup its stop checks first
+        return applying.plan
+
     step = runner.Step("rollback", read=lambda: read_facts(settings, n, to, restore=restore, dry_run=dry_run),
-                       plan=lambda facts: make_plan(settings, facts), apply_one=applying.apply_one)
+                       plan=planned, apply_one=applying.apply_one)
     what = f"rollback{' --to ' + str(to) if to is not None else ''}{' --restore' if restore else ''}"
     outcome = runner.run([step], dry_run=dry_run, lock=runner.Lock(settings, what))
     plan = outcome.plans["rollback"]
@@ -251,18 +255,27 @@ class Apply:
     def __init__(self, settings, n):
         self.settings, self.n = settings, n
         self.outcome = None
+        self.plan: Plan | None = None  # the plan applied (--restore: the stop checks its backup first)
+        self.stopped_job: dict | None = None  # --restore: the job as it was before the stop, to start again
 
     def apply_one(self, change) -> str:
         """Revert (check-and-set on the current version), then follow the deployment it starts; with
         --restore: stop, restore, register (the revert of the stopped job)."""
         kind = getattr(change.op, "kind", "revert")
         if kind == "stop":
+            from ..steps import backup as backups
             from ..steps.job import lifecycle
 
-            lifecycle.stop(self.settings, self.n)
+            for planned in (self.plan.changes if self.plan is not None else []):
+                if getattr(planned.op, "kind", "") == "restore":  # a backup it would refuse: refused before the stop
+                    backups.check_now(self.settings, planned.op.name)
+            self.stopped_job = lifecycle.stop(self.settings, self.n)
             return f"stopped job {self.settings.job_name}"
         if kind == "restore":
-            return self._restore(change.op)
+            try:
+                return self._restore(change.op)
+            except UserError as exc:  # after the stop: the job started again as it was, and said
+                raise self._start_again(f"restoring {change.op.name} failed: {exc.message}", exc) from None
         if kind == "register":
             stopped = jobfile.current(self.settings, self.n)
             return self._revert(Revert(change.op.version, stopped["Version"] if stopped else change.op.prior))
@@ -277,6 +290,39 @@ class Apply:
         aside = backups.restore_now(self.settings, op.name)
         kept = f"; the database it replaced is kept as {aside}" if aside else " (in one transaction)"
         return f"restored {op.name} (schema {op.revision}){kept}"
+
+    def _start_again(self, what: str, cause: UserError) -> UserError:
+        """--restore failed after the stop (the database as it was: SQLite's file is swapped last, PostgreSQL's
+        restore is one transaction): the job started again as it was before the stop; the error says both."""
+        from ..core import console
+        from ..steps.job import lifecycle
+
+        settings, job = self.settings, self.stopped_job
+        if job is None:
+            return cause
+        old = jobfile.version_of(jobfile.image_of(job)) or "the previous version"
+        if not getattr(cause, "database_unchanged", True):  # steps/backup/restore.restore_now: not as it was
+            return UserError(f"{what}; the job stays stopped: the database is not as it was before the restore",
+                             hint=f"`inv restore --backup {self._restoring()}` puts the backup in place, then "
+                                  f"`inv rollback --to {self._target()}` starts that version",
+                             code=ExitCode.DEPLOY_FAILED)
+        console.step(f"starting job {settings.job_name} again with v{old}")
+        try:
+            lifecycle.start_running(settings, self.n, job, f"v{old}")
+        except UserError as again:
+            return UserError(f"{what}; the job was stopped, and starting v{old} again failed too: {again.message}",
+                             hint=f"{cause.hint + '; ' if cause.hint else ''}`inv rollback --to {job.get('Version')}` "
+                                  "starts it again; `inv status` shows it", code=ExitCode.DEPLOY_FAILED)
+        return UserError(f"{what}; nothing was rolled back: the job was started again as it was (v{old} runs)",
+                         hint=cause.hint, code=cause.code)
+
+    def _restoring(self) -> str:
+        ops = [c.op for c in (self.plan.changes if self.plan is not None else [])]
+        return next((op.name for op in ops if getattr(op, "kind", "") == "restore"), "NAME")
+
+    def _target(self) -> str:
+        ops = [c.op for c in (self.plan.changes if self.plan is not None else [])]
+        return next((str(op.version) for op in ops if getattr(op, "kind", "") == "register"), "N")
 
     def _revert(self, op: Revert) -> str:
         import nomad.api.exceptions as nex

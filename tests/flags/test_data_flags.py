@@ -14,7 +14,7 @@ from mlflow_self_host.core.settings import Settings
 from tests.backup.conftest import count, make_db, stub_starts
 from tests.flags.conftest import (errors, inv, make_project, recorded, refused_as_unknown, set_version, unknown_key,
                                   without_host_volumes)
-from tests.services import wait_for
+from tests.services import ADMIN_PASSWORD, wait_for
 from tests.services.mlflow_image import clean_env
 
 IMAGE_UID = 1000
@@ -25,7 +25,7 @@ def on_the_host(tmp_path, ssh_server, nomad_cluster):
     the host's database is the one in the cluster's backend folder, 10 rows, owned by the image's user."""
     project = make_project(tmp_path / "project", docker=None)
     values = dict(ssh_server.settings(), **nomad_cluster.overrides(backups_path=str(tmp_path / "host-backups")))
-    settings = Settings.load(root=project, env={}, overrides=values)
+    settings = Settings.load(root=project, env={"MSH_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD}, overrides=values)
     env = clean_env()
     env.update({f"MSH_{k.upper()}": str(v) for k, v in values.items()})
     db = make_db(nomad_cluster.backend / "mlflow.db", 10)

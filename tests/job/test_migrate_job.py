@@ -88,7 +88,7 @@ from mlflow_self_host.core.settings import Settings  # noqa: E402
 from mlflow_self_host.flows import deploy as job_deploy  # noqa: E402
 from tests.flags.conftest import errors, inv, make_project, set_version  # noqa: E402
 from tests.job import older_schema  # noqa: E402
-from tests.services import clean_env  # noqa: E402
+from tests.services import ADMIN_PASSWORD, clean_env  # noqa: E402
 from tests.services.nomad_cluster import MLFLOW_TIMINGS  # noqa: E402
 
 NEW_VERSION = "1.1"  # the real MLflow image (labelled by `inv build`'s code), in the cluster's registry as v1.1
@@ -116,8 +116,8 @@ def upgrade(tmp_path, ssh_server, nomad_cluster, mlflow_image, docker_client):
                                                                    **{**MLFLOW_TIMINGS, "healthy_deadline": "4m",
                                                                       "progress_deadline": "5m"},
                                                                    deploy_timeout=400, migrate_timeout=300))
-    job_deploy.deploy(Settings.load(root=project, env={}, overrides=values), "0.99", skip_host=True, skip_build=True,
-                      backup=False)
+    job_deploy.deploy(Settings.load(root=project, env={"MSH_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD}, overrides=values),
+                      "0.99", skip_host=True, skip_build=True, backup=False)
     set_version(project, NEW_VERSION)
     env = clean_env()
     env.update({f"MSH_{k.upper()}": str(v) for k, v in values.items()})

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from .names import DB_NAME, LOCAL_DOWNLOADS, backup_base_name, is_backup_name, to_remove, utc_stamp
 from .listing import list_backups
-from .restore import restore, restore_now
+from .restore import check_now, restore, restore_now
 from .take import BackupResult, NoDatabase, Target, backup, before_deploy, running_version, take
 
 __all__ = ["DB_NAME", "LOCAL_DOWNLOADS", "BackupResult", "NoDatabase", "Target", "backup", "backup_base_name",
-           "before_deploy", "is_backup_name", "list_backups", "restore", "restore_now", "running_version", "take",
+           "before_deploy", "is_backup_name", "list_backups", "check_now", "restore", "restore_now",
+           "running_version", "take",
            "to_remove", "utc_stamp"]

@@ -182,6 +182,15 @@ def keep_aside(db: str, aside: str) -> str:
             f"for x in -wal -shm -journal; do if [ -e {quote(db)}$x ]; then mv {quote(db)}$x {quote(aside)}$x; fi; done")
 
 
+def undo_keep_aside(db: str, aside: str) -> str:
+    """After a failed keep-aside or put-in-place: the database moved back from ``aside`` when it is not in its
+    place; prints "unchanged" when the database is as before the restore, "replaced" when the backup is in it."""
+    moves = "".join(f"if [ -e {quote(aside)}{x} ] && [ ! -e {quote(db)}{x} ]; then "
+                    f"mv {quote(aside)}{x} {quote(db)}{x}; fi; " for x in ("-wal", "-shm", "-journal"))
+    return (f"set -e; if [ ! -e {quote(db)} ] && [ -e {quote(aside)} ]; then mv {quote(aside)} {quote(db)}; {moves}"
+            f"echo unchanged; elif [ ! -e {quote(aside)} ]; then {moves}echo unchanged; else echo replaced; fi")
+
+
 def put_in_place(backup: str, db: str, aside: str) -> str:
     """Copy the backup to the database's place with the owner and mode of the database kept aside (the
     folder's owner and 664 when there was none); the copy is renamed into place, never seen half-written."""

@@ -524,6 +524,20 @@ def restore_now(settings, name: str, remote=None) -> str:
             target.shell.close()
 
 
+def check_now(settings, name: str, remote=None) -> None:
+    """What ``restore_now`` refuses, refused now (before the caller stops the job): the dump fetched and read
+    with ``pg_restore --list``; a missing or failing one is a UserError. Changes nothing."""
+    folder = Path(tempfile.mkdtemp(prefix="msh-restore-"))
+    target = Target.remote(settings, remote)
+    try:
+        facts = read_restore_facts(settings, target, name, folder, job=(True, None))
+        make_restore_plan(settings, facts, stop_start=False)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if remote is None:  # our own connection; the caller's stays open
+            target.shell.close()
+
+
 # --- doctor ------------------------------------------------------------------------------------------------------
 def doctor_rows(settings, timeout: float):
     """Yield the "pg_dump" row (store: postgres): the pg_dump backups run, its version against the server's."""

@@ -300,13 +300,43 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
     return aside
 
 
+def _facts_now(target: Target, name: str) -> RestoreFacts:
+    """The backup ``name`` (in backups_path, or a path on the host) and its integrity, with the job stopped."""
+    values, _ = commands.parse_facts(run(target, commands.restore_facts(target.db, target.backups)).stdout)
+    tool = values.get("tool") if values.get("tool") in commands.TOOLS else None
+    path = name if "/" in name else f"{target.backups}/{name}"
+    integrity = _check_on_target(target, commands.SQLite(tool), path) if tool else None
+    return RestoreFacts(tool, path, integrity=integrity, database=values.get("db") == "yes", job_stopped=True)
+
+
+def check_now(settings, name: str, remote=None) -> None:
+    """What ``restore_now`` refuses, refused before the caller stops the job (as `inv restore` checks before its
+    stop): SQLite, the backup's ``PRAGMA integrity_check`` on the host; PostgreSQL, the dump's ``pg_restore
+    --list``. A missing or failing backup: a UserError. Changes nothing."""
+    from ...core import database
+
+    if database.kind(settings) == "postgres":
+        from . import postgres
+
+        postgres.check_now(settings, name, remote=remote)
+        return
+    target = Target.remote(settings, remote)
+    try:
+        make_plan(settings, target, _facts_now(target, name), f"{target.db}.before-restore-check")
+    finally:
+        if remote is None:  # our own connection; the caller's stays open
+            target.shell.close()
+
+
 def restore_now(settings, name: str, remote=None) -> str:
     """Put the backup ``name`` (a name in backups_path, or a path on the host) back as the store's database now:
     the changes of `inv restore` without the runner, the deploy lock (the caller holds it: deploy's apply) or
     the job's stop and start (the caller stopped it and starts what it wants). SQLite: the database kept aside
     (returned: its path) and the backup put in place, over ``remote`` (deploy's SSH connection) when given;
     PostgreSQL: the dump restored in one transaction (a failure leaves the database as it was; returns "").
-    A missing or failing backup is a UserError before anything changes."""
+    A missing or failing backup is a UserError before anything changes; a failure while swapping SQLite's file
+    moves the database back when it can, and sets ``database_unchanged`` on the UserError (False: it is not as
+    it was)."""
     from ...core import database
 
     if database.kind(settings) == "postgres":
@@ -316,16 +346,17 @@ def restore_now(settings, name: str, remote=None) -> str:
         return ""
     target = Target.remote(settings, remote)
     try:
-        values, _ = commands.parse_facts(run(target, commands.restore_facts(target.db, target.backups)).stdout)
-        tool = values.get("tool") if values.get("tool") in commands.TOOLS else None
-        path = name if "/" in name else f"{target.backups}/{name}"
-        integrity = _check_on_target(target, commands.SQLite(tool), path) if tool else None
-        facts = RestoreFacts(tool, path, integrity=integrity, database=values.get("db") == "yes", job_stopped=True)
+        facts = _facts_now(target, name)
         aside = f"{target.db}.before-restore-{utc_stamp()}"
         applying = Apply(settings, target, aside)
         for change in make_plan(settings, target, facts, aside):
             if change.op.kind in ("keep aside", "put in place"):
-                applying.apply_one(change)
+                try:
+                    applying.apply_one(change)
+                except UserError as exc:  # the database moved back when it is not in its place; said on exc
+                    undone = run(target, commands.undo_keep_aside(target.db, aside))
+                    exc.database_unchanged = undone.ok and undone.stdout.strip().endswith("unchanged")
+                    raise
         return aside
     finally:
         if remote is None:  # our own connection; the caller's stays open

@@ -11,8 +11,9 @@ task may read only its own job's Variables), written before the register and des
 A previous ``{job_name}-migrate`` that is dead is purged first (one that still runs is refused: a
 migration is never run twice at once). The allocation's stdout and stderr are shown as they come (read
 every ``deploy_poll`` from where the last read ended, GET /v1/client/fs/logs as logs.py does), until the
-task ends or ``migrate_timeout`` passes (then the job is stopped: exit 11). The result: the task's exit
-code and its last lines.
+task ends or ``migrate_timeout`` passes (then the job is stopped and its allocation waited for, bounded by the
+task's kill timeout and a margin: exit 11; one that does not end is ``StillRunning``, the database left alone).
+The result: the task's exit code and its last lines.
 """
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ _GROUP_DROPPED = ("Services", "Update", "Networks", "Scaling", "Migrate", "Shutd
 _JOB_DROPPED = ("Update", "Periodic", "ParameterizedJob", "Multiregion", "Spreads", "Status", "StatusDescription",
                 "Version", "Stable", "CreateIndex", "ModifyIndex", "JobModifyIndex", "SubmitTime", "Stop")
 _VAR_IN_TEMPLATE = re.compile(r'nomadVar\s+"([^"]*)"')
+STOP_MARGIN = 30.0  # seconds beyond the task's kill timeout for its allocation to end after a stop
+_DEFAULT_KILL_TIMEOUT = 5.0  # Nomad's, when the task sets none
+
+
+class StillRunning(UserError):
+    """The migration job was stopped but its allocation did not end: the database may still be written to."""
 
 
 @dataclass
@@ -136,7 +143,7 @@ def run(settings, n, service_job: dict, image: str, url: str | None = None,
         response = nomad_api.call(settings, f"registering job {migrate_id}", n.jobs.register_job, {"Job": job})
         deadline = Deadline(timeout if timeout is not None else float(settings.migrate_timeout))
         alloc = _allocation(settings, n, migrate_id, response, deadline)
-        return _follow(settings, n, migrate_id, alloc, task_of(job), deadline)
+        return _follow(settings, n, migrate_id, alloc, task_of(job), deadline, kill_timeout(job))
     finally:
         if variable is not None:
             _delete_variable(settings, n, variable)
@@ -189,7 +196,8 @@ def _allocation(settings, n, migrate_id: str, response: dict, deadline: Deadline
         time.sleep(min(float(settings.deploy_poll), deadline.left()))
 
 
-def _follow(settings, n, migrate_id: str, alloc: dict, task: str, deadline: Deadline) -> MigrateResult:
+def _follow(settings, n, migrate_id: str, alloc: dict, task: str, deadline: Deadline,
+            kill_timeout: float = _DEFAULT_KILL_TIMEOUT) -> MigrateResult:
     """Show the task's output as it comes until the allocation ends; its exit code and last lines."""
     alloc_id = alloc["ID"]
     seen = {"stdout": 0, "stderr": 0}
@@ -205,7 +213,7 @@ def _follow(settings, n, migrate_id: str, alloc: dict, task: str, deadline: Dead
         if done:
             return MigrateResult(_exit_code(state), lines[-LAST_LINES:], alloc_id)
         if deadline.passed:
-            _stop(settings, n, migrate_id)
+            stop_and_wait(settings, n, migrate_id, kill_timeout)
             raise UserError(f"the migration job {migrate_id} did not end in {deadline.seconds:g}s (setting "
                             "migrate_timeout); it was stopped", hint=f"`nomad alloc logs {alloc_id[:8]}` shows its "
                             "output; raise migrate_timeout for a large database", code=ExitCode.DEPLOY_FAILED)
@@ -265,6 +273,46 @@ def _exit_code(state: dict) -> int | None:
         if event.get("Type") == "Terminated":
             return int(event.get("ExitCode") or 0)
     return None if state.get("Failed") else 0
+
+
+def kill_timeout(job: dict) -> float:
+    """The migration task's kill timeout in seconds (the job's JSON has nanoseconds; Nomad's 5 s when unset)."""
+    for group in job.get("TaskGroups") or []:
+        for task in group.get("Tasks") or []:
+            if task.get("KillTimeout"):
+                return float(task["KillTimeout"]) / 1e9
+    return _DEFAULT_KILL_TIMEOUT
+
+
+def stop_and_wait(settings, n, migrate_id: str, kill_timeout: float = _DEFAULT_KILL_TIMEOUT) -> None:
+    """Stop the migration job and wait until none of its allocations is pending or running (at most its kill
+    timeout plus ``STOP_MARGIN``): before the backup is put back, nothing may still write to the database (a
+    dying SQLite writer leaves a journal beside the restored file). One that does not end: ``StillRunning``."""
+    import nomad.api.exceptions as nex
+
+    _stop(settings, n, migrate_id)
+    deadline = Deadline(kill_timeout + STOP_MARGIN)
+    live: list = [{"ID": "?"}]  # not known to have ended until read
+    while True:
+        try:
+            allocs = n.job.get_allocations(migrate_id) or []
+            live = [a for a in allocs if a.get("ClientStatus") in ("pending", "running")]
+        except nex.URLNotFoundNomadException:  # never registered (Ctrl-C before it): nothing runs
+            return
+        except Exception:  # noqa: BLE001 - unreadable now: read again until the deadline
+            pass
+        else:
+            if not live:
+                return
+        if deadline.passed:
+            alloc = (live[0].get("ID") or "?")[:8]
+            raise StillRunning(
+                f"the migration job {migrate_id} was stopped but its allocation {alloc} had not ended "
+                f"{deadline.seconds:g}s later: the backup was not put back (the migration may still write to the "
+                "database)",
+                hint=f"wait for it to end (`nomad alloc status {alloc}`; `nomad alloc stop {alloc}`), then "
+                     "finish by hand", code=ExitCode.DEPLOY_FAILED)
+        time.sleep(min(float(settings.deploy_poll), max(deadline.left(), 0.01)))
 
 
 def _stop(settings, n, migrate_id: str) -> None:

@@ -1,7 +1,8 @@
 """Stop and start the Nomad job around work on its data (restore, the takeover of a recipe's setup).
 
 - ``stop``: like `nomad job stop` (no purge), then wait until no allocation is pending or running;
-- ``start``: register the stopped job's last definition again, like `nomad job start`;
+- ``start``: register the stopped job's last definition again, like `nomad job start` (``start_running``: and
+  follow it until it runs);
 - ``wait_running``: for a job Nomad makes no deployment for, wait until an allocation of a version runs.
 """
 from __future__ import annotations
@@ -16,12 +17,21 @@ _SERVER_FIELDS = ("CreateIndex", "ModifyIndex", "JobModifyIndex", "SubmitTime", 
                   "Version", "Stable")
 
 
+class StillRunning(UserError):
+    """The stop's allocations did not end by the deadline; ``job``: the job as it was before the stop."""
+
+    def __init__(self, message: str, hint: str, job: dict):
+        super().__init__(message, hint)
+        self.job = job
+
+
 def _allocations(settings, n) -> list[dict]:
     return nomad_api.call(settings, "listing allocations", lambda: n.job.get_allocations(settings.job_name) or [])
 
 
 def stop(settings, n, timeout: float | None = None) -> dict:
-    """Stop the job and wait until no allocation runs; the job as it was before the stop."""
+    """Stop the job and wait until no allocation runs; the job as it was before the stop (one still running at
+    the deadline: ``StillRunning``, the job left stopped, with the job as it was for a ``start``)."""
     job = nomad_api.call(settings, f"reading job {settings.job_name}", n.job.get_job, settings.job_name)
     nomad_api.call(settings, f"stopping job {settings.job_name}", n.job.deregister_job, settings.job_name)
     stopped = nomad_api.call(settings, f"reading job {settings.job_name}", n.job.get_job, settings.job_name)
@@ -33,8 +43,8 @@ def stop(settings, n, timeout: float | None = None) -> dict:
         return not [a for a in _allocations(settings, n) if a.get("ClientStatus") in _LIVE]
 
     def still_running(_):
-        raise UserError(f"job {settings.job_name} still has running allocations after the stop",
-                        hint="check `nomad job status`; the database was not touched")
+        raise StillRunning(f"job {settings.job_name} still has running allocations after the stop",
+                           "check `nomad job status`; the database was not touched", job)
 
     until(none_live, Deadline(timeout or settings.deploy_timeout), on_timeout=still_running)
     return job
@@ -46,6 +56,18 @@ def start(settings, n, job: dict) -> dict:
     job["Stop"] = False
     return nomad_api.call(settings, f"starting job {settings.job_name}", n.job.register_job, settings.job_name,
                           {"Job": job})
+
+
+def start_running(settings, n, job: dict, label: str):
+    """``start`` the stopped ``job``, then follow it until it runs (its deployment, or with no update block an
+    allocation of its version); follow's Outcome. A failure is a UserError."""
+    from . import follow
+
+    response = start(settings, n, job)
+    outcome = follow.after_submit(settings, n, response, label)
+    if outcome.status != "successful":  # no update block: no deployment to follow
+        wait_running(settings, n, outcome.job_version)
+    return outcome
 
 
 def wait_running(settings, n, job_version, timeout: float | None = None) -> dict:
