@@ -92,7 +92,7 @@ variable "database_revision" {
 variable "auth" {
   type        = string
   description = "basic: MLflow's auth app (users and permissions in basic_auth.db beside mlflow.db, or in the PostgreSQL store's database), its admin's password and secret key read from the Variable database_variable; none: no logins."
-  default     = "basic"
+  default     = "none" # inv deploy always passes the setting auth (basic by default): `nomad job run` by hand needs -var auth=basic and the Variable's items
 
   validation {
     condition     = contains(["basic", "none"], var.auth)

@@ -192,7 +192,7 @@ def _suite_cache_dir():
     ``clean_env`` gives the tasks they run: an image build keeps its schema read there, the native server its
     environment, never in the user's ~/.cache/mlflow-self-host (the leftover check compares it)."""
     from mlflow_self_host.core.settings import Settings
-    from tests.services import CACHE_DIR
+    from tests.services import ADMIN_PASSWORD, CACHE_DIR
 
     import inspect
 
@@ -203,8 +203,10 @@ def _suite_cache_dir():
         bound = signature.bind(cls, *args, **kwargs)
         env = bound.arguments.get("env")
         env = os.environ if env is None else env
-        if "MSH_CACHE_DIR" not in env:
-            bound.arguments["env"] = {**env, "MSH_CACHE_DIR": str(CACHE_DIR)}
+        missing = {key: value for key, value in (("MSH_CACHE_DIR", str(CACHE_DIR)),
+                                                 ("MSH_MLFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD)) if key not in env}
+        if missing:  # the admin's password too, as clean_env has it (auth: basic by default)
+            bound.arguments["env"] = {**env, **missing}
         return original(*bound.args, **bound.kwargs)
 
     Settings.load = classmethod(load)

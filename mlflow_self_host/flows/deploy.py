@@ -191,9 +191,17 @@ class Deploy:
         from ..steps.store import revision as revisions
 
         if self.db_revision is None:
+            from ..core import database
+
             host = store_facts = None
-            if self.found is not None:
+            if database.kind(self.settings) == "postgres":
+                pass  # read from here, with MSH_DATABASE_URL: no SSH
+            elif self.found is not None:
                 store_facts = self.found.facts
+            elif self.skip_host:  # the user said not to touch the host: the schema is unknown, said with the plan
+                self.db_revision = revisions.DbRevision(unreadable="--skip-host: the store on the host was not read",
+                                                        blocking=False)
+                host = False
             else:
                 try:
                     host = self._connection()

@@ -474,9 +474,11 @@ def check_metrics(settings, timeout):
     if not settings.metrics:
         yield Row("metrics", True, "off (setting metrics: false)")
         return
+    from ..core import auth
+
     url = deploy_url(settings) + "metrics"
-    try:
-        resp = requests.get(url, timeout=_inner(timeout))
+    try:  # auth: basic guards /metrics too (a Prometheus scrape needs a user's basic_auth)
+        resp = requests.get(url, timeout=_inner(timeout), auth=auth.basic(settings) if auth.enabled(settings) else None)
     except requests.exceptions.RequestException as exc:
         yield _fail("metrics", f"{url}: {connection_reason(exc)}", "see the service URL row")
         return

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from mlflow_self_host.steps.job import jobfile
+from tests.services import ADMIN_PASSWORD  # auth: basic by default
 from tests.flags.conftest import errors, inv, make_project, set_version, without_host_volumes
 from tests.services.mlflow_image import clean_env
 
@@ -127,7 +128,8 @@ def test_logs_follow_streams_new_lines_until_the_job_stops(nomad_double, tmp_pat
         while not any(marker in line for line in lines):  # a request now: its line arrives while following
             assert proc.poll() is None, f"inv logs --follow ended early: {proc.stderr.read()}"
             assert time.monotonic() < deadline, f"no streamed line with {marker}: {lines}"
-            requests.get(f"http://127.0.0.1:{registration['Port']}{marker}", timeout=5)
+            requests.get(f"http://127.0.0.1:{registration['Port']}{marker}", timeout=5,
+                         auth=("admin", ADMIN_PASSWORD))  # auth: basic, the default
             time.sleep(0.5)
         assert proc.poll() is None  # still following
         requests.delete(nomad_double.address + "/v1/job/mlflow", timeout=5)  # `nomad job stop`: the stream ends

@@ -13,6 +13,7 @@ from mlflow_self_host.steps.job import jobfile
 from mlflow_self_host.steps.job import logs as job_logs
 from mlflow_self_host.flows import rollback as job_rollback
 from mlflow_self_host.steps.job import status as job_status
+from tests.services import ADMIN_PASSWORD  # auth: basic by default
 from tests.job.conftest import job_settings
 from tests.job.test_deploy import run
 
@@ -103,7 +104,8 @@ def test_logs_follow_streams_new_lines_until_the_task_stops(nomad_double, two_ve
 
     def later():
         time.sleep(0.5)
-        requests.get(f"http://127.0.0.1:{registration['Port']}/api/2.0/mlflow/runs/get-me", timeout=5)
+        requests.get(f"http://127.0.0.1:{registration['Port']}/api/2.0/mlflow/runs/get-me", timeout=5,
+                     auth=("admin", ADMIN_PASSWORD))  # auth: basic, the default
         time.sleep(0.5)
         requests.delete(nomad_double.address + "/v1/job/mlflow", timeout=5)  # `nomad job stop`
 

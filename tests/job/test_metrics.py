@@ -50,6 +50,7 @@ def cluster(tmp_path, mlflow_image, docker_engine_service, nomad_network):
         return Settings.load(root=PROJECT_ROOT, env={}, overrides={
             **mlflow_image.settings_overrides, "nomad_addr": double.address, "service_provider": "nomad",
             "deploy_check": False, "deploy_poll": "0.2", "deploy_timeout": 240, "domain": DOMAIN,
+            "auth": "none",  # the scrapes here send no credentials (with auth: basic a scrape needs basic_auth)
             "deploy_url": f"http://{DOMAIN}:{proxy.port}/",
             "backend_path": str(root / "data" / "mlflow" / "backend"),
             "artifacts_path": str(root / "data" / "mlflow" / "artifacts"), **MLFLOW_TIMINGS, **more})
