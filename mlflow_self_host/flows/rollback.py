@@ -138,7 +138,13 @@ def _read_schema(settings, facts: RollbackFacts, dry_run: bool) -> None:
     host = None
     try:
         if database.kind(settings) == "sqlite" or facts.restore:
-            host = ssh.connect(settings)
+            try:
+                host = ssh.connect(settings)
+            except UserError as exc:
+                if facts.restore:  # --restore needs the host (its backups)
+                    raise
+                console.warn(f"schema not compared ({exc.message}): rolling back as before")
+                return
         read = revisions.read_db_revision(settings, host=host, make_env=not dry_run)
         facts.schema = schema.facts(read.revision, chain, read.unreadable)
         if facts.schema.kind == schema.UNKNOWN and chain is not None:
