@@ -198,15 +198,13 @@ class Deploy:
                 pass  # read from here, with MSH_DATABASE_URL: no SSH
             elif self.found is not None:
                 store_facts = self.found.facts
-            elif self.skip_host:  # the user said not to touch the host: the schema is unknown, said with the plan
-                self.db_revision = revisions.DbRevision(unreadable="--skip-host: the store on the host was not read",
-                                                        blocking=False)
-                host = False
             else:
                 try:
                     host = self._connection()
                 except UserError as exc:
-                    self.db_revision = revisions.DbRevision(unreadable=exc.message)
+                    # --skip-host: configure-host did not run, so an unreachable host is not an error of its own
+                    # here; the schema is unknown, said with the plan (the backup, if any, still needs the host)
+                    self.db_revision = revisions.DbRevision(unreadable=exc.message, blocking=not self.skip_host)
                     host = False
             if host is not False:
                 self.db_revision = revisions.read_db_revision(self.settings, host=host, store_facts=store_facts,
