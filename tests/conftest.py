@@ -48,7 +48,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # The fixtures that start a real service or a double (every fixture built on one has it in its closure).
 SERVICE_FIXTURES = frozenset({
-    "docker_engine_service", "registry", "ssh_server", "dns_server", "postgres_server", "lan_address",
+    "docker_engine_service", "registry", "ssh_server", "dns_server", "dns_server_session", "postgres_server", "lan_address",
     "nomad_double", "pi_double", "start_pihole", "nomad_user", "password_sudo_server", "no_sftp_server",
     "server",  # tests/test_smoke.py: a real MLflow server
     "proxy", "catalogue", "backends",  # tests/test_services.py: nginx in Traefik's place, its doubles
@@ -96,10 +96,26 @@ def ssh_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def dns_server(tmp_path_factory):
+def dns_server_session(tmp_path_factory):
     server = dns_service.start(Path(tmp_path_factory.mktemp("dnsmasq")))
     yield server
     dns_service.stop(server)
+
+
+@pytest.fixture
+def dns_server(dns_server_session):
+    """The session's dnsmasq, for one test: the record files the test adds to its folder are removed after it,
+    pass or fail, and dnsmasq restarted, so the next test on this worker never finds a duplicate CNAME."""
+    import subprocess
+
+    server = dns_server_session
+    before = set(server.conf_dir.iterdir())
+    yield server
+    added = [path for path in server.conf_dir.iterdir() if path not in before]
+    for path in added:
+        path.unlink()
+    if added:
+        subprocess.run(server.restart_command, shell=True, check=True, timeout=60)
 
 
 @pytest.fixture(scope="session")
