@@ -156,8 +156,6 @@ def history(proxy, run_id) -> list[int]:
     return sorted(m["step"] for m in response.json().get("metrics", []))
 
 
-@pytest.mark.xfail(strict=False, reason="since the merges of 2026-12-07 (2 s checks, auth, metrics) the proxy answers some "
-                   "requests 502 during a PostgreSQL rolling release: under investigation (see the session note)")
 def test_a_release_and_a_killed_allocation_fail_no_request(cluster):
     settings, double, proxy = cluster
     assert deploy(settings, "0.99").status == "deployed"
