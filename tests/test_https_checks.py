@@ -96,3 +96,18 @@ def test_doctor_has_no_certificate_row_without_https():
     names = [name for check in doctor._checks(Settings.load(env={})) for name in check.names]
     assert "certificate" not in names
     assert "certificate" in [n for c in doctor._checks(Settings.load(env={"MSH_HTTPS": "1"})) for n in c.names]
+
+
+def test_a_certificate_that_does_not_verify_is_one_line_naming_ca_file_exit_18(tmp_path, tls_server):
+    from mlflow_self_host.adapters import mlflow_http
+    from mlflow_self_host.core.errors import UserError
+
+    ca = tls.make_ca(tmp_path / "ca")
+    port = tls_server(*tls.issue(ca, tmp_path / "c", ["not-localhost.lan"]))
+    settings = Settings.load(env={}, overrides={"ca_file": str(ca.path)})
+    with pytest.raises(UserError) as caught:
+        mlflow_http.get(settings, f"https://localhost:{port}/version", timeout=5)
+    assert caught.value.code == 18
+    assert caught.value.message == (f"https://localhost:{port}/: its TLS certificate is refused (Hostname mismatch, "
+                                    f"certificate is not valid for 'localhost'), checked with ca_file {ca.path}")
+    assert "set ca_file" in caught.value.hint

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 from ..core.errors import ExitCode, UserError, first_line
 
 CERT_PATH_ENV = "MLFLOW_TRACKING_SERVER_CERT_PATH"  # the MLflow client's CA bundle (mlflow.environment_variables)
-_VERIFY_FAILED = re.compile(r"certificate verify failed: ([^(')\"]+)", re.I)
+_VERIFY_FAILED = re.compile(r"certificate verify failed: (.+?)\.? \(_ssl\.c:\d+\)|certificate verify failed: ([^(\"]+)",
+                            re.I)  # OpenSSL's reason, before Python's "(_ssl.c:NNNN)" (or the quote that ends it)
 
 
 def verify(settings) -> str | bool:
@@ -49,7 +50,9 @@ def verify_failure(exc: BaseException) -> str | None:
     """OpenSSL's reason when ``exc`` is a certificate that did not verify ("unable to get local issuer certificate",
     "certificate has expired", "Hostname mismatch, certificate is not valid for 'x'"); None for any other error."""
     found = _VERIFY_FAILED.search(str(exc))
-    return found.group(1).strip().rstrip(".") if found else None
+    if not found:
+        return None
+    return found.group(1).strip() if found.group(1) else found.group(2).strip().rstrip("'.")
 
 
 def trusted_by(settings) -> str:

@@ -637,7 +637,7 @@ CHECKS = [
 
 
 def _checks(settings) -> list[Check]:
-    """CHECKS that apply to the store setting."""
+    """CHECKS that apply to the store setting (and whose `when` setting, if any, is true: https)."""
     store = str(settings.store).strip().lower()
     return [c for c in CHECKS if c.store in (None, store) and (c.when is None or settings[c.when])]
 

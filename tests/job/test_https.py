@@ -111,3 +111,8 @@ def test_https_through_the_proxy_with_a_private_ca(https_cluster, name):
                                                  **{**cluster, "ca_file": other.path}).stdout)["checks"]}
     assert not rows["certificate"]["ok"] and "unable to get local issuer certificate" in rows["certificate"]["found"]
     assert not rows["service URL"]["ok"] and "ca_file" in rows["service URL"]["fix"]
+
+    # https off again: the plan says what clients must use now, from the registered job's tags (a dry run)
+    off = inv(double, proxy, name, "deploy", "--skip-host", "--skip-build", "--dry-run", **{**cluster, "https": "false"})
+    assert f"clients must now use http://{DOMAIN}/ (MLFLOW_TRACKING_URI)" in off.stderr
+    assert double.job()["Version"] == 0
