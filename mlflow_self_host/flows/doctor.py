@@ -430,7 +430,7 @@ def check_service(settings, timeout):
     from ..core import auth
     from .deploy import deploy_url
 
-    url = deploy_url(settings)  # the URL deploy checks: deploy_url, else http://{domain}/
+    url = deploy_url(settings)  # the URL deploy checks: deploy_url, else http(s)://{domain}/
     try:  # as the admin when its password is set: with auth on, /version asks for credentials too
         resp = mlflow_http.get(settings, url + "version", timeout=_inner(timeout), auth=auth.basic(settings))
     except requests.exceptions.RequestException as exc:
