@@ -218,7 +218,8 @@ def down(c, dry_run=False):
 def smoke(c, url=None, host_header=None):
     """Log a param, a metric and an artifact, read them back, and check the Host header.
 
-    Exit codes: 0 passed; 17 failed (no server, 403 Invalid Host header, a value not read back).
+    Exit codes: 0 passed; 17 failed (no server, 403 Invalid Host header, a value not read back); 18 the
+    https URL's certificate is not trusted (setting ca_file) or not for its name.
     """
     from mlflow_self_host.steps.smoke import smoke as run_smoke
 
@@ -282,13 +283,15 @@ def deploy(c, dry_run=False, skip_host=False, skip_build=False, no_backup=False,
     The service is registered where your Traefik reads it: setting service_provider (MSH_SERVICE_PROVIDER:
     consul, nomad, or auto = consul when the clients have Consul, as the original job); the router's
     entrypoints tag only when traefik_entrypoints names entry points. A move to the other catalogue is warned of.
+    https: true makes the router TLS on traefik_tls_entrypoints, plain HTTP redirected or refused (plain_http).
 
     Exit codes: 0 healthy (or already deployed); 10 placement failed (or no client of the image's
     architecture); 11 deployment failed (and Nomad
     did not revert, or the revert failed too); 12 deployment failed and Nomad reverted to the last
     stable version (the message says if that one is a stopped copy: the job is stopped then), or a
     schema migration failed: the backup put back, the old version started again (11 when that failed);
-    13 healthy in Nomad but the service URL (deploy_url, default http://{domain}/) does not answer;
+    13 healthy in Nomad but the service URL (deploy_url, default http(s)://{domain}/) does not answer;
+    18 its certificate is not trusted (setting ca_file) or not for the name (https: true);
     14 another release, deploy, rollback or restore holds the deploy lock (`inv lock`);
     15 the database on the host cannot be taken over (see `inv migrate`), or its schema is newer than the
     image's MLflow knows: nothing changed; 2 the registry lacks the tag, or --no-backup with a release that
@@ -412,7 +415,7 @@ def lock(c, take=False, release=False, message=None):
     "experiment": "--grant/--revoke: the experiment, by name or ID",
     "model": "--grant/--revoke: the registered model, by name",
     "permission": "--grant: READ, USE, EDIT, MANAGE or NO_PERMISSIONS",
-    "url": "MLflow's URL (default: deploy_url, else http://{domain}/; http://127.0.0.1:5000/ for `inv up --auth`)",
+    "url": "MLflow's URL (default: deploy_url, else http(s)://{domain}/; http://127.0.0.1:5000/ for `inv up --auth`)",
     "dry_run": DRY_RUN,
 })
 def users(c, add=None, remove=None, set_password=None, grant=None, revoke=None, experiment=None, model=None,
@@ -425,7 +428,7 @@ def users(c, add=None, remove=None, set_password=None, grant=None, revoke=None, 
     terminal, or read from MSH_USER_PASSWORD (never a flag's value). A user reads every experiment and model
     (MLflow's default permission READ) until granted more.
     Exit codes: 0 done; 2 an unknown user, experiment or model, a user that exists, a bad permission;
-    9 MLflow refused the admin's password; 13 no MLflow answers.
+    9 MLflow refused the admin's password; 13 no MLflow answers; 18 its certificate is not trusted (ca_file).
     """
     from mlflow_self_host.core.errors import ExitCode, UserError
     from mlflow_self_host.steps import users as mlflow_users

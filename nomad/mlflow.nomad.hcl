@@ -66,6 +66,45 @@ variable "traefik_entrypoints" {
   }
 }
 
+variable "https" {
+  type        = bool
+  description = "The router serves TLS (traefik.http.routers.mlflow.tls=true) on traefik_tls_entrypoints; plain HTTP on traefik_entrypoints is redirected to https (plain_http = redirect) or not routed (refuse). inv deploy passes the https setting."
+  default     = false
+}
+
+variable "traefik_tls_entrypoints" {
+  type        = string
+  description = "https = true: Traefik entry points of the TLS router, comma-separated (websecure); empty: no entrypoints tag, so all of them."
+  default     = "websecure"
+
+  validation {
+    condition     = regex_replace(var.traefik_tls_entrypoints, "^([A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*)?$", "") == ""
+    error_message = "The traefik_tls_entrypoints must be entry point names such as websecure, comma-separated, or empty."
+  }
+}
+
+variable "traefik_certresolver" {
+  type        = string
+  description = "https = true: the Traefik certificate resolver that gets the router's certificate (letsencrypt); empty: Traefik's default certificate (its own, or the one of its file provider's default store)."
+  default     = ""
+
+  validation {
+    condition     = regex_replace(var.traefik_certresolver, "^[A-Za-z0-9_-]*$", "") == ""
+    error_message = "The traefik_certresolver must be a certificate resolver's name such as letsencrypt, or empty."
+  }
+}
+
+variable "plain_http" {
+  type        = string
+  description = "https = true: redirect (a second router, mlflow-http, on traefik_entrypoints with the redirectScheme middleware mlflow-https to https) or refuse (no router for plain HTTP: Traefik answers 404 there)."
+  default     = "redirect"
+
+  validation {
+    condition     = contains(["redirect", "refuse"], var.plain_http)
+    error_message = "The plain_http must be redirect or refuse."
+  }
+}
+
 variable "store" {
   type        = string
   description = "MLflow's tracking store: sqlite (mlflow.db on the backend host volume: one allocation) or postgres (the database whose URL the template below reads from the Nomad Variable database_variable: several allocations)."
@@ -258,10 +297,21 @@ job "mlflow" {
       provider = var.service_provider
       # The entrypoints tag only when entry points are named: a Traefik without an entry point of that
       # name ignores the router, one without the tag serves it on every entry point.
+      # https: the router mlflow is TLS only (Traefik's default certificate, or the resolver's), on the TLS entry
+      # points; plain_http = redirect adds the router mlflow-http for plain HTTP, whose only middleware redirects to
+      # https:// (301, 308 for a method other than GET); refuse: no router for plain HTTP (Traefik's 404).
       tags = compact([
         "traefik.enable=true",
         "traefik.http.routers.mlflow.rule=Host(`${var.domain}`)",
-        var.traefik_entrypoints == "" ? "" : "traefik.http.routers.mlflow.entrypoints=${var.traefik_entrypoints}",
+        var.https ? "" : (var.traefik_entrypoints == "" ? "" : "traefik.http.routers.mlflow.entrypoints=${var.traefik_entrypoints}"),
+        var.https ? "traefik.http.routers.mlflow.tls=true" : "",
+        var.https && var.traefik_tls_entrypoints != "" ? "traefik.http.routers.mlflow.entrypoints=${var.traefik_tls_entrypoints}" : "",
+        var.https && var.traefik_certresolver != "" ? "traefik.http.routers.mlflow.tls.certresolver=${var.traefik_certresolver}" : "",
+        var.https && var.plain_http == "redirect" ? "traefik.http.routers.mlflow-http.rule=Host(`${var.domain}`)" : "",
+        var.https && var.plain_http == "redirect" && var.traefik_entrypoints != "" ? "traefik.http.routers.mlflow-http.entrypoints=${var.traefik_entrypoints}" : "",
+        var.https && var.plain_http == "redirect" ? "traefik.http.routers.mlflow-http.middlewares=mlflow-https" : "",
+        var.https && var.plain_http == "redirect" ? "traefik.http.middlewares.mlflow-https.redirectscheme.scheme=https" : "",
+        var.https && var.plain_http == "redirect" ? "traefik.http.middlewares.mlflow-https.redirectscheme.permanent=true" : "",
         var.metrics ? "prometheus.io/scrape=true" : "",
         var.metrics ? "prometheus.io/path=/metrics" : "",
       ])

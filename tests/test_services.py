@@ -311,6 +311,59 @@ def test_proxy_keeps_its_routes_while_nomad_is_down(proxy, catalogue, backends):
     assert backend_seen(proxy, "mlflow.lan")["backend"] == "backend-b"
 
 
+def test_proxy_tls_entry_point_serves_tls_routers_and_redirects_plain_http(tmp_path, catalogue, backends):
+    """Traefik's router TLS and redirectScheme, as nomad/mlflow.nomad.hcl tags them with https: true: the TLS router
+    on the TLS entry point with the certificate given (any other name: 404 there too), plain HTTP redirected to
+    https:// (301, 308 for a POST; the request's port dropped), a router without the middleware proxied as before."""
+    import ssl
+
+    from tests.services import tls
+
+    ca = tls.make_ca(tmp_path / "ca")
+    started = proxy_service.start(tmp_path / "proxy", catalogue.address, poll=0.2, token=TOKEN,
+                                  tls_entrypoint="websecure", certificate=tls.issue(ca, tmp_path / "c", ["mlflow.lan"]))
+    try:
+        a, b = backends("a"), backends("b")
+        catalogue.register("mlflow", a.port, [
+            "traefik.enable=true", "traefik.http.routers.mlflow.rule=Host(`mlflow.lan`)",
+            "traefik.http.routers.mlflow.tls=true", "traefik.http.routers.mlflow.entrypoints=websecure",
+            "traefik.http.routers.mlflow-http.rule=Host(`mlflow.lan`)",
+            "traefik.http.routers.mlflow-http.entrypoints=web",
+            "traefik.http.routers.mlflow-http.middlewares=mlflow-https",
+            "traefik.http.middlewares.mlflow-https.redirectscheme.scheme=https",
+            "traefik.http.middlewares.mlflow-https.redirectscheme.permanent=true"])
+        catalogue.register("other", b.port, ["traefik.enable=true", "traefik.http.routers.o.rule=Host(`o.lan`)"])
+        assert started.wait_for_route("mlflow.lan", tls=True) == [f"127.0.0.1:{a.port}"]
+        started.wait_for_route("o.lan")
+        assert started.redirects() == {"mlflow.lan": proxy_service.Redirect("https", "", True)}
+        assert started.routes() == {"o.lan": [f"127.0.0.1:{b.port}"]} and started.redirects(tls=True) == {}
+
+        context = ssl.create_default_context(cafile=str(ca.path))
+        context.check_hostname = False  # the connection goes to 127.0.0.1; the name is in the Host header
+
+        def over_tls(host):
+            connection = http.client.HTTPSConnection("127.0.0.1", started.tls_port, timeout=10, context=context)
+            try:
+                connection.request("GET", "/", headers={"Host": host})
+                response = connection.getresponse()
+                return response.status, response.read()
+            finally:
+                connection.close()
+
+        status, body = over_tls("mlflow.lan")
+        assert status == 200 and json.loads(body)["x-forwarded-proto"] == "https"
+        assert over_tls("o.lan") == (404, b"404 page not found\n")  # a plain router: not on TLS
+        for method, code in (("GET", 301), ("POST", 308)):
+            connection = http.client.HTTPConnection("127.0.0.1", started.port, timeout=10)
+            connection.request(method, "/api/x?y=1", headers={"Host": f"mlflow.lan:{started.port}"})
+            response = connection.getresponse()
+            assert (response.status, response.getheader("Location")) == (code, "https://mlflow.lan/api/x?y=1")
+            connection.close()
+        assert backend_seen(started, "o.lan")["backend"] == "b"
+    finally:
+        proxy_service.stop(started)
+
+
 def test_proxy_stop_leaves_no_nginx_process(tmp_path, catalogue):
     started = proxy_service.start(tmp_path / "proxy", catalogue.address, poll=0.2)
     group = started._process.pid

@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     STORE_REFUSED = 15         # the database on the host cannot be taken over as it is: nothing changed
     LOCAL_UNHEALTHY = 16       # the local server did not answer healthy (inv up); 10 until December 2026
     SMOKE_FAILED = 17          # the smoke test failed: no server, Host header refused, a value not read back
+    CERTIFICATE = 18           # https: MLflow's certificate is not trusted (ca_file), expired or not for the name
 
 
 INTERRUPTED = 130  # Ctrl-C (SIGINT), by the shell's convention: core/taskrun's "interrupted", a deploy's migration

@@ -270,6 +270,43 @@ def _bin_dir(program: str):
     return check
 
 
+def _entrypoint_names(key: str, value: str, origin: str) -> str:
+    """Traefik entry point names, comma-separated (``websecure``, ``web,websecure``), or empty; spaces dropped."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    bad = [name for name in names if not re.fullmatch(r"[A-Za-z0-9_-]+", name)]
+    if bad or (value.strip() and not names):
+        raise _refuse(origin, key, value, "is not a comma-separated list of Traefik entry point names",
+                      "write the names of your Traefik's entryPoints, like websecure or web,websecure")
+    return ",".join(names)
+
+
+def _resolver_name(key: str, value: str, origin: str) -> str:
+    text = value.strip()
+    if text and not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        raise _refuse(origin, key, value, "is not a certificate resolver's name",
+                      "write the name of one of your Traefik's certificatesResolvers, like letsencrypt, or leave "
+                      "it empty for the proxy's default certificate")
+    return text
+
+
+def _pem_file(key: str, value: str, origin: str) -> str:
+    """Empty, or a readable PEM file holding a certificate (``~`` expanded, made absolute)."""
+    text = value.strip()
+    if not text:
+        return ""
+    path = Path(text).expanduser().resolve()
+    try:
+        pem = path.read_text(errors="replace")
+    except OSError as exc:
+        raise _refuse(origin, key, value, f"cannot be read ({exc.strerror or exc})",
+                      "set it to your CA's certificate, a PEM file (-----BEGIN CERTIFICATE-----), or leave it "
+                      "empty for the system's CAs") from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise _refuse(origin, key, value, "holds no PEM certificate",
+                      "set it to your CA's certificate, a PEM file (-----BEGIN CERTIFICATE-----)")
+    return str(path)
+
+
 def _job_name(key: str, value: str, origin: str) -> str:
     if not JOB_NAME.fullmatch(value):
         raise UserError(
@@ -303,6 +340,8 @@ CHECKS = {
     "host": _host_name(), "ssh_user": _user_name, "domain": _host_name(), "dns_target": _host_name(),
     "dns_server": _host_name(required=False),
     "pg_bin_dir": _bin_dir("pg_dump"),
+    "traefik_tls_entrypoints": _entrypoint_names, "traefik_certresolver": _resolver_name,
+    "plain_http": _choice("redirect", "refuse", empty="redirect"), "ca_file": _pem_file,
 }
 
 
@@ -543,7 +582,8 @@ class Settings:
         return [dc for dc in str(self.datacenter).split(",") if dc] or ["*"]
 
     def service_url(self) -> str:
-        return f"http://{self.domain}/"
+        """The URL users reach MLflow at: ``https://{domain}/`` with the setting https, else ``http://``."""
+        return f"{'https' if self.https else 'http'}://{self.domain}/"
 
     def path(self, value: str) -> Path:
         """A project-relative path setting (``job_file``, ``local_data_dir``) made absolute."""

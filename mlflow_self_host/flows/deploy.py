@@ -40,7 +40,7 @@ from ..adapters import nomad_api
 from .deploy_plan import API_PATH, DeployFacts, JobFacts, deploy_url, make_plan
 
 STORE = ("backup", "variable", "auth", "stop", "migrate")  # the store step's part of the deploy's plan
-JOB = ("register", "follow", "check")  # the job step's part
+JOB = ("https", "register", "follow", "check")  # the job step's part
 
 
 @dataclass
@@ -466,7 +466,8 @@ class Deploy:
                          stopped_version=jobfile.version_of(jobfile.image_of(current)) if current and not running
                          else None,
                          changed=bool(diff) and diff.get("Type") != "None",
-                         modify_index=answer.get("JobModifyIndex", 0))
+                         modify_index=answer.get("JobModifyIndex", 0),
+                         tls=jobfile.serves_https(current) if current else None)
         known.database = self.variable
         if self.variable is not None:
             known.reads_revision = database_variable.registered_revision(self.job_spec)
@@ -522,7 +523,7 @@ class Deploy:
 
             console.step(change.describe())  # the URL with its password as ****
             database_variable.write(settings, self.n, self.variable)
-        elif op.kind == "auth":  # said: the Variable's write and the register turn it on
+        elif op.kind in ("auth", "https"):  # said: the Variable's write and the register turn it on (or off)
             console.warn(change.detail)
         elif op.kind == "backup":  # before an image version change of a running job
             from ..steps import backup as backups
@@ -894,21 +895,25 @@ def register(settings, n, job: dict, modify_index: int) -> dict:
 
 def check_service(settings, timeout: float | None = None) -> str:
     """GET an MLflow API path through the URL users use (the proxy checks the Host header, MLflow too), as the
-    admin when auth is on (core/auth.py)."""
+    admin when auth is on (core/auth.py), its certificate verified (adapters/mlflow_http.py): one that still does
+    not verify at the end is exit 18."""
     import requests
 
+    from ..adapters import mlflow_http
     from ..core import auth, console
 
     url = deploy_url(settings)
     target = url + API_PATH
     console.step(f"checking {target}")
     last = ""
+    refused: list[UserError] = []  # the certificate's refusal, while it lasts (a resolver may be getting it)
     creds = auth.basic(settings)
 
     def answers() -> str | None:
         nonlocal last
+        refused.clear()
         try:
-            response = requests.get(target, timeout=5, auth=creds)
+            response = mlflow_http.get(settings, target, timeout=5, auth=creds)
             if response.status_code == 200 and "experiments" in response.text:
                 return url
             last = f"HTTP {response.status_code}: {response.text.strip()[:120]}"
@@ -918,9 +923,15 @@ def check_service(settings, timeout: float | None = None) -> str:
                          if creds else " (MLflow asks for credentials: export MSH_MLFLOW_ADMIN_PASSWORD)")
         except requests.RequestException as exc:
             last = first_line(exc)
+        except UserError as exc:
+            if exc.code != ExitCode.CERTIFICATE:
+                raise
+            refused.append(exc)
         return None
 
     def unreachable(_):
+        if refused:
+            raise refused[0]
         raise UserError(f"Nomad reports the job healthy, but {target} does not answer as MLflow ({last})",
                         hint="check DNS (`inv dns --check`), the proxy's route for the domain, and "
                              "MLFLOW_SERVER_ALLOWED_HOSTS; set deploy_url to check another URL, or "

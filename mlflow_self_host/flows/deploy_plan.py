@@ -25,7 +25,8 @@ API_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
 class Step:
     """One step of a deploy, as data (deploy.py's ``apply_one`` performs it)."""
 
-    kind: str  # configure_host, build, takeover, job, backup, variable, auth, stop, migrate, register, follow, check
+    kind: str  # configure_host, build, takeover, job, backup, variable, auth, stop, migrate, https, register, follow,
+    # check
     from_version: str = ""  # backup: the running version
     to_version: str = ""  # backup: the version deployed
     modify_index: int = 0  # register: check-and-set against Nomad's plan
@@ -49,6 +50,7 @@ class JobFacts:
     latest: dict | None = None  # the latest deployment (ID, JobVersion, Status, StatusDescription): read when unchanged
     database: object = None  # store postgres or auth basic: database_variable.VariableFacts (None: nothing to write)
     reads_revision: str | None = None  # the revision whose items the parsed job reads (its Variable's)
+    tls: bool | None = None  # the registered job's router serves TLS (None: not registered, or not read)
 
 
 @dataclass
@@ -148,6 +150,7 @@ def make_plan(settings, facts: DeployFacts) -> Plan:
                                         f"migration{'s' if schema.behind != 1 else ''} of MLflow "
                                         f"{schema.image_mlflow or '?'}), once, as the batch job {name}-migrate",
                  op=Step("migrate", schema_from=schema.db_revision, schema_to=schema.image_head))
+    _https(settings, plan, job)
     number = 0 if job.job_version is None else job.job_version + 1
     detail = f"job version {number} (check-and-set at index {job.modify_index})"
     if database.kind(settings) == "postgres":
@@ -208,6 +211,21 @@ def _variable(plan: Plan, job: JobFacts) -> None:
         plan.add("turn on", "authentication", "MLflow's logins: clients now need credentials "
                  "(MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; `inv users --add NAME` makes them)",
                  op=Step("auth"))
+
+
+def _https(settings, plan: Plan, job: JobFacts) -> None:
+    """A running deployment whose router turns TLS on (or off): clients must change their URL (said, not applied:
+    the register changes the tags)."""
+    if job.job_version is None or job.tls is None or bool(settings.https) == job.tls:
+        return
+    if settings.https:
+        ca = f" and MLFLOW_TRACKING_SERVER_CERT_PATH={settings.ca_file}" if settings.ca_file else ""
+        plain = ("redirected to https://" if settings.plain_http == "redirect" else "refused (404)")
+        plan.add("turn on", "HTTPS", f"clients must now use https://{settings.domain}/ (MLFLOW_TRACKING_URI{ca}); "
+                                     f"plain http:// is {plain}", op=Step("https"))
+    else:
+        plan.add("turn off", "HTTPS", f"clients must now use http://{settings.domain}/ (MLFLOW_TRACKING_URI)",
+                 op=Step("https"))
 
 
 def _check(settings, plan: Plan) -> None:

@@ -426,12 +426,13 @@ def check_dns(settings, timeout):
 def check_service(settings, timeout):
     import requests
 
+    from ..adapters import mlflow_http
     from ..core import auth
     from .deploy import deploy_url
 
-    url = deploy_url(settings)  # the URL deploy checks: deploy_url, else http://{domain}/
+    url = deploy_url(settings)  # the URL deploy checks: deploy_url, else http(s)://{domain}/
     try:  # as the admin when its password is set: with auth on, /version asks for credentials too
-        resp = requests.get(url + "version", timeout=_inner(timeout), auth=auth.basic(settings))
+        resp = mlflow_http.get(settings, url + "version", timeout=_inner(timeout), auth=auth.basic(settings))
     except requests.exceptions.RequestException as exc:
         yield _fail("service URL", f"{url}: {connection_reason(exc)}",
                     "is the job healthy (`inv status`)? does the domain resolve here (see the DNS rows)?")
@@ -474,11 +475,13 @@ def check_metrics(settings, timeout):
     if not settings.metrics:
         yield Row("metrics", True, "off (setting metrics: false)")
         return
+    from ..adapters import mlflow_http
     from ..core import auth
 
     url = deploy_url(settings) + "metrics"
     try:  # auth: basic guards /metrics too (a Prometheus scrape needs a user's basic_auth)
-        resp = requests.get(url, timeout=_inner(timeout), auth=auth.basic(settings) if auth.enabled(settings) else None)
+        resp = mlflow_http.get(settings, url, timeout=_inner(timeout),
+                               auth=auth.basic(settings) if auth.enabled(settings) else None)
     except requests.exceptions.RequestException as exc:
         yield _fail("metrics", f"{url}: {connection_reason(exc)}", "see the service URL row")
         return
@@ -496,6 +499,7 @@ def check_auth(settings, timeout):
     """auth on or off, and, on, the admin logging in through the service URL (core/auth.py)."""
     import requests
 
+    from ..adapters import mlflow_http
     from ..core import auth
     from .deploy import deploy_url
     from .deploy_plan import API_PATH
@@ -511,8 +515,8 @@ def check_auth(settings, timeout):
         yield _fail("auth", exc.message, exc.hint or "")
         return
     try:
-        open_ = requests.get(url + API_PATH, timeout=_inner(timeout))
-        logged = requests.get(url + API_PATH, timeout=_inner(timeout), auth=auth.basic(settings))
+        open_ = mlflow_http.get(settings, url + API_PATH, timeout=_inner(timeout))
+        logged = mlflow_http.get(settings, url + API_PATH, timeout=_inner(timeout), auth=auth.basic(settings))
     except requests.exceptions.RequestException as exc:
         yield _fail("auth", f"on; not checked: {url}: {connection_reason(exc)}", "see the service URL row")
         return
@@ -529,6 +533,38 @@ def check_auth(settings, timeout):
     else:
         yield Row("auth", True, f"on; the admin {settings.admin_username} logs in, no credentials get HTTP "
                                 f"{open_.status_code}")
+
+
+CERTIFICATE_WARN_DAYS = 14  # the certificate row turns yellow (a fix to make, still passing) under this many days
+
+
+def check_certificate(settings, timeout):
+    """https only: the certificate the proxy shows for the domain (adapters/mlflow_http.py): subject, issuer, expiry;
+    red when it does not verify with ca_file (or the system's CAs) for the name, or has expired; a fix (yellow)
+    under CERTIFICATE_WARN_DAYS days."""
+    from ..adapters import mlflow_http
+    from .deploy import deploy_url
+
+    url = deploy_url(settings)
+    url = url if url.startswith("https://") else settings.service_url()
+    try:
+        cert = mlflow_http.certificate(settings, url, _inner(timeout))
+    except (OSError, ValueError) as exc:
+        yield _fail("certificate", f"{url}: {connection_reason(exc)}",
+                    "does the proxy serve TLS there (a TLS entry point, traefik_tls_entrypoints)? see the service "
+                    "URL row")
+        return
+    days = cert.days_left()
+    found = f"{cert.subject}, by {cert.issuer}, until {cert.not_after:%Y-%m-%d} ({days} days left)"
+    if cert.problem:
+        yield _fail("certificate", f"{found}: refused ({cert.problem}), checked with {mlflow_http.trusted_by(settings)}",
+                    "set ca_file to the PEM of the CA that signed it, or give Traefik a certificate for "
+                    f"{settings.domain} (traefik_certresolver)")
+    elif days < CERTIFICATE_WARN_DAYS:
+        yield Row("certificate", True, found, f"it expires in {days} days: renew it (Traefik's ACME resolver renews "
+                                              "30 days before; a certificate of your own CA: issue a new one)")
+    else:
+        yield Row("certificate", True, found)
 
 
 def check_database(settings, timeout):
@@ -575,6 +611,7 @@ class Check(NamedTuple):
     run: object  # the generator of rows
     wants_timeout: bool = True
     store: str | None = None  # only with this store setting (None: always)
+    when: str | None = None  # only when this setting is true (None: always)
 
 
 CHECKS = [
@@ -591,6 +628,7 @@ CHECKS = [
     Check(["metrics"], check_metrics),
     Check(["last backup", "last restore drill"], check_backups),
     Check(["auth"], check_auth),
+    Check(["certificate"], check_certificate, when="https"),
     Check(["database", "database schema"], check_database, store="postgres"),
     Check(["database variable"], check_database_variable, store="postgres"),
     Check(["shared artifacts"], check_artifacts, store="postgres"),
@@ -599,9 +637,9 @@ CHECKS = [
 
 
 def _checks(settings) -> list[Check]:
-    """CHECKS that apply to the store setting."""
+    """CHECKS that apply to the store setting (and whose `when` setting, if any, is true: https)."""
     store = str(settings.store).strip().lower()
-    return [c for c in CHECKS if c.store in (None, store)]
+    return [c for c in CHECKS if c.store in (None, store) and (c.when is None or settings[c.when])]
 
 
 # --- running them -----------------------------------------------------------------------------
@@ -643,11 +681,11 @@ def run_checks(settings, timeout: float | None = None) -> list[Row]:
     timeout = float(timeout or settings.doctor_timeout)
     checks = _checks(settings)
     names = [[n.format(**{k: settings[k] for k in ("folder_owner", "datacenter", "domain", "host")}) for n in names]
-             for names, _, _, _ in checks]
+             for names, *_ in checks]
     results: list[list[Row]] = [[] for _ in checks]
 
     def one(i):
-        _, check, wants_timeout, _ = checks[i]
+        _, check, wants_timeout, *_ = checks[i]
         results[i] = _run_one(settings, names[i], check, wants_timeout, timeout)
 
     threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(checks))]

@@ -34,30 +34,33 @@ def smoke(settings, url: str | None = None, host_header: str | None = None) -> S
     url = (url or f"http://127.0.0.1:{settings.local_port}/").rstrip("/") + "/"
     host_header = host_header or settings.domain
     console.step(f"smoke test of {url}")
+    from ..adapters import mlflow_http
     from ..core import auth
 
     creds = auth.basic(settings)
-    _check_health(url)
-    _check_host_header(url, host_header, creds)
-    with auth.client_env(settings):
+    _check_health(settings, url)
+    _check_host_header(settings, url, host_header, creds)
+    with auth.client_env(settings), mlflow_http.client_env(settings):  # credentials, ca_file for the client
         result = _round_trip(url, host_header)
     console.done(f"smoke test passed: {url} (run {result.run_id})")
     return result
 
 
-def _get(url: str, headers: dict | None = None, creds: tuple | None = None):
+def _get(settings, url: str, headers: dict | None = None, creds: tuple | None = None):
     import requests
 
-    try:
-        return requests.get(url, headers=headers or {}, timeout=15, auth=creds)
+    from ..adapters import mlflow_http
+
+    try:  # a certificate that does not verify: exit 18, naming ca_file
+        return mlflow_http.get(settings, url, headers=headers or {}, timeout=15, auth=creds)
     except requests.exceptions.RequestException as exc:
         raise UserError(f"no MLflow answers at {url}: {connection_reason(exc)}",
                         hint="start it with `inv up`, or pass --url of a running server",
                         code=ExitCode.SMOKE_FAILED) from None
 
 
-def _check_health(url: str) -> None:
-    response = _get(url + "health")
+def _check_health(settings, url: str) -> None:
+    response = _get(settings, url + "health")
     if response.status_code != 200:
         raise UserError(f"{url}health answered HTTP {response.status_code}, not 200",
                         hint="is this a MLflow server? see its logs (`inv logs`, or ./data/mlflow-server.log)",
@@ -65,8 +68,8 @@ def _check_health(url: str) -> None:
     console.done(f"{url}health: {response.text.strip()[:20]}")
 
 
-def _check_host_header(url: str, host_header: str, creds: tuple | None = None) -> None:
-    response = _get(url + API_PATH, headers={"Host": host_header}, creds=creds)
+def _check_host_header(settings, url: str, host_header: str, creds: tuple | None = None) -> None:
+    response = _get(settings, url + API_PATH, headers={"Host": host_header}, creds=creds)
     if response.status_code == 403 and "invalid host header" in response.text.lower():
         raise host_rejected(host_header)
     if response.status_code == 401:

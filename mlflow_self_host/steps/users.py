@@ -31,13 +31,16 @@ class Api:
     url: str
     user: str
     password: str = field(repr=False)
+    settings: object = field(default=None, repr=False)  # ca_file: the certificate's check (adapters/mlflow_http.py)
 
     def call(self, method: str, path: str, what: str, **kwargs) -> dict:
         import requests
 
+        from ..adapters import mlflow_http
+
         try:
-            response = requests.request(method, self.url + path, auth=(self.user, self.password), timeout=30,
-                                        **kwargs)
+            response = mlflow_http.request(self.settings, method, self.url + path, auth=(self.user, self.password),
+                                           timeout=30, **kwargs)
         except requests.RequestException as exc:
             from ..core.errors import connection_reason
 
@@ -74,7 +77,7 @@ def api(settings, url: str | None = None) -> Api:
     if password is None:
         raise auth.missing_password(settings)
     target = (url or settings.deploy_url or settings.service_url()).rstrip("/") + "/"  # deploy's URL
-    return Api(target, str(settings.admin_username), password)
+    return Api(target, str(settings.admin_username), password, settings)
 
 
 def new_password(name: str, ask=None) -> str:

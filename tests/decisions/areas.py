@@ -138,7 +138,7 @@ def plan_deploy(settings, facts: dict, args: dict) -> Plan:
                        changed=job.get("changed", True), diff=job.get("diff", ""),
                        modify_index=job.get("modify_index", 0), latest=job.get("latest"),
                        placement=UserError(placement, code=ExitCode.PLACEMENT) if placement else None,
-                       database=_database_variable(settings, job.get("database")))
+                       database=_database_variable(settings, job.get("database")), tls=job.get("tls"))
         # the revision the parsed job reads: the one deploy passes it, unless the case says otherwise
         job.reads_revision = facts["job"].get("reads_revision", job.database.job_revision if job.database else None)
     return make_plan(settings, DeployFacts(

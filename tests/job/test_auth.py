@@ -83,9 +83,9 @@ def auth_cluster(nomad_double, mlflow_image, docker_engine_service, tmp_path):
 def inv(cluster_double, proxy, dns, *args, expect=0, extra=None, **settings):
     env = clean_env()
     timings = {**MLFLOW_TIMINGS, "healthy_deadline": "6m", "progress_deadline": "10m"}  # a busy test machine
-    values = cluster_double.cluster.overrides(domain=DOMAIN, **timings, deploy_timeout=900,
-                                              deploy_check="true", deploy_url=f"http://{DOMAIN}:{proxy.port}/",
-                                              deploy_check_timeout=60, **settings)
+    values = cluster_double.cluster.overrides(**{"domain": DOMAIN, **timings, "deploy_timeout": 900,
+                                                 "deploy_check": "true", "deploy_url": f"http://{DOMAIN}:{proxy.port}/",
+                                                 "deploy_check_timeout": 60, **settings})  # settings win
     env.update({f"MSH_{k.upper()}": str(v) for k, v in values.items()})
     env.update(resolver.env_for_subprocess(dns.port))
     env.update(extra or {})

@@ -54,9 +54,19 @@ Where the stand-in differs:
   failed read at the next poll instead of with exponential backoff. Like Traefik it keeps the last
   routes meanwhile.
 - Rules: only ``Host(`a`)`` and ``Host(`a`) || Host(`b`)`` (backticks or double quotes); a router with
-  another rule is not served. Only the tags ``traefik.enable`` and
-  ``traefik.http.routers.<router>.{rule,entrypoints,service}``; other labels (middlewares,
-  ``services.<name>.loadbalancer.*``, TCP/UDP, canary) are ignored. Two routers claiming one host: the
+  another rule is not served. Only the tags ``traefik.enable``,
+  ``traefik.http.routers.<router>.{rule,entrypoints,service,middlewares,tls,tls.*}`` and
+  ``traefik.http.middlewares.<name>.redirectscheme.{scheme,port,permanent}``; other labels (other middlewares,
+  which a router then goes without, ``services.<name>.loadbalancer.*``, TCP/UDP, canary) are ignored.
+- TLS (``start(..., tls_entrypoint="websecure", certificate=(cert, key))``): a second entry point, its own port,
+  where nginx terminates TLS with that one certificate for every name (Traefik's default certificate: a
+  ``tls.certresolver`` is ignored). As in Traefik a router with ``tls`` (``tls=true``, or any ``tls.*`` label)
+  takes TLS requests only and one without plain ones only (``pkg/server/router/router.go``, the docs' "router
+  TLS"); the stand-in's plain entry point takes no TLS and its TLS one no plain HTTP (nginx answers that 400),
+  where Traefik's entry points take both. No SNI routing: every name shares the certificate.
+- ``redirectScheme`` (``pkg/middlewares/redirect/redirect_scheme.go``): a router whose middlewares include one
+  answers every request with a redirect to ``scheme://host[:port]/uri`` (the request's port dropped; ``port``
+  the middleware's, none for 443 with https), 302 (307 for a method other than GET), ``permanent`` 301 (308). Two routers claiming one host: the
   longer rule wins (Traefik's default priority), then the router name.
 - nginx does the proxying: Host passed through unchanged (with its port), ``X-Forwarded-For`` (the
   client's address: Traefik trusts no incoming forwarded headers by default), ``-Proto``, ``-Host``,
@@ -105,6 +115,33 @@ class Router:
     rule: str
     entrypoints: tuple[str, ...]
     service: str
+    tls: bool = False  # takes TLS requests only (else plain ones only)
+    middlewares: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """Traefik's redirectScheme middleware."""
+
+    scheme: str
+    port: str = ""
+    permanent: bool = False
+
+    def location(self) -> str:
+        """nginx's target: scheme://$host[:port]$request_uri ($host has no port, as Traefik's drops it)."""
+        default = {"http": "80", "https": "443"}.get(self.scheme)
+        port = f":{self.port}" if self.port and self.port != default else ""
+        return f"{self.scheme}://$host{port}$request_uri"
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the proxy serves: {host: upstreams} on the plain and the TLS entry point, {host: Redirect} on each."""
+
+    plain: dict = field(default_factory=dict)
+    tls: dict = field(default_factory=dict)
+    redirects: dict = field(default_factory=dict)  # on the plain entry point
+    tls_redirects: dict = field(default_factory=dict)
 
 
 def normalize(name: str) -> str:
@@ -149,6 +186,9 @@ def _routers(service_name: str, labels: dict[str, str]) -> dict[str, Router]:
             fields.setdefault(parts[3], {})[parts[4].lower()] = value
     if not fields:  # no router in the tags: one named after the service (BuildRouterConfiguration)
         fields[service_name] = {}
+    tls_labelled = {key.split(".")[3] for key in labels
+                    if len(key.split(".")) > 5 and key.split(".")[:3] == ["traefik", "http", "routers"]
+                    and key.split(".")[4].lower() == "tls"}  # tls.certresolver, tls.options... make it TLS too
     routers = {}
     for name, values in fields.items():
         entrypoints = tuple(e.strip() for e in values.get("entrypoints", "").split(",") if e.strip())
@@ -157,8 +197,22 @@ def _routers(service_name: str, labels: dict[str, str]) -> dict[str, Router]:
             rule=values.get("rule") or f"Host(`{service_name}`)",  # the default rule
             entrypoints=entrypoints,
             service=values.get("service") or service_name,
+            tls=values.get("tls", "").lower() == "true" or name in tls_labelled,
+            middlewares=tuple(m.strip().split("@", 1)[0] for m in values.get("middlewares", "").split(",")
+                              if m.strip()),
         )
     return routers
+
+
+def _redirects(labels: dict[str, str]) -> dict[str, Redirect]:
+    """{middleware name: Redirect} of the redirectScheme middlewares in the labels (one without a scheme: none)."""
+    fields: dict[str, dict[str, str]] = {}
+    for key, value in labels.items():
+        parts = key.split(".")
+        if len(parts) == 6 and parts[:3] == ["traefik", "http", "middlewares"] and parts[4].lower() == "redirectscheme":
+            fields.setdefault(parts[3], {})[parts[5].lower()] = value
+    return {name: Redirect(values["scheme"], values.get("port", ""), values.get("permanent", "").lower() == "true")
+            for name, values in fields.items() if values.get("scheme")}
 
 
 def _server(registration: dict) -> str | None:
@@ -169,14 +223,29 @@ def _server(registration: dict) -> str | None:
 
 
 def build_routes(registrations: list[dict], entrypoint: str = "web",
-                 exposed_by_default: bool = False) -> dict[str, list[str]]:
-    """{host: [upstream "address:port", ...]} served on ``entrypoint``, from Nomad registrations."""
+                 exposed_by_default: bool = False, tls: bool = False) -> dict[str, list[str]]:
+    """{host: [upstream "address:port", ...]} served on ``entrypoint``, from Nomad registrations: its plain
+    requests' routers (``tls``: its TLS requests'), those that redirect left out (``build_redirects``)."""
+    return {host: servers for host, (_, servers, redirect) in
+            _claims(registrations, entrypoint, exposed_by_default, tls).items() if redirect is None}
+
+
+def build_redirects(registrations: list[dict], entrypoint: str = "web", exposed_by_default: bool = False,
+                    tls: bool = False) -> dict[str, Redirect]:
+    """{host: Redirect} on ``entrypoint``: the hosts whose router has a redirectScheme middleware."""
+    return {host: redirect for host, (_, _, redirect) in
+            _claims(registrations, entrypoint, exposed_by_default, tls).items() if redirect is not None}
+
+
+def _claims(registrations: list[dict], entrypoint: str, exposed_by_default: bool, tls: bool) -> dict:
+    """{host: (router name, upstreams, Redirect or None)}: the router each host is served by on ``entrypoint``."""
     def item_name(r):  # buildConfig's svcName, the order Traefik merges items in
         return normalize(f"{r.get('NodeID', '')}-{r.get('ServiceName', '')}-{r.get('ID', '')}")
 
     routers: dict[str, Router] = {}
     conflicts: set[str] = set()
     servers: dict[str, list[str]] = {}
+    redirects: dict[str, Redirect] = {}
     for registration in sorted(registrations, key=item_name):
         tags = registration.get("Tags") or []
         server = _server(registration)
@@ -184,15 +253,20 @@ def build_routes(registrations: list[dict], entrypoint: str = "web",
             continue
         service_name = normalize(registration.get("ServiceName", ""))
         servers.setdefault(service_name, []).append(server)
-        for name, router in _routers(service_name, tags_to_labels(tags)).items():
+        labels = tags_to_labels(tags)
+        for name, redirect in _redirects(labels).items():
+            redirects.setdefault(name, redirect)
+        for name, router in _routers(service_name, labels).items():
             if name in routers and routers[name] != router:
                 conflicts.add(name)
             routers.setdefault(name, router)
 
-    claims: dict[str, tuple[int, str, list[str]]] = {}
+    claims: dict[str, tuple[int, str, list[str], Redirect | None]] = {}
     for name, router in sorted(routers.items()):
         if name in conflicts:
             log.warning("router %s: conflicting definitions across registrations, not served", name)
+            continue
+        if router.tls != tls:  # a TLS router takes TLS requests only, another plain ones only
             continue
         if entrypoint not in (router.entrypoints or (entrypoint,)):  # no entry points: the default ones
             log.warning("router %s: entryPoint %s doesn't exist, not served", name, ",".join(router.entrypoints))
@@ -203,29 +277,56 @@ def build_routes(registrations: list[dict], entrypoint: str = "web",
             continue
         if router.service not in servers:
             continue
+        redirect = next((redirects[m] for m in router.middlewares if m in redirects), None)
         for host in hosts:
-            claim = (-len(router.rule), name, servers[router.service])
+            claim = (-len(router.rule), name, servers[router.service], redirect)
             if host not in claims or claim[:2] < claims[host][:2]:
                 claims[host] = claim
-    return {host: list(claim[2]) for host, claim in sorted(claims.items())}
+    return {host: (claim[1], list(claim[2]), claim[3]) for host, claim in sorted(claims.items())}
 
 
 # --- nginx ------------------------------------------------------------------------------------------
 
-def nginx_config(root: Path, port: int, routes: dict[str, list[str]], generation: int) -> str:
+def nginx_config(root: Path, port: int, routes: "dict[str, list[str]] | Served", generation: int, tls_port: int = 0,
+                 certificate: tuple[Path, Path] | None = None) -> str:
+    """``routes``: the plain entry point's {host: upstreams}, or everything served (``Served``); ``tls_port`` and
+    ``certificate`` (cert, key): the TLS entry point, when there is one."""
+    served = routes if isinstance(routes, Served) else Served(plain=routes)
     listen = f"127.0.0.1:{port}"
     user = "user root;\n" if os.geteuid() == 0 else ""
     upstreams, servers = [], []
-    for index, (host, upstream) in enumerate(sorted(routes.items())):
-        lines = "".join(f"    server {address} max_fails=0;\n" for address in upstream)
-        upstreams.append(f"  upstream route_{index} {{\n{lines}  }}\n")
+    entrypoints = [(listen, served.plain, served.redirects)]
+    if tls_port and certificate:
+        entrypoints.append((f"127.0.0.1:{tls_port} ssl", served.tls, served.tls_redirects))
+    index = 0
+    for where, routed, redirects in entrypoints:
+        for host, upstream in sorted(routed.items()):
+            lines = "".join(f"    server {address} max_fails=0;\n" for address in upstream)
+            upstreams.append(f"  upstream route_{index} {{\n{lines}  }}\n")
+            servers.append(
+                f"  server {{\n    listen {where};\n    server_name {host};\n"
+                f"    location / {{ proxy_pass http://route_{index}; }}\n"
+                f"    error_page 502 @bad_gateway;\n    error_page 504 @gateway_timeout;\n"
+                f"    location @bad_gateway {{ return 502 \"Bad Gateway\"; }}\n"
+                f"    location @gateway_timeout {{ return 504 \"Gateway Timeout\"; }}\n  }}\n"
+            )
+            index += 1
+        for host, redirect in sorted(redirects.items()):
+            get, other = (301, 308) if redirect.permanent else (302, 307)
+            servers.append(
+                f"  server {{\n    listen {where};\n    server_name {host};\n    location / {{\n"
+                f"      if ($request_method = GET) {{ return {get} {redirect.location()}; }}\n"
+                f"      return {other} {redirect.location()};\n    }}\n  }}\n"
+            )
+    if len(entrypoints) > 1:
+        cert, key = certificate
         servers.append(
-            f"  server {{\n    listen {listen};\n    server_name {host};\n"
-            f"    location / {{ proxy_pass http://route_{index}; }}\n"
-            f"    error_page 502 @bad_gateway;\n    error_page 504 @gateway_timeout;\n"
-            f"    location @bad_gateway {{ return 502 \"Bad Gateway\"; }}\n"
-            f"    location @gateway_timeout {{ return 504 \"Gateway Timeout\"; }}\n  }}\n"
+            f"  server {{\n    listen {entrypoints[1][0]} default_server;\n    server_name _;\n"
+            "    location / { return 404 \"404 page not found\\n\"; }\n  }\n"
         )
+        tls_lines = f"  ssl_certificate {cert};\n  ssl_certificate_key {key};\n"
+    else:
+        tls_lines = ""
     tmp = root / "tmp"
     return (
         f"# written by tests/services/proxy.py: generation {generation}\n"
@@ -253,6 +354,7 @@ def nginx_config(root: Path, port: int, routes: dict[str, list[str]], generation
         "  proxy_set_header X-Forwarded-Host $http_host;\n"
         "  proxy_set_header X-Forwarded-Port $server_port;\n"
         "  proxy_set_header X-Real-Ip $remote_addr;\n"
+        + tls_lines +
         "  server {\n"
         f"    listen {listen} default_server;\n    server_name _;\n"
         "    location / { return 404 \"404 page not found\\n\"; }\n  }\n"
@@ -288,12 +390,15 @@ class Proxy:
     token: str | None = field(default=None, repr=False)
     exposed_by_default: bool = False
     provider: str = "nomad"  # or consulCatalog
+    tls_entrypoint: str | None = None  # the TLS entry point's name (None: none)
+    tls_port: int = 0
+    certificate: tuple | None = None  # (cert, key) PEM files: the TLS entry point's certificate for every name
     reloads: int = 0  # nginx reloads after a route change (not counting the start)
     last_error: str | None = None  # the provider's last failure, None once a read succeeds
     _binary: str = ""
     _process: subprocess.Popen | None = field(default=None, repr=False)
     _stderr: object = field(default=None, repr=False)
-    _served: dict = field(default_factory=dict, repr=False)
+    _served: Served = field(default_factory=Served, repr=False)
     _generation: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -304,19 +409,30 @@ class Proxy:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}"
+
+    @property
     def config_file(self) -> Path:
         return self.root / "nginx.conf"
 
-    def routes(self) -> dict[str, list[str]]:
-        """{host: ["address:port", ...]} that nginx serves now."""
+    def routes(self, tls: bool = False) -> dict[str, list[str]]:
+        """{host: ["address:port", ...]} that nginx serves now on the plain entry point (``tls``: the TLS one)."""
         with self._lock:
-            return {host: list(upstreams) for host, upstreams in self._served.items()}
+            routed = self._served.tls if tls else self._served.plain
+            return {host: list(upstreams) for host, upstreams in routed.items()}
 
-    def wait_for_route(self, host: str, timeout: float = 10.0, upstreams: list[str] | None = None) -> list[str]:
+    def redirects(self, tls: bool = False) -> dict[str, Redirect]:
+        """{host: Redirect} that nginx answers with a redirect now on the plain entry point (``tls``: the TLS one)."""
+        with self._lock:
+            return dict(self._served.tls_redirects if tls else self._served.redirects)
+
+    def wait_for_route(self, host: str, timeout: float = 10.0, upstreams: list[str] | None = None,
+                       tls: bool = False) -> list[str]:
         """The upstreams nginx serves ``host`` with, once it does (and, given ``upstreams``, once they are those)."""
         def served():
             self._check_running()
-            current = self.routes().get(host.lower())
+            current = self.routes(tls).get(host.lower())
             return current if current and (upstreams is None or current == list(upstreams)) else None
         return wait_for(served, timeout, f"proxy route for {host}" + (f" to {upstreams}" if upstreams else "")
                         + (f" (provider: {self.last_error})" if self.last_error else ""), interval=0.05)
@@ -345,10 +461,15 @@ class Proxy:
     def _nomad_get(self, path: str, **query) -> object:
         return self._get(path, "X-Nomad-Token", namespace=self.namespace, **query)
 
-    def read_catalogue(self) -> dict[str, list[str]]:
-        """The routes the provider's catalogue gives now; raises when it cannot be read."""
+    def read_catalogue(self) -> Served:
+        """What the provider's catalogue gives now (routes and redirects of each entry point); raises when it
+        cannot be read."""
         registrations = self._read_consul() if self.provider == "consulCatalog" else self._read_nomad()
-        return build_routes(registrations, self.entrypoint, self.exposed_by_default)
+        exposed, tls = self.exposed_by_default, self.tls_entrypoint
+        return Served(plain=build_routes(registrations, self.entrypoint, exposed),
+                      tls=build_routes(registrations, tls, exposed, tls=True) if tls else {},
+                      redirects=build_redirects(registrations, self.entrypoint, exposed),
+                      tls_redirects=build_redirects(registrations, tls, exposed, tls=True) if tls else {})
 
     def _read_consul(self) -> list[dict]:
         """Traefik's consulCatalog provider (getConsulServicesData): the instances it keeps, as registrations."""
@@ -389,8 +510,9 @@ class Proxy:
             log.warning("proxy provider: %s; keeping the last routes", self.last_error)
             return False
         self.last_error = None
-        if wanted == self.routes():
-            return False
+        with self._lock:
+            if wanted == self._served:
+                return False
         try:
             self._apply(wanted)
         except (OSError, RuntimeError, TimeoutError) as exc:
@@ -404,7 +526,7 @@ class Proxy:
             self.refresh()
             self._stop.wait(self.poll)
 
-    def _apply(self, routes: dict[str, list[str]]) -> None:
+    def _apply(self, routes: Served) -> None:
         generation = self._generation + 1
         self._write_config(routes, generation)
         test = subprocess.run(self._command("-t"), capture_output=True, text=True, timeout=30)
@@ -424,9 +546,9 @@ class Proxy:
             self.reloads += 1
         log.info("proxy: routes %s (reload %d)", routes, self.reloads)
 
-    def _write_config(self, routes: dict[str, list[str]], generation: int) -> None:
+    def _write_config(self, routes: Served, generation: int) -> None:
         tmp = self.config_file.with_suffix(".tmp")
-        tmp.write_text(nginx_config(self.root, self.port, routes, generation))
+        tmp.write_text(nginx_config(self.root, self.port, routes, generation, self.tls_port, self.certificate))
         os.replace(tmp, self.config_file)
 
     def _command(self, *args: str) -> list[str]:
@@ -473,9 +595,13 @@ class Proxy:
 
 def start(root: Path, endpoint: str, poll: float = 1.0, entrypoint: str = "web",
           namespace: str = "default", token: str | None = None, exposed_by_default: bool = False,
-          provider: str = "nomad") -> Proxy:
+          provider: str = "nomad", tls_entrypoint: str | None = None, certificate: tuple | None = None) -> Proxy:
     """nginx on 127.0.0.1:<free port> and the provider thread polling ``endpoint`` every ``poll`` s: Nomad's
-    agent, or Consul's with ``provider="consulCatalog"``; ``entrypoint`` names the one entry point."""
+    agent, or Consul's with ``provider="consulCatalog"``; ``entrypoint`` names the plain entry point;
+    ``tls_entrypoint`` a second one, on its own port (``tls_port``), terminating TLS with ``certificate``
+    ((cert, key) PEM files)."""
+    if bool(tls_entrypoint) != bool(certificate):
+        raise ValueError("a TLS entry point needs a certificate, and a certificate a TLS entry point")
     if provider not in PROVIDERS:
         raise ValueError(f"provider must be one of {PROVIDERS}, not {provider!r}")
     binary = need_binary("nginx", "nginx")
@@ -484,8 +610,9 @@ def start(root: Path, endpoint: str, poll: float = 1.0, entrypoint: str = "web",
         (root / folder).mkdir(exist_ok=True)
     proxy = Proxy(port=free_port(), root=root, endpoint=endpoint, entrypoint=entrypoint,
                   namespace=namespace, poll=poll, token=token, exposed_by_default=exposed_by_default,
-                  provider=provider, _binary=binary)
-    proxy._write_config({}, 0)
+                  provider=provider, tls_entrypoint=tls_entrypoint, tls_port=free_port() if tls_entrypoint else 0,
+                  certificate=tuple(str(p) for p in certificate) if certificate else None, _binary=binary)
+    proxy._write_config(Served(), 0)
     proxy._stderr = open(root / "logs" / "nginx.stderr", "ab")
     proxy._process = subprocess.Popen(proxy._command(), stdin=subprocess.DEVNULL, stdout=proxy._stderr,
                                       stderr=proxy._stderr, start_new_session=True)

@@ -50,6 +50,10 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
         "restart_delay": settings.restart_delay,
         "service_provider": provider,
         "traefik_entrypoints": entrypoints(settings),
+        "https": bool(settings.https),  # the TLS router and plain HTTP's redirect or refusal (settings checked them)
+        "traefik_tls_entrypoints": str(settings.traefik_tls_entrypoints),
+        "traefik_certresolver": str(settings.traefik_certresolver),
+        "plain_http": str(settings.plain_http),
         "store": store_kind,
         "database_variable": database_variable(settings),
         "allocations": allocations(settings, store_kind),
@@ -96,6 +100,15 @@ def entrypoints(settings) -> str:
                         hint="the names of your Traefik's entryPoints, such as web or web,websecure; empty for "
                              "all of them")
     return ",".join(names)
+
+
+TLS_TAG = "traefik.http.routers.mlflow.tls=true"  # the job file's router serving TLS (https: true)
+
+
+def serves_https(job: dict | None) -> bool:
+    """The job's service tags make its router TLS (the https setting when it was registered)."""
+    return any(TLS_TAG in (service.get("Tags") or []) for group in (job or {}).get("TaskGroups") or []
+               for service in group.get("Services") or [])
 
 
 def var_file(values: dict) -> str:
