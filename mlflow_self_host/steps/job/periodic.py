@@ -346,3 +346,54 @@ def resume(settings, n, jobs: dict) -> None:
             n.jobs.register_job({"Job": spec})
         except Exception:  # noqa: BLE001 - the error said is the one that stopped the release
             pass
+
+
+# --- doctor ------------------------------------------------------------------------------------------
+def nightly_row(settings):
+    """Doctor's `nightly backup` row: the schedule and the outcome of the latest launch of ``{job_name}-backup``
+    (its child's allocation: complete, or failed with where to read why)."""
+    from ...core.doctor_row import Row
+
+    name = "nightly backup"
+    companion = backup_companion(settings)
+    n = nomad_api.client(settings)
+    job = registered(settings, n, backup_id(settings))
+    if companion is None:
+        said = "off (backup_schedule is empty)"
+        if job is not None and not job.get("Stop"):
+            return Row(name, False, f"{said}, but Nomad still runs {backup_id(settings)}",
+                       "`inv deploy` stops it")
+        return Row(name, True, said)
+    when = _when(str(settings.backup_schedule), str(settings.backup_time_zone or "UTC"))
+    if job is None:
+        if jobfile.current(settings, n) is None:
+            return Row(name, True, f"{when}; no job registered yet: `inv deploy` registers it")
+        return Row(name, False, f"{when}, but {backup_id(settings)} is not registered in Nomad",
+                   "`inv deploy` registers it")
+    if job.get("Stop"):
+        return Row(name, False, f"{when}, but {backup_id(settings)} is stopped in Nomad: nothing is launched",
+                   "`inv deploy` registers it again")
+    launches = children(settings, n, backup_id(settings))
+    if not launches:
+        return Row(name, True, f"{when}; no run yet")
+    last = launches[-1]
+    allocs = nomad_api.call(settings, f"reading the allocations of {last['ID']}", n.job.get_allocations,
+                            last["ID"]) or []
+    alloc = sorted(allocs, key=lambda a: a.get("CreateIndex", 0))[-1] if allocs else {}
+    status = alloc.get("ClientStatus") or last.get("Status") or "?"
+    at = _launched_at(last["ID"])
+    if status == "failed":
+        return Row(name, False, f"{when}; the last run ({at}) failed",
+                   f"`nomad alloc logs -stderr {alloc.get('ID', '')[:8]}` says why; `nomad job periodic force "
+                   f"{backup_id(settings)}` runs it again")
+    return Row(name, True, f"{when}; last run {at}: {status}")
+
+
+def _launched_at(child_id: str) -> str:
+    import datetime as _dt
+
+    try:
+        epoch = int(child_id.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return child_id
+    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
