@@ -39,7 +39,7 @@ def nightly(tmp_path, ssh_server, nomad_cluster, mlflow_image, docker_client):
     project = make_project(tmp_path / "project", version=VERSION, docker=None)
     values = dict(ssh_server.settings(), **nomad_cluster.overrides(
         backups_path=str(nomad_cluster.backups), backup_copy_path=str(nomad_cluster.backups_copy),
-        **MLFLOW_TIMINGS, deploy_timeout=300))
+        **{**MLFLOW_TIMINGS, "healthy_deadline": "4m", "progress_deadline": "5m"}, deploy_timeout=400))
     env = clean_env()
     env.update({f"MSH_{k.upper()}": str(v) for k, v in values.items()}, MSH_MLFLOW_ADMIN_PASSWORD=ADMIN_PASSWORD)
     settings = Settings.load(root=project, env={"MSH_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD}, overrides=values)
@@ -93,8 +93,10 @@ def test_deploy_registers_the_nightly_backup_which_runs_copies_lists_and_verifie
     project, env, settings = nightly
     double = nomad_cluster.nomad
     first = inv("deploy", "--skip-host", "--skip-build", cwd=project, env=env, timeout=600)
-    line = f"+ periodic job mlflow-backup  nightly at 03:00 UTC, kept 7 deep, copied to {nomad_cluster.backups_copy}"
-    assert line in " ".join(first.stderr.split()), first.stderr
+    said = " ".join(first.stderr.split())
+    assert "+ periodic job mlflow-backup nightly at 03:00 UTC, kept 7 deep, copied to " in said, first.stderr
+    assert "registered periodic job mlflow-backup: nightly at 03:00 UTC" in said
+    assert said.index("deployment") < said.index("registered periodic job")  # after the service is healthy
     parent = double.job("mlflow-backup")
     assert parent["Type"] == "batch" and parent["Periodic"]["Specs"] == ["0 3 * * *"]
     assert parent["Periodic"]["ProhibitOverlap"] is True and parent["Periodic"]["TimeZone"] == "UTC"
@@ -155,8 +157,8 @@ def test_deploy_registers_the_nightly_backup_which_runs_copies_lists_and_verifie
     watcher.join(5)
     err = " ".join(release.stderr.split())
     assert "pause periodic job mlflow-backup" in err and "~ periodic job mlflow-backup" in err, release.stderr
-    assert err.index("pause periodic job mlflow-backup") < err.index("register job mlflow") \
-        < err.index("~ periodic job mlflow-backup")
+    assert err.index("paused periodic job mlflow-backup") < err.index("register job mlflow") \
+        < err.index("registered periodic job mlflow-backup")
     status, text = seen["stopped"]
     assert status == 500 and "can't force run non-tracked job" in text
     parent = double.job("mlflow-backup")

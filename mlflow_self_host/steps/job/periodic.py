@@ -230,6 +230,7 @@ class Op:
     name: str
     job: dict | None = None
     secrets: dict | None = None  # register: write the Variable first
+    describe: str = ""
 
 
 def make_plan(settings, facts: Facts) -> Plan:
@@ -249,7 +250,7 @@ def make_plan(settings, facts: Facts) -> Plan:
         else:
             continue
         plan.add(action, f"periodic job {c.name}", detail, diff=found.diff if found.registered is not None else "",
-                 op=Op("register", c.name, found.job, dict(c.secrets) if c.secrets else None))
+                 op=Op("register", c.name, found.job, dict(c.secrets) if c.secrets else None, c.describe))
     for name in facts.retiring:
         plan.add("-", f"periodic job {name}", "turned off in the settings: stopped (its past runs kept in Nomad)",
                  op=Op("stop", name))
@@ -267,10 +268,10 @@ class Apply:
             if op.secrets:
                 self._write_variable(op.name, op.secrets)
             nomad_api.call(self.settings, f"registering job {op.name}", self.n.jobs.register_job, {"Job": op.job})
-            return None
+            return f"registered periodic job {op.name}: {op.describe}"
         if op.kind == "stop":
             nomad_api.call(self.settings, f"stopping job {op.name}", self.n.job.deregister_job, op.name)
-            return None
+            return f"stopped periodic job {op.name}"
         raise ValueError(f"unknown periodic op {op.kind!r}")
 
     def _write_variable(self, name: str, items: dict) -> None:
