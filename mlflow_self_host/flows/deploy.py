@@ -39,7 +39,7 @@ from ..steps.job import jobfile, plan_view
 from ..adapters import nomad_api
 from .deploy_plan import API_PATH, DeployFacts, JobFacts, deploy_url, make_plan
 
-STORE = ("backup", "variable", "auth", "stop", "migrate")  # the store step's part of the deploy's plan
+STORE = ("pause", "backup", "variable", "auth", "stop", "migrate")  # the store step's part of the deploy's plan
 JOB = ("https", "register", "follow", "check")  # the job step's part
 
 
@@ -117,6 +117,8 @@ class Deploy:
         self.result = DeployResult("dry-run" if dry_run else "unchanged", self.image)
         self.stopped_job: dict | None = None  # a schema upgrade: the job as it was before the stop, to start again
         self.migrated = False  # the migration job ran and succeeded: going back needs the backup
+        self.paused: dict = {}  # the periodic jobs stopped for the release (name -> the job before the stop)
+        self.periodic_apply = None
 
     def __enter__(self):
         return self
@@ -145,6 +147,8 @@ class Deploy:
                        apply_one=self._apply_takeover, show=False)  # shown when read, before any change
         yield Step("store", read=self._read_store, plan=self._plan_store, apply_one=self._apply_job_change)
         yield Step("job", read=self._read_job, plan=self._plan_job, apply_one=self._apply_job_change)
+        yield Step("periodic jobs", read=self._read_periodic, plan=self._plan_periodic,
+                   apply_one=self._apply_periodic)
         self._finish()
 
     def _early(self, step: str, read):
@@ -469,6 +473,10 @@ class Deploy:
                          modify_index=answer.get("JobModifyIndex", 0),
                          tls=jobfile.serves_https(current) if current else None)
         known.database = self.variable
+        if known.changed:  # never during a release: the periodic jobs Nomad runs are stopped first
+            from ..steps.job import periodic
+
+            known.periodic = tuple(periodic.running(settings, n))
         if self.variable is not None:
             known.reads_revision = database_variable.registered_revision(self.job_spec)
         if not known.changed:
@@ -500,7 +508,10 @@ class Deploy:
         """One change of the store or job part: back up, write the URL, stop, migrate, register, follow, check."""
         try:
             said = self.apply_one(change)
-        except UserError as exc:
+        except BaseException as exc:
+            self._resume_periodic()  # a failed release: the periodic jobs run again as they were
+            if not isinstance(exc, UserError):
+                raise
             if self.written:
                 _say_where_the_url_is(self.settings, self.n, self.variable, exc, self.registered)
             if self.migrated:
@@ -518,6 +529,12 @@ class Deploy:
         from ..core import console
 
         settings, version, op = self.settings, self.version, change.op
+        if op.kind == "pause":  # never during a release: the periodic jobs stopped, their launches waited for
+            from ..steps.job import periodic
+
+            self.paused = periodic.pause(settings, self.n)
+            return f"paused periodic job{'s' if len(self.paused) != 1 else ''} {', '.join(self.paused) or '(none ran)'}" \
+                   " until the release is done"
         if op.kind == "variable":  # store postgres: the database's URL, for the job's template
             from ..steps.job import database_variable
 
@@ -561,6 +578,57 @@ class Deploy:
         else:
             raise ValueError(f"unknown deploy step {op.kind}")
         return None
+
+    # periodic jobs: the companions (steps/job/periodic.py) planned as the service job, registered after it
+    def _read_periodic(self):
+        from ..steps.job import periodic
+
+        if "job" in self.early or self.job_error is not None or self.refusal is not None:
+            return None  # the job step said why (a real run stops there)
+        self.image_checked()
+        platforms = self.platforms
+        try:
+            more, without = {}, ()
+            try:
+                more = _pg_dump_image(self.settings)
+            except UserError as exc:  # the service is deployed all the same; the nightly backup waits for the setting
+                from ..core import console
+
+                console.warn(f"the nightly backup is left as it is: {exc.message} ({exc.hint})")
+                without = (periodic.backup_id(self.settings),)
+                left = {name: job for name, job in self.paused.items() if name in without}
+                periodic.resume(self.settings, self.n, left)  # paused for the release: running again as it was
+                self.paused = {name: job for name, job in self.paused.items() if name not in without}
+            return periodic.read(self.settings, self.n, self.image,
+                                 platform_mod.archs(platforms) if platforms else None, paused=tuple(self.paused),
+                                 more=more, without=without)
+        except BaseException:
+            self._resume_periodic()  # they ran before this deploy: they run again as they were
+            raise
+
+    def _plan_periodic(self, facts) -> Plan:
+        from ..steps.job import periodic
+
+        if facts is None:
+            return Plan("periodic jobs", reason="decided after the job step (see it)")
+        return periodic.make_plan(self.settings, facts)
+
+    def _apply_periodic(self, change):
+        from ..steps.job import periodic
+
+        if self.periodic_apply is None:
+            self.periodic_apply = periodic.Apply(self.settings, self.n)
+        said = self.periodic_apply.apply_one(change)
+        self.paused.pop(change.op.name, None)
+        return said
+
+    def _resume_periodic(self) -> None:
+        """The periodic jobs this deploy stopped, registered again as they were (after a failure of the release)."""
+        if self.paused:
+            from ..steps.job import periodic
+
+            periodic.resume(self.settings, self.n, self.paused)
+            self.paused = {}
 
     def _start_again_after_the_stop(self, exc) -> UserError:
         """The stop before a migration timed out (an allocation still running): nothing was migrated; the job
@@ -729,6 +797,22 @@ class Deploy:
         from . import takeover
 
         exc.hint = "; ".join(h for h in (exc.hint, takeover.restore_hint(found)) if h)
+
+
+def _pg_dump_image(settings) -> dict:
+    """store postgres, no pg_dump_image setting: the nightly backup's image, postgres:{the server's major} (read here,
+    with the pg_dump backups use: steps/backup/postgres.py); {} otherwise."""
+    from ..core import database
+    from ..steps.backup import postgres as pg_backup
+
+    if database.kind(settings) != "postgres" or str(settings.pg_dump_image or "").strip():
+        return {}
+    found = pg_backup.read_database(settings)
+    if not found.server_major:
+        raise UserError(f"cannot read the PostgreSQL server's version ({found.looked}): the nightly backup's image is "
+                        "postgres:{its major}", hint="set pg_dump_image to an image with pg_dump of the server's major "
+                                                     "version, or install the PostgreSQL client here")
+    return {"pg_dump_image": f"postgres:{found.server_major}"}
 
 
 def _warn_auth_off(settings) -> None:

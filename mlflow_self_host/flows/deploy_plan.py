@@ -25,8 +25,8 @@ API_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
 class Step:
     """One step of a deploy, as data (deploy.py's ``apply_one`` performs it)."""
 
-    kind: str  # configure_host, build, takeover, job, backup, variable, auth, stop, migrate, https, register, follow,
-    # check
+    kind: str  # configure_host, build, takeover, job, pause, backup, variable, auth, stop, migrate, https, register,
+    # follow, check
     from_version: str = ""  # backup: the running version
     to_version: str = ""  # backup: the version deployed
     modify_index: int = 0  # register: check-and-set against Nomad's plan
@@ -51,6 +51,7 @@ class JobFacts:
     database: object = None  # store postgres or auth basic: database_variable.VariableFacts (None: nothing to write)
     reads_revision: str | None = None  # the revision whose items the parsed job reads (its Variable's)
     tls: bool | None = None  # the registered job's router serves TLS (None: not registered, or not read)
+    periodic: tuple = ()  # the periodic jobs Nomad runs beside it (steps/job/periodic.py): paused for a release
 
 
 @dataclass
@@ -130,6 +131,10 @@ def make_plan(settings, facts: DeployFacts) -> Plan:
     if job.placement is not None and not facts.dry_run:
         raise job.placement
     schema = _schema_change(settings, facts)
+    if job.periodic:  # never during a release: no launch runs while the service job changes
+        plan.add("pause", f"periodic job{'s' if len(job.periodic) != 1 else ''} {', '.join(job.periodic)}",
+                 f"stopped for the release, a running launch waited for (at most {settings.deploy_timeout}s); "
+                 "registered again after it", op=Step("pause"))
     revision = (facts.schema.db_revision or "") if facts.schema is not None and facts.schema.kind != "unknown" else ""
     if schema is not None:
         plan.notes.append(schema.line)

@@ -606,6 +606,13 @@ def check_backups(settings, timeout):
     yield from drill.doctor_rows(settings, timeout)
 
 
+def check_nightly_backup(settings, timeout):
+    """The nightly backup's periodic job: its schedule and its latest launch (steps/job/periodic.py)."""
+    from ..steps.job import periodic
+
+    yield periodic.nightly_row(settings)
+
+
 class Check(NamedTuple):
     names: list  # the rows it may give, in order ({folder_owner} and the like: settings)
     run: object  # the generator of rows
@@ -627,6 +634,7 @@ CHECKS = [
     Check(["service URL"], check_service),
     Check(["metrics"], check_metrics),
     Check(["last backup", "last restore drill"], check_backups),
+    Check(["nightly backup"], check_nightly_backup),
     Check(["auth"], check_auth),
     Check(["certificate"], check_certificate, when="https"),
     Check(["database", "database schema"], check_database, store="postgres"),

@@ -48,6 +48,15 @@ class Cluster:
     def artifacts(self) -> Path:
         return self.root / "data" / "mlflow" / "artifacts"
 
+    @property
+    def backups(self) -> Path:
+        """The nightly backup's host volume mlflow-backups (``backups_copy``: mlflow-backups-copy)."""
+        return self.root / "data" / "mlflow" / "backups"
+
+    @property
+    def backups_copy(self) -> Path:
+        return self.root / "data" / "mlflow" / "backups-copy"
+
     def publish(self, version: str, **variant) -> str:
         return self.images.publish(version, **variant)
 
@@ -66,16 +75,18 @@ class Cluster:
 
 
 def layout(root: Path, uid: int = 1000, gid: int = 1000) -> None:
-    """client.hcl with the MLflow host volumes and the two folders, as configure-host leaves them."""
+    """client.hcl with the MLflow host volumes and their folders, as configure-host leaves them (the backups
+    folder and a second one for the nightly backup's copies)."""
     from mlflow_self_host.steps.host import client_hcl
 
     (root / "nomad.d").mkdir(parents=True, exist_ok=True)
-    backend, artifacts = root / "data" / "mlflow" / "backend", root / "data" / "mlflow" / "artifacts"
-    for folder in (backend, artifacts):
+    data = root / "data" / "mlflow"
+    backend, artifacts, backups, copy = data / "backend", data / "artifacts", data / "backups", data / "backups-copy"
+    for folder in (backend, artifacts, backups, copy):
         folder.mkdir(parents=True, exist_ok=True)
         os.chown(folder, uid, gid)
         os.chmod(folder, 0o774)
-    block = client_hcl.client_config_block(str(backend), str(artifacts))
+    block = client_hcl.client_config_block(str(backend), str(artifacts), str(backups), str(copy))
     (root / "nomad.d" / "client.hcl").write_bytes(client_hcl.with_block(CLIENT_HCL.encode(), block))
 
 

@@ -42,21 +42,33 @@ def read(target: Target) -> list[Listed] | None:
 
 
 def list_backups(settings, local: bool = False) -> list[Listed]:
-    """Print the table (stdout); the backups, newest first."""
+    """Print the table (stdout) of backups_path, then of backup_copy_path when set (the nightly backup's second
+    folder, on the same client); the backups of backups_path, newest first."""
     from ...core import console
 
     target = Target.on_this_machine(settings) if local else Target.remote(settings)
+    copy = "" if local else str(getattr(settings, "backup_copy_path", "") or "").strip()
     with target:
         found = read(target)
+        copies = read(Target(target.shell, target.db, copy, target.where)) if copy else None
+    _table(target.backups, target.where, found)
+    if copy:
+        console.info("")
+        _table(copy, f"{target.where}, backup_copy_path: the second folder", copies)
+    return found or []
+
+
+def _table(folder: str, where: str, found: list[Listed] | None) -> None:
+    from ...core import console
+
     if not found:
-        console.done(f"no backups in {target.backups} ({target.where})" if found is not None
-                     else f"no backups: {target.backups} does not exist ({target.where})")
-        return []
+        console.done(f"no backups in {folder} ({where})" if found is not None
+                     else f"no backups: {folder} does not exist ({where})")
+        return
     # Plain lines on stdout, one per backup (a table would fold the names when piped); the header on stderr.
     width = max(len(b.name) for b in found)
-    console.info(f"backups in {target.backups} ({target.where}), newest first:")
+    console.info(f"backups in {folder} ({where}), newest first:")
     console.info(f"{'backup':<{width}}  {'store':<8}  {'taken':<23}  {'version':<10}  {'size':>9}")
     for b in found:
         console.result(f"{b.name:<{width}}  {b.store:<8}  {b.taken:<23}  {'v' + b.version:<10}  "
                        f"{human_size(b.size):>9}")
-    return found

@@ -28,15 +28,22 @@ MARKER_BEGIN = "# MLFLOW_BEGIN ANSIBLE MANAGED BLOCK"
 MARKER_END = "# MLFLOW_END ANSIBLE MANAGED BLOCK"
 INSERT_BEFORE = "}"
 VOLUMES = (("mlflow-backend-store", "backend_path"), ("mlflow-artifacts", "artifacts_path"))
+# The nightly backup's (nomad/mlflow-backup.nomad.hcl): the backups folder, and the second folder when set.
+BACKUP_VOLUMES = (("mlflow-backups", "backups_path"), ("mlflow-backups-copy", "backup_copy_path"))
 
 _NL = b"\n"  # os.linesep on the POSIX hosts Ansible writes from
 
 
-def client_config_block(backend_path: str, artifacts_path: str) -> str:
-    """The two host_volume stanzas, as the playbook's ``block:`` renders them (ends with a newline)."""
-    paths = {"backend_path": backend_path, "artifacts_path": artifacts_path}
+def client_config_block(backend_path: str, artifacts_path: str, backups_path: str = "",
+                        backup_copy_path: str = "") -> str:
+    """The host_volume stanzas, as the playbook's ``block:`` renders them (ends with a newline): the two of the
+    service job, then the backups folder's and the second folder's (each when given)."""
+    paths = {"backend_path": backend_path, "artifacts_path": artifacts_path, "backups_path": backups_path,
+             "backup_copy_path": backup_copy_path}
     out = []
-    for name, key in VOLUMES:
+    for name, key in VOLUMES + BACKUP_VOLUMES:
+        if not paths[key]:
+            continue
         out += [
             f'  host_volume "{name}" {{',
             f'    path      = "{paths[key]}"',

@@ -76,11 +76,14 @@ def job_target(settings) -> str:
 
 
 def wanted_folders(settings) -> list[Folder]:
-    """The two volume folders for the image's user, then ``job_dir`` for ``folder_owner``."""
+    """The volume folders for the image's user (the service's two, the backups folder the nightly backup writes,
+    the second folder when set), then ``job_dir`` for ``folder_owner``."""
     uid, gid = (str(i) for i in settings.image_user_ids())
     mode = _mode(settings.folder_mode)
-    return [Folder(settings.backend_path, uid, gid, mode), Folder(settings.artifacts_path, uid, gid, mode),
-            Folder(settings.job_dir, settings.folder_owner, settings.folder_group, mode)]
+    volumes = [settings.backend_path, settings.artifacts_path, settings.backups_path,
+               str(settings.backup_copy_path or "").strip()]
+    return [Folder(path, uid, gid, mode) for path in volumes if path] + \
+        [Folder(settings.job_dir, settings.folder_owner, settings.folder_group, mode)]
 
 
 def folders(settings) -> list[str]:
@@ -131,7 +134,8 @@ def make_plan(settings, facts: HostFacts, job_content: bytes, host: str = "") ->
             action, target, detail, op = change
             result.add(action, target, detail, op=op)
 
-    block = client_hcl.client_config_block(settings.backend_path, settings.artifacts_path)
+    block = client_hcl.client_config_block(settings.backend_path, settings.artifacts_path, settings.backups_path,
+                                           str(settings.backup_copy_path or "").strip())
     wanted = client_hcl.with_block(facts.client_config, block)
     if wanted != facts.client_config and client_hcl.block_in_place(facts.client_config, block):
         result.notes.append(f"{path}: the MLflow host volumes are in place (same host volumes, only whitespace "

@@ -22,7 +22,7 @@ from ...core.plan import Plan
 from ...adapters.ssh import SUDO_PASS_ENV
 
 PLAYBOOK = "ansible/setup_mlflow.yml"
-SETTINGS = ("nomad_client_config", "backend_path", "artifacts_path", "job_dir", "folder_owner", "folder_group",
+SETTINGS = ("nomad_client_config", "backend_path", "artifacts_path", "backups_path", "backup_copy_path", "job_dir", "folder_owner", "folder_group",
             "folder_mode", "image_user", "nomad_restart_command", "nomad_addr", "nomad_health_timeout")
 
 

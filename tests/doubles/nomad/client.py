@@ -382,12 +382,14 @@ class AllocRunner(threading.Thread):
 
     # -- templates (templates.py) ----------------------------------------------------------------
     def _readable_variables(self) -> dict:
-        """{path: items} of the Variables in the allocation's namespace that the task's identity may read."""
+        """{path: items} of the Variables in the allocation's namespace that the task's identity may read: the
+        identity's job is a periodic or dispatched child's parent (structs.go Job.GetIDforWorkloadIdentity)."""
         alloc = self.alloc
+        job_id = (alloc.get("_job") or {}).get("ParentID") or alloc["JobID"]
         with self.server.lock:
             return {path: dict(variable["Items"]) for (namespace, path), variable in self.server.variables.items()
                     if namespace == alloc["Namespace"]
-                    and template_hook.allowed(path, alloc["JobID"], alloc["TaskGroup"], self.task)}
+                    and template_hook.allowed(path, job_id, alloc["TaskGroup"], self.task)}
 
     def _render(self, variables: dict | None = None) -> tuple[list, dict]:
         """(what each template renders, the environment the env ones give); Missing while a Variable is,
