@@ -89,13 +89,22 @@ def test_the_gc_row_says_what_the_last_run_removed_or_left():
 
     left = "left: run r2 (experiment 1): /opt/nomad/data/mlflow/artifacts/1/r2/artifacts, 3 files, 12.0 kB"
     failed = gc.Launch(LAUNCHED, gc.launch_time(LAUNCHED), "failed", 1, "a1b2c3d4e5",
-                       {"runs": 2, "removed": 1, "left": [{"id": "r2"}], "error": "PermissionError: denied"},
+                       {"runs": 2, "removed": 1, "left": [{"id": "r2"}], "error": "PermissionError: denied",
+                        "still_in_store": ["r2"]},
                        ["mlflow gc failed: PermissionError: denied", left, "left in the store: 1 of the 2 runs (r2)"])
     row = gc.launch_row(failed, NOW)
-    assert not row.ok and row.found.startswith("last run 2026-12-08 04:00 UTC, 5 h ago failed (exit 1): left ")
-    assert "run r2 (experiment 1): /opt/nomad/data/mlflow/artifacts/1/r2/artifacts, 3 files, 12.0 kB" in row.found
-    assert "mlflow gc failed: PermissionError: denied" in row.found
-    assert row.fix.startswith("`nomad alloc logs a1b2c3d4` has its whole output")
+    assert not row.ok and row.found == ("last run 2026-12-08 04:00 UTC, 5 h ago failed (exit 1): mlflow gc failed: "
+                                        "PermissionError: denied; left run r2 (experiment 1): "
+                                        "/opt/nomad/data/mlflow/artifacts/1/r2/artifacts, 3 files, 12.0 kB")
+    assert row.fix.startswith("`nomad alloc logs a1b2c3d4` has its whole output; fix what stopped gc")
+
+    orphan = gc.Launch(LAUNCHED, gc.launch_time(LAUNCHED), "failed", 1, "a1b2c3d4e5",
+                       {"runs": 1, "removed": 1, "left": [{"id": "m-1"}], "error": "", "still_in_store": []},
+                       ["left: logged model m-1 (experiment 1): /x/1/models/m-1/artifacts, 2 files, 1.0 kB",
+                        "removed 1 of 1 run; left: 1 folder (1.0 kB) in /x"])
+    row = gc.launch_row(orphan, NOW)
+    assert row.found.endswith("failed (exit 1): left logged model m-1 (experiment 1): /x/1/models/m-1/artifacts, "
+                              "2 files, 1.0 kB") and "remove it by hand" in row.fix
 
     never = gc.Launch(LAUNCHED, gc.launch_time(LAUNCHED), "failed")  # no allocation placed
     row = gc.launch_row(never, NOW)

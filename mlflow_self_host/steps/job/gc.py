@@ -162,15 +162,17 @@ def launch_row(launch: Launch, now: _dt.datetime) -> Row:
         summary = launch.lines[-1] if launch.lines else "done"
         return Row("gc", True, f"last run {ago}: {summary}")
     left = [line[len("left: "):] for line in launch.lines if line.startswith("left: ")]
-    reason = [line for line in launch.lines if line.startswith(("mlflow gc failed", "left in the store",
-                                                                "MLFLOW_BACKEND_STORE_URI"))]
-    shown = "; ".join(reason + left[:3]) + (f" (and {len(left) - 3} more)" if len(left) > 3 else "")
+    reasons = [line for line in launch.lines if line.startswith(("mlflow gc failed", "MLFLOW_BACKEND_STORE_URI"))]
+    parts = reasons + (["left " + "; ".join(left[:3]) + (f" (and {len(left) - 3} more)" if len(left) > 3 else "")]
+                       if left else [])
     code = f" (exit {launch.exit_code})" if launch.exit_code is not None else ""
-    found = f"last run {ago} failed{code}" + (f": left {shown}" if left else f": {shown}" if shown else "")
+    found = f"last run {ago} failed{code}" + (": " + "; ".join(parts) if parts else "")
     fix = (f"`nomad alloc logs {alloc}` has its whole output" if alloc else
            f"`nomad job status {launch.job_id}` says why it did not run")
-    if left:
-        fix += "; what is left is not MLflow's any more: check it, then remove it by hand (docs/day-two.md#gc)"
+    if said.get("still_in_store"):
+        fix += "; fix what stopped gc (a folder's owner: `sudo chown -R` the image's user), the next run tries again"
+    elif left:
+        fix += "; what is left belongs to no run any more: check it, then remove it by hand (docs/day-two.md#gc)"
     return Row("gc", False, found, fix)
 
 
