@@ -382,12 +382,15 @@ class AllocRunner(threading.Thread):
 
     # -- templates (templates.py) ----------------------------------------------------------------
     def _readable_variables(self) -> dict:
-        """{path: items} of the Variables in the allocation's namespace that the task's identity may read."""
+        """{path: items} of the Variables in the allocation's namespace that the task's identity may read. A
+        periodic launch's (or a dispatched job's) identity names its parent job (structs.go
+        GetIDforWorkloadIdentity): it reads ``nomad/jobs/<parent>``."""
         alloc = self.alloc
+        job_id = self.job.get("ParentID") or alloc["JobID"]
         with self.server.lock:
             return {path: dict(variable["Items"]) for (namespace, path), variable in self.server.variables.items()
                     if namespace == alloc["Namespace"]
-                    and template_hook.allowed(path, alloc["JobID"], alloc["TaskGroup"], self.task)}
+                    and template_hook.allowed(path, job_id, alloc["TaskGroup"], self.task)}
 
     def _render(self, variables: dict | None = None) -> tuple[list, dict]:
         """(what each template renders, the environment the env ones give); Missing while a Variable is,
