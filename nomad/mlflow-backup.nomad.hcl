@@ -87,6 +87,40 @@ variable "pg_dump_image" {
   default     = ""
 }
 
+locals {
+  # store = postgres, run by bash in pg_dump_image: pg_dump -Fc (one snapshot: consistent while MLflow writes) of the
+  # database at PGURL (libpq's URL without the password; the password from PGPASSWORD_HEX into PGPASSWORD, on no
+  # command line), checked with pg_restore --list (its table data entries), published as `inv backup` names it
+  # (mlflow-{UTC}-v{version}.dump, never over another), the schema revision beside it, the newest BACKUP_KEEP kept,
+  # copied to the second folder.
+  pg_script = <<-EOT
+    set -euo pipefail
+    export PGPASSWORD="$(printf "$(printf %s "$PGPASSWORD_HEX" | sed 's/../\\x&/g')")"
+    base="mlflow-$(date -u +%Y%m%dT%H%M%SZ)-v$BACKUP_VERSION"
+    tmp="$BACKUP_DIR/.$base.dump.partial"
+    pg_dump -Fc --no-password -f "$tmp" -d "$PGURL"
+    data=$(pg_restore --list "$tmp" | grep -c ' TABLE DATA ' || true)
+    if [ "$data" -lt 1 ]; then rm -f "$tmp"; echo '{"error": "the dump holds no table data"}'; exit 1; fi
+    chmod 640 "$tmp"
+    f="$BACKUP_DIR/$base.dump"; n=0
+    while ! ln "$tmp" "$f" 2>/dev/null; do n=$((n+1)); f="$BACKUP_DIR/$base-$n.dump"; done
+    rm -f "$tmp"; name=$(basename "$f")
+    psql --no-password -d "$PGURL" -Atc 'SELECT version_num FROM alembic_version' > "$f.schema" 2>/dev/null || rm -f "$f.schema"
+    prune() {
+      ls -1 "$1" | grep -E '^mlflow-[0-9]{8}T[0-9]{6}Z-v[0-9A-Za-z.]+(-[0-9]+)?[.]dump$' | sort -r | tail -n +$((BACKUP_KEEP+1)) |
+        while read -r old; do rm -f "$1/$old" "$1/$old.schema"; echo "removed $old"; done
+    }
+    prune "$BACKUP_DIR"
+    if [ -n "$BACKUP_COPY_DIR" ]; then
+      for x in "$name" "$name.schema"; do
+        if [ -f "$BACKUP_DIR/$x" ]; then cp "$BACKUP_DIR/$x" "$BACKUP_COPY_DIR/.$x.partial"; mv "$BACKUP_COPY_DIR/.$x.partial" "$BACKUP_COPY_DIR/$x"; fi
+      done
+      prune "$BACKUP_COPY_DIR"
+    fi
+    echo "{\"path\": \"$BACKUP_DIR_SHOWN/$name\", \"size\": $(stat -c %s "$f"), \"table_data\": $data}"
+  EOT
+}
+
 job "mlflow-backup" {
   type        = "batch"
   region      = var.region
@@ -146,7 +180,7 @@ job "mlflow-backup" {
 
       config {
         image      = var.store == "postgres" ? var.pg_dump_image : var.image
-        entrypoint = var.store == "postgres" ? ["/bin/sh", "/local/backup.sh"] : ["python3", "/usr/local/bin/mlflow-backup.py"]
+        entrypoint = var.store == "postgres" ? ["/bin/bash", "-c", local.pg_script] : ["python3", "/usr/local/bin/mlflow-backup.py"]
       }
 
       volume_mount {
@@ -167,6 +201,17 @@ job "mlflow-backup" {
           volume      = volume_mount.value
           destination = "/mnt/backups-copy"
           read_only   = false
+        }
+      }
+
+      # store = postgres: the database from this job's own Variable (a launch reads its parent's), never in its text.
+      dynamic "template" {
+        for_each = var.store == "postgres" ? ["nomad/jobs/${var.job_name}-backup"] : []
+        content {
+          data        = "{{ with nomadVar \"${template.value}\" }}PGURL={{ .database_url }}\nPGPASSWORD_HEX={{ .password_hex }}{{ end }}\n"
+          destination = "secrets/database.env"
+          env         = true
+          change_mode = "noop"
         }
       }
 

@@ -588,7 +588,8 @@ class Deploy:
         platforms = self.platforms
         try:
             return periodic.read(self.settings, self.n, self.image,
-                                 platform_mod.archs(platforms) if platforms else None, paused=tuple(self.paused))
+                                 platform_mod.archs(platforms) if platforms else None, paused=tuple(self.paused),
+                                 more=_pg_dump_image(self.settings))
         except BaseException:
             self._resume_periodic()  # they ran before this deploy: they run again as they were
             raise
@@ -784,6 +785,22 @@ class Deploy:
         from . import takeover
 
         exc.hint = "; ".join(h for h in (exc.hint, takeover.restore_hint(found)) if h)
+
+
+def _pg_dump_image(settings) -> dict:
+    """store postgres, no pg_dump_image setting: the nightly backup's image, postgres:{the server's major} (read here,
+    with the pg_dump backups use: steps/backup/postgres.py); {} otherwise."""
+    from ..core import database
+    from ..steps.backup import postgres as pg_backup
+
+    if database.kind(settings) != "postgres" or str(settings.pg_dump_image or "").strip():
+        return {}
+    found = pg_backup.read_database(settings)
+    if not found.server_major:
+        raise UserError(f"cannot read the PostgreSQL server's version ({found.looked}): the nightly backup's image is "
+                        "postgres:{its major}", hint="set pg_dump_image to an image with pg_dump of the server's major "
+                                                     "version, or install the PostgreSQL client here")
+    return {"pg_dump_image": f"postgres:{found.server_major}"}
 
 
 def _warn_auth_off(settings) -> None:

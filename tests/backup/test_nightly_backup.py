@@ -39,7 +39,7 @@ def nightly(tmp_path, ssh_server, nomad_cluster, mlflow_image, docker_client):
     project = make_project(tmp_path / "project", version=VERSION, docker=None)
     values = dict(ssh_server.settings(), **nomad_cluster.overrides(
         backups_path=str(nomad_cluster.backups), backup_copy_path=str(nomad_cluster.backups_copy),
-        **MLFLOW_TIMINGS, deploy_timeout=300))
+        **{**MLFLOW_TIMINGS, "healthy_deadline": "4m", "progress_deadline": "5m"}, deploy_timeout=400))
     env = clean_env()
     env.update({f"MSH_{k.upper()}": str(v) for k, v in values.items()}, MSH_MLFLOW_ADMIN_PASSWORD=ADMIN_PASSWORD)
     settings = Settings.load(root=project, env={"MSH_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD}, overrides=values)
@@ -93,8 +93,10 @@ def test_deploy_registers_the_nightly_backup_which_runs_copies_lists_and_verifie
     project, env, settings = nightly
     double = nomad_cluster.nomad
     first = inv("deploy", "--skip-host", "--skip-build", cwd=project, env=env, timeout=600)
-    line = f"+ periodic job mlflow-backup  nightly at 03:00 UTC, kept 7 deep, copied to {nomad_cluster.backups_copy}"
-    assert line in " ".join(first.stderr.split()), first.stderr
+    said = " ".join(first.stderr.split())
+    assert "+ periodic job mlflow-backup nightly at 03:00 UTC, kept 7 deep, copied to " in said, first.stderr
+    assert "registered periodic job mlflow-backup: nightly at 03:00 UTC" in said
+    assert said.index("deployment") < said.index("registered periodic job")  # after the service is healthy
     parent = double.job("mlflow-backup")
     assert parent["Type"] == "batch" and parent["Periodic"]["Specs"] == ["0 3 * * *"]
     assert parent["Periodic"]["ProhibitOverlap"] is True and parent["Periodic"]["TimeZone"] == "UTC"
@@ -155,10 +157,85 @@ def test_deploy_registers_the_nightly_backup_which_runs_copies_lists_and_verifie
     watcher.join(5)
     err = " ".join(release.stderr.split())
     assert "pause periodic job mlflow-backup" in err and "~ periodic job mlflow-backup" in err, release.stderr
-    assert err.index("pause periodic job mlflow-backup") < err.index("register job mlflow") \
-        < err.index("~ periodic job mlflow-backup")
+    assert err.index("paused periodic job mlflow-backup") < err.index("register job mlflow") \
+        < err.index("registered periodic job mlflow-backup")
     status, text = seen["stopped"]
     assert status == 500 and "can't force run non-tracked job" in text
     parent = double.job("mlflow-backup")
     assert not parent.get("Stop") and parent["TaskGroups"][0]["Tasks"][0]["Config"]["image"].endswith(f":v{NEXT}")
     assert len(periodic.children(settings, n, "mlflow-backup")) == 1  # nothing launched during the release
+
+
+# --- store: postgres: pg_dump in an image with the server's client, the URL from the job's own Variable ------------
+@pytest.fixture
+def pg_dump_image(docker_client, base_image, nomad_cluster):
+    """An image with Debian's postgresql-client (the suite's server is Debian's too: the same major), in the
+    cluster's registry: no registry outside can be pulled from."""
+    import io
+
+    repo = f"{nomad_cluster.images.registry}/msh-pg-dump"
+    recipe = (f"FROM {base_image}\nRUN apt-get update -qq && apt-get install -y -qq --no-install-recommends "
+              "postgresql-client >/dev/null && rm -rf /var/lib/apt/lists/*\n")
+    docker_client.images.build(fileobj=io.BytesIO(recipe.encode()), tag=f"{repo}:bookworm", rm=True,
+                               network_mode="host")
+    docker_client.images.push(repo, tag="bookworm")
+    yield f"{repo}:bookworm"
+    docker_client.images.remove(f"{repo}:bookworm", noprune=True)
+
+
+def test_on_postgres_the_nightly_backup_is_a_checked_pg_dump_in_both_folders(
+        tmp_path, ssh_server, nomad_cluster, postgres_server, pg_dump_image, docker_client, nomad_network):
+    import ipaddress
+    import json
+    import subprocess
+
+    from tests.backup.test_postgres_backup import make_store, secrets_of
+    from tests.job.test_release_on_postgres import Relay
+
+    ipam = docker_client.networks.get(nomad_network).attrs["IPAM"]["Config"][0]
+    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
+    relay = Relay(gateway, ("127.0.0.1", postgres_server.port))  # the tasks reach the database over the bridge
+    try:
+        name, url = make_store(postgres_server)
+        url = url.replace("@127.0.0.1:", f"@{gateway}:").replace(f":{postgres_server.port}/", f":{relay.port}/")
+        project = make_project(tmp_path / "project", version="1.0", docker=None)
+        values = dict(ssh_server.settings(), **nomad_cluster.overrides(
+            store="postgres", pg_dump_image=pg_dump_image, backups_path=str(nomad_cluster.backups),
+            backup_copy_path=str(nomad_cluster.backups_copy)))
+        secret_env = {"MSH_DATABASE_URL": url, "MSH_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD}
+        settings = Settings.load(root=project, env=secret_env, overrides=values)
+        n = nomad_api.client(settings)
+        facts = periodic.read(settings, n, nomad_cluster.images.ref("1.0"))  # as deploy's last step registers it
+        plan = periodic.make_plan(settings, facts)
+        assert [c.describe() for c in plan] == [f"+ periodic job mlflow-backup: nightly at 03:00 UTC, kept 7 deep, "
+                                                f"copied to {nomad_cluster.backups_copy}"]
+        applying = periodic.Apply(settings, n)
+        for change in plan:
+            applying.apply_one(change)
+        job_text = json.dumps(nomad_cluster.nomad.job("mlflow-backup"))
+        assert not any(secret in job_text for secret in secrets_of(postgres_server))  # the Variable has it
+
+        n.job.periodic_job("mlflow-backup")
+        (child,) = periodic.children(settings, n, "mlflow-backup")
+        wait_for(lambda: n.job.get_job(child["ID"])["Status"] == "dead" or None, 120, "the dump's launch to end")
+        (alloc,) = n.job.get_allocations(child["ID"])
+        out = n.client.stream_logs.request(alloc["ID"], params={"task": "backup", "type": "stdout", "plain": True},
+                                           method="get").content.decode()
+        err = n.client.stream_logs.request(alloc["ID"], params={"task": "backup", "type": "stderr", "plain": True},
+                                           method="get").content.decode()
+        assert alloc["ClientStatus"] == "complete", (out, err)
+        assert not any(secret in out + err for secret in secrets_of(postgres_server))
+        (dump,) = [p.name for p in nomad_cluster.backups.iterdir() if is_backup_name(p.name)]
+        assert dump.endswith("-v1.0.dump") and json.loads(out.splitlines()[-1])["table_data"] >= 3
+        assert (nomad_cluster.backups / f"{dump}.schema").read_text().strip() == "b7e2c1a4d9f3"
+        assert (nomad_cluster.backups_copy / dump).read_bytes() == (nomad_cluster.backups / dump).read_bytes()
+        listing = subprocess.run([str(postgres_server.bin_dir / "pg_restore"), "--list",
+                                  str(nomad_cluster.backups / dump)], capture_output=True, text=True, check=True)
+        assert " TABLE DATA public runs " in listing.stdout
+
+        env = clean_env()
+        env.update({f"MSH_{k.upper()}": str(v) for k, v in values.items()}, **secret_env)
+        listed = inv("backup", "--list", cwd=project, env=env)
+        assert listed.stdout.count(dump) == 2 and "postgres" in listed.stdout, listed.stdout
+    finally:
+        relay.stop()

@@ -67,12 +67,23 @@ def backup_companion(settings) -> Companion | None:
                  "backups_path": str(settings.backups_path), "copy": bool(copy)}
     secrets = {}
     if database.kind(settings) == "postgres":
-        variables["pg_dump_image"] = str(settings.pg_dump_image or "")
+        if str(settings.pg_dump_image or "").strip():  # else deploy gives postgres:{the server's major}
+            variables["pg_dump_image"] = str(settings.pg_dump_image).strip()
         if str(settings.database_url or "").strip():  # deploy refuses a missing one before any change
-            secrets = {"database_url": database.url(settings)}
+            secrets = pg_secrets(database.url(settings))
     where = f", copied to {copy}" if copy else ""
     return Companion(backup_id(settings), settings.path(BACKUP_FILE), variables,
                      f"{_when(schedule, zone)}, kept {int(settings.backup_keep)} deep{where}", secrets)
+
+
+def pg_secrets(url: str) -> dict:
+    """The items of the backup job's Variable with store postgres: libpq's URL without the password, and the
+    password hex-encoded (an env file carries any character so; the job's script decodes it into PGPASSWORD, so it
+    is on no command line)."""
+    from ...adapters import postgres
+
+    password = postgres._password(url) or ""
+    return {"database_url": postgres.libpq_url(url), "password_hex": password.encode().hex()}
 
 
 def _when(schedule: str, zone: str) -> str:
@@ -182,11 +193,12 @@ def registered(settings, n, job_id: str) -> dict | None:
         raise nomad_api.to_user_error(exc, settings, f"reading job {job_id}") from None
 
 
-def read(settings, n, image: str, arch: str | None = None, paused=()) -> Facts:
-    """Each companion parsed and planned by Nomad, and the retired ones Nomad still runs (no change made)."""
+def read(settings, n, image: str, arch: str | None = None, paused=(), more: dict | None = None) -> Facts:
+    """Each companion parsed and planned by Nomad, and the retired ones Nomad still runs (no change made).
+    ``more``: shared variables deploy read (store postgres: ``pg_dump_image`` of the server's major)."""
     from . import plan_view
 
-    shared = shared_variables(settings, image, arch)
+    shared = {**shared_variables(settings, image, arch), **(more or {})}
     facts = Facts(paused=tuple(paused))
     for companion in companions(settings):
         job = parse(settings, n, companion, shared)
@@ -230,6 +242,7 @@ class Op:
     name: str
     job: dict | None = None
     secrets: dict | None = None  # register: write the Variable first
+    describe: str = ""
 
 
 def make_plan(settings, facts: Facts) -> Plan:
@@ -249,7 +262,7 @@ def make_plan(settings, facts: Facts) -> Plan:
         else:
             continue
         plan.add(action, f"periodic job {c.name}", detail, diff=found.diff if found.registered is not None else "",
-                 op=Op("register", c.name, found.job, dict(c.secrets) if c.secrets else None))
+                 op=Op("register", c.name, found.job, dict(c.secrets) if c.secrets else None, c.describe))
     for name in facts.retiring:
         plan.add("-", f"periodic job {name}", "turned off in the settings: stopped (its past runs kept in Nomad)",
                  op=Op("stop", name))
@@ -267,10 +280,10 @@ class Apply:
             if op.secrets:
                 self._write_variable(op.name, op.secrets)
             nomad_api.call(self.settings, f"registering job {op.name}", self.n.jobs.register_job, {"Job": op.job})
-            return None
+            return f"registered periodic job {op.name}: {op.describe}"
         if op.kind == "stop":
             nomad_api.call(self.settings, f"stopping job {op.name}", self.n.job.deregister_job, op.name)
-            return None
+            return f"stopped periodic job {op.name}"
         raise ValueError(f"unknown periodic op {op.kind!r}")
 
     def _write_variable(self, name: str, items: dict) -> None:

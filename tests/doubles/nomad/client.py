@@ -382,11 +382,10 @@ class AllocRunner(threading.Thread):
 
     # -- templates (templates.py) ----------------------------------------------------------------
     def _readable_variables(self) -> dict:
-        """{path: items} of the Variables in the allocation's namespace that the task's identity may read. A
-        periodic launch's (or a dispatched job's) identity names its parent job (structs.go
-        GetIDforWorkloadIdentity): it reads ``nomad/jobs/<parent>``."""
+        """{path: items} of the Variables in the allocation's namespace that the task's identity may read: the
+        identity's job is a periodic or dispatched child's parent (structs.go Job.GetIDforWorkloadIdentity)."""
         alloc = self.alloc
-        job_id = self.job.get("ParentID") or alloc["JobID"]
+        job_id = (alloc.get("_job") or {}).get("ParentID") or alloc["JobID"]
         with self.server.lock:
             return {path: dict(variable["Items"]) for (namespace, path), variable in self.server.variables.items()
                     if namespace == alloc["Namespace"]

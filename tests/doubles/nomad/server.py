@@ -245,10 +245,12 @@ class NomadDouble:
         with self.lock:
             return [self._public_job(v) for v in self.jobs.get((namespace, job_id), [])]
 
-    def registrations(self) -> list[tuple[str, dict]]:
-        """(path, body) of every register call (POST /v1/jobs, POST /v1/job/:id)."""
+    def registrations(self, periodic: bool = False) -> list[tuple[str, dict]]:
+        """(path, body) of every register call (POST /v1/jobs, POST /v1/job/:id) of a job that is not periodic
+        (``periodic``: of periodic jobs only, such as the nightly backup deploy registers beside the service)."""
         return [(p, b) for m, p, q, b in self.requests
-                if m in ("POST", "PUT") and (p == "/v1/jobs" or (p.startswith("/v1/job/") and p.count("/") == 3))]
+                if m in ("POST", "PUT") and (p == "/v1/jobs" or (p.startswith("/v1/job/") and p.count("/") == 3))
+                and bool(((b or {}).get("Job") or {}).get("Periodic")) == periodic]
 
     def register_out_of_band(self, job: dict, namespace="default"):
         """Someone else's `nomad job run` (no check-and-set)."""

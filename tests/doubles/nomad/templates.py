@@ -6,8 +6,8 @@ Nomad's template hook does it (client/allocrunner/taskrunner/template/template.g
 underneath). What stays here is the client's side:
 - which Variables the task may read (``allowed``): its workload identity may read ``nomad/jobs/<job>``,
   ``nomad/jobs/<job>/<group>`` and ``nomad/jobs/<job>/<group>/<task>`` by default (nomad/acl.go's implicit
-  workload policy), where <job> is a periodic launch's parent (its identity's job ID); only those are handed
-  to the engine, so another path is as missing;
+  workload policy; ``<job>`` is a periodic launch's parent); only those are handed to the engine, so another path
+  is as missing;
 - ``{{ with nomadVar "path" }}`` of a Variable not there blocks the task before its first start, with the
   task event "Missing: nomad.var.block(path@namespace.region)" (``Missing``);
 - a template that fails (Nomad's ``Template failed: ...``) or an env template go-envparse refuses
