@@ -157,3 +157,49 @@ def test_gc_removes_a_deleted_runs_artifacts_keeps_the_others_and_says_what_it_c
     assert f"; left run {stuck} (experiment " in row.found and str(folder(data, stuck_uri)) in row.found, row
     assert f"`nomad alloc logs {launch.alloc_id[:8]}` has its whole output" in row.fix
     assert json.dumps(double.job(gc.gc_id(settings()))).count(ADMIN_PASSWORD) == 0
+
+
+def test_on_postgres_a_launch_reads_the_url_from_the_jobs_own_variable(tmp_path, nomad_cluster, postgres_server,
+                                                                          mlflow_image, docker_client, nomad_network):
+    """store postgres: deploy's periodic step writes the URL into nomad/jobs/mlflow-gc (never the job's text), the
+    launch reads it through its parent's identity and runs gc on the database (empty here: nothing to remove)."""
+    import ipaddress
+
+    from mlflow_self_host.adapters import nomad_api
+    from mlflow_self_host.steps.job import database_variable, periodic
+    from tests.backup.test_postgres_backup import secrets_of
+    from tests.job.test_release_on_postgres import Relay
+
+    repo, tag = mlflow_image.ref().rsplit(":", 1)
+    docker_client.images.push(repo, tag=tag)
+    ipam = docker_client.networks.get(nomad_network).attrs["IPAM"]["Config"][0]
+    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
+    relay = Relay(gateway, ("127.0.0.1", postgres_server.port))  # the tasks reach the database over the bridge
+    try:
+        name = f"gc_{os.getpid()}_{int(time.time())}"
+        url = postgres_server.database(name)
+        url = url.replace("@127.0.0.1:", f"@{gateway}:").replace(f":{postgres_server.port}/", f":{relay.port}/")
+        settings = Settings.load(root=PROJECT_ROOT, env={"MSH_DATABASE_URL": url,
+                                                         "MSH_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD},
+                                 overrides=nomad_cluster.overrides(store="postgres", gc_older_than="30d",
+                                                                   backup_schedule="", image=repo.split("/", 1)[1]))
+        n = nomad_api.client(settings)
+        plan = periodic.make_plan(settings, periodic.read(settings, n, mlflow_image.ref()))  # deploy's last step
+        assert [c.describe() for c in plan] == ["+ periodic job mlflow-gc: daily at 04:00 UTC, runs deleted more "
+                                                "than 30d ago"]
+        applying = periodic.Apply(settings, n)
+        for change in plan:
+            applying.apply_one(change)
+        variable = n.variable.get_variable("nomad/jobs/mlflow-gc")
+        assert variable["Items"] == {"database_url": database_variable.wanted(settings)}  # psycopg2, encoded
+        job_text = json.dumps(nomad_cluster.nomad.job("mlflow-gc"))
+        assert not any(secret in job_text for secret in secrets_of(postgres_server))
+
+        launch = force_and_follow(settings, nomad_cluster.nomad)
+        assert (launch.status, launch.exit_code) == ("complete", 0), launch
+        assert launch.said == {"older_than": "30d", "runs": 0, "removed": 0, "models": 0, "experiments": 0,
+                               "left": [], "still_in_store": [], "error": ""}
+        assert not any(secret in json.dumps(launch.lines) for secret in secrets_of(postgres_server))
+        assert postgres_server.psql("SELECT count(*) FROM runs", database=name) == "0"  # MLflow's tables, there
+    finally:
+        relay.stop()

@@ -139,6 +139,10 @@ def gc_row(settings, n, now: _dt.datetime) -> Row:
     job = registered(settings, n, name)
     what = describe(settings)
     if job is None:
+        from . import jobfile
+
+        if jobfile.current(settings, n) is None:  # nothing deployed yet: the first deploy registers both
+            return Row("gc", True, f"{what}; no job registered yet: `inv deploy` registers it")
         return Row("gc", False, f"on ({what}), but the periodic job {name} is not registered",
                    "`inv deploy` registers it")
     if job.get("Stop"):
