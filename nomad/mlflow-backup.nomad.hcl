@@ -37,13 +37,9 @@ variable "user" {
 }
 
 variable "store" {
-  type    = string
-  default = "sqlite"
-
-  validation {
-    condition     = contains(["sqlite", "postgres"], var.store)
-    error_message = "The store must be sqlite or postgres."
-  }
+  type        = string
+  description = "sqlite or postgres (inv deploy passes the store setting)."
+  default     = "sqlite"
 }
 
 variable "job_name" {

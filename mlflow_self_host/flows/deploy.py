@@ -587,9 +587,20 @@ class Deploy:
         self.image_checked()
         platforms = self.platforms
         try:
+            more, without = {}, ()
+            try:
+                more = _pg_dump_image(self.settings)
+            except UserError as exc:  # the service is deployed all the same; the nightly backup waits for the setting
+                from ..core import console
+
+                console.warn(f"the nightly backup is left as it is: {exc.message} ({exc.hint})")
+                without = (periodic.backup_id(self.settings),)
+                left = {name: job for name, job in self.paused.items() if name in without}
+                periodic.resume(self.settings, self.n, left)  # paused for the release: running again as it was
+                self.paused = {name: job for name, job in self.paused.items() if name not in without}
             return periodic.read(self.settings, self.n, self.image,
                                  platform_mod.archs(platforms) if platforms else None, paused=tuple(self.paused),
-                                 more=_pg_dump_image(self.settings))
+                                 more=more, without=without)
         except BaseException:
             self._resume_periodic()  # they ran before this deploy: they run again as they were
             raise

@@ -172,6 +172,10 @@ class NomadHost:
         return Path(self.settings.artifacts_path)
 
     @property
+    def backups(self) -> Path:
+        return Path(self.settings.backups_path)
+
+    @property
     def job_dir(self) -> Path:
         return Path(self.settings.job_dir)
 
@@ -206,6 +210,7 @@ def make_nomad_host(root: Path, ssh_server, health_url: str, **overrides) -> Nom
         nomad_client_config=str(client_config),
         backend_path=str(root / "data" / "mlflow" / "backend"),
         artifacts_path=str(root / "data" / "mlflow" / "artifacts"),
+        backups_path=str(root / "data" / "mlflow" / "backups"),
         job_dir=str(root / "jobs" / "mlflow"),
         job_file=str(job_source),
         folder_owner="nomad",

@@ -32,6 +32,10 @@ BLOCK = """\
     path      = "{artifacts}"
     read_only = false
   }}
+  host_volume "mlflow-backups" {{
+    path      = "{backups}"
+    read_only = false
+  }}
 # MLFLOW_END ANSIBLE MANAGED BLOCK
 """
 
@@ -39,7 +43,7 @@ BLOCK = """\
 def expected_client_hcl(host, before=CLIENT_HCL) -> str:
     """The block goes right before the last line with a `}` (the client stanza's end)."""
     head, sep, tail = before.rstrip("\n").rpartition("\n")
-    block = BLOCK.format(backend=host.backend, artifacts=host.artifacts)
+    block = BLOCK.format(backend=host.backend, artifacts=host.artifacts, backups=host.backups)
     return head + "\n" + block + tail + "\n"
 
 
@@ -73,7 +77,7 @@ def inv_env(host, **more) -> dict:
     env = clean_env()
     env.update({f"MSH_{k.upper()}": str(host.settings[k]) for k in (
         "host", "ssh_port", "ssh_user", "ssh_key", "known_hosts", "nomad_client_config", "backend_path",
-        "artifacts_path", "job_dir", "job_file", "folder_owner", "folder_group", "nomad_restart_command",
+        "artifacts_path", "backups_path", "job_dir", "job_file", "folder_owner", "folder_group", "nomad_restart_command",
         "nomad_addr", "nomad_health_timeout")})
     env.update(more)
     return env
@@ -94,7 +98,7 @@ def test_fresh_host_gets_block_folders_job_file_and_one_restart(nomad_host, agen
     plan = configure.run(nomad_host.settings)
 
     assert nomad_host.client_config.read_text() == expected_client_hcl(nomad_host)
-    for folder in (nomad_host.backend, nomad_host.artifacts):
+    for folder in (nomad_host.backend, nomad_host.artifacts, nomad_host.backups):
         assert ids(folder) == IMAGE_USER, folder
     assert attrs(nomad_host.job_dir) == ("nomad", "root", "0774")
     assert nomad_host.job_target.read_bytes() == nomad_host.job_source.read_bytes()
@@ -104,6 +108,7 @@ def test_fresh_host_gets_block_folders_job_file_and_one_restart(nomad_host, agen
     # the folders first: a host refusing them stops the run before client.hcl changes
     assert [(c.action, c.target) for c in plan] == [
         ("create", str(nomad_host.backend)), ("create", str(nomad_host.artifacts)),
+        ("create", str(nomad_host.backups)),  # the nightly backup's host volume
         ("create", str(nomad_host.job_dir)), ("update", str(nomad_host.client_config)),
         ("create", str(nomad_host.job_target)), ("restart", "nomad")]
     assert plan.changes[0].detail == "folder 1000:1000 0774"
@@ -162,13 +167,13 @@ def test_dry_run_shows_the_diff_and_changes_nothing(nomad_host, agent_health):
 
 
 def test_a_block_with_other_paths_is_replaced_in_place(nomad_host):
-    old_block = BLOCK.format(backend="/srv/old/backend", artifacts="/srv/old/artifacts")
+    old_block = BLOCK.format(backend="/srv/old/backend", artifacts="/srv/old/artifacts", backups="/srv/old/backups")
     before = "data_dir = \"/x\"\n\nclient {\n  enabled = true\n" + old_block + "  # after the block\n}\n\nplugin \"docker\" {\n}\n"
     nomad_host.client_config.write_text(before)
 
     configure.run(nomad_host.settings)
 
-    new_block = BLOCK.format(backend=nomad_host.backend, artifacts=nomad_host.artifacts)
+    new_block = BLOCK.format(backend=nomad_host.backend, artifacts=nomad_host.artifacts, backups=nomad_host.backups)
     assert nomad_host.client_config.read_text() == before.replace(old_block, new_block)
     assert nomad_host.restarts() == 1
 
@@ -301,7 +306,7 @@ def test_root_squash_refusal_names_the_folder_and_the_fix(nomad_host, agent_heal
         assert nomad_host.client_config.read_text() == CLIENT_HCL and nomad_host.restarts() == 0
 
         # the fix, made where root is root (the NFS server), then configure-host again
-        for folder in ("backend", "artifacts"):
+        for folder in ("backend", "artifacts", "backups"):
             server_side = export / "mlflow" / folder
             server_side.mkdir(parents=True, exist_ok=True)
             os.chown(server_side, 1000, 1000)
@@ -367,6 +372,10 @@ host_volume "mlflow-artifacts" {{
   path      = "{artifacts}"
   read_only = false
 }}
+host_volume "mlflow-backups" {{
+  path      = "{backups}"
+  read_only = false
+}}
 # MLFLOW_END ANSIBLE MANAGED BLOCK
 }}
 """
@@ -375,7 +384,8 @@ host_volume "mlflow-artifacts" {{
 def test_the_recipes_unindented_block_is_kept_and_nomad_not_restarted(nomad_host):
     """Issue 14: the same host volumes, only whitespace differs: client.hcl is not written (same inode,
     bytes and mtime), Nomad is not restarted; the plan says the volumes are in place."""
-    recipe = RECIPE_CLIENT_HCL.format(backend=nomad_host.backend, artifacts=nomad_host.artifacts).encode()
+    recipe = RECIPE_CLIENT_HCL.format(backend=nomad_host.backend, artifacts=nomad_host.artifacts,
+                                      backups=nomad_host.backups).encode()
     nomad_host.client_config.write_bytes(recipe)
     os.utime(nomad_host.client_config, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
     before = nomad_host.client_config.stat()
@@ -401,7 +411,8 @@ def test_the_recipes_unindented_block_is_kept_and_nomad_not_restarted(nomad_host
 
 
 def test_whitespace_inside_a_path_string_is_a_change(nomad_host):
-    recipe = RECIPE_CLIENT_HCL.format(backend=f"{nomad_host.backend} ", artifacts=nomad_host.artifacts)
+    recipe = RECIPE_CLIENT_HCL.format(backend=f"{nomad_host.backend} ", artifacts=nomad_host.artifacts,
+                                      backups=nomad_host.backups)
     nomad_host.client_config.write_text(recipe)
 
     result = inv("configure-host", env=inv_env(nomad_host))

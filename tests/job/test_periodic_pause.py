@@ -16,15 +16,20 @@ from tests.test_nomad_double_batch import periodic_hcl, register, script
 pytestmark = pytest.mark.slow
 
 
-def test_pause_waits_for_the_running_launch_refuses_a_force_and_resume_starts_it_again(nomad_cluster):
-    double = nomad_cluster.nomad
-    settings = job_settings(double, deploy_poll="0.1")
+def launched(nomad_cluster, seconds: int):
+    """(settings, client, child): the nightly backup's parent registered (a stub task sleeping ``seconds``) and
+    one launch forced, running."""
+    settings = job_settings(nomad_cluster.nomad, deploy_poll="0.1")
     n = nomad_api.client(settings)
-    image = nomad_cluster.publish("1.0")
-    register(n, periodic_hcl(image, "0 3 * * *", overlap=True, name="mlflow-backup",
-                             body=script("import time; time.sleep(4)")))
+    register(n, periodic_hcl(nomad_cluster.publish("1.0"), "0 3 * * *", overlap=True, name="mlflow-backup",
+                             body=script(f"import time; time.sleep({seconds})")))
     n.job.periodic_job("mlflow-backup")
     (child,) = periodic.children(settings, n, "mlflow-backup")
+    return settings, n, child
+
+
+def test_pause_waits_for_the_running_launch_refuses_a_force_and_resume_starts_it_again(nomad_cluster):
+    settings, n, child = launched(nomad_cluster, 4)
     assert periodic.running(settings, n) == ["mlflow-backup"]
 
     started = time.monotonic()
@@ -43,14 +48,7 @@ def test_pause_waits_for_the_running_launch_refuses_a_force_and_resume_starts_it
 
 
 def test_a_launch_running_past_the_bound_refuses_the_release_and_the_parent_runs_again(nomad_cluster):
-    double = nomad_cluster.nomad
-    settings = job_settings(double, deploy_poll="0.1")
-    n = nomad_api.client(settings)
-    image = nomad_cluster.publish("1.0")
-    register(n, periodic_hcl(image, "0 3 * * *", overlap=True, name="mlflow-backup",
-                             body=script("import time; time.sleep(60)")))
-    n.job.periodic_job("mlflow-backup")
-    (child,) = periodic.children(settings, n, "mlflow-backup")
+    settings, n, child = launched(nomad_cluster, 60)
     with pytest.raises(UserError) as caught:
         periodic.pause(settings, n, timeout=2)
     assert caught.value.code == 1 and child["ID"] in caught.value.message

@@ -193,14 +193,18 @@ def registered(settings, n, job_id: str) -> dict | None:
         raise nomad_api.to_user_error(exc, settings, f"reading job {job_id}") from None
 
 
-def read(settings, n, image: str, arch: str | None = None, paused=(), more: dict | None = None) -> Facts:
+def read(settings, n, image: str, arch: str | None = None, paused=(), more: dict | None = None,
+         without=()) -> Facts:
     """Each companion parsed and planned by Nomad, and the retired ones Nomad still runs (no change made).
-    ``more``: shared variables deploy read (store postgres: ``pg_dump_image`` of the server's major)."""
+    ``more``: shared variables deploy read (store postgres: ``pg_dump_image`` of the server's major); ``without``:
+    companions left as they are (not planned: what they need could not be read)."""
     from . import plan_view
 
     shared = {**shared_variables(settings, image, arch), **(more or {})}
     facts = Facts(paused=tuple(paused))
     for companion in companions(settings):
+        if companion.name in without:
+            continue
         job = parse(settings, n, companion, shared)
         answer = nomad_api.call(settings, f"planning job {companion.name}", n.job.plan_job, companion.name,
                                 {"Job": job}, diff=True)
