@@ -242,6 +242,25 @@ def test_a_periodic_job_is_forced_and_its_child_runs_like_a_batch_job(nomad_clus
     assert nomad_api.status_and_text(refused.value) == (500, "can't force launch non-periodic job")
 
 
+def test_a_launch_reads_its_parents_variable_as_nomad_gives_its_identity_the_parents_id(nomad_cluster):
+    n = client(nomad_cluster.nomad)
+    image = nomad_cluster.publish("1.0")
+    template = '''template {
+        data        = "{{ with nomadVar \\"nomad/jobs/nightly\\" }}SECRET={{ .secret }}{{ end }}\\n"
+        destination = "secrets/secret.env"
+        env         = true
+      }
+      resources { memory = 64 }'''
+    hcl = periodic_hcl(image, "0 3 * * *", overlap=True, body=script("import os; print(os.environ['SECRET'])"))
+    n.variable.create_variable("nomad/jobs/nightly", {"Items": {"secret": "from-the-parent"}})
+    register(n, hcl.replace("resources { memory = 64 }", template))
+    n.job.periodic_job("nightly")
+    [child] = children(n, "nightly")
+    [alloc] = finished(n, child["ID"])  # nomad/jobs/nightly/periodic-<epoch> is no Variable of it: the parent's is
+    assert alloc["ClientStatus"] == "complete", [e.get("DisplayMessage") for e in alloc["TaskStates"]["migrate"]["Events"]]
+    assert logs(n, alloc["ID"], "stdout") == "from-the-parent\n"
+
+
 def test_prohibit_overlap_skips_a_launch_while_a_child_runs_but_a_force_launches(nomad_cluster):
     double, n = nomad_cluster.nomad, client(nomad_cluster.nomad)
     image = nomad_cluster.publish("1.0")

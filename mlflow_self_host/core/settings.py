@@ -307,6 +307,34 @@ def _pem_file(key: str, value: str, origin: str) -> str:
     return str(path)
 
 
+GC_AGE = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def _gc_age(key: str, value: str, origin: str) -> str:
+    """Empty (gc off), or MLflow's ``mlflow gc --older-than`` #d#h#m#s (``30d``, ``12h``, ``1d12h``), more than 0."""
+    text = value.strip()
+    if not text:
+        return ""
+    match = GC_AGE.fullmatch(text)
+    if not match or not any(match.groups()):
+        raise _refuse(origin, key, value, "is not an age as mlflow gc --older-than takes it (#d#h#m#s)",
+                      "write it like 30d, 12h or 1d12h; empty turns gc off")
+    if not any(float(part) > 0 for part in match.groups() if part):
+        raise _refuse(origin, key, value, "is no time at all (gc would remove a run the moment it is deleted)",
+                      "write it like 30d, 12h or 1d12h; empty turns gc off")
+    return text
+
+
+def _cron(key: str, value: str, origin: str) -> str:
+    """A cron line as Nomad's periodic block takes it: 5 to 7 fields (``0 4 * * *``) or a shorthand (``@daily``).
+    Nomad checks the fields themselves when it parses the job."""
+    text = " ".join(value.split())
+    if not (text.startswith("@") and " " not in text) and not 5 <= len(text.split()) <= 7:
+        raise _refuse(origin, key, value, "is not a cron line", 'write it like "0 4 * * *" (minute hour day month '
+                                                                "weekday) or @daily")
+    return text
+
+
 def _job_name(key: str, value: str, origin: str) -> str:
     if not JOB_NAME.fullmatch(value):
         raise UserError(
@@ -342,6 +370,7 @@ CHECKS = {
     "pg_bin_dir": _bin_dir("pg_dump"),
     "traefik_tls_entrypoints": _entrypoint_names, "traefik_certresolver": _resolver_name,
     "plain_http": _choice("redirect", "refuse", empty="redirect"), "ca_file": _pem_file,
+    "gc_older_than": _gc_age, "gc_schedule": _cron,
 }
 
 

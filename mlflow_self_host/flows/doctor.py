@@ -613,6 +613,13 @@ def check_nightly_backup(settings, timeout):
     yield periodic.nightly_row(settings)
 
 
+def check_gc(settings, timeout):
+    """gc on (gc_older_than): the periodic job's last run, what it removed or left (mlflow_self_host/steps/job/gc.py)."""
+    from ..steps.job import gc
+
+    yield from gc.doctor_rows(settings, timeout)
+
+
 class Check(NamedTuple):
     names: list  # the rows it may give, in order ({folder_owner} and the like: settings)
     run: object  # the generator of rows
@@ -641,13 +648,16 @@ CHECKS = [
     Check(["database variable"], check_database_variable, store="postgres"),
     Check(["shared artifacts"], check_artifacts, store="postgres"),
     Check(["pg_dump"], check_pg_dump, store="postgres"),
+    Check(["gc"], check_gc),
 ]
 
 
 def _checks(settings) -> list[Check]:
     """CHECKS that apply to the store setting (and whose `when` setting, if any, is true: https)."""
     store = str(settings.store).strip().lower()
-    return [c for c in CHECKS if c.store in (None, store) and (c.when is None or settings[c.when])]
+    gc_on = bool(str(settings.gc_older_than or "").strip())  # the gc row only when gc is on
+    return [c for c in CHECKS if c.store in (None, store) and (c.when is None or settings[c.when])
+            and (gc_on or c.run is not check_gc)]
 
 
 # --- running them -----------------------------------------------------------------------------
