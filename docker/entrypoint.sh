@@ -47,6 +47,9 @@ set -eu
 # Unset only: an empty one is what Nomad's template renders for a Variable without the item (refused below),
 # and falling back to SQLite then would split the PostgreSQL store's writes between allocations.
 : "${MLFLOW_BACKEND_STORE_URI=sqlite:////mnt/backend_store/mlflow.db}"
+# Exported: the upgrade and the server read it from the environment, never from a command line (a PostgreSQL URL
+# holds its password, and `ps` on the client shows every process's arguments).
+export MLFLOW_BACKEND_STORE_URI
 : "${MLFLOW_ARTIFACTS_DESTINATION:=/mnt/artifacts}"
 : "${MLFLOW_HOST:=0.0.0.0}"
 : "${MLFLOW_PORT:=5000}"
@@ -94,7 +97,7 @@ if [ "$MLFLOW_DB_UPGRADE" = "true" ] || [ "$MLFLOW_DB_UPGRADE" = "only" ]; then
       # Several allocations start together: one at a time, under a PostgreSQL advisory lock (it creates
       # MLflow's tables in an empty database, or upgrades them).
       echo "mlflow-entrypoint: mlflow db upgrade (under a PostgreSQL advisory lock)" >&2
-      python "$(dirname "$0")/mlflow-db-upgrade.py" "$MLFLOW_BACKEND_STORE_URI"
+      python "$(dirname "$0")/mlflow-db-upgrade.py"
       ;;
     *)
       echo "mlflow-entrypoint: mlflow db upgrade" >&2
@@ -172,7 +175,6 @@ fi
 serve="$(dirname "$0")/mlflow-serve.py"
 # shellcheck disable=SC2086 # MLFLOW_SERVER_EXTRA_ARGS and app_args are split on purpose
 exec python "$serve" \
-  --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
   --serve-artifacts \
   --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
   --host "$MLFLOW_HOST" \

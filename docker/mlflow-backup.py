@@ -9,7 +9,8 @@ second folder, or empty), BACKUP_KEEP, BACKUP_VERSION (the running version, for 
    as `inv backup` names it, so `inv backup --list`, `inv restore` and the drill take it;
 2. beside it, as `inv backup` and deploy leave them: MLflow's users (``basic_auth.db``) as ``auth-{name}``, and
    the schema revision of the copy (alembic_version) in ``{name}.schema``;
-3. the newest BACKUP_KEEP ``.db`` backups kept, the others removed with what lives beside them;
+3. the newest BACKUP_KEEP ``.db`` backups kept, the others removed with what lives beside them, save the newest
+   of an older schema when none kept has one (the backup before a migration, for `inv rollback --restore`);
 4. with BACKUP_COPY_DIR: the three files copied there (under a temporary name, then renamed), and the same
    retention there. One JSON line on stdout; exit 0, or 1 with the reason (the child job is then failed).
 """
@@ -72,10 +73,25 @@ def beside(folder, name):
     return [os.path.join(folder, name), os.path.join(folder, "auth-" + name), os.path.join(folder, name + ".schema")]
 
 
+def schema_of(folder, name):
+    try:
+        with open(os.path.join(folder, name + ".schema")) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def prune(folder, keep):
+    """All but the newest ``keep`` removed, save one: the newest backup of an older schema than the newest
+    backup's, when none of those kept has it (the one taken before a migration: `inv rollback --restore` needs it
+    for as long as the newer MLflow runs)."""
     ours = [n for n in os.listdir(folder) if NAME.match(n)]
     ours.sort(key=lambda n: (NAME.match(n).group(1), int(NAME.match(n).group(2) or 0)), reverse=True)
     removed = ours[keep:]
+    newest = schema_of(folder, ours[0]) if ours else ""
+    if newest and all(schema_of(folder, n) in ("", newest) for n in ours[:keep]):
+        spared = next((n for n in removed if schema_of(folder, n) not in ("", newest)), None)
+        removed = [n for n in removed if n != spared]
     for name in removed:
         for path in beside(folder, name):
             if os.path.exists(path):
@@ -104,13 +120,21 @@ def main():
         fail("no MLflow database at %s (has MLflow run yet?)" % db)
     base = "mlflow-%s-v%s" % (datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"), version)
     tmp = os.path.join(folder, "." + base + ".partial")
-    revision = online_copy(db, tmp)
-    name = publish(tmp, folder, base)
+    try:
+        revision = online_copy(db, tmp)
+        name = publish(tmp, folder, base)
+    finally:  # a failed copy leaves no partial file behind (retention never sees those)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     users = os.path.join(os.path.dirname(db), "basic_auth.db")
     if os.path.isfile(users):
         part = os.path.join(folder, ".auth-" + name + ".partial")
-        online_copy(users, part)
-        os.replace(part, os.path.join(folder, "auth-" + name))
+        try:
+            online_copy(users, part)
+            os.replace(part, os.path.join(folder, "auth-" + name))
+        finally:
+            if os.path.exists(part):
+                os.unlink(part)
     if revision:
         with open(os.path.join(folder, name + ".schema"), "w") as out:
             out.write(revision + "\n")

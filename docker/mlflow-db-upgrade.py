@@ -1,4 +1,4 @@
-"""`mlflow db upgrade URL` for a PostgreSQL store, one server at a time.
+"""`mlflow db upgrade` of the PostgreSQL store at MLFLOW_BACKEND_STORE_URI, one server at a time.
 
 Several allocations start together (a first deploy with count 2): on an empty database each would see it
 empty and create MLflow's tables at once, and all but one would fail. This holds a PostgreSQL advisory lock
@@ -11,7 +11,6 @@ chain, version table alembic_version_auth) are made or upgraded under the same l
 two allocations no longer race to create them (the loser crashed and was restarted).
 """
 import os
-import subprocess
 import sys
 
 import sqlalchemy
@@ -37,11 +36,26 @@ def upgrade_auth_tables(url: str) -> int:
     return 0
 
 
-url = sys.argv[1]
+def upgrade_tables(url: str) -> int:
+    """`mlflow db upgrade URL`, MLflow's own command, run in this process: the URL (its password) on no command
+    line."""
+    from mlflow.db import upgrade
+
+    try:
+        upgrade.main(args=[url], prog_name="mlflow db upgrade", standalone_mode=False)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # noqa: BLE001 - MLflow's message on stderr, exit 1 as the CLI would
+        print(f"mlflow-entrypoint: mlflow db upgrade failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+url = os.environ.get("MLFLOW_BACKEND_STORE_URI") or sys.argv[1]
 engine = sqlalchemy.create_engine(url, poolclass=NullPool)
 with engine.connect() as connection:
     connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
-    code = subprocess.call(["mlflow", "db", "upgrade", url])
+    code = upgrade_tables(url)
     if code == 0 and os.environ.get("MLFLOW_AUTH") == "basic":
         print("mlflow-entrypoint: the auth tables (under the same lock)", file=sys.stderr)
         code = upgrade_auth_tables(os.environ.get("MLFLOW_AUTH_DATABASE_URI") or url)

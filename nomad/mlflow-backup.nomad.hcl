@@ -94,17 +94,32 @@ locals {
     export PGPASSWORD="$(printf "$(printf %s "$PGPASSWORD_HEX" | sed 's/../\\x&/g')")"
     base="mlflow-$(date -u +%Y%m%dT%H%M%SZ)-v$BACKUP_VERSION"
     tmp="$BACKUP_DIR/.$base.dump.partial"
+    trap 'rm -f "$tmp"' EXIT
     pg_dump -Fc --no-password -f "$tmp" -d "$PGURL"
     data=$(pg_restore --list "$tmp" | grep -c ' TABLE DATA ' || true)
     if [ "$data" -lt 1 ]; then rm -f "$tmp"; echo '{"error": "the dump holds no table data"}'; exit 1; fi
     chmod 640 "$tmp"
     f="$BACKUP_DIR/$base.dump"; n=0
-    while ! ln "$tmp" "$f" 2>/dev/null; do n=$((n+1)); f="$BACKUP_DIR/$base-$n.dump"; done
+    while ! ln "$tmp" "$f" 2>/dev/null; do
+      if [ ! -e "$f" ]; then echo '{"error": "cannot publish the dump in the backups folder (no hard links there?)"}'; exit 1; fi
+      n=$((n+1)); f="$BACKUP_DIR/$base-$n.dump"
+    done
     rm -f "$tmp"; name=$(basename "$f")
     psql --no-password -d "$PGURL" -Atc 'SELECT version_num FROM alembic_version' > "$f.schema" 2>/dev/null || rm -f "$f.schema"
+    # all but the newest BACKUP_KEEP, save the newest of an older schema when none kept has one (the dump before a
+    # migration: `inv rollback --restore` needs it while the newer MLflow runs)
     prune() {
-      ls -1 "$1" | grep -E '^mlflow-[0-9]{8}T[0-9]{6}Z-v[0-9A-Za-z.]+(-[0-9]+)?[.]dump$' | sort -r | tail -n +$((BACKUP_KEEP+1)) |
-        while read -r old; do rm -f "$1/$old" "$1/$old.schema"; echo "removed $old"; done
+      all=$(ls -1 "$1" | grep -E '^mlflow-[0-9]{8}T[0-9]{6}Z-v[0-9A-Za-z.]+(-[0-9]+)?[.]dump$' | sort -r || true)
+      newest=$(head -n 1 <<< "$all"); top=$(cat "$1/$newest.schema" 2>/dev/null || true); spare=""
+      if [ -n "$top" ]; then
+        older_kept=$(head -n "$BACKUP_KEEP" <<< "$all" | while read -r k; do s=$(cat "$1/$k.schema" 2>/dev/null || true); if [ -n "$s" ] && [ "$s" != "$top" ]; then echo "$k"; fi; done)
+        if [ -z "$older_kept" ]; then
+          spare=$(tail -n +$((BACKUP_KEEP+1)) <<< "$all" | { found=""; while read -r k; do s=$(cat "$1/$k.schema" 2>/dev/null || true); if [ -z "$found" ] && [ -n "$s" ] && [ "$s" != "$top" ]; then echo "$k"; found=1; fi; done; })
+        fi
+      fi
+      tail -n +$((BACKUP_KEEP+1)) <<< "$all" | while read -r old; do
+        if [ -n "$old" ] && [ "$old" != "$spare" ]; then rm -f "$1/$old" "$1/$old.schema"; echo "removed $old"; fi
+      done
     }
     prune "$BACKUP_DIR"
     if [ -n "$BACKUP_COPY_DIR" ]; then

@@ -335,6 +335,27 @@ def _cron(key: str, value: str, origin: str) -> str:
     return text
 
 
+def _cron_or_off(key: str, value: str, origin: str) -> str:
+    """Empty (off), or a cron line as ``_cron`` takes it."""
+    return _cron(key, value, origin) if value.strip() else ""
+
+
+def _time_zone(key: str, value: str, origin: str) -> str:
+    """An IANA time zone as Nomad's periodic ``time_zone`` takes it (Go's LoadLocation: ``UTC``, ``Local``,
+    ``Europe/Paris``), checked against this machine's zone database when it has one."""
+    import zoneinfo
+
+    text = value.strip() or "UTC"
+    if text in ("UTC", "Local") or not zoneinfo.available_timezones():
+        return text
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise _refuse(origin, key, value, "is not a time zone Nomad knows",
+                      "write an IANA name, like UTC, Europe/Paris or America/New_York") from None
+    return text
+
+
 def _job_name(key: str, value: str, origin: str) -> str:
     if not JOB_NAME.fullmatch(value):
         raise UserError(
@@ -371,6 +392,7 @@ CHECKS = {
     "traefik_tls_entrypoints": _entrypoint_names, "traefik_certresolver": _resolver_name,
     "plain_http": _choice("redirect", "refuse", empty="redirect"), "ca_file": _pem_file,
     "gc_older_than": _gc_age, "gc_schedule": _cron,
+    "backup_schedule": _cron_or_off, "backup_time_zone": _time_zone,
 }
 
 

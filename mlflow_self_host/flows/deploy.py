@@ -618,7 +618,11 @@ class Deploy:
 
         if self.periodic_apply is None:
             self.periodic_apply = periodic.Apply(self.settings, self.n)
-        said = self.periodic_apply.apply_one(change)
+        try:
+            said = self.periodic_apply.apply_one(change)
+        except BaseException:
+            self._resume_periodic()  # paused for the release (this one too): running again as they were
+            raise
         self.paused.pop(change.op.name, None)
         return said
 

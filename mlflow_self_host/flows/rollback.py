@@ -248,7 +248,8 @@ def rollback(settings, to=None, dry_run: bool = False, restore: bool = False):
     step = runner.Step("rollback", read=lambda: read_facts(settings, n, to, restore=restore, dry_run=dry_run),
                        plan=planned, apply_one=applying.apply_one)
     what = f"rollback{' --to ' + str(to) if to is not None else ''}{' --restore' if restore else ''}"
-    outcome = runner.run([step], dry_run=dry_run, lock=runner.Lock(settings, what))
+    with applying.paused:
+        outcome = runner.run([step], dry_run=dry_run, lock=runner.Lock(settings, what))
     plan = outcome.plans["rollback"]
     if plan.empty:
         return None
@@ -263,11 +264,15 @@ class Apply:
         self.outcome = None
         self.plan: Plan | None = None  # the plan applied (--restore: the stop checks its backup first)
         self.stopped_job: dict | None = None  # --restore: the job as it was before the stop, to start again
+        from ..steps.job import periodic
+
+        self.paused = periodic.Paused(settings, n)  # never during a release: the periodic jobs, until the end
 
     def apply_one(self, change) -> str:
         """Revert (check-and-set on the current version), then follow the deployment it starts; with
         --restore: stop, restore, register (the revert of the stopped job)."""
         kind = getattr(change.op, "kind", "revert")
+        self.paused.now()
         if kind == "stop":
             from ..steps import backup as backups
             from ..steps.job import lifecycle

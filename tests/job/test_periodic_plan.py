@@ -1,9 +1,11 @@
 """The companion periodic jobs' plan (steps/job/periodic.py ``make_plan``, pure) and what the settings turn on: a
 line per change (new, changed, stopped in Nomad, paused for the release, retired), none when Nomad's plan has no
-diff; the backup's plan line from its settings; the gc companion absent until its module is there."""
+diff; the backup's plan line from its settings; its settings refused at load."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from mlflow_self_host.core.settings import PROJECT_ROOT, Settings
 from mlflow_self_host.steps.job import periodic
@@ -61,3 +63,18 @@ def test_only_the_shared_variables_a_job_file_declares_are_passed():
     chosen = periodic.variables_for(periodic.backup_companion(settings()), text, {**shared, "unknown": 1})
     assert chosen["image"] == "registry.lan:5000/mlflow:v1.0" and chosen["job_name"] == "mlflow"
     assert "unknown" not in chosen and "database_variable" not in chosen
+
+
+@pytest.mark.parametrize("name, value, why", [
+    ("BACKUP_TIME_ZONE", "Europe/Pari", "is not a time zone Nomad knows"),
+    ("BACKUP_SCHEDULE", "0 3", "is not a cron line"),
+])
+def test_a_bad_nightly_backup_setting_is_refused_at_load_before_any_release(name, value, why):
+    """Refused by `inv` itself (exit 2, one red line), not by Nomad after the service was released."""
+    from tests.test_cli import inv
+
+    done = inv("config", env={f"MSH_{name}": value})
+    assert done.returncode == 2, done.stderr
+    assert f"env MSH_{name}: {name.lower()} {value!r} {why}" in done.stderr and "Traceback" not in done.stderr
+    off = inv("config", env={"MSH_BACKUP_SCHEDULE": "", "MSH_BACKUP_TIME_ZONE": "America/New_York"})
+    assert off.returncode == 0, off.stderr  # empty: no nightly backup; a real zone: accepted

@@ -430,9 +430,12 @@ class RestoreApply:
     facts: RestoreFacts
     job: dict | None = None  # the job as it was before the stop
     nomad: object = None
+    paused: object = None  # steps/job/periodic.Paused: the nightly backup and gc never run during a restore
 
     def apply_one(self, change):
         op, settings = change.op, self.settings
+        if self.paused is not None:
+            self.paused.now()
         if op.kind == "stop":
             from ..job import lifecycle
             from ...adapters import nomad_api
@@ -489,15 +492,18 @@ def restore(settings, backup_arg: str, dry_run: bool = False):
             read.append(now)
             return now
 
-        applying = RestoreApply(settings, facts)
+        from ..job import periodic
+
+        applying = RestoreApply(settings, facts, paused=periodic.Paused(settings))
 
         def plan(now: RestoreFacts) -> Plan:
             applying.facts = now
             return make_restore_plan(settings, now)
 
         step = runner.Step("restore", read=under_the_lock, plan=plan, apply_one=applying.apply_one)
-        outcome = runner.run([step], dry_run=dry_run,
-                             lock=runner.Lock(settings, f"restore {PurePosixPath(facts.path).name}"))
+        with applying.paused:
+            outcome = runner.run([step], dry_run=dry_run,
+                                 lock=runner.Lock(settings, f"restore {PurePosixPath(facts.path).name}"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if dry_run:

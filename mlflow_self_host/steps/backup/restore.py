@@ -12,6 +12,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -193,12 +195,15 @@ class Apply:
     version: object = None  # local mode: the version `inv up` starts
     job: dict | None = None  # the job as it was before the stop
     nomad: object = None
+    paused: object = None  # steps/job/periodic.Paused: the nightly backup and gc never run during a restore
 
     def apply_one(self, change):
         op, settings = change.op, self.settings
         if op.kind == "upload":
             upload(self.target, op.local, op.path, op.make_folder)
             return plans.QUIET
+        if self.paused is not None:
+            self.paused.now()
         if op.kind == "stop":
             if op.local:
                 from .. import local as local_mode
@@ -288,10 +293,14 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
             read.append(now)
             return now
 
+        from ..job import periodic
+
+        applying = Apply(settings, target, aside, version, paused=None if local else periodic.Paused(settings))
         step = runner.Step("restore", read=under_the_lock, plan=lambda now: make_plan(settings, target, now, aside),
-                           apply_one=Apply(settings, target, aside, version).apply_one)
+                           apply_one=applying.apply_one)
         lock = None if local else runner.Lock(settings, f"restore {PurePosixPath(facts.path).name}")
-        outcome = runner.run([step], dry_run=dry_run, lock=lock)
+        with applying.paused or contextlib.nullcontext():
+            outcome = runner.run([step], dry_run=dry_run, lock=lock)
     if dry_run:
         return outcome.plans["restore"]
     if not local and read[0].job_stopped:

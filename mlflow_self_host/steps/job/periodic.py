@@ -245,7 +245,7 @@ class Op:
     kind: str  # register, stop
     name: str
     job: dict | None = None
-    secrets: dict | None = None  # register: write the Variable first
+    secrets: dict | None = field(default=None, repr=False)  # register: write the Variable first (never shown)
     describe: str = ""
 
 
@@ -322,27 +322,41 @@ def pause(settings, n, timeout: float | None = None) -> dict:
     """Before a release: stop every companion Nomad runs, then wait until none of their launches runs (at most
     ``timeout``, deploy_timeout by default). The companions stopped, name -> the job before the stop (``resume``
     registers them again as they were). A launch still running at the deadline: the companions registered again
-    and a UserError (nothing of the release done)."""
+    and a UserError (nothing of the release done). Anything else that stops it part-way (Nomad's error, Ctrl-C)
+    registers again what it had stopped, then goes on up. A launch not started yet (pending: blocked on a volume,
+    a drained node) is stopped, not waited for: it would never end."""
+    jobs: dict = {}
+    try:
+        return _pause(settings, n, timeout, jobs)
+    except BaseException:
+        resume(settings, n, jobs)
+        raise
+
+
+def _pause(settings, n, timeout, jobs: dict) -> dict:
     from ...core import console
 
     names = running(settings, n)
     if not names:
         return {}
-    jobs = {}
     for name in names:
-        jobs[name] = registered(settings, n, name)
+        job = registered(settings, n, name)
         nomad_api.call(settings, f"stopping job {name}", n.job.deregister_job, name)
+        jobs[name] = job
     deadline = Deadline(float(timeout if timeout is not None else settings.deploy_timeout))
     said = False
     while True:
-        live = live_children(settings, n, names)
+        for parent in names:  # pending launches: nothing of theirs runs yet, stopped rather than waited for
+            for child in children(settings, n, parent):
+                if child.get("Status") == "pending" and not child.get("Stop"):
+                    nomad_api.call(settings, f"stopping job {child['ID']}", n.job.deregister_job, child["ID"])
+        live = [j["ID"] for parent in names for j in children(settings, n, parent) if j.get("Status") == "running"]
         if not live:
             return jobs
         if not said:
             console.info(f"waiting for {', '.join(live)} to end (at most {deadline.seconds:g}s)")
             said = True
         if deadline.passed:
-            resume(settings, n, jobs)
             raise UserError(f"the periodic job {live[0]} still ran {deadline.seconds:g}s after its parent was stopped; "
                             "nothing of the release was done (the periodic jobs run again as before)",
                             hint=f"wait for it (`nomad job status {live[0]}`), then deploy again",
@@ -351,7 +365,9 @@ def pause(settings, n, timeout: float | None = None) -> dict:
 
 
 def resume(settings, n, jobs: dict) -> None:
-    """Register stopped companions again as they were (``jobs``: name -> the job before the stop)."""
+    """Register stopped companions again as they were (``jobs``: name -> the job before the stop). One that
+    cannot be registered is a warning (the error said is the one that stopped the change, if any)."""
+    from ...core import console
     from . import lifecycle
 
     for name, job in jobs.items():
@@ -361,8 +377,46 @@ def resume(settings, n, jobs: dict) -> None:
         spec["Stop"] = False
         try:
             n.jobs.register_job({"Job": spec})
-        except Exception:  # noqa: BLE001 - the error said is the one that stopped the release
-            pass
+        except Exception as exc:  # noqa: BLE001 - said, and the next deploy registers it
+            console.warn(f"the periodic job {name} was stopped for this change and could not be registered again "
+                         f"({type(exc).__name__}): `inv deploy` registers it")
+
+
+class Paused:
+    """The companions paused once for a change to the service other than a deploy's (a rollback, a restore), and
+    run again when it ends, done or failed: ``with paused: ...`` around the runner, ``paused.now()`` before the
+    first change (under the lock). Nothing is read or stopped on a dry run (``now`` is never called)."""
+
+    def __init__(self, settings, n=None):
+        self.settings, self.n, self.jobs = settings, n, None
+
+    def now(self, n=None) -> None:
+        if self.jobs is not None:
+            return
+        from ...core import console
+
+        try:
+            if self.n is None:
+                self.n = n or nomad_api.client(self.settings)
+            running(self.settings, self.n)
+        except UserError as exc:  # no Nomad to ask (a restore of a store whose job is not there): said, not fatal
+            console.warn(f"the periodic jobs were not read ({exc.message}): if Nomad runs them, one may run "
+                         "during this")
+            self.jobs = {}
+            return
+        self.jobs = pause(self.settings, self.n)
+        if self.jobs:
+            console.info(f"paused periodic job{'s' if len(self.jobs) != 1 else ''} {', '.join(self.jobs)} "
+                         "until this is done")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.jobs:
+            resume(self.settings, self.n, self.jobs)
+        self.jobs = None
+        return False
 
 
 # --- doctor ------------------------------------------------------------------------------------------
