@@ -201,5 +201,15 @@ def test_on_postgres_a_launch_reads_the_url_from_the_jobs_own_variable(tmp_path,
                                "left": [], "still_in_store": [], "error": ""}
         assert not any(secret in json.dumps(launch.lines) for secret in secrets_of(postgres_server))
         assert postgres_server.psql("SELECT count(*) FROM runs", database=name) == "0"  # MLflow's tables, there
+
+        # gc turned off again: deploy's periodic step stops the job and removes its copy of the URL
+        off = settings.with_overrides({"gc_older_than": ""})
+        plan = periodic.make_plan(off, periodic.read(off, n, mlflow_image.ref()))
+        (retire,) = plan.changes
+        assert retire.describe().startswith("- periodic job mlflow-gc") and "turned off" in retire.describe()
+        for change in plan:
+            periodic.Apply(off, n).apply_one(change)
+        assert nomad_cluster.nomad.job("mlflow-gc")["Stop"] is True
+        assert ("default", "nomad/jobs/mlflow-gc") not in nomad_cluster.nomad.variables
     finally:
         relay.stop()

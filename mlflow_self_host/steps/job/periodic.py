@@ -287,8 +287,23 @@ class Apply:
             return f"registered periodic job {op.name}: {op.describe}"
         if op.kind == "stop":
             nomad_api.call(self.settings, f"stopping job {op.name}", self.n.job.deregister_job, op.name)
+            self._delete_variable(op.name)  # its copy of the database URL (store postgres), if it has one
             return f"stopped periodic job {op.name}"
         raise ValueError(f"unknown periodic op {op.kind!r}")
+
+    def _delete_variable(self, name: str) -> None:
+        import nomad.api.exceptions as nex
+
+        from ...core import console
+
+        path = variable_path(name)
+        try:
+            self.n.variable.delete_variable(path, namespace=self.settings.nomad_namespace or "default")
+        except nex.URLNotFoundNomadException:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the job is stopped; its Variable is said, not fatal
+            console.warn(f"could not remove the Nomad Variable {path} (the stopped job's copy of the database URL): "
+                         f"{nomad_api.one_line(str(exc))[:200]}; `nomad var purge {path}` removes it")
 
     def _write_variable(self, name: str, items: dict) -> None:
         from . import database_variable
