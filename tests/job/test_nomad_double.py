@@ -347,8 +347,8 @@ def test_a_missing_host_volume_is_a_placement_failure_until_the_agent_restarts_w
             return False
     wait_until(answers, what="the agent back after its restart")
     assert latest_deployment(nomad_double)["Status"] == "successful"  # the blocked evaluation placed it
-    assert set(get(nomad_double, f"/v1/node/{node['ID']}")["HostVolumes"]) == {"mlflow-backend-store",
-                                                                              "mlflow-artifacts"}
+    assert set(get(nomad_double, f"/v1/node/{node['ID']}")["HostVolumes"]) == {  # configure-host's block, whole
+        "mlflow-backend-store", "mlflow-artifacts", "mlflow-backups", "mlflow-backups-copy"}
 
 
 def test_an_image_the_registry_lacks_is_the_drivers_pull_error(nomad_double):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import pwd
 import sqlite3
 import subprocess
@@ -143,8 +144,11 @@ def test_migrate_takes_over_the_original_setup_losing_nothing(tmp_path, original
 
     # the takeover
     done = _inv(env, "migrate")
-    # client.hcl's unindented block holds the same volumes: its bytes kept, Nomad not restarted
-    assert host.client_config.read_bytes() == before["hcl"] and host.restarts() == 0
+    # client.hcl's block: the two volumes of before, at their paths, and the nightly backup's folder (a host volume
+    # since issue 30): one rewrite of the block, one restart of Nomad
+    hcl = host.client_config.read_text()
+    assert re.findall(r'host_volume "([^"]+)"', hcl) == ["mlflow-backend-store", "mlflow-artifacts", "mlflow-backups"]
+    assert str(host.backend) in hcl and str(host.artifacts) in hcl and host.restarts() == 1
     (copy,) = Path(env["MSH_BACKUPS_PATH"]).glob("mlflow-before-migration-*.db")
     assert sha(copy) == before["db"]  # byte for byte
     for folder in (host.backend, host.artifacts):
