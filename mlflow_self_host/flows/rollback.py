@@ -248,8 +248,7 @@ def rollback(settings, to=None, dry_run: bool = False, restore: bool = False):
     step = runner.Step("rollback", read=lambda: read_facts(settings, n, to, restore=restore, dry_run=dry_run),
                        plan=planned, apply_one=applying.apply_one)
     what = f"rollback{' --to ' + str(to) if to is not None else ''}{' --restore' if restore else ''}"
-    with applying.paused:
-        outcome = runner.run([step], dry_run=dry_run, lock=runner.Lock(settings, what))
+    outcome = runner.run([step], dry_run=dry_run, lock=runner.Lock(settings, what), inside=applying.paused)
     plan = outcome.plans["rollback"]
     if plan.empty:
         return None

@@ -61,10 +61,12 @@ def _held(lock: Lock | None, dry_run: bool):
     return locks.hold(lock.settings, lock.what)
 
 
-def run(steps: Iterable[Step], *, dry_run: bool = False, lock: Lock | None = None) -> Outcome:
-    """Read, plan and (unless ``dry_run``) apply each step in order, under ``lock`` when given."""
+def run(steps: Iterable[Step], *, dry_run: bool = False, lock: Lock | None = None, inside=None) -> Outcome:
+    """Read, plan and (unless ``dry_run``) apply each step in order, under ``lock`` when given; ``inside``: a
+    context manager entered once the lock is held and left before it is released (steps/job/periodic.Paused:
+    what a step paused runs again while the lock still keeps others out)."""
     outcome = Outcome()
-    with _held(lock, dry_run):
+    with _held(lock, dry_run), (inside if inside is not None else contextlib.nullcontext()):
         for step in steps:
             try:
                 plan = step.plan(step.read())

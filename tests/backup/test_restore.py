@@ -75,8 +75,11 @@ def test_round_trip_on_the_ssh_host(settings, host_db, nomad):
     # under the deploy lock: stop, take the Stable flag off the stopped copy (so auto_revert never goes
     # back to it), start; then the lock is released
     lock = "/v1/var/mlflow-self-host/lock/mlflow"
-    assert _changes(nomad) == [("PUT", lock), ("DELETE", "/v1/job/mlflow"), ("POST", "/v1/job/mlflow/stable"),
-                               ("POST", "/v1/job/mlflow"), ("DELETE", lock)]
+    # the nightly backup deploy registered: stopped first, registered again (as it was) before the lock's release
+    assert _changes(nomad) == [("PUT", lock), ("DELETE", "/v1/job/mlflow-backup"), ("DELETE", "/v1/job/mlflow"),
+                               ("POST", "/v1/job/mlflow/stable"), ("POST", "/v1/job/mlflow"), ("POST", "/v1/jobs"),
+                               ("DELETE", lock)]
+    assert nomad.job("mlflow-backup")["Stop"] is False  # running again
     versions = nomad.versions()
     assert [v.get("Stop", False) for v in versions] == [False, True, False]  # ran, stopped, started again
     assert spec(versions[-1]) == spec(versions[0])  # the same job definition as before the restore

@@ -501,9 +501,8 @@ def restore(settings, backup_arg: str, dry_run: bool = False):
             return make_restore_plan(settings, now)
 
         step = runner.Step("restore", read=under_the_lock, plan=plan, apply_one=applying.apply_one)
-        with applying.paused:
-            outcome = runner.run([step], dry_run=dry_run,
-                                 lock=runner.Lock(settings, f"restore {PurePosixPath(facts.path).name}"))
+        outcome = runner.run([step], dry_run=dry_run, inside=applying.paused,
+                             lock=runner.Lock(settings, f"restore {PurePosixPath(facts.path).name}"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if dry_run:

@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -299,8 +298,7 @@ def restore(settings, backup_arg: str, local: bool = False, dry_run: bool = Fals
         step = runner.Step("restore", read=under_the_lock, plan=lambda now: make_plan(settings, target, now, aside),
                            apply_one=applying.apply_one)
         lock = None if local else runner.Lock(settings, f"restore {PurePosixPath(facts.path).name}")
-        with applying.paused or contextlib.nullcontext():
-            outcome = runner.run([step], dry_run=dry_run, lock=lock)
+        outcome = runner.run([step], dry_run=dry_run, lock=lock, inside=applying.paused)
     if dry_run:
         return outcome.plans["restore"]
     if not local and read[0].job_stopped:
