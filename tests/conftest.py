@@ -58,18 +58,10 @@ SERVICE_FIXTURES = frozenset({
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark ``fast`` every test whose fixtures start no service and that is not marked ``slow``; then order them
-    slow first, service tests next, fast last (each group in file order), so that xdist's workers start with the
-    minutes-long tests and finish with the short ones, instead of one worker running a long test alone at the end."""
-    def group(item) -> int:
-        if item.get_closest_marker("slow") is not None:
-            return 0
-        return 2 if item.get_closest_marker("fast") is not None else 1
-
+    """Mark ``fast`` every test whose fixtures start no service and that is not marked ``slow``."""
     for item in items:
         if SERVICE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.fast)
-    items.sort(key=group)  # stable: file order within each group
 
 
 @pytest.fixture(scope="session")

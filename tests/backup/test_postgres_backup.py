@@ -268,8 +268,11 @@ def test_inv_restore_dry_run_then_restore_puts_the_rows_back(postgres_server, cl
     assert done.returncode == 0, done.stderr
     assert snapshot(pg, name) == at_backup and "webhooks" not in pg.tables(name)
     lock = "/v1/var/mlflow-self-host/lock/mlflow"
-    assert _changes(running_job) == [("PUT", lock), ("DELETE", "/v1/job/mlflow"), ("POST", "/v1/job/mlflow/stable"),
-                                     ("POST", "/v1/job/mlflow"), ("DELETE", lock)]  # stopped, restored, started
+    # the nightly backup paused, the job stopped, restored, started, the nightly backup registered again, all under
+    # the lock
+    assert _changes(running_job) == [("PUT", lock), ("DELETE", "/v1/job/mlflow-backup"), ("DELETE", "/v1/job/mlflow"),
+                                     ("POST", "/v1/job/mlflow/stable"), ("POST", "/v1/job/mlflow"),
+                                     ("POST", "/v1/jobs"), ("DELETE", lock)]
     assert len(running_job.running_allocs()) == 1
     for secret in secrets_of(pg):
         assert secret not in plan.stderr + done.stderr + done.stdout
