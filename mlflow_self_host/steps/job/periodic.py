@@ -36,7 +36,6 @@ from . import jobfile
 BACKUP_FILE = "nomad/mlflow-backup.nomad.hcl"
 SUFFIXES = ("backup", "gc")  # the companions deploy knows: {job_name}-{suffix}
 CHILD = "/periodic-"  # a launch's job ID: {parent}/periodic-{Unix seconds}
-_LIVE = ("pending", "running")
 
 
 @dataclass(frozen=True)
@@ -327,10 +326,6 @@ def children(settings, n, parent: str) -> list[dict]:
     stubs = nomad_api.call(settings, f"listing the launches of {parent}", n.jobs.get_jobs,
                            prefix=parent + CHILD) or []
     return sorted((j for j in stubs if j.get("ParentID") == parent), key=lambda j: j.get("ID", ""))
-
-
-def live_children(settings, n, parents) -> list[str]:
-    return [j["ID"] for parent in parents for j in children(settings, n, parent) if j.get("Status") in _LIVE]
 
 
 def pause(settings, n, timeout: float | None = None) -> dict:
