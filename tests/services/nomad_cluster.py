@@ -22,8 +22,10 @@ client {
 }
 """
 
-FAST_TIMINGS = {"check_interval": "500ms", "min_healthy_time": "1s", "healthy_deadline": "20s",
-                "progress_deadline": "40s", "restart_attempts": 1, "restart_delay": "1s"}
+# A healthy stub passes its check in well under a second; the deadlines leave room for a loaded CI machine
+# (a stub missed a 20 s deadline there while image builds ran beside it). A test of a deadline sets its own.
+FAST_TIMINGS = {"check_interval": "500ms", "min_healthy_time": "1s", "healthy_deadline": "60s",
+                "progress_deadline": "90s", "restart_attempts": 1, "restart_delay": "1s"}
 # For the real MLflow image, which starts in seconds, not in a stub's fraction of one.
 MLFLOW_TIMINGS = {"check_interval": "1s", "min_healthy_time": "2s", "healthy_deadline": "90s",
                   "progress_deadline": "3m", "restart_attempts": 1, "restart_delay": "2s"}
@@ -63,7 +65,7 @@ class Cluster:
     def overrides(self, **more) -> dict:
         """Settings that point deploy at this cluster (no host step, no build, no service check)."""
         values = {"nomad_addr": self.nomad.address, "registry": self.images.registry,
-                  "image": self.images.repository, "deploy_poll": "0.05", "deploy_timeout": 60,
+                  "image": self.images.repository, "deploy_poll": "0.05", "deploy_timeout": 150,
                   "deploy_check": False, "backend_path": str(self.backend),
                   "artifacts_path": str(self.artifacts), **FAST_TIMINGS}
         values.update(more)
