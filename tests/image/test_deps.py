@@ -104,11 +104,39 @@ def test_a_file_that_does_not_match_its_hash_fails_the_build_with_one_line(tmp_p
     assert "Traceback" not in built.stderr
 
 
+@pytest.fixture
+def python_mirror():
+    """A local stand-in for the mirror uv downloads managed Pythons from (``UV_PYTHON_INSTALL_MIRROR``), which
+    answers 404 and keeps the paths asked for: the lock must never wait for a Python download."""
+    import http.server
+    import threading
+
+    asked = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield {"UV_PYTHON_INSTALL_MIRROR": f"http://127.0.0.1:{server.server_port}/pbs"}, asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.slow  # uv resolves against the package index
-def test_deps_reports_what_a_new_requirement_adds_and_check_refuses_a_stale_lock(tmp_path):
+def test_deps_reports_what_a_new_requirement_adds_and_check_refuses_a_stale_lock(tmp_path, python_mirror):
+    mirror, asked = python_mirror
     repo = project_repo.make(tmp_path / "project")
-    stale = inv("deps", "--check", cwd=repo)
+    stale = inv("deps", "--check", cwd=repo, env=mirror)
     assert stale.returncode == 0, stale.stderr[-2000:]  # the committed lock is what the inputs give
+    assert asked == []  # uv locked for Python 3.10 and later with the interpreter it found: no download
     with open(repo / "docker" / "requirements.txt", "a") as fh:
         fh.write("tabulate==0.9.0\n")
     refused = inv("deps", "--check", cwd=repo)

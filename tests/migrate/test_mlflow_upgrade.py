@@ -205,7 +205,8 @@ def test_an_mlflow_upgrade_backs_up_migrates_once_and_goes_back_whole(
                                            "\n" + BROKEN_SERVE + 'serve="$(dirname "$0")/mlflow-serve.py"\n', 1))
         git(repo, "commit", "--quiet", "--all", "--message", "MLflow 3.17.2, serving broken")
         healthy_deadline = env["MSH_HEALTHY_DEADLINE"]
-        env.update(MSH_HEALTHY_DEADLINE="30s")  # the broken server's check fails until then
+        env.update(MSH_HEALTHY_DEADLINE="12s")  # the broken server's check fails until then (its image is pulled
+        # already: the migration's batch job ran it on the same client)
         logged = client.create_run(experiment).info.run_id
         release, logger, at_backup, _ = while_logging(client, logged, "release", "--bump", "minor", expect=11)
         said = release.stderr

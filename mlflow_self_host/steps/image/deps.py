@@ -78,8 +78,11 @@ def _uv() -> list[str]:
 
 
 def _compile(source: Path, output: Path, upgrade: bool, no_deps: bool) -> None:
+    # --no-python-downloads: the lock is universal from PYTHON_FROM on, so any local interpreter will do for the
+    # few sdists uv builds; without it uv fetches a managed CPython PYTHON_FROM first (about 30 MB; offline or
+    # behind a proxy that lets only the package index through, 9 s of failed retries per compile).
     cmd = _uv() + ["pip", "compile", str(source), "--generate-hashes", "--universal", "--python-version",
-                   PYTHON_FROM, "--no-header", "--quiet", "-o", str(output)]
+                   PYTHON_FROM, "--no-python-downloads", "--no-header", "--quiet", "-o", str(output)]
     if upgrade:
         cmd.append("--upgrade")
     if no_deps:
