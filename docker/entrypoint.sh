@@ -34,6 +34,8 @@
 #   MLFLOW_AUTH_ADMIN_PASSWORD                     this password (or MLFLOW_AUTH_ADMIN_PASSWORD_HEX, hex-encoded,
 #                                                  as the Nomad job's template renders it)
 #   MLFLOW_FLASK_SERVER_SECRET_KEY                 auth basic: the server's CSRF key (or ..._HEX)
+#   MLFLOW_AUTH_CACHE_SECONDS     0                auth basic: how long a checked password is kept (MLflow's
+#                                                  auth_cache_ttl_seconds; 0: every request checks it)
 #   MLFLOW_AUTH_DATABASE_URI      basic_auth.db beside a SQLite store's mlflow.db; the store's own URL for
 #                                 PostgreSQL (its tables beside MLflow's). Written, with the admin's name,
 #                                 into an ini file of this container only (MLFLOW_AUTH_CONFIG_PATH), never
@@ -90,6 +92,15 @@ if [ -d "$MLFLOW_ARTIFACTS_DESTINATION" ] && ! [ -w "$MLFLOW_ARTIFACTS_DESTINATI
   echo "mlflow-entrypoint: $MLFLOW_ARTIFACTS_DESTINATION is not writable by uid $(id -u)" >&2
   exit 78
 fi
+
+auth_cache=${MLFLOW_AUTH_CACHE_SECONDS:-0}  # auth basic: checked here, before anything runs
+case "$auth_cache" in
+  ''|*[!0-9]*)
+    echo "mlflow-entrypoint: MLFLOW_AUTH_CACHE_SECONDS must be a whole number of seconds (0: no cache), not" \
+         "'$auth_cache'" >&2
+    exit 78
+    ;;
+esac
 
 if [ "$MLFLOW_DB_UPGRADE" = "true" ] || [ "$MLFLOW_DB_UPGRADE" = "only" ]; then
   case "$MLFLOW_BACKEND_STORE_URI" in
@@ -160,10 +171,11 @@ if [ "${MLFLOW_AUTH:-none}" = "basic" ]; then
     echo "default_permission = READ"
     printf 'database_uri = %s\n' "$(printf '%s' "$MLFLOW_AUTH_DATABASE_URI" | sed 's/%/%%/g')"
     printf 'admin_username = %s\n' "${MLFLOW_AUTH_ADMIN_USERNAME:-admin}"
+    echo "auth_cache_ttl_seconds = $auth_cache"
     echo "authorization_function = mlflow.server.auth:authenticate_request_basic_auth"
   } > "$auth_dir/basic_auth.ini"
   umask 022
-  unset MLFLOW_AUTH_DATABASE_URI MLFLOW_AUTH_ADMIN_USERNAME
+  unset MLFLOW_AUTH_DATABASE_URI MLFLOW_AUTH_ADMIN_USERNAME MLFLOW_AUTH_CACHE_SECONDS
   export MLFLOW_AUTH_CONFIG_PATH="$auth_dir/basic_auth.ini"
   app_args="--app-name basic-auth"
   echo "mlflow-entrypoint: auth basic (MLflow's users and permissions)" >&2

@@ -145,6 +145,12 @@ variable "admin_username" {
   default     = "admin"
 }
 
+variable "auth_cache_seconds" {
+  type        = number
+  description = "auth = basic: how long the server keeps a checked password (MLflow's auth_cache_ttl_seconds); 0: checked at every request."
+  default     = 30
+}
+
 variable "allocations" {
   type        = number
   description = "Allocations of MLflow: 1 with sqlite (one writer); with postgres several, replaced one at a time by the update block. inv deploy passes the count setting (0 there: 1 for sqlite, 2 for postgres)."
@@ -376,7 +382,7 @@ job "mlflow" {
       dynamic "template" {
         for_each = var.auth == "basic" ? [var.database_variable] : []
         content {
-          data        = "MLFLOW_AUTH=basic\nMLFLOW_AUTH_ADMIN_USERNAME=${var.admin_username}\n{{ with nomadVar \"${template.value}\" }}MLFLOW_AUTH_ADMIN_PASSWORD_HEX={{ .admin_password_${var.database_revision} }}\nMLFLOW_FLASK_SERVER_SECRET_KEY_HEX={{ .secret_key_${var.database_revision} }}{{ end }}\n"
+          data        = "MLFLOW_AUTH=basic\nMLFLOW_AUTH_ADMIN_USERNAME=${var.admin_username}\nMLFLOW_AUTH_CACHE_SECONDS=${var.auth_cache_seconds}\n{{ with nomadVar \"${template.value}\" }}MLFLOW_AUTH_ADMIN_PASSWORD_HEX={{ .admin_password_${var.database_revision} }}\nMLFLOW_FLASK_SERVER_SECRET_KEY_HEX={{ .secret_key_${var.database_revision} }}{{ end }}\n"
           destination = "secrets/auth.env"
           env         = true
           change_mode = "noop"

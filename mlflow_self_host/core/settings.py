@@ -384,7 +384,7 @@ CHECKS = {
     "doctor_timeout": _positive, "dns_ttl": _at_least(0), "backup_keep": _at_least(1),
     "backup_max_age_hours": _positive_of("hours"), "drill_max_age_days": _positive_of("days"),
     "store": _choice("sqlite", "postgres"), "dns_backend": _choice("pihole", "dnsmasq"),
-    "auth": _choice("basic", "none"), "admin_username": _user_name,
+    "auth": _choice("basic", "none"), "admin_username": _user_name, "auth_cache_seconds": _at_least(0),
     "service_provider": _choice("auto", "consul", "nomad", empty="auto"),
     "host": _host_name(), "ssh_user": _user_name, "domain": _host_name(), "dns_target": _host_name(),
     "dns_server": _host_name(required=False),

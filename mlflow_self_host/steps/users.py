@@ -222,4 +222,24 @@ def run(settings, action: str, name: str | None = None, experiment: str | None =
         return f"revoked {name}'s permission on {shown}"
 
     runner.run([runner.Step("users", read=read, plan=plan, apply_one=apply_one)], dry_run=dry_run)
+    if action in ("remove", "password") and not dry_run:
+        stale = cache_window(settings, name, removed=action == "remove")
+        if stale:
+            console.warn(stale)
     return None
+
+
+def cache_window(settings, name: str, removed: bool = False) -> str:
+    """What a removal or a new password leaves behind for a while: each server process keeps the passwords it
+    checked for ``auth_cache_seconds`` and forgets a changed user's at once only in the process the change went
+    through (MLflow's ``_invalidate_user_auth_cache``); "" when that is every process (one allocation, one
+    worker) or there is no cache."""
+    from .job import jobfile
+
+    seconds = int(settings.auth_cache_seconds)
+    processes = jobfile.allocations(settings) * int(settings.workers)
+    if seconds <= 0 or processes <= 1:
+        return ""
+    what = f"{name}'s password" if removed else f"{name}'s old password"
+    return (f"the other {processes - 1} MLflow server process{'es' if processes > 2 else ''} may accept {what} for "
+            f"up to {seconds} s more (auth_cache_seconds; 0 turns the cache off)")

@@ -123,3 +123,11 @@ def test_upgrade_only_migrates_and_exits_without_serving(run, tmp_path):
     assert failed.wait(timeout=120)["StatusCode"] not in (0, None)
     assert "not serving" not in failed.logs().decode(errors="replace")
     assert older_schema.revision(db) == older_schema.BEFORE_HEAD
+
+
+def test_an_auth_cache_that_is_not_a_number_of_seconds_stops_before_anything_runs(run):
+    container = run({"MLFLOW_PORT": str(free_port()), "MLFLOW_AUTH": "basic", "MLFLOW_AUTH_CACHE_SECONDS": "soon"})
+    assert container.wait(timeout=60)["StatusCode"] == 78
+    logs = container.logs().decode()
+    assert "MLFLOW_AUTH_CACHE_SECONDS must be a whole number of seconds (0: no cache), not 'soon'" in logs
+    assert "mlflow db upgrade" not in logs

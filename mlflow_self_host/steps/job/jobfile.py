@@ -60,6 +60,7 @@ def variables(settings, version: str, arch: str | None = None, provider: str | N
         "shutdown_delay": settings.shutdown_delay,
         "auth": auth.mode(settings),
         "admin_username": str(settings.admin_username),
+        "auth_cache_seconds": int(settings.auth_cache_seconds),
     }
     if database_revision is not None:  # store postgres or auth basic: the Variable's revision (database_variable.py)
         values["database_revision"] = database_revision

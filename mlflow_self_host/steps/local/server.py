@@ -54,6 +54,7 @@ def server_env(settings, backend_uri: str, artifacts: str, host: str) -> dict:
         from ...core import auth
 
         env.update({"MLFLOW_AUTH": "basic", "MLFLOW_AUTH_ADMIN_USERNAME": str(settings.admin_username),
+                    "MLFLOW_AUTH_CACHE_SECONDS": str(int(settings.auth_cache_seconds)),
                     "MLFLOW_AUTH_ADMIN_PASSWORD_HEX": auth.admin_password(settings).encode().hex(),
                     "MLFLOW_FLASK_SERVER_SECRET_KEY_HEX": str(settings.secret_key or secrets.token_urlsafe(32))
                     .encode().hex()})
