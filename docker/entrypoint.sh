@@ -35,7 +35,7 @@
 #                                                  as the Nomad job's template renders it)
 #   MLFLOW_FLASK_SERVER_SECRET_KEY                 auth basic: the server's CSRF key (or ..._HEX)
 #   MLFLOW_AUTH_CACHE_SECONDS     0                auth basic: how long a checked password is kept (MLflow's
-#                                                  auth_cache_ttl_seconds; 0: every request checks it)
+#                                                  auth_cache_ttl_seconds, 0 to 3600; 0: every request checks it)
 #   MLFLOW_AUTH_DATABASE_URI      basic_auth.db beside a SQLite store's mlflow.db; the store's own URL for
 #                                 PostgreSQL (its tables beside MLflow's). Written, with the admin's name,
 #                                 into an ini file of this container only (MLFLOW_AUTH_CONFIG_PATH), never
@@ -93,14 +93,19 @@ if [ -d "$MLFLOW_ARTIFACTS_DESTINATION" ] && ! [ -w "$MLFLOW_ARTIFACTS_DESTINATI
   exit 78
 fi
 
-auth_cache=${MLFLOW_AUTH_CACHE_SECONDS:-0}  # auth basic: checked here, before anything runs
+auth_cache=${MLFLOW_AUTH_CACHE_SECONDS:-0}  # used by auth basic; a bad value stops any container, before anything runs
 case "$auth_cache" in
-  ''|*[!0-9]*)
-    echo "mlflow-entrypoint: MLFLOW_AUTH_CACHE_SECONDS must be a whole number of seconds (0: no cache), not" \
-         "'$auth_cache'" >&2
+  ''|*[!0-9]*|?????*)
+    echo "mlflow-entrypoint: MLFLOW_AUTH_CACHE_SECONDS must be a whole number of seconds from 0 (no cache) to 3600," \
+         "not '$auth_cache'" >&2
     exit 78
     ;;
 esac
+if [ "$auth_cache" -gt 3600 ]; then
+  echo "mlflow-entrypoint: MLFLOW_AUTH_CACHE_SECONDS must be a whole number of seconds from 0 (no cache) to 3600," \
+       "not '$auth_cache'" >&2
+  exit 78
+fi
 
 if [ "$MLFLOW_DB_UPGRADE" = "true" ] || [ "$MLFLOW_DB_UPGRADE" = "only" ]; then
   case "$MLFLOW_BACKEND_STORE_URI" in

@@ -81,13 +81,15 @@ def test_the_local_server_gets_logins_only_with_auth():
     env = server_env(settings.with_overrides({"local_auth": True}), "sqlite:///x", "/a", "127.0.0.1")
     assert env["MLFLOW_AUTH"] == "basic" and bytes.fromhex(env["MLFLOW_AUTH_ADMIN_PASSWORD_HEX"]).decode() == \
         settings.admin_password
+    assert env["MLFLOW_AUTH_CACHE_SECONDS"] == "30"  # the cluster's default, as deploy hands it to the job
 
 
 @pytest.mark.parametrize("env, said", [
     ({}, ""),  # SQLite: one allocation with one worker, the process the change went through
-    ({"MSH_STORE": "postgres"}, "the other 1 MLflow server process may accept bob's old password for up to 30 s more"),
-    ({"MSH_STORE": "postgres", "MSH_WORKERS": "2"}, "the other 3 MLflow server processes may accept"),
+    ({"MSH_STORE": "postgres"}, "1 other MLflow server process may accept bob's old password for up to 30 s more"),
+    ({"MSH_STORE": "postgres", "MSH_WORKERS": "2"}, "3 other MLflow server processes may accept"),
     ({"MSH_STORE": "postgres", "MSH_AUTH_CACHE_SECONDS": "0"}, ""),  # no cache: every request checks the password
+    ({"MSH_COUNT": "3"}, "other MLflow server processes may accept"),  # a count deploy refuses: no number
 ])
 def test_a_new_password_says_how_long_other_server_processes_may_accept_the_old_one(env, said):
     from mlflow_self_host.core.settings import Settings
@@ -97,5 +99,16 @@ def test_a_new_password_says_how_long_other_server_processes_may_accept_the_old_
     assert shown.startswith(said) if said else shown == ""
 
 
-def test_a_negative_auth_cache_is_refused_with_exit_2():
-    assert "auth_cache_seconds -1 is less than 0" in inv("config", expect=2, MSH_AUTH_CACHE_SECONDS="-1").stderr
+def test_a_removal_says_the_removed_users_password_may_still_be_accepted():
+    from mlflow_self_host.core.settings import Settings
+    from mlflow_self_host.steps.users import cache_window
+
+    settings = Settings.load(root=PROJECT_ROOT, env={**clean_env(), "MSH_STORE": "postgres"}, overrides={})
+    assert cache_window(settings, "bob", removed=True).startswith("1 other MLflow server process may accept bob's "
+                                                                  "password for up to 30 s more")
+
+
+@pytest.mark.parametrize("value, said", [("-1", "auth_cache_seconds -1 is not between 0 and 3600"),
+                                         ("86400", "auth_cache_seconds 86400 is not between 0 and 3600")])
+def test_an_auth_cache_out_of_range_is_refused_with_exit_2(value, said):
+    assert said in inv("config", expect=2, MSH_AUTH_CACHE_SECONDS=value).stderr

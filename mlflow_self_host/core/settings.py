@@ -187,6 +187,14 @@ def _at_least(minimum: float):
     return check
 
 
+def _between(low: int, high: int):
+    def check(key: str, value, origin: str):
+        if not low <= value <= high:
+            raise _refuse(origin, key, value, f"is not between {low} and {high}", f"use {low} to {high}")
+        return value
+    return check
+
+
 def _count(key: str, value: int, origin: str) -> int:
     if value < 0:
         raise UserError(f"{origin}: count must be 0 (by store) or more, not {value}", code=ExitCode.BAD_ARGUMENT)
@@ -384,7 +392,7 @@ CHECKS = {
     "doctor_timeout": _positive, "dns_ttl": _at_least(0), "backup_keep": _at_least(1),
     "backup_max_age_hours": _positive_of("hours"), "drill_max_age_days": _positive_of("days"),
     "store": _choice("sqlite", "postgres"), "dns_backend": _choice("pihole", "dnsmasq"),
-    "auth": _choice("basic", "none"), "admin_username": _user_name, "auth_cache_seconds": _at_least(0),
+    "auth": _choice("basic", "none"), "admin_username": _user_name, "auth_cache_seconds": _between(0, 3600),
     "service_provider": _choice("auto", "consul", "nomad", empty="auto"),
     "host": _host_name(), "ssh_user": _user_name, "domain": _host_name(), "dns_target": _host_name(),
     "dns_server": _host_name(required=False),

@@ -222,7 +222,7 @@ def run(settings, action: str, name: str | None = None, experiment: str | None =
         return f"revoked {name}'s permission on {shown}"
 
     runner.run([runner.Step("users", read=read, plan=plan, apply_one=apply_one)], dry_run=dry_run)
-    if action in ("remove", "password") and not dry_run:
+    if action in ("remove", "password") and not dry_run and not url:  # --url: one server of the user's own
         stale = cache_window(settings, name, removed=action == "remove")
         if stale:
             console.warn(stale)
@@ -237,9 +237,15 @@ def cache_window(settings, name: str, removed: bool = False) -> str:
     from .job import jobfile
 
     seconds = int(settings.auth_cache_seconds)
-    processes = jobfile.allocations(settings) * int(settings.workers)
-    if seconds <= 0 or processes <= 1:
+    if seconds <= 0:
         return ""
     what = f"{name}'s password" if removed else f"{name}'s old password"
-    return (f"the other {processes - 1} MLflow server process{'es' if processes > 2 else ''} may accept {what} for "
-            f"up to {seconds} s more (auth_cache_seconds; 0 turns the cache off)")
+    try:
+        others = jobfile.allocations(settings) * int(settings.workers) - 1
+    except UserError:  # a count deploy would refuse: the change is made all the same; say it without a number
+        return (f"other MLflow server processes may accept {what} for up to {seconds} s more (auth_cache_seconds; "
+                "0 turns the cache off)")
+    if others <= 0:
+        return ""
+    return (f"{others} other MLflow server process{'es' if others > 1 else ''} may accept {what} for up to "
+            f"{seconds} s more (auth_cache_seconds; 0 turns the cache off)")
