@@ -56,6 +56,18 @@ def latest_deployment(double, status=("successful", "failed", "cancelled"), vers
     return wait_until(ended, what=f"a deployment {status} of job version {version}")
 
 
+def why(double) -> str:
+    """Each allocation's job version, status and task events: what an assertion on a deployment shows when it
+    fails (a stub that should have served went unhealthy or died)."""
+    lines = []
+    for alloc in get(double, "/v1/job/mlflow/allocations"):
+        lines.append(f"alloc {alloc['ID'][:8]} v{alloc['JobVersion']} {alloc['ClientStatus']} "
+                     f"{alloc.get('DeploymentStatus')}")
+        for name, state in (alloc.get("TaskStates") or {}).items():
+            lines += [f"  {name}: {e['Type']}: {e.get('DisplayMessage', '')}" for e in state["Events"]]
+    return "\n".join(lines)
+
+
 def events(alloc) -> list[str]:
     return [e["Type"] for state in alloc["TaskStates"].values() for e in state["Events"]]
 
@@ -156,7 +168,8 @@ def test_revert_checks_the_prior_version(nomad_double):
     nomad_double.wait_idle()
     url = nomad_double.address + "/v1/job/mlflow/revert"
     wrong = requests.post(url, json={"JobID": "mlflow", "JobVersion": 0, "EnforcePriorVersion": 0}, timeout=5)
-    assert (wrong.status_code, wrong.text) == (500, "Current job has version 1; enforcing version 0")
+    assert (wrong.status_code, wrong.text) == (500, "Current job has version 1; enforcing version 0"), \
+        why(nomad_double)
     ok = requests.post(url, json={"JobID": "mlflow", "JobVersion": 0, "EnforcePriorVersion": 1}, timeout=5)
     assert ok.status_code == 200 and set(ok.json()) >= {"EvalID", "EvalCreateIndex", "JobModifyIndex"}
 
@@ -230,7 +243,7 @@ def test_a_new_version_replaces_the_old_container_and_its_service(nomad_double):
     current = get(nomad_double, "/v1/job/mlflow")["JobModifyIndex"]
     register(nomad_double, job_of(nomad_double, "1.2"), EnforceIndex=True, JobModifyIndex=current)
     deployment = latest_deployment(nomad_double, version=1)
-    assert (deployment["JobVersion"], deployment["Status"]) == (1, "successful")
+    assert (deployment["JobVersion"], deployment["Status"]) == (1, "successful"), why(nomad_double)
     new = running_alloc(nomad_double, 1)
     assert new["PreviousAllocation"] == old["ID"]
     stopped = get(nomad_double, f"/v1/allocation/{old['ID']}")
