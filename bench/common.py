@@ -145,6 +145,9 @@ def process_rss(container) -> list[tuple[float, str]]:
 # MLflow's admin of the benches that deploy (auth: basic, the cluster's default since issue 29): deploy gets the
 # password as MSH_MLFLOW_ADMIN_PASSWORD, the benches' clients log in with it.
 ADMIN = ("admin", "bench-admin-password")
+# The entrypoint's environment for MLflow's auth app as the cluster runs it (auth basic, auth_cache_seconds 30).
+AUTH_ON = {"MLFLOW_AUTH": "basic", "MLFLOW_AUTH_CACHE_SECONDS": "30", "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
+           "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1], "MLFLOW_FLASK_SERVER_SECRET_KEY": "bench-secret-key"}
 
 
 def log_in_as_admin() -> dict:

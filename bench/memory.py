@@ -30,13 +30,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import ContainerMemory, process_rss, write_section  # (sets sys.path)
+from common import ADMIN, AUTH_ON, ContainerMemory, process_rss, write_section  # (sets sys.path)
 
 JOBS_ON = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}
-ADMIN = ("admin", "bench-admin-password")
-AUTH_ON = {"MLFLOW_AUTH": "basic", "MLFLOW_AUTH_CACHE_SECONDS": "30",  # the cluster's default
-           "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0], "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": "bench-secret-key"}
 # The image's entrypoint, its last line running `mlflow server` where it runs mlflow-serve.py (the grep
 # fails the container if that line ever changes, rather than measuring ours twice).
 CLI_PARENT = ["sh", "-c", "sed 's|^exec python \"$serve\" |exec mlflow server |' /usr/local/bin/mlflow-entrypoint "

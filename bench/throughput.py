@@ -20,17 +20,15 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from common import ADMIN, ContainerMemory, median, write_section
+from common import ADMIN, AUTH_ON, ContainerMemory, median, write_section
 
 THREADS = 4
-AUTH = {"MLFLOW_AUTH": "basic", "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0], "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": "bench-secret-key"}
 CONFIGS = (  # label, ours, the entrypoint's extra environment (None: `mlflow server` itself), log in
     ("MLflow defaults (`mlflow server`, no tuning)", False, None, False),
     ("ours, auth none (512m)", True, {}, False),
     ("ours, auth basic, password checked per request (`auth_cache_seconds: 0`)", True,
-     {**AUTH, "MLFLOW_AUTH_CACHE_SECONDS": "0"}, True),
-    ("ours as deployed: auth basic, `auth_cache_seconds: 30`", True, {**AUTH, "MLFLOW_AUTH_CACHE_SECONDS": "30"}, True),
+     {**AUTH_ON, "MLFLOW_AUTH_CACHE_SECONDS": "0"}, True),
+    ("ours as deployed: auth basic, `auth_cache_seconds: 30`", True, AUTH_ON, True),
 )
 
 

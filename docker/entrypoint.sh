@@ -95,13 +95,10 @@ fi
 
 auth_cache=${MLFLOW_AUTH_CACHE_SECONDS:-0}  # used by auth basic; a bad value stops any container, before anything runs
 case "$auth_cache" in
-  ''|*[!0-9]*|?????*)
-    echo "mlflow-entrypoint: MLFLOW_AUTH_CACHE_SECONDS must be a whole number of seconds from 0 (no cache) to 3600," \
-         "not '$auth_cache'" >&2
-    exit 78
-    ;;
+  ''|*[!0-9]*|?????*) cache_ok=false ;;  # not digits, or more than 4 of them
+  *) [ "$auth_cache" -le 3600 ] && cache_ok=true || cache_ok=false ;;
 esac
-if [ "$auth_cache" -gt 3600 ]; then
+if [ "$cache_ok" = false ]; then
   echo "mlflow-entrypoint: MLFLOW_AUTH_CACHE_SECONDS must be a whole number of seconds from 0 (no cache) to 3600," \
        "not '$auth_cache'" >&2
   exit 78

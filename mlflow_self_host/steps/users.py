@@ -239,13 +239,12 @@ def cache_window(settings, name: str, removed: bool = False) -> str:
     seconds = int(settings.auth_cache_seconds)
     if seconds <= 0:
         return ""
-    what = f"{name}'s password" if removed else f"{name}'s old password"
     try:
         others = jobfile.allocations(settings) * int(settings.workers) - 1
+        who = f"{others} other MLflow server process{'es' if others > 1 else ''}"
     except UserError:  # a count deploy would refuse: the change is made all the same; say it without a number
-        return (f"other MLflow server processes may accept {what} for up to {seconds} s more (auth_cache_seconds; "
-                "0 turns the cache off)")
-    if others <= 0:
+        others, who = None, "other MLflow server processes"
+    if others is not None and others <= 0:
         return ""
-    return (f"{others} other MLflow server process{'es' if others > 1 else ''} may accept {what} for up to "
-            f"{seconds} s more (auth_cache_seconds; 0 turns the cache off)")
+    what = f"{name}'s password" if removed else f"{name}'s old password"
+    return f"{who} may accept {what} for up to {seconds} s more (auth_cache_seconds; 0 turns the cache off)"

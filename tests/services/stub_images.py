@@ -60,33 +60,35 @@ class StubImages:
         """The tag still names our image here and in the registry: a test that builds and pushes with the
         cluster's settings (`inv release`, `inv build push`) tags its own image ``{repository}:v{version}``."""
         import urllib.error
-        import urllib.request
 
         try:
             if self.client.images.get(self.ref(version)).id != image_id:
                 return False
         except Exception:  # noqa: BLE001 - the local tag is gone
             return False
-        head = urllib.request.Request(f"http://{self.registry}/v2/{self.repository}/manifests/v{version}",
-                                      method="HEAD", headers={"Accept": "application/vnd.docker.distribution"
-                                                                        ".manifest.v2+json"})
         try:
-            with urllib.request.urlopen(head, timeout=5) as resp:
-                return digest is not None and resp.headers["Docker-Content-Digest"] == digest
+            return digest is not None and self._registry_digest(version) == digest
         except (urllib.error.URLError, OSError):
             return False
 
-    def unpublish(self, version: str) -> None:
-        """Delete v{version} from the registry (the tag is gone; Nomad's pull then fails)."""
+    def _registry_digest(self, version: str) -> str:
+        """The manifest digest the registry's tag v{version} names (urllib.error.HTTPError 404: no such tag)."""
         import urllib.request
 
-        self._pushed.pop(version, None)
         head = urllib.request.Request(f"http://{self.registry}/v2/{self.repository}/manifests/v{version}",
                                       method="HEAD", headers={"Accept": "application/vnd.docker.distribution"
                                                                         ".manifest.v2+json"})
+        with urllib.request.urlopen(head, timeout=5) as resp:
+            return resp.headers["Docker-Content-Digest"]
+
+    def unpublish(self, version: str) -> None:
+        """Delete v{version} from the registry (the tag is gone; Nomad's pull then fails)."""
+        import urllib.error
+        import urllib.request
+
+        self._pushed.pop(version, None)
         try:
-            with urllib.request.urlopen(head, timeout=5) as resp:
-                digest = resp.headers["Docker-Content-Digest"]
+            digest = self._registry_digest(version)
         except urllib.error.HTTPError:
             return
         urllib.request.urlopen(urllib.request.Request(
